@@ -1,0 +1,1 @@
+//! berth-runtime: berth's OCI runtime (runc-compatible) and the per-container shim.

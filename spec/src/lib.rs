@@ -1,0 +1,8 @@
+//! berth-spec: reads Compose files exactly as Docker Compose reads them and produces one
+//! canonical, validated `App` for the rest of berth.
+//!
+//! Pure library: no network, no root, no processes. File reads happen only in the loader.
+
+pub mod error;
+
+pub use error::{Error, Location, Result, Warning};

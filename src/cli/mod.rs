@@ -1,0 +1,76 @@
+//! Command-line surface: the global flags every command shares, and dispatch to one module
+//! per command family. Errors reach the user as one line on stderr and a non-zero exit.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+mod version;
+
+/// Declarative multi-container orchestrator: Compose files from one machine to a cluster.
+#[derive(Debug, Parser)]
+#[command(name = "berth", version, disable_version_flag = false, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub project: ProjectFlags,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The Compose project flags, accepted before or after any subcommand.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ProjectFlags {
+    /// Compose configuration file (repeatable; later files override earlier ones)
+    #[arg(short = 'f', long = "file", global = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+
+    /// Project name
+    #[arg(short = 'p', long = "project-name", global = true, env = "COMPOSE_PROJECT_NAME")]
+    pub project_name: Option<String>,
+
+    /// Alternate working directory (default: the directory of the first Compose file)
+    #[arg(long, global = true, value_name = "DIR")]
+    pub project_directory: Option<PathBuf>,
+
+    /// Alternate environment file (repeatable)
+    #[arg(long = "env-file", global = true, value_name = "FILE")]
+    pub env_files: Vec<PathBuf>,
+
+    /// Profile to enable (repeatable)
+    #[arg(long = "profile", global = true, value_name = "NAME")]
+    pub profiles: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show the berth version information
+    Version(version::VersionArgs),
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Version(args) => version::run(&args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("berth: {}", one_line(&err));
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Renders an error and its causes as one line: `outer: inner: root cause`.
+pub fn one_line(err: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if parts.last().is_none_or(|prev| !prev.contains(&text)) {
+            parts.push(text);
+        }
+    }
+    parts.join(": ")
+}

@@ -1,0 +1,7 @@
+//! `berth`: the command-line client. Every subcommand lives in its own module under `cli/`.
+
+mod cli;
+
+fn main() -> std::process::ExitCode {
+    cli::main()
+}
