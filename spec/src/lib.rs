@@ -4,5 +4,7 @@
 //! Pure library: no network, no root, no processes. File reads happen only in the loader.
 
 pub mod error;
+pub mod graph;
 
 pub use error::{Error, Location, Result, Warning};
+pub use graph::{DependencyGraph, Edge, EdgeKind};
