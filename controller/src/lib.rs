@@ -5,3 +5,5 @@
 //!
 //! It consumes the canonical `App` produced by `berth-spec` and never depends on the node
 //! agent. Work on it starts with the "berthd and the Compose lifecycle" issue.
+
+pub mod durable;
