@@ -7,3 +7,5 @@
 //! agent. Work on it starts with the "berthd and the Compose lifecycle" issue.
 
 pub mod durable;
+pub mod raft_log;
+pub mod raft_node;

@@ -206,6 +206,11 @@ impl DiskStorage {
         read_snapshot(&self.dir.join("snapshot"))
     }
 
+    /// Index of the latest snapshot (0 when there is none).
+    pub fn snapshot_index(&self) -> u64 {
+        self.snapshot.index
+    }
+
     pub fn hard_state(&self) -> &HardState {
         &self.hard_state
     }

@@ -1,0 +1,671 @@
+//! The one task that owns the Raft `RawNode`: it turns proposals into committed, applied
+//! commands of a [`StateMachine`], persists through [`DiskStorage`], and hands messages for
+//! peers to a [`Transport`]. One member by default; written so that more can join.
+//!
+//! Loop order on every turn (the order raft-rs requires):
+//! 1. take input (a proposal, a peer message) or time out; tick when the tick interval passed;
+//! 2. if the node has a `Ready`: send its immediate messages; install a received snapshot
+//!    (storage, then state machine); apply committed entries; persist new entries and the hard
+//!    state with one fsync; send the messages that had to wait for persistence;
+//! 3. `advance`, persist the new commit index, send and apply what the light ready carries,
+//!    `advance_apply`;
+//! 4. compact the log into a snapshot when enough entries were applied since the last one.
+//!
+//! The thread is a plain OS thread: fsync blocks, and raft-rs is synchronous. Callers reach it
+//! through [`RaftHandle`], whose `propose` is async and resolves when the command is applied.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use protobuf::Message as _;
+use raft::eraftpb::{ConfChange, ConfChangeV2, Entry, EntryType, Message};
+use raft::{Config, RawNode, StateRole, Storage as _};
+use tokio::sync::oneshot;
+
+use crate::durable::{DiskStorage, StorageFault};
+
+/// The replicated state: applies committed commands in log order, and can be saved and
+/// restored whole (for snapshots).
+pub trait StateMachine: Send + Sync + 'static {
+    /// Applies one committed command and returns the reply for its proposer. Must be
+    /// deterministic: every member applies the same commands in the same order.
+    fn apply(&mut self, index: u64, command: &[u8]) -> Vec<u8>;
+    /// The whole state, serialized.
+    fn snapshot(&self) -> Vec<u8>;
+    /// Replaces the whole state with a serialized one.
+    fn restore(&mut self, data: &[u8]) -> Result<(), String>;
+}
+
+/// Delivers Raft messages to peers. A single-member group never sends any.
+pub trait Transport: Send + 'static {
+    fn send(&self, messages: Vec<Message>);
+}
+
+/// The transport of a single-member group.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoPeers;
+
+impl Transport for NoPeers {
+    fn send(&self, messages: Vec<Message>) {
+        if !messages.is_empty() {
+            tracing::warn!(
+                count = messages.len(),
+                "raft produced messages for peers in a single-member group"
+            );
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RaftConfig {
+    /// This member's id (non-zero).
+    pub id: u64,
+    /// Directory of the durable log and snapshot.
+    pub dir: PathBuf,
+    /// The voters of a brand-new group; ignored once the storage holds a configuration.
+    pub initial_voters: Vec<u64>,
+    pub tick: Duration,
+    pub election_ticks: usize,
+    pub heartbeat_ticks: usize,
+    /// Compact after this many applied entries since the last snapshot.
+    pub compact_every: u64,
+    /// Entries kept behind a snapshot so slightly lagging followers need no snapshot.
+    pub keep_after_compaction: u64,
+}
+
+impl RaftConfig {
+    pub fn single(id: u64, dir: PathBuf) -> Self {
+        RaftConfig {
+            id,
+            dir,
+            initial_voters: vec![id],
+            tick: Duration::from_millis(100),
+            election_ticks: 10,
+            heartbeat_ticks: 2,
+            compact_every: 10_000,
+            keep_after_compaction: 1_000,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RaftError {
+    #[error("raft storage: {0}")]
+    Storage(#[from] StorageFault),
+    #[error("raft: {0}")]
+    Raft(#[from] raft::Error),
+    #[error("restoring the state machine from the snapshot at {index}: {message}")]
+    Restore { index: u64, message: String },
+    #[error("this member is not the leader (leader: {leader})")]
+    NotLeader { leader: u64 },
+    #[error("leadership changed before the command committed; its outcome is unknown")]
+    LeadershipLost,
+    #[error("the raft loop has stopped")]
+    Stopped,
+}
+
+enum Input {
+    Propose {
+        data: Vec<u8>,
+        reply: oneshot::Sender<Result<Vec<u8>, RaftError>>,
+    },
+    Step(Box<Message>),
+    Stop,
+}
+
+/// The caller's side of a running Raft member.
+pub struct RaftHandle<S> {
+    input: mpsc::Sender<Input>,
+    state: Arc<RwLock<S>>,
+    status: Arc<RwLock<Status>>,
+    thread: Option<JoinHandle<Result<(), RaftError>>>,
+}
+
+/// A cheap view of the member for reads and health.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Status {
+    pub id: u64,
+    pub leader: u64,
+    pub term: u64,
+    pub commit: u64,
+    pub applied: u64,
+    pub is_leader: bool,
+}
+
+impl<S: StateMachine> RaftHandle<S> {
+    /// Opens the storage, restores the state machine from its snapshot and starts the loop.
+    pub fn start<T: Transport>(
+        config: RaftConfig,
+        mut machine: S,
+        transport: T,
+    ) -> Result<Self, RaftError> {
+        let (mut storage, report) = DiskStorage::open(&config.dir)?;
+        if report.wal.torn_tail_bytes > 0 {
+            tracing::warn!(
+                bytes = report.wal.torn_tail_bytes,
+                dir = %config.dir.display(),
+                "dropped a torn, unacknowledged write at the end of the raft log"
+            );
+        }
+        let mut applied = 0;
+        if let Some(snapshot) = storage.load_snapshot()? {
+            let index = snapshot.get_metadata().index;
+            machine
+                .restore(snapshot.get_data())
+                .map_err(|message| RaftError::Restore { index, message })?;
+            applied = index;
+        }
+        let fresh = storage.conf_state().voters.is_empty() && storage.last_index()? == 0;
+        if fresh {
+            let conf = raft::eraftpb::ConfState {
+                voters: config.initial_voters.clone(),
+                ..Default::default()
+            };
+            storage.set_conf_state(&conf)?;
+        }
+        let raft_config = Config {
+            id: config.id,
+            election_tick: config.election_ticks,
+            heartbeat_tick: config.heartbeat_ticks,
+            applied,
+            pre_vote: true,
+            check_quorum: true,
+            max_size_per_msg: 1 << 20,
+            max_inflight_msgs: 256,
+            ..Default::default()
+        };
+        raft_config.validate()?;
+        let logger = slog::Logger::root(
+            crate::raft_log::TracingDrain,
+            slog::o!("raft_id" => config.id),
+        );
+        let mut node = RawNode::new(&raft_config, storage, &logger)?;
+        let sole_voter = node.raft.prs().conf().voters().ids().iter().eq([config.id]);
+        if sole_voter {
+            // Nobody else can win: skip the election timeout.
+            node.campaign()?;
+        }
+        let state = Arc::new(RwLock::new(machine));
+        let status = Arc::new(RwLock::new(Status {
+            id: config.id,
+            ..Status::default()
+        }));
+        let (input, inbox) = mpsc::channel();
+        let mut member = Member {
+            node,
+            config,
+            state: state.clone(),
+            status: status.clone(),
+            transport,
+            pending: HashMap::new(),
+            waiting: Vec::new(),
+            next_proposal: 1,
+            applied,
+        };
+        let thread = std::thread::Builder::new()
+            .name("raft".into())
+            .spawn(move || member.run(inbox))
+            .map_err(|e| {
+                RaftError::Storage(StorageFault::Io {
+                    path: PathBuf::from("raft thread"),
+                    op: "spawn",
+                    source: e,
+                })
+            })?;
+        Ok(RaftHandle {
+            input,
+            state,
+            status,
+            thread: Some(thread),
+        })
+    }
+
+    /// Appends a command to the log; resolves with the state machine's reply once it is
+    /// committed and applied on this member.
+    pub async fn propose(&self, data: Vec<u8>) -> Result<Vec<u8>, RaftError> {
+        let (reply, answer) = oneshot::channel();
+        self.input
+            .send(Input::Propose { data, reply })
+            .map_err(|_| RaftError::Stopped)?;
+        answer.await.map_err(|_| RaftError::Stopped)?
+    }
+
+    /// Hands a message from a peer to this member.
+    pub fn step(&self, message: Message) -> Result<(), RaftError> {
+        self.input
+            .send(Input::Step(Box::new(message)))
+            .map_err(|_| RaftError::Stopped)
+    }
+
+    /// Reads the applied state.
+    pub fn read<R>(&self, f: impl FnOnce(&S) -> R) -> R {
+        f(&self.state.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    pub fn status(&self) -> Status {
+        *self.status.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Stops the loop; everything acknowledged is already durable.
+    pub fn stop(mut self) -> Result<(), RaftError> {
+        self.shutdown()
+    }
+
+    fn shutdown(&mut self) -> Result<(), RaftError> {
+        let _ = self.input.send(Input::Stop);
+        match self.thread.take() {
+            Some(thread) => thread.join().unwrap_or(Err(RaftError::Stopped)),
+            None => Ok(()),
+        }
+    }
+}
+
+impl<S> Drop for RaftHandle<S> {
+    fn drop(&mut self) {
+        let _ = self.input.send(Input::Stop);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+type Reply = oneshot::Sender<Result<Vec<u8>, RaftError>>;
+
+struct Member<S, T> {
+    node: RawNode<DiskStorage>,
+    config: RaftConfig,
+    state: Arc<RwLock<S>>,
+    status: Arc<RwLock<Status>>,
+    transport: T,
+    /// Proposals in the log, keyed by the id carried in their entry context.
+    pending: HashMap<u64, Reply>,
+    /// Proposals waiting for a leader to exist.
+    waiting: Vec<(Vec<u8>, Reply)>,
+    next_proposal: u64,
+    applied: u64,
+}
+
+impl<S: StateMachine, T: Transport> Member<S, T> {
+    fn run(&mut self, inbox: mpsc::Receiver<Input>) -> Result<(), RaftError> {
+        let mut last_tick = Instant::now();
+        loop {
+            let timeout = self.config.tick.saturating_sub(last_tick.elapsed());
+            match inbox.recv_timeout(timeout) {
+                Ok(Input::Propose { data, reply }) => self.propose(data, reply),
+                Ok(Input::Step(message)) => {
+                    if let Err(e) = self.node.step(*message) {
+                        tracing::debug!(error = %e, "dropped a raft message");
+                    }
+                }
+                Ok(Input::Stop) | Err(RecvTimeoutError::Disconnected) => return Ok(()),
+                Err(RecvTimeoutError::Timeout) => {}
+            }
+            if last_tick.elapsed() >= self.config.tick {
+                self.node.tick();
+                last_tick = Instant::now();
+            }
+            if let Err(e) = self.on_ready() {
+                tracing::error!(error = %e, "raft loop stopped");
+                self.fail_all(|| RaftError::Stopped);
+                return Err(e);
+            }
+        }
+    }
+
+    fn propose(&mut self, data: Vec<u8>, reply: Reply) {
+        let leader = self.node.raft.leader_id;
+        if leader == raft::INVALID_ID {
+            self.waiting.push((data, reply));
+            return;
+        }
+        if self.node.raft.state != StateRole::Leader {
+            let _ = reply.send(Err(RaftError::NotLeader { leader }));
+            return;
+        }
+        let id = self.next_proposal;
+        self.next_proposal += 1;
+        match self.node.propose(context(self.config.id, id), data) {
+            Ok(()) => {
+                self.pending.insert(id, reply);
+            }
+            Err(e) => {
+                let _ = reply.send(Err(e.into()));
+            }
+        }
+    }
+
+    fn on_ready(&mut self) -> Result<(), RaftError> {
+        if !self.node.has_ready() {
+            return Ok(());
+        }
+        let mut ready = self.node.ready();
+        if let Some(soft) = ready.ss() {
+            if soft.raft_state != StateRole::Leader && !self.pending.is_empty() {
+                self.fail_all(|| RaftError::LeadershipLost);
+            }
+        }
+        self.transport.send(ready.take_messages());
+        if !ready.snapshot().is_empty() {
+            let snapshot = ready.snapshot().clone();
+            let index = snapshot.get_metadata().index;
+            self.node.mut_store().apply_snapshot(&snapshot)?;
+            self.write_state()
+                .restore(snapshot.get_data())
+                .map_err(|message| RaftError::Restore { index, message })?;
+            self.applied = index;
+        }
+        self.apply(ready.take_committed_entries())?;
+        let hard_state = ready.hs().cloned();
+        self.node
+            .mut_store()
+            .persist(ready.entries(), hard_state.as_ref())?;
+        self.transport.send(ready.take_persisted_messages());
+        let mut light = self.node.advance(ready);
+        if let Some(commit) = light.commit_index() {
+            self.node.mut_store().set_commit(commit)?;
+        }
+        self.transport.send(light.take_messages());
+        self.apply(light.take_committed_entries())?;
+        self.node.advance_apply();
+        self.maybe_compact()?;
+        self.publish_status();
+        if self.node.raft.leader_id != raft::INVALID_ID && !self.waiting.is_empty() {
+            for (data, reply) in std::mem::take(&mut self.waiting) {
+                self.propose(data, reply);
+            }
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, entries: Vec<Entry>) -> Result<(), RaftError> {
+        for entry in entries {
+            self.applied = entry.index;
+            match entry.get_entry_type() {
+                EntryType::EntryNormal => {
+                    if entry.data.is_empty() {
+                        continue; // a new leader's no-op
+                    }
+                    let reply = self.write_state().apply(entry.index, &entry.data);
+                    if let Some((node, id)) = parse_context(&entry.context) {
+                        if node == self.config.id {
+                            if let Some(waiter) = self.pending.remove(&id) {
+                                let _ = waiter.send(Ok(reply));
+                            }
+                        }
+                    }
+                }
+                EntryType::EntryConfChange => {
+                    let change =
+                        ConfChange::parse_from_bytes(&entry.data).map_err(raft::Error::from)?;
+                    let conf = self.node.apply_conf_change(&change)?;
+                    self.node.mut_store().set_conf_state(&conf)?;
+                }
+                EntryType::EntryConfChangeV2 => {
+                    let change =
+                        ConfChangeV2::parse_from_bytes(&entry.data).map_err(raft::Error::from)?;
+                    let conf = self.node.apply_conf_change(&change)?;
+                    self.node.mut_store().set_conf_state(&conf)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn maybe_compact(&mut self) -> Result<(), RaftError> {
+        let since = self
+            .applied
+            .saturating_sub(self.node.store().snapshot_index());
+        if since < self.config.compact_every {
+            return Ok(());
+        }
+        let data = self
+            .state
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .snapshot();
+        let applied = self.applied;
+        let keep = self.config.keep_after_compaction;
+        self.node.mut_store().compact(applied, data, keep)?;
+        tracing::debug!(applied, "compacted the raft log into a snapshot");
+        Ok(())
+    }
+
+    fn publish_status(&self) {
+        let raft = &self.node.raft;
+        let mut status = self.status.write().unwrap_or_else(|e| e.into_inner());
+        *status = Status {
+            id: self.config.id,
+            leader: raft.leader_id,
+            term: raft.term,
+            commit: raft.raft_log.committed,
+            applied: self.applied,
+            is_leader: raft.state == StateRole::Leader,
+        };
+    }
+
+    fn fail_all(&mut self, error: impl Fn() -> RaftError) {
+        for (_, reply) in self.pending.drain() {
+            let _ = reply.send(Err(error()));
+        }
+        for (_, reply) in self.waiting.drain(..) {
+            let _ = reply.send(Err(error()));
+        }
+    }
+
+    fn write_state(&self) -> std::sync::RwLockWriteGuard<'_, S> {
+        self.state.write().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Entry context: the proposing member's id and its proposal id, so only that member replies.
+fn context(node: u64, id: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(16);
+    out.extend_from_slice(&node.to_le_bytes());
+    out.extend_from_slice(&id.to_le_bytes());
+    out
+}
+
+fn parse_context(bytes: &[u8]) -> Option<(u64, u64)> {
+    let node = u64::from_le_bytes(bytes.get(0..8)?.try_into().ok()?);
+    let id = u64::from_le_bytes(bytes.get(8..16)?.try_into().ok()?);
+    Some((node, id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A key-value map whose commands are `key=value`; replies with the previous value.
+    #[derive(Default)]
+    struct Kv {
+        map: std::collections::BTreeMap<String, String>,
+        applied: Vec<u64>,
+    }
+
+    impl StateMachine for Kv {
+        fn apply(&mut self, index: u64, command: &[u8]) -> Vec<u8> {
+            self.applied.push(index);
+            let text = String::from_utf8_lossy(command);
+            let (k, v) = text.split_once('=').unwrap_or((&text, ""));
+            self.map
+                .insert(k.to_owned(), v.to_owned())
+                .unwrap_or_default()
+                .into_bytes()
+        }
+        fn snapshot(&self) -> Vec<u8> {
+            self.map
+                .iter()
+                .map(|(k, v)| format!("{k}={v}\n"))
+                .collect::<String>()
+                .into_bytes()
+        }
+        fn restore(&mut self, data: &[u8]) -> Result<(), String> {
+            self.map.clear();
+            for line in String::from_utf8_lossy(data).lines() {
+                let (k, v) = line.split_once('=').ok_or("bad snapshot line")?;
+                self.map.insert(k.into(), v.into());
+            }
+            Ok(())
+        }
+    }
+
+    fn config(dir: &std::path::Path) -> RaftConfig {
+        RaftConfig {
+            tick: Duration::from_millis(10),
+            compact_every: 50,
+            keep_after_compaction: 10,
+            ..RaftConfig::single(1, dir.to_owned())
+        }
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_single_member_commits_and_replies_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let raft = RaftHandle::start(config(dir.path()), Kv::default(), NoPeers).unwrap();
+        let rt = runtime();
+        assert_eq!(rt.block_on(raft.propose(b"a=1".to_vec())).unwrap(), b"");
+        assert_eq!(rt.block_on(raft.propose(b"a=2".to_vec())).unwrap(), b"1");
+        assert_eq!(raft.read(|kv| kv.map["a"].clone()), "2");
+        let status = raft.status();
+        assert!(status.is_leader);
+        assert_eq!(status.leader, 1);
+        assert!(status.applied >= 3, "{status:?}"); // the leader's no-op plus two commands
+    }
+
+    #[test]
+    fn state_survives_restart_and_compaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = runtime();
+        {
+            let raft = RaftHandle::start(config(dir.path()), Kv::default(), NoPeers).unwrap();
+            for i in 0..200 {
+                rt.block_on(raft.propose(format!("k{}={i}", i % 7).into_bytes()))
+                    .unwrap();
+            }
+            raft.stop().unwrap();
+        }
+        assert!(
+            dir.path().join("snapshot").exists(),
+            "200 entries with compact_every=50 must snapshot"
+        );
+        let raft = RaftHandle::start(config(dir.path()), Kv::default(), NoPeers).unwrap();
+        let expected: std::collections::BTreeMap<String, String> = (193..200)
+            .map(|i| (format!("k{}", i % 7), i.to_string()))
+            .collect();
+        // The state is the snapshot plus the replayed tail, before any new proposal.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while raft.read(|kv| kv.map.clone()) != expected {
+            assert!(
+                Instant::now() < deadline,
+                "state not restored: {:?}",
+                raft.read(|kv| kv.map.clone())
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // Replay after the snapshot never re-applies an entry the snapshot covers.
+        let replayed = raft.read(|kv| kv.applied.clone());
+        let first = dir.path().join("snapshot");
+        assert!(first.exists());
+        assert!(replayed.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(
+            rt.block_on(raft.propose(b"k0=new".to_vec())).unwrap(),
+            b"196"
+        );
+    }
+
+    /// Messages between members of a test group, delivered through their handles.
+    #[derive(Clone, Default)]
+    struct Mesh {
+        peers: Arc<RwLock<HashMap<u64, mpsc::Sender<Input>>>>,
+        down: Arc<RwLock<std::collections::HashSet<u64>>>,
+    }
+
+    impl Transport for Mesh {
+        fn send(&self, messages: Vec<Message>) {
+            let peers = self.peers.read().unwrap();
+            let down = self.down.read().unwrap();
+            for message in messages {
+                if down.contains(&message.to) || down.contains(&message.from) {
+                    continue;
+                }
+                if let Some(peer) = peers.get(&message.to) {
+                    let _ = peer.send(Input::Step(Box::new(message)));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn three_members_elect_replicate_and_survive_the_leader() {
+        let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+        let mesh = Mesh::default();
+        let members: Vec<RaftHandle<Kv>> = (1..=3u64)
+            .map(|id| {
+                let config = RaftConfig {
+                    id,
+                    initial_voters: vec![1, 2, 3],
+                    tick: Duration::from_millis(10),
+                    ..RaftConfig::single(id, dirs[id as usize - 1].path().to_owned())
+                };
+                let handle = RaftHandle::start(config, Kv::default(), mesh.clone()).unwrap();
+                mesh.peers.write().unwrap().insert(id, handle.input.clone());
+                handle
+            })
+            .collect();
+        let rt = runtime();
+        let leader = wait_for_leader(&members, &[]);
+        rt.block_on(members[leader as usize - 1].propose(b"x=1".to_vec()))
+            .unwrap();
+        // A follower refuses writes and names the leader.
+        let follower = members.iter().find(|m| m.status().id != leader).unwrap();
+        match rt.block_on(follower.propose(b"x=2".to_vec())) {
+            Err(RaftError::NotLeader { leader: named }) => assert_eq!(named, leader),
+            other => panic!("expected NotLeader, got {other:?}"),
+        }
+        // Cut the leader off: the other two elect a new one that still has x=1.
+        mesh.down.write().unwrap().insert(leader);
+        let next = wait_for_leader(&members, &[leader]);
+        assert_ne!(next, leader);
+        let new_leader = &members[next as usize - 1];
+        assert_eq!(
+            rt.block_on(new_leader.propose(b"x=3".to_vec())).unwrap(),
+            b"1"
+        );
+        // Heal: the old leader catches up.
+        mesh.down.write().unwrap().clear();
+        let old = &members[leader as usize - 1];
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while old.read(|kv| kv.map.get("x").cloned()) != Some("3".into()) {
+            assert!(Instant::now() < deadline, "old leader did not catch up");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn wait_for_leader(members: &[RaftHandle<Kv>], excluded: &[u64]) -> u64 {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let leaders: Vec<u64> = members
+                .iter()
+                .map(|m| m.status())
+                .filter(|s| s.is_leader && !excluded.contains(&s.id))
+                .map(|s| s.id)
+                .collect();
+            if let [one] = leaders[..] {
+                return one;
+            }
+            assert!(Instant::now() < deadline, "no single leader elected");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
