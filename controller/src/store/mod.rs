@@ -8,7 +8,7 @@
 mod app;
 mod command;
 mod node;
-mod placement;
+pub mod placement;
 mod restart;
 mod state;
 mod task;
