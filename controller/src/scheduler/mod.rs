@@ -6,7 +6,8 @@
 //! orchestrator does).
 //!
 //! Cost: building the per-node counters is O(nodes + placed tasks); each service then costs
-//! O(nodes) for its static filters and heap, and each placement O(log nodes). A node that
+//! O(nodes) for its static filters and heaps, and each placement O(preference groups +
+//! log nodes). A node that
 //! fails a dynamic filter (resources, ports, replica cap) is dropped from the service's heap,
 //! since placing more of the same service can only make it fail again.
 
@@ -17,6 +18,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 
 use indexmap::IndexMap;
+use rustc_hash::FxHashMap;
 
 use crate::store::{
     Command, Node, ServiceSpec, State, Task, TaskId, TaskState, placement::Strategy,
@@ -121,7 +123,7 @@ struct Batch<'a> {
     infos: Vec<NodeInfo<'a>>,
     by_id: HashMap<&'a str, usize>,
     specs: &'a dyn SpecSource,
-    services: HashMap<(&'a str, &'a str), ServiceIndex>,
+    services: FxHashMap<(&'a str, &'a str), ServiceIndex>,
     /// The spec of each interned service (`None` when it no longer exists).
     service_specs: Vec<Option<&'a ServiceSpec>>,
 }
@@ -129,64 +131,97 @@ struct Batch<'a> {
 /// Smaller is better. `index` makes ties deterministic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 struct Key {
-    preferences: [u32; MAX_PREFERENCE_LEVELS],
     first: u64,
     second: u64,
     third: u64,
     index: usize,
 }
 
-/// Spread preferences of one service: each candidate node's group at every level, and how
-/// many of the service's tasks each group holds.
-struct Preferences {
+/// The candidate nodes of one service, split by spread preference: one leaf per distinct
+/// path of label values, each with its own heap of nodes. Without preferences there is one
+/// leaf. Choosing a leaf costs O(leaves), choosing a node in it O(log nodes); only the
+/// chosen node's key changes with a placement, so heap entries never go stale.
+struct Leaves {
     levels: usize,
-    node_groups: HashMap<usize, [u32; MAX_PREFERENCE_LEVELS]>,
-    counts: Vec<HashMap<u32, u32>>,
+    leaves: Vec<Leaf>,
+    /// Tasks of the service per group, per level (a group is a path prefix).
+    counts: Vec<FxHashMap<u32, u32>>,
 }
 
-impl Preferences {
-    fn new(infos: &[NodeInfo<'_>], candidates: &[usize], spec: &ServiceSpec, service: u32) -> Self {
+struct Leaf {
+    groups: [u32; MAX_PREFERENCE_LEVELS],
+    heap: BinaryHeap<Reverse<Key>>,
+}
+
+impl Leaves {
+    fn new(
+        infos: &[NodeInfo<'_>],
+        candidates: &[usize],
+        spec: &ServiceSpec,
+        service: ServiceIndex,
+        key: impl Fn(&NodeInfo<'_>, usize) -> Key,
+    ) -> Self {
         let labels = &spec.placement.spread_over;
         let levels = labels.len().min(MAX_PREFERENCE_LEVELS);
         let mut names: HashMap<Vec<&str>, u32> = HashMap::new();
-        let mut node_groups = HashMap::new();
-        let mut counts = vec![HashMap::new(); levels];
+        let mut leaf_of: FxHashMap<u32, usize> = FxHashMap::default();
+        let mut leaves: Vec<Leaf> = Vec::new();
+        let mut counts = vec![FxHashMap::default(); levels];
         for &index in candidates {
-            let node = infos[index].node;
+            let info = &infos[index];
             let mut groups = [0; MAX_PREFERENCE_LEVELS];
             let mut path = Vec::with_capacity(levels);
             for (level, label) in labels.iter().take(levels).enumerate() {
                 // Nodes without the label form a group of their own.
-                path.push(node.labels.get(label).map_or("", String::as_str));
+                path.push(info.node.labels.get(label).map_or("", String::as_str));
                 let next = names.len() as u32;
                 let group = *names.entry(path.clone()).or_insert(next);
                 groups[level] = group;
-                *counts[level].entry(group).or_insert(0) += infos[index].service_tasks(service);
+                *counts[level].entry(group).or_insert(0) += info.service_tasks(service);
             }
-            node_groups.insert(index, groups);
+            let leaf_id = if levels == 0 { 0 } else { groups[levels - 1] };
+            let next = leaves.len();
+            let slot = *leaf_of.entry(leaf_id).or_insert(next);
+            if slot == leaves.len() {
+                leaves.push(Leaf {
+                    groups,
+                    heap: BinaryHeap::new(),
+                });
+            }
+            leaves[slot].heap.push(Reverse(key(info, index)));
         }
-        Preferences {
+        Leaves {
             levels,
-            node_groups,
+            leaves,
             counts,
         }
     }
 
-    fn key(&self, index: usize) -> [u32; MAX_PREFERENCE_LEVELS] {
-        let mut key = [0; MAX_PREFERENCE_LEVELS];
-        if let Some(groups) = self.node_groups.get(&index) {
-            for level in 0..self.levels {
-                key[level] = self.counts[level].get(&groups[level]).copied().unwrap_or(0);
-            }
-        }
-        key
+    /// The non-empty leaf whose groups hold the fewest of the service's tasks, level by
+    /// level.
+    fn choose(&self) -> Option<usize> {
+        self.leaves
+            .iter()
+            .enumerate()
+            .filter(|(_, leaf)| !leaf.heap.is_empty())
+            .min_by_key(|(position, leaf)| {
+                let mut rank = [0u32; MAX_PREFERENCE_LEVELS];
+                for (level, slot) in rank.iter_mut().enumerate().take(self.levels) {
+                    *slot = self.counts[level]
+                        .get(&leaf.groups[level])
+                        .copied()
+                        .unwrap_or(0);
+                }
+                (rank, *position)
+            })
+            .map(|(position, _)| position)
     }
 
-    fn record(&mut self, index: usize) {
-        if let Some(groups) = self.node_groups.get(&index) {
-            for level in 0..self.levels {
-                *self.counts[level].entry(groups[level]).or_insert(0) += 1;
-            }
+    fn record(&mut self, leaf: usize) {
+        for level in 0..self.levels {
+            *self.counts[level]
+                .entry(self.leaves[leaf].groups[level])
+                .or_insert(0) += 1;
         }
     }
 }
@@ -203,7 +238,7 @@ impl<'a> Batch<'a> {
             infos,
             by_id,
             specs,
-            services: HashMap::new(),
+            services: FxHashMap::default(),
             service_specs: Vec::new(),
         }
     }
@@ -268,10 +303,8 @@ impl<'a> Batch<'a> {
                     .all(|filter| filter.passes(&self.infos[index], spec, service))
             })
             .collect();
-        let mut preferences = Preferences::new(&self.infos, &candidates, spec, service);
         let strategy = spec.placement.strategy;
-        let key = |infos: &[NodeInfo<'_>], preferences: &Preferences, index: usize| {
-            let info = &infos[index];
+        let key = |info: &NodeInfo<'_>, index: usize| {
             let (first, second, third) = match strategy {
                 Strategy::Spread => (
                     u64::from(info.service_tasks(service)),
@@ -285,39 +318,33 @@ impl<'a> Batch<'a> {
                 ),
             };
             Key {
-                preferences: preferences.key(index),
                 first,
                 second,
                 third,
                 index,
             }
         };
-        let mut heap: BinaryHeap<Reverse<Key>> = candidates
-            .iter()
-            .map(|&index| Reverse(key(&self.infos, &preferences, index)))
-            .collect();
+        let mut leaves = Leaves::new(&self.infos, &candidates, spec, service, key);
         let mut exhausted: Option<String> = None;
         for task in free {
             let chosen = loop {
-                let Some(Reverse(top)) = heap.pop() else {
+                let Some(leaf) = leaves.choose() else {
                     break None;
                 };
-                // Keys only grow while a service is placed (its groups fill up), except the
-                // node just chosen, which is re-pushed fresh: a stale entry is re-queued.
-                let fresh = key(&self.infos, &preferences, top.index);
-                if fresh != top {
-                    heap.push(Reverse(fresh));
+                let Some(Reverse(top)) = leaves.leaves[leaf].heap.pop() else {
                     continue;
-                }
+                };
                 if first_failure(&self.infos[top.index], spec, service).is_none() {
-                    break Some(top.index);
+                    break Some((leaf, top.index));
                 }
             };
             match chosen {
-                Some(index) => {
+                Some((leaf, index)) => {
                     self.infos[index].add_task(service, &spec.resources, spec.host_ports());
-                    preferences.record(index);
-                    heap.push(Reverse(key(&self.infos, &preferences, index)));
+                    leaves.record(leaf);
+                    leaves.leaves[leaf]
+                        .heap
+                        .push(Reverse(key(&self.infos[index], index)));
                     decisions.push(Decision::Assign {
                         task: task.id.clone(),
                         node: self.infos[index].node.id.clone(),

@@ -2,7 +2,7 @@
 //! counts in total and per service, and host ports in use. Kept up to date incrementally
 //! with every placement so that no decision rescans the tasks.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 
 use crate::store::{Node, PublishedPort, Resources};
 
@@ -14,7 +14,7 @@ pub struct NodeInfo<'a> {
     pub free_nano_cpus: u64,
     pub free_memory: u64,
     pub tasks: u32,
-    pub per_service: HashMap<ServiceIndex, u32>,
+    pub per_service: FxHashMap<ServiceIndex, u32>,
     pub host_ports: Vec<PublishedPort>,
 }
 
@@ -25,7 +25,7 @@ impl<'a> NodeInfo<'a> {
             free_nano_cpus: node.resources.nano_cpus,
             free_memory: node.resources.memory,
             tasks: 0,
-            per_service: HashMap::new(),
+            per_service: FxHashMap::default(),
             host_ports: Vec::new(),
         }
     }
