@@ -227,6 +227,10 @@ fn slot<'a>(
             return;
         }
         creator.create(plan, key, 0, Vec::new());
+        if update::in_progress(s) {
+            // The successor is not up yet: it occupies a place in the current batch.
+            progress.in_flight += 1;
+        }
         return;
     };
     release_gated(&live, plan, creator);

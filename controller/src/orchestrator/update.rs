@@ -48,6 +48,11 @@ fn started_at(s: &Service<'_>) -> Option<u64> {
     }
 }
 
+/// A roll is under way (or about to start).
+pub(crate) fn in_progress(s: &Service<'_>) -> bool {
+    started_at(s).is_some()
+}
+
 /// A task made by the roll in progress.
 pub(crate) fn is_update_task(s: &Service<'_>, task: &Task) -> bool {
     task.spec_hash == s.spec.config_hash && started_at(s).is_some_and(|t| task.created_at >= t)
