@@ -463,3 +463,7 @@ impl StateMachine for State {
         Ok(())
     }
 }
+
+#[cfg(test)]
+#[path = "state_tests.rs"]
+mod tests;
