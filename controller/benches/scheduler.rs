@@ -9,8 +9,7 @@ use std::hint::black_box;
 use berth_controller::scheduler::{Decision, schedule};
 use berth_controller::store::placement::Constraint;
 use berth_controller::store::{
-    Availability, DesiredState, Node, NodeResources, NodeStatus, Platform, Role, ServiceSpec,
-    Task,
+    Availability, DesiredState, Node, NodeResources, NodeStatus, Platform, Role, ServiceSpec, Task,
 };
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
@@ -24,7 +23,11 @@ fn cluster() -> Vec<Node> {
         .map(|i| Node {
             id: format!("node-{i:04}"),
             hostname: format!("host-{i:04}"),
-            role: if i % 100 == 0 { Role::Manager } else { Role::Worker },
+            role: if i % 100 == 0 {
+                Role::Manager
+            } else {
+                Role::Worker
+            },
             availability: if i % 97 == 0 {
                 Availability::Drain
             } else {
@@ -32,7 +35,10 @@ fn cluster() -> Vec<Node> {
             },
             labels: BTreeMap::from([
                 ("zone".to_owned(), format!("z{}", i % 5)),
-                ("disk".to_owned(), if i % 2 == 0 { "ssd" } else { "hdd" }.to_owned()),
+                (
+                    "disk".to_owned(),
+                    if i % 2 == 0 { "ssd" } else { "hdd" }.to_owned(),
+                ),
             ]),
             platform: Platform::new("linux", "amd64"),
             resources: NodeResources {

@@ -2,9 +2,7 @@
 //! and whether a running task must restart because a dependency with `restart: true` was
 //! restarted after it started.
 
-use crate::store::{
-    AppRecord, DependencyCondition, Health, Mode, ServiceSpec, Task, TaskState,
-};
+use crate::store::{AppRecord, DependencyCondition, Health, Mode, ServiceSpec, Task, TaskState};
 
 use super::TaskIndex;
 

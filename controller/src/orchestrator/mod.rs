@@ -119,11 +119,13 @@ impl Plan {
     }
 }
 
+/// A slot of a service: app, service, replica number or (global) node.
+type SlotOf<'a> = (&'a str, &'a str, Option<u32>, Option<&'a str>);
+
 /// Removes tasks of apps and services that no longer exist once they stopped, and trims each
 /// slot's history of finished tasks.
 fn collect_garbage(state: &State, plan: &mut Plan) {
-    let mut history: HashMap<(&str, &str, Option<u32>, Option<&str>), Vec<&Task>> =
-        HashMap::new();
+    let mut history: HashMap<SlotOf<'_>, Vec<&Task>> = HashMap::new();
     for task in state.tasks.values() {
         let exists = state.service(&task.app, &task.service).is_some();
         if !exists || task.desired == DesiredState::Remove {

@@ -6,8 +6,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use crate::store::{
-    AppRecord, DesiredState, Health, Mode, NodeStatus, ServiceRecord, ServiceSpec, State, Task,
-    TaskState, TaskStatus, Timestamp, Availability, UpdateOrder,
+    AppRecord, Availability, DesiredState, Health, Mode, NodeStatus, ServiceRecord, ServiceSpec,
+    State, Task, TaskState, TaskStatus, Timestamp, UpdateOrder,
 };
 
 use super::restart::{self, RestartDecision};
@@ -66,7 +66,14 @@ impl Creator<'_, '_> {
         } else {
             DesiredState::Running
         };
-        let mut task = Task::new((self.ids)(), &s.app.spec.name, s.name, s.hash(), desired, s.now);
+        let mut task = Task::new(
+            (self.ids)(),
+            &s.app.spec.name,
+            s.name,
+            s.hash(),
+            desired,
+            s.now,
+        );
         match key {
             SlotKey::Replica(slot) => task.slot = Some(slot),
             SlotKey::Node(node) => task.node = Some(node.to_owned()),
@@ -95,7 +102,10 @@ pub(crate) fn reconcile(s: &Service<'_>, plan: &mut Plan, ids: &mut dyn FnMut() 
     };
     let mut slots: BTreeMap<SlotKey<'_>, Vec<&Task>> = BTreeMap::new();
     for task in s.tasks {
-        slots.entry(slot_of(s.spec.mode, task)).or_default().push(task);
+        slots
+            .entry(slot_of(s.spec.mode, task))
+            .or_default()
+            .push(task);
     }
     let wanted = wanted_slots(s);
     for key in &wanted {
@@ -113,7 +123,16 @@ pub(crate) fn reconcile(s: &Service<'_>, plan: &mut Plan, ids: &mut dyn FnMut() 
     for (key, tasks) in &slots {
         let may_create = wanted.contains(key);
         if may_create || kept_global(s, *key) {
-            slot(s, *key, tasks, may_create, &gone, plan, &mut progress, &mut creator);
+            slot(
+                s,
+                *key,
+                tasks,
+                may_create,
+                &gone,
+                plan,
+                &mut progress,
+                &mut creator,
+            );
         }
     }
     update::advance(s, progress, plan, &mut creator);
@@ -243,7 +262,12 @@ fn slot<'a>(
             for task in &live {
                 plan.desire(task, DesiredState::Shutdown);
             }
-            creator.create(plan, key, newest.restart_count, newest.restart_history.clone());
+            creator.create(
+                plan,
+                key,
+                newest.restart_count,
+                newest.restart_history.clone(),
+            );
             return;
         }
         if restart::decide(&s.spec.restart, newest, s.now) == RestartDecision::Now {

@@ -62,7 +62,11 @@ impl Sim {
         }
         let outcome = self.state.apply_command(command.clone());
         let applied = outcome.unwrap_or_else(|e| panic!("{command:?} refused: {e}"));
-        assert!(applied.rejected.is_empty(), "{command:?}: {:?}", applied.rejected);
+        assert!(
+            applied.rejected.is_empty(),
+            "{command:?}: {:?}",
+            applied.rejected
+        );
     }
 
     fn reconcile(&mut self) -> Vec<Command> {
@@ -208,7 +212,10 @@ fn replicas_scale_up_and_down_highest_slots_first() {
     sim.apply(Command::DeployApp(app(vec![("web", service("h1", 3))])));
     sim.settle();
     assert_eq!(sim.slots_running("web"), [1, 2, 3]);
-    assert!(sim.reconcile().is_empty(), "a converged state yields no command");
+    assert!(
+        sim.reconcile().is_empty(),
+        "a converged state yields no command"
+    );
 
     sim.apply(Command::ScaleService {
         app: "shop".into(),
@@ -363,7 +370,11 @@ fn unless_stopped_stays_stopped_across_a_daemon_restart_and_always_comes_back() 
 
     sim.apply(Command::DaemonRestarted);
     sim.settle();
-    assert_eq!(sim.running("a").len(), 1, "always: back after the daemon restart");
+    assert_eq!(
+        sim.running("a").len(),
+        1,
+        "always: back after the daemon restart"
+    );
     assert!(sim.running("u").is_empty(), "unless-stopped: stays stopped");
 
     sim.apply(Command::StartService {
@@ -425,7 +436,11 @@ fn a_dependent_waits_until_its_dependency_is_healthy() {
     assert_eq!(web_tasks.len(), 2);
     for task in &web_tasks {
         assert_eq!(task.desired, DesiredState::Ready);
-        assert_eq!(task.status.state, TaskState::Assigned, "placed but not started");
+        assert_eq!(
+            task.status.state,
+            TaskState::Assigned,
+            "placed but not started"
+        );
         assert_eq!(
             task.waiting_for.as_deref(),
             Some("waiting for db to be healthy (0/1 tasks healthy)")
@@ -444,12 +459,18 @@ fn a_dependent_waits_until_its_dependency_is_healthy() {
 fn healthy_gating_on_a_service_without_healthcheck_says_it_never_becomes_healthy() {
     let mut sim = Sim::new(1);
     let web = depends(&[("db", DependencyCondition::Healthy)], service("h1", 1));
-    sim.apply(Command::DeployApp(app(vec![("db", service("h1", 1)), ("web", web)])));
+    sim.apply(Command::DeployApp(app(vec![
+        ("db", service("h1", 1)),
+        ("web", web),
+    ])));
     sim.run_for(1_000, 100);
     let web = sim.tasks("web");
     assert_eq!(web[0].desired, DesiredState::Ready);
     let message = web[0].waiting_for.as_deref().unwrap();
-    assert!(message.contains("db has no healthcheck so it never becomes healthy"), "{message}");
+    assert!(
+        message.contains("db has no healthcheck so it never becomes healthy"),
+        "{message}"
+    );
 }
 
 #[test]
@@ -606,7 +627,11 @@ fn draining_a_node_moves_its_tasks() {
         .filter(|t| t.node.as_deref() == Some("n3"))
         .collect::<Vec<_>>();
     assert_eq!(drained.len(), 2);
-    assert!(drained.iter().all(|t| t.status.state == TaskState::Shutdown));
+    assert!(
+        drained
+            .iter()
+            .all(|t| t.status.state == TaskState::Shutdown)
+    );
 }
 
 #[test]
@@ -652,7 +677,11 @@ fn a_global_service_runs_once_on_every_eligible_node() {
         role: None,
     });
     sim.settle();
-    assert_eq!(nodes(&sim), ["n3", "n4"], "drained loses its task, paused keeps it");
+    assert_eq!(
+        nodes(&sim),
+        ["n3", "n4"],
+        "drained loses its task, paused keeps it"
+    );
     assert!(matches!(
         sim.state.apply_command(Command::ScaleService {
             app: "shop".into(),
@@ -699,7 +728,10 @@ fn a_stop_first_update_replaces_one_task_at_a_time() {
     roll(&mut sim, |sim| {
         let running = sim.running("web").len();
         fewest = fewest.min(running);
-        assert!(running >= 3, "stop-first with parallelism 1 stops one at a time");
+        assert!(
+            running >= 3,
+            "stop-first with parallelism 1 stops one at a time"
+        );
         assert!(running <= 4, "stop-first never runs more than the replicas");
     });
     assert_eq!(fewest, 3);
@@ -755,7 +787,10 @@ fn update_delay_spaces_the_batches() {
         .collect();
     starts.sort();
     assert_eq!(starts.len(), 3);
-    assert!(starts.windows(2).all(|w| w[1] - w[0] >= 1_000), "{starts:?}");
+    assert!(
+        starts.windows(2).all(|w| w[1] - w[0] >= 1_000),
+        "{starts:?}"
+    );
 }
 
 /// v2 of the service crashes as soon as it starts.
@@ -789,7 +824,10 @@ fn a_failing_update_rolls_back_by_itself() {
     let UpdateState::RolledBack { reason } = &record.update else {
         panic!("expected a rollback, got {:?}", record.update);
     };
-    assert!(reason.starts_with("update rolled back: 1 of 3 updated tasks failed"), "{reason}");
+    assert!(
+        reason.starts_with("update rolled back: 1 of 3 updated tasks failed"),
+        "{reason}"
+    );
     assert!(reason.contains("exited with code 1"), "{reason}");
     let spec = sim.state.service("shop", "web").unwrap();
     assert_eq!(spec.config_hash, "v1");
@@ -797,8 +835,15 @@ fn a_failing_update_rolls_back_by_itself() {
     let running = sim.running("web");
     assert_eq!(running.len(), 3);
     assert!(running.iter().all(|t| t.spec_hash == "v1"));
-    let v2_made = sim.tasks("web").iter().filter(|t| t.spec_hash == "v2").count();
-    assert_eq!(v2_made, 1, "parallelism 1 exposed a single task to the bad version");
+    let v2_made = sim
+        .tasks("web")
+        .iter()
+        .filter(|t| t.spec_hash == "v2")
+        .count();
+    assert_eq!(
+        v2_made, 1,
+        "parallelism 1 exposed a single task to the bad version"
+    );
 }
 
 #[test]
@@ -813,7 +858,11 @@ fn a_failing_update_pauses_when_told_to() {
     sim.apply(Command::DeployApp(app(vec![("web", v2)])));
     sim.run_for(5_000, 50);
     let record = sim.state.service_record("shop", "web").unwrap();
-    assert!(matches!(record.update, UpdateState::Paused { .. }), "{:?}", record.update);
+    assert!(
+        matches!(record.update, UpdateState::Paused { .. }),
+        "{:?}",
+        record.update
+    );
     let running = sim.running("web");
     assert_eq!(running.len(), 2, "the two untouched v1 tasks keep running");
     assert!(running.iter().all(|t| t.spec_hash == "v1"));
@@ -842,6 +891,9 @@ fn finished_tasks_are_trimmed_to_a_short_history_per_slot() {
     sim.run_for(30_000, 100);
     let tasks = sim.tasks("job");
     assert!(tasks.len() <= HISTORY_PER_SLOT + 1, "{}", tasks.len());
-    assert!(tasks.iter().any(|t| t.restart_count >= 8), "restarts went on");
+    assert!(
+        tasks.iter().any(|t| t.restart_count >= 8),
+        "restarts went on"
+    );
     let _ = RestartCondition::Always;
 }

@@ -102,7 +102,10 @@ pub fn plan(state: &State) -> Vec<Command> {
         match decision {
             Decision::Assign { task, node } => assign.push((task, node)),
             Decision::Unplaceable { task, reason } => {
-                let known = state.tasks.get(&task).and_then(|t| t.unplaceable_reason.as_ref());
+                let known = state
+                    .tasks
+                    .get(&task)
+                    .and_then(|t| t.unplaceable_reason.as_ref());
                 if known != Some(&reason) {
                     unplaceable.push((task, reason));
                 }

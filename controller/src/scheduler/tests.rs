@@ -107,7 +107,11 @@ fn each_filter_rejects_and_explains() {
             |_, s| s.resources.reserve_memory = 9 * GIB,
             "no suitable node (1 node has insufficient memory)",
         ),
-        ("port", |_, _| {}, "no suitable node (1 node has the published host port in use)"),
+        (
+            "port",
+            |_, _| {},
+            "no suitable node (1 node has the published host port in use)",
+        ),
         (
             "max replicas",
             |_, s| s.placement.max_replicas_per_node = 1,
@@ -154,7 +158,10 @@ fn the_explanation_counts_nodes_per_first_failing_filter() {
     );
     let empty: [Node; 0] = [];
     let decisions = schedule(&empty, [], &[task("t", "db")], &specs);
-    assert_eq!(reason(&decisions), "no suitable node (the cluster has no nodes)");
+    assert_eq!(
+        reason(&decisions),
+        "no suitable node (the cluster has no nodes)"
+    );
 }
 
 #[test]
@@ -166,7 +173,10 @@ fn reservations_fill_nodes_up_to_capacity() {
     let pending: Vec<Task> = (0..5).map(|i| task(&format!("t{i}"), "db")).collect();
     let decisions = schedule(&nodes, [], &pending, &specs);
     // 8 GiB per node holds two 3 GiB tasks: four fit, the fifth is explained.
-    assert_eq!(assigned(&decisions), HashMap::from([("n1".into(), 2), ("n2".into(), 2)]));
+    assert_eq!(
+        assigned(&decisions),
+        HashMap::from([("n1".into(), 2), ("n2".into(), 2)])
+    );
     assert!(reason(&decisions[4..]).contains("2 nodes have insufficient memory"));
 }
 
@@ -181,8 +191,16 @@ fn host_ports_conflict_only_on_the_same_address_and_protocol() {
     let cases = [
         (port("", Protocol::Udp), port("", Protocol::Udp), true),
         (port("", Protocol::Udp), port("", Protocol::Tcp), false),
-        (port("10.0.0.1", Protocol::Udp), port("10.0.0.2", Protocol::Udp), false),
-        (port("10.0.0.1", Protocol::Udp), port("", Protocol::Udp), true),
+        (
+            port("10.0.0.1", Protocol::Udp),
+            port("10.0.0.2", Protocol::Udp),
+            false,
+        ),
+        (
+            port("10.0.0.1", Protocol::Udp),
+            port("", Protocol::Udp),
+            true,
+        ),
     ];
     for (used, wanted, conflict) in cases {
         let mut a = ServiceSpec::new("img", "h1");
@@ -207,12 +225,18 @@ fn host_ports_conflict_only_on_the_same_address_and_protocol() {
     }];
     let specs = specs(&[("a", spec)]);
     let pending = [task("t1", "a"), task("t2", "a")];
-    assert_eq!(assigned(&schedule([&node("n1")], [], &pending, &specs))["n1"], 2);
+    assert_eq!(
+        assigned(&schedule([&node("n1")], [], &pending, &specs))["n1"],
+        2
+    );
 }
 
 #[test]
 fn spread_places_evenly_and_prefers_emptier_nodes() {
-    let specs = specs(&[("web", ServiceSpec::new("img", "h1")), ("db", ServiceSpec::new("img", "h1"))]);
+    let specs = specs(&[
+        ("web", ServiceSpec::new("img", "h1")),
+        ("db", ServiceSpec::new("img", "h1")),
+    ]);
     let nodes = [node("n1"), node("n2"), node("n3")];
     // n1 already runs two tasks of another service.
     let existing = [placed("d1", "db", "n1"), placed("d2", "db", "n1")];
@@ -221,7 +245,10 @@ fn spread_places_evenly_and_prefers_emptier_nodes() {
     let counts = assigned(&decisions);
     assert_eq!(counts["n2"] + counts["n3"] + counts["n1"], 7);
     assert!(counts.values().all(|&c| (2..=3).contains(&c)), "{counts:?}");
-    assert_eq!(counts["n1"], 2, "the busier node gets the remainder last: {counts:?}");
+    assert_eq!(
+        counts["n1"], 2,
+        "the busier node gets the remainder last: {counts:?}"
+    );
 }
 
 #[test]
@@ -290,8 +317,14 @@ fn pinned_tasks_are_only_checked_against_their_node() {
             node: "n1".into()
         }
     );
-    assert_eq!(reason(&decisions[1..]), "no suitable node (1 node has insufficient memory)");
-    assert_eq!(reason(&decisions[2..]), "node \"n9\" is not part of the cluster");
+    assert_eq!(
+        reason(&decisions[1..]),
+        "no suitable node (1 node has insufficient memory)"
+    );
+    assert_eq!(
+        reason(&decisions[2..]),
+        "node \"n9\" is not part of the cluster"
+    );
 }
 
 #[test]
@@ -309,9 +342,14 @@ fn plan_records_decisions_once() {
             document: serde_json::Value::Null,
         }))
         .unwrap();
-    state.apply_command(Command::RegisterNode(node("n1"))).unwrap();
     state
-        .apply_command(Command::CreateTasks(vec![task("t1", "db"), task("t2", "db")]))
+        .apply_command(Command::RegisterNode(node("n1")))
+        .unwrap();
+    state
+        .apply_command(Command::CreateTasks(vec![
+            task("t1", "db"),
+            task("t2", "db"),
+        ]))
         .unwrap();
     let commands = plan(&state);
     assert_eq!(

@@ -17,7 +17,9 @@ pub enum Command {
     /// previous spec for rollback and starts a rolling update.
     DeployApp(AppSpec),
     /// Forgets the app; the orchestrator then removes its tasks.
-    RemoveApp { name: String },
+    RemoveApp {
+        name: String,
+    },
     ScaleService {
         app: String,
         service: String,
@@ -37,8 +39,13 @@ pub enum Command {
         #[serde(default)]
         role: Option<Role>,
     },
-    RemoveNode { id: NodeId },
-    NodeStatus { id: NodeId, status: NodeStatus },
+    RemoveNode {
+        id: NodeId,
+    },
+    NodeStatus {
+        id: NodeId,
+        status: NodeStatus,
+    },
     CreateTasks(Vec<Task>),
     AssignTasks(Vec<(TaskId, NodeId)>),
     SetDesired(Vec<(TaskId, DesiredState)>),
@@ -50,9 +57,15 @@ pub enum Command {
     /// Records why tasks held at `Ready` are still waiting.
     HoldTasks(Vec<(TaskId, String)>),
     /// `berth stop`: the service's tasks are shut down and not restarted.
-    StopService { app: String, service: String },
+    StopService {
+        app: String,
+        service: String,
+    },
     /// `berth start` after a stop.
-    StartService { app: String, service: String },
+    StartService {
+        app: String,
+        service: String,
+    },
     /// The daemon came back: services the user stopped come back only if their restart
     /// policy is `always` (not `unless-stopped`).
     DaemonRestarted,
@@ -79,11 +92,22 @@ pub enum UpdateState {
     Completed,
     /// The spec changed; the orchestrator stamps the start on its next pass.
     Pending,
-    Updating { started_at: Timestamp },
-    Paused { reason: String },
-    RollingBack { started_at: Timestamp, reason: String },
-    RolledBack { reason: String },
-    RollbackPaused { reason: String },
+    Updating {
+        started_at: Timestamp,
+    },
+    Paused {
+        reason: String,
+    },
+    RollingBack {
+        started_at: Timestamp,
+        reason: String,
+    },
+    RolledBack {
+        reason: String,
+    },
+    RollbackPaused {
+        reason: String,
+    },
 }
 
 impl UpdateState {

@@ -14,14 +14,12 @@ mod state;
 mod task;
 
 pub use app::{
-    AppSpec, DependencyCondition, Dependency, FailureAction, Mode, PortMode, Protocol,
+    AppSpec, Dependency, DependencyCondition, FailureAction, Mode, PortMode, Protocol,
     PublishedPort, Resources, ServiceSpec, UpdateConfig, UpdateOrder,
 };
-pub use command::{ApplyError, Applied, Command, UpdateState};
+pub use command::{Applied, ApplyError, Command, UpdateState};
 pub use node::{Availability, Node, NodeResources, NodeStatus, Platform, Role};
 pub use placement::{Constraint, ConstraintError, ConstraintKey, ConstraintOp, Placement};
 pub use restart::{RestartCondition, RestartPolicy, RestartPolicyError};
 pub use state::{AppRecord, ServiceRecord, State, decode_reply, encode};
-pub use task::{
-    DesiredState, Health, NodeId, Task, TaskId, TaskState, TaskStatus, Timestamp,
-};
+pub use task::{DesiredState, Health, NodeId, Task, TaskId, TaskState, TaskStatus, Timestamp};

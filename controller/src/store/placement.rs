@@ -208,7 +208,10 @@ mod tests {
             Err(ConstraintError::NoOperator { .. })
         ));
         let err = Constraint::parse("engine.labels.x == 1").unwrap_err();
-        assert!(err.to_string().contains("unknown attribute \"engine.labels.x\""));
+        assert!(
+            err.to_string()
+                .contains("unknown attribute \"engine.labels.x\"")
+        );
         assert!(matches!(
             Constraint::parse("node.role == "),
             Err(ConstraintError::EmptyValue { .. })

@@ -130,7 +130,11 @@ mod tests {
         ];
         for (value, condition, max) in cases {
             let policy = RestartPolicy::parse_compose(value).unwrap();
-            assert_eq!((policy.condition, policy.max_attempts), (condition, max), "{value}");
+            assert_eq!(
+                (policy.condition, policy.max_attempts),
+                (condition, max),
+                "{value}"
+            );
         }
         assert!(RestartPolicy::parse_compose("sometimes").is_err());
         assert!(RestartPolicy::parse_compose("always:3").is_err());

@@ -149,9 +149,11 @@ impl State {
                 let mut changed = 0;
                 for app in self.apps.values_mut() {
                     for (name, record) in &mut app.services {
-                        let always = app.spec.services.get(name).is_some_and(|s| {
-                            s.restart.condition == RestartCondition::Always
-                        });
+                        let always = app
+                            .spec
+                            .services
+                            .get(name)
+                            .is_some_and(|s| s.restart.condition == RestartCondition::Always);
                         if record.stopped_by_user && always {
                             record.stopped_by_user = false;
                             changed += 1;
@@ -400,9 +402,11 @@ impl State {
     }
 
     fn app_mut(&mut self, app: &str) -> Result<&mut AppRecord, ApplyError> {
-        self.apps.get_mut(app).ok_or_else(|| ApplyError::UnknownApp {
-            app: app.to_owned(),
-        })
+        self.apps
+            .get_mut(app)
+            .ok_or_else(|| ApplyError::UnknownApp {
+                app: app.to_owned(),
+            })
     }
 
     fn service_mut(&mut self, app: &str, service: &str) -> Result<&mut ServiceSpec, ApplyError> {

@@ -73,20 +73,35 @@ fn commands_are_validated_against_the_state() {
         ),
     ];
     for (command, expected) in cases {
-        assert_eq!(state.apply_command(command.clone()), Err(expected), "{command:?}");
+        assert_eq!(
+            state.apply_command(command.clone()),
+            Err(expected),
+            "{command:?}"
+        );
     }
     assert_eq!(state, State::default(), "refused commands change nothing");
 
     state.apply_command(Command::DeployApp(app("h1"))).unwrap();
-    state.apply_command(Command::RegisterNode(node("n1"))).unwrap();
-    state.apply_command(Command::CreateTasks(vec![task("t1")])).unwrap();
+    state
+        .apply_command(Command::RegisterNode(node("n1")))
+        .unwrap();
+    state
+        .apply_command(Command::CreateTasks(vec![task("t1")]))
+        .unwrap();
     let cases: Vec<(Command, ApplyError)> = vec![
         (
             Command::CreateTasks(vec![task("t2"), task("t2")]),
             ApplyError::DuplicateTask { id: "t2".into() },
         ),
         (
-            Command::CreateTasks(vec![Task::new("t3", "shop", "api", "h", DesiredState::Running, 0)]),
+            Command::CreateTasks(vec![Task::new(
+                "t3",
+                "shop",
+                "api",
+                "h",
+                DesiredState::Running,
+                0,
+            )]),
             ApplyError::UnknownService {
                 app: "shop".into(),
                 service: "api".into(),
@@ -114,15 +129,25 @@ fn commands_are_validated_against_the_state() {
         ),
     ];
     for (command, expected) in cases {
-        assert_eq!(state.apply_command(command.clone()), Err(expected), "{command:?}");
+        assert_eq!(
+            state.apply_command(command.clone()),
+            Err(expected),
+            "{command:?}"
+        );
     }
     assert!(state.tasks.contains_key("t1") && !state.tasks.contains_key("t2"));
 
     state
-        .apply_command(Command::SetDesired(vec![("t1".into(), DesiredState::Shutdown)]))
+        .apply_command(Command::SetDesired(vec![(
+            "t1".into(),
+            DesiredState::Shutdown,
+        )]))
         .unwrap();
     assert_eq!(
-        state.apply_command(Command::SetDesired(vec![("t1".into(), DesiredState::Running)])),
+        state.apply_command(Command::SetDesired(vec![(
+            "t1".into(),
+            DesiredState::Running
+        )])),
         Err(ApplyError::DesiredRegression {
             id: "t1".into(),
             from: DesiredState::Shutdown,
@@ -137,7 +162,9 @@ fn commands_are_validated_against_the_state() {
 fn stale_status_reports_are_skipped_and_the_rest_applied() {
     let mut state = State::default();
     state.apply_command(Command::DeployApp(app("h1"))).unwrap();
-    state.apply_command(Command::RegisterNode(node("n1"))).unwrap();
+    state
+        .apply_command(Command::RegisterNode(node("n1")))
+        .unwrap();
     state
         .apply_command(Command::CreateTasks(vec![task("t1"), task("t2")]))
         .unwrap();
@@ -162,7 +189,13 @@ fn stale_status_reports_are_skipped_and_the_rest_applied() {
             ("t1".into(), TaskStatus::new(TaskState::Starting, 42)),
             ("t2".into(), TaskStatus::new(TaskState::Running, 43)),
             ("t9".into(), TaskStatus::new(TaskState::Running, 43)),
-            ("t1".into(), TaskStatus { health: Health::Healthy, ..running }),
+            (
+                "t1".into(),
+                TaskStatus {
+                    health: Health::Healthy,
+                    ..running
+                },
+            ),
         ]))
         .unwrap();
     assert_eq!(applied.changed, 1, "only the health change is news");
@@ -183,7 +216,11 @@ fn stale_status_reports_are_skipped_and_the_rest_applied() {
         ]
     );
     assert_eq!(state.tasks["t1"].status.health, Health::Healthy);
-    assert_eq!(state.tasks["t1"].started_at, Some(40), "first start is kept");
+    assert_eq!(
+        state.tasks["t1"].started_at,
+        Some(40),
+        "first start is kept"
+    );
 }
 
 #[test]
@@ -229,7 +266,9 @@ fn a_redeploy_keeps_the_previous_spec_of_changed_services_only() {
 #[test]
 fn node_updates_survive_a_reregistration() {
     let mut state = State::default();
-    state.apply_command(Command::RegisterNode(node("n1"))).unwrap();
+    state
+        .apply_command(Command::RegisterNode(node("n1")))
+        .unwrap();
     state
         .apply_command(Command::UpdateNode {
             id: "n1".into(),
@@ -253,7 +292,10 @@ fn node_updates_survive_a_reregistration() {
 fn garbage_in_the_log_is_answered_not_applied() {
     let mut state = State::default();
     let reply = StateMachine::apply(&mut state, 1, b"{not json");
-    assert!(matches!(decode_reply(&reply), Err(ApplyError::Decode { .. })));
+    assert!(matches!(
+        decode_reply(&reply),
+        Err(ApplyError::Decode { .. })
+    ));
     assert!(state.restore(b"[]").is_err());
 }
 
@@ -284,7 +326,10 @@ fn the_store_survives_a_restart_through_raft_with_snapshots() {
     ];
     for i in 0..40 {
         commands.push(Command::CreateTasks(vec![task(&format!("t{i:02}"))]));
-        commands.push(Command::AssignTasks(vec![(format!("t{i:02}"), "n1".into())]));
+        commands.push(Command::AssignTasks(vec![(
+            format!("t{i:02}"),
+            "n1".into(),
+        )]));
     }
     commands.push(Command::ScaleService {
         app: "shop".into(),
@@ -301,14 +346,20 @@ fn the_store_survives_a_restart_through_raft_with_snapshots() {
         let reply = rt
             .block_on(raft.propose(encode(&Command::RemoveApp { name: "x".into() })))
             .unwrap();
-        assert_eq!(decode_reply(&reply), Err(ApplyError::UnknownApp { app: "x".into() }));
+        assert_eq!(
+            decode_reply(&reply),
+            Err(ApplyError::UnknownApp { app: "x".into() })
+        );
         let state = raft.read(Clone::clone);
         raft.stop().unwrap();
         state
     };
     assert_eq!(expected.tasks.len(), 40);
     assert_eq!(expected.service("shop", "web").unwrap().replicas, 40);
-    assert!(dir.path().join("snapshot").exists(), "83 entries with compact_every=20");
+    assert!(
+        dir.path().join("snapshot").exists(),
+        "83 entries with compact_every=20"
+    );
     let raft = RaftHandle::start(config, State::default(), NoPeers).unwrap();
     wait_for(&raft, &expected);
     raft.stop().unwrap();
