@@ -393,6 +393,9 @@ impl<S: StateMachine, T: Transport> Member<S, T> {
                     if let Some((node, id)) = parse_context(&entry.context) {
                         if node == self.config.id {
                             if let Some(waiter) = self.pending.remove(&id) {
+                                // A proposer that reads the status after its reply must
+                                // see its own entry applied.
+                                self.publish_status();
                                 let _ = waiter.send(Ok(reply));
                             }
                         }
