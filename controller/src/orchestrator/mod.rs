@@ -50,6 +50,41 @@ pub fn reconcile(state: &State, now: Timestamp, ids: &mut dyn FnMut() -> String)
     plan.into_commands()
 }
 
+/// When `reconcile` will have work that no new command triggers — the end of the earliest
+/// restart back-off or rolling-update delay after `now`. The caller runs it again then.
+pub fn next_wakeup(state: &State, now: Timestamp) -> Option<Timestamp> {
+    let index = TaskIndex::new(state);
+    let idle = ServiceRecord::default();
+    let mut earliest: Option<Timestamp> = None;
+    for app in state.apps.values() {
+        for (name, spec) in &app.spec.services {
+            let service = service::Service {
+                state,
+                app,
+                name,
+                spec,
+                record: app.services.get(name).unwrap_or(&idle),
+                tasks: index.service(&app.spec.name, name),
+                index: &index,
+                now,
+            };
+            let candidates = service
+                .tasks
+                .iter()
+                .filter(|t| t.desired == DesiredState::Running && t.spec_hash == spec.config_hash)
+                .filter_map(|t| match restart::decide(&spec.restart, t, now) {
+                    RestartDecision::At(at) => Some(at),
+                    _ => None,
+                })
+                .chain(update::delay_ends(&service));
+            for at in candidates.filter(|at| *at > now) {
+                earliest = Some(earliest.map_or(at, |e| e.min(at)));
+            }
+        }
+    }
+    earliest
+}
+
 /// The tasks of each service, built once per pass.
 pub(crate) struct TaskIndex<'a> {
     by_app: HashMap<&'a str, HashMap<&'a str, Vec<&'a Task>>>,

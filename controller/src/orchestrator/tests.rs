@@ -324,6 +324,23 @@ fn restarts_back_off_exponentially_up_to_the_cap() {
 }
 
 #[test]
+fn the_next_wakeup_is_the_end_of_the_backoff() {
+    let mut sim = Sim::new(1);
+    sim.agent = crashing(1);
+    sim.apply(Command::DeployApp(app(vec![(
+        "job",
+        with_restart(service("h1", 1), "always"),
+    )])));
+    sim.settle();
+    let failed_at = sim.tasks("job")[0].status.timestamp;
+    assert_eq!(next_wakeup(&sim.state, sim.now), Some(failed_at + 100));
+    sim.now = failed_at + 100;
+    sim.settle();
+    assert_eq!(sim.tasks("job").len(), 2);
+    assert_eq!(next_wakeup(&sim.state, sim.now), Some(sim.now + 200));
+}
+
+#[test]
 fn an_explicit_delay_replaces_the_backoff() {
     let mut sim = Sim::new(1);
     sim.agent = crashing(1);

@@ -66,6 +66,20 @@ fn failed_while_monitored(task: &Task, monitor: u64) -> bool {
     monitor == 0 || task.status.timestamp <= since.saturating_add(monitor)
 }
 
+/// When the `delay` after the latest updated task started ends, during a roll.
+pub(crate) fn delay_ends(s: &Service<'_>) -> Option<u64> {
+    let delay = config(s).delay;
+    if delay == 0 || !in_progress(s) {
+        return None;
+    }
+    s.tasks
+        .iter()
+        .filter(|t| is_update_task(s, t))
+        .filter_map(|t| t.started_at)
+        .max()
+        .map(|at| at.saturating_add(delay))
+}
+
 /// Applies `failure_action` when too many updated tasks failed; true when the service must
 /// not be touched further in this pass (the rollback changes its spec).
 pub(crate) fn stop_for_failures(s: &Service<'_>, plan: &mut Plan) -> bool {
@@ -164,16 +178,8 @@ pub(crate) fn advance<'a>(
     if s.record.update == UpdateState::Pending {
         set(plan, UpdateState::Updating { started_at: s.now });
     }
-    if config.delay > 0 {
-        let last_started = s
-            .tasks
-            .iter()
-            .filter(|t| is_update_task(s, t))
-            .filter_map(|t| t.started_at)
-            .max();
-        if last_started.is_some_and(|at| s.now < at.saturating_add(config.delay)) {
-            return;
-        }
+    if delay_ends(s).is_some_and(|end| s.now < end) {
+        return;
     }
     let budget = match config.parallelism {
         0 => usize::MAX,
