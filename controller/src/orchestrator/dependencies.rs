@@ -2,7 +2,11 @@
 //! and whether a running task must restart because a dependency with `restart: true` was
 //! restarted after it started.
 
-use crate::store::{AppRecord, DependencyCondition, Health, Mode, ServiceSpec, Task, TaskState};
+use std::collections::HashMap;
+
+use crate::store::{
+    AppRecord, DependencyCondition, Health, Mode, ServiceSpec, Task, TaskState, Timestamp,
+};
 
 use super::TaskIndex;
 
@@ -85,30 +89,41 @@ fn unmet(
     }
 }
 
-/// The name of a `restart: true` dependency restarted since `task` started, if any. A
-/// dependency task counts as a restart when it replaced an earlier task of its slot (a
-/// scale-up is not a restart).
-pub fn restarted_dependency<'s>(
+/// The latest start of a task of a `restart: true` dependency that replaced an earlier task
+/// of its slot (a restart or an update; a scale-up is not a restart), with the dependency's
+/// name. A dependent that started before it must restart. One pass over the dependencies'
+/// tasks.
+pub fn latest_restart<'s>(
     app: &AppRecord,
     spec: &'s ServiceSpec,
-    task: &Task,
     tasks: &TaskIndex<'_>,
-) -> Option<&'s str> {
-    let started = task.started_at?;
-    spec.depends_on
-        .iter()
-        .filter(|(_, dependency)| dependency.restart)
-        .find(|(name, _)| {
-            let theirs = tasks.service(&app.spec.name, name);
-            theirs.iter().any(|t| {
-                let replaced = t.restart_count > 0
-                    || theirs.iter().any(|earlier| {
-                        earlier.slot == t.slot
-                            && (t.slot.is_some() || earlier.node == t.node)
-                            && earlier.created_at < t.created_at
-                    });
-                t.is_live() && replaced && t.started_at.is_some_and(|s| s > started)
-            })
-        })
-        .map(|(name, _)| name.as_str())
+) -> Option<(Timestamp, &'s str)> {
+    let mut latest: Option<(Timestamp, &'s str)> = None;
+    for (name, _) in spec.depends_on.iter().filter(|(_, d)| d.restart) {
+        let theirs = tasks.service(&app.spec.name, name);
+        let mut first_in_slot: HashMap<(Option<u32>, Option<&str>), Timestamp> = HashMap::new();
+        for task in theirs {
+            let key = slot_key(task);
+            let first = first_in_slot.entry(key).or_insert(task.created_at);
+            *first = (*first).min(task.created_at);
+        }
+        for task in theirs.iter().filter(|t| t.is_live()) {
+            let Some(started) = task.started_at else {
+                continue;
+            };
+            let replaced =
+                task.restart_count > 0 || first_in_slot[&slot_key(task)] < task.created_at;
+            if replaced && latest.is_none_or(|(at, _)| started > at) {
+                latest = Some((started, name.as_str()));
+            }
+        }
+    }
+    latest
+}
+
+fn slot_key(task: &Task) -> (Option<u32>, Option<&str>) {
+    match task.slot {
+        Some(slot) => (Some(slot), None),
+        None => (None, task.node.as_deref()),
+    }
 }

@@ -48,6 +48,8 @@ impl Service<'_> {
 /// Makes the service's new tasks.
 pub(crate) struct Creator<'a, 'i> {
     pub blocked: Option<String>,
+    /// When a `restart: true` dependency last restarted, and which.
+    pub dependency_restart: Option<(Timestamp, &'a str)>,
     pub ids: &'i mut dyn FnMut() -> String,
     pub service: &'a Service<'a>,
 }
@@ -97,6 +99,7 @@ pub(crate) fn reconcile(s: &Service<'_>, plan: &mut Plan, ids: &mut dyn FnMut() 
     let gone = lost_tasks(s, plan);
     let mut creator = Creator {
         blocked: dependencies::blocked(s.app, s.spec, s.index),
+        dependency_restart: dependencies::latest_restart(s.app, s.spec, s.index),
         ids,
         service: s,
     };
@@ -255,10 +258,11 @@ fn slot<'a>(
     release_gated(&live, plan, creator);
     let outdated = newest.spec_hash != s.hash();
     if newest.desired == DesiredState::Running && !outdated {
-        if newest.status.state == TaskState::Running
-            && let Some(_dependency) =
-                dependencies::restarted_dependency(s.app, s.spec, newest, s.index)
-        {
+        let restarted_after = matches!(
+            (newest.started_at, creator.dependency_restart),
+            (Some(started), Some((at, _))) if at > started
+        );
+        if newest.status.state == TaskState::Running && restarted_after {
             for task in &live {
                 plan.desire(task, DesiredState::Shutdown);
             }
