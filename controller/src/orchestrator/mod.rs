@@ -13,12 +13,11 @@ mod restart;
 mod service;
 mod update;
 
-use std::collections::HashMap;
-
 use indexmap::IndexMap;
+use rustc_hash::FxHashMap;
 
 use crate::store::{
-    Command, DesiredState, ServiceRecord, State, Task, TaskId, TaskStatus, Timestamp,
+    Command, DesiredState, Node, ServiceRecord, State, Task, TaskId, TaskStatus, Timestamp,
 };
 pub use restart::{BACKOFF_CAP_MS, BACKOFF_START_MS, RestartDecision, delay as restart_delay};
 
@@ -46,7 +45,7 @@ pub fn reconcile(state: &State, now: Timestamp, ids: &mut dyn FnMut() -> String)
             service::reconcile(&service, &mut plan, ids);
         }
     }
-    collect_garbage(state, &mut plan);
+    collect_garbage(state, &index, &mut plan);
     plan.into_commands()
 }
 
@@ -85,14 +84,15 @@ pub fn next_wakeup(state: &State, now: Timestamp) -> Option<Timestamp> {
     earliest
 }
 
-/// The tasks of each service, built once per pass.
+/// The tasks of each service and the nodes by id, built once per pass.
 pub(crate) struct TaskIndex<'a> {
-    by_app: HashMap<&'a str, HashMap<&'a str, Vec<&'a Task>>>,
+    by_app: FxHashMap<&'a str, FxHashMap<&'a str, Vec<&'a Task>>>,
+    nodes: FxHashMap<&'a str, &'a Node>,
 }
 
 impl<'a> TaskIndex<'a> {
     fn new(state: &'a State) -> Self {
-        let mut by_app: HashMap<&str, HashMap<&str, Vec<&Task>>> = HashMap::new();
+        let mut by_app: FxHashMap<&str, FxHashMap<&str, Vec<&Task>>> = FxHashMap::default();
         for task in state.tasks.values() {
             by_app
                 .entry(task.app.as_str())
@@ -101,7 +101,16 @@ impl<'a> TaskIndex<'a> {
                 .or_default()
                 .push(task);
         }
-        TaskIndex { by_app }
+        let nodes = state
+            .nodes
+            .values()
+            .map(|node| (node.id.as_str(), node))
+            .collect();
+        TaskIndex { by_app, nodes }
+    }
+
+    pub(crate) fn node(&self, id: &str) -> Option<&'a Node> {
+        self.nodes.get(id).copied()
     }
 
     pub(crate) fn service(&self, app: &str, service: &str) -> &[&'a Task] {
@@ -159,28 +168,32 @@ type SlotOf<'a> = (&'a str, &'a str, Option<u32>, Option<&'a str>);
 
 /// Removes tasks of apps and services that no longer exist once they stopped, and trims each
 /// slot's history of finished tasks.
-fn collect_garbage(state: &State, plan: &mut Plan) {
-    let mut history: HashMap<SlotOf<'_>, Vec<&Task>> = HashMap::new();
-    for task in state.tasks.values() {
-        let exists = state.service(&task.app, &task.service).is_some();
-        if !exists || task.desired == DesiredState::Remove {
-            if task.desired < DesiredState::Remove {
-                plan.desire(task, DesiredState::Remove);
-            } else if task.status.state.is_terminal() || task.node.is_none() {
-                plan.remove.push(task.id.clone());
+fn collect_garbage(state: &State, index: &TaskIndex<'_>, plan: &mut Plan) {
+    let mut history: FxHashMap<SlotOf<'_>, Vec<&Task>> = FxHashMap::default();
+    for (app, services) in &index.by_app {
+        for (service, tasks) in services {
+            let exists = state.service(app, service).is_some();
+            for task in tasks {
+                if !exists || task.desired == DesiredState::Remove {
+                    if task.desired < DesiredState::Remove {
+                        plan.desire(task, DesiredState::Remove);
+                    } else if task.status.state.is_terminal() || task.node.is_none() {
+                        plan.remove.push(task.id.clone());
+                    }
+                    continue;
+                }
+                if !task.is_live() && task.status.state.is_terminal() {
+                    let node = if task.slot.is_none() {
+                        task.node.as_deref()
+                    } else {
+                        None
+                    };
+                    history
+                        .entry((app, service, task.slot, node))
+                        .or_default()
+                        .push(task);
+                }
             }
-            continue;
-        }
-        if !task.is_live() && task.status.state.is_terminal() {
-            let node = if task.slot.is_none() {
-                task.node.as_deref()
-            } else {
-                None
-            };
-            history
-                .entry((&task.app, &task.service, task.slot, node))
-                .or_default()
-                .push(task);
         }
     }
     for (_, mut finished) in history {

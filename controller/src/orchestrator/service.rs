@@ -172,7 +172,7 @@ fn kept_global(s: &Service<'_>, key: SlotKey<'_>) -> bool {
     let SlotKey::Node(id) = key else {
         return false;
     };
-    s.state.nodes.get(id).is_some_and(|node| {
+    s.index.node(id).is_some_and(|node| {
         node.status != NodeStatus::Down
             && node.availability != Availability::Drain
             && s.spec.placement.platform_matches(node)
@@ -188,7 +188,7 @@ fn lost_tasks<'a>(s: &Service<'a>, plan: &mut Plan) -> HashSet<&'a str> {
         let Some(id) = task.node.as_deref() else {
             continue;
         };
-        let node = s.state.nodes.get(id);
+        let node = s.index.node(id);
         let unreachable = match node {
             None => Some(format!("node {id} left the cluster")),
             Some(node) if node.status == NodeStatus::Down => Some(format!("node {id} is down")),
