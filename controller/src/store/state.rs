@@ -254,9 +254,7 @@ impl State {
             if self.service(&task.app, &task.service).is_none() {
                 return Err(self.missing_service(&task.app, &task.service));
             }
-            if let Some(node) = &task.node
-                && !self.nodes.contains_key(node)
-            {
+            if let Some(node) = task.node.as_ref().filter(|n| !self.nodes.contains_key(*n)) {
                 return Err(ApplyError::UnknownNode { id: node.clone() });
             }
         }
@@ -276,9 +274,8 @@ impl State {
             if !self.nodes.contains_key(node) {
                 return Err(ApplyError::UnknownNode { id: node.clone() });
             }
-            if let Some(current) = &task.node
-                && (current != node || task.status.state >= TaskState::Assigned)
-            {
+            let placed = task.status.state >= TaskState::Assigned;
+            if let Some(current) = task.node.as_ref().filter(|c| *c != node || placed) {
                 return Err(ApplyError::AlreadyAssigned {
                     id: id.clone(),
                     node: current.clone(),
