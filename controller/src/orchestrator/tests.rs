@@ -914,3 +914,70 @@ fn finished_tasks_are_trimmed_to_a_short_history_per_slot() {
     );
     let _ = RestartCondition::Always;
 }
+
+#[test]
+fn a_rollback_follows_the_rollback_config() {
+    let mut sim = Sim::new(2);
+    let mut v1 = rolling("v1", 4, UpdateOrder::StopFirst, 1);
+    v1.update_config.failure_action = FailureAction::Rollback;
+    v1.update_config.max_failure_ratio = 0.5;
+    v1.rollback_config.parallelism = 0;
+    let mut v2 = v1.clone();
+    v2.config_hash = "v2".into();
+    sim.apply(Command::DeployApp(app(vec![("web", v1)])));
+    sim.settle();
+    sim.agent = v2_crashes();
+    sim.apply(Command::DeployApp(app(vec![("web", v2)])));
+    for _ in 0..100 {
+        if matches!(
+            sim.state.service_record("shop", "web").unwrap().update,
+            UpdateState::RollingBack { .. }
+        ) {
+            break;
+        }
+        sim.now += 10;
+        sim.round();
+    }
+    let record = sim.state.service_record("shop", "web").unwrap();
+    let UpdateState::RollingBack { reason, .. } = &record.update else {
+        panic!("no rollback: {:?}", record.update);
+    };
+    assert!(reason.contains("3 of 4 updated tasks failed"), "{reason}");
+    // Parallelism 0 in rollback_config: every failed slot is rolled back in one pass.
+    let commands = sim.reconcile();
+    let created = commands
+        .iter()
+        .find_map(|c| match c {
+            Command::CreateTasks(tasks) => Some(tasks),
+            _ => None,
+        })
+        .expect("replacements");
+    assert_eq!(created.len(), 3);
+    assert!(created.iter().all(|t| t.spec_hash == "v1"));
+}
+
+#[test]
+fn an_unplaceable_task_is_placed_when_a_fitting_node_joins() {
+    let mut sim = Sim::new(1);
+    let mut db = service("h1", 1);
+    db.placement.constraints = vec![Constraint::parse("node.labels.disk == ssd").unwrap()];
+    sim.apply(Command::DeployApp(app(vec![("db", db)])));
+    sim.settle();
+    let task = &sim.tasks("db")[0];
+    assert_eq!(task.status.state, TaskState::New);
+    assert_eq!(
+        task.unplaceable_reason.as_deref(),
+        Some(
+            "no suitable node (1 node does not satisfy the placement constraints \
+             [node.labels.disk == ssd])"
+        )
+    );
+    let mut ssd = node("n2");
+    ssd.labels.insert("disk".into(), "ssd".into());
+    sim.apply(Command::RegisterNode(ssd));
+    sim.settle();
+    let running = sim.running("db");
+    assert_eq!(running.len(), 1);
+    assert_eq!(running[0].node.as_deref(), Some("n2"));
+    assert_eq!(running[0].unplaceable_reason, None);
+}
