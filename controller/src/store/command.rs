@@ -149,6 +149,15 @@ pub enum ApplyError {
     UnknownApp { app: String },
     #[error("app {app:?} has no service {service:?}")]
     UnknownService { app: String, service: String },
+    #[error(
+        "service {service:?} of app {app:?}: {replicas} replicas is more than the {max} a service may have"
+    )]
+    TooManyReplicas {
+        app: String,
+        service: String,
+        replicas: u32,
+        max: u32,
+    },
     #[error("service {service:?} of app {app:?} is global: it runs one task per node")]
     ScaleGlobal { app: String, service: String },
     #[error("no node {id:?}")]

@@ -21,5 +21,5 @@ pub use command::{Applied, ApplyError, Command, UpdateState};
 pub use node::{Availability, Node, NodeResources, NodeStatus, Platform, Role};
 pub use placement::{Constraint, ConstraintError, ConstraintKey, ConstraintOp, Placement};
 pub use restart::{RestartCondition, RestartPolicy, RestartPolicyError};
-pub use state::{AppRecord, ServiceRecord, State, decode_reply, encode};
+pub use state::{AppRecord, MAX_REPLICAS, ServiceRecord, State, decode_reply, encode};
 pub use task::{DesiredState, Health, NodeId, Task, TaskId, TaskState, TaskStatus, Timestamp};

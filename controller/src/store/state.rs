@@ -37,6 +37,22 @@ pub struct ServiceRecord {
 
 type Outcome = Result<Applied, ApplyError>;
 
+/// The most replicas one service may ask for: the orchestrator walks every slot on each
+/// pass, so an absurd count must be refused rather than exhaust memory.
+pub const MAX_REPLICAS: u32 = 100_000;
+
+fn check_replicas(app: &str, service: &str, replicas: u32) -> Result<(), ApplyError> {
+    if replicas > MAX_REPLICAS {
+        return Err(ApplyError::TooManyReplicas {
+            app: app.to_owned(),
+            service: service.to_owned(),
+            replicas,
+            max: MAX_REPLICAS,
+        });
+    }
+    Ok(())
+}
+
 impl State {
     pub fn service(&self, app: &str, service: &str) -> Option<&ServiceSpec> {
         self.apps.get(app)?.spec.services.get(service)
@@ -59,6 +75,7 @@ impl State {
                 service,
                 replicas,
             } => {
+                check_replicas(&app, &service, replicas)?;
                 let spec = self.service_mut(&app, &service)?;
                 if spec.mode == Mode::Global {
                     return Err(ApplyError::ScaleGlobal { app, service });
@@ -212,6 +229,7 @@ impl State {
             if service.config_hash.is_empty() {
                 return Err(invalid(format!("service {name:?} has no config_hash")));
             }
+            check_replicas(&spec.name, name, service.replicas)?;
             if service.depends_on.contains_key(name) {
                 return Err(invalid(format!("service {name:?} depends on itself")));
             }

@@ -136,6 +136,18 @@ fn commands_are_validated_against_the_state() {
         );
     }
     assert!(state.tasks.contains_key("t1") && !state.tasks.contains_key("t2"));
+    let err = state
+        .apply_command(Command::ScaleService {
+            app: "shop".into(),
+            service: "web".into(),
+            replicas: u32::MAX,
+        })
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "service \"web\" of app \"shop\": 4294967295 replicas is more than the 100000 a \
+         service may have"
+    );
 
     state
         .apply_command(Command::SetDesired(vec![(
