@@ -981,3 +981,25 @@ fn an_unplaceable_task_is_placed_when_a_fitting_node_joins() {
     assert_eq!(running[0].node.as_deref(), Some("n2"));
     assert_eq!(running[0].unplaceable_reason, None);
 }
+
+#[test]
+fn a_global_service_rolls_node_by_node() {
+    let mut sim = Sim::new(3);
+    let mut v1 = rolling("v1", 1, UpdateOrder::StopFirst, 1);
+    v1.mode = Mode::Global;
+    let mut v2 = v1.clone();
+    v2.config_hash = "v2".into();
+    sim.apply(Command::DeployApp(app(vec![("agent", v1)])));
+    sim.settle();
+    assert_eq!(sim.running("agent").len(), 3);
+    sim.apply(Command::DeployApp(app(vec![("agent", v2)])));
+    roll(&mut sim, |sim| {
+        assert!(sim.running("agent").len() >= 2, "one node at a time");
+    });
+    let running = sim.running("agent");
+    assert_eq!(running.len(), 3);
+    assert!(running.iter().all(|t| t.spec_hash == "v2"));
+    let mut nodes: Vec<&str> = running.iter().filter_map(|t| t.node.as_deref()).collect();
+    nodes.sort();
+    assert_eq!(nodes, ["n1", "n2", "n3"]);
+}
