@@ -38,7 +38,9 @@ pub enum BridgeError {
         #[source]
         source: std::io::Error,
     },
-    #[error("interface name {name:?} is not a valid Linux interface name (1-15 bytes, no '/' or space)")]
+    #[error(
+        "interface name {name:?} is not a valid Linux interface name (1-15 bytes, no '/' or space)"
+    )]
     BadIfname { name: String },
     #[error("{}", join_errors(.0))]
     Teardown(Vec<BridgeError>),
@@ -93,7 +95,9 @@ fn valid_ifname(name: &str) -> bool {
         && name.len() <= 15
         && name != "."
         && name != ".."
-        && !name.bytes().any(|b| b == b'/' || b == 0 || b.is_ascii_whitespace())
+        && !name
+            .bytes()
+            .any(|b| b == b'/' || b == 0 || b.is_ascii_whitespace())
 }
 
 /// A berth network as the host sees it.
@@ -125,8 +129,10 @@ impl BridgeNetwork {
     }
 
     fn gateway_addresses(&self) -> Vec<IpNetwork> {
-        let mut out = vec![IpNetwork::new(self.gateway_v4.into(), self.subnet_v4.prefix())
-            .expect("prefix of a valid subnet")];
+        let mut out = vec![
+            IpNetwork::new(self.gateway_v4.into(), self.subnet_v4.prefix())
+                .expect("prefix of a valid subnet"),
+        ];
         if let (Some(s), Some(g)) = (self.subnet_v6, self.gateway_v6) {
             out.push(IpNetwork::new(g.into(), s.prefix()).expect("prefix of a valid subnet"));
         }
@@ -258,9 +264,8 @@ pub async fn attach(
         nl.attach_to_bridge(host_index, bridge).await?;
         nl.move_to_netns(peer_index, &ns).await?;
 
-        let mut addrs = vec![
-            IpNetwork::new(ep.ipv4.into(), net.subnet_v4.prefix()).expect("valid prefix"),
-        ];
+        let mut addrs =
+            vec![IpNetwork::new(ep.ipv4.into(), net.subnet_v4.prefix()).expect("valid prefix")];
         if let (Some(ip), Some(s)) = (ep.ipv6, net.subnet_v6) {
             addrs.push(IpNetwork::new(ip.into(), s.prefix()).expect("valid prefix"));
         }

@@ -141,10 +141,7 @@ const MAX_CANDIDATES: u128 = 1 << 16;
 
 /// The first subnet of the pool that overlaps nothing in `taken` (host routes and berth's own
 /// subnets).
-pub fn pick_subnet_v4(
-    pool: &[PoolBlock<Ipv4Network>],
-    taken: &[IpNetwork],
-) -> Option<Ipv4Network> {
+pub fn pick_subnet_v4(pool: &[PoolBlock<Ipv4Network>], taken: &[IpNetwork]) -> Option<Ipv4Network> {
     for block in pool {
         if block.prefix < block.base.prefix() || block.prefix > 32 {
             continue;
@@ -166,10 +163,7 @@ pub fn pick_subnet_v4(
 }
 
 /// IPv6 counterpart of [`pick_subnet_v4`].
-pub fn pick_subnet_v6(
-    pool: &[PoolBlock<Ipv6Network>],
-    taken: &[IpNetwork],
-) -> Option<Ipv6Network> {
+pub fn pick_subnet_v6(pool: &[PoolBlock<Ipv6Network>], taken: &[IpNetwork]) -> Option<Ipv6Network> {
     for block in pool {
         if block.prefix < block.base.prefix() || block.prefix > 128 {
             continue;
@@ -181,7 +175,11 @@ pub fn pick_subnet_v6(
             1u128 << (128 - block.prefix)
         };
         let bits = block.prefix - block.base.prefix();
-        let count = if bits >= 17 { MAX_CANDIDATES } else { 1u128 << bits };
+        let count = if bits >= 17 {
+            MAX_CANDIDATES
+        } else {
+            1u128 << bits
+        };
         for i in 0..count {
             let addr = Ipv6Addr::from(base + i * step);
             let Ok(candidate) = Ipv6Network::new(addr, block.prefix) else {
@@ -411,12 +409,12 @@ impl IpamState {
         endpoint: &str,
         req: &EndpointRequest,
     ) -> Result<EndpointLease, IpamError> {
-        let lease =
-            self.networks
-                .get_mut(network)
-                .ok_or_else(|| IpamError::UnknownNetwork {
-                    network: network.to_string(),
-                })?;
+        let lease = self
+            .networks
+            .get_mut(network)
+            .ok_or_else(|| IpamError::UnknownNetwork {
+                network: network.to_string(),
+            })?;
         if let Some(existing) = lease.endpoints.get(endpoint) {
             return Ok(*existing);
         }
@@ -451,37 +449,38 @@ impl IpamState {
                 }
             })?,
         };
-        let ipv6 = match (lease.subnet_v6, req.ipv6) {
-            (None, Some(a)) => {
-                return Err(IpamError::Ipv6NotEnabled {
-                    network: network.to_string(),
-                    addr: a,
-                });
-            }
-            (None, None) => None,
-            (Some(subnet), Some(a)) => {
-                if !subnet.contains(a) || a == subnet.network() {
-                    return Err(IpamError::OutOfSubnet {
+        let ipv6 =
+            match (lease.subnet_v6, req.ipv6) {
+                (None, Some(a)) => {
+                    return Err(IpamError::Ipv6NotEnabled {
                         network: network.to_string(),
-                        addr: a.into(),
+                        addr: a,
+                    });
+                }
+                (None, None) => None,
+                (Some(subnet), Some(a)) => {
+                    if !subnet.contains(a) || a == subnet.network() {
+                        return Err(IpamError::OutOfSubnet {
+                            network: network.to_string(),
+                            addr: a.into(),
+                            subnet: subnet.into(),
+                        });
+                    }
+                    if used6.contains(&a) {
+                        return Err(IpamError::AddressInUse {
+                            network: network.to_string(),
+                            addr: a.into(),
+                        });
+                    }
+                    Some(a)
+                }
+                (Some(subnet), None) => Some(first_free_v6(subnet, &used6).ok_or_else(|| {
+                    IpamError::SubnetExhausted {
+                        network: network.to_string(),
                         subnet: subnet.into(),
-                    });
-                }
-                if used6.contains(&a) {
-                    return Err(IpamError::AddressInUse {
-                        network: network.to_string(),
-                        addr: a.into(),
-                    });
-                }
-                Some(a)
-            }
-            (Some(subnet), None) => Some(first_free_v6(subnet, &used6).ok_or_else(|| {
-                IpamError::SubnetExhausted {
-                    network: network.to_string(),
-                    subnet: subnet.into(),
-                }
-            })?),
-        };
+                    }
+                })?),
+            };
         let ep = EndpointLease { ipv4, ipv6 };
         lease.endpoints.insert(endpoint.to_string(), ep);
         Ok(ep)
@@ -648,8 +647,13 @@ mod tests {
 
     #[test]
     fn exhausted_pool_is_an_error() {
-        let pool = Pool::single(net4("10.234.0.0/29"), 30, "fd00:1::/64".parse().unwrap(), 64)
-            .unwrap();
+        let pool = Pool::single(
+            net4("10.234.0.0/29"),
+            30,
+            "fd00:1::/64".parse().unwrap(),
+            64,
+        )
+        .unwrap();
         let mut s = IpamState::default();
         s.allocate_network("a", &NetworkRequest::default(), &pool, &[])
             .unwrap();
@@ -663,8 +667,13 @@ mod tests {
 
     #[test]
     fn gateway_is_first_host_and_endpoints_follow() {
-        let pool =
-            Pool::single(net4("10.234.0.0/16"), 24, "fd00:1::/48".parse().unwrap(), 64).unwrap();
+        let pool = Pool::single(
+            net4("10.234.0.0/16"),
+            24,
+            "fd00:1::/48".parse().unwrap(),
+            64,
+        )
+        .unwrap();
         let mut s = IpamState::default();
         let n = s
             .allocate_network(

@@ -4,6 +4,7 @@
 //! Containers are reached through their network namespace path (`/proc/<pid>/ns/net` or
 //! `/run/netns/<name>`); nothing here knows Compose or how containers are started.
 
+pub mod bridge;
+pub mod firewall;
 pub mod ipam;
 pub mod netlink;
-pub mod bridge;

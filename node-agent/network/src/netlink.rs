@@ -116,7 +116,12 @@ impl Netlink {
     }
 
     /// Sets MTU and/or brings link `index` up.
-    pub async fn set_link(&self, index: u32, mtu: Option<u32>, up: bool) -> Result<(), NetlinkError> {
+    pub async fn set_link(
+        &self,
+        index: u32,
+        mtu: Option<u32>,
+        up: bool,
+    ) -> Result<(), NetlinkError> {
         let mut msg = LinkUnspec::new_with_index(index);
         if let Some(mtu) = mtu {
             msg = msg.mtu(mtu);
@@ -274,7 +279,9 @@ impl Netlink {
         for q in queries {
             let mut stream = self.handle.route().get(q).execute();
             while let Some(msg) = stream.try_next().await.map_err(request("dump routes"))? {
-                if msg.header.kind != RouteType::Unicast || msg.header.destination_prefix_length == 0 {
+                if msg.header.kind != RouteType::Unicast
+                    || msg.header.destination_prefix_length == 0
+                {
                     continue;
                 }
                 let prefix = msg.header.destination_prefix_length;
