@@ -5,6 +5,8 @@
 //! `/run/netns/<name>`); nothing here knows Compose or how containers are started.
 
 pub mod bridge;
+pub mod dns;
+pub mod etc_files;
 pub mod firewall;
 pub mod ipam;
 pub mod netlink;
