@@ -28,8 +28,9 @@ pub enum NetlinkError {
     #[error("netlink {op} failed: {source}")]
     Request {
         op: String,
+        // boxed: the error can carry a whole netlink message
         #[source]
-        source: rtnetlink::Error,
+        source: Box<rtnetlink::Error>,
     },
     #[error("network namespace {path}: {op} failed: {source}")]
     Netns {
@@ -46,7 +47,10 @@ pub enum NetlinkError {
 
 fn request(op: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> NetlinkError {
     let op = op.into();
-    move |source| NetlinkError::Request { op, source }
+    move |source| NetlinkError::Request {
+        op,
+        source: Box::new(source),
+    }
 }
 
 /// Errno of a netlink NACK, if the error is one.
