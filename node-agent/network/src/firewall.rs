@@ -439,6 +439,8 @@ pub struct Firewall {
     table: String,
     manage_forwarding: bool,
     state: FirewallState,
+    /// Whether the kernel table is known to match `state` (so changes can be incremental).
+    in_kernel: bool,
 }
 
 impl Firewall {
@@ -458,6 +460,8 @@ impl Firewall {
             table: table.to_string(),
             manage_forwarding,
             state: FirewallState::default(),
+            // a table left by an earlier run may hold stale chains: the first change rewrites it
+            in_kernel: false,
         })
     }
 
@@ -469,10 +473,26 @@ impl Firewall {
         &self.state
     }
 
+    /// Takes `state` as the desired state (loaded from disk) without touching the kernel,
+    /// which may not hold it (after a reboot): the next change then rewrites the whole table.
+    pub fn set_state_unapplied(&mut self, state: FirewallState) {
+        self.state = state;
+        self.in_kernel = false;
+    }
+
     fn change(&mut self, what: &str, new: FirewallState) -> Result<(), FirewallError> {
-        let script = render_change(&self.table, &self.state, &new);
+        let t = &self.table;
+        let script = if new == FirewallState::default() {
+            // nothing left to express: leave no table behind
+            format!("add table inet {t}\ndelete table inet {t}\n")
+        } else if self.in_kernel {
+            render_change(&self.table, &self.state, &new)
+        } else {
+            render_restore(&self.table, &new)
+        };
         apply(&self.table, what, &script)?;
         self.state = new;
+        self.in_kernel = true;
         Ok(())
     }
 
@@ -483,8 +503,15 @@ impl Firewall {
                 self.enable_forwarding(net)?;
             }
         }
-        apply(&self.table, "restore", &render_restore(&self.table, &state))?;
+        let t = &self.table;
+        let script = if state == FirewallState::default() {
+            format!("add table inet {t}\ndelete table inet {t}\n")
+        } else {
+            render_restore(t, &state)
+        };
+        apply(t, "restore", &script)?;
         self.state = state;
+        self.in_kernel = true;
         Ok(())
     }
 
@@ -562,6 +589,7 @@ impl Firewall {
             &format!("add table {t}\ndelete table {t}\n"),
         )?;
         self.state = FirewallState::default();
+        self.in_kernel = true;
         Ok(())
     }
 }

@@ -571,19 +571,22 @@ impl Ipam {
     }
 }
 
-/// Writes `state` to `path` so that readers see either the old or the new file, never a mix:
-/// temp file in the same directory, fsync, rename over, fsync of the directory.
 fn write_atomically(path: &Path, state: &IpamState) -> Result<(), IpamError> {
-    let io = |source| IpamError::Io {
+    write_json_atomically(path, state).map_err(|source| IpamError::Io {
         path: path.to_path_buf(),
         source,
-    };
+    })
+}
+
+/// Writes `value` as JSON to `path` so that readers see either the old or the new file, never
+/// a mix: temp file in the same directory, fsync, rename over, fsync of the directory.
+pub(crate) fn write_json_atomically<T: Serialize>(path: &Path, value: &T) -> std::io::Result<()> {
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    fs::create_dir_all(dir).map_err(io)?;
-    let bytes = serde_json::to_vec_pretty(state).expect("IPAM state serializes");
+    fs::create_dir_all(dir)?;
+    let bytes = serde_json::to_vec_pretty(value).map_err(std::io::Error::other)?;
     let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
     let result = (|| {
         let mut f = fs::File::create(&tmp)?;
@@ -595,7 +598,7 @@ fn write_atomically(path: &Path, state: &IpamState) -> Result<(), IpamError> {
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
     }
-    result.map_err(io)
+    result
 }
 
 #[cfg(test)]

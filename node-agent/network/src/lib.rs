@@ -10,3 +10,4 @@ pub mod etc_files;
 pub mod firewall;
 pub mod ipam;
 pub mod netlink;
+pub mod networks;
