@@ -303,11 +303,26 @@ impl DnsServer {
         addr: SocketAddr,
         forward_external: bool,
     ) -> Result<(), DnsError> {
-        let sock = bind_udp(addr).map_err(|source| DnsError::Bind {
-            network: network.to_string(),
-            addr,
-            source,
-        })?;
+        // a listener being stopped (restart, re-create) releases its socket asynchronously
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        let sock = loop {
+            match bind_udp(addr) {
+                Ok(s) => break s,
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::AddrInUse
+                        && tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                Err(source) => {
+                    return Err(DnsError::Bind {
+                        network: network.to_string(),
+                        addr,
+                        source,
+                    });
+                }
+            }
+        };
         let sock = Arc::new(sock);
         let registry = self.registry.clone();
         let upstreams = if forward_external {

@@ -193,16 +193,19 @@ impl Networks {
 
     /// Creates network `cfg.id`: subnet from IPAM (skipping host routes), bridge, firewall
     /// rules, DNS listener. Calling it again for an existing network returns it unchanged.
-    pub async fn create_network(&self, cfg: &NetworkConfig) -> Result<BridgeNetwork, NetworksError> {
+    pub async fn create_network(
+        &self,
+        cfg: &NetworkConfig,
+    ) -> Result<BridgeNetwork, NetworksError> {
         if let Some(existing) = self.network(&cfg.id) {
             return Ok(existing);
         }
         let routes = self.nl.routes().await?;
-        let lease = self
-            .ipam
-            .lock()
-            .expect("ipam lock")
-            .allocate_network(&cfg.id, &cfg.request, &routes)?;
+        let lease = self.ipam.lock().expect("ipam lock").allocate_network(
+            &cfg.id,
+            &cfg.request,
+            &routes,
+        )?;
         let net = BridgeNetwork::new(&cfg.id, &lease, cfg.mtu, cfg.internal);
         let built = async {
             bridge::create_network(&self.nl, &net).await?;
@@ -227,7 +230,11 @@ impl Networks {
 
     /// Connects a container's namespace to network `network_id`: addresses from IPAM, veth,
     /// DNS names, published ports. On failure nothing of it is left.
-    pub async fn connect(&self, network_id: &str, c: &Connect) -> Result<Attachment, NetworksError> {
+    pub async fn connect(
+        &self,
+        network_id: &str,
+        c: &Connect,
+    ) -> Result<Attachment, NetworksError> {
         let net = self
             .network(network_id)
             .ok_or_else(|| NetworksError::UnknownNetwork(network_id.to_string()))?;
@@ -255,7 +262,9 @@ impl Networks {
             let mut entry = c.names.clone();
             entry.ipv4 = Some(lease.ipv4);
             entry.ipv6 = lease.ipv6;
-            self.dns.registry().register(network_id, &c.endpoint_id, entry);
+            self.dns
+                .registry()
+                .register(network_id, &c.endpoint_id, entry);
             Ok::<_, NetworksError>(att)
         }
         .await;
@@ -267,7 +276,11 @@ impl Networks {
 
     /// Disconnects endpoint `endpoint_id` from `network_id`: DNS names, published ports, veth
     /// and addresses. Every step is tried; all failures are reported together.
-    pub async fn disconnect(&self, network_id: &str, endpoint_id: &str) -> Result<(), NetworksError> {
+    pub async fn disconnect(
+        &self,
+        network_id: &str,
+        endpoint_id: &str,
+    ) -> Result<(), NetworksError> {
         let mut errors = Vec::new();
         self.dns.registry().unregister(network_id, endpoint_id);
         {

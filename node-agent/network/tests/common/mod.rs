@@ -81,7 +81,9 @@ impl Netns {
 
     pub fn ping(&self, ip: IpAddr) -> bool {
         let ip = ip.to_string();
-        self.exec(&["busybox", "ping", "-c1", "-W1", &ip]).status.success()
+        self.exec(&["busybox", "ping", "-c1", "-W1", &ip])
+            .status
+            .success()
     }
 }
 
@@ -94,7 +96,7 @@ impl Drop for Netns {
     }
 }
 
-/// A dummy link in the host namespace holding one "other host address".
+/// A link in the host namespace holding one "other host address".
 pub struct HostAddr {
     pub link: String,
     pub ip: Ipv4Addr,
@@ -103,7 +105,8 @@ pub struct HostAddr {
 impl HostAddr {
     pub fn new(ip: Ipv4Addr) -> Self {
         let link = format!("bd{}", suffix());
-        run(&["ip", "link", "add", &link, "type", "dummy"], true);
+        // a bridge, not a dummy: some kernels here are built without the dummy driver
+        run(&["ip", "link", "add", &link, "type", "bridge"], true);
         let guard = HostAddr { link, ip };
         run(
             &["ip", "addr", "add", &format!("{ip}/32"), "dev", &guard.link],
@@ -137,7 +140,9 @@ pub struct Env {
 }
 
 pub fn test_pool(block: u32) -> Pool {
-    let v4 = format!("10.234.{}.0/20", (block % 14) * 16).parse().unwrap();
+    let v4 = format!("10.234.{}.0/20", (block % 14) * 16)
+        .parse()
+        .unwrap();
     let v6 = format!("fd62:6572:74{:02x}::/48", 0x80 + (block % 14))
         .parse()
         .unwrap();
@@ -178,6 +183,20 @@ impl Env {
         }
     }
 
+    /// Simulates an agent restart: drops the running `Networks` (its DNS listeners stop) and
+    /// opens a new one on the same state dir, without any teardown.
+    pub fn restart(&mut self) {
+        let opts = Options {
+            state_dir: self.state.path().to_path_buf(),
+            pool: test_pool(self.block),
+            table: self.table.clone(),
+            manage_forwarding: false,
+            host_upstreams: vec![],
+            dns_port: 53,
+        };
+        self.nets = Networks::open(opts).expect("reopen networks");
+    }
+
     /// A network id unique to this run; remembered for cleanup.
     pub fn network_id(&self, tag: &str) -> String {
         let id = format!("{tag}-{}", suffix());
@@ -192,19 +211,6 @@ impl Env {
             .unwrap()
             .push((network.to_string(), id.clone()));
         id
-    }
-
-    /// Takes the state dir out (to reopen it as after an agent restart) without cleanup.
-    pub fn names(&self) -> (Vec<String>, Vec<(String, String)>) {
-        (
-            self.network_ids.lock().unwrap().clone(),
-            self.endpoint_ids.lock().unwrap().clone(),
-        )
-    }
-
-    pub fn adopt(&self, names: (Vec<String>, Vec<(String, String)>)) {
-        self.network_ids.lock().unwrap().extend(names.0);
-        self.endpoint_ids.lock().unwrap().extend(names.1);
     }
 }
 
@@ -262,7 +268,11 @@ pub fn nft_chains(table: &str) -> Vec<String> {
         .as_array()
         .unwrap()
         .iter()
-        .filter_map(|o| o.get("chain").and_then(|c| c["name"].as_str()).map(String::from))
+        .filter_map(|o| {
+            o.get("chain")
+                .and_then(|c| c["name"].as_str())
+                .map(String::from)
+        })
         .collect()
 }
 
@@ -286,7 +296,9 @@ pub fn dns_query(
             .add_query(Query::query(Name::from_ascii(&name).unwrap(), qtype));
         sock.send_to(&q.to_vec().unwrap(), server).unwrap();
         let mut buf = [0u8; 2048];
-        let (n, _) = sock.recv_from(&mut buf).expect("DNS answer within 3 s");
+        let (n, _) = sock
+            .recv_from(&mut buf)
+            .unwrap_or_else(|e| panic!("no DNS answer for {name} within 3 s: {e}"));
         let m = Message::from_vec(&buf[..n]).unwrap();
         assert_eq!(m.id(), 4242);
         let ips = m
