@@ -2,7 +2,8 @@
 //!
 //! Layout: one Linux bridge `br-<12 hex of the network id>` per berth network holding the
 //! gateway addresses; one veth pair per endpoint, the host end `vb<12 hex>` enslaved to the
-//! bridge, the peer moved into the container's network namespace and renamed `eth0`, `eth1`, …
+//! bridge, the peer created directly inside the container's network namespace as `eth0`,
+//! `eth1`, … (never moved: moving a link between namespaces costs an RCU grace period).
 //! The veth names are derived from (network, endpoint) so detach works after an agent restart
 //! without any saved handle. Firewall rules and DNS are not this module's business.
 
@@ -76,11 +77,6 @@ pub fn bridge_name(network_id: &str) -> String {
 /// The host end of the veth of (`network_id`, `endpoint_id`): `vb` and 12 hex characters.
 pub fn host_veth_name(network_id: &str, endpoint_id: &str) -> String {
     format!("vb{}", short_hex(&[network_id, endpoint_id]))
-}
-
-/// The temporary name of the peer before it is moved and renamed.
-fn peer_temp_name(network_id: &str, endpoint_id: &str) -> String {
-    format!("vp{}", short_hex(&[network_id, endpoint_id]))
 }
 
 /// A locally administered MAC derived from the IPv4 address, as Docker does (`02:42:` + IP),
@@ -205,7 +201,10 @@ pub async fn create_network(nl: &Netlink, net: &BridgeNetwork) -> Result<u32, Br
         network: net.id.clone(),
         source,
     };
-    let index = nl.ensure_bridge(&net.bridge, net.mtu).await.map_err(err)?;
+    let index = nl
+        .ensure_bridge(&net.bridge, mac_for(net.gateway_v4), net.mtu)
+        .await
+        .map_err(err)?;
     if net.subnet_v6.is_some() {
         // a host with IPv6 disabled by default would refuse the gateway address
         let _ = std::fs::write(
@@ -227,9 +226,11 @@ pub async fn create_network(nl: &Netlink, net: &BridgeNetwork) -> Result<u32, Br
     Ok(index)
 }
 
-/// Connects the container of `ep` to `net`: veth pair, host end on the bridge, peer moved into
-/// the container's namespace, renamed, MAC, MTU, addresses, up, `lo` up, and the default route
-/// when `ep.default_route` and the network is not internal. On failure nothing is left behind.
+/// Connects the container of `ep` to `net`: one request creates the veth pair with the host
+/// end on the bridge and the peer already inside the container's namespace under its final
+/// name (`eth0`, …) with MAC and MTU; then, from a thread in that namespace, the peer and
+/// `lo` up, addresses, and the default route when `ep.default_route` and the network is not internal.
+/// On failure nothing is left behind.
 pub async fn attach(
     nl: &Netlink,
     net: &BridgeNetwork,
@@ -256,49 +257,44 @@ pub async fn attach(
         })?;
     let ns = open_netns(&ep.netns).map_err(err)?;
     let host = host_veth_name(&net.id, &ep.id);
-    let peer = peer_temp_name(&net.id, &ep.id);
     let mac = ep.mac.unwrap_or_else(|| mac_for(ep.ipv4));
 
-    let (host_index, peer_index) = nl.create_veth(&host, &peer, net.mtu).await.map_err(err)?;
-    let result = async {
-        nl.attach_to_bridge(host_index, bridge).await?;
-        nl.move_to_netns(peer_index, &ns).await?;
-
-        let mut addrs =
-            vec![IpNetwork::new(ep.ipv4.into(), net.subnet_v4.prefix()).expect("valid prefix")];
-        if let (Some(ip), Some(s)) = (ep.ipv6, net.subnet_v6) {
-            addrs.push(IpNetwork::new(ip.into(), s.prefix()).expect("valid prefix"));
-        }
-        let mut routes: Vec<IpAddr> = Vec::new();
-        if ep.default_route && !net.internal {
-            routes.push(net.gateway_v4.into());
-            if ep.ipv6.is_some()
-                && let Some(g) = net.gateway_v6
-            {
-                routes.push(g.into());
-            }
-        }
-        let ifname = ep.ifname.clone();
-        let mtu = net.mtu;
-        in_netns(&ep.netns, move |cnl| async move {
-            if let Some(lo) = cnl.link_index("lo").await? {
-                cnl.set_link(lo, None, true).await?;
-            }
-            let index = cnl
-                .link_index(&peer)
-                .await?
-                .ok_or(NetlinkError::NoSuchLink { name: peer })?;
-            cnl.configure_link(index, &ifname, mac, mtu).await?;
-            for a in addrs {
-                cnl.add_address(index, a).await?;
-            }
-            for gw in routes {
-                cnl.add_default_route(gw, index).await?;
-            }
-            Ok(())
-        })
+    let host_index = nl
+        .create_veth_into(&host, bridge, &ep.ifname, &ns, mac, net.mtu)
         .await
+        .map_err(err)?;
+    let mut addrs =
+        vec![IpNetwork::new(ep.ipv4.into(), net.subnet_v4.prefix()).expect("valid prefix")];
+    if let (Some(ip), Some(s)) = (ep.ipv6, net.subnet_v6) {
+        addrs.push(IpNetwork::new(ip.into(), s.prefix()).expect("valid prefix"));
     }
+    let mut routes: Vec<IpAddr> = Vec::new();
+    if ep.default_route && !net.internal {
+        routes.push(net.gateway_v4.into());
+        if ep.ipv6.is_some()
+            && let Some(g) = net.gateway_v6
+        {
+            routes.push(g.into());
+        }
+    }
+    let ifname = ep.ifname.clone();
+    let result = in_netns(&ep.netns, move |cnl| async move {
+        if let Some(lo) = cnl.link_index("lo").await? {
+            cnl.set_link(lo, None, true).await?;
+        }
+        let index = cnl
+            .link_index(&ifname)
+            .await?
+            .ok_or(NetlinkError::NoSuchLink { name: ifname })?;
+        cnl.set_link(index, None, true).await?;
+        for a in addrs {
+            cnl.add_address(index, a).await?;
+        }
+        for gw in routes {
+            cnl.add_default_route(gw, index).await?;
+        }
+        Ok(())
+    })
     .await;
     if let Err(e) = result {
         // deleting the host end removes the peer too, wherever it is now
@@ -371,7 +367,6 @@ mod tests {
         assert_eq!(v.len(), 14);
         assert_ne!(v, host_veth_name("myproject_default", "web-2"));
         assert_ne!(v, host_veth_name("other", "web-1"));
-        assert_ne!(v, peer_temp_name("myproject_default", "web-1"));
     }
 
     #[test]

@@ -591,7 +591,8 @@ pub(crate) fn write_json_atomically<T: Serialize>(path: &Path, value: &T) -> std
     let result = (|| {
         let mut f = fs::File::create(&tmp)?;
         f.write_all(&bytes)?;
-        f.sync_all()?;
+        // data before the rename; the size is part of what fdatasync flushes
+        f.sync_data()?;
         fs::rename(&tmp, path)?;
         fs::File::open(dir)?.sync_all()
     })();

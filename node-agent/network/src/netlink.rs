@@ -17,8 +17,11 @@ use futures::TryStreamExt;
 use ipnetwork::IpNetwork;
 use nix::sched::CloneFlags;
 use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags, AddressHeaderFlags};
+use rtnetlink::packet_route::link::{InfoData, InfoKind, InfoVeth};
 use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteType};
-use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
+use rtnetlink::{
+    Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder,
+};
 
 /// Errors of netlink requests and namespace entry, naming the operation and the object.
 #[derive(Debug, thiserror::Error)]
@@ -100,13 +103,30 @@ impl Netlink {
             })
     }
 
-    /// Creates bridge `name` (or finds it when it exists), sets its MTU and brings it up.
-    pub async fn ensure_bridge(&self, name: &str, mtu: Option<u32>) -> Result<u32, NetlinkError> {
+    /// Creates bridge `name` (or finds it when it exists) with MAC `mac`, sets its MTU and
+    /// brings it up. The MAC is set explicitly because a bridge without one takes the lowest
+    /// MAC of its ports, which changes as veths join and leaves every neighbour with a stale
+    /// ARP entry for the gateway.
+    pub async fn ensure_bridge(
+        &self,
+        name: &str,
+        mac: [u8; 6],
+        mtu: Option<u32>,
+    ) -> Result<u32, NetlinkError> {
         if let Some(index) = self.link_index(name).await? {
-            self.set_link(index, mtu, true).await?;
+            let mut msg = LinkUnspec::new_with_index(index).address(mac.to_vec()).up();
+            if let Some(mtu) = mtu {
+                msg = msg.mtu(mtu);
+            }
+            self.handle
+                .link()
+                .set(msg.build())
+                .execute()
+                .await
+                .map_err(request(format!("set up bridge {name}")))?;
             return Ok(index);
         }
-        let mut msg = LinkBridge::new(name);
+        let mut msg = LinkBridge::new(name).address(mac.to_vec());
         if let Some(mtu) = mtu {
             msg = msg.mtu(mtu);
         }
@@ -205,6 +225,44 @@ impl Netlink {
             self.set_link(peer_index, Some(mtu), false).await?;
         }
         Ok((host_index, peer_index))
+    }
+
+    /// Creates a veth pair in one request: the host end `host` enslaved to `bridge` and up in
+    /// this namespace, the peer created directly inside namespace `ns` as `peer` with `mac`
+    /// (still down). Creating the peer in place avoids moving a link between namespaces, which costs
+    /// the kernel an RCU grace period (tens of milliseconds). Returns the host end's index.
+    pub async fn create_veth_into(
+        &self,
+        host: &str,
+        bridge: u32,
+        peer: &str,
+        ns: &File,
+        mac: [u8; 6],
+        mtu: Option<u32>,
+    ) -> Result<u32, NetlinkError> {
+        // the peer cannot be brought up in this request (its own peer is not linked yet:
+        // ENOTCONN); the caller does that inside the namespace
+        let mut peer_msg = LinkUnspec::new_with_name(peer)
+            .address(mac.to_vec())
+            .setns_by_fd(ns.as_raw_fd());
+        let mut msg = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
+            .name(host.to_string())
+            .controller(bridge)
+            .up();
+        if let Some(mtu) = mtu {
+            peer_msg = peer_msg.mtu(mtu);
+            msg = msg.mtu(mtu);
+        }
+        let msg = msg.set_info_data(InfoData::Veth(InfoVeth::Peer(peer_msg.build())));
+        self.handle
+            .link()
+            .add(msg.build())
+            .execute()
+            .await
+            .map_err(request(format!(
+                "create veth {host} with peer {peer} in a namespace"
+            )))?;
+        self.require_index(host).await
     }
 
     /// Enslaves link `index` to bridge `bridge` and brings it up.

@@ -86,19 +86,23 @@ async fn two_containers_on_one_network_reach_each_other_by_ip_and_name() {
     let v: serde_json::Value = serde_json::from_slice(&links.stdout).unwrap();
     assert_eq!(v[0]["mtu"], 1400);
     assert_eq!(v[0]["address"].as_str().unwrap(), format_mac(a1.mac));
+    // the bridge keeps a fixed MAC as ports join (neighbours' ARP entries stay valid)
+    let br = run(&["ip", "-j", "link", "show", &net.bridge], true);
+    let v: serde_json::Value = serde_json::from_slice(&br.stdout).unwrap();
+    assert_eq!(
+        v[0]["address"].as_str().unwrap(),
+        format_mac(berth_network::bridge::mac_for(net.gateway_v4))
+    );
     let routes = String::from_utf8(c1.exec(&["ip", "route"]).stdout).unwrap();
     assert!(
         routes.contains(&format!("default via {}", net.gateway_v4)),
         "{routes}"
     );
 
-    assert!(c1.ping(a2.ipv4.into()), "c1 pings c2 over IPv4");
-    assert!(c2.ping(net.gateway_v4.into()), "c2 pings its gateway");
+    assert!(c1.reaches(a2.ipv4.into()), "c1 pings c2 over IPv4");
+    assert!(c2.reaches(net.gateway_v4.into()), "c2 pings its gateway");
     let v6 = a2.ipv6.expect("dual stack");
-    assert!(
-        wait_for(Duration::from_secs(5), || c1.ping(v6.into())),
-        "c1 pings c2 over IPv6"
-    );
+    assert!(c1.reaches(v6.into()), "c1 pings c2 over IPv6");
 
     // by name, through the embedded DNS on the gateway
     let dns = SocketAddr::new(net.gateway_v4.into(), 53);
@@ -224,6 +228,10 @@ impl Drop for Servers {
 }
 
 fn tcp_get(addr: SocketAddr) -> Option<String> {
+    blocking(|| tcp_get_blocking(addr))
+}
+
+fn tcp_get_blocking(addr: SocketAddr) -> Option<String> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
     let mut out = String::new();
@@ -232,6 +240,10 @@ fn tcp_get(addr: SocketAddr) -> Option<String> {
 }
 
 fn udp_echo(from: IpAddr, to: SocketAddr) -> Option<String> {
+    blocking(|| udp_echo_blocking(from, to))
+}
+
+fn udp_echo_blocking(from: IpAddr, to: SocketAddr) -> Option<String> {
     let s = UdpSocket::bind(SocketAddr::new(from, 0)).ok()?;
     s.set_read_timeout(Some(Duration::from_millis(500))).ok()?;
     s.send_to(b"ping", to).ok()?;
@@ -333,7 +345,7 @@ async fn containers_on_different_networks_cannot_talk() {
         .connect(&b, &connect(&e3, &c3, "eth0", names("c3", "three")))
         .await
         .unwrap();
-    assert!(c1.ping(a2.ipv4.into()), "same network talks");
+    assert!(c1.reaches(a2.ipv4.into()), "same network talks");
     assert!(!c1.ping(a3.ipv4.into()), "other network is dropped");
     assert!(!c3.ping(a2.ipv4.into()), "and the other way");
     // names of one network are not visible on the other
@@ -344,7 +356,7 @@ async fn containers_on_different_networks_cannot_talk() {
     // control: without berth's table the same packets do pass, so the rules are the cause
     run(&["nft", "delete", "table", "inet", &env.table], true);
     assert!(
-        c1.ping(a3.ipv4.into()),
+        c1.reaches(a3.ipv4.into()),
         "forwarding works without the table"
     );
     env.nets.restore().await.unwrap();
@@ -412,10 +424,8 @@ async fn internal_network_cannot_reach_other_host_addresses() {
         &inet.gateway_v4.to_string(),
     ]);
     let from = |ns: &Netns| {
-        spawn_in_netns(&ns.path(), move || tcp_get(target))
-            .unwrap()
-            .join()
-            .unwrap()
+        let t = spawn_in_netns(&ns.path(), move || tcp_get_blocking(target)).unwrap();
+        blocking(|| t.join().unwrap())
     };
     assert_eq!(from(&ci), None, "internal network reaches a host address");
     assert_eq!(
@@ -575,7 +585,7 @@ async fn ipam_survives_an_agent_restart_without_duplicates() {
         .await
         .unwrap();
     assert_ne!(a1.ipv4, a2.ipv4, "no duplicate address after restart");
-    assert!(c2.ping(a1.ipv4.into()), "the old endpoint still works");
+    assert!(c2.reaches(a1.ipv4.into()), "the old endpoint still works");
     let other = env.network_id("ipam2");
     let net2 = env
         .nets
@@ -652,7 +662,7 @@ async fn several_networks_per_container_and_failed_attach_leaves_nothing() {
         "{routes}"
     );
     assert!(
-        c1.ping(ab.ipv4.into()),
+        c1.reaches(ab.ipv4.into()),
         "reaches the second network over eth1"
     );
 

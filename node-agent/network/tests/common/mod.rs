@@ -29,11 +29,20 @@ pub fn suffix() -> String {
     format!("{:06x}", (mix ^ (mix >> 24)) & 0xff_ffff)
 }
 
+/// Runs blocking `f` without stalling the tokio worker it is called from: tasks queued on
+/// that worker (such as the DNS server answering this very test) keep running elsewhere.
+pub fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
+
 /// Runs a command and returns its output; panics with stderr when it fails and `check`.
 pub fn run(args: &[&str], check: bool) -> Output {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
+    let out = blocking(|| Command::new(args[0]).args(&args[1..]).output())
         .unwrap_or_else(|e| panic!("cannot run {args:?}: {e}"));
     if check && !out.status.success() {
         panic!(
@@ -79,6 +88,13 @@ impl Netns {
         std::fs::write(format!("{dir}/resolv.conf"), text).unwrap();
     }
 
+    /// Whether `ip` answers a ping within a few seconds (retried: a fresh link may drop the
+    /// first packets while neighbours are resolved).
+    pub fn reaches(&self, ip: IpAddr) -> bool {
+        wait_for(Duration::from_secs(5), || self.ping(ip))
+    }
+
+    /// One ping with a one-second wait.
     pub fn ping(&self, ip: IpAddr) -> bool {
         let ip = ip.to_string();
         self.exec(&["busybox", "ping", "-c1", "-W1", &ip])
@@ -285,7 +301,17 @@ pub fn dns_query(
     qtype: RecordType,
 ) -> (Vec<IpAddr>, hickory_proto::op::ResponseCode) {
     let name = name.to_string();
-    let t = spawn_in_netns(&ns.path(), move || {
+    let path = ns.path();
+    blocking(move || dns_query_blocking(path, server, name, qtype))
+}
+
+fn dns_query_blocking(
+    path: PathBuf,
+    server: SocketAddr,
+    name: String,
+    qtype: RecordType,
+) -> (Vec<IpAddr>, hickory_proto::op::ResponseCode) {
+    let t = spawn_in_netns(&path, move || {
         let sock = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
         sock.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
         let mut q = Message::new();
@@ -317,7 +343,11 @@ pub fn dns_query(
 }
 
 /// Polls `f` until it holds or `timeout` passes.
-pub fn wait_for(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+pub fn wait_for(timeout: Duration, f: impl FnMut() -> bool) -> bool {
+    blocking(|| wait_for_blocking(timeout, f))
+}
+
+fn wait_for_blocking(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     let end = Instant::now() + timeout;
     loop {
         if f() {
