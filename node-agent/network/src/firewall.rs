@@ -181,14 +181,14 @@ fn pub_chain(endpoint_key: &str) -> String {
 /// Chains (with their rules) that belong to one object.
 fn network_chains(net: &BridgeNetwork) -> Vec<(String, Vec<String>)> {
     let br = &net.bridge;
-    let mut fwd = vec![
-        format!("oifname \"{br}\" accept"),
-        // published ports of another network are reachable, as with Docker
-        "ct status dnat accept".to_string(),
-        "oifname @bridges drop".to_string(),
-    ];
+    let mut fwd = vec![format!("oifname \"{br}\" accept")];
     if net.internal {
+        // not even published ports of other networks: an internal network has no way out
         fwd.push("drop".to_string());
+    } else {
+        // published ports of another network are reachable, as with Docker
+        fwd.push("ct status dnat accept".to_string());
+        fwd.push("oifname @bridges drop".to_string());
     }
     let mut chains = vec![(net_chain("fwd", &net.id), fwd)];
     if net.internal {
