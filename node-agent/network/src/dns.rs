@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use hickory_proto::op::{Header, Message, MessageType, OpCode, ResponseCode};
+use hickory_proto::op::{Edns, Header, Message, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::{A, AAAA};
 use hickory_proto::rr::{RData, Record, RecordType};
 use tokio::net::UdpSocket;
@@ -215,6 +215,11 @@ pub fn answer_locally(registry: &Registry, network: &str, query: &Message) -> Op
     header.set_response_code(ResponseCode::NoError);
     resp.set_header(header);
     resp.add_query(q.clone());
+    if query.extensions().is_some() {
+        let mut edns = Edns::new();
+        edns.set_max_payload(4096);
+        resp.set_edns(edns);
+    }
     for ip in ips {
         let rdata = match ip {
             IpAddr::V4(a) => RData::A(A(a)),
@@ -303,41 +308,31 @@ impl DnsServer {
         addr: SocketAddr,
         forward_external: bool,
     ) -> Result<(), DnsError> {
-        // a listener being stopped (restart, re-create) releases its socket asynchronously
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
-        let sock = loop {
-            match bind_udp(addr) {
-                Ok(s) => break s,
-                Err(e)
-                    if e.kind() == std::io::ErrorKind::AddrInUse
-                        && tokio::time::Instant::now() < deadline =>
-                {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-                Err(source) => {
-                    return Err(DnsError::Bind {
-                        network: network.to_string(),
-                        addr,
-                        source,
-                    });
-                }
-            }
-        };
-        let sock = Arc::new(sock);
-        let registry = self.registry.clone();
-        let upstreams = if forward_external {
-            self.host_upstreams.clone()
-        } else {
-            Vec::new()
-        };
-        let net = network.to_string();
-        let task = tokio::spawn(serve(sock, registry, net, upstreams, forward_external));
-        self.listeners
-            .lock()
-            .expect("listeners lock")
-            .entry(network.to_string())
-            .or_default()
-            .push(Listener { task, addr });
+        // a listener being stopped (restart, re-create) releases its sockets asynchronously
+        let sock = bind_retrying(network, addr, bind_udp).await?;
+        let tcp = bind_retrying(network, addr, bind_tcp).await?;
+        let responder = Arc::new(Responder {
+            registry: self.registry.clone(),
+            network: network.to_string(),
+            host_upstreams: if forward_external {
+                self.host_upstreams.clone()
+            } else {
+                Vec::new()
+            },
+            forward_external,
+        });
+        let udp_task = tokio::spawn(serve_udp(Arc::new(sock), responder.clone()));
+        let tcp_task = tokio::spawn(serve_tcp(tcp, responder));
+        let mut listeners = self.listeners.lock().expect("listeners lock");
+        let entry = listeners.entry(network.to_string()).or_default();
+        entry.push(Listener {
+            task: udp_task,
+            addr,
+        });
+        entry.push(Listener {
+            task: tcp_task,
+            addr,
+        });
         Ok(())
     }
 
@@ -349,12 +344,15 @@ impl DnsServer {
             .expect("listeners lock")
             .remove(network)
             .unwrap_or_default();
-        gone.into_iter()
+        let mut addrs: Vec<SocketAddr> = gone
+            .into_iter()
             .map(|l| {
                 l.task.abort();
                 l.addr
             })
-            .collect()
+            .collect();
+        addrs.dedup();
+        addrs
     }
 }
 
@@ -363,6 +361,33 @@ impl Drop for DnsServer {
         if let Ok(map) = self.listeners.get_mut() {
             for l in map.values().flatten() {
                 l.task.abort();
+            }
+        }
+    }
+}
+
+/// Binds with `bind`, retrying for up to 2 s while the address is still in use.
+async fn bind_retrying<T>(
+    network: &str,
+    addr: SocketAddr,
+    bind: fn(SocketAddr) -> std::io::Result<T>,
+) -> Result<T, DnsError> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    loop {
+        match bind(addr) {
+            Ok(s) => return Ok(s),
+            Err(e)
+                if e.kind() == std::io::ErrorKind::AddrInUse
+                    && tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(source) => {
+                return Err(DnsError::Bind {
+                    network: network.to_string(),
+                    addr,
+                    source,
+                });
             }
         }
     }
@@ -394,13 +419,99 @@ fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
     UdpSocket::from_std(std_sock)
 }
 
-async fn serve(
-    sock: Arc<UdpSocket>,
+/// What a listener needs to answer: shared by its UDP and TCP sides.
+struct Responder {
     registry: Arc<Registry>,
     network: String,
     host_upstreams: Vec<IpAddr>,
     forward_external: bool,
-) {
+}
+
+/// How a reply must fit its transport.
+#[derive(Clone, Copy)]
+enum Transport {
+    Udp,
+    Tcp,
+}
+
+impl Responder {
+    /// The reply to `packet` from `peer`, or `None` for packets that get no reply.
+    async fn reply(&self, packet: &[u8], peer: IpAddr, transport: Transport) -> Option<Vec<u8>> {
+        let query = Message::from_vec(packet).ok()?;
+        if query.message_type() != MessageType::Query {
+            return None;
+        }
+        if let Some(resp) = answer_locally(&self.registry, &self.network, &query) {
+            return match transport {
+                Transport::Tcp => resp.to_vec().ok(),
+                Transport::Udp => encode_for_udp(resp, usize::from(query.max_payload())),
+            };
+        }
+        let mut upstreams = Vec::new();
+        if self.forward_external {
+            upstreams = self.registry.upstreams_of(&self.network, peer);
+            if upstreams.is_empty() {
+                upstreams = self.host_upstreams.clone();
+            }
+        }
+        match forward(packet, query.id(), &upstreams).await {
+            Some(r) => Some(r),
+            None => servfail(&query),
+        }
+    }
+}
+
+/// Encodes `resp` for UDP within `limit` bytes (512 without EDNS): when the answers do not
+/// fit, as many as fit are kept and TC is set so the client retries over TCP.
+pub fn encode_for_udp(mut resp: Message, limit: usize) -> Option<Vec<u8>> {
+    let limit = limit.clamp(512, 4096);
+    let bytes = resp.to_vec().ok()?;
+    if bytes.len() <= limit {
+        return Some(bytes);
+    }
+    resp.set_truncated(true);
+    let mut answers = resp.take_answers();
+    loop {
+        answers.pop();
+        resp.insert_answers(answers.clone());
+        let bytes = resp.to_vec().ok()?;
+        if bytes.len() <= limit || answers.is_empty() {
+            return Some(bytes);
+        }
+        resp.take_answers();
+    }
+}
+
+/// The TCP counterpart of [`bind_udp`] (answers too large for UDP are fetched over TCP).
+fn bind_tcp(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    use nix::sys::socket::{
+        AddressFamily, Backlog, SockFlag, SockType, SockaddrStorage, bind, listen, setsockopt,
+        socket, sockopt,
+    };
+    let family = if addr.is_ipv4() {
+        AddressFamily::Inet
+    } else {
+        AddressFamily::Inet6
+    };
+    let fd = socket(
+        family,
+        SockType::Stream,
+        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+    if addr.is_ipv4() {
+        setsockopt(&fd, sockopt::IpFreebind, &true)?;
+    }
+    bind(
+        std::os::fd::AsRawFd::as_raw_fd(&fd),
+        &SockaddrStorage::from(addr),
+    )?;
+    listen(&fd, Backlog::new(128).map_err(std::io::Error::from)?)?;
+    tokio::net::TcpListener::from_std(std::net::TcpListener::from(fd))
+}
+
+async fn serve_udp(sock: Arc<UdpSocket>, responder: Arc<Responder>) {
     let mut buf = vec![0u8; 4096];
     loop {
         let Ok((n, peer)) = sock.recv_from(&mut buf).await else {
@@ -409,37 +520,59 @@ async fn serve(
             continue;
         };
         let packet = buf[..n].to_vec();
-        let Ok(query) = Message::from_vec(&packet) else {
-            continue;
-        };
-        if query.message_type() != MessageType::Query {
-            continue;
-        }
-        if let Some(resp) = answer_locally(&registry, &network, &query) {
-            if let Ok(bytes) = resp.to_vec() {
-                let _ = sock.send_to(&bytes, peer).await;
-            }
-            continue;
-        }
         let sock = sock.clone();
-        let mut upstreams = if forward_external {
-            registry.upstreams_of(&network, peer.ip())
-        } else {
-            Vec::new()
-        };
-        if forward_external && upstreams.is_empty() {
-            upstreams = host_upstreams.clone();
-        }
-        // forwarding waits on the network: never hold up other queries
+        let responder = responder.clone();
+        // a forwarded query waits on the network: never hold up the others
         tokio::spawn(async move {
-            let reply = match forward(&packet, query.id(), &upstreams).await {
-                Some(r) => Some(r),
-                None => servfail(&query),
-            };
-            if let Some(bytes) = reply {
+            if let Some(bytes) = responder.reply(&packet, peer.ip(), Transport::Udp).await {
                 let _ = sock.send_to(&bytes, peer).await;
             }
         });
+    }
+}
+
+/// How long an idle TCP client may keep its connection.
+const TCP_IDLE: Duration = Duration::from_secs(10);
+
+async fn serve_tcp(listener: tokio::net::TcpListener, responder: Arc<Responder>) {
+    loop {
+        let Ok((stream, peer)) = listener.accept().await else {
+            tokio::task::yield_now().await;
+            continue;
+        };
+        let responder = responder.clone();
+        tokio::spawn(async move {
+            let _ = serve_tcp_client(stream, peer.ip(), &responder).await;
+        });
+    }
+}
+
+/// Answers length-prefixed queries (RFC 1035 4.2.2) until the client closes or idles.
+async fn serve_tcp_client(
+    mut stream: tokio::net::TcpStream,
+    peer: IpAddr,
+    responder: &Responder,
+) -> std::io::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    loop {
+        let mut len = [0u8; 2];
+        match tokio::time::timeout(TCP_IDLE, stream.read_exact(&mut len)).await {
+            Ok(Ok(_)) => {}
+            _ => return Ok(()),
+        }
+        let mut packet = vec![0u8; usize::from(u16::from_be_bytes(len))];
+        tokio::time::timeout(TCP_IDLE, stream.read_exact(&mut packet))
+            .await
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+        let Some(reply) = responder.reply(&packet, peer, Transport::Tcp).await else {
+            return Ok(());
+        };
+        let Ok(n) = u16::try_from(reply.len()) else {
+            return Ok(());
+        };
+        let mut out = n.to_be_bytes().to_vec();
+        out.extend_from_slice(&reply);
+        stream.write_all(&out).await?;
     }
 }
 
@@ -492,6 +625,50 @@ mod tests {
         assert!(!r.unregister("n", "a"));
         r.unregister("n", "b");
         assert!(r.lookup("n", "web", RecordType::A).is_none());
+    }
+
+    #[test]
+    fn large_answers_are_truncated_for_udp() {
+        let r = Registry::new();
+        for i in 0..60u8 {
+            r.register(
+                "n",
+                &format!("e{i}"),
+                entry(&format!("app-web-{i}"), "web", [10, 0, 1, i]),
+            );
+        }
+        let mut q = Message::new();
+        q.set_id(9)
+            .set_message_type(MessageType::Query)
+            .set_op_code(OpCode::Query)
+            .add_query(Query::query(
+                Name::from_ascii("web.").unwrap(),
+                RecordType::A,
+            ));
+        let resp = answer_locally(&r, "n", &q).unwrap();
+        assert_eq!(resp.answers().len(), 60);
+        let bytes = encode_for_udp(resp.clone(), 512).unwrap();
+        assert!(bytes.len() <= 512);
+        let m = Message::from_vec(&bytes).unwrap();
+        assert!(m.truncated());
+        assert!(!m.answers().is_empty() && m.answers().len() < 60);
+        let big = encode_for_udp(resp, 4096).unwrap();
+        let m = Message::from_vec(&big).unwrap();
+        assert!(!m.truncated());
+        assert_eq!(m.answers().len(), 60);
+    }
+
+    #[test]
+    fn container_dns_servers_override_host_upstreams() {
+        let r = Registry::new();
+        let mut e = entry("app-web-1", "web", [10, 0, 0, 2]);
+        e.upstreams = vec![IpAddr::from([9, 9, 9, 9])];
+        r.register("n", "a", e);
+        assert_eq!(
+            r.upstreams_of("n", IpAddr::from([10, 0, 0, 2])),
+            vec![IpAddr::from([9, 9, 9, 9])]
+        );
+        assert!(r.upstreams_of("n", IpAddr::from([10, 0, 0, 3])).is_empty());
     }
 
     #[test]

@@ -541,6 +541,29 @@ async fn dns_returns_every_replica_and_drops_a_stopped_one() {
     let (gone, _) = dns_query(&client, dns, "app-web-2", RecordType::A);
     assert!(!gone.contains(&replicas[1].2), "{gone:?}");
 
+    // a service too large for a UDP answer: truncated over UDP, complete over TCP
+    for i in 0..60u8 {
+        env.nets.registry().register(
+            &id,
+            &format!("bulk-{i}"),
+            DnsEntry {
+                container_name: format!("app-bulk-{i}"),
+                service: Some("bulk".into()),
+                ipv4: Some(Ipv4Addr::new(10, 234, 255, i)),
+                ..Default::default()
+            },
+        );
+    }
+    let (udp, rc) = dns_query(&client, dns, "bulk", RecordType::A);
+    assert_eq!(rc, ResponseCode::NoError);
+    assert!(
+        !udp.is_empty() && udp.len() < 60,
+        "{} answers over UDP",
+        udp.len()
+    );
+    let tcp = dns_query_tcp(&client, dns, "bulk", RecordType::A);
+    assert_eq!(tcp.len(), 60);
+
     // other names go to the upstream resolver (a local stand-in here)
     let (ext, rc) = dns_query(&client, dns, "example.test", RecordType::A);
     assert_eq!(rc, ResponseCode::NoError);

@@ -365,3 +365,43 @@ pub fn random_port() -> u16 {
     let s = u32::from_str_radix(&suffix(), 16).unwrap();
     20000 + (s % 30000) as u16
 }
+
+/// Like [`dns_query`] over TCP (length-prefixed); asserts the answer is not truncated.
+pub fn dns_query_tcp(ns: &Netns, server: SocketAddr, name: &str, qtype: RecordType) -> Vec<IpAddr> {
+    use std::io::{Read, Write};
+    let name = name.to_string();
+    let path = ns.path();
+    blocking(move || {
+        spawn_in_netns(&path, move || {
+            let mut s =
+                std::net::TcpStream::connect_timeout(&server, Duration::from_secs(3)).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+            let mut q = Message::new();
+            q.set_id(77)
+                .set_message_type(MessageType::Query)
+                .set_op_code(OpCode::Query)
+                .add_query(Query::query(Name::from_ascii(&name).unwrap(), qtype));
+            let body = q.to_vec().unwrap();
+            let mut out = (body.len() as u16).to_be_bytes().to_vec();
+            out.extend_from_slice(&body);
+            s.write_all(&out).unwrap();
+            let mut len = [0u8; 2];
+            s.read_exact(&mut len).unwrap();
+            let mut buf = vec![0u8; u16::from_be_bytes(len) as usize];
+            s.read_exact(&mut buf).unwrap();
+            let m = Message::from_vec(&buf).unwrap();
+            assert!(!m.truncated());
+            m.answers()
+                .iter()
+                .filter_map(|r| match r.data() {
+                    RData::A(a) => Some(IpAddr::V4(a.0)),
+                    RData::AAAA(a) => Some(IpAddr::V6(a.0)),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap()
+        .join()
+        .unwrap()
+    })
+}
