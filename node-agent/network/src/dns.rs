@@ -18,8 +18,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use hickory_proto::op::{Edns, Header, Message, MessageType, OpCode, ResponseCode};
-use hickory_proto::rr::rdata::{A, AAAA};
-use hickory_proto::rr::{RData, Record, RecordType};
+use hickory_proto::rr::rdata::{A, AAAA, PTR};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
 use tokio::net::UdpSocket;
 use tokio::task::JoinHandle;
 
@@ -157,6 +157,16 @@ impl Registry {
         Some(ips)
     }
 
+    /// The container name owning address `ip` on `network` (reverse lookups).
+    pub fn reverse(&self, network: &str, ip: IpAddr) -> Option<String> {
+        let nets = self.networks.read().expect("registry lock");
+        nets.get(network)?
+            .entries
+            .iter()
+            .find(|(_, e)| e.ipv4.map(IpAddr::V4) == Some(ip) || e.ipv6.map(IpAddr::V6) == Some(ip))
+            .map(|(_, e)| e.container_name.clone())
+    }
+
     /// The `dns:` servers of the endpoint with address `ip` on `network`, if any.
     fn upstreams_of(&self, network: &str, ip: IpAddr) -> Vec<IpAddr> {
         let nets = self.networks.read().expect("registry lock");
@@ -199,6 +209,9 @@ pub fn answer_locally(registry: &Registry, network: &str, query: &Message) -> Op
         return None;
     }
     let qtype = q.query_type();
+    if qtype == RecordType::PTR {
+        return answer_reverse(registry, network, query);
+    }
     let name = q.name().to_ascii();
     let ips = match qtype {
         RecordType::A | RecordType::AAAA => registry.lookup(network, &name, qtype)?,
@@ -227,6 +240,30 @@ pub fn answer_locally(registry: &Registry, network: &str, query: &Message) -> Op
         };
         resp.add_answer(Record::from_rdata(q.name().clone(), LOCAL_TTL, rdata));
     }
+    Some(resp)
+}
+
+/// A PTR answer for an address of a container on `network`; `None` (forward) for others.
+fn answer_reverse(registry: &Registry, network: &str, query: &Message) -> Option<Message> {
+    let q = query.queries().first()?;
+    let net = q.name().parse_arpa_name().ok()?;
+    let full = if net.addr().is_ipv4() { 32 } else { 128 };
+    if net.prefix_len() != full {
+        return None;
+    }
+    let container = registry.reverse(network, net.addr())?;
+    let target = Name::from_ascii(format!("{container}.")).ok()?;
+    let mut resp = Message::new();
+    let mut header = Header::response_from_request(query.header());
+    header.set_authoritative(true);
+    header.set_recursion_available(true);
+    resp.set_header(header);
+    resp.add_query(q.clone());
+    resp.add_answer(Record::from_rdata(
+        q.name().clone(),
+        LOCAL_TTL,
+        RData::PTR(PTR(target)),
+    ));
     Some(resp)
 }
 
@@ -580,7 +617,6 @@ async fn serve_tcp_client(
 mod tests {
     use super::*;
     use hickory_proto::op::Query;
-    use hickory_proto::rr::Name;
 
     fn entry(name: &str, svc: &str, ip: [u8; 4]) -> DnsEntry {
         DnsEntry {
@@ -656,6 +692,35 @@ mod tests {
         let m = Message::from_vec(&big).unwrap();
         assert!(!m.truncated());
         assert_eq!(m.answers().len(), 60);
+    }
+
+    #[test]
+    fn reverse_lookup_names_the_container() {
+        let r = Registry::new();
+        r.register("n", "a", entry("app-web-1", "web", [10, 0, 0, 2]));
+        let mut q = Message::new();
+        q.set_id(5)
+            .set_message_type(MessageType::Query)
+            .set_op_code(OpCode::Query)
+            .add_query(Query::query(
+                Name::from_ascii("2.0.0.10.in-addr.arpa.").unwrap(),
+                RecordType::PTR,
+            ));
+        let resp = answer_locally(&r, "n", &q).unwrap();
+        match resp.answers()[0].data() {
+            RData::PTR(p) => assert_eq!(p.0.to_ascii(), "app-web-1."),
+            other => panic!("not a PTR: {other:?}"),
+        }
+        let mut other = q.clone();
+        other.queries_mut()[0].set_name(Name::from_ascii("3.0.0.10.in-addr.arpa.").unwrap());
+        assert!(
+            answer_locally(&r, "n", &other).is_none(),
+            "unknown: forwarded"
+        );
+        assert!(
+            answer_locally(&r, "m", &q).is_none(),
+            "other network: forwarded"
+        );
     }
 
     #[test]

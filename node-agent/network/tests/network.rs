@@ -689,6 +689,18 @@ async fn several_networks_per_container_and_failed_attach_leaves_nothing() {
         "reaches the second network over eth1"
     );
 
+    // network_mode: none — loopback only
+    let lonely = Netns::new("o");
+    berth_network::bridge::loopback_only(&lonely.path())
+        .await
+        .unwrap();
+    let links = lonely.exec(&["ip", "-j", "link"]);
+    let v: serde_json::Value = serde_json::from_slice(&links.stdout).unwrap();
+    let v = v.as_array().unwrap();
+    assert_eq!(v.len(), 1, "only lo");
+    assert!(v[0]["flags"].as_array().unwrap().iter().any(|f| f == "UP"));
+    assert!(lonely.reaches(IpAddr::V4(Ipv4Addr::LOCALHOST)));
+
     // attaching to a namespace that does not exist fails cleanly
     let ghost = env.endpoint_id(&a, "ghost");
     let mut c = connect(&ghost, &c1, "eth0", names("ghost", "ghost"));
