@@ -68,6 +68,9 @@ fn normalize(name: &str) -> String {
 
 impl NetworkNames {
     fn matches(entry: &DnsEntry, name: &str) -> bool {
+        if name.is_empty() {
+            return false;
+        }
         if normalize(&entry.container_name) == name {
             return true;
         }

@@ -33,6 +33,8 @@ pub enum NetworksError {
     Netlink(#[from] NetlinkError),
     #[error("unknown network {0}")]
     UnknownNetwork(String),
+    #[error("endpoint {endpoint} is already connected to network {network}")]
+    AlreadyConnected { network: String, endpoint: String },
     #[error("network state file {path}: {source}")]
     State {
         path: PathBuf,
@@ -253,11 +255,22 @@ impl Networks {
         let net = self
             .network(network_id)
             .ok_or_else(|| NetworksError::UnknownNetwork(network_id.to_string()))?;
-        let lease = self.ipam.lock().expect("ipam lock").allocate_endpoint(
-            network_id,
-            &c.endpoint_id,
-            &c.addresses,
-        )?;
+        let lease = {
+            let mut ipam = self.ipam.lock().expect("ipam lock");
+            // a second connect must fail without its rollback tearing down the first
+            if ipam
+                .state()
+                .networks
+                .get(network_id)
+                .is_some_and(|n| n.endpoints.contains_key(&c.endpoint_id))
+            {
+                return Err(NetworksError::AlreadyConnected {
+                    network: network_id.to_string(),
+                    endpoint: c.endpoint_id.clone(),
+                });
+            }
+            ipam.allocate_endpoint(network_id, &c.endpoint_id, &c.addresses)?
+        };
         let ep = Endpoint::new(&c.endpoint_id, &c.netns, &c.ifname, &lease, c.default_route);
         let result = async {
             let att = bridge::attach(&self.nl, &net, &ep).await?;

@@ -80,6 +80,14 @@ async fn two_containers_on_one_network_reach_each_other_by_ip_and_name() {
         .unwrap();
     assert_ne!(a1.ipv4, a2.ipv4);
     assert!(net.subnet_v4.contains(a1.ipv4));
+    // connecting the same endpoint again is refused and leaves the first connection alone
+    let again = env
+        .nets
+        .connect(&id, &connect(&e1, &c1, "eth0", names("app-one-1", "one")))
+        .await
+        .unwrap_err();
+    assert!(again.to_string().contains("already connected"), "{again}");
+    assert!(host_links().contains(&host_veth_name(&id, &e1)));
 
     // interface, MTU, MAC and default route inside the "container"
     let links = c1.exec(&["ip", "-j", "link", "show", "eth0"]);
