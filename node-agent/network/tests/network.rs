@@ -775,3 +775,65 @@ async fn teardown_leaves_no_bridge_veth_or_rule() {
     let state = std::fs::read_to_string(env.state.path().join("networks.json")).unwrap();
     assert!(!state.contains(&a) && !state.contains(&b), "{state}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_after_a_reboot_recreates_bridge_rules_and_dns() {
+    require_root!();
+    let mut env = Env::new(false, vec![]);
+    let id = env.network_id("boot");
+    let net = env
+        .nets
+        .create_network(&NetworkConfig {
+            id: id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let (c1, c2) = (Netns::new("x"), Netns::new("y"));
+    let e1 = env.endpoint_id(&id, "c1");
+    let mut c = connect(&e1, &c1, "eth0", names("c1", "one"));
+    let port = random_port();
+    c.ports = parse_ports(&format!("127.0.0.1:{port}:8080")).unwrap();
+    env.nets.connect(&id, &c).await.unwrap();
+    let chains_before = nft_chains(&env.table);
+
+    // "reboot": the kernel forgets the bridge, the veth and the table; the agent restarts
+    run(&["ip", "link", "del", &host_veth_name(&id, &e1)], true);
+    run(&["ip", "link", "del", &net.bridge], true);
+    run(&["nft", "delete", "table", "inet", &env.table], true);
+    env.restart();
+    env.nets.restore().await.unwrap();
+
+    assert!(host_links().contains(&net.bridge), "bridge re-created");
+    let mut chains_after = nft_chains(&env.table);
+    let mut before = chains_before.clone();
+    chains_after.sort();
+    before.sort();
+    assert_eq!(
+        chains_after, before,
+        "the same table, published ports included"
+    );
+    // the container comes back (same endpoint, same address) and is reachable
+    // again, by name and through its published port
+    env.nets.disconnect(&id, &e1).await.unwrap();
+    let a1 = env.nets.connect(&id, &c).await.unwrap();
+    let e2 = env.endpoint_id(&id, "c2");
+    env.nets
+        .connect(&id, &connect(&e2, &c2, "eth0", names("c2", "two")))
+        .await
+        .unwrap();
+    assert!(c2.reaches(a1.ipv4.into()));
+    let (ips, _) = dns_query(
+        &c2,
+        SocketAddr::new(net.gateway_v4.into(), 53),
+        "c1",
+        RecordType::A,
+    );
+    assert_eq!(ips, vec![IpAddr::V4(a1.ipv4)]);
+    let servers = Servers::start(&c1, &[8080], 9999);
+    let lo = SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port);
+    assert_eq!(tcp_get(lo).as_deref(), Some("tcp-8080"));
+    drop(servers);
+    env.nets.remove_network(&id).await.unwrap();
+    assert!(!nft_has_table(&env.table));
+}
