@@ -837,3 +837,53 @@ async fn restore_after_a_reboot_recreates_bridge_rules_and_dns() {
     env.nets.remove_network(&id).await.unwrap();
     assert!(!nft_has_table(&env.table));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn published_port_is_reachable_from_containers_through_a_host_address() {
+    require_root!();
+    // forwarding on: a container reaching a host address that DNATs back into a bridge is
+    // routed by the host
+    let env = Env::new(true, vec![]);
+    let host = HostAddr::new(Ipv4Addr::new(10, 234, 252, 1 + env.block as u8));
+    let (a, b) = (env.network_id("hpa"), env.network_id("hpb"));
+    for id in [&a, &b] {
+        env.nets
+            .create_network(&NetworkConfig {
+                id: id.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    let (server, same, other) = (Netns::new("h"), Netns::new("g"), Netns::new("f"));
+    let (es, eg, ef) = (
+        env.endpoint_id(&a, "srv"),
+        env.endpoint_id(&a, "same"),
+        env.endpoint_id(&b, "other"),
+    );
+    let port = random_port();
+    let mut c = connect(&es, &server, "eth0", names("srv", "srv"));
+    c.ports = parse_ports(&format!("{}:{port}:8080", host.ip)).unwrap();
+    env.nets.connect(&a, &c).await.unwrap();
+    env.nets
+        .connect(&a, &connect(&eg, &same, "eth0", names("same", "same")))
+        .await
+        .unwrap();
+    env.nets
+        .connect(&b, &connect(&ef, &other, "eth0", names("other", "other")))
+        .await
+        .unwrap();
+    let servers = Servers::start(&server, &[8080], 9998);
+    let target = SocketAddr::new(host.ip.into(), port);
+    let from = |ns: &Netns| {
+        let t = spawn_in_netns(&ns.path(), move || tcp_get_blocking(target)).unwrap();
+        blocking(|| t.join().unwrap())
+    };
+    // hairpin: same network, through the host address (masqueraded so replies come back)
+    assert_eq!(from(&same).as_deref(), Some("tcp-8080"));
+    // another berth network may use published ports, though not reach the container directly
+    assert_eq!(from(&other).as_deref(), Some("tcp-8080"));
+    drop(servers);
+    env.nets.remove_network(&a).await.unwrap();
+    env.nets.remove_network(&b).await.unwrap();
+}
