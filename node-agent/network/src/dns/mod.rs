@@ -1,9 +1,8 @@
 //! The embedded DNS server: service discovery inside each berth network.
 //!
 //! Design: one UDP and one TCP socket per network, bound to the network's gateway address on
-//! port 53 in
-//! the host namespace (no socket per container, no namespace switching); each container's
-//! `/etc/resolv.conf` names that gateway. A query is answered from the [`Registry`] of the
+//! port 53 in the host namespace (no socket per container, no namespace switching); each
+//! container's `/etc/resolv.conf` names that gateway. A query is answered from the [`Registry`] of the
 //! network the socket belongs to: service names (every running replica, rotated per query
 //! for round-robin), `tasks.<service>`, container names and network aliases. Other names are
 //! forwarded, as raw packets, to the querying container's own `dns:` servers when it has
