@@ -376,7 +376,10 @@ async fn containers_on_different_networks_cannot_talk() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn internal_network_cannot_reach_other_host_addresses() {
     require_root!();
-    let env = Env::new(false, vec![]);
+    let block = 1 + (u32::from_str_radix(&suffix(), 16).unwrap() % 250) as u8;
+    let upstream_ip = Ipv4Addr::new(127, 78, 0, block);
+    let upstream = fake_upstream(upstream_ip);
+    let env = Env::new(false, vec![upstream_ip.into()]);
     let host = HostAddr::new(Ipv4Addr::new(10, 234, 251, 1 + env.block as u8));
     let listener = TcpListener::bind((host.ip, 0)).unwrap();
     let target = listener.local_addr().unwrap();
@@ -449,6 +452,23 @@ async fn internal_network_cannot_reach_other_host_addresses() {
         RecordType::A,
     );
     assert_eq!(ips.len(), 1);
+    // but forwards nothing out of it, unlike on a normal network
+    let (ext, rc) = dns_query(
+        &ci,
+        SocketAddr::new(inet.gateway_v4.into(), 53),
+        "example.test",
+        RecordType::A,
+    );
+    assert_eq!((ext.len(), rc), (0, ResponseCode::ServFail));
+    let gw_open = env.nets.network(&open).unwrap().gateway_v4;
+    let (ext, rc) = dns_query(
+        &cn,
+        SocketAddr::new(gw_open.into(), 53),
+        "last.test",
+        RecordType::A,
+    );
+    assert_eq!((ext.len(), rc), (1, ResponseCode::NoError));
+    blocking(|| upstream.join().unwrap());
     env.nets.remove_network(&internal).await.unwrap();
     env.nets.remove_network(&open).await.unwrap();
 }
@@ -577,7 +597,7 @@ async fn dns_returns_every_replica_and_drops_a_stopped_one() {
     assert_eq!(rc, ResponseCode::NoError);
     assert_eq!(ext, vec![IpAddr::V4(Ipv4Addr::new(203, 0, 113, 7))]);
     let _ = dns_query(&client, dns, "last.test", RecordType::A);
-    upstream.join().unwrap();
+    blocking(|| upstream.join().unwrap());
     env.nets.remove_network(&id).await.unwrap();
 }
 
