@@ -322,6 +322,7 @@ async fn published_tcp_and_udp_ports_answer_from_the_host() {
 async fn containers_on_different_networks_cannot_talk() {
     require_root!();
     // forwarding on, so that only the firewall stands between the networks
+    let _forwarding = ForwardingGuard::new();
     let env = Env::new(true, vec![]);
     let (a, b) = (env.network_id("isoa"), env.network_id("isob"));
     for id in [&a, &b] {
@@ -863,6 +864,7 @@ async fn published_port_is_reachable_from_containers_through_a_host_address() {
     require_root!();
     // forwarding on: a container reaching a host address that DNATs back into a bridge is
     // routed by the host
+    let _forwarding = ForwardingGuard::new();
     let env = Env::new(true, vec![]);
     let host = HostAddr::new(Ipv4Addr::new(10, 234, 252, 1 + env.block as u8));
     let (a, b) = (env.network_id("hpa"), env.network_id("hpb"));

@@ -141,6 +141,36 @@ impl Drop for HostAddr {
     }
 }
 
+/// Held by tests that let the firewall turn IP forwarding on: the last one to finish puts the
+/// host's original `net.ipv4.ip_forward` back, so the tests leave the machine as they found it.
+pub struct ForwardingGuard;
+
+static FORWARDING: std::sync::Mutex<(u32, Option<String>)> = std::sync::Mutex::new((0, None));
+const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
+
+impl ForwardingGuard {
+    pub fn new() -> Self {
+        let mut g = FORWARDING.lock().unwrap_or_else(|e| e.into_inner());
+        if g.0 == 0 {
+            g.1 = std::fs::read_to_string(IP_FORWARD).ok();
+        }
+        g.0 += 1;
+        ForwardingGuard
+    }
+}
+
+impl Drop for ForwardingGuard {
+    fn drop(&mut self) {
+        let mut g = FORWARDING.lock().unwrap_or_else(|e| e.into_inner());
+        g.0 -= 1;
+        if g.0 == 0
+            && let Some(original) = g.1.take()
+        {
+            let _ = std::fs::write(IP_FORWARD, original.trim());
+        }
+    }
+}
+
 /// Which /20 of 10.234.0.0/16 this test's networks come from (unique per test in a process).
 static BLOCK: AtomicU32 = AtomicU32::new(0);
 
