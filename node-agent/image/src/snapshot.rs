@@ -38,17 +38,31 @@ pub enum SnapshotError {
     #[error("unpacking layer {layer}: {source}")]
     Unpack { layer: Digest, source: UnpackError },
     #[error("layer {layer} unpacked to diff_id {actual}, but the image config says {expected}")]
-    DiffIdMismatch { layer: Digest, expected: Digest, actual: Digest },
+    DiffIdMismatch {
+        layer: Digest,
+        expected: Digest,
+        actual: Digest,
+    },
     #[error("image {image} has {layers} layers but {diff_ids} diff_ids in its config")]
-    LayerCountMismatch { image: Digest, layers: usize, diff_ids: usize },
+    LayerCountMismatch {
+        image: Digest,
+        layers: usize,
+        diff_ids: usize,
+    },
     #[error("invalid container id {id:?}: use 1-128 of [A-Za-z0-9_.-], starting alphanumeric")]
     BadContainerId { id: String },
     #[error("path {path} cannot be used in an overlay mount (contains ',' or ':')")]
     BadPath { path: PathBuf },
-    #[error("image has too many layers for one overlay mount ({layers}; the options exceed a page)")]
+    #[error(
+        "image has too many layers for one overlay mount ({layers}; the options exceed a page)"
+    )]
     TooManyLayers { layers: usize },
     #[error("{op} {path}: {source}")]
-    Io { op: &'static str, path: PathBuf, source: io::Error },
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
     #[error("mount overlay on {target}: {source}")]
     Mount { target: PathBuf, source: io::Error },
     #[error("unmount {target}: {source}")]
@@ -101,7 +115,11 @@ impl Snapshotter {
             let path = dir.join(sub);
             fs::create_dir_all(&path).map_err(io_err("create directory", &path))?;
         }
-        Ok(Self { store: store.clone(), dir, options })
+        Ok(Self {
+            store: store.clone(),
+            dir,
+            options,
+        })
     }
 
     /// The directory holding the unpacked layer with this diff_id.
@@ -140,7 +158,10 @@ impl Snapshotter {
                 todo.push((desc.clone(), diff_id.clone()));
             }
         }
-        let workers = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 4).min(todo.len());
+        let workers = std::thread::available_parallelism()
+            .map_or(2, |n| n.get())
+            .clamp(1, 4)
+            .min(todo.len());
         let queue = Mutex::new(todo);
         let errors = Mutex::new(Vec::new());
         std::thread::scope(|scope| {
@@ -159,7 +180,11 @@ impl Snapshotter {
                 });
             }
         });
-        if let Some(e) = errors.into_inner().ok().and_then(|mut v| (!v.is_empty()).then(|| v.remove(0))) {
+        if let Some(e) = errors
+            .into_inner()
+            .ok()
+            .and_then(|mut v| (!v.is_empty()).then(|| v.remove(0)))
+        {
             return Err(e);
         }
         Ok(diff_ids.iter().map(|d| self.layer_dir(d)).collect())
@@ -175,8 +200,12 @@ impl Snapshotter {
         let result = (|| {
             let file = self.store.open_blob(&layer)?;
             let reader = VerifyingReader::new(file, layer.clone(), Some(desc.size()));
-            let stats = unpack_layer(reader, &tmp, &self.options)
-                .map_err(|source| SnapshotError::Unpack { layer: layer.clone(), source })?;
+            let stats = unpack_layer(reader, &tmp, &self.options).map_err(|source| {
+                SnapshotError::Unpack {
+                    layer: layer.clone(),
+                    source,
+                }
+            })?;
             if &stats.diff_id != diff_id {
                 return Err(SnapshotError::DiffIdMismatch {
                     layer: layer.clone(),
@@ -185,14 +214,26 @@ impl Snapshotter {
                 });
             }
             let dir = fs::File::open(&tmp).map_err(io_err("open", &tmp))?;
-            rustix::fs::syncfs(&dir).map_err(|e| SnapshotError::Io { op: "syncfs", path: tmp.clone(), source: e.into() })?;
+            rustix::fs::syncfs(&dir).map_err(|e| SnapshotError::Io {
+                op: "syncfs",
+                path: tmp.clone(),
+                source: e.into(),
+            })?;
             let dest = self.layer_dir(diff_id);
             match fs::rename(&tmp, &dest) {
                 Ok(()) => {}
-                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTEMPTY) | Some(libc::EEXIST)) => {
+                Err(e)
+                    if matches!(e.raw_os_error(), Some(libc::ENOTEMPTY) | Some(libc::EEXIST)) =>
+                {
                     let _ = fs::remove_dir_all(&tmp);
                 }
-                Err(e) => return Err(SnapshotError::Io { op: "rename", path: dest, source: e }),
+                Err(e) => {
+                    return Err(SnapshotError::Io {
+                        op: "rename",
+                        path: dest,
+                        source: e,
+                    });
+                }
             }
             let layers = self.dir.join("layers");
             fsutil::sync_dir(&layers).map_err(io_err("fsync", &layers))
@@ -224,7 +265,10 @@ impl Snapshotter {
         let json = serde_json::to_vec_pretty(&record).unwrap_or_default();
         let meta = dir.join("snapshot.json");
         fsutil::atomic_write(&meta, &json).map_err(io_err("write", &meta))?;
-        let rootfs_path = RootfsPath { container_id: container_id.to_owned(), path: rootfs.clone() };
+        let rootfs_path = RootfsPath {
+            container_id: container_id.to_owned(),
+            path: rootfs.clone(),
+        };
         if is_mount_point(&rootfs, &dir)? {
             return Ok(rootfs_path);
         }
@@ -233,9 +277,19 @@ impl Snapshotter {
             lower_list.push(self.dir.join("empty"));
         }
         let options = overlay_options(&lower_list, &upper, &work)?;
-        let data = CString::new(options).map_err(|_| SnapshotError::BadPath { path: dir.clone() })?;
-        rustix::mount::mount("overlay", &rootfs, "overlay", MountFlags::empty(), data.as_c_str())
-            .map_err(|e| SnapshotError::Mount { target: rootfs.clone(), source: e.into() })?;
+        let data =
+            CString::new(options).map_err(|_| SnapshotError::BadPath { path: dir.clone() })?;
+        rustix::mount::mount(
+            "overlay",
+            &rootfs,
+            "overlay",
+            MountFlags::empty(),
+            data.as_c_str(),
+        )
+        .map_err(|e| SnapshotError::Mount {
+            target: rootfs.clone(),
+            source: e.into(),
+        })?;
         Ok(rootfs_path)
     }
 
@@ -251,9 +305,20 @@ impl Snapshotter {
         if rootfs.exists() && is_mount_point(&rootfs, &dir)? {
             match rustix::mount::unmount(&rootfs, UnmountFlags::empty()) {
                 Ok(()) | Err(Errno::INVAL) => {}
-                Err(Errno::BUSY) => rustix::mount::unmount(&rootfs, UnmountFlags::DETACH)
-                    .map_err(|e| SnapshotError::Unmount { target: rootfs.clone(), source: e.into() })?,
-                Err(e) => return Err(SnapshotError::Unmount { target: rootfs.clone(), source: e.into() }),
+                Err(Errno::BUSY) => {
+                    rustix::mount::unmount(&rootfs, UnmountFlags::DETACH).map_err(|e| {
+                        SnapshotError::Unmount {
+                            target: rootfs.clone(),
+                            source: e.into(),
+                        }
+                    })?
+                }
+                Err(e) => {
+                    return Err(SnapshotError::Unmount {
+                        target: rootfs.clone(),
+                        source: e.into(),
+                    });
+                }
             }
         }
         fs::remove_dir_all(&dir).map_err(io_err("remove", &dir))
@@ -282,8 +347,13 @@ fn validate_id(id: &str) -> Result<()> {
     let ok = !b.is_empty()
         && b.len() <= 128
         && b[0].is_ascii_alphanumeric()
-        && b.iter().all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'));
-    if ok { Ok(()) } else { Err(SnapshotError::BadContainerId { id: id.to_owned() }) }
+        && b.iter()
+            .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(SnapshotError::BadContainerId { id: id.to_owned() })
+    }
 }
 
 /// A mount point has a different device than its parent directory.
@@ -297,17 +367,29 @@ fn is_mount_point(path: &Path, parent: &Path) -> Result<bool> {
 /// and strings the kernel would reject for length.
 fn overlay_options(lowers: &[PathBuf], upper: &Path, work: &Path) -> Result<String> {
     let check = |p: &Path| -> Result<String> {
-        let s = p.to_str().ok_or_else(|| SnapshotError::BadPath { path: p.to_owned() })?;
+        let s = p
+            .to_str()
+            .ok_or_else(|| SnapshotError::BadPath { path: p.to_owned() })?;
         if s.contains([',', ':']) {
             return Err(SnapshotError::BadPath { path: p.to_owned() });
         }
         Ok(s.to_owned())
     };
-    let lower = lowers.iter().map(|p| check(p)).collect::<Result<Vec<_>>>()?.join(":");
-    let options = format!("lowerdir={lower},upperdir={},workdir={}", check(upper)?, check(work)?);
+    let lower = lowers
+        .iter()
+        .map(|p| check(p))
+        .collect::<Result<Vec<_>>>()?
+        .join(":");
+    let options = format!(
+        "lowerdir={lower},upperdir={},workdir={}",
+        check(upper)?,
+        check(work)?
+    );
     // The kernel copies mount data into one page.
     if options.len() >= 4096 {
-        return Err(SnapshotError::TooManyLayers { layers: lowers.len() });
+        return Err(SnapshotError::TooManyLayers {
+            layers: lowers.len(),
+        });
     }
     Ok(options)
 }
@@ -332,7 +414,10 @@ impl Store {
         if let Ok(entries) = fs::read_dir(&containers) {
             for entry in entries.flatten() {
                 let meta = entry.path().join("snapshot.json");
-                match fs::read(&meta).ok().and_then(|b| serde_json::from_slice::<ContainerSnapshot>(&b).ok()) {
+                match fs::read(&meta)
+                    .ok()
+                    .and_then(|b| serde_json::from_slice::<ContainerSnapshot>(&b).ok())
+                {
                     Some(record) => live.extend(record.layers),
                     // A container dir without readable metadata is mid-prepare or damaged:
                     // keep everything rather than guess.
@@ -344,7 +429,11 @@ impl Store {
         let layers = dir.join("layers");
         for entry in fs::read_dir(&layers).map_err(StoreError::io("read directory", &layers))? {
             let entry = entry.map_err(StoreError::io("read directory", &layers))?;
-            let Some(digest) = entry.file_name().to_str().and_then(|n| Digest::from_hex(n).ok()) else {
+            let Some(digest) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| Digest::from_hex(n).ok())
+            else {
                 continue;
             };
             if !live.contains(&digest) {
@@ -385,7 +474,9 @@ mod tests {
             overlay_options(&[PathBuf::from("/a:b")], Path::new("/u"), Path::new("/w")),
             Err(SnapshotError::BadPath { .. })
         ));
-        let many: Vec<PathBuf> = (0..100).map(|i| PathBuf::from(format!("/{}/{i}", "x".repeat(60)))).collect();
+        let many: Vec<PathBuf> = (0..100)
+            .map(|i| PathBuf::from(format!("/{}/{i}", "x".repeat(60))))
+            .collect();
         assert!(matches!(
             overlay_options(&many, Path::new("/u"), Path::new("/w")),
             Err(SnapshotError::TooManyLayers { .. })

@@ -27,9 +27,15 @@ pub fn busybox_path() -> Option<PathBuf> {
 /// per applet, and the usual empty directories plus `/etc/passwd` and `/etc/group`.
 pub fn busybox_rootfs(root: &Path) -> io::Result<()> {
     let busybox = busybox_path().ok_or_else(|| {
-        io::Error::new(io::ErrorKind::NotFound, "busybox not found: apt-get install busybox-static")
+        io::Error::new(
+            io::ErrorKind::NotFound,
+            "busybox not found: apt-get install busybox-static",
+        )
     })?;
-    for dir in ["bin", "sbin", "usr/bin", "usr/sbin", "etc", "root", "home", "var", "proc", "sys", "dev", "run", "tmp"] {
+    for dir in [
+        "bin", "sbin", "usr/bin", "usr/sbin", "etc", "root", "home", "var", "proc", "sys", "dev",
+        "run", "tmp",
+    ] {
         fs::create_dir_all(root.join(dir))?;
     }
     fs::set_permissions(root.join("tmp"), fs::Permissions::from_mode(0o1777))?;
@@ -49,17 +55,30 @@ pub fn busybox_rootfs(root: &Path) -> io::Result<()> {
             symlink("busybox", &link)?;
         }
     }
-    fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n")?;
+    fs::write(
+        root.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n",
+    )?;
     fs::write(root.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n")?;
     Ok(())
 }
 
 /// Builds a busybox root filesystem in a temporary directory under the store root and
 /// imports it as `reference` with `CMD ["sh"]` and a default `PATH`.
-pub fn import_busybox(store: &Store, reference: &Reference) -> Result<Imported, archive::ArchiveError> {
-    let work = store.root().join("ingest").join(crate::fsutil::unique_name("busybox-rootfs-"));
+pub fn import_busybox(
+    store: &Store,
+    reference: &Reference,
+) -> Result<Imported, archive::ArchiveError> {
+    let work = store
+        .root()
+        .join("ingest")
+        .join(crate::fsutil::unique_name("busybox-rootfs-"));
     let result = (|| {
-        busybox_rootfs(&work).map_err(|source| archive::ArchiveError::Io { op: "build busybox rootfs", path: work.clone(), source })?;
+        busybox_rootfs(&work).map_err(|source| archive::ArchiveError::Io {
+            op: "build busybox rootfs",
+            path: work.clone(),
+            source,
+        })?;
         let options = ImportOptions {
             reference: Some(reference.clone()),
             changes: vec![

@@ -28,18 +28,26 @@ use crate::digest::{Digest, DigestReader};
 pub enum UnpackError {
     #[error("layer entry {entry:?} escapes the snapshot: {reason}")]
     Escape { entry: String, reason: &'static str },
-    #[error("layer entry {entry:?} passes through {component:?}, which is a symlink or not a directory")]
+    #[error(
+        "layer entry {entry:?} passes through {component:?}, which is a symlink or not a directory"
+    )]
     ThroughNonDirectory { entry: String, component: String },
     #[error("layer entry {entry:?} is a device node, not allowed here")]
     DeviceNotAllowed { entry: String },
-    #[error("layer entry {entry:?} is a hardlink to {target:?}, which does not exist in this layer")]
+    #[error(
+        "layer entry {entry:?} is a hardlink to {target:?}, which does not exist in this layer"
+    )]
     MissingLinkTarget { entry: String, target: String },
     #[error("layer entry {entry:?} has unsupported type {kind}")]
     UnsupportedEntry { entry: String, kind: String },
     #[error("reading the layer: {source}")]
     Read { source: io::Error },
     #[error("{syscall} for layer entry {entry:?}: {source}")]
-    Sys { syscall: &'static str, entry: String, source: io::Error },
+    Sys {
+        syscall: &'static str,
+        entry: String,
+        source: io::Error,
+    },
     #[error("opening snapshot directory {path}: {source}")]
     Root { path: PathBuf, source: io::Error },
 }
@@ -59,7 +67,10 @@ pub struct UnpackOptions {
 impl Default for UnpackOptions {
     fn default() -> Self {
         let root = rustix::process::geteuid().is_root();
-        Self { allow_devices: root, preserve_ownership: root }
+        Self {
+            allow_devices: root,
+            preserve_ownership: root,
+        }
     }
 }
 
@@ -134,13 +145,19 @@ impl<R: Read> Read for Decoder<R> {
 /// Unpacks one layer (plain, gzip or zstd tar, detected by magic bytes) into `dest`, an
 /// existing empty directory. Reads `layer` to its very end, so a verifying reader underneath
 /// gets to check the compressed digest; returns the diff_id for the caller to compare.
-pub fn unpack_layer<R: Read>(layer: R, dest: &Path, options: &UnpackOptions) -> Result<UnpackStats> {
+pub fn unpack_layer<R: Read>(
+    layer: R,
+    dest: &Path,
+    options: &UnpackOptions,
+) -> Result<UnpackStats> {
     let decoder = Decoder::new(layer).map_err(|source| UnpackError::Read { source })?;
     let mut tar_stream = DigestReader::new(decoder);
     let entries = {
         let mut archive = tar::Archive::new(&mut tar_stream);
         let mut extractor = Extractor::new(dest, options)?;
-        let iter = archive.entries().map_err(|source| UnpackError::Read { source })?;
+        let iter = archive
+            .entries()
+            .map_err(|source| UnpackError::Read { source })?;
         for entry in iter {
             let mut entry = entry.map_err(|source| UnpackError::Read { source })?;
             extractor.entry(&mut entry)?;
@@ -153,20 +170,30 @@ pub fn unpack_layer<R: Read>(layer: R, dest: &Path, options: &UnpackOptions) -> 
     let (diff_id, uncompressed_size) = tar_stream.digest();
     let mut source = tar_stream.into_inner().into_source();
     io::copy(&mut source, &mut io::sink()).map_err(|source| UnpackError::Read { source })?;
-    Ok(UnpackStats { diff_id, uncompressed_size, entries })
+    Ok(UnpackStats {
+        diff_id,
+        uncompressed_size,
+        entries,
+    })
 }
 
 /// Normalizes a tar member name into components, refusing `..` and absolute names.
 fn components(entry: &str, raw: &[u8]) -> Result<Vec<Vec<u8>>> {
     if raw.first() == Some(&b'/') {
-        return Err(UnpackError::Escape { entry: entry.to_owned(), reason: "absolute path" });
+        return Err(UnpackError::Escape {
+            entry: entry.to_owned(),
+            reason: "absolute path",
+        });
     }
     let mut out = Vec::new();
     for part in raw.split(|&b| b == b'/') {
         match part {
             b"" | b"." => {}
             b".." => {
-                return Err(UnpackError::Escape { entry: entry.to_owned(), reason: "'..' component" });
+                return Err(UnpackError::Escape {
+                    entry: entry.to_owned(),
+                    reason: "'..' component",
+                });
             }
             _ => out.push(part.to_vec()),
         }
@@ -202,14 +229,29 @@ const DIR_FLAGS: OFlags = OFlags::RDONLY
 
 impl<'a> Extractor<'a> {
     fn new(dest: &Path, options: &'a UnpackOptions) -> Result<Self> {
-        let root = rustix::fs::open(dest, DIR_FLAGS, Mode::empty())
-            .map_err(|e| UnpackError::Root { path: dest.to_owned(), source: e.into() })?;
-        Ok(Self { root, chain: Vec::new(), options, dir_times: Vec::new(), count: 0, buf: vec![0; 1 << 20] })
+        let root =
+            rustix::fs::open(dest, DIR_FLAGS, Mode::empty()).map_err(|e| UnpackError::Root {
+                path: dest.to_owned(),
+                source: e.into(),
+            })?;
+        Ok(Self {
+            root,
+            chain: Vec::new(),
+            options,
+            dir_times: Vec::new(),
+            count: 0,
+            buf: vec![0; 1 << 20],
+        })
     }
 
     /// Opens (creating missing directories when `create`) the directory at `parts`.
     fn walk(&mut self, entry: &str, parts: &[Vec<u8>], create: bool) -> Result<Option<&OwnedFd>> {
-        let common = self.chain.iter().zip(parts).take_while(|((a, _), b)| a == *b).count();
+        let common = self
+            .chain
+            .iter()
+            .zip(parts)
+            .take_while(|((a, _), b)| a == *b)
+            .count();
         self.chain.truncate(common);
         for part in &parts[common..] {
             let parent = self.chain.last().map_or(&self.root, |(_, fd)| fd);
@@ -233,9 +275,10 @@ impl<'a> Extractor<'a> {
 
     fn walk_error(&self, entry: &str, part: &[u8], e: Errno) -> UnpackError {
         match e {
-            Errno::LOOP | Errno::NOTDIR => {
-                UnpackError::ThroughNonDirectory { entry: entry.to_owned(), component: lossy(part) }
-            }
+            Errno::LOOP | Errno::NOTDIR => UnpackError::ThroughNonDirectory {
+                entry: entry.to_owned(),
+                component: lossy(part),
+            },
             e => sys("openat", entry, e),
         }
     }
@@ -245,7 +288,10 @@ impl<'a> Extractor<'a> {
         let name = lossy(&raw_path);
         let header = entry.header();
         let kind = header.entry_type();
-        if matches!(kind, tar::EntryType::XGlobalHeader | tar::EntryType::XHeader) {
+        if matches!(
+            kind,
+            tar::EntryType::XGlobalHeader | tar::EntryType::XHeader
+        ) {
             return Ok(());
         }
         self.count += 1;
@@ -255,15 +301,26 @@ impl<'a> Extractor<'a> {
             // The root directory itself ("./"): only its metadata applies.
             if kind == tar::EntryType::Directory {
                 meta.apply_fd(&self.root, &name, self.options)?;
-                self.dir_times.push(DirTime { path: Vec::new(), times: meta.times() });
+                self.dir_times.push(DirTime {
+                    path: Vec::new(),
+                    times: meta.times(),
+                });
             }
             return Ok(());
         };
         let options = self.options;
         let parent = self
             .walk(&name, parent_parts, true)?
-            .ok_or_else(|| UnpackError::MissingLinkTarget { entry: name.clone(), target: String::new() })?
-            .try_clone().map_err(|e| UnpackError::Sys { syscall: "dup", entry: name.clone(), source: e })?;
+            .ok_or_else(|| UnpackError::MissingLinkTarget {
+                entry: name.clone(),
+                target: String::new(),
+            })?
+            .try_clone()
+            .map_err(|e| UnpackError::Sys {
+                syscall: "dup",
+                entry: name.clone(),
+                source: e,
+            })?;
 
         // Whiteouts: overlayfs wants a 0/0 char device for a deleted name and an xattr on a
         // directory whose lower contents are hidden.
@@ -276,12 +333,21 @@ impl<'a> Extractor<'a> {
             return Ok(()); // aufs bookkeeping (.wh..wh.plnk, .wh..wh.aufs): meaningless here
         }
         if let Some(hidden) = last.strip_prefix(b".wh.") {
-            if hidden.is_empty() {
-                return Err(UnpackError::Escape { entry: name, reason: "empty whiteout name" });
+            if matches!(hidden, b"" | b"." | b"..") {
+                return Err(UnpackError::Escape {
+                    entry: name,
+                    reason: "whiteout of '.', '..' or nothing",
+                });
             }
             self.remove_existing(&parent, hidden, &name)?;
-            rustix::fs::mknodat(&parent, hidden, FileType::CharacterDevice, Mode::empty(), rustix::fs::makedev(0, 0))
-                .map_err(|e| sys("mknodat", &name, e))?;
+            rustix::fs::mknodat(
+                &parent,
+                hidden,
+                FileType::CharacterDevice,
+                Mode::empty(),
+                rustix::fs::makedev(0, 0),
+            )
+            .map_err(|e| sys("mknodat", &name, e))?;
             return Ok(());
         }
 
@@ -299,25 +365,41 @@ impl<'a> Extractor<'a> {
                 let fd = rustix::fs::openat(&parent, last.as_slice(), DIR_FLAGS, Mode::empty())
                     .map_err(|e| sys("openat", &name, e))?;
                 meta.apply_fd(&fd, &name, options)?;
-                self.dir_times.push(DirTime { path: parts.clone(), times: meta.times() });
+                self.dir_times.push(DirTime {
+                    path: parts.clone(),
+                    times: meta.times(),
+                });
             }
             tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
                 self.remove_existing(&parent, last, &name)?;
-                let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-                let fd = rustix::fs::openat(&parent, last.as_slice(), flags, Mode::from_raw_mode(0o600))
-                    .map_err(|e| sys("openat", &name, e))?;
+                let flags = OFlags::WRONLY
+                    | OFlags::CREATE
+                    | OFlags::EXCL
+                    | OFlags::NOFOLLOW
+                    | OFlags::CLOEXEC;
+                let fd =
+                    rustix::fs::openat(&parent, last.as_slice(), flags, Mode::from_raw_mode(0o600))
+                        .map_err(|e| sys("openat", &name, e))?;
                 let mut file = File::from(fd);
                 copy_with(entry, &mut file, &mut self.buf).map_err(|e| match e {
                     CopyError::Read(source) => UnpackError::Read { source },
-                    CopyError::Write(source) => UnpackError::Sys { syscall: "write", entry: name.clone(), source },
+                    CopyError::Write(source) => UnpackError::Sys {
+                        syscall: "write",
+                        entry: name.clone(),
+                        source,
+                    },
                 })?;
                 meta.apply_fd(&file, &name, options)?;
-                rustix::fs::futimens(&file, &meta.times()).map_err(|e| sys("futimens", &name, e))?;
+                rustix::fs::futimens(&file, &meta.times())
+                    .map_err(|e| sys("futimens", &name, e))?;
             }
             tar::EntryType::Symlink => {
                 let target = entry
                     .link_name_bytes()
-                    .ok_or_else(|| UnpackError::UnsupportedEntry { entry: name.clone(), kind: "symlink without target".into() })?
+                    .ok_or_else(|| UnpackError::UnsupportedEntry {
+                        entry: name.clone(),
+                        kind: "symlink without target".into(),
+                    })?
                     .into_owned();
                 self.remove_existing(&parent, last, &name)?;
                 rustix::fs::symlinkat(target.as_slice(), &parent, last.as_slice())
@@ -327,22 +409,41 @@ impl<'a> Extractor<'a> {
             tar::EntryType::Link => {
                 let raw_target = entry
                     .link_name_bytes()
-                    .ok_or_else(|| UnpackError::UnsupportedEntry { entry: name.clone(), kind: "hardlink without target".into() })?
+                    .ok_or_else(|| UnpackError::UnsupportedEntry {
+                        entry: name.clone(),
+                        kind: "hardlink without target".into(),
+                    })?
                     .into_owned();
                 let target_parts = components(&name, &raw_target)?;
                 let Some((target_last, target_parent_parts)) = target_parts.split_last() else {
-                    return Err(UnpackError::Escape { entry: name, reason: "hardlink to the root" });
+                    return Err(UnpackError::Escape {
+                        entry: name,
+                        reason: "hardlink to the root",
+                    });
                 };
-                let missing = || UnpackError::MissingLinkTarget { entry: name.clone(), target: lossy(&raw_target) };
+                let missing = || UnpackError::MissingLinkTarget {
+                    entry: name.clone(),
+                    target: lossy(&raw_target),
+                };
                 let target_parent = match self.walk(&name, target_parent_parts, false)? {
-                    Some(fd) => fd.try_clone().map_err(|e| UnpackError::Sys { syscall: "dup", entry: name.clone(), source: e })?,
+                    Some(fd) => fd.try_clone().map_err(|e| UnpackError::Sys {
+                        syscall: "dup",
+                        entry: name.clone(),
+                        source: e,
+                    })?,
                     None => return Err(missing()),
                 };
                 if (target_parent_parts, target_last) == (parent_parts, last) {
                     return Ok(()); // a link to itself: nothing to do
                 }
                 self.remove_existing(&parent, last, &name)?;
-                match rustix::fs::linkat(&target_parent, target_last.as_slice(), &parent, last.as_slice(), AtFlags::empty()) {
+                match rustix::fs::linkat(
+                    &target_parent,
+                    target_last.as_slice(),
+                    &parent,
+                    last.as_slice(),
+                    AtFlags::empty(),
+                ) {
                     Ok(()) => {}
                     Err(Errno::NOENT) => return Err(missing()),
                     Err(e) => return Err(sys("linkat", &name, e)),
@@ -352,20 +453,39 @@ impl<'a> Extractor<'a> {
                 if !options.allow_devices {
                     return Err(UnpackError::DeviceNotAllowed { entry: name });
                 }
-                let file_type = if kind == tar::EntryType::Char { FileType::CharacterDevice } else { FileType::BlockDevice };
+                let file_type = if kind == tar::EntryType::Char {
+                    FileType::CharacterDevice
+                } else {
+                    FileType::BlockDevice
+                };
                 self.remove_existing(&parent, last, &name)?;
-                rustix::fs::mknodat(&parent, last.as_slice(), file_type, Mode::from_raw_mode(0o600), rustix::fs::makedev(meta.dev_major, meta.dev_minor))
-                    .map_err(|e| sys("mknodat", &name, e))?;
+                rustix::fs::mknodat(
+                    &parent,
+                    last.as_slice(),
+                    file_type,
+                    Mode::from_raw_mode(0o600),
+                    rustix::fs::makedev(meta.dev_major, meta.dev_minor),
+                )
+                .map_err(|e| sys("mknodat", &name, e))?;
                 meta.apply_at(&parent, last, &name, options, true)?;
             }
             tar::EntryType::Fifo => {
                 self.remove_existing(&parent, last, &name)?;
-                rustix::fs::mknodat(&parent, last.as_slice(), FileType::Fifo, Mode::from_raw_mode(0o600), 0)
-                    .map_err(|e| sys("mknodat", &name, e))?;
+                rustix::fs::mknodat(
+                    &parent,
+                    last.as_slice(),
+                    FileType::Fifo,
+                    Mode::from_raw_mode(0o600),
+                    0,
+                )
+                .map_err(|e| sys("mknodat", &name, e))?;
                 meta.apply_at(&parent, last, &name, options, true)?;
             }
             other => {
-                return Err(UnpackError::UnsupportedEntry { entry: name, kind: format!("{other:?}") });
+                return Err(UnpackError::UnsupportedEntry {
+                    entry: name,
+                    kind: format!("{other:?}"),
+                });
             }
         }
         Ok(())
@@ -380,8 +500,11 @@ impl<'a> Extractor<'a> {
                 // The cached chain may point into the directory being removed.
                 self.chain.clear();
                 let path = proc_path(parent, name);
-                std::fs::remove_dir_all(&path)
-                    .map_err(|source| UnpackError::Sys { syscall: "remove_dir_all", entry: entry.to_owned(), source })
+                std::fs::remove_dir_all(&path).map_err(|source| UnpackError::Sys {
+                    syscall: "remove_dir_all",
+                    entry: entry.to_owned(),
+                    source,
+                })
             }
             Err(e) => Err(sys("unlinkat", entry, e)),
         }
@@ -407,7 +530,11 @@ impl<'a> Extractor<'a> {
 }
 
 fn sys(syscall: &'static str, entry: &str, e: Errno) -> UnpackError {
-    UnpackError::Sys { syscall, entry: entry.to_owned(), source: e.into() }
+    UnpackError::Sys {
+        syscall,
+        entry: entry.to_owned(),
+        source: e.into(),
+    }
 }
 
 /// A path through `/proc/self/fd` naming `name` inside an open (confined) directory, for the
@@ -454,7 +581,10 @@ struct Meta {
 impl Meta {
     fn from_entry<R: Read>(entry: &mut tar::Entry<'_, R>, name: &str) -> Result<Self> {
         let header = entry.header();
-        let bad = |what: &str| UnpackError::UnsupportedEntry { entry: name.to_owned(), kind: format!("unreadable {what}") };
+        let bad = |what: &str| UnpackError::UnsupportedEntry {
+            entry: name.to_owned(),
+            kind: format!("unreadable {what}"),
+        };
         let mode = header.mode().map_err(|_| bad("mode"))? & 0o7777;
         let mut uid = header.uid().map_err(|_| bad("uid"))?;
         let mut gid = header.gid().map_err(|_| bad("gid"))?;
@@ -490,12 +620,27 @@ impl Meta {
                 }
             }
         }
-        Ok(Self { mode, uid, gid, mtime_sec, mtime_nsec, dev_major, dev_minor, xattrs })
+        Ok(Self {
+            mode,
+            uid,
+            gid,
+            mtime_sec,
+            mtime_nsec,
+            dev_major,
+            dev_minor,
+            xattrs,
+        })
     }
 
     fn times(&self) -> Timestamps {
-        let t = Timespec { tv_sec: self.mtime_sec, tv_nsec: self.mtime_nsec as _ };
-        Timestamps { last_access: t, last_modification: t }
+        let t = Timespec {
+            tv_sec: self.mtime_sec,
+            tv_nsec: self.mtime_nsec as _,
+        };
+        Timestamps {
+            last_access: t,
+            last_modification: t,
+        }
     }
 
     fn ids(&self) -> (Option<Uid>, Option<Gid>) {
@@ -510,7 +655,8 @@ impl Meta {
             let (uid, gid) = self.ids();
             rustix::fs::fchown(fd, uid, gid).map_err(|e| sys("fchown", name, e))?;
         }
-        rustix::fs::fchmod(fd, Mode::from_raw_mode(self.mode)).map_err(|e| sys("fchmod", name, e))?;
+        rustix::fs::fchmod(fd, Mode::from_raw_mode(self.mode))
+            .map_err(|e| sys("fchmod", name, e))?;
         for (key, value) in &self.xattrs {
             match rustix::fs::fsetxattr(fd, key.as_str(), value, XattrFlags::empty()) {
                 Ok(()) | Err(Errno::OPNOTSUPP) => {}
@@ -522,7 +668,14 @@ impl Meta {
 
     /// The same for members without an open fd (symlinks, nodes): `*at` calls that do not
     /// follow the final component.
-    fn apply_at(&self, parent: &OwnedFd, last: &[u8], name: &str, options: &UnpackOptions, chmod: bool) -> Result<()> {
+    fn apply_at(
+        &self,
+        parent: &OwnedFd,
+        last: &[u8],
+        name: &str,
+        options: &UnpackOptions,
+        chmod: bool,
+    ) -> Result<()> {
         if options.preserve_ownership {
             let (uid, gid) = self.ids();
             rustix::fs::chownat(parent, last, uid, gid, AtFlags::SYMLINK_NOFOLLOW)
@@ -531,8 +684,13 @@ impl Meta {
         if chmod {
             // Only device nodes and FIFOs get here; they were just created and are not
             // symlinks, so following the final component is not a concern.
-            rustix::fs::chmodat(parent, last, Mode::from_raw_mode(self.mode), AtFlags::empty())
-                .map_err(|e| sys("fchmodat", name, e))?;
+            rustix::fs::chmodat(
+                parent,
+                last,
+                Mode::from_raw_mode(self.mode),
+                AtFlags::empty(),
+            )
+            .map_err(|e| sys("fchmodat", name, e))?;
         }
         if !self.xattrs.is_empty() {
             let path = proc_path(parent, last);
@@ -565,18 +723,36 @@ mod tests {
 
     #[test]
     fn member_names_are_normalized_or_refused() {
-        assert_eq!(components("a", b"./a/b/").unwrap(), vec![b"a".to_vec(), b"b".to_vec()]);
-        assert_eq!(components("a", b"a//./b").unwrap(), vec![b"a".to_vec(), b"b".to_vec()]);
+        assert_eq!(
+            components("a", b"./a/b/").unwrap(),
+            vec![b"a".to_vec(), b"b".to_vec()]
+        );
+        assert_eq!(
+            components("a", b"a//./b").unwrap(),
+            vec![b"a".to_vec(), b"b".to_vec()]
+        );
         assert!(components(".", b"./").unwrap().is_empty());
-        assert!(matches!(components("x", b"../../etc/x"), Err(UnpackError::Escape { .. })));
-        assert!(matches!(components("x", b"a/../../x"), Err(UnpackError::Escape { .. })));
-        assert!(matches!(components("x", b"/etc/x"), Err(UnpackError::Escape { .. })));
+        assert!(matches!(
+            components("x", b"../../etc/x"),
+            Err(UnpackError::Escape { .. })
+        ));
+        assert!(matches!(
+            components("x", b"a/../../x"),
+            Err(UnpackError::Escape { .. })
+        ));
+        assert!(matches!(
+            components("x", b"/etc/x"),
+            Err(UnpackError::Escape { .. })
+        ));
     }
 
     #[test]
     fn compression_is_detected_by_magic() {
         assert_eq!(Compression::detect(&[0x1f, 0x8b, 8]), Compression::Gzip);
-        assert_eq!(Compression::detect(&[0x28, 0xb5, 0x2f, 0xfd]), Compression::Zstd);
+        assert_eq!(
+            Compression::detect(&[0x28, 0xb5, 0x2f, 0xfd]),
+            Compression::Zstd
+        );
         assert_eq!(Compression::detect(b"bin/"), Compression::None);
         assert_eq!(Compression::detect(b""), Compression::None);
     }
@@ -584,7 +760,10 @@ mod tests {
     #[test]
     fn pax_times_parse() {
         assert_eq!(parse_pax_time("1700000000"), Some((1_700_000_000, 0)));
-        assert_eq!(parse_pax_time("1700000000.5"), Some((1_700_000_000, 500_000_000)));
+        assert_eq!(
+            parse_pax_time("1700000000.5"),
+            Some((1_700_000_000, 500_000_000))
+        );
         assert_eq!(parse_pax_time("x"), None);
     }
 }

@@ -14,7 +14,9 @@ fn store() -> (tempfile::TempDir, Store) {
 }
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
 }
 
 #[test]
@@ -28,8 +30,14 @@ fn dropped_ingest_resumes_from_its_offset_and_commits() {
     assert_eq!(ingest.offset(), 0);
     ingest.write_all(&data[..1_000_003]).unwrap();
     drop(ingest); // the "killed" download
-    assert!(!store.has_blob(&digest), "a partial blob must never be visible");
-    assert!(matches!(store.blob_size(&digest), Err(StoreError::BlobNotFound { .. })));
+    assert!(
+        !store.has_blob(&digest),
+        "a partial blob must never be visible"
+    );
+    assert!(matches!(
+        store.blob_size(&digest),
+        Err(StoreError::BlobNotFound { .. })
+    ));
 
     let mut resumed = store.begin_ingest(&digest, size).unwrap();
     assert_eq!(resumed.offset(), 1_000_003);
@@ -44,7 +52,10 @@ fn dropped_ingest_resumes_from_its_offset_and_commits() {
     assert!(again.is_complete());
     assert_eq!(again.offset(), size);
     assert_eq!(again.commit().unwrap().0, digest);
-    assert_eq!(fs::read_dir(store.root().join("ingest")).unwrap().count(), 0);
+    assert_eq!(
+        fs::read_dir(store.root().join("ingest")).unwrap().count(),
+        0
+    );
 }
 
 #[test]
@@ -69,7 +80,10 @@ fn ingest_with_wrong_content_fails_and_leaves_nothing() {
     // A short ingest fails on size.
     let mut ingest = store.begin_ingest(&digest, data.len() as u64 + 1).unwrap();
     ingest.write_all(&data).unwrap();
-    assert!(matches!(ingest.commit(), Err(StoreError::SizeMismatch { .. })));
+    assert!(matches!(
+        ingest.commit(),
+        Err(StoreError::SizeMismatch { .. })
+    ));
 }
 
 #[test]
@@ -77,7 +91,10 @@ fn second_concurrent_ingest_of_the_same_blob_is_refused() {
     let (_dir, store) = store();
     let digest = Digest::of(b"abc");
     let first = store.begin_ingest(&digest, 3).unwrap();
-    assert!(matches!(store.begin_ingest(&digest, 3), Err(StoreError::IngestBusy { .. })));
+    assert!(matches!(
+        store.begin_ingest(&digest, 3),
+        Err(StoreError::IngestBusy { .. })
+    ));
     drop(first);
     store.begin_ingest(&digest, 3).unwrap().abort().unwrap();
 }
@@ -97,7 +114,10 @@ fn concurrent_writers_of_the_same_blob_are_safe() {
     });
     store.verify_blob(&digest).unwrap();
     assert_eq!(store.list_blobs().unwrap(), vec![digest]);
-    assert_eq!(fs::read_dir(store.root().join("ingest")).unwrap().count(), 0);
+    assert_eq!(
+        fs::read_dir(store.root().join("ingest")).unwrap().count(),
+        0
+    );
 }
 
 #[test]
@@ -105,8 +125,14 @@ fn tampered_blob_fails_verification() {
     let (_dir, store) = store();
     let digest = store.write_blob_bytes(b"{\"schemaVersion\":2}").unwrap();
     fs::write(store.blob_path(&digest), b"{\"schemaVersion\":3}").unwrap();
-    assert!(matches!(store.verify_blob(&digest), Err(StoreError::DigestMismatch { .. })));
-    assert!(matches!(store.read_blob(&digest), Err(StoreError::DigestMismatch { .. })));
+    assert!(matches!(
+        store.verify_blob(&digest),
+        Err(StoreError::DigestMismatch { .. })
+    ));
+    assert!(matches!(
+        store.read_blob(&digest),
+        Err(StoreError::DigestMismatch { .. })
+    ));
     let mut reader = store.open_blob_verified(&digest).unwrap();
     let err = std::io::copy(&mut reader, &mut std::io::sink()).unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
@@ -135,8 +161,12 @@ fn put_fake_image(store: &Store, layers: &[&[u8]], tag: &str) -> Digest {
         "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest.to_string(), "size": config_bytes.len()},
         "layers": layer_descs,
     });
-    let target = store.write_blob_bytes(&serde_json::to_vec(&manifest).unwrap()).unwrap();
-    store.put_image(&Reference::parse(tag).unwrap(), &target).unwrap();
+    let target = store
+        .write_blob_bytes(&serde_json::to_vec(&manifest).unwrap())
+        .unwrap();
+    store
+        .put_image(&Reference::parse(tag).unwrap(), &target)
+        .unwrap();
     target
 }
 
@@ -154,10 +184,15 @@ fn removing_an_image_frees_only_unreferenced_blobs() {
     fs::write(store.root().join("ingest/tmp-stale"), b"x").unwrap();
 
     assert_eq!(store.untag(&Reference::parse("a:1").unwrap()).unwrap(), a);
-    let report = store.gc(&GcOptions { ingest_max_age: Duration::from_secs(3600) }).unwrap();
+    let report = store
+        .gc(&GcOptions {
+            ingest_max_age: Duration::from_secs(3600),
+        })
+        .unwrap();
     let removed: std::collections::BTreeSet<_> = report.blobs_removed.into_iter().collect();
-    let expect_removed: std::collections::BTreeSet<_> =
-        [a.clone(), Digest::of(b"only a"), orphan].into_iter().collect();
+    let expect_removed: std::collections::BTreeSet<_> = [a.clone(), Digest::of(b"only a"), orphan]
+        .into_iter()
+        .collect();
     // a's config is also gone; everything b uses stays.
     assert!(expect_removed.is_subset(&removed), "{removed:?}");
     assert_eq!(removed.len(), 4);
@@ -177,14 +212,30 @@ fn gc_waits_for_leases_and_moving_a_tag_leaves_a_dangling_image() {
     let second = put_fake_image(&store, &[b"v2"], "app:latest");
     let records = store.list_images().unwrap();
     assert_eq!(records.len(), 2);
-    assert!(records.iter().any(|r| r.reference.is_none() && r.target == first));
-    assert_eq!(store.resolve(&Reference::parse("app").unwrap()).unwrap(), second);
+    assert!(
+        records
+            .iter()
+            .any(|r| r.reference.is_none() && r.target == first)
+    );
+    assert_eq!(
+        store.resolve(&Reference::parse("app").unwrap()).unwrap(),
+        second
+    );
 
     let lease = store.lease().unwrap();
-    assert!(matches!(store.gc(&GcOptions::default()), Err(StoreError::Busy { .. })));
+    assert!(matches!(
+        store.gc(&GcOptions::default()),
+        Err(StoreError::Busy { .. })
+    ));
     assert_eq!(store.try_gc(&GcOptions::default()).unwrap(), None);
     drop(lease);
-    assert!(store.gc(&GcOptions::default()).unwrap().blobs_removed.is_empty());
+    assert!(
+        store
+            .gc(&GcOptions::default())
+            .unwrap()
+            .blobs_removed
+            .is_empty()
+    );
 
     assert_eq!(store.remove_dangling().unwrap(), vec![first.clone()]);
     let report = store.gc(&GcOptions::default()).unwrap();
@@ -204,10 +255,16 @@ fn lookup_accepts_references_ids_and_prefixes() {
     assert_eq!(store.lookup(&target.hex()[..10]).unwrap(), target);
     let pinned = format!("localhost:5000/team/app@{target}");
     assert_eq!(store.lookup(&pinned).unwrap(), target);
-    assert!(matches!(store.lookup("nothere"), Err(StoreError::ImageNotFound { .. })));
+    assert!(matches!(
+        store.lookup("nothere"),
+        Err(StoreError::ImageNotFound { .. })
+    ));
     // A reference pinned to another digest cannot be recorded.
     let wrong = Reference::parse(&format!("x@{}", Digest::of(b"x"))).unwrap();
-    assert!(matches!(store.put_image(&wrong, &target), Err(StoreError::ReferenceDigestMismatch { .. })));
+    assert!(matches!(
+        store.put_image(&wrong, &target),
+        Err(StoreError::ReferenceDigestMismatch { .. })
+    ));
     assert_eq!(store.names_of(&target).unwrap().len(), 1);
     assert_eq!(store.remove_image(&target).unwrap().len(), 1);
     assert!(store.list_images().unwrap().is_empty());

@@ -8,30 +8,46 @@ use super::{ArchiveError, Result};
 
 /// Applies one change line to the image config's `config` object.
 pub fn apply(config: &mut Map<String, Value>, change: &str) -> Result<()> {
-    let bad = |reason: &str| ArchiveError::BadChange { change: change.to_owned(), reason: reason.to_owned() };
+    let bad = |reason: &str| ArchiveError::BadChange {
+        change: change.to_owned(),
+        reason: reason.to_owned(),
+    };
     let trimmed = change.trim();
-    let (keyword, rest) = trimmed.split_once(char::is_whitespace).unwrap_or((trimmed, ""));
+    let (keyword, rest) = trimmed
+        .split_once(char::is_whitespace)
+        .unwrap_or((trimmed, ""));
     let rest = rest.trim();
     match keyword.to_ascii_uppercase().as_str() {
         "CMD" => {
-            config.insert("Cmd".into(), command(rest).ok_or_else(|| bad("expected a JSON array or a command"))?);
+            config.insert(
+                "Cmd".into(),
+                command(rest).ok_or_else(|| bad("expected a JSON array or a command"))?,
+            );
         }
         "ENTRYPOINT" => {
-            config.insert("Entrypoint".into(), command(rest).ok_or_else(|| bad("expected a JSON array or a command"))?);
+            config.insert(
+                "Entrypoint".into(),
+                command(rest).ok_or_else(|| bad("expected a JSON array or a command"))?,
+            );
         }
         "ENV" => {
             let pairs = key_values(rest).ok_or_else(|| bad("expected KEY=VALUE or KEY VALUE"))?;
             let env = config.entry("Env").or_insert_with(|| json!([]));
             let list = env.as_array_mut().ok_or_else(|| bad("Env is not a list"))?;
             for (k, v) in pairs {
-                list.retain(|e| e.as_str().is_none_or(|s| s.split_once('=').map_or(s, |(a, _)| a) != k));
+                list.retain(|e| {
+                    e.as_str()
+                        .is_none_or(|s| s.split_once('=').map_or(s, |(a, _)| a) != k)
+                });
                 list.push(Value::String(format!("{k}={v}")));
             }
         }
         "LABEL" => {
             let pairs = key_values(rest).ok_or_else(|| bad("expected KEY=VALUE"))?;
             let labels = config.entry("Labels").or_insert_with(|| json!({}));
-            let map = labels.as_object_mut().ok_or_else(|| bad("Labels is not an object"))?;
+            let map = labels
+                .as_object_mut()
+                .ok_or_else(|| bad("Labels is not an object"))?;
             for (k, v) in pairs {
                 map.insert(k, Value::String(v));
             }
@@ -50,7 +66,9 @@ pub fn apply(config: &mut Map<String, Value>, change: &str) -> Result<()> {
         }
         "EXPOSE" if !rest.is_empty() => {
             let ports = config.entry("ExposedPorts").or_insert_with(|| json!({}));
-            let map = ports.as_object_mut().ok_or_else(|| bad("ExposedPorts is not an object"))?;
+            let map = ports
+                .as_object_mut()
+                .ok_or_else(|| bad("ExposedPorts is not an object"))?;
             for port in rest.split_whitespace() {
                 let (num, proto) = port.split_once('/').unwrap_or((port, "tcp"));
                 if num.parse::<u16>().is_err() || !matches!(proto, "tcp" | "udp" | "sctp") {
@@ -65,13 +83,19 @@ pub fn apply(config: &mut Map<String, Value>, change: &str) -> Result<()> {
                 Err(_) => rest.split_whitespace().map(str::to_owned).collect(),
             };
             let volumes = config.entry("Volumes").or_insert_with(|| json!({}));
-            let map = volumes.as_object_mut().ok_or_else(|| bad("Volumes is not an object"))?;
+            let map = volumes
+                .as_object_mut()
+                .ok_or_else(|| bad("Volumes is not an object"))?;
             for p in paths {
                 map.insert(p, json!({}));
             }
         }
         "USER" | "STOPSIGNAL" | "EXPOSE" | "VOLUME" => return Err(bad("missing value")),
-        _ => return Err(bad("supported: CMD, ENTRYPOINT, ENV, WORKDIR, USER, EXPOSE, LABEL, VOLUME, STOPSIGNAL")),
+        _ => {
+            return Err(bad(
+                "supported: CMD, ENTRYPOINT, ENV, WORKDIR, USER, EXPOSE, LABEL, VOLUME, STOPSIGNAL",
+            ));
+        }
     }
     Ok(())
 }
@@ -168,7 +192,14 @@ mod tests {
     #[test]
     fn refuses_bad_changes() {
         let mut c = Map::new();
-        for bad in ["RUN echo", "WORKDIR rel", "CMD", "ENV", "EXPOSE http", "CMD [\"unterminated\""] {
+        for bad in [
+            "RUN echo",
+            "WORKDIR rel",
+            "CMD",
+            "ENV",
+            "EXPOSE http",
+            "CMD [\"unterminated\"",
+        ] {
             assert!(apply(&mut c, bad).is_err(), "{bad}");
         }
     }

@@ -43,12 +43,15 @@ pub struct Imported {
 /// Imports a root filesystem tar stream.
 pub fn import_tar(store: &Store, reader: impl Read, options: &ImportOptions) -> Result<Imported> {
     let mut buffered = BufReader::with_capacity(256 * 1024, reader);
-    let head = buffered.fill_buf().map_err(|source| ArchiveError::Read { source })?;
+    let head = buffered
+        .fill_buf()
+        .map_err(|source| ArchiveError::Read { source })?;
     let mut source: Box<dyn Read> = match Compression::detect(head) {
         Compression::None => Box::new(buffered),
         Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(buffered)),
         Compression::Zstd => Box::new(
-            zstd::stream::read::Decoder::with_buffer(buffered).map_err(|source| ArchiveError::Read { source })?,
+            zstd::stream::read::Decoder::with_buffer(buffered)
+                .map_err(|source| ArchiveError::Read { source })?,
         ),
     };
     import_with(store, options, |out| io::copy(&mut source, out).map(drop))
@@ -117,7 +120,11 @@ fn import_with(
         }
         None => store.put_dangling(&target)?,
     }
-    Ok(Imported { target, id, diff_id })
+    Ok(Imported {
+        target,
+        id,
+        diff_id,
+    })
 }
 
 /// Writes `dir` as a tar stream: entries sorted by name, paths relative without `./`,
@@ -198,7 +205,8 @@ fn append_xattrs(builder: &mut tar::Builder<&mut dyn Write>, path: &Path) -> io:
     for name in names[..n].split(|&b| b == 0).filter(|n| !n.is_empty()) {
         let key = String::from_utf8_lossy(name).into_owned();
         let mut value = vec![0u8; 65536];
-        if let Ok(len) = rustix::fs::lgetxattr(path, std::ffi::OsStr::from_bytes(name), &mut value) {
+        if let Ok(len) = rustix::fs::lgetxattr(path, std::ffi::OsStr::from_bytes(name), &mut value)
+        {
             value.truncate(len);
             records.push((format!("SCHILY.xattr.{key}"), value));
         }

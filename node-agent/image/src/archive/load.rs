@@ -67,7 +67,10 @@ fn clean(path: &str) -> String {
 
 fn is_metadata(path: &str, size: u64) -> bool {
     let name = path.rsplit('/').next().unwrap_or(path);
-    let known = matches!(name, "index.json" | "manifest.json" | "repositories" | "oci-layout" | "json" | "VERSION");
+    let known = matches!(
+        name,
+        "index.json" | "manifest.json" | "repositories" | "oci-layout" | "json" | "VERSION"
+    );
     (known || (name.ends_with(".json") && !path.starts_with("blobs/"))) && size <= METADATA_MAX
 }
 
@@ -75,7 +78,9 @@ fn is_metadata(path: &str, size: u64) -> bool {
 pub fn load_tar(store: &Store, reader: impl Read) -> Result<Vec<LoadedImage>> {
     let _lease = store.lease()?;
     let mut buffered = BufReader::with_capacity(256 * 1024, reader);
-    let head = buffered.fill_buf().map_err(|source| ArchiveError::Read { source })?;
+    let head = buffered
+        .fill_buf()
+        .map_err(|source| ArchiveError::Read { source })?;
     if head.is_empty() {
         return Err(invalid("empty input"));
     }
@@ -83,12 +88,16 @@ pub fn load_tar(store: &Store, reader: impl Read) -> Result<Vec<LoadedImage>> {
         Compression::None => Box::new(buffered),
         Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(buffered)),
         Compression::Zstd => Box::new(
-            zstd::stream::read::Decoder::with_buffer(buffered).map_err(|source| ArchiveError::Read { source })?,
+            zstd::stream::read::Decoder::with_buffer(buffered)
+                .map_err(|source| ArchiveError::Read { source })?,
         ),
     };
     let mut archive = tar::Archive::new(source);
     let mut collected = Collected::default();
-    for entry in archive.entries().map_err(|source| ArchiveError::Read { source })? {
+    for entry in archive
+        .entries()
+        .map_err(|source| ArchiveError::Read { source })?
+    {
         let mut entry = entry.map_err(|source| ArchiveError::Read { source })?;
         let path = clean(&String::from_utf8_lossy(&entry.path_bytes()));
         match entry.header().entry_type() {
@@ -96,7 +105,9 @@ pub fn load_tar(store: &Store, reader: impl Read) -> Result<Vec<LoadedImage>> {
                 let size = entry.size();
                 if is_metadata(&path, size) {
                     let mut bytes = Vec::with_capacity(size as usize);
-                    entry.read_to_end(&mut bytes).map_err(|source| ArchiveError::Read { source })?;
+                    entry
+                        .read_to_end(&mut bytes)
+                        .map_err(|source| ArchiveError::Read { source })?;
                     collected.files.insert(path, bytes);
                 } else {
                     let expected = blob_name_digest(&path);
@@ -129,25 +140,56 @@ pub fn load_dir(store: &Store, dir: &Path) -> Result<Vec<LoadedImage>> {
     let mut stack = vec![String::new()];
     while let Some(rel) = stack.pop() {
         let full = dir.join(&rel);
-        let entries = fs::read_dir(&full).map_err(|source| ArchiveError::Io { op: "read directory", path: full.clone(), source })?;
+        let entries = fs::read_dir(&full).map_err(|source| ArchiveError::Io {
+            op: "read directory",
+            path: full.clone(),
+            source,
+        })?;
         for entry in entries {
-            let entry = entry.map_err(|source| ArchiveError::Io { op: "read directory", path: full.clone(), source })?;
+            let entry = entry.map_err(|source| ArchiveError::Io {
+                op: "read directory",
+                path: full.clone(),
+                source,
+            })?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            let rel_path = if rel.is_empty() { name } else { format!("{rel}/{name}") };
+            let rel_path = if rel.is_empty() {
+                name
+            } else {
+                format!("{rel}/{name}")
+            };
             let path = entry.path();
-            let meta = fs::symlink_metadata(&path).map_err(|source| ArchiveError::Io { op: "stat", path: path.clone(), source })?;
+            let meta = fs::symlink_metadata(&path).map_err(|source| ArchiveError::Io {
+                op: "stat",
+                path: path.clone(),
+                source,
+            })?;
             if meta.is_dir() {
                 stack.push(rel_path);
             } else if meta.file_type().is_symlink() {
-                let target = fs::read_link(&path).map_err(|source| ArchiveError::Io { op: "readlink", path: path.clone(), source })?;
+                let target = fs::read_link(&path).map_err(|source| ArchiveError::Io {
+                    op: "readlink",
+                    path: path.clone(),
+                    source,
+                })?;
                 let dir = rel_path.rsplit_once('/').map_or("", |(d, _)| d).to_owned();
-                collected.links.insert(rel_path, clean(&format!("{dir}/{}", target.to_string_lossy())));
+                collected.links.insert(
+                    rel_path,
+                    clean(&format!("{dir}/{}", target.to_string_lossy())),
+                );
             } else if meta.is_file() {
                 if is_metadata(&rel_path, meta.len()) {
-                    let bytes = fs::read(&path).map_err(|source| ArchiveError::Io { op: "read", path: path.clone(), source })?;
+                    let bytes = fs::read(&path).map_err(|source| ArchiveError::Io {
+                        op: "read",
+                        path: path.clone(),
+                        source,
+                    })?;
                     collected.files.insert(rel_path, bytes);
                 } else {
-                    let file = fs::File::open(&path).map_err(|source| ArchiveError::Io { op: "open", path: path.clone(), source })?;
+                    let file = fs::File::open(&path).map_err(|source| ArchiveError::Io {
+                        op: "open",
+                        path: path.clone(),
+                        source,
+                    })?;
                     let stored = store.write_blob(blob_name_digest(&rel_path).as_ref(), file)?;
                     collected.blobs.insert(rel_path, stored);
                 }
@@ -159,7 +201,8 @@ pub fn load_dir(store: &Store, dir: &Path) -> Result<Vec<LoadedImage>> {
 
 /// `blobs/sha256/<hex>` names carry the digest the content must have.
 fn blob_name_digest(path: &str) -> Option<Digest> {
-    path.strip_prefix("blobs/sha256/").and_then(|hex| Digest::from_hex(hex).ok())
+    path.strip_prefix("blobs/sha256/")
+        .and_then(|hex| Digest::from_hex(hex).ok())
 }
 
 #[derive(Deserialize)]
@@ -173,16 +216,22 @@ struct DockerManifestEntry {
 
 fn finish(store: &Store, collected: Collected) -> Result<Vec<LoadedImage>> {
     // Small files under blobs/ that looked like metadata are still blobs.
-    let docker_entries: Option<Vec<DockerManifestEntry>> = match collected.files.get("manifest.json") {
-        Some(bytes) => Some(serde_json::from_slice(bytes).map_err(|e| invalid(format!("manifest.json: {e}")))?),
-        None => None,
-    };
+    let docker_entries: Option<Vec<DockerManifestEntry>> =
+        match collected.files.get("manifest.json") {
+            Some(bytes) => Some(
+                serde_json::from_slice(bytes)
+                    .map_err(|e| invalid(format!("manifest.json: {e}")))?,
+            ),
+            None => None,
+        };
     if let Some(index_bytes) = collected.files.get("index.json") {
         return finish_oci(store, &collected, index_bytes, docker_entries.as_deref());
     }
     match docker_entries {
         Some(entries) => finish_legacy_docker(store, &collected, &entries),
-        None => Err(invalid("neither index.json (OCI layout) nor manifest.json (docker save) found")),
+        None => Err(invalid(
+            "neither index.json (OCI layout) nor manifest.json (docker save) found",
+        )),
     }
 }
 
@@ -192,13 +241,16 @@ fn finish_oci(
     index_bytes: &[u8],
     docker_entries: Option<&[DockerManifestEntry]>,
 ) -> Result<Vec<LoadedImage>> {
-    let index: ImageIndex = serde_json::from_slice(index_bytes).map_err(|e| invalid(format!("index.json: {e}")))?;
+    let index: ImageIndex =
+        serde_json::from_slice(index_bytes).map_err(|e| invalid(format!("index.json: {e}")))?;
     let index_digest = Digest::of(index_bytes);
     let mut out = Vec::new();
     for desc in index.manifests() {
         let target = descriptor_digest(&index_digest, desc)?;
         if !store.has_blob(&target) {
-            return Err(invalid(format!("index.json names {target}, which the archive does not contain")));
+            return Err(invalid(format!(
+                "index.json names {target}, which the archive does not contain"
+            )));
         }
         // Everything this image needs must now be in the store.
         check_complete(store, &target)?;
@@ -221,11 +273,17 @@ fn finish_oci(
         }
         if names.is_empty() {
             store.put_dangling(&target)?;
-            out.push(LoadedImage { reference: None, target: target.clone() });
+            out.push(LoadedImage {
+                reference: None,
+                target: target.clone(),
+            });
         }
         for name in names {
             store.put_image(&name, &target)?;
-            out.push(LoadedImage { reference: Some(name), target: target.clone() });
+            out.push(LoadedImage {
+                reference: Some(name),
+                target: target.clone(),
+            });
         }
     }
     Ok(out)
@@ -238,13 +296,17 @@ fn docker_names_for(
     target: &Digest,
     entries: &[DockerManifestEntry],
 ) -> Result<Vec<Reference>> {
-    let Ok(image) = store.image(target) else { return Ok(Vec::new()) };
+    let Ok(image) = store.image(target) else {
+        return Ok(Vec::new());
+    };
     let mut names = Vec::new();
     for entry in entries {
-        let config = collected
-            .blob(&entry.config)
-            .map(|(d, _)| d)
-            .or_else(|| collected.files.get(&clean(&entry.config)).map(|b| Digest::of(b)));
+        let config = collected.blob(&entry.config).map(|(d, _)| d).or_else(|| {
+            collected
+                .files
+                .get(&clean(&entry.config))
+                .map(|b| Digest::of(b))
+        });
         if config.as_ref() == Some(image.id()) {
             for tag in entry.repo_tags.iter().flatten() {
                 names.push(Reference::parse(tag)?);
@@ -286,15 +348,20 @@ fn finish_legacy_docker(
                 let d = store.write_blob_bytes(bytes)?;
                 (d, bytes.len() as u64)
             }
-            None => collected
-                .blob(&entry.config)
-                .ok_or_else(|| invalid(format!("manifest.json names config {}, not in the archive", entry.config)))?,
+            None => collected.blob(&entry.config).ok_or_else(|| {
+                invalid(format!(
+                    "manifest.json names config {}, not in the archive",
+                    entry.config
+                ))
+            })?,
         };
         let mut layers = Vec::new();
         for layer in &entry.layers {
-            let (digest, size) = collected
-                .blob(layer)
-                .ok_or_else(|| invalid(format!("manifest.json names layer {layer}, not in the archive")))?;
+            let (digest, size) = collected.blob(layer).ok_or_else(|| {
+                invalid(format!(
+                    "manifest.json names layer {layer}, not in the archive"
+                ))
+            })?;
             let media_type = layer_media_type(store, &digest)?;
             layers.push((digest, size, media_type));
         }
@@ -302,17 +369,26 @@ fn finish_legacy_docker(
         // A config that disagrees with the layers fails here rather than at run time.
         let image = store.image(&target)?;
         if image.diff_ids()?.len() != layers.len() {
-            return Err(invalid(format!("config {} lists a different number of layers than manifest.json", config.0)));
+            return Err(invalid(format!(
+                "config {} lists a different number of layers than manifest.json",
+                config.0
+            )));
         }
         let tags = entry.repo_tags.clone().unwrap_or_default();
         if tags.is_empty() {
             store.put_dangling(&target)?;
-            out.push(LoadedImage { reference: None, target: target.clone() });
+            out.push(LoadedImage {
+                reference: None,
+                target: target.clone(),
+            });
         }
         for tag in tags {
             let reference = Reference::parse(&tag)?;
             store.put_image(&reference, &target)?;
-            out.push(LoadedImage { reference: Some(reference), target: target.clone() });
+            out.push(LoadedImage {
+                reference: Some(reference),
+                target: target.clone(),
+            });
         }
     }
     Ok(out)

@@ -37,7 +37,11 @@ pub enum ArchiveError {
     #[error("writing the archive: {source}")]
     Write { source: io::Error },
     #[error("{op} {path}: {source}")]
-    Io { op: &'static str, path: PathBuf, source: io::Error },
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
     #[error("not a valid image archive: {reason}")]
     Invalid { reason: String },
     #[error("invalid change {change:?}: {reason}")]
@@ -47,7 +51,9 @@ pub enum ArchiveError {
 pub type Result<T, E = ArchiveError> = std::result::Result<T, E>;
 
 fn invalid(reason: impl Into<String>) -> ArchiveError {
-    ArchiveError::Invalid { reason: reason.into() }
+    ArchiveError::Invalid {
+        reason: reason.into(),
+    }
 }
 
 /// The OCI layer media type for a blob, chosen from its first bytes.

@@ -56,21 +56,28 @@ pub fn save(
             None => media_types::OCI_MANIFEST.to_owned(),
         };
         blobs.extend(store.reachable_blobs(&top)?);
-        items.push(Item { top, media_type, size: bytes.len() as u64, names: names.clone() });
+        items.push(Item {
+            top,
+            media_type,
+            size: bytes.len() as u64,
+            names: names.clone(),
+        });
     }
 
     let mut tar = tar::Builder::new(out);
     let write_err = |source: io::Error| ArchiveError::Write { source };
     for dir in ["blobs/", "blobs/sha256/"] {
         let mut h = header(tar::EntryType::Directory, 0, 0o755);
-        tar.append_data(&mut h, dir, io::empty()).map_err(write_err)?;
+        tar.append_data(&mut h, dir, io::empty())
+            .map_err(write_err)?;
     }
     for digest in &blobs {
         let size = store.blob_size(digest)?;
         let mut h = header(tar::EntryType::Regular, size, 0o644);
         // Re-verified on the way out: a blob damaged on disk fails the save.
         let reader = VerifyingReader::new(store.open_blob(digest)?, digest.clone(), Some(size));
-        tar.append_data(&mut h, format!("blobs/sha256/{}", digest.hex()), reader).map_err(write_err)?;
+        tar.append_data(&mut h, format!("blobs/sha256/{}", digest.hex()), reader)
+            .map_err(write_err)?;
     }
     let layout = serde_json::to_vec(&json!({"imageLayoutVersion": "1.0.0"})).unwrap_or_default();
     append_bytes(&mut tar, "oci-layout", &layout)?;
@@ -90,8 +97,13 @@ pub fn save(
             manifests.push(desc);
         }
     }
-    let index = json!({"schemaVersion": 2, "mediaType": media_types::OCI_INDEX, "manifests": manifests});
-    append_bytes(&mut tar, "index.json", &serde_json::to_vec(&index).unwrap_or_default())?;
+    let index =
+        json!({"schemaVersion": 2, "mediaType": media_types::OCI_INDEX, "manifests": manifests});
+    append_bytes(
+        &mut tar,
+        "index.json",
+        &serde_json::to_vec(&index).unwrap_or_default(),
+    )?;
 
     if format == SaveFormat::Docker {
         let mut entries = Vec::new();
@@ -101,13 +113,23 @@ pub fn save(
             let layers: Vec<String> = image
                 .layers()
                 .iter()
-                .map(|l| descriptor_digest(&image.manifest_digest, l).map(|d| format!("blobs/sha256/{}", d.hex())))
+                .map(|l| {
+                    descriptor_digest(&image.manifest_digest, l)
+                        .map(|d| format!("blobs/sha256/{}", d.hex()))
+                })
                 .collect::<Result<_, _>>()?;
-            let tags: Vec<String> = item.names.iter().filter(|n| n.tag().is_some()).map(Reference::familiar).collect();
+            let tags: Vec<String> = item
+                .names
+                .iter()
+                .filter(|n| n.tag().is_some())
+                .map(Reference::familiar)
+                .collect();
             for name in item.names.iter() {
                 if let (Some(tag), Some(last)) = (name.tag(), image.layers().last()) {
                     let last = descriptor_digest(&image.manifest_digest, last)?;
-                    let repo = repositories.entry(name.familiar_name()).or_insert_with(|| json!({}));
+                    let repo = repositories
+                        .entry(name.familiar_name())
+                        .or_insert_with(|| json!({}));
                     repo[tag] = Value::String(last.hex().to_owned());
                 }
             }
@@ -117,10 +139,21 @@ pub fn save(
                 "Layers": layers,
             }));
         }
-        append_bytes(&mut tar, "manifest.json", &serde_json::to_vec(&entries).unwrap_or_default())?;
-        append_bytes(&mut tar, "repositories", &serde_json::to_vec(&repositories).unwrap_or_default())?;
+        append_bytes(
+            &mut tar,
+            "manifest.json",
+            &serde_json::to_vec(&entries).unwrap_or_default(),
+        )?;
+        append_bytes(
+            &mut tar,
+            "repositories",
+            &serde_json::to_vec(&repositories).unwrap_or_default(),
+        )?;
     }
-    tar.into_inner().map_err(write_err)?.flush().map_err(write_err)
+    tar.into_inner()
+        .map_err(write_err)?
+        .flush()
+        .map_err(write_err)
 }
 
 fn choose_top(store: &Store, target: &Digest, format: SaveFormat) -> Result<Digest> {
@@ -153,5 +186,6 @@ fn header(kind: tar::EntryType, size: u64, mode: u32) -> tar::Header {
 
 fn append_bytes<W: Write>(tar: &mut tar::Builder<W>, path: &str, bytes: &[u8]) -> Result<()> {
     let mut h = header(tar::EntryType::Regular, bytes.len() as u64, 0o644);
-    tar.append_data(&mut h, path, bytes).map_err(|source| ArchiveError::Write { source })
+    tar.append_data(&mut h, path, bytes)
+        .map_err(|source| ArchiveError::Write { source })
 }

@@ -4,7 +4,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Now, as `2024-01-02T03:04:05.123456789Z`.
 pub fn now_rfc3339() -> String {
-    let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let d = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
     format_rfc3339(d.as_secs() as i64, d.subsec_nanos())
 }
 
@@ -12,7 +14,11 @@ pub fn format_rfc3339(secs: i64, nanos: u32) -> String {
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
     let (y, m, d) = civil_from_days(days);
-    let frac = if nanos == 0 { String::new() } else { format!(".{nanos:09}") };
+    let frac = if nanos == 0 {
+        String::new()
+    } else {
+        format!(".{nanos:09}")
+    };
     format!(
         "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}{frac}Z",
         rem / 3600,
@@ -43,6 +49,9 @@ mod tests {
     fn formats_known_instants() {
         assert_eq!(format_rfc3339(0, 0), "1970-01-01T00:00:00Z");
         assert_eq!(format_rfc3339(951_782_400, 0), "2000-02-29T00:00:00Z");
-        assert_eq!(format_rfc3339(1_700_000_000, 5), "2023-11-14T22:13:20.000000005Z");
+        assert_eq!(
+            format_rfc3339(1_700_000_000, 5),
+            "2023-11-14T22:13:20.000000005Z"
+        );
     }
 }
