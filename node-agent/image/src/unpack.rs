@@ -586,9 +586,11 @@ impl Meta {
             kind: format!("unreadable {what}"),
         };
         let mode = header.mode().map_err(|_| bad("mode"))? & 0o7777;
-        let mut uid = header.uid().map_err(|_| bad("uid"))?;
-        let mut gid = header.gid().map_err(|_| bad("gid"))?;
-        let mut mtime_sec = header.mtime().map_err(|_| bad("mtime"))? as i64;
+        // Some writers leave numeric fields empty (all NUL); like GNU tar, read them as 0
+        // (no privilege gained: a layer may name uid 0 explicitly anyway).
+        let mut uid = header.uid().unwrap_or(0);
+        let mut gid = header.gid().unwrap_or(0);
+        let mut mtime_sec = header.mtime().unwrap_or(0) as i64;
         let mut mtime_nsec = 0;
         let dev_major = header.device_major().ok().flatten().unwrap_or(0);
         let dev_minor = header.device_minor().ok().flatten().unwrap_or(0);
