@@ -108,7 +108,7 @@ impl Compression {
 /// to its end (where a verifying reader checks the compressed digest).
 enum Decoder<R: Read> {
     Plain(BufReader<R>),
-    Gzip(flate2::bufread::MultiGzDecoder<BufReader<R>>),
+    Gzip(Box<flate2::bufread::MultiGzDecoder<BufReader<R>>>),
     Zstd(zstd::stream::read::Decoder<'static, BufReader<R>>),
 }
 
@@ -118,7 +118,9 @@ impl<R: Read> Decoder<R> {
         let compression = Compression::detect(buffered.fill_buf()?);
         Ok(match compression {
             Compression::None => Self::Plain(buffered),
-            Compression::Gzip => Self::Gzip(flate2::bufread::MultiGzDecoder::new(buffered)),
+            Compression::Gzip => {
+                Self::Gzip(Box::new(flate2::bufread::MultiGzDecoder::new(buffered)))
+            }
             Compression::Zstd => Self::Zstd(zstd::stream::read::Decoder::with_buffer(buffered)?),
         })
     }
