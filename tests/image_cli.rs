@@ -50,6 +50,18 @@ fn busybox_script_then_save_load_rm_prune() {
     let id = String::from_utf8(out.stdout).unwrap().trim().to_owned();
     assert!(id.starts_with("sha256:") && id.len() == 71, "{id}");
 
+    // The applet links are relative to the image, not to where the script built it.
+    let store = berth_image::Store::open(data.join("image")).unwrap();
+    let image = store.image(&store.lookup("busybox").unwrap()).unwrap();
+    let layers = berth_image::Snapshotter::new(&store)
+        .unwrap()
+        .unpack(&image)
+        .unwrap();
+    assert_eq!(
+        std::fs::read_link(layers[0].join("bin/echo")).unwrap(),
+        Path::new("busybox")
+    );
+
     let info = inspect(&data, "busybox");
     assert_eq!(info["Id"], id.as_str());
     assert_eq!(info["RepoTags"], serde_json::json!(["busybox:latest"]));
