@@ -462,3 +462,49 @@ fn tampered_layer_or_wrong_diff_id_fails_and_leaves_no_snapshot() {
         0
     );
 }
+
+#[test]
+fn concurrent_unpacks_of_the_same_image_share_one_copy_per_layer() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("image")).unwrap();
+    let layers: Vec<(Vec<u8>, Vec<u8>)> = (0..4)
+        .map(|i| {
+            let name = format!("f{i}");
+            let content = vec![b'a' + i as u8; 200_000];
+            let tar = tar_layer(&[File(&name, &content)]);
+            (tar.clone(), gzip(&tar))
+        })
+        .collect();
+    let target = put_image(&store, &layers, "race:1");
+    let image = store.image(&target).unwrap();
+    let results: Vec<Vec<std::path::PathBuf>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                let store = store.clone();
+                let image = image.clone();
+                s.spawn(move || Snapshotter::new(&store).unwrap().unpack(&image).unwrap())
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(results.windows(2).all(|w| w[0] == w[1]));
+    assert_eq!(
+        fs::read_dir(dir.path().join("image/snapshots/layers"))
+            .unwrap()
+            .count(),
+        4
+    );
+    assert_eq!(
+        fs::read_dir(dir.path().join("image/snapshots/tmp"))
+            .unwrap()
+            .count(),
+        0,
+        "losers cleaned up"
+    );
+    for (i, layer_dir) in results[0].iter().enumerate() {
+        assert_eq!(
+            fs::read(layer_dir.join(format!("f{i}"))).unwrap().len(),
+            200_000
+        );
+    }
+}
