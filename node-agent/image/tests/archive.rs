@@ -316,3 +316,89 @@ fn imported_busybox_runs_from_its_overlay_rootfs() {
             .is_file()
     );
 }
+
+/// An index over two platforms, both present or only the host's.
+fn put_index(s: &Store, with_other_platform: bool) -> (Digest, Digest) {
+    let host = berth_image::Platform::host();
+    let layer = tar_layer(&[File("host", b"1")]);
+    let host_manifest = common::put_image(s, &[(layer.clone(), layer)], "tmp-host:1");
+    let other_layer = tar_layer(&[File("other", b"2")]);
+    let other_manifest = common::put_image(s, &[(other_layer.clone(), other_layer)], "tmp-other:1");
+    s.untag(&reference("tmp-host:1")).unwrap();
+    s.untag(&reference("tmp-other:1")).unwrap();
+    let size = |d: &Digest| s.blob_size(d).unwrap();
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [
+            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": other_manifest.to_string(), "size": size(&other_manifest),
+             "platform": {"os": "linux", "architecture": "s390x"}},
+            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": host_manifest.to_string(), "size": size(&host_manifest),
+             "platform": {"os": host.os, "architecture": host.architecture}},
+        ],
+    });
+    let index_digest = s
+        .write_blob_bytes(&serde_json::to_vec(&index).unwrap())
+        .unwrap();
+    if !with_other_platform {
+        // As after a pull: only this platform's manifest was fetched.
+        for blob in s.reachable_blobs(&other_manifest).unwrap() {
+            std::fs::remove_file(s.blob_path(&blob)).unwrap();
+        }
+    }
+    s.put_image(&reference("multi:1"), &index_digest).unwrap();
+    (index_digest, host_manifest)
+}
+
+#[test]
+fn indexes_resolve_to_the_host_platform_and_save_whole_or_in_part() {
+    for complete in [true, false] {
+        let (_dir, s) = store();
+        let (index, host_manifest) = put_index(&s, complete);
+        let image = s.image(&index).unwrap();
+        assert_eq!(image.manifest_digest, host_manifest, "host platform chosen");
+        // gc keeps the index and whatever children are present.
+        s.gc(&Default::default()).unwrap();
+        assert!(s.has_blob(&index) && s.has_blob(&host_manifest));
+        assert_eq!(s.list_blobs().unwrap().len(), if complete { 7 } else { 4 });
+
+        let mut oci = Vec::new();
+        save(
+            &s,
+            &[(index.clone(), vec![reference("multi:1")])],
+            SaveFormat::Oci,
+            &mut oci,
+        )
+        .unwrap();
+        let (_dir2, s2) = store();
+        let loaded = load_tar(&s2, &oci[..]).unwrap();
+        let expected = if complete { &index } else { &host_manifest };
+        assert_eq!(&loaded[0].target, expected, "complete={complete}");
+
+        let mut docker = Vec::new();
+        save(
+            &s,
+            &[(index.clone(), vec![reference("multi:1")])],
+            SaveFormat::Docker,
+            &mut docker,
+        )
+        .unwrap();
+        let (_dir3, s3) = store();
+        assert_eq!(
+            load_tar(&s3, &docker[..]).unwrap()[0].target,
+            host_manifest,
+            "docker format: platform manifest"
+        );
+    }
+}
+
+#[test]
+fn import_accepts_zstd_and_plain_tar_alike() {
+    let (_dir, s) = store();
+    let layer = tar_layer(&[Dir("d", 0o755), File("d/f", b"zstd please")]);
+    let plain = archive::import_tar(&s, &layer[..], &ImportOptions::default()).unwrap();
+    let zstd =
+        archive::import_tar(&s, &common::zstd(&layer)[..], &ImportOptions::default()).unwrap();
+    assert_eq!(plain.diff_id, Digest::of(&layer));
+    assert_eq!(zstd.diff_id, plain.diff_id);
+}
