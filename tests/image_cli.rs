@@ -212,3 +212,51 @@ fn kill_9_during_import_leaves_a_consistent_store() {
             .starts_with("sha256:")
     );
 }
+
+#[test]
+fn rm_refuses_an_image_a_container_snapshot_uses() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let rootfs = dir.path().join("rootfs");
+    std::fs::create_dir_all(rootfs.join("srv")).unwrap();
+    std::fs::write(rootfs.join("srv/index.html"), "hi\n").unwrap();
+    ok(&data, &["import", rootfs.to_str().unwrap(), "web:1"]);
+
+    let store = berth_image::Store::open(data.join("image")).unwrap();
+    let image = store.image(&store.lookup("web:1").unwrap()).unwrap();
+    let snapshotter = berth_image::Snapshotter::new(&store).unwrap();
+    struct Remove<'a>(&'a berth_image::Snapshotter);
+    impl Drop for Remove<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.remove("cli-rm-test");
+        }
+    }
+    let _guard = Remove(&snapshotter);
+    let mounted = snapshotter.prepare("cli-rm-test", &image).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(mounted.path.join("srv/index.html")).unwrap(),
+        "hi\n"
+    );
+
+    let out = berth(&data, &["rmi", "web:1"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("used by container cli-rm-test"), "{err}");
+    // prune -a keeps it too; --force removes the name, the container keeps its layers.
+    ok(&data, &["image", "prune", "-a"]);
+    assert!(ok(&data, &["images", "-q"]).trim().len() == 12);
+    ok(&data, &["rmi", "--force", "web:1"]);
+    assert_eq!(ok(&data, &["images", "-q"]), "");
+    assert_eq!(
+        std::fs::read_to_string(mounted.path.join("srv/index.html")).unwrap(),
+        "hi\n"
+    );
+    snapshotter.remove("cli-rm-test").unwrap();
+    ok(&data, &["image", "prune"]);
+    assert_eq!(
+        std::fs::read_dir(data.join("image/snapshots/layers"))
+            .unwrap()
+            .count(),
+        0
+    );
+}
