@@ -272,7 +272,15 @@ impl Snapshotter {
         if is_mount_point(&rootfs, &dir)? {
             return Ok(rootfs_path);
         }
-        let mut lower_list: Vec<PathBuf> = lowers.into_iter().rev().collect();
+        // overlayfs refuses the same lowerdir twice. Keeping only the topmost copy of a
+        // repeated layer gives the same tree: everything the lower copy adds, whites out or
+        // makes opaque, the upper copy does again over a superset of what lies below.
+        let mut lower_list: Vec<PathBuf> = Vec::new();
+        for dir in lowers.into_iter().rev() {
+            if !lower_list.contains(&dir) {
+                lower_list.push(dir);
+            }
+        }
         if lower_list.is_empty() {
             lower_list.push(self.dir.join("empty"));
         }

@@ -220,6 +220,16 @@ fn legacy_docker_archive_loads_and_round_trips() {
         "identical layers unpacked once"
     );
 
+    // A repeated layer mounts once (overlayfs refuses duplicate lowerdirs), topmost copy.
+    let guard = ContainerGuard {
+        snapshotter: &snapshotter,
+        id: "legacy-dup".into(),
+    };
+    let rootfs = snapshotter.prepare(&guard.id, &image).unwrap();
+    assert_eq!(fs::read(rootfs.path.join("bin/tool")).unwrap(), b"tool");
+    assert_eq!(fs::read(rootfs.path.join("hello")).unwrap(), b"hi");
+    drop(guard);
+
     // Round trip through berth's docker format keeps the manifest digest.
     let mut saved = Vec::new();
     save(
