@@ -412,3 +412,59 @@ fn import_accepts_zstd_and_plain_tar_alike() {
     assert_eq!(plain.diff_id, Digest::of(&layer));
     assert_eq!(zstd.diff_id, plain.diff_id);
 }
+
+#[test]
+fn import_of_a_directory_keeps_links_modes_owners_and_xattrs() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let src = tempfile::tempdir().unwrap();
+    let root = src.path();
+    fs::create_dir_all(root.join("usr/bin")).unwrap();
+    fs::write(root.join("usr/bin/tool"), b"#!/bin/sh\n").unwrap();
+    // chown clears setuid, so the mode goes second.
+    std::os::unix::fs::chown(root.join("usr/bin/tool"), Some(123), Some(456)).unwrap();
+    fs::set_permissions(
+        root.join("usr/bin/tool"),
+        fs::Permissions::from_mode(0o4755),
+    )
+    .unwrap();
+    fs::hard_link(root.join("usr/bin/tool"), root.join("usr/bin/tool-again")).unwrap();
+    std::os::unix::fs::symlink("tool", root.join("usr/bin/alias")).unwrap();
+    rustix::fs::setxattr(
+        root.join("usr/bin/tool"),
+        "user.origin",
+        b"berth",
+        rustix::fs::XattrFlags::empty(),
+    )
+    .unwrap();
+
+    let (_dir, s) = store();
+    let options = ImportOptions {
+        reference: Some(reference("dir:1")),
+        ..Default::default()
+    };
+    let first = archive::import_dir(&s, root, &options).unwrap();
+    let second = archive::import_dir(&s, root, &options).unwrap();
+    assert_eq!(
+        first.diff_id, second.diff_id,
+        "directory archives are deterministic"
+    );
+
+    let image = s.image(&second.target).unwrap();
+    let layer = &Snapshotter::new(&s).unwrap().unpack(&image).unwrap()[0];
+    let tool = fs::metadata(layer.join("usr/bin/tool")).unwrap();
+    assert_eq!(tool.mode() & 0o7777, 0o4755);
+    assert_eq!((tool.uid(), tool.gid()), (123, 456));
+    assert_eq!(
+        tool.ino(),
+        fs::metadata(layer.join("usr/bin/tool-again"))
+            .unwrap()
+            .ino()
+    );
+    assert_eq!(
+        fs::read_link(layer.join("usr/bin/alias")).unwrap(),
+        std::path::Path::new("tool")
+    );
+    let mut buf = [0u8; 16];
+    let n = rustix::fs::getxattr(layer.join("usr/bin/tool"), "user.origin", &mut buf).unwrap();
+    assert_eq!(&buf[..n], b"berth");
+}
