@@ -406,8 +406,13 @@ impl Supervisor {
                 let mut o = self.outputs.remove(i);
                 self.finish_output(&mut o);
             }
-            self.clients.retain(|c| !c.gone);
             self.maybe_record_exit(&mut buf);
+            for c in &mut self.clients {
+                if matches!(c.mode, ClientMode::Closing) && c.outbuf.is_empty() {
+                    c.gone = true;
+                }
+            }
+            self.clients.retain(|c| !c.gone);
         }
     }
 
@@ -581,10 +586,6 @@ impl Supervisor {
                     break;
                 }
             }
-        }
-        let c = &mut self.clients[i];
-        if matches!(c.mode, ClientMode::Closing) && c.outbuf.is_empty() {
-            c.gone = true;
         }
     }
 
