@@ -159,12 +159,14 @@ impl ShimHandle {
 
     pub fn state(&self) -> Result<ContainerState, ShimError> {
         let r = self.call(&Request::State, "state", Some(CALL_TIMEOUT))?;
-        r.state.ok_or_else(|| self.malformed("state", "no state in the answer"))
+        r.state
+            .ok_or_else(|| self.malformed("state", "no state in the answer"))
     }
 
     /// Starts the created container.
     pub fn start(&self) -> Result<(), ShimError> {
-        self.call(&Request::Start, "start", Some(CALL_TIMEOUT)).map(drop)
+        self.call(&Request::Start, "start", Some(CALL_TIMEOUT))
+            .map(drop)
     }
 
     /// Sends `signal` to the container's init, or with `all` to all its processes.
@@ -176,12 +178,17 @@ impl ShimHandle {
     /// Blocks until the container has exited and its output is in the log.
     pub fn wait(&self) -> Result<ExitStatus, ShimError> {
         let r = self.call(&Request::Wait, "wait", None)?;
-        r.exit.ok_or_else(|| self.malformed("wait", "no exit in the answer"))
+        r.exit
+            .ok_or_else(|| self.malformed("wait", "no exit in the answer"))
     }
 
     pub fn resize(&self, rows: u16, cols: u16) -> Result<(), ShimError> {
-        self.call(&Request::Resize { rows, cols }, "resize", Some(CALL_TIMEOUT))
-            .map(drop)
+        self.call(
+            &Request::Resize { rows, cols },
+            "resize",
+            Some(CALL_TIMEOUT),
+        )
+        .map(drop)
     }
 
     /// Deletes the container through the runtime; the shim exits once the exit is recorded.
@@ -319,9 +326,11 @@ impl Attach {
 
     /// Bounds how long [`Attach::next_chunk`] blocks.
     pub fn set_timeout(&mut self, t: Option<Duration>) -> Result<(), ShimError> {
-        self.sock.set_read_timeout(t).map_err(|source| ShimError::Io {
-            path: self.path.clone(),
-            source,
-        })
+        self.sock
+            .set_read_timeout(t)
+            .map_err(|source| ShimError::Io {
+                path: self.path.clone(),
+                source,
+            })
     }
 }

@@ -20,6 +20,20 @@ const NOT_FORWARDED: [libc::c_int; 8] = [
     libc::SIGSYS,
 ];
 
+/// Where the agent bind-mounts the host's `berth-init` (read-only) inside a container whose
+/// service says `init: true`.
+pub const CONTAINER_PATH: &str = "/sbin/berth-init";
+
+/// The container's process args with `berth-init` in front, so that it runs as PID 1 and
+/// the service's command as its child.
+pub fn wrap_args(args: &[String]) -> Vec<String> {
+    let mut v = Vec::with_capacity(args.len() + 2);
+    v.push(CONTAINER_PATH.to_string());
+    v.push("--".to_string());
+    v.extend(args.iter().cloned());
+    v
+}
+
 pub const USAGE: &str = "usage: berth-init [--] COMMAND [ARG...]";
 
 /// Runs `args` (the command line after `berth-init`) and returns the exit code to exit with.
@@ -140,5 +154,16 @@ fn reap(child: libc::pid_t) -> Option<i32> {
                 continue;
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn args_are_prefixed_with_the_mounted_init() {
+        let a = wrap_args(&["sh".into(), "-c".into(), "--".into()]);
+        assert_eq!(a, ["/sbin/berth-init", "--", "sh", "-c", "--"]);
     }
 }

@@ -87,11 +87,15 @@ pub struct LineSplitter {
 
 impl LineSplitter {
     /// Feeds `data`, calling `emit` with each finished line (newline included) or chunk.
-    pub fn push(&mut self, mut data: &[u8], mut emit: impl FnMut(&[u8])) {
-        while !data.is_empty() {
-            match data.iter().position(|&b| b == b'\n') {
+    pub fn push(&mut self, data: &[u8], mut emit: impl FnMut(&[u8])) {
+        let mut rest = data;
+        while !rest.is_empty() {
+            // Never look further than what still fits in one record.
+            let room = MAX_LINE - self.pending.len();
+            let window = &rest[..rest.len().min(room)];
+            match window.iter().position(|&b| b == b'\n') {
                 Some(i) => {
-                    let (line, rest) = data.split_at(i + 1);
+                    let line = &window[..=i];
                     if self.pending.is_empty() {
                         emit(line);
                     } else {
@@ -99,16 +103,16 @@ impl LineSplitter {
                         emit(&self.pending);
                         self.pending.clear();
                     }
-                    data = rest;
+                    rest = &rest[i + 1..];
                 }
                 None => {
-                    self.pending.extend_from_slice(data);
-                    data = &[];
+                    self.pending.extend_from_slice(window);
+                    rest = &rest[window.len()..];
+                    if self.pending.len() == MAX_LINE {
+                        emit(&self.pending);
+                        self.pending.clear();
+                    }
                 }
-            }
-            while self.pending.len() >= MAX_LINE {
-                let chunk: Vec<u8> = self.pending.drain(..MAX_LINE).collect();
-                emit(&chunk);
             }
         }
     }
@@ -174,7 +178,10 @@ impl LogWriter {
             }
             if self.size == 0 {
                 // A single record larger than the limit still has to go somewhere.
-                let one = rest.iter().position(|&b| b == b'\n').map_or(rest.len(), |i| i + 1);
+                let one = rest
+                    .iter()
+                    .position(|&b| b == b'\n')
+                    .map_or(rest.len(), |i| i + 1);
                 self.write(&rest[..one])?;
                 rest = &rest[one..];
             } else {
@@ -226,7 +233,10 @@ impl LogWriter {
 /// most `room` bytes long.
 fn whole_records_within(data: &[u8], room: usize) -> usize {
     let window = &data[..room.min(data.len())];
-    window.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1)
+    window
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |i| i + 1)
 }
 
 fn open_append(path: &Path) -> Result<File, LogError> {
@@ -306,7 +316,10 @@ mod tests {
     #[test]
     fn lines_are_joined_across_chunks_and_tail_flushed() {
         let out = split(&[b"ab", b"c\nde\nf", b"g"]);
-        assert_eq!(out, vec![b"abc\n".to_vec(), b"de\n".to_vec(), b"fg".to_vec()]);
+        assert_eq!(
+            out,
+            vec![b"abc\n".to_vec(), b"de\n".to_vec(), b"fg".to_vec()]
+        );
     }
 
     #[test]
@@ -337,7 +350,12 @@ mod tests {
         let mut w = LogWriter::open(&path, 300, 3).unwrap();
         for i in 0..100 {
             let mut rec = Vec::new();
-            encode_record(&mut rec, Stream::Stdout, "t", format!("line {i}\n").as_bytes());
+            encode_record(
+                &mut rec,
+                Stream::Stdout,
+                "t",
+                format!("line {i}\n").as_bytes(),
+            );
             w.append(&rec).unwrap();
         }
         let files = log_files(&path);

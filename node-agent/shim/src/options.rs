@@ -54,10 +54,7 @@ impl ShimArgs {
             let flag = flag
                 .into_string()
                 .map_err(|f| format!("unexpected argument {f:?}"))?;
-            let mut value = || {
-                it.next()
-                    .ok_or_else(|| format!("{flag} needs a value"))
-            };
+            let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
             match flag.as_str() {
                 "--id" => id = Some(value()?),
                 "--bundle" => bundle = Some(PathBuf::from(value()?)),

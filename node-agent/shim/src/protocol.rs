@@ -141,7 +141,13 @@ mod tests {
     #[test]
     fn requests_parse_from_documented_lines() {
         let r: Request = serde_json::from_str(r#"{"op":"kill","signal":9,"all":true}"#).unwrap();
-        assert_eq!(r, Request::Kill { signal: 9, all: true });
+        assert_eq!(
+            r,
+            Request::Kill {
+                signal: 9,
+                all: true
+            }
+        );
         let r: Request = serde_json::from_str(r#"{"op":"attach","stdin":true}"#).unwrap();
         assert_eq!(
             r,
@@ -150,7 +156,8 @@ mod tests {
                 stdin_once: false
             }
         );
-        assert!(serde_json::from_str::<Request>(r#"{"op":"state","x":1}"#).is_err());
+        assert!(serde_json::from_str::<Request>(r#"{"op":"kill","signal":9,"x":1}"#).is_err());
+        assert!(serde_json::from_str::<Request>(r#"{"op":"kill"}"#).is_err());
         assert!(serde_json::from_str::<Request>(r#"{"op":"reboot"}"#).is_err());
     }
 

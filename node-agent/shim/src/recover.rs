@@ -92,7 +92,9 @@ pub fn recover_one(dir: &Path) -> RecoveredContainer {
         Err(e) => format!("not a shim state directory: {e}"),
         Ok(None) => format!("not a shim state directory: no {}", state::RECORD),
         Ok(Some(_)) => {
-            let init = state::read_pid(&dir.join(state::CONTAINER_PID)).ok().flatten();
+            let init = state::read_pid(&dir.join(state::CONTAINER_PID))
+                .ok()
+                .flatten();
             let alive = init.is_some_and(|p| Path::new(&format!("/proc/{p}")).exists());
             match init {
                 Some(p) if alive => format!(
@@ -103,9 +105,9 @@ pub fn recover_one(dir: &Path) -> RecoveredContainer {
                     "shim not answering ({shim_error}) and no exit record; \
                      container init {p} is gone, exit status unknown"
                 ),
-                None => format!(
-                    "shim not answering ({shim_error}); the container was never created"
-                ),
+                None => {
+                    format!("shim not answering ({shim_error}); the container was never created")
+                }
             }
         }
     };

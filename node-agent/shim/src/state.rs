@@ -114,12 +114,14 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), StateError> {
 /// Reads a JSON record; `Ok(None)` when the file does not exist.
 pub fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>, StateError> {
     match fs::read(path) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|source| StateError::Malformed {
-                path: path.to_path_buf(),
-                source,
-            }),
+        Ok(bytes) => {
+            serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|source| StateError::Malformed {
+                    path: path.to_path_buf(),
+                    source,
+                })
+        }
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(source) => Err(StateError::Io {
             path: path.to_path_buf(),
@@ -131,14 +133,10 @@ pub fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>,
 /// Reads a decimal pid file; `Ok(None)` when it does not exist.
 pub fn read_pid(path: &Path) -> Result<Option<i32>, StateError> {
     match fs::read_to_string(path) {
-        Ok(s) => s
-            .trim()
-            .parse()
-            .map(Some)
-            .map_err(|_| StateError::Io {
-                path: path.to_path_buf(),
-                source: io::Error::new(io::ErrorKind::InvalidData, "not a pid"),
-            }),
+        Ok(s) => s.trim().parse().map(Some).map_err(|_| StateError::Io {
+            path: path.to_path_buf(),
+            source: io::Error::new(io::ErrorKind::InvalidData, "not a pid"),
+        }),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(source) => Err(StateError::Io {
             path: path.to_path_buf(),
@@ -174,6 +172,9 @@ mod tests {
         assert_eq!(read_exit(dir.path()).unwrap(), Some(e));
         assert!(!p.with_extension("tmp").exists());
         fs::write(&p, b"{").unwrap();
-        assert!(matches!(read_exit(dir.path()), Err(StateError::Malformed { .. })));
+        assert!(matches!(
+            read_exit(dir.path()),
+            Err(StateError::Malformed { .. })
+        ));
     }
 }

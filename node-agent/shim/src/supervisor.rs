@@ -191,7 +191,10 @@ struct Output {
 enum ClientMode {
     Requests,
     Waiting,
-    Attached { stdin: bool, stdin_once: bool },
+    Attached {
+        stdin: bool,
+        stdin_once: bool,
+    },
     /// Flush what is queued, then close.
     Closing,
 }
@@ -469,8 +472,9 @@ impl Supervisor {
         let o = &mut self.outputs[i];
         let mut records = Vec::with_capacity(data.len() + 128);
         let stream = o.stream;
-        o.splitter
-            .push(data, |line| encode_record(&mut records, stream, &time, line));
+        o.splitter.push(data, |line| {
+            encode_record(&mut records, stream, &time, line)
+        });
         let frame = o.frame;
         self.write_log(&records);
         for c in &mut self.clients {
@@ -946,8 +950,13 @@ fn recv_fd(conn: &UnixStream) -> Result<OwnedFd, SupervisorError> {
     let mut name = [0u8; 4096];
     let mut iov = [IoSliceMut::new(&mut name)];
     let mut cmsg = nix::cmsg_space!([RawFd; 1]);
-    let msg = recvmsg::<()>(conn.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC)
-        .map_err(sys("recvmsg console"))?;
+    let msg = recvmsg::<()>(
+        conn.as_raw_fd(),
+        &mut iov,
+        Some(&mut cmsg),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .map_err(sys("recvmsg console"))?;
     let cmsgs = msg.cmsgs().map_err(sys("recvmsg console"))?;
     for c in cmsgs {
         if let ControlMessageOwned::ScmRights(fds) = c

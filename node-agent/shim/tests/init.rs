@@ -119,7 +119,16 @@ fn as_pid_1_it_reaps_every_zombie_and_forwards_sigterm() {
     "#;
     let mut unshare = Reaped(
         Command::new("unshare")
-            .args(["--pid", "--fork", "--mount-proc", INIT, "--", "sh", "-c", script])
+            .args([
+                "--pid",
+                "--fork",
+                "--mount-proc",
+                INIT,
+                "--",
+                "sh",
+                "-c",
+                script,
+            ])
             .stdout(Stdio::piped())
             .spawn()
             .expect("unshare (util-linux)"),

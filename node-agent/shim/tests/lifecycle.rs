@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use berth_shim::log::{Stream, log_files};
 use berth_shim::{Shim, ShimError, ShimOptions, Status, state};
-use common::{Fixture, SHIM, pid_alive, wait_until};
+use common::{Fixture, INIT, SHIM, pid_alive, wait_until};
 
 const LIMIT: Duration = Duration::from_secs(30);
 
@@ -54,7 +54,10 @@ fn exit_code_propagates_to_wait_state_and_exit_record() {
     assert_eq!(fx.lines("stdout"), vec!["bye\n".to_string()]);
     // A second start or a kill of an exited container is refused with a reason.
     assert!(matches!(shim.start(), Err(ShimError::Refused { .. })));
-    assert!(matches!(shim.kill(9, false), Err(ShimError::Refused { .. })));
+    assert!(matches!(
+        shim.kill(9, false),
+        Err(ShimError::Refused { .. })
+    ));
     shim.delete(false).unwrap();
     let shim_pid = st.shim_pid;
     wait_until(LIMIT, "shim to exit after delete", || !pid_alive(shim_pid));
@@ -104,8 +107,14 @@ fn wait_blocks_until_exit_and_signals_to_the_shim_reach_the_container() {
     assert_eq!(unsafe { libc::kill(shim_pid, libc::SIGTERM) }, 0);
     let exit = rx.recv_timeout(LIMIT).unwrap().unwrap();
     assert_eq!((exit.code, exit.signal), (3, None));
-    assert_eq!(fx.lines("stdout"), vec!["ready\n".to_string(), "term\n".to_string()]);
-    assert!(pid_alive(shim_pid), "the shim forwards SIGTERM, it does not die of it");
+    assert_eq!(
+        fx.lines("stdout"),
+        vec!["ready\n".to_string(), "term\n".to_string()]
+    );
+    assert!(
+        pid_alive(shim_pid),
+        "the shim forwards SIGTERM, it does not die of it"
+    );
     shim.delete(false).unwrap();
 }
 
@@ -248,4 +257,62 @@ fn exit_with_container_makes_the_shim_leave_on_its_own() {
     shim.start().unwrap();
     wait_until(LIMIT, "shim to exit", || !pid_alive(shim_pid));
     assert_eq!(state::read_exit(&fx.state_dir).unwrap().unwrap().code, 9);
+}
+
+#[test]
+fn init_true_runs_berth_init_as_pid_1_of_the_container() {
+    let script = r#"
+        for i in 1 2 3; do (sleep 0.1 &); done
+        trap 'echo term; exit 4' TERM
+        echo "ppid=$PPID init=$(cat /proc/1/comm)"
+        n=0; seen=0
+        while [ $n -lt 500 ]; do
+            sleeping=0; zombies=0
+            for f in /proc/[0-9]*/stat; do
+                read -r s < "$f" 2>/dev/null || continue
+                case "$s" in
+                    *"(sleep) Z"*) zombies=$((zombies+1)) ;;
+                    *"(sleep) "*) sleeping=$((sleeping+1)) ;;
+                esac
+            done
+            [ $sleeping -gt 0 ] && seen=1
+            [ $seen -eq 1 ] && [ $sleeping -eq 0 ] && [ $zombies -eq 0 ] && break
+            n=$((n+1)); usleep 20000
+        done
+        echo "seen=$seen zombies=$zombies"
+        while :; do usleep 20000; done
+    "#;
+    let cmd: Vec<String> = ["sh", "-c", script].map(String::from).to_vec();
+    let args = berth_shim::init::wrap_args(&cmd);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let fx = Fixture::with("init", &args, false, |cfg| {
+        let mounts = cfg["mounts"].as_array_mut().unwrap();
+        mounts.push(serde_json::json!({
+            "destination": berth_shim::init::CONTAINER_PATH,
+            "type": "bind",
+            "source": INIT,
+            "options": ["bind", "ro"],
+        }));
+        // A test build of berth-init links glibc dynamically; the agent ships a static one.
+        for lib in ["/lib/x86_64-linux-gnu", "/lib64"] {
+            mounts.push(serde_json::json!({
+                "destination": lib, "type": "bind", "source": lib, "options": ["rbind", "ro"],
+            }));
+        }
+    });
+    let shim = fx.spawn();
+    shim.start().unwrap();
+    wait_until(LIMIT, "orphans to be reaped inside the container", || {
+        fx.lines("stdout").len() >= 2
+    });
+    assert_eq!(
+        fx.lines("stdout"),
+        vec!["ppid=1 init=berth-init\n", "seen=1 zombies=0\n"]
+    );
+    // The runtime signals PID 1, berth-init, which passes it on to the command.
+    shim.kill(libc::SIGTERM, false).unwrap();
+    let exit = shim.wait().unwrap();
+    assert_eq!((exit.code, exit.signal), (4, None));
+    assert_eq!(fx.lines("stdout").last().unwrap(), "term\n");
+    shim.delete(false).unwrap();
 }
