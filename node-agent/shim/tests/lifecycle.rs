@@ -316,3 +316,40 @@ fn init_true_runs_berth_init_as_pid_1_of_the_container() {
     assert_eq!(fx.lines("stdout").last().unwrap(), "term\n");
     shim.delete(false).unwrap();
 }
+
+#[test]
+fn force_delete_of_a_running_container_records_the_kill_and_ends_the_shim() {
+    let fx = Fixture::new("forcedel", &["sleep", "1000"]);
+    let shim = fx.spawn();
+    shim.start().unwrap();
+    let st = shim.state().unwrap();
+    // Without force the runtime refuses, and says why.
+    let e = shim.delete(false).unwrap_err();
+    assert!(matches!(e, ShimError::Refused { .. }), "{e}");
+    shim.delete(true).unwrap();
+    wait_until(LIMIT, "shim to exit after delete --force", || {
+        !pid_alive(st.shim_pid)
+    });
+    let exit = state::read_exit(&fx.state_dir).unwrap().unwrap();
+    assert_eq!((exit.code, exit.signal), (137, Some(libc::SIGKILL)));
+    assert!(!pid_alive(st.pid));
+}
+
+#[test]
+fn shutdown_is_refused_while_running_and_ends_the_shim_after_exit() {
+    let fx = Fixture::new("shutdown", &["sh", "-c", "read x; exit 2"]);
+    let mut args = fx.args();
+    args.stdin = true;
+    let shim = fx.spawn_with(args);
+    shim.start().unwrap();
+    let e = shim.shutdown().unwrap_err();
+    assert!(e.to_string().contains("still running"), "{e}");
+    let mut att = shim.attach(true, false).unwrap();
+    att.write_stdin(b"x\n").unwrap();
+    assert_eq!(shim.wait().unwrap().code, 2);
+    let shim_pid = shim.state().unwrap().shim_pid;
+    shim.shutdown().unwrap();
+    wait_until(LIMIT, "shim to exit after shutdown", || !pid_alive(shim_pid));
+    // The exit record outlives the shim.
+    assert_eq!(state::read_exit(&fx.state_dir).unwrap().unwrap().code, 2);
+}
