@@ -349,7 +349,39 @@ fn shutdown_is_refused_while_running_and_ends_the_shim_after_exit() {
     assert_eq!(shim.wait().unwrap().code, 2);
     let shim_pid = shim.state().unwrap().shim_pid;
     shim.shutdown().unwrap();
-    wait_until(LIMIT, "shim to exit after shutdown", || !pid_alive(shim_pid));
+    wait_until(LIMIT, "shim to exit after shutdown", || {
+        !pid_alive(shim_pid)
+    });
     // The exit record outlives the shim.
     assert_eq!(state::read_exit(&fx.state_dir).unwrap().unwrap().code, 2);
+}
+
+#[test]
+fn the_container_sees_only_its_stdio_and_no_shim_descriptor() {
+    // `ls` lists its own directory handle too, as 3.
+    let fx = Fixture::new("fds", &["ls", "/proc/self/fd"]);
+    let mut args = fx.args();
+    args.stdin = true;
+    let shim = fx.spawn_with(args);
+    shim.start().unwrap();
+    assert_eq!(shim.wait().unwrap().code, 0);
+    assert_eq!(fx.lines("stdout"), vec!["0\n", "1\n", "2\n", "3\n"]);
+    shim.delete(false).unwrap();
+}
+
+#[test]
+fn kill_all_reaches_every_process_of_the_container() {
+    // Init ignores SIGTERM; only its child can be ended by it, and only with `all`.
+    let script = "sleep 1000 & trap '' TERM; echo ready; wait; echo child-gone; exit 5";
+    let fx = Fixture::new("killall", &["sh", "-c", script]);
+    let shim = fx.spawn();
+    shim.start().unwrap();
+    wait_until(LIMIT, "container to be ready", || {
+        fx.lines("stdout") == vec!["ready\n".to_string()]
+    });
+    shim.kill(libc::SIGTERM, true).unwrap();
+    let exit = shim.wait().unwrap();
+    assert_eq!((exit.code, exit.signal), (5, None));
+    assert_eq!(fx.lines("stdout"), vec!["ready\n", "child-gone\n"]);
+    shim.delete(false).unwrap();
 }
