@@ -343,7 +343,7 @@ fn shutdown_is_refused_while_running_and_ends_the_shim_after_exit() {
     let shim = fx.spawn_with(args);
     shim.start().unwrap();
     let e = shim.shutdown().unwrap_err();
-    assert!(e.to_string().contains("still running"), "{e}");
+    assert!(e.to_string().contains("has not exited"), "{e}");
     let mut att = shim.attach(true, false).unwrap();
     att.write_stdin(b"x\n").unwrap();
     assert_eq!(shim.wait().unwrap().code, 2);

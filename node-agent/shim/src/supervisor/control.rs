@@ -208,7 +208,7 @@ impl Supervisor {
             Request::Shutdown => {
                 if self.exit.is_none() {
                     Response::error(format!(
-                        "container {id} is still running; kill or delete it first"
+                        "container {id} has not exited; kill or delete it first"
                     ))
                 } else {
                     self.finishing = true;
