@@ -385,3 +385,22 @@ fn kill_all_reaches_every_process_of_the_container() {
     assert_eq!(fx.lines("stdout"), vec!["ready\n", "child-gone\n"]);
     shim.delete(false).unwrap();
 }
+
+#[test]
+fn a_second_shim_for_the_same_state_dir_is_refused_and_leaves_the_first_alone() {
+    let fx = Fixture::new("twice", &["sh", "-c", "echo one; exit 1"]);
+    let shim = fx.spawn();
+    let mut second = fx.args();
+    second.id = format!("{}-b", fx.id);
+    let err = Shim::spawn(&ShimOptions {
+        binary: SHIM.into(),
+        args: second,
+    })
+    .unwrap_err();
+    assert!(err.to_string().contains("already running"), "{err}");
+    assert!(fx.state_dir.join(state::SOCKET).exists());
+    shim.start().unwrap();
+    assert_eq!(shim.wait().unwrap().code, 1);
+    assert_eq!(fx.lines("stdout"), vec!["one\n"]);
+    shim.delete(false).unwrap();
+}

@@ -8,7 +8,7 @@ use std::fs;
 use std::io::{self, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::DirBuilderExt;
-use std::os::unix::net::UnixListener;
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -19,9 +19,9 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
-use crate::log::{LineSplitter, LogError, LogWriter, Stream, encode_record};
+use crate::log::{LogError, LogWriter, encode_record};
 use crate::options::ShimArgs;
-use crate::protocol::{FRAME_STDOUT, Launch, Response, Status, encode_frame};
+use crate::protocol::{Launch, Response, Status, encode_frame};
 use crate::runtime::{Runtime, RuntimeError};
 use crate::state::{self, ExitStatus, ShimRecord, StateError};
 use crate::time::now_rfc3339;
@@ -32,7 +32,7 @@ mod stdio;
 
 use control::{Client, ClientMode};
 use daemon::{bind_private, daemonize};
-use stdio::{Output, create_with_console, create_with_pipes, set_nonblocking};
+use stdio::{Output, create_with_console, create_with_pipes, pty_stdio};
 
 /// How long output is still drained after init has exited, for pipes that some escaped
 /// process keeps open; normally both pipes reach end-of-file at once.
@@ -76,6 +76,8 @@ pub enum SupervisorError {
     NoConsole { path: PathBuf },
     #[error("the runtime wrote no pid to {path}")]
     NoPid { path: PathBuf },
+    #[error("a shim is already running in {dir}")]
+    AlreadyRunning { dir: PathBuf },
 }
 
 fn sys(what: &'static str) -> impl FnOnce(Errno) -> SupervisorError {
@@ -127,8 +129,11 @@ pub fn main(mut args: ShimArgs) -> i32 {
                 ..Launch::default()
             };
             let _ = ready.write_all(&launch_line(&launch));
-            let _ = fs::remove_file(dir.join(state::SOCKET));
-            let _ = fs::remove_file(dir.join(state::SHIM_PID));
+            // The files belong to the other shim when one was already running there.
+            if !matches!(e, SupervisorError::AlreadyRunning { .. }) {
+                let _ = fs::remove_file(dir.join(state::SOCKET));
+                let _ = fs::remove_file(dir.join(state::SHIM_PID));
+            }
             1
         }
     }
@@ -184,6 +189,10 @@ impl Supervisor {
             .mode(0o700)
             .create(&dir)
             .map_err(io_at(&dir))?;
+        // A second shim in the same directory would take over the first one's socket.
+        if UnixStream::connect(dir.join(state::SOCKET)).is_ok() {
+            return Err(SupervisorError::AlreadyRunning { dir });
+        }
         nix::sys::prctl::set_child_subreaper(true).map_err(sys("PR_SET_CHILD_SUBREAPER"))?;
 
         // Blocked before any child exists, so no SIGCHLD is lost; std's spawn gives children
@@ -231,23 +240,22 @@ impl Supervisor {
             .arg(&pid_file);
         let (outputs, stdin, pty) = if args.tty {
             let master = create_with_console(&runtime, create, &dir, &args.id)?;
-            set_nonblocking(master.as_fd())?;
-            let input = master.try_clone().map_err(io_at(&dir))?;
-            let out = master.try_clone().map_err(io_at(&dir))?;
-            let outputs = vec![Output {
-                fd: out,
-                stream: Stream::Stdout,
-                frame: FRAME_STDOUT,
-                splitter: LineSplitter::default(),
-            }];
-            (outputs, Some(input), Some(master))
+            pty_stdio(master, &dir).inspect_err(|_| drop(runtime.delete(true)))?
         } else {
             create_with_pipes(&runtime, create, &args, &args.id)?
         };
-
-        let init = state::read_pid(&pid_file)?.ok_or_else(|| SupervisorError::NoPid {
-            path: pid_file.clone(),
-        })?;
+        // From here on the container exists: a failure must not leave it behind.
+        let init = match state::read_pid(&pid_file) {
+            Ok(Some(pid)) => pid,
+            Ok(None) => {
+                let _ = runtime.delete(true);
+                return Err(SupervisorError::NoPid { path: pid_file });
+            }
+            Err(e) => {
+                let _ = runtime.delete(true);
+                return Err(e.into());
+            }
+        };
 
         Ok(Supervisor {
             finishing: args.exit_with_container,

@@ -136,7 +136,33 @@ pub(super) fn create_with_console(
             .failure("create", &String::from_utf8_lossy(&msg[..n]))
             .into());
     }
-    outcome?.ok_or(SupervisorError::NoConsole { path: sock_path })
+    match outcome {
+        Ok(Some(master)) => Ok(master),
+        // The container was created but is of no use without its terminal.
+        Ok(None) => {
+            let _ = runtime.delete(true);
+            Err(SupervisorError::NoConsole { path: sock_path })
+        }
+        Err(e) => {
+            let _ = runtime.delete(true);
+            Err(e)
+        }
+    }
+}
+
+/// The shim's ends of a terminal container's stdio: the master, read as output and written
+/// as input.
+pub(super) fn pty_stdio(master: OwnedFd, dir: &Path) -> Result<Stdio3, SupervisorError> {
+    set_nonblocking(master.as_fd())?;
+    let input = master.try_clone().map_err(io_at(dir))?;
+    let out = master.try_clone().map_err(io_at(dir))?;
+    let outputs = vec![Output {
+        fd: out,
+        stream: Stream::Stdout,
+        frame: FRAME_STDOUT,
+        splitter: LineSplitter::default(),
+    }];
+    Ok((outputs, Some(input), Some(master)))
 }
 
 /// Waits for the runtime to connect and send the master, or to exit without doing so.
