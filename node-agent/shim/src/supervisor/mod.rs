@@ -37,7 +37,8 @@ use stdio::{Output, create_with_console, create_with_pipes, pty_stdio};
 /// How long output is still drained after init has exited, for pipes that some escaped
 /// process keeps open; normally both pipes reach end-of-file at once.
 const DRAIN_GRACE: Duration = Duration::from_secs(2);
-/// An attached client that lets this much output pile up unread is dropped.
+/// An attached client that lets this much output pile up unread is dropped; input for the
+/// container's stdin is not read past this much either.
 const MAX_CLIENT_BACKLOG: usize = 1 << 20;
 /// How long the runtime may take to hand over the pty master.
 const CONSOLE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -303,8 +304,14 @@ impl Supervisor {
             }
             for (i, c) in self.clients.iter().enumerate() {
                 let mut ev = PollFlags::POLLIN;
-                if matches!(c.mode, ClientMode::Closing) {
-                    ev = PollFlags::empty();
+                let stdin_full = self.stdin_pending.len() >= MAX_CLIENT_BACKLOG;
+                match c.mode {
+                    ClientMode::Closing => ev = PollFlags::empty(),
+                    // Back-pressure: read no more input than the container has taken.
+                    ClientMode::Attached { stdin: true, .. } if stdin_full => {
+                        ev = PollFlags::empty()
+                    }
+                    _ => {}
                 }
                 if !c.outbuf.is_empty() {
                     ev |= PollFlags::POLLOUT;
