@@ -404,3 +404,18 @@ fn a_second_shim_for_the_same_state_dir_is_refused_and_leaves_the_first_alone() 
     assert_eq!(fx.lines("stdout"), vec!["one\n"]);
     shim.delete(false).unwrap();
 }
+
+#[test]
+fn a_long_unterminated_last_line_is_logged_whole_in_16k_records() {
+    let fx = Fixture::new(
+        "longline",
+        &["sh", "-c", "head -c 40000 /dev/zero | tr '\\0' x; exit 0"],
+    );
+    let shim = fx.spawn();
+    shim.start().unwrap();
+    assert_eq!(shim.wait().unwrap().code, 0);
+    let lens: Vec<usize> = fx.lines("stdout").iter().map(String::len).collect();
+    assert_eq!(lens, vec![16384, 16384, 40000 - 2 * 16384]);
+    assert!(fx.lines("stdout").iter().all(|l| l.bytes().all(|b| b == b'x')));
+    shim.delete(false).unwrap();
+}
