@@ -416,6 +416,10 @@ fn a_long_unterminated_last_line_is_logged_whole_in_16k_records() {
     assert_eq!(shim.wait().unwrap().code, 0);
     let lens: Vec<usize> = fx.lines("stdout").iter().map(String::len).collect();
     assert_eq!(lens, vec![16384, 16384, 40000 - 2 * 16384]);
-    assert!(fx.lines("stdout").iter().all(|l| l.bytes().all(|b| b == b'x')));
+    assert!(
+        fx.lines("stdout")
+            .iter()
+            .all(|l| l.bytes().all(|b| b == b'x'))
+    );
     shim.delete(false).unwrap();
 }

@@ -40,6 +40,8 @@ const DRAIN_GRACE: Duration = Duration::from_secs(2);
 /// An attached client that lets this much output pile up unread is dropped; input for the
 /// container's stdin is not read past this much either.
 const MAX_CLIENT_BACKLOG: usize = 1 << 20;
+/// Encoded records are written to the log in batches of about this size.
+const RECORD_BATCH: usize = 32 * 1024;
 /// How long the runtime may take to hand over the pty master.
 const CONSOLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Signals that, sent to the shim, are passed on to the container's init.
@@ -161,6 +163,8 @@ struct Supervisor {
     pty: Option<OwnedFd>,
     log: LogWriter,
     log_failed: bool,
+    /// Encoded log records of the current read, reused.
+    records: Vec<u8>,
     listener: UnixListener,
     signals: SignalFd,
     clients: Vec<Client>,
@@ -273,6 +277,7 @@ impl Supervisor {
             pty,
             log,
             log_failed: false,
+            records: Vec::new(),
             listener,
             signals,
             clients: Vec::new(),
@@ -417,14 +422,28 @@ impl Supervisor {
 
     fn on_output(&mut self, i: usize, data: &[u8]) {
         let time = now_rfc3339();
-        let o = &mut self.outputs[i];
-        let mut records = Vec::with_capacity(data.len() + 128);
+        // One bounded buffer for the life of the shim: allocating per read fragments the
+        // heap (glibc then keeps it), and short lines grow ~20× when encoded.
+        let mut records = std::mem::take(&mut self.records);
+        records.clear();
+        let mut failed = None;
+        let (log, o) = (&mut self.log, &mut self.outputs[i]);
         let stream = o.stream;
         o.splitter.push(data, |line| {
-            encode_record(&mut records, stream, &time, line)
+            encode_record(&mut records, stream, &time, line);
+            if records.len() >= RECORD_BATCH {
+                if let Err(e) = log.append(&records) {
+                    failed = Some(e);
+                }
+                records.clear();
+            }
         });
         let frame = o.frame;
+        if let Some(e) = failed {
+            self.log_failure(e);
+        }
         self.write_log(&records);
+        self.records = records;
         for c in &mut self.clients {
             if matches!(c.mode, ClientMode::Attached { .. }) {
                 encode_frame(&mut c.outbuf, frame, data);
@@ -446,14 +465,18 @@ impl Supervisor {
 
     fn write_log(&mut self, records: &[u8]) {
         if let Err(e) = self.log.append(records) {
-            // No one to tell but the log's own directory; say it once.
-            if !self.log_failed {
-                self.log_failed = true;
-                let _ = fs::write(
-                    self.args.state_dir.join("log-error"),
-                    format!("{e}\n").as_bytes(),
-                );
-            }
+            self.log_failure(e);
+        }
+    }
+
+    fn log_failure(&mut self, e: LogError) {
+        // No one to tell but the log's own directory; say it once.
+        if !self.log_failed {
+            self.log_failed = true;
+            let _ = fs::write(
+                self.args.state_dir.join("log-error"),
+                format!("{e}\n").as_bytes(),
+            );
         }
     }
 
