@@ -11,7 +11,12 @@ mod version;
 
 /// Declarative multi-container orchestrator: Compose files from one machine to a cluster.
 #[derive(Debug, Parser)]
-#[command(name = "berth", version, disable_version_flag = false, propagate_version = true)]
+#[command(
+    name = "berth",
+    version,
+    disable_version_flag = false,
+    propagate_version = true
+)]
 pub struct Cli {
     #[command(flatten)]
     pub project: ProjectFlags,
@@ -31,7 +36,12 @@ pub struct ProjectFlags {
     pub files: Vec<PathBuf>,
 
     /// Project name
-    #[arg(short = 'p', long = "project-name", global = true, env = "COMPOSE_PROJECT_NAME")]
+    #[arg(
+        short = 'p',
+        long = "project-name",
+        global = true,
+        env = "COMPOSE_PROJECT_NAME"
+    )]
     pub project_name: Option<String>,
 
     /// Alternate working directory (default: the directory of the first Compose file)
