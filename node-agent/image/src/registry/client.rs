@@ -42,7 +42,7 @@ pub enum RegistryError {
     #[error("{method} {url}: {source}")]
     Http {
         method: Method,
-        url: Url,
+        url: String,
         #[source]
         source: reqwest::Error,
     },
@@ -67,7 +67,7 @@ pub enum RegistryError {
     #[error("{method} {url}: unexpected HTTP {status} ({detail})")]
     Status {
         method: Method,
-        url: Url,
+        url: String,
         status: u16,
         detail: String,
     },
@@ -185,6 +185,18 @@ pub enum BlobPushOutcome {
 
 /// A callback told how many more bytes went over the wire.
 pub type ByteCounter = Arc<dyn Fn(u64) + Send + Sync>;
+
+/// One blob to push, read from a file.
+#[derive(Clone)]
+pub struct BlobUpload<'a> {
+    pub digest: &'a str,
+    pub size: u64,
+    pub path: &'a Path,
+    pub mode: UploadMode,
+    /// Another repository of the same registry that may already hold the blob.
+    pub mount_from: Option<&'a str>,
+    pub counter: Option<ByteCounter>,
+}
 
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
@@ -305,7 +317,7 @@ impl RegistryClient {
                 .await
                 .map_err(|source| RegistryError::Http {
                     method: Method::GET,
-                    url: url.clone(),
+                    url: url.to_string(),
                     source,
                 })?;
         if response.status() != StatusCode::UNAUTHORIZED {
@@ -394,7 +406,7 @@ impl RegistryClient {
                 Err(source) => {
                     return Err(RegistryError::Http {
                         method,
-                        url,
+                        url: url.to_string(),
                         source,
                     });
                 }
@@ -500,7 +512,7 @@ impl RegistryClient {
         if status.is_success() || status.is_redirection() {
             return Ok(response);
         }
-        let url = response.url().clone();
+        let url = response.url().to_string();
         let body = response.bytes().await.unwrap_or_default();
         let detail = error_detail(status, &body);
         let registry = self.registry.clone();
@@ -748,42 +760,32 @@ impl RegistryClient {
         Ok(bytes)
     }
 
-    /// Pushes the blob in `path` (of `size` bytes and digest `digest`) into `repository`:
-    /// nothing when the registry has it, a cross-repository mount from `mount_from` when that
-    /// works, otherwise an upload. A failed upload is started again from scratch a few times.
+    /// Pushes one blob into `repository`: nothing when the registry has it, a
+    /// cross-repository mount when that works, otherwise an upload. A failed upload is started
+    /// again from scratch a few times.
     pub async fn push_blob(
         &self,
         repository: &str,
-        digest: &str,
-        size: u64,
-        path: &Path,
-        mode: UploadMode,
-        mount_from: Option<&str>,
-        counter: Option<ByteCounter>,
+        blob: &BlobUpload<'_>,
     ) -> Result<BlobPushOutcome, RegistryError> {
+        let digest = blob.digest;
         if self.blob_exists(repository, digest).await?.is_some() {
             return Ok(BlobPushOutcome::AlreadyExists);
         }
         let mut attempt = 0;
         loop {
             let result = async {
-                let session = match mount_from.filter(|from| *from != repository) {
+                let session = match blob.mount_from.filter(|from| *from != repository) {
                     Some(from) => match self.mount_blob(repository, digest, from).await? {
                         None => return Ok(BlobPushOutcome::Mounted),
                         Some(location) => location,
                     },
                     None => self.start_upload(repository).await?,
                 };
-                match mode {
-                    UploadMode::Monolithic => {
-                        self.upload_monolithic(repository, session, digest, size, path, &counter)
-                            .await?
-                    }
+                match blob.mode {
+                    UploadMode::Monolithic => self.upload_monolithic(repository, session, blob).await?,
                     UploadMode::Chunked { chunk_size } => {
-                        self.upload_chunked(
-                            repository, session, digest, size, path, chunk_size, &counter,
-                        )
-                        .await?
+                        self.upload_chunked(repository, session, blob, chunk_size).await?
                     }
                 }
                 Ok::<_, RegistryError>(BlobPushOutcome::Uploaded)
@@ -848,11 +850,15 @@ impl RegistryClient {
         &self,
         repository: &str,
         mut session: Url,
-        digest: &str,
-        size: u64,
-        path: &Path,
-        counter: &Option<ByteCounter>,
+        blob: &BlobUpload<'_>,
     ) -> Result<(), RegistryError> {
+        let BlobUpload {
+            digest,
+            size,
+            path,
+            counter,
+            ..
+        } = blob;
         session.query_pairs_mut().append_pair("digest", digest);
         let scopes = [push_scope(repository)];
         let display = path.display().to_string();
@@ -877,24 +883,27 @@ impl RegistryClient {
                     .http
                     .put(session.clone())
                     .header(header::CONTENT_TYPE, "application/octet-stream")
-                    .header(header::CONTENT_LENGTH, size)
+                    .header(header::CONTENT_LENGTH, *size)
                     .body(reqwest::Body::wrap_stream(stream)))
             })
             .await?;
         self.finish_upload(response, digest).await
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn upload_chunked(
         &self,
         repository: &str,
         mut session: Url,
-        digest: &str,
-        size: u64,
-        path: &Path,
+        blob: &BlobUpload<'_>,
         chunk_size: usize,
-        counter: &Option<ByteCounter>,
     ) -> Result<(), RegistryError> {
+        let BlobUpload {
+            digest,
+            size,
+            path,
+            ref counter,
+            ..
+        } = *blob;
         let scopes = [push_scope(repository)];
         let display = path.display().to_string();
         let io_err = |source| RegistryError::Io {
@@ -1105,7 +1114,7 @@ async fn read_limited(
             reason: format!("larger than the {limit} byte limit"),
         });
     }
-    let url = response.url().clone();
+    let url = response.url().to_string();
     let mut out = Vec::new();
     let mut stream = response.bytes_stream();
     while let Some(chunk) = stream
