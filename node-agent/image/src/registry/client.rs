@@ -783,9 +783,12 @@ impl RegistryClient {
                     None => self.start_upload(repository).await?,
                 };
                 match blob.mode {
-                    UploadMode::Monolithic => self.upload_monolithic(repository, session, blob).await?,
+                    UploadMode::Monolithic => {
+                        self.upload_monolithic(repository, session, blob).await?
+                    }
                     UploadMode::Chunked { chunk_size } => {
-                        self.upload_chunked(repository, session, blob, chunk_size).await?
+                        self.upload_chunked(repository, session, blob, chunk_size)
+                            .await?
                     }
                 }
                 Ok::<_, RegistryError>(BlobPushOutcome::Uploaded)
