@@ -12,6 +12,7 @@ pub mod credentials;
 pub mod digest;
 pub mod progress;
 pub mod pull;
+pub mod push;
 pub mod transport;
 
 pub use client::{ClientOptions, RegistryClient, RegistryError, UploadMode};

@@ -44,10 +44,7 @@ pub enum Event<'a> {
     /// A pull starts the download of `digest` over from zero (the registry ignored `Range`).
     BlobRestart { digest: &'a str },
     /// Push: a manifest went up under `reference`.
-    ManifestPushed {
-        digest: &'a str,
-        reference: &'a str,
-    },
+    ManifestPushed { digest: &'a str, reference: &'a str },
 }
 
 /// Receives events; called from download tasks, so it must be cheap and thread-safe.

@@ -184,8 +184,11 @@ pub async fn pull(
             blobs.push((digest, descriptor.size()));
         }
     }
-    let outcomes: Vec<BlobOutcome> = futures_util::stream::iter(blobs.iter())
-        .map(|(digest, size)| fetch_blob(client, store, repository, digest, *size, options, observer))
+    // Owned items: borrowed ones make the future lose `Send` (a higher-ranked lifetime).
+    let outcomes: Vec<BlobOutcome> = futures_util::stream::iter(blobs)
+        .map(|(digest, size)| async move {
+            fetch_blob(client, store, repository, &digest, size, options, observer).await
+        })
         .buffer_unordered(options.concurrency.max(1))
         .try_collect()
         .await?;
@@ -309,10 +312,7 @@ async fn fetch_blob(
             Ok(()) => {
                 return Err(PullError::Blob {
                     digest: name,
-                    reason: format!(
-                        "the registry sent only {} of {size} bytes",
-                        ingest.offset()
-                    ),
+                    reason: format!("the registry sent only {} of {size} bytes", ingest.offset()),
                 });
             }
             Err(e) => {
