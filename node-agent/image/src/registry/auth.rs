@@ -30,12 +30,8 @@ pub enum AuthError {
     MissingRealm { registry: String },
     #[error("invalid token realm {realm:?}: {reason}")]
     BadRealm { realm: String, reason: String },
-    #[error("token request to {realm} failed: {source}")]
-    TokenRequest {
-        realm: String,
-        #[source]
-        source: reqwest::Error,
-    },
+    #[error("token request to {realm} failed: {reason}")]
+    TokenRequest { realm: String, reason: String },
     #[error("token server {realm} refused the credentials (HTTP {status}): {body}")]
     TokenDenied {
         realm: String,
@@ -340,20 +336,17 @@ pub async fn fetch_token(
     if let Some(c) = credentials {
         request = request.header(reqwest::header::AUTHORIZATION, basic_header(c));
     }
-    let response = request
-        .send()
-        .await
-        .map_err(|source| AuthError::TokenRequest {
-            realm: realm.clone(),
-            source,
-        })?;
+    let response = request.send().await.map_err(|e| AuthError::TokenRequest {
+        realm: realm.clone(),
+        reason: super::client::describe_http_error(&e),
+    })?;
     let status = response.status();
     let body = response
         .bytes()
         .await
-        .map_err(|source| AuthError::TokenRequest {
+        .map_err(|e| AuthError::TokenRequest {
             realm: realm.clone(),
-            source,
+            reason: super::client::describe_http_error(&e),
         })?;
     if !status.is_success() {
         return Err(AuthError::TokenDenied {

@@ -39,12 +39,12 @@ const MAX_INLINE_BLOB_BYTES: u64 = 64 << 20;
 pub enum RegistryError {
     #[error("invalid registry address {registry:?}: {reason}")]
     Address { registry: String, reason: String },
-    #[error("{method} {url}: {source}")]
+    #[error("{method} {url}: {reason}")]
     Http {
         method: Method,
         url: String,
-        #[source]
-        source: reqwest::Error,
+        reason: String,
+        transient: bool,
     },
     #[error(transparent)]
     Auth(#[from] AuthError),
@@ -91,11 +91,40 @@ impl RegistryError {
     /// Transient failures worth another attempt at a higher level (e.g. a resumed download).
     pub fn is_transient(&self) -> bool {
         match self {
-            RegistryError::Http { source, .. } => is_transient_http(source),
+            RegistryError::Http { transient, .. } => *transient,
             RegistryError::Status { status, .. } => is_transient_status(*status),
             _ => false,
         }
     }
+}
+
+fn http_error(method: Method, url: &str, e: &reqwest::Error) -> RegistryError {
+    RegistryError::Http {
+        method,
+        url: url.to_string(),
+        reason: describe_http_error(e),
+        transient: is_transient_http(e),
+    }
+}
+
+/// The useful part of a transport error: its innermost cause (`Connection refused`, a DNS
+/// or TLS failure) instead of reqwest's nested "error sending request for url (…)".
+pub fn describe_http_error(e: &reqwest::Error) -> String {
+    let mut cause: &dyn std::error::Error = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    let root = cause.to_string();
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "cannot connect"
+    } else if e.is_body() || e.is_decode() {
+        "reading the response failed"
+    } else {
+        "request failed"
+    };
+    format!("{kind}: {root}")
 }
 
 fn is_transient_http(e: &reqwest::Error) -> bool {
@@ -310,16 +339,12 @@ impl RegistryClient {
     /// Verifies the configured credentials; used by `berth login` before saving them.
     pub async fn verify_login(&self) -> Result<(), RegistryError> {
         let url = self.url("v2/");
-        let response =
-            self.http
-                .get(url.clone())
-                .send()
-                .await
-                .map_err(|source| RegistryError::Http {
-                    method: Method::GET,
-                    url: url.to_string(),
-                    source,
-                })?;
+        let response = self
+            .http
+            .get(url.clone())
+            .send()
+            .await
+            .map_err(|e| http_error(Method::GET, url.as_str(), &e))?;
         if response.status() != StatusCode::UNAUTHORIZED {
             // Open registry: it takes anything, so there is nothing to verify beyond reaching it.
             return self
@@ -404,11 +429,7 @@ impl RegistryClient {
                     attempt += 1;
                 }
                 Err(source) => {
-                    return Err(RegistryError::Http {
-                        method,
-                        url: url.to_string(),
-                        source,
-                    });
+                    return Err(http_error(method, url.as_str(), &source));
                 }
             }
         }
@@ -1123,11 +1144,7 @@ async fn read_limited(
     while let Some(chunk) = stream
         .try_next()
         .await
-        .map_err(|source| RegistryError::Http {
-            method: Method::GET,
-            url: url.clone(),
-            source,
-        })?
+        .map_err(|e| http_error(Method::GET, &url, &e))?
     {
         if out.len() + chunk.len() > limit {
             return Err(RegistryError::BadResponse {

@@ -18,6 +18,9 @@ use crate::manifest::{Manifest, Platform, descriptor_digest, select_manifest};
 use crate::reference::Reference;
 use crate::store::{Store, StoreError};
 
+/// Bytes a download processes before it lets other tasks run.
+const YIELD_EVERY: usize = 1 << 20;
+
 /// How many blobs download at once by default (Docker's default is 3).
 pub const DEFAULT_CONCURRENCY: usize = 4;
 
@@ -283,6 +286,7 @@ async fn fetch_blob(
             observer.event(&Event::BlobRestart { digest: &name });
         }
         let mut stream = download.into_stream();
+        let mut since_yield = 0usize;
         let outcome = loop {
             match stream.next().await {
                 Some(Ok(chunk)) => {
@@ -297,6 +301,13 @@ async fn fetch_blob(
                         done: ingest.offset(),
                         size,
                     });
+                    // Hashing and writing are CPU work and a fast registry never makes us
+                    // wait: give other downloads (and a cancellation) a turn every MiB.
+                    since_yield += chunk.len();
+                    if since_yield >= YIELD_EVERY {
+                        since_yield = 0;
+                        tokio::task::yield_now().await;
+                    }
                 }
                 Some(Err(e)) => break Err(e),
                 None => break Ok(()),
@@ -318,7 +329,7 @@ async fn fetch_blob(
             Err(e) => {
                 return Err(PullError::Blob {
                     digest: name,
-                    reason: format!("download failed: {e}"),
+                    reason: super::client::describe_http_error(&e),
                 });
             }
         }
