@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
+mod image;
 mod registry;
 mod version;
 
@@ -57,16 +58,16 @@ pub struct ProjectFlags {
     pub profiles: Vec<String>,
 }
 
-/// Where node-local state lives, accepted before or after any subcommand.
+/// Where the node's state lives, accepted before or after any subcommand.
 #[derive(Debug, Clone, Args)]
 pub struct DaemonFlags {
-    /// Root directory of berth's local state (image store, containers, volumes)
+    /// Root of berth's persistent state (the image store is `<data-root>/image`)
     #[arg(
         long,
         global = true,
-        value_name = "DIR",
         env = "BERTH_DATA_ROOT",
-        default_value = "/var/lib/berth"
+        default_value = "/var/lib/berth",
+        value_name = "DIR"
     )]
     pub data_root: PathBuf,
 }
@@ -83,6 +84,20 @@ pub enum Command {
     Logout(registry::LogoutArgs),
     /// Show the berth version information
     Version(version::VersionArgs),
+    /// Manage images
+    Image(image::ImageArgs),
+    /// List images (alias of `image ls`)
+    Images(image::LsArgs),
+    /// Load images from an archive (alias of `image load`)
+    Load(image::LoadArgs),
+    /// Save images to an archive (alias of `image save`)
+    Save(image::SaveArgs),
+    /// Create an image from a root filesystem tar (alias of `image import`)
+    Import(image::ImportArgs),
+    /// Give an image another name (alias of `image tag`)
+    Tag(image::TagArgs),
+    /// Remove images (alias of `image rm`)
+    Rmi(image::RmArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -93,6 +108,13 @@ pub fn main() -> ExitCode {
         Command::Push(args) => registry::push_cmd(&args, &cli.daemon.data_root),
         Command::Login(args) => registry::login_cmd(&args),
         Command::Logout(args) => registry::logout_cmd(&args),
+        Command::Image(args) => image::run(&cli.daemon, args),
+        Command::Images(args) => image::run_alias(&cli.daemon, image::ImageCommand::Ls(args)),
+        Command::Load(args) => image::run_alias(&cli.daemon, image::ImageCommand::Load(args)),
+        Command::Save(args) => image::run_alias(&cli.daemon, image::ImageCommand::Save(args)),
+        Command::Import(args) => image::run_alias(&cli.daemon, image::ImageCommand::Import(args)),
+        Command::Tag(args) => image::run_alias(&cli.daemon, image::ImageCommand::Tag(args)),
+        Command::Rmi(args) => image::run_alias(&cli.daemon, image::ImageCommand::Rm(args)),
     };
     match result {
         Ok(code) => code,

@@ -102,9 +102,4 @@ impl Store {
         }
         Ok(removed)
     }
-
-    /// Hook for the snapshotter's sweep; without unpacked layers there is nothing to do.
-    fn sweep_snapshots(&self) -> Result<Vec<Digest>> {
-        Ok(Vec::new())
-    }
 }

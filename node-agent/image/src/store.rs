@@ -249,6 +249,40 @@ impl Store {
         fsutil::sync_dir(&dir).map_err(StoreError::io("fsync", &dir))
     }
 
+    /// Writes a blob produced by a writer callback (a compressor, an archiver), returning its
+    /// digest and size. Same durability and atomicity as [`Store::write_blob`].
+    pub fn write_blob_with(
+        &self,
+        produce: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+    ) -> Result<(Digest, u64)> {
+        let _lease = self.lease()?;
+        let tmp = self.ingest_dir().join(fsutil::unique_name("tmp-"));
+        let result = (|| {
+            let file = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o644)
+                .open(&tmp)
+                .map_err(StoreError::io("create", &tmp))?;
+            let mut writer = DigestWriter::new(io::BufWriter::with_capacity(1 << 20, file));
+            produce(&mut writer).map_err(StoreError::io("write", &tmp))?;
+            let (buffered, digest, size) = writer.finish();
+            let file = buffered.into_inner().map_err(|e| StoreError::Io {
+                op: "write",
+                path: tmp.clone(),
+                source: e.into_error(),
+            })?;
+            file.sync_all().map_err(StoreError::io("fsync", &tmp))?;
+            drop(file);
+            self.commit_file(&tmp, &digest)?;
+            Ok((digest, size))
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        result
+    }
+
     /// Writes an in-memory blob (manifest, config, index) and returns its digest.
     pub fn write_blob_bytes(&self, bytes: &[u8]) -> Result<Digest> {
         let expected = Digest::of(bytes);
