@@ -27,13 +27,21 @@ impl Drop for Registry {
     }
 }
 
-fn start_registry() -> Registry {
+fn start_registry(basic_auth: bool) -> Registry {
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new("htpasswd")
         .args(["-Bbn", USER, PASSWORD])
         .output()
         .expect("htpasswd (apache2-utils) is installed");
     std::fs::write(dir.path().join("htpasswd"), out.stdout).unwrap();
+    let auth = if basic_auth {
+        format!(
+            "auth:\n  htpasswd:\n    realm: test\n    path: {}/htpasswd\n",
+            dir.path().display()
+        )
+    } else {
+        String::new()
+    };
     for _ in 0..5 {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -42,7 +50,7 @@ fn start_registry() -> Registry {
             .port();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let config = format!(
-            "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {root}/data\nhttp:\n  addr: {addr}\n  secret: t\nauth:\n  htpasswd:\n    realm: test\n    path: {root}/htpasswd\n",
+            "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {root}/data\nhttp:\n  addr: {addr}\n  secret: t\n{auth}",
             root = dir.path().display()
         );
         let config_path = dir.path().join("config.yml");
@@ -149,7 +157,7 @@ fn make_image(store: &Store, reference: &str) -> (Digest, Vec<Digest>) {
 
 #[test]
 fn login_push_pull_logout_through_the_cli() {
-    let registry = start_registry();
+    let registry = start_registry(true);
     let host = registry.addr.to_string();
     let env = Env {
         home: tempfile::tempdir().unwrap(),
@@ -256,4 +264,38 @@ fn pull_of_a_bad_reference_or_unreachable_registry_is_one_clear_line() {
     let err = text(&out.stderr);
     assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
+}
+
+#[test]
+fn pull_with_unpack_extracts_the_layers() {
+    let Some(_) = berth_image::testing::busybox_path() else {
+        panic!("/bin/busybox is missing: install Debian's busybox-static");
+    };
+    let registry = start_registry(false);
+    let env = Env {
+        home: tempfile::tempdir().unwrap(),
+    };
+    let roots = tempfile::tempdir().unwrap();
+    let name = format!("{}/test/busybox:1", registry.addr);
+    let source = Store::open(roots.path().join("a/image")).unwrap();
+    berth_image::testing::import_busybox(&source, &Reference::parse(&name).unwrap()).unwrap();
+    let out = env.berth(&roots.path().join("a"), &["push", "-q", &name], None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    let target_root = roots.path().join("b");
+    let out = env.berth(&target_root, &["pull", "--unpack", &name], None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("Unpacked 1 layers"),
+        "{}",
+        text(&out.stdout)
+    );
+    let store = Store::open(target_root.join("image")).unwrap();
+    let image = store
+        .image(&store.resolve(&Reference::parse(&name).unwrap()).unwrap())
+        .unwrap();
+    let snapshots = berth_image::snapshot::Snapshotter::new(&store).unwrap();
+    let diff_id = image.diff_ids().unwrap().remove(0);
+    assert!(snapshots.has_layer(&diff_id));
+    assert!(snapshots.layer_dir(&diff_id).join("bin/busybox").is_file());
 }

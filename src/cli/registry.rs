@@ -19,6 +19,7 @@ use berth_image::registry::push::{PushOptions, push};
 use berth_image::registry::{
     ClientOptions, CredentialStore, Credentials, RegistryClient, TransportPolicy,
 };
+use berth_image::snapshot::Snapshotter;
 use berth_image::{Reference, Store};
 use clap::Args;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -49,6 +50,11 @@ pub struct PullArgs {
     /// Blobs downloaded at once
     #[arg(long, default_value_t = berth_image::registry::pull::DEFAULT_CONCURRENCY)]
     pub max_concurrent_downloads: usize,
+
+    /// Also unpack the layers into snapshots now (as `docker pull` does) instead of at the
+    /// first container start
+    #[arg(long)]
+    pub unpack: bool,
 
     #[command(flatten)]
     pub transport: TransportArgs,
@@ -165,6 +171,15 @@ pub fn pull_cmd(args: &PullArgs, data_root: &Path) -> anyhow::Result<ExitCode> {
         .block_on(pull(&client, &store, &reference, &options, &*observer))
         .with_context(|| format!("pull {reference}"))?;
     drop(observer);
+    if args.unpack {
+        let image = store.image(&report.digest)?;
+        let layers = Snapshotter::new(&store)?
+            .unpack(&image)
+            .with_context(|| format!("unpack {reference}"))?;
+        if !args.quiet {
+            println!("Unpacked {} layers", layers.len());
+        }
+    }
     if !args.quiet {
         println!("Digest: {}", report.digest);
         println!(

@@ -475,3 +475,39 @@ async fn interrupted_pull_resumes_and_completes() {
     assert_eq!(image_blobs(&target, &digest), image_blobs(&source, &digest));
     assert!(!partial.exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_pulls_of_one_image_into_one_store_both_succeed() {
+    let registry = TestRegistry::start(Auth::None);
+    let name = format!("{}/demo/twice:v1", registry.host());
+    let (_a, source) = open_store();
+    let digest = make_image(
+        &source,
+        &name,
+        &[
+            layer(50, 4 << 20, Compression::Gzip),
+            layer(51, 4 << 20, Compression::Zstd),
+        ],
+    );
+    let reference = Reference::parse(&name).unwrap();
+    let client = client(&registry, None);
+    push(
+        &client,
+        &source,
+        &reference,
+        &PushOptions::default(),
+        Arc::new(Silent),
+    )
+    .await
+    .unwrap();
+    let (_b, target) = open_store();
+    // The second pull finds the first one's ingests locked and waits for them.
+    let options = PullOptions::default();
+    let (first, second) = tokio::join!(
+        pull(&client, &target, &reference, &options, &Silent),
+        pull(&client, &target, &reference, &options, &Silent)
+    );
+    assert_eq!(first.unwrap().digest, digest);
+    assert_eq!(second.unwrap().digest, digest);
+    assert_eq!(image_blobs(&target, &digest), image_blobs(&source, &digest));
+}

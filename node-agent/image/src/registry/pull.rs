@@ -18,6 +18,9 @@ use crate::manifest::{Manifest, Platform, descriptor_digest, select_manifest};
 use crate::reference::Reference;
 use crate::store::{Store, StoreError};
 
+/// How often a pull waiting for another writer of the same blob looks again.
+const BUSY_POLL: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// Bytes a download processes before it lets other tasks run.
 const YIELD_EVERY: usize = 1 << 20;
 
@@ -243,11 +246,21 @@ async fn fetch_blob(
         });
         return Ok(BlobOutcome::AlreadyPresent);
     }
-    let mut ingest = blocking({
-        let (store, digest) = (store.clone(), digest.clone());
-        move || store.begin_ingest(&digest, size)
-    })
-    .await?;
+    let mut ingest = loop {
+        let attempt = blocking({
+            let (store, digest) = (store.clone(), digest.clone());
+            move || store.begin_ingest(&digest, size)
+        })
+        .await;
+        match attempt {
+            // Another pull (this process or another) is fetching the same blob: wait for it
+            // to finish or die (its lock goes with it), then take over or find it complete.
+            Err(PullError::Store(StoreError::IngestBusy { .. })) => {
+                tokio::time::sleep(BUSY_POLL).await;
+            }
+            other => break other?,
+        }
+    };
     if ingest.is_complete() {
         observer.event(&Event::BlobDone {
             digest: &name,
