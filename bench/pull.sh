@@ -3,8 +3,10 @@
 # random, incompressible data in several layers) from a local docker-registry on 127.0.0.1.
 #
 # Each run starts from an empty store (berth: a fresh --data-root; docker: `docker rmi` of the
-# image), and only the pull itself is timed. Runs alternate berth, docker, berth, docker, …
-# and the script prints each run, the medians and the ratio berth/docker pair by pair.
+# image), and only the pull itself is timed. Each round runs `berth pull` (blobs downloaded,
+# verified and stored), `berth pull --unpack` (the same, then the layers extracted into
+# snapshots: what `docker pull` also does) and `docker pull`; the script prints each round,
+# the medians and the ratios to docker pair by pair.
 #
 # Needs root and Debian's docker-registry and docker.io. It starts its own dockerd (own data
 # root, socket and exec root; no bridge, no iptables) and its own registry on a free port, and
@@ -96,26 +98,28 @@ SIZE_MB=$(du -sm "$WORK/registry" | cut -f1)
 echo "image $REF: $LAYERS layers, ${SIZE_MB} MB in the registry; berth $($BERTH version)"
 
 now_ns() { date +%s%N; }
-declare -a B_TIMES D_TIMES RATIOS
+ms_since() { echo $((($(now_ns) - $1) / 1000000)); }
+ratio() { python3 -c "print(f'{$1/$2:.3f}')"; }
+declare -a B_TIMES U_TIMES D_TIMES B_RATIOS U_RATIOS
 for run in $(seq 1 "$RUNS"); do
-    rm -rf "$WORK/berth-root"
-    sync
-    t0=$(now_ns)
-    "$BERTH" --data-root "$WORK/berth-root" pull -q "$REF" >/dev/null
-    t1=$(now_ns)
-    docker rmi -f "$REF" >/dev/null 2>&1 || true
-    sync
-    t2=$(now_ns)
-    docker pull -q "$REF" >/dev/null
-    t3=$(now_ns)
-    b=$(((t1 - t0) / 1000000))
-    d=$(((t3 - t2) / 1000000))
-    B_TIMES+=("$b")
-    D_TIMES+=("$d")
-    RATIOS+=("$(python3 -c "print(f'{$b/$d:.3f}')")")
-    printf 'run %d: berth %5d ms   docker %5d ms   ratio %s\n' "$run" "$b" "$d" "${RATIOS[-1]}"
+    # berth pull: download, verify and store the blobs.
+    rm -rf "$WORK/berth-root"; sync
+    t=$(now_ns); "$BERTH" --data-root "$WORK/berth-root" pull -q "$REF" >/dev/null; b=$(ms_since "$t")
+    # berth pull --unpack: the same, then every layer extracted into its snapshot directory.
+    rm -rf "$WORK/berth-root"; sync
+    t=$(now_ns); "$BERTH" --data-root "$WORK/berth-root" pull -q --unpack "$REF" >/dev/null; u=$(ms_since "$t")
+    # docker pull: download, verify, decompress and extract into overlay2 layers.
+    docker rmi -f "$REF" >/dev/null 2>&1 || true; sync
+    t=$(now_ns); docker pull -q "$REF" >/dev/null; d=$(ms_since "$t")
+    B_TIMES+=("$b"); U_TIMES+=("$u"); D_TIMES+=("$d")
+    B_RATIOS+=("$(ratio "$b" "$d")"); U_RATIOS+=("$(ratio "$u" "$d")")
+    printf 'run %d: berth pull %5d ms   berth pull --unpack %5d ms   docker pull %5d ms   ratios %s %s\n' \
+        "$run" "$b" "$u" "$d" "${B_RATIOS[-1]}" "${U_RATIOS[-1]}"
 done
+rm -rf "$WORK/berth-root"
 
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
-echo "median: berth $(median "${B_TIMES[@]}") ms, docker $(median "${D_TIMES[@]}") ms," \
-    "ratio berth/docker $(median "${RATIOS[@]}") (pairwise median, $RUNS runs)"
+echo "medians over $RUNS runs: berth pull $(median "${B_TIMES[@]}") ms," \
+    "berth pull --unpack $(median "${U_TIMES[@]}") ms, docker pull $(median "${D_TIMES[@]}") ms"
+echo "ratio to docker pull (pairwise medians): berth pull $(median "${B_RATIOS[@]}")," \
+    "berth pull --unpack $(median "${U_RATIOS[@]}")"
