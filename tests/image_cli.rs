@@ -128,3 +128,75 @@ fn busybox_script_then_save_load_rm_prune() {
     assert_eq!(ok(&data, &["images", "-q"]), "");
     assert_eq!(std::fs::read_dir(&blobs).unwrap().count(), 0);
 }
+
+#[test]
+fn kill_9_during_import_leaves_a_consistent_store() {
+    use std::io::Write;
+    use std::time::{Duration, Instant};
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // A first, complete image that must survive untouched.
+    let rootfs = dir.path().join("rootfs");
+    std::fs::create_dir_all(rootfs.join("etc")).unwrap();
+    std::fs::write(rootfs.join("etc/hostname"), "a\n").unwrap();
+    ok(&data, &["import", rootfs.to_str().unwrap(), "first:1"]);
+
+    let mut child = Command::new(BERTH)
+        .arg("--data-root")
+        .arg(&data)
+        .args(["import", "-", "big:1"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let chunk: Vec<u8> = (0..1 << 20)
+        .map(|i: u32| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let ingest = data.join("image/ingest");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    // Feed data until the import is visibly mid-write, then kill it without warning.
+    loop {
+        stdin.write_all(&chunk).unwrap();
+        let writing = std::fs::read_dir(&ingest).unwrap().flatten().any(|e| {
+            e.file_name().to_string_lossy().starts_with("tmp-") && e.metadata().unwrap().len() > 0
+        });
+        if writing {
+            break;
+        }
+        assert!(Instant::now() < deadline, "import never started writing");
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    drop(stdin);
+
+    // No half-written blob is visible: every blob's content matches its name.
+    for entry in std::fs::read_dir(data.join("image/blobs/sha256")).unwrap() {
+        let entry = entry.unwrap();
+        let bytes = std::fs::read(entry.path()).unwrap();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        assert_eq!(
+            berth_image::Digest::of(&bytes).hex(),
+            name,
+            "blob content matches its name"
+        );
+    }
+    let listed = ok(&data, &["images", "--format", "json"]);
+    assert_eq!(
+        listed.lines().count(),
+        1,
+        "only the complete image: {listed}"
+    );
+    assert!(listed.contains("\"first\""));
+    // The leftover temp file is garbage that the next collection removes.
+    ok(&data, &["image", "prune"]);
+    assert_eq!(std::fs::read_dir(&ingest).unwrap().count(), 0);
+    assert!(
+        inspect(&data, "first:1")["Id"]
+            .as_str()
+            .unwrap()
+            .starts_with("sha256:")
+    );
+}

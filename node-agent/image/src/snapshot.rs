@@ -419,9 +419,9 @@ impl Store {
                     .and_then(|b| serde_json::from_slice::<ContainerSnapshot>(&b).ok())
                 {
                     Some(record) => live.extend(record.layers),
-                    // A container dir without readable metadata is mid-prepare or damaged:
-                    // keep everything rather than guess.
-                    None => return Ok(Vec::new()),
+                    // `prepare` writes snapshot.json before it mounts anything, so a container
+                    // dir without it (a crash mid-prepare) uses no layer.
+                    None => continue,
                 }
             }
         }

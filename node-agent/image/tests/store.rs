@@ -269,3 +269,24 @@ fn lookup_accepts_references_ids_and_prefixes() {
     assert_eq!(store.remove_image(&target).unwrap().len(), 1);
     assert!(store.list_images().unwrap().is_empty());
 }
+
+#[test]
+fn concurrent_record_updates_from_many_threads_all_land() {
+    let (_dir, store) = store();
+    let target = put_fake_image(&store, &[b"base"], "base:1");
+    std::thread::scope(|s| {
+        for t in 0..8 {
+            let store = store.clone();
+            let target = target.clone();
+            s.spawn(move || {
+                for i in 0..10 {
+                    let r = Reference::parse(&format!("app{t}:v{i}")).unwrap();
+                    store.put_image(&r, &target).unwrap();
+                }
+            });
+        }
+    });
+    // Every read-modify-write ran under the metadata lock: none was lost.
+    assert_eq!(store.list_images().unwrap().len(), 81);
+    assert_eq!(store.names_of(&target).unwrap().len(), 81);
+}
