@@ -12,7 +12,6 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use berth_image::registry::client::UploadMode;
 use berth_image::registry::credentials::config_key;
-use berth_image::registry::digest::short;
 use berth_image::registry::progress::{BlobOutcome, Event, Observer, Silent};
 use berth_image::registry::pull::{PullOptions, default_platform, parse_platform, pull};
 use berth_image::registry::push::{PushOptions, push};
@@ -316,6 +315,12 @@ pub fn logout_cmd(args: &LogoutArgs) -> anyhow::Result<ExitCode> {
         println!("Not logged in to {server}");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The 12-hex-digit short form Docker prints for a `sha256:…` digest.
+fn short(digest: &str) -> &str {
+    let hex = digest.split_once(':').map_or(digest, |(_, h)| h);
+    hex.get(..12).unwrap_or(hex)
 }
 
 fn prompt(text: &str) -> anyhow::Result<String> {

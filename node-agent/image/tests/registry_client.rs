@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use berth_image::Digest;
 use berth_image::registry::client::{BlobPushOutcome, BlobUpload, OCI_MANIFEST};
-use berth_image::registry::digest::Sha256Digest;
 use berth_image::registry::{
     ClientOptions, Credentials, RegistryClient, RegistryError, UploadMode,
 };
@@ -30,7 +30,7 @@ fn blob(seed: u64, len: usize) -> Blob {
     let path = dir.path().join("blob");
     std::fs::write(&path, &bytes).unwrap();
     Blob {
-        digest: Sha256Digest::of(&bytes).to_string(),
+        digest: Digest::of(&bytes).to_string(),
         bytes,
         path,
         _dir: dir,
@@ -159,7 +159,7 @@ async fn manifests_round_trip_and_ranged_download_resumes() {
         .put_manifest("r/img", "v1", OCI_MANIFEST, manifest.clone())
         .await
         .unwrap();
-    assert_eq!(digest, Sha256Digest::of(&manifest).to_string());
+    assert_eq!(digest, Digest::of(&manifest).to_string());
 
     for reference in ["v1", digest.as_str()] {
         let fetched = client.get_manifest("r/img", reference).await.unwrap();

@@ -21,8 +21,8 @@ use tokio::io::AsyncReadExt as _;
 
 use super::auth::{self, AuthError, BearerChallenge, Challenge, Token};
 use super::credentials::Credentials;
-use super::digest::{self, Sha256Digest};
 use super::transport::TransportPolicy;
+use crate::digest::Digest;
 
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -593,9 +593,10 @@ impl RegistryClient {
         let header_digest = header_str(response.headers(), "docker-content-digest");
         let content_type = header_str(response.headers(), header::CONTENT_TYPE.as_str());
         let bytes = read_limited(response, MAX_MANIFEST_BYTES, &what).await?;
-        let actual = Sha256Digest::of(&bytes).to_string();
+        let actual = Digest::of(&bytes).to_string();
         // A digest reference is the strongest claim; otherwise trust the header if sha256.
-        let expected = if digest::is_digest(reference) {
+        // Tags cannot contain `:`, digests always do.
+        let expected = if reference.contains(':') {
             Some(reference.to_string())
         } else {
             header_digest.filter(|d| d.starts_with("sha256:"))
@@ -665,7 +666,7 @@ impl RegistryClient {
         let url = self.url(&format!("v2/{repository}/manifests/{reference}"));
         let what = format!("manifest {repository}:{reference}");
         let scopes = [push_scope(repository)];
-        let digest = Sha256Digest::of(&bytes).to_string();
+        let digest = Digest::of(&bytes).to_string();
         let response = self
             .send(&scopes, true, || {
                 Ok(self
@@ -770,7 +771,7 @@ impl RegistryClient {
         let what = format!("blob {digest}");
         let download = self.get_blob(repository, digest, 0).await?;
         let bytes = read_limited(download.response, MAX_INLINE_BLOB_BYTES as usize, &what).await?;
-        let actual = Sha256Digest::of(&bytes).to_string();
+        let actual = Digest::of(&bytes).to_string();
         if actual != digest {
             return Err(RegistryError::DigestMismatch {
                 what,

@@ -3,13 +3,12 @@
 //! HTTP. Pull and push glue the client to the content store; the CLI renders their progress.
 //!
 //! Layout: [`transport`] (which scheme, which host), [`auth`] (challenges, tokens),
-//! [`credentials`] (config.json), [`client`] (the wire protocol), [`digest`] (sha256 strings),
-//! [`pull`] and [`push`] (registry ↔ store), [`progress`] (events for the CLI).
+//! [`credentials`] (config.json), [`client`] (the wire protocol), [`pull`] and [`push`]
+//! (registry ↔ store), [`progress`] (events for the CLI).
 
 pub mod auth;
 pub mod client;
 pub mod credentials;
-pub mod digest;
 pub mod progress;
 pub mod pull;
 pub mod push;
