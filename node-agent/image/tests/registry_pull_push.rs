@@ -11,7 +11,10 @@ use berth_image::registry::pull::{PullError, PullOptions, parse_platform, pull};
 use berth_image::registry::push::{PushOptions, push};
 use berth_image::registry::{ClientOptions, Credentials, RegistryClient, UploadMode};
 use berth_image::{Digest, Reference, Store};
-use support::images::{Compression, Layer, image_blobs, make_image, make_index};
+use support::images::{
+    Compression, Flavor, Layer, image_blobs, make_image, make_index, make_index_as,
+    write_manifest_as,
+};
 use support::registry::{Auth, PASSWORD, TestRegistry, USER};
 
 fn client(registry: &TestRegistry, credentials: Option<(&str, &str)>) -> RegistryClient {
@@ -510,4 +513,76 @@ async fn concurrent_pulls_of_one_image_into_one_store_both_succeed() {
     assert_eq!(first.unwrap().digest, digest);
     assert_eq!(second.unwrap().digest, digest);
     assert_eq!(image_blobs(&target, &digest), image_blobs(&source, &digest));
+}
+
+#[tokio::test]
+async fn docker_schema2_and_manifest_lists_round_trip() {
+    let registry = TestRegistry::start(Auth::None);
+    let client = client(&registry, None);
+    let (_a, source) = open_store();
+
+    let single = format!("{}/docker/single:1", registry.host());
+    let (digest, _) = write_manifest_as(
+        &source,
+        &[
+            layer(60, 50_000, Compression::Gzip),
+            layer(61, 20_000, Compression::None),
+        ],
+        "amd64",
+        Flavor::Docker,
+    );
+    source
+        .put_image(&Reference::parse(&single).unwrap(), &digest)
+        .unwrap();
+    let list = format!("{}/docker/list:1", registry.host());
+    let list_digest = make_index_as(&source, &list, &["arm64", "amd64"], Flavor::Docker);
+
+    for (name, expected, media_type) in [
+        (&single, &digest, berth_image::media_types::DOCKER_MANIFEST),
+        (
+            &list,
+            &list_digest,
+            berth_image::media_types::DOCKER_MANIFEST_LIST,
+        ),
+    ] {
+        let reference = Reference::parse(name).unwrap();
+        push(
+            &client,
+            &source,
+            &reference,
+            &PushOptions::default(),
+            Arc::new(Silent),
+        )
+        .await
+        .unwrap();
+        // The registry serves it back with its Docker media type and the same digest.
+        let fetched = client
+            .get_manifest(reference.repository(), "1")
+            .await
+            .unwrap();
+        assert_eq!(fetched.media_type, media_type);
+        assert_eq!(fetched.digest, expected.to_string());
+
+        let (_b, target) = open_store();
+        let report = pull(
+            &client,
+            &target,
+            &reference,
+            &PullOptions::default(),
+            &Silent,
+        )
+        .await
+        .unwrap();
+        assert_eq!(&report.digest, expected);
+        let (manifest_digest, manifest) = target.platform_manifest(expected).unwrap();
+        assert_eq!(manifest_digest, report.manifest);
+        let config = target
+            .read_config(&Digest::from_oci(manifest.config().digest()).unwrap())
+            .unwrap();
+        assert_eq!(config.architecture().to_string(), "amd64");
+        assert_eq!(
+            image_blobs(&target, &report.manifest),
+            image_blobs(&source, &report.manifest)
+        );
+    }
 }

@@ -55,14 +55,37 @@ fn descriptor(media_type: &str, digest: &Digest, size: usize) -> serde_json::Val
     serde_json::json!({ "mediaType": media_type, "digest": digest.to_string(), "size": size })
 }
 
-/// Writes the blobs of a single-platform image; returns the manifest digest and its size.
+/// Media types of the OCI spec or of Docker's schema2.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Flavor {
+    Oci,
+    Docker,
+}
+
+/// Writes the blobs of a single-platform OCI image; returns the manifest digest and size.
 pub fn write_manifest(store: &Store, layers: &[Layer], arch: &str) -> (Digest, usize) {
+    write_manifest_as(store, layers, arch, Flavor::Oci)
+}
+
+/// Writes the blobs of a single-platform image with `flavor`'s media types.
+pub fn write_manifest_as(
+    store: &Store,
+    layers: &[Layer],
+    arch: &str,
+    flavor: Flavor,
+) -> (Digest, usize) {
     let mut layer_descriptors = Vec::new();
     let mut diff_ids = Vec::new();
     for layer in layers {
         let tar = tar_of(&layer.files);
         diff_ids.push(Digest::of(&tar).to_string());
-        let (blob, media_type) = compress(&tar, &layer.compression);
+        let (blob, mut media_type) = compress(&tar, &layer.compression);
+        if flavor == Flavor::Docker {
+            media_type = match layer.compression {
+                Compression::None => "application/vnd.docker.image.rootfs.diff.tar",
+                _ => "application/vnd.docker.image.rootfs.diff.tar.gzip",
+            };
+        }
         let digest = store.write_blob_bytes(&blob).unwrap();
         layer_descriptors.push(descriptor(media_type, &digest, blob.len()));
     }
@@ -74,10 +97,20 @@ pub fn write_manifest(store: &Store, layers: &[Layer], arch: &str) -> (Digest, u
     });
     let config_bytes = serde_json::to_vec(&config).unwrap();
     let config_digest = store.write_blob_bytes(&config_bytes).unwrap();
+    let (manifest_type, config_type) = match flavor {
+        Flavor::Oci => (
+            "application/vnd.oci.image.manifest.v1+json",
+            "application/vnd.oci.image.config.v1+json",
+        ),
+        Flavor::Docker => (
+            "application/vnd.docker.distribution.manifest.v2+json",
+            "application/vnd.docker.container.image.v1+json",
+        ),
+    };
     let manifest = serde_json::json!({
         "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": descriptor("application/vnd.oci.image.config.v1+json", &config_digest, config_bytes.len()),
+        "mediaType": manifest_type,
+        "config": descriptor(config_type, &config_digest, config_bytes.len()),
         "layers": layer_descriptors,
     });
     let bytes = serde_json::to_vec(&manifest).unwrap();
@@ -95,6 +128,21 @@ pub fn make_image(store: &Store, reference: &str, layers: &[Layer]) -> Digest {
 
 /// An OCI index with one manifest per architecture (each one small layer naming its arch).
 pub fn make_index(store: &Store, reference: &str, arches: &[&str]) -> Digest {
+    make_index_as(store, reference, arches, Flavor::Oci)
+}
+
+/// An index (OCI) or manifest list (Docker) with one manifest per architecture.
+pub fn make_index_as(store: &Store, reference: &str, arches: &[&str], flavor: Flavor) -> Digest {
+    let (index_type, manifest_type) = match flavor {
+        Flavor::Oci => (
+            "application/vnd.oci.image.index.v1+json",
+            "application/vnd.oci.image.manifest.v1+json",
+        ),
+        Flavor::Docker => (
+            "application/vnd.docker.distribution.manifest.list.v2+json",
+            "application/vnd.docker.distribution.manifest.v2+json",
+        ),
+    };
     let mut manifests = Vec::new();
     for (i, arch) in arches.iter().enumerate() {
         let layer = Layer {
@@ -104,14 +152,14 @@ pub fn make_index(store: &Store, reference: &str, arches: &[&str]) -> Digest {
             )],
             compression: Compression::Gzip,
         };
-        let (digest, size) = write_manifest(store, &[layer], arch);
-        let mut d = descriptor("application/vnd.oci.image.manifest.v1+json", &digest, size);
+        let (digest, size) = write_manifest_as(store, &[layer], arch, flavor);
+        let mut d = descriptor(manifest_type, &digest, size);
         d["platform"] = serde_json::json!({ "os": "linux", "architecture": arch });
         manifests.push(d);
     }
     let index = serde_json::json!({
         "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "mediaType": index_type,
         "manifests": manifests,
     });
     let digest = store
