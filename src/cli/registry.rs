@@ -15,6 +15,7 @@ use berth_image::registry::credentials::config_key;
 use berth_image::registry::progress::{BlobOutcome, Event, Observer, Silent};
 use berth_image::registry::pull::{PullOptions, default_platform, parse_platform, pull};
 use berth_image::registry::push::{PushOptions, push};
+use berth_image::registry::transport::default_certs_dirs;
 use berth_image::registry::{
     ClientOptions, CredentialStore, Credentials, RegistryClient, TransportPolicy,
 };
@@ -129,6 +130,7 @@ fn client_for(
         ClientOptions {
             policy: TransportPolicy::from_env_and(transport.insecure_registries.clone()),
             credentials,
+            certs_dirs: default_certs_dirs(),
             ..ClientOptions::default()
         },
     )?)

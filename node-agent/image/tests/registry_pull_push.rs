@@ -586,3 +586,65 @@ async fn docker_schema2_and_manifest_lists_round_trip() {
         );
     }
 }
+
+#[tokio::test]
+async fn https_registry_with_a_private_ca_from_certs_d() {
+    let registry = TestRegistry::start_tls(Auth::Basic);
+    let name = format!("{}/secure/app:v1", registry.host());
+    let (_a, source) = open_store();
+    let digest = make_image(&source, &name, &three_layers());
+    let reference = Reference::parse(&name).unwrap();
+    let trusted = RegistryClient::new(
+        &registry.host(),
+        ClientOptions {
+            credentials: Some(Credentials {
+                username: USER.to_string(),
+                password: PASSWORD.to_string(),
+            }),
+            certs_dirs: vec![registry.certs_dir.clone().unwrap()],
+            ..ClientOptions::default()
+        },
+    )
+    .unwrap();
+    trusted.verify_login().await.unwrap();
+    assert_eq!(trusted.endpoint().await.unwrap().scheme(), "https");
+    push(
+        &trusted,
+        &source,
+        &reference,
+        &PushOptions::default(),
+        Arc::new(Silent),
+    )
+    .await
+    .unwrap();
+    let (_b, target) = open_store();
+    let report = pull(
+        &trusted,
+        &target,
+        &reference,
+        &PullOptions::default(),
+        &Silent,
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.digest, digest);
+    assert_eq!(image_blobs(&target, &digest), image_blobs(&source, &digest));
+
+    // Without the CA the certificate is not trusted: the client stays on HTTPS (no fallback
+    // to plain HTTP for a server that speaks TLS) and says why it fails.
+    let untrusted = client(&registry, Some((USER, PASSWORD)));
+    let (_c, other) = open_store();
+    let err = pull(
+        &untrusted,
+        &other,
+        &reference,
+        &PullOptions::default(),
+        &Silent,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(untrusted.endpoint().await.unwrap().scheme(), "https");
+    assert!(err.to_string().contains("certificate"), "{err}");
+    eprintln!("untrusted registry: {err}");
+    assert!(other.list_images().unwrap().is_empty());
+}

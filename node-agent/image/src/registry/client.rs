@@ -124,11 +124,17 @@ pub fn describe_http_error(e: &reqwest::Error) -> String {
     } else {
         "request failed"
     };
-    format!("{kind}: {root}")
+    if root.contains("certificate") {
+        format!("{kind}: {root} (a private CA goes in ~/.berth/certs.d/<host:port>/ca.crt)")
+    } else {
+        format!("{kind}: {root}")
+    }
 }
 
 fn is_transient_http(e: &reqwest::Error) -> bool {
-    e.is_connect() || e.is_timeout() || e.is_request() || e.is_body()
+    // An untrusted certificate stays untrusted however often we ask.
+    (e.is_connect() || e.is_timeout() || e.is_request() || e.is_body())
+        && !describe_http_error(e).contains("certificate")
 }
 
 fn is_transient_status(status: u16) -> bool {
@@ -233,6 +239,9 @@ pub struct ClientOptions {
     pub credentials: Option<Credentials>,
     pub retry: RetryPolicy,
     pub user_agent: String,
+    /// Where to look for extra CA certificates (`<dir>/<host[:port]>/*.crt`), e.g.
+    /// [`super::transport::default_certs_dirs`].
+    pub certs_dirs: Vec<std::path::PathBuf>,
 }
 
 impl Default for ClientOptions {
@@ -242,6 +251,7 @@ impl Default for ClientOptions {
             credentials: None,
             retry: RetryPolicy::default(),
             user_agent: format!("berth/{}", env!("CARGO_PKG_VERSION")),
+            certs_dirs: Vec::new(),
         }
     }
 }
@@ -267,7 +277,10 @@ struct AuthState {
 pub struct RegistryClient {
     http: reqwest::Client,
     registry: String,
-    base: Url,
+    /// Base URLs to try, HTTPS first; see [`TransportPolicy::endpoints`].
+    endpoints: Vec<Url>,
+    /// The endpoint chosen on first use.
+    base: tokio::sync::OnceCell<Url>,
     options: ClientOptions,
     auth: tokio::sync::Mutex<AuthState>,
 }
@@ -282,27 +295,38 @@ pub fn push_scope(repository: &str) -> String {
 
 impl RegistryClient {
     pub fn new(registry: &str, options: ClientOptions) -> Result<Self, RegistryError> {
-        let base = options
+        let address_error = |reason: String| RegistryError::Address {
+            registry: registry.to_string(),
+            reason,
+        };
+        let endpoints = options
             .policy
-            .base_url(registry)
-            .map_err(|e| RegistryError::Address {
-                registry: registry.to_string(),
-                reason: e.to_string(),
-            })?;
-        let http = reqwest::Client::builder()
+            .endpoints(registry)
+            .map_err(|e| address_error(e.to_string()))?;
+        let mut builder = reqwest::Client::builder()
             .user_agent(options.user_agent.clone())
             .connect_timeout(Duration::from_secs(15))
             .read_timeout(Duration::from_secs(60))
-            .redirect(reqwest::redirect::Policy::limited(10))
-            .build()
-            .map_err(|e| RegistryError::Address {
-                registry: registry.to_string(),
-                reason: format!("cannot build HTTP client: {e}"),
+            .redirect(reqwest::redirect::Policy::limited(10));
+        let host = super::transport::host_port(&endpoints[0]).unwrap_or_default();
+        for path in super::transport::ca_files(&options.certs_dirs, &host) {
+            let pem = std::fs::read(&path).map_err(|source| RegistryError::Io {
+                path: path.display().to_string(),
+                source,
             })?;
+            let certificate = reqwest::Certificate::from_pem(&pem).map_err(|e| {
+                address_error(format!("bad CA certificate {}: {e}", path.display()))
+            })?;
+            builder = builder.add_root_certificate(certificate);
+        }
+        let http = builder
+            .build()
+            .map_err(|e| address_error(format!("cannot build HTTP client: {e}")))?;
         Ok(Self {
             http,
             registry: registry.to_string(),
-            base,
+            endpoints,
+            base: tokio::sync::OnceCell::new(),
             options,
             auth: tokio::sync::Mutex::new(AuthState::default()),
         })
@@ -312,22 +336,58 @@ impl RegistryClient {
         &self.registry
     }
 
-    pub fn base_url(&self) -> &Url {
-        &self.base
+    /// The base URL in use: HTTPS, unless the registry may be spoken to over plain HTTP and
+    /// HTTPS does not answer there (checked once, on first use).
+    pub async fn endpoint(&self) -> Result<&Url, RegistryError> {
+        self.base
+            .get_or_try_init(|| async {
+                let [https, rest @ ..] = self.endpoints.as_slice() else {
+                    return Err(RegistryError::Address {
+                        registry: self.registry.clone(),
+                        reason: "no endpoint".to_string(),
+                    });
+                };
+                let Some(http) = rest.first() else {
+                    return Ok(https.clone());
+                };
+                let probe = https.join("v2/").expect("a relative path joins");
+                match self
+                    .http
+                    .get(probe)
+                    .timeout(Duration::from_secs(5))
+                    .send()
+                    .await
+                {
+                    // Any HTTP answer, even 401 or 404, means TLS works there.
+                    Ok(_) => Ok(https.clone()),
+                    // The server speaks TLS but we do not trust it: say so on every request
+                    // rather than fall back to HTTP and get a puzzling 400.
+                    Err(e) if describe_http_error(&e).contains("certificate") => {
+                        Ok(https.clone())
+                    }
+                    Err(e) => {
+                        tracing::debug!(registry = %self.registry, error = %e, "no HTTPS; using plain HTTP");
+                        Ok(http.clone())
+                    }
+                }
+            })
+            .await
     }
 
-    fn url(&self, path: &str) -> Url {
-        // `base` always ends in `/` and `path` never starts with one: join cannot fail.
-        self.base
+    async fn url(&self, path: &str) -> Result<Url, RegistryError> {
+        // The base always ends in `/` and `path` never starts with one: join cannot fail.
+        Ok(self
+            .endpoint()
+            .await?
             .join(path)
-            .expect("registry paths are relative URLs")
+            .expect("registry paths are relative URLs"))
     }
 
     /// Checks that the registry answers `/v2/` and that our credentials (if any) are good.
     /// With a bearer registry and credentials, a token without scope is requested so a wrong
     /// password is detected here rather than on first use.
     pub async fn ping(&self) -> Result<(), RegistryError> {
-        let url = self.url("v2/");
+        let url = self.url("v2/").await?;
         let response = self
             .send(&[], true, || Ok(self.http.get(url.clone())))
             .await?;
@@ -338,7 +398,7 @@ impl RegistryClient {
 
     /// Verifies the configured credentials; used by `berth login` before saving them.
     pub async fn verify_login(&self) -> Result<(), RegistryError> {
-        let url = self.url("v2/");
+        let url = self.url("v2/").await?;
         let response = self
             .http
             .get(url.clone())
@@ -578,7 +638,9 @@ impl RegistryClient {
         repository: &str,
         reference: &str,
     ) -> Result<FetchedManifest, RegistryError> {
-        let url = self.url(&format!("v2/{repository}/manifests/{reference}"));
+        let url = self
+            .url(&format!("v2/{repository}/manifests/{reference}"))
+            .await?;
         let what = format!("manifest {repository}:{reference}");
         let scopes = [pull_scope(repository)];
         let response = self
@@ -631,7 +693,9 @@ impl RegistryClient {
         repository: &str,
         reference: &str,
     ) -> Result<Option<ManifestHead>, RegistryError> {
-        let url = self.url(&format!("v2/{repository}/manifests/{reference}"));
+        let url = self
+            .url(&format!("v2/{repository}/manifests/{reference}"))
+            .await?;
         let scopes = [pull_scope(repository)];
         let response = self
             .send(&scopes, true, || {
@@ -663,7 +727,9 @@ impl RegistryClient {
         media_type: &str,
         bytes: Bytes,
     ) -> Result<String, RegistryError> {
-        let url = self.url(&format!("v2/{repository}/manifests/{reference}"));
+        let url = self
+            .url(&format!("v2/{repository}/manifests/{reference}"))
+            .await?;
         let what = format!("manifest {repository}:{reference}");
         let scopes = [push_scope(repository)];
         let digest = Digest::of(&bytes).to_string();
@@ -697,7 +763,7 @@ impl RegistryClient {
         repository: &str,
         digest: &str,
     ) -> Result<Option<u64>, RegistryError> {
-        let url = self.url(&format!("v2/{repository}/blobs/{digest}"));
+        let url = self.url(&format!("v2/{repository}/blobs/{digest}")).await?;
         let scopes = [pull_scope(repository)];
         let response = self
             .send(&scopes, true, || Ok(self.http.head(url.clone())))
@@ -722,7 +788,7 @@ impl RegistryClient {
         digest: &str,
         offset: u64,
     ) -> Result<BlobDownload, RegistryError> {
-        let url = self.url(&format!("v2/{repository}/blobs/{digest}"));
+        let url = self.url(&format!("v2/{repository}/blobs/{digest}")).await?;
         let scopes = [pull_scope(repository)];
         let response = self
             .send(&scopes, true, || {
@@ -834,7 +900,7 @@ impl RegistryClient {
         digest: &str,
         from: &str,
     ) -> Result<Option<Url>, RegistryError> {
-        let mut url = self.url(&format!("v2/{repository}/blobs/uploads/"));
+        let mut url = self.url(&format!("v2/{repository}/blobs/uploads/")).await?;
         url.query_pairs_mut()
             .append_pair("mount", digest)
             .append_pair("from", from);
@@ -855,7 +921,7 @@ impl RegistryClient {
     }
 
     async fn start_upload(&self, repository: &str) -> Result<Url, RegistryError> {
-        let url = self.url(&format!("v2/{repository}/blobs/uploads/"));
+        let url = self.url(&format!("v2/{repository}/blobs/uploads/")).await?;
         let scopes = [push_scope(repository)];
         let response = self
             .send(&scopes, true, || Ok(self.http.post(url.clone())))

@@ -1,11 +1,13 @@
-//! Which scheme a registry is spoken to with: HTTPS always, plain HTTP only for loopback
-//! registries (127.0.0.0/8, ::1, `localhost`) or registries the user explicitly marked
-//! insecure (`--insecure-registry`, `BERTH_INSECURE_REGISTRIES`).
+//! Which scheme a registry is spoken to with: HTTPS always, and plain HTTP as a fallback only
+//! for loopback registries (127.0.0.0/8, ::1, `localhost`) or registries the user explicitly
+//! marked insecure (`--insecure-registry`, `BERTH_INSECURE_REGISTRIES`).
 //!
-//! Pure rules only; it must not open connections. Docker Hub's API endpoint mapping lives here
-//! too because it is also a question of "which URL do we talk to for this registry name".
+//! Rules only; it must not open connections. Docker Hub's API endpoint mapping and the
+//! per-registry CA directories (`certs.d`) live here too: they also answer "how do we reach
+//! this registry".
 
 use std::net::IpAddr;
+use std::path::PathBuf;
 
 /// The registry name references use for Docker Hub, and the host its API really lives on.
 pub const DOCKER_HUB: &str = "docker.io";
@@ -60,21 +62,54 @@ impl TransportPolicy {
             .any(|entry| *entry == host || *entry == bare)
     }
 
-    /// Base URL of the registry API (`scheme://host[:port]`), for a registry name as it
-    /// appears in references.
-    pub fn base_url(&self, registry: &str) -> Result<reqwest::Url, url::ParseError> {
+    /// Base URLs of the registry API (`scheme://host[:port]/`) to try, in order, for a
+    /// registry name as it appears in references: HTTPS, then plain HTTP where allowed (as
+    /// Docker does for loopback and insecure registries).
+    pub fn endpoints(&self, registry: &str) -> Result<Vec<reqwest::Url>, url::ParseError> {
         let api_host = if registry == DOCKER_HUB || registry == "index.docker.io" {
             DOCKER_HUB_API
         } else {
             registry
         };
-        let scheme = if self.allows_plain_http(api_host) {
-            "http"
-        } else {
-            "https"
-        };
-        reqwest::Url::parse(&format!("{scheme}://{api_host}/"))
+        let mut out = vec![reqwest::Url::parse(&format!("https://{api_host}/"))?];
+        if self.allows_plain_http(api_host) {
+            out.push(reqwest::Url::parse(&format!("http://{api_host}/"))?);
+        }
+        Ok(out)
     }
+}
+
+/// Directories holding extra CA certificates per registry, Docker's `certs.d` layout
+/// (`<dir>/<host[:port]>/*.crt`): berth's own (`$BERTH_CONFIG/certs.d`, default
+/// `~/.berth/certs.d`, and `/etc/berth/certs.d`), then Docker's `/etc/docker/certs.d`.
+pub fn default_certs_dirs() -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    if let Some(dir) = std::env::var_os("BERTH_CONFIG") {
+        dirs.push(PathBuf::from(dir).join("certs.d"));
+    } else if let Some(home) = std::env::var_os("HOME") {
+        dirs.push(PathBuf::from(home).join(".berth/certs.d"));
+    }
+    dirs.push(PathBuf::from("/etc/berth/certs.d"));
+    dirs.push(PathBuf::from("/etc/docker/certs.d"));
+    dirs
+}
+
+/// The PEM files (`*.crt`) under `<dir>/<host>/` for each of `dirs`, sorted.
+pub fn ca_files(dirs: &[PathBuf], host: &str) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for dir in dirs {
+        let Ok(entries) = std::fs::read_dir(dir.join(host)) else {
+            continue;
+        };
+        let mut found: Vec<PathBuf> = entries
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|ext| ext == "crt"))
+            .collect();
+        found.sort();
+        files.extend(found);
+    }
+    files
 }
 
 /// `host[:port]` of a URL, the way registries are named.
@@ -147,23 +182,38 @@ mod tests {
     }
 
     #[test]
-    fn base_url_picks_scheme_and_maps_docker_hub() {
+    fn endpoints_try_https_then_plain_http_where_allowed() {
         let policy = TransportPolicy::new(["reg.lan"]);
+        let urls = |r: &str| -> Vec<String> {
+            policy
+                .endpoints(r)
+                .unwrap()
+                .iter()
+                .map(|u| u.to_string())
+                .collect()
+        };
+        assert_eq!(urls("docker.io"), ["https://registry-1.docker.io/"]);
         assert_eq!(
-            policy.base_url("docker.io").unwrap().as_str(),
-            "https://registry-1.docker.io/"
+            urls("127.0.0.1:5000"),
+            ["https://127.0.0.1:5000/", "http://127.0.0.1:5000/"]
         );
+        assert_eq!(urls("reg.lan"), ["https://reg.lan/", "http://reg.lan/"]);
+        assert_eq!(urls("ghcr.io"), ["https://ghcr.io/"]);
+    }
+
+    #[test]
+    fn ca_files_follow_the_certs_d_layout() {
+        let dir = tempfile::tempdir().unwrap();
+        let host_dir = dir.path().join("reg.lan:5000");
+        std::fs::create_dir_all(&host_dir).unwrap();
+        for name in ["b.crt", "a.crt", "client.key", "client.cert"] {
+            std::fs::write(host_dir.join(name), "x").unwrap();
+        }
+        let dirs = vec![dir.path().to_path_buf(), dir.path().join("missing")];
         assert_eq!(
-            policy.base_url("127.0.0.1:5000").unwrap().as_str(),
-            "http://127.0.0.1:5000/"
+            ca_files(&dirs, "reg.lan:5000"),
+            vec![host_dir.join("a.crt"), host_dir.join("b.crt")]
         );
-        assert_eq!(
-            policy.base_url("reg.lan").unwrap().as_str(),
-            "http://reg.lan/"
-        );
-        assert_eq!(
-            policy.base_url("ghcr.io").unwrap().as_str(),
-            "https://ghcr.io/"
-        );
+        assert!(ca_files(&dirs, "other").is_empty());
     }
 }

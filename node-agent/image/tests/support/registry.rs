@@ -27,6 +27,37 @@ pub struct TestRegistry {
     pub addr: SocketAddr,
     pub dir: tempfile::TempDir,
     pub token_server: Option<TokenServer>,
+    /// With TLS: a `certs.d` directory holding the test CA for this registry's address.
+    pub certs_dir: Option<PathBuf>,
+}
+
+/// A CA and a server certificate it signed for 127.0.0.1 and localhost, as PEM files in `dir`;
+/// returns (CA, certificate, key) paths.
+fn make_tls_files(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "berth test CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params =
+        rcgen::CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+            .unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "berth test registry");
+    let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+    let paths = (
+        dir.join("ca.pem"),
+        dir.join("cert.pem"),
+        dir.join("key.pem"),
+    );
+    std::fs::write(&paths.0, ca.pem()).unwrap();
+    std::fs::write(&paths.1, cert.pem()).unwrap();
+    std::fs::write(&paths.2, key.serialize_pem()).unwrap();
+    paths
 }
 
 fn free_port() -> u16 {
@@ -36,6 +67,15 @@ fn free_port() -> u16 {
 
 impl TestRegistry {
     pub fn start(auth: Auth) -> Self {
+        Self::start_with(auth, false)
+    }
+
+    /// Serves HTTPS with a certificate from a test CA (see [`TestRegistry::certs_dir`]).
+    pub fn start_tls(auth: Auth) -> Self {
+        Self::start_with(auth, true)
+    }
+
+    fn start_with(auth: Auth, tls: bool) -> Self {
         assert!(
             Path::new(REGISTRY_BIN).exists(),
             "{REGISTRY_BIN} is missing: install Debian's docker-registry package"
@@ -76,13 +116,22 @@ impl TestRegistry {
             }
         };
         let (auth_yaml, token_server) = auth_yaml;
+        let tls_files = tls.then(|| make_tls_files(dir.path()));
+        let tls_yaml = match &tls_files {
+            Some((_, cert, key)) => format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                cert.display(),
+                key.display()
+            ),
+            None => String::new(),
+        };
         // The port is free when picked; another process could take it before the registry
         // binds, so a failed start is retried with a new one.
         for _ in 0..5 {
             let port = free_port();
             let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
             let config = format!(
-                "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n  secret: berth-test-secret\n{auth_yaml}",
+                "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n  secret: berth-test-secret\n{tls_yaml}{auth_yaml}",
                 dir.path().join("data").display()
             );
             let config_path = dir.path().join("config.yml");
@@ -108,18 +157,27 @@ impl TestRegistry {
                     eprintln!("docker-registry exited ({status}) on {addr}: {text}");
                     break;
                 }
+                // A TLS port answers our plain probe with 400: being connectable is enough.
                 if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
-                    && v2_answers(addr)
+                    && (tls || v2_answers(addr))
                 {
                     // Drain stderr in the background so the registry never blocks on it.
                     if let Some(err) = child.stderr.take() {
                         std::thread::spawn(move || for _ in BufReader::new(err).lines() {});
                     }
+                    let certs_dir = tls_files.as_ref().map(|(ca, _, _)| {
+                        let certs = dir.path().join("certs.d");
+                        let host_dir = certs.join(addr.to_string());
+                        std::fs::create_dir_all(&host_dir).unwrap();
+                        std::fs::copy(ca, host_dir.join("ca.crt")).unwrap();
+                        certs
+                    });
                     return Self {
                         child,
                         addr,
                         dir,
                         token_server,
+                        certs_dir,
                     };
                 }
                 assert!(
