@@ -286,6 +286,39 @@ async fn index_pull_selects_the_platform() {
         assert_eq!(config.architecture().to_string(), arch);
     }
 
+    // A store holding only the amd64 part of the index pushes that manifest alone.
+    let (_p, partial) = open_store();
+    let pulled = pull(
+        &client,
+        &partial,
+        &reference,
+        &PullOptions::default(),
+        &Silent,
+    )
+    .await
+    .unwrap();
+    let copy = Reference::parse(&format!("{}/multi/amd64-only:1", registry.host())).unwrap();
+    partial.put_image(&copy, &index).unwrap();
+    let report = push(
+        &client,
+        &partial,
+        &copy,
+        &PushOptions::default(),
+        Arc::new(Silent),
+    )
+    .await
+    .unwrap();
+    assert!(report.platform_only);
+    assert_eq!(report.digest.as_ref(), Some(&pulled.manifest));
+    assert_eq!(
+        client
+            .get_manifest("multi/amd64-only", "1")
+            .await
+            .unwrap()
+            .digest,
+        pulled.manifest.to_string()
+    );
+
     let (_c, target) = open_store();
     let options = PullOptions {
         platform: parse_platform("linux/s390x").unwrap(),
