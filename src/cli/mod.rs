@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 mod image;
+mod registry;
 mod version;
 
 /// Declarative multi-container orchestrator: Compose files from one machine to a cluster.
@@ -73,6 +74,14 @@ pub struct DaemonFlags {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Download an image from a registry into the local store
+    Pull(registry::PullArgs),
+    /// Upload a local image to its registry
+    Push(registry::PushArgs),
+    /// Save credentials for a registry after checking them against it
+    Login(registry::LoginArgs),
+    /// Remove saved credentials for a registry
+    Logout(registry::LogoutArgs),
     /// Show the berth version information
     Version(version::VersionArgs),
     /// Manage images
@@ -95,6 +104,10 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Version(args) => version::run(&args),
+        Command::Pull(args) => registry::pull_cmd(&args, &cli.daemon.data_root),
+        Command::Push(args) => registry::push_cmd(&args, &cli.daemon.data_root),
+        Command::Login(args) => registry::login_cmd(&args),
+        Command::Logout(args) => registry::logout_cmd(&args),
         Command::Image(args) => image::run(&cli.daemon, args),
         Command::Images(args) => image::run_alias(&cli.daemon, image::ImageCommand::Ls(args)),
         Command::Load(args) => image::run_alias(&cli.daemon, image::ImageCommand::Load(args)),

@@ -5,7 +5,8 @@
 //! [`manifest`] reads manifests, indexes and configs; [`images`] keeps the name → manifest
 //! records; [`gc`] frees what nothing references; [`archive`] loads, saves and imports;
 //! [`unpack`] extracts one layer safely; [`snapshot`] shares unpacked layers and mounts
-//! container root filesystems; [`testing`] builds busybox images for tests.
+//! container root filesystems; [`testing`] builds busybox images for tests;
+//! [`registry`] speaks the distribution API and pulls/pushes through the store.
 
 pub mod archive;
 pub mod digest;
@@ -14,6 +15,7 @@ pub mod gc;
 pub mod images;
 pub mod manifest;
 pub mod reference;
+pub mod registry;
 pub mod snapshot;
 pub mod store;
 pub mod testing;
