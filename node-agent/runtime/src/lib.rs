@@ -1,1 +1,7 @@
-//! berth-runtime: berth's OCI runtime (runc-compatible) and the per-container shim.
+//! berth-runtime: berth's OCI runtime (runc-compatible `berth-runc`) as a library.
+//!
+//! The library is meant for single-threaded callers: creating a container forks, and the
+//! child sets up namespaces before exec. The shim and the agent call it from a dedicated
+//! process (or exec `berth-runc`), never from a tokio worker.
+
+pub mod seccomp;
