@@ -4,4 +4,5 @@
 //! child sets up namespaces before exec. The shim and the agent call it from a dedicated
 //! process (or exec `berth-runc`), never from a tokio worker.
 
+pub mod cgroups;
 pub mod seccomp;
