@@ -5,4 +5,9 @@
 //! process (or exec `berth-runc`), never from a tokio worker.
 
 pub mod cgroups;
+pub mod hooks;
 pub mod seccomp;
+pub mod spec;
+pub mod state;
+pub mod sync;
+pub mod sys;
