@@ -6,6 +6,8 @@
 
 pub mod cgroups;
 pub mod hooks;
+pub mod process;
+pub mod rootfs;
 pub mod seccomp;
 pub mod spec;
 pub mod state;
