@@ -10,6 +10,7 @@ pub mod create;
 pub mod error;
 pub mod exec;
 pub mod hooks;
+pub mod memfd;
 pub mod namespaces;
 pub mod ops;
 pub mod process;
