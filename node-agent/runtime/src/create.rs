@@ -100,6 +100,12 @@ pub fn create(opts: &CreateOptions) -> Result<Saved, ContainerError> {
     let fifo = dir.join(EXEC_FIFO);
     nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o622))
         .map_err(|e| sys::errno_err("mkfifo", fifo.display(), e))?;
+    // The umask trimmed the mode; and with a user namespace the container's root must be
+    // able to open it (runc chowns it the same way).
+    let (ruid, rgid) = host_root_ids(&spec);
+    fs::set_permissions(&fifo, std::os::unix::fs::PermissionsExt::from_mode(0o622))
+        .and_then(|_| std::os::unix::fs::chown(&fifo, Some(ruid), Some(rgid)))
+        .map_err(|e| sys::SysError { syscall: "chown", target: fifo.display().to_string(), source: e })?;
 
     let linux = spec.linux().as_ref();
     let cg_path = cgroups::normalize_path(linux.and_then(|l| l.cgroups_path().as_deref()), &opts.id)?;
@@ -206,6 +212,19 @@ fn drive(
             m => return Err(ContainerError::init(&id, format!("unexpected {m:?}"))),
         }
     }
+}
+
+/// The host uid/gid that container uid/gid 0 maps to (0/0 without a user namespace).
+fn host_root_ids(spec: &Spec) -> (u32, u32) {
+    let find = |maps: Option<&Vec<oci_spec::runtime::LinuxIdMapping>>| {
+        maps.into_iter()
+            .flatten()
+            .find(|m| m.container_id() == 0)
+            .map(|m| m.host_id())
+            .unwrap_or(0)
+    };
+    let l = spec.linux().as_ref();
+    (find(l.and_then(|l| l.uid_mappings().as_ref())), find(l.and_then(|l| l.gid_mappings().as_ref())))
 }
 
 pub(crate) fn write_pid_file(path: &Path, pid: i32) -> Result<(), ContainerError> {
@@ -395,13 +414,16 @@ fn init_inner(ch: &mut Channel, ctx: &InitContext<'_>) -> Result<ContainerError,
     // SAFETY: closing the sync socket's descriptor; the Channel is never used again.
     unsafe { libc::close(ch.raw_fd()) };
 
-    // Blocks until `start` opens the fifo for reading.
-    let fifo_path = format!("/proc/self/fd/{}", fifo.as_raw_fd());
-    let w = nix::fcntl::open(fifo_path.as_str(), nix::fcntl::OFlag::O_WRONLY | nix::fcntl::OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())
-        .map_err(|e| sys::errno_err("open", "exec fifo", e))?;
-    nix::unistd::write(&w, b"0").map_err(|e| sys::errno_err("write", "exec fifo", e))?;
-    drop(w);
-    drop(fifo);
-    hooks::run("startContainer", h.and_then(|h| h.start_container().as_ref()), &hook_state(Status::Running))?;
-    Ok(prepared.apply_and_exec().into())
+    // From here on the parent is gone: failures are reported on the container's stderr.
+    let after_ready = || -> Result<ContainerError, ContainerError> {
+        // Blocks until `start` opens the fifo for reading.
+        let fifo_path = format!("/proc/self/fd/{}", fifo.as_raw_fd());
+        let w = nix::fcntl::open(fifo_path.as_str(), nix::fcntl::OFlag::O_WRONLY | nix::fcntl::OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())
+            .map_err(|e| sys::errno_err("open", "exec fifo", e))?;
+        nix::unistd::write(&w, b"0").map_err(|e| sys::errno_err("write", "exec fifo", e))?;
+        drop(w);
+        hooks::run("startContainer", h.and_then(|h| h.start_container().as_ref()), &hook_state(Status::Running))?;
+        Ok(prepared.apply_and_exec().into())
+    };
+    Ok(after_ready().unwrap_or_else(|e| e))
 }

@@ -12,7 +12,10 @@ pub fn apply_v1(dir: &Path, m: &LinuxMemory) -> Result<(), CgroupError> {
     if let Some(r) = m.reservation() {
         write(dir, "memory.soft_limit_in_bytes", r.to_string())?;
     }
-    match (m.limit(), m.swap()) {
+    // Without swap accounting (no memsw files) the swap figure cannot be enforced; Docker
+    // warns and drops it in that case, and so do we.
+    let swap = m.swap().filter(|_| dir.join("memory.memsw.limit_in_bytes").exists());
+    match (m.limit(), swap) {
         (Some(l), Some(s)) => {
             let first = write(dir, "memory.limit_in_bytes", l.to_string());
             write(dir, "memory.memsw.limit_in_bytes", s.to_string())?;
@@ -74,6 +77,7 @@ mod tests {
     #[test]
     fn v1_files() {
         let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("memory.memsw.limit_in_bytes"), "").unwrap();
         let m = LinuxMemoryBuilder::default().limit(1 << 20).swap(2 << 20).reservation(512).build().unwrap();
         apply_v1(d.path(), &m).unwrap();
         let r = |f| std::fs::read_to_string(d.path().join(f)).unwrap();
