@@ -388,12 +388,13 @@ fn init_inner(ch: &mut Channel, ctx: &InitContext<'_>) -> Result<ContainerError,
         rootfs::pivot(ctx.rootfs)?;
     }
     if let Some(l) = linux {
-        rootfs::mask_paths(l.masked_paths().as_deref().unwrap_or(&[]))?;
-        rootfs::readonly_paths(l.readonly_paths().as_deref().unwrap_or(&[]))?;
+        // Sysctls first: /proc/sys becomes read-only with the read-only paths.
         for (k, v) in l.sysctl().iter().flatten() {
             let p = format!("/proc/sys/{}", k.replace('.', "/"));
             fs::write(&p, v).map_err(|e| sys::SysError { syscall: "write", target: p, source: e })?;
         }
+        rootfs::readonly_paths(l.readonly_paths().as_deref().unwrap_or(&[]))?;
+        rootfs::mask_paths(l.masked_paths().as_deref().unwrap_or(&[]))?;
     }
     if let Some(prop) = linux.and_then(|l| l.rootfs_propagation().as_deref()).and_then(rootfs::propagation_flag) {
         sys::mount(None, "/", None, prop as libc::c_ulong, None)?;
