@@ -337,6 +337,8 @@ fn mount_cgroup(
                         None,
                     )?;
                     if ro != 0 {
+                        // The handle taken before mounting points under the new mount: reopen.
+                        let t = sys::open_in_root(root.as_raw_fd(), &sub, libc::O_PATH)?;
                         let f = base | ro | (MsFlags::MS_BIND | MsFlags::MS_REMOUNT).bits();
                         mount(None, &fd_path(&t), None, f as libc::c_ulong, None)?;
                     }

@@ -7,7 +7,8 @@ use oci_spec::runtime::LinuxBlockIo;
 use super::{CgroupError, write};
 
 pub fn apply_v1(dir: &Path, b: &LinuxBlockIo) -> Result<(), CgroupError> {
-    if let Some(w) = b.weight() {
+    // Weight 0 means "unset" (dockerd always sends the field).
+    if let Some(w) = b.weight().filter(|w| *w > 0) {
         // CFQ's file when present, BFQ's otherwise (modern kernels only have the latter).
         let file = if dir.join("blkio.weight").exists() {
             "blkio.weight"
@@ -17,7 +18,7 @@ pub fn apply_v1(dir: &Path, b: &LinuxBlockIo) -> Result<(), CgroupError> {
         write(dir, file, w.to_string())?;
     }
     for d in b.weight_device().iter().flatten() {
-        if let Some(w) = d.weight() {
+        if let Some(w) = d.weight().filter(|w| *w > 0) {
             write(
                 dir,
                 "blkio.weight_device",
@@ -56,7 +57,7 @@ pub fn apply_v1(dir: &Path, b: &LinuxBlockIo) -> Result<(), CgroupError> {
 }
 
 pub fn apply_v2(dir: &Path, b: &LinuxBlockIo) -> Result<(), CgroupError> {
-    if let Some(w) = b.weight() {
+    if let Some(w) = b.weight().filter(|w| *w > 0) {
         write(
             dir,
             "io.weight",
