@@ -20,7 +20,13 @@ fn receive_master(listener: &UnixListener) -> (OwnedFd, String) {
     let mut buf = [0u8; 256];
     let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 1]);
     let mut iov = [IoSliceMut::new(&mut buf)];
-    let msg = recvmsg::<()>(conn.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::empty()).unwrap();
+    let msg = recvmsg::<()>(
+        conn.as_raw_fd(),
+        &mut iov,
+        Some(&mut cmsg),
+        MsgFlags::empty(),
+    )
+    .unwrap();
     let mut fd = None;
     for c in msg.cmsgs().unwrap() {
         if let ControlMessageOwned::ScmRights(fds) = c {
@@ -30,14 +36,20 @@ fn receive_master(listener: &UnixListener) -> (OwnedFd, String) {
     let n = msg.bytes;
     let name = String::from_utf8_lossy(&buf[..n]).into_owned();
     // SAFETY: the kernel installed this descriptor for us.
-    (unsafe { OwnedFd::from_raw_fd(fd.expect("no fd received")) }, name)
+    (
+        unsafe { OwnedFd::from_raw_fd(fd.expect("no fd received")) },
+        name,
+    )
 }
 
 #[test]
 fn console_socket_receives_the_pty_master() {
-    let b = Bundle::new(&["sh", "-c", "[ -t 0 ] && [ -t 1 ] && echo IS-A-TTY; tty"], |spec| {
-        spec["process"]["terminal"] = json!(true);
-    });
+    let b = Bundle::new(
+        &["sh", "-c", "[ -t 0 ] && [ -t 1 ] && echo IS-A-TTY; tty"],
+        |spec| {
+            spec["process"]["terminal"] = json!(true);
+        },
+    );
     let rt = Runtime::new();
     let sockdir = tempfile::tempdir().unwrap();
     let sock = sockdir.path().join("console.sock");
@@ -54,7 +66,10 @@ fn console_socket_receives_the_pty_master() {
         .stdin(Stdio::null())
         .output()
         .unwrap();
-    let _c = Container { rt: &rt, id: id.clone() };
+    let _c = Container {
+        rt: &rt,
+        id: id.clone(),
+    };
     assert!(out.status.success(), "{}", stderr(&out));
     let (master, name) = receiver.join().unwrap();
     assert!(name.starts_with("/dev/pts/"), "{name}");
@@ -82,7 +97,13 @@ fn terminal_without_console_socket_is_refused() {
     });
     let rt = Runtime::new();
     let id = id("notty");
-    let out = rt.cmd().args(["create", "--bundle"]).arg(b.path()).arg(&id).output().unwrap();
+    let out = rt
+        .cmd()
+        .args(["create", "--bundle"])
+        .arg(b.path())
+        .arg(&id)
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(stderr(&out).contains("console-socket"), "{}", stderr(&out));
     assert!(rt.state(&id).is_none());
