@@ -300,3 +300,81 @@ fn errors_are_logged_as_json_for_dockerd() {
     assert!(line["msg"].as_str().unwrap().contains("no-such-container"));
     assert!(line["time"].as_str().unwrap().ends_with('Z'));
 }
+
+#[test]
+fn exec_with_process_file_and_kill_all() {
+    let b = Bundle::new(&["sleep", "1000"], |_| {});
+    let rt = Runtime::new();
+    let logs = tempfile::tempdir().unwrap();
+    let id = id("procfile");
+    let _c = rt.create(&id, &b, logs.path());
+    rt.ok(&["start", &id]);
+    let process = json!({
+        "terminal": false,
+        "user": {"uid": 0, "gid": 0},
+        "args": ["sh", "-c", "echo $GREETING from $(pwd)"],
+        "env": ["PATH=/bin", "GREETING=hi"],
+        "cwd": "/dev",
+        "capabilities": {"bounding": ["CAP_KILL"], "effective": ["CAP_KILL"], "permitted": ["CAP_KILL"]},
+        "noNewPrivileges": true
+    });
+    let pf = logs.path().join("process.json");
+    std::fs::write(&pf, process.to_string()).unwrap();
+    let out = rt.ok(&["exec", "--process", pf.to_str().unwrap(), &id]);
+    assert_eq!(stdout(&out), "hi from /dev\n");
+    // A second process in the container, then kill --all takes both.
+    let st = rt
+        .cmd()
+        .args(["exec", "--detach", &id, "sleep", "1000"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let ps: Vec<i32> =
+        serde_json::from_slice(&rt.ok(&["ps", "--format", "json", &id]).stdout).unwrap();
+    assert_eq!(ps.len(), 2, "{ps:?}");
+    rt.ok(&["kill", "--all", &id, "KILL"]);
+    rt.wait_status(&id, "stopped");
+    support::wait_until(
+        std::time::Duration::from_secs(10),
+        || {
+            ps.iter()
+                .all(|p| !std::path::Path::new(&format!("/proc/{p}")).exists() || is_zombie(*p))
+        },
+        "every container process to die",
+    );
+}
+
+fn is_zombie(pid: i32) -> bool {
+    berth_runtime::state::proc_stat(pid).is_none_or(|(s, _)| s == 'Z')
+}
+
+#[test]
+fn features_and_spec_flags() {
+    let rt = Runtime::new();
+    let f: serde_json::Value = serde_json::from_slice(&rt.ok(&["features"]).stdout).unwrap();
+    assert_eq!(f["linux"]["cgroup"]["v1"], true);
+    assert_eq!(f["linux"]["cgroup"]["v2"], true);
+    assert!(
+        f["linux"]["namespaces"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("user"))
+    );
+    let d = tempfile::tempdir().unwrap();
+    rt.ok(&["spec", "--rootless", "--bundle", d.path().to_str().unwrap()]);
+    let spec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.path().join("config.json")).unwrap()).unwrap();
+    assert!(spec["linux"]["uidMappings"].is_array());
+    // spec refuses to overwrite.
+    assert!(
+        !rt.cmd()
+            .args(["spec", "--bundle", d.path().to_str().unwrap()])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+}
