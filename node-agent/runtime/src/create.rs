@@ -147,9 +147,13 @@ pub fn create(opts: &CreateOptions) -> Result<Saved, ContainerError> {
     let cg = Cgroup::new(layout.clone(), cg_path.clone());
     cg.create()?;
     rb.cgroup = Some(cg.clone());
-    if let Some(res) = linux.and_then(|l| l.resources().as_ref()) {
-        cg.apply(res)?;
-    }
+    // Even without resources the default device rules apply.
+    let no_resources = oci_spec::runtime::LinuxResources::default();
+    cg.apply(
+        linux
+            .and_then(|l| l.resources().as_ref())
+            .unwrap_or(&no_resources),
+    )?;
 
     let mut saved = Saved {
         id: opts.id.clone(),

@@ -10,6 +10,7 @@ mod blkio;
 mod cpu;
 mod cpuset;
 mod devices;
+pub mod devices_bpf;
 mod freezer;
 mod memory;
 mod pids;
@@ -256,13 +257,14 @@ impl Cgroup {
             if let Some(b) = res.block_io() {
                 blkio::apply_v2(&d, b)?;
             }
-            if res.devices().as_ref().is_some_and(|d| !d.is_empty()) {
-                // v2 device control needs an eBPF program, which berth-runc does not load.
-                // The device nodes in the container are still only the ones the spec lists.
-                eprintln!(
-                    "berth-runc: cgroup v2 device rules are not enforced (no eBPF device filter)"
-                );
-            }
+            let mut rules: Vec<devices_bpf::Rule> = res
+                .devices()
+                .iter()
+                .flatten()
+                .filter_map(devices_bpf::rule_of)
+                .collect();
+            rules.extend(devices_bpf::default_rules());
+            devices_bpf::apply(&d, &rules)?;
         } else {
             if let Some(m) = res.memory() {
                 memory::apply_v1(&need("memory")?, m)?;
