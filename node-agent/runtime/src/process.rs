@@ -238,7 +238,6 @@ impl Prepared {
     }
 
     fn finalize(&self) -> Result<(), ProcessError> {
-        let caps_err = |e: caps::errors::CapsError| ProcessError::Caps(e.to_string());
         // Without no_new_privs, installing a filter needs CAP_SYS_ADMIN: do it while we have it.
         if !self.no_new_privs {
             if let Some(s) = &self.seccomp {
@@ -270,10 +269,14 @@ impl Prepared {
             }
         }
         if let Some(c) = &self.caps {
-            caps::set(None, CapSet::Effective, &c.effective).map_err(caps_err)?;
-            caps::set(None, CapSet::Permitted, &c.permitted).map_err(caps_err)?;
-            caps::set(None, CapSet::Inheritable, &c.inheritable).map_err(caps_err)?;
-            caps::clear(None, CapSet::Ambient).map_err(caps_err)?;
+            // A set asking for a capability the runtime itself lacks fails here (EPERM).
+            let err = |set: &str| {
+                move |e: caps::errors::CapsError| ProcessError::Caps(format!("{set} set: {e}"))
+            };
+            caps::set(None, CapSet::Effective, &c.effective).map_err(err("effective"))?;
+            caps::set(None, CapSet::Permitted, &c.permitted).map_err(err("permitted"))?;
+            caps::set(None, CapSet::Inheritable, &c.inheritable).map_err(err("inheritable"))?;
+            caps::clear(None, CapSet::Ambient).map_err(err("ambient"))?;
             for a in &c.ambient {
                 // Ambient needs the cap in permitted and inheritable; runc skips it otherwise.
                 let _ = caps::raise(None, CapSet::Ambient, *a);
