@@ -270,7 +270,7 @@ impl Prepared {
         }
         if let Some(c) = &self.caps {
             // A set asking for a capability the runtime itself lacks fails here (EPERM).
-            let err = |set: &str| {
+            let err = |set: &'static str| {
                 move |e: caps::errors::CapsError| ProcessError::Caps(format!("{set} set: {e}"))
             };
             caps::set(None, CapSet::Effective, &c.effective).map_err(err("effective"))?;
