@@ -378,3 +378,68 @@ fn features_and_spec_flags() {
             .success()
     );
 }
+
+#[test]
+fn container_side_hooks_and_pid_file() {
+    let out = tempfile::tempdir().unwrap();
+    let o = out.path().display().to_string();
+    let b = Bundle::new(&["true"], |spec| {
+        spec["mounts"].as_array_mut().unwrap().push(json!({
+            "destination": "/out", "type": "bind", "source": o, "options": ["rbind", "rw"]
+        }));
+        spec["hooks"] = json!({
+            // Runs in the container's mount namespace before pivot_root: host paths resolve.
+            "createContainer": [{"path": "/bin/sh", "args": ["sh", "-c", format!("cat > {o}/createContainer")]}],
+            // Runs inside the container after start, before the process: container paths.
+            "startContainer": [{"path": "/bin/sh", "args": ["sh", "-c", "cat > /out/startContainer; hostname > /out/hostname"]}],
+        });
+    });
+    let rt = Runtime::new();
+    let id = id("ctrhooks");
+    let pidfile = out.path().join("init.pid");
+    let logs = tempfile::tempdir().unwrap();
+    let st = rt
+        .cmd()
+        .args([
+            "create",
+            "--pid-file",
+            pidfile.to_str().unwrap(),
+            "--bundle",
+        ])
+        .arg(b.path())
+        .arg(&id)
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(logs.path().join("o")).unwrap())
+        .stderr(std::fs::File::create(logs.path().join("e")).unwrap())
+        .status()
+        .unwrap();
+    let _c = Container {
+        rt: &rt,
+        id: id.clone(),
+    };
+    assert!(
+        st.success(),
+        "{}",
+        std::fs::read_to_string(logs.path().join("e")).unwrap()
+    );
+    let pid: i64 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(rt.state(&id).unwrap()["pid"], json!(pid));
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.path().join("createContainer")).unwrap())
+            .unwrap();
+    assert_eq!(v["id"], json!(id));
+    assert_eq!(v["pid"], json!(pid));
+    rt.ok(&["start", &id]);
+    rt.wait_status(&id, "stopped");
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.path().join("startContainer")).unwrap()).unwrap();
+    assert_eq!(v["id"], json!(id));
+    assert_eq!(
+        std::fs::read_to_string(out.path().join("hostname")).unwrap(),
+        "berth-test\n"
+    );
+}
