@@ -68,6 +68,13 @@ impl Drop for Rollback<'_> {
 
 /// Creates the container; returns its saved state (status "created").
 pub fn create(opts: &CreateOptions) -> Result<Saved, ContainerError> {
+    // The children run arbitrary code after fork; that is only sound when no other thread
+    // can hold a lock (allocator, stdio) at the moment of the fork.
+    if crate::sys::thread_count() > 1 {
+        return Err(ContainerError::Invalid(
+            "berth-runtime: create/exec must be called from a single-threaded process (exec berth-runc instead)".into(),
+        ));
+    }
     state::validate_id(&opts.id)?;
     let bundle = fs::canonicalize(&opts.bundle)
         .map_err(|e| ContainerError::Invalid(format!("bundle {}: {e}", opts.bundle.display())))?;

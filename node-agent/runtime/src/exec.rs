@@ -67,6 +67,13 @@ pub fn build_process(base: &Process, o: &ExecOptions) -> Result<Process, Contain
 
 /// Starts the process; returns its host pid (the caller decides whether to wait).
 pub fn exec(root: &Path, id: &str, o: &ExecOptions) -> Result<i32, ContainerError> {
+    // The children run arbitrary code after fork; that is only sound when no other thread
+    // can hold a lock (allocator, stdio) at the moment of the fork.
+    if crate::sys::thread_count() > 1 {
+        return Err(ContainerError::Invalid(
+            "berth-runtime: create/exec must be called from a single-threaded process (exec berth-runc instead)".into(),
+        ));
+    }
     let saved = Saved::load(root, id)?;
     let st = status(root, &saved);
     if st != Status::Running && st != Status::Created {

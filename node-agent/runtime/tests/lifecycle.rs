@@ -443,3 +443,19 @@ fn container_side_hooks_and_pid_file() {
         "berth-test\n"
     );
 }
+
+#[test]
+fn library_create_refuses_a_multithreaded_caller() {
+    // The test harness runs tests on threads: this process is multi-threaded.
+    let b = Bundle::new(&["true"], |_| {});
+    let rt = Runtime::new();
+    let opts = berth_runtime::CreateOptions {
+        root: rt.root.path().to_path_buf(),
+        id: id("threads"),
+        bundle: b.path().to_path_buf(),
+        ..Default::default()
+    };
+    let err = berth_runtime::create(&opts).unwrap_err();
+    assert!(err.to_string().contains("single-threaded"), "{err}");
+    assert!(rt.state(&id("threads")).is_none());
+}
