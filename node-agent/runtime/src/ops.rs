@@ -123,11 +123,7 @@ pub fn kill_container(root: &Path, id: &str, sig: Signal, all: bool) -> Result<(
     let saved = Saved::load(root, id)?;
     let st = status(root, &saved);
     if st == Status::Stopped {
-        return Err(ContainerError::BadState {
-            id: id.into(),
-            status: st,
-            op: "kill",
-        });
+        return Err(ContainerError::NotRunning { id: id.into() });
     }
     if all {
         let cg = cgroup_of(&saved)?;

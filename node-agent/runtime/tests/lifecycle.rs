@@ -56,6 +56,12 @@ fn create_start_state_kill_delete() {
     );
     rt.ok(&["kill", &id, "KILL"]);
     rt.wait_status(&id, "stopped");
+    let again = rt.cmd().args(["kill", &id, "KILL"]).output().unwrap();
+    assert!(
+        stderr(&again).contains("container not running"),
+        "{}",
+        stderr(&again)
+    );
     rt.ok(&["delete", &id]);
     assert!(rt.state(&id).is_none());
     assert!(!rt.root.path().join(&id).exists());
