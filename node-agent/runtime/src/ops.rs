@@ -166,6 +166,22 @@ pub fn resume(root: &Path, id: &str) -> Result<(), ContainerError> {
     Ok(cgroup_of(&saved)?.thaw()?)
 }
 
+/// `update`: applies new resource limits to a created, running or paused container.
+pub fn update(
+    root: &Path,
+    id: &str,
+    res: &oci_spec::runtime::LinuxResources,
+) -> Result<(), ContainerError> {
+    let saved = Saved::load(root, id)?;
+    if status(root, &saved) == Status::Stopped {
+        return Err(ContainerError::NotRunning { id: id.into() });
+    }
+    // Device rules are left alone: rewriting them on a live v1 cgroup would briefly deny all.
+    let mut res = res.clone();
+    res.set_devices(None);
+    Ok(cgroup_of(&saved)?.apply_without_devices(&res)?)
+}
+
 /// `ps ID`: host pids in the container's cgroup.
 pub fn ps(root: &Path, id: &str) -> Result<Vec<i32>, ContainerError> {
     let saved = Saved::load(root, id)?;

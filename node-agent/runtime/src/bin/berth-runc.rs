@@ -139,6 +139,12 @@ enum Cmd {
     Resume { id: String },
     /// Print what this runtime supports (OCI features JSON).
     Features,
+    /// Change a container's resources (`linux.resources` JSON from a file, or `-` for stdin).
+    Update {
+        #[arg(long, short = 'r')]
+        resources: PathBuf,
+        id: String,
+    },
 }
 
 /// The log file, written the way dockerd/containerd read it.
@@ -339,6 +345,21 @@ fn run(cli: &Cli, log: &mut Logger) -> Result<u8> {
         }
         Cmd::Resume { id } => {
             ops::resume(root, id)?;
+            Ok(0)
+        }
+        Cmd::Update { resources, id } => {
+            let text = if resources.as_os_str() == "-" {
+                let mut t = Vec::new();
+                std::io::Read::read_to_end(&mut std::io::stdin(), &mut t)
+                    .context("reading resources from stdin")?;
+                t
+            } else {
+                std::fs::read(resources)
+                    .with_context(|| format!("--resources {}", resources.display()))?
+            };
+            let res: oci_spec::runtime::LinuxResources = serde_json::from_slice(&text)
+                .context("--resources: not a linux.resources object")?;
+            ops::update(root, id, &res)?;
             Ok(0)
         }
         Cmd::Features => {

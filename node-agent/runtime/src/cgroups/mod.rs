@@ -236,6 +236,15 @@ impl Cgroup {
     /// Applies the spec's resources. Missing controllers are skipped only when the spec
     /// does not ask for them.
     pub fn apply(&self, res: &LinuxResources) -> Result<(), CgroupError> {
+        self.apply_inner(res, true)
+    }
+
+    /// Like [`Cgroup::apply`] but leaves device rules as they are (for live updates).
+    pub fn apply_without_devices(&self, res: &LinuxResources) -> Result<(), CgroupError> {
+        self.apply_inner(res, false)
+    }
+
+    fn apply_inner(&self, res: &LinuxResources, devices: bool) -> Result<(), CgroupError> {
         let need = |c: &'static str| {
             self.dir(c).ok_or(CgroupError::Invalid {
                 what: "controller",
@@ -257,14 +266,16 @@ impl Cgroup {
             if let Some(b) = res.block_io() {
                 blkio::apply_v2(&d, b)?;
             }
-            let mut rules: Vec<devices_bpf::Rule> = res
-                .devices()
-                .iter()
-                .flatten()
-                .filter_map(devices_bpf::rule_of)
-                .collect();
-            rules.extend(devices_bpf::default_rules());
-            devices_bpf::apply(&d, &rules)?;
+            if devices {
+                let mut rules: Vec<devices_bpf::Rule> = res
+                    .devices()
+                    .iter()
+                    .flatten()
+                    .filter_map(devices_bpf::rule_of)
+                    .collect();
+                rules.extend(devices_bpf::default_rules());
+                devices_bpf::apply(&d, &rules)?;
+            }
         } else {
             if let Some(m) = res.memory() {
                 memory::apply_v1(&need("memory")?, m)?;
@@ -279,7 +290,7 @@ impl Cgroup {
             if let Some(b) = res.block_io() {
                 blkio::apply_v1(&need("blkio")?, b)?;
             }
-            if let Some(d) = self.dir("devices") {
+            if let Some(d) = self.dir("devices").filter(|_| devices) {
                 devices::apply_v1(&d, res.devices().as_deref().unwrap_or(&[]))?;
             }
         }
