@@ -41,6 +41,8 @@ pub struct CreateOptions {
     pub console_socket: Option<PathBuf>,
     pub pid_file: Option<PathBuf>,
     pub systemd_cgroup: bool,
+    /// runc's `--no-pivot`: MS_MOVE + chroot instead of pivot_root (for roots on initramfs).
+    pub no_pivot: bool,
 }
 
 /// Removes what a failed create made.
@@ -186,6 +188,7 @@ pub fn create(opts: &CreateOptions) -> Result<Saved, ContainerError> {
         layout: &layout,
         cgroup_path: &saved.cgroup_path,
         console: console.as_ref().map(|c| c.as_raw_fd()),
+        no_pivot: opts.no_pivot,
     };
     // SAFETY: berth-runc is single-threaded (documented requirement for library callers),
     // so the child may use the allocator and everything else after fork.
@@ -319,6 +322,7 @@ pub(crate) struct InitContext<'a> {
     pub layout: &'a Layout,
     pub cgroup_path: &'a Path,
     pub console: Option<RawFd>,
+    pub no_pivot: bool,
 }
 
 /// Reports `r`'s error to the parent and exits; never returns.
@@ -500,7 +504,7 @@ fn init_inner(ch: &mut Channel, ctx: &InitContext<'_>) -> Result<ContainerError,
         &hook_state(Status::Created),
     )?;
 
-    if rootfs::on_ramfs(ctx.rootfs) {
+    if ctx.no_pivot || rootfs::on_ramfs(ctx.rootfs) {
         rootfs::move_root(ctx.rootfs)?;
     } else {
         rootfs::pivot(ctx.rootfs)?;

@@ -52,7 +52,7 @@ struct CreateArgs {
     console_socket: Option<PathBuf>,
     #[arg(long = "pid-file")]
     pid_file: Option<PathBuf>,
-    /// Accepted for compatibility: pivot_root is always used unless the rootfs is on ramfs.
+    /// Use MS_MOVE + chroot instead of pivot_root (as for a rootfs on ramfs).
     #[arg(long = "no-pivot")]
     no_pivot: bool,
     /// Accepted for compatibility; no session keyring is created.
@@ -227,6 +227,7 @@ fn create_opts(cli: &Cli, a: &CreateArgs) -> CreateOptions {
         console_socket: a.console_socket.clone(),
         pid_file: a.pid_file.clone(),
         systemd_cgroup: cli.systemd_cgroup,
+        no_pivot: a.no_pivot,
     }
 }
 
