@@ -211,6 +211,9 @@ pub fn create(opts: &CreateOptions) -> Result<Saved, ContainerError> {
         &mut saved,
         &mut rb,
     );
+    // Closing our end first: an intermediate still waiting for a message then sees EOF and
+    // exits instead of blocking us forever.
+    drop(parent_ch);
     let _ = waitpid(child, None);
     res?;
     saved.save(&opts.root)?;

@@ -161,6 +161,9 @@ pub fn exec(root: &Path, id: &str, o: &ExecOptions) -> Result<i32, ContainerErro
         }
         pid.ok_or_else(|| ContainerError::init(id, "no pid reported"))
     })();
+    // Closing our end first: an intermediate still waiting for a message then sees EOF and
+    // exits instead of blocking us forever.
+    drop(parent_ch);
     let _ = waitpid(child, None);
     let pid = r?;
     if let Some(pf) = &o.pid_file {

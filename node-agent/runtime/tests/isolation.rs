@@ -289,3 +289,34 @@ fn no_pivot_runs_in_the_rootfs() {
         "{s}"
     );
 }
+
+#[test]
+fn bad_id_mapping_fails_create_cleanly() {
+    // Overlapping container ranges: the kernel refuses the uid_map write.
+    let b = Bundle::new(&["true"], |spec| {
+        spec["linux"]["namespaces"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"type": "user"}));
+        spec["linux"]["uidMappings"] = json!([
+            {"containerID": 0, "hostID": 300000, "size": 10},
+            {"containerID": 5, "hostID": 400000, "size": 10}
+        ]);
+        spec["linux"]["gidMappings"] = json!([{"containerID": 0, "hostID": 300000, "size": 10}]);
+    });
+    let rt = Runtime::new();
+    let id = id("badmap");
+    let out = rt
+        .cmd()
+        .args(["create", "--bundle"])
+        .arg(b.path())
+        .arg(&id)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let _ = rt.cmd().args(["delete", "--force", &id]).output();
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("uid_map"), "{}", stderr(&out));
+    assert!(rt.state(&id).is_none());
+    assert!(!rt.root.path().join(&id).exists());
+}
