@@ -260,6 +260,9 @@ fn drive(
     };
     rb.pid = Some(pid);
     saved.pid = pid;
+    // The init waits for this, so its messages never overtake the intermediate's pid report.
+    ch.send(&Msg::Go)
+        .map_err(|e| ContainerError::init(&id, e))?;
     saved.pid_start = state::proc_stat(pid).map(|s| s.1).unwrap_or(0);
     loop {
         match recv(ch)? {
@@ -392,6 +395,16 @@ fn intermediate_inner(ch: &mut Channel, ctx: &InitContext<'_>) -> Result<(), Con
     }
 }
 
+/// Waits for the parent's "go" (sent once it has the init's pid).
+pub(crate) fn wait_go(ch: &mut Channel) -> Result<(), ContainerError> {
+    match ch.recv() {
+        Ok(Some(Msg::Go)) => Ok(()),
+        other => Err(ContainerError::Invalid(format!(
+            "sync: expected go, got {other:?}"
+        ))),
+    }
+}
+
 fn become_root() -> Result<(), ContainerError> {
     // SAFETY: credential syscalls on ourselves.
     unsafe {
@@ -431,6 +444,7 @@ fn container_init(ch: &mut Channel, ctx: &InitContext<'_>) -> ! {
 
 /// The init's work; returns only the error that ended it after "ready".
 fn init_inner(ch: &mut Channel, ctx: &InitContext<'_>) -> Result<ContainerError, ContainerError> {
+    wait_go(ch)?;
     let spec = ctx.spec;
     let linux = spec.linux().as_ref();
     nix::unistd::setsid().map_err(|e| sys::errno_err("setsid", "init", e))?;

@@ -152,7 +152,13 @@ pub fn exec(root: &Path, id: &str, o: &ExecOptions) -> Result<i32, ContainerErro
         let mut pid = None;
         loop {
             match parent_ch.recv().map_err(|e| ContainerError::init(id, e))? {
-                Some(Msg::Pid(p)) => pid = Some(p),
+                Some(Msg::Pid(p)) => {
+                    pid = Some(p);
+                    // The process waits for this before reporting "ready" (ordering).
+                    parent_ch
+                        .send(&Msg::Go)
+                        .map_err(|e| ContainerError::init(id, e))?;
+                }
                 Some(Msg::Ready) => break,
                 Some(Msg::Error(e)) => return Err(ContainerError::init(id, e)),
                 Some(m) => return Err(ContainerError::init(id, format!("unexpected {m:?}"))),
@@ -200,6 +206,7 @@ fn exec_intermediate(
         }
         ForkResult::Child => {
             let r = (|| -> Result<ContainerError, ContainerError> {
+                crate::create::wait_go(ch)?;
                 if let Some(sock) = console {
                     nix::unistd::setsid().map_err(|e| sys::errno_err("setsid", "exec", e))?;
                     crate::console::setup(sock)?;

@@ -210,6 +210,22 @@ impl Cgroup {
 
     /// Creates the directories (enabling v2 controllers on the way down).
     pub fn create(&self) -> Result<(), CgroupError> {
+        // Another runtime (or an administrator) may remove an empty parent between our
+        // mkdirs: start over a few times when a level vanished under us.
+        let mut attempt = 0;
+        loop {
+            match self.create_once() {
+                Err(CgroupError::Io { source, .. })
+                    if source.kind() == io::ErrorKind::NotFound && attempt < 5 =>
+                {
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn create_once(&self) -> Result<(), CgroupError> {
         match &self.layout {
             Layout::V2 { root } => {
                 let mut cur = root.clone();
@@ -355,7 +371,10 @@ impl Cgroup {
     /// Removes the directories, waiting up to `timeout` for exiting processes to leave.
     pub fn destroy(&self, timeout: Duration) -> Result<(), CgroupError> {
         let start = Instant::now();
-        let _ = self.thaw();
+        // (kill_all_and_wait thaws before killing; this covers a frozen, already empty cgroup)
+        if self.is_frozen() {
+            let _ = self.thaw();
+        }
         for d in self.dirs() {
             loop {
                 match fs::remove_dir(&d) {
