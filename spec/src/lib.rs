@@ -4,5 +4,11 @@
 //! Pure library: no network, no root, no processes. File reads happen only in the loader.
 
 pub mod error;
+pub mod merge;
+pub mod path;
+pub mod source_map;
+pub mod yaml;
 
 pub use error::{Error, Location, Result, Warning};
+pub use path::PathSeg;
+pub use source_map::SourceMap;
