@@ -3,7 +3,9 @@
 //!
 //! Pure library: no network, no root, no processes. File reads happen only in the loader.
 
+pub mod env;
 pub mod error;
+pub mod interpolate;
 pub mod merge;
 pub mod path;
 pub mod source_map;
