@@ -3,11 +3,16 @@
 //!
 //! Pure library: no network, no root, no processes. File reads happen only in the loader.
 
+pub mod discovery;
 pub mod env;
 pub mod error;
+pub mod extends;
+pub mod include;
 pub mod interpolate;
 pub mod merge;
 pub mod path;
+pub mod profiles;
+pub mod rebase;
 pub mod source_map;
 pub mod yaml;
 
