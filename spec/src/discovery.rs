@@ -9,7 +9,12 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Warning};
 
-pub const DEFAULT_FILES: [&str; 4] = ["compose.yaml", "compose.yml", "docker-compose.yaml", "docker-compose.yml"];
+pub const DEFAULT_FILES: [&str; 4] = [
+    "compose.yaml",
+    "compose.yml",
+    "docker-compose.yaml",
+    "docker-compose.yml",
+];
 pub const OVERRIDE_FILES: [&str; 4] = [
     "compose.override.yaml",
     "compose.override.yml",
@@ -38,7 +43,11 @@ pub fn find_default_files(dir: &Path) -> Result<(Vec<PathBuf>, Vec<Warning>), Er
 }
 
 fn first_existing(dir: &Path, names: &[&str], warnings: &mut Vec<Warning>) -> Option<PathBuf> {
-    let found: Vec<PathBuf> = names.iter().map(|n| dir.join(n)).filter(|p| p.is_file()).collect();
+    let found: Vec<PathBuf> = names
+        .iter()
+        .map(|n| dir.join(n))
+        .filter(|p| p.is_file())
+        .collect();
     if found.len() > 1 {
         let list: Vec<String> = found.iter().map(|p| p.display().to_string()).collect();
         warnings.push(Warning {
@@ -66,8 +75,13 @@ pub fn normalize_project_name(name: &str) -> String {
 
 /// Checks a name given explicitly (`-p`, `COMPOSE_PROJECT_NAME`, top-level `name`).
 pub fn validate_project_name(name: &str, source: &str) -> Result<(), Error> {
-    let ok = name.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+    let ok = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
     if ok {
         Ok(())
     } else {
@@ -86,13 +100,20 @@ pub fn project_name(
     top_level: Option<&str>,
     project_dir: &Path,
 ) -> Result<String, Error> {
-    for (value, source) in [(flag, "-p"), (env, "COMPOSE_PROJECT_NAME"), (top_level, "the top-level `name`")] {
+    for (value, source) in [
+        (flag, "-p"),
+        (env, "COMPOSE_PROJECT_NAME"),
+        (top_level, "the top-level `name`"),
+    ] {
         if let Some(name) = value.filter(|v| !v.is_empty()) {
             validate_project_name(name, source)?;
             return Ok(name.to_string());
         }
     }
-    let base = project_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let base = project_dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let name = normalize_project_name(&base);
     if name.is_empty() {
         return Err(Error::Project(format!(
@@ -117,9 +138,19 @@ mod tests {
         let sub = root.join("a/b");
         std::fs::create_dir_all(&sub).unwrap();
         let (files, warnings) = find_default_files(&sub).unwrap();
-        assert_eq!(files, vec![root.join("compose.yaml"), root.join("docker-compose.override.yml")]);
+        assert_eq!(
+            files,
+            vec![
+                root.join("compose.yaml"),
+                root.join("docker-compose.override.yml")
+            ]
+        );
         assert_eq!(warnings.len(), 1);
-        assert!(warnings[0].message.contains("multiple config files"), "{}", warnings[0]);
+        assert!(
+            warnings[0].message.contains("multiple config files"),
+            "{}",
+            warnings[0]
+        );
     }
 
     #[test]
@@ -138,12 +169,28 @@ mod tests {
         assert_eq!(normalize_project_name("My Project.v2"), "myprojectv2");
         assert_eq!(normalize_project_name("__-Foo_bar-"), "foo_bar-");
         assert_eq!(normalize_project_name("ÄÖ"), "");
-        assert_eq!(project_name(Some("p1"), Some("env"), Some("top"), Path::new("/x/dir")).unwrap(), "p1");
-        assert_eq!(project_name(None, Some("env"), Some("top"), Path::new("/x/dir")).unwrap(), "env");
-        assert_eq!(project_name(None, Some(""), Some("top"), Path::new("/x/dir")).unwrap(), "top");
-        assert_eq!(project_name(None, None, None, Path::new("/x/My_Dir")).unwrap(), "my_dir");
+        assert_eq!(
+            project_name(Some("p1"), Some("env"), Some("top"), Path::new("/x/dir")).unwrap(),
+            "p1"
+        );
+        assert_eq!(
+            project_name(None, Some("env"), Some("top"), Path::new("/x/dir")).unwrap(),
+            "env"
+        );
+        assert_eq!(
+            project_name(None, Some(""), Some("top"), Path::new("/x/dir")).unwrap(),
+            "top"
+        );
+        assert_eq!(
+            project_name(None, None, None, Path::new("/x/My_Dir")).unwrap(),
+            "my_dir"
+        );
         let err = project_name(Some("Bad Name"), None, None, Path::new("/x")).unwrap_err();
-        assert!(err.to_string().contains("invalid project name \"Bad Name\" (from -p)"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("invalid project name \"Bad Name\" (from -p)"),
+            "{err}"
+        );
         assert!(project_name(None, None, Some("-x"), Path::new("/x")).is_err());
         assert!(project_name(None, None, None, Path::new("/")).is_err());
     }

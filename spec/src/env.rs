@@ -13,16 +13,24 @@ use std::path::Path;
 use indexmap::IndexMap;
 
 use crate::error::{Error, Location};
-use crate::interpolate::{interpolate_str, InterpolateError};
+use crate::interpolate::{InterpolateError, interpolate_str};
 
 pub type EnvMap = IndexMap<String, String>;
 
 /// Parses dotenv text. `outer` is looked up first when interpolating (the process
 /// environment), then the variables already read from this text.
-pub fn parse_dotenv(text: &str, file: &Path, outer: &dyn Fn(&str) -> Option<String>) -> Result<EnvMap, Error> {
+pub fn parse_dotenv(
+    text: &str,
+    file: &Path,
+    outer: &dyn Fn(&str) -> Option<String>,
+) -> Result<EnvMap, Error> {
     let chars: Vec<char> = text.chars().collect();
     let mut vars = EnvMap::new();
-    let mut p = Cursor { chars: &chars, i: 0, line: 1 };
+    let mut p = Cursor {
+        chars: &chars,
+        i: 0,
+        line: 1,
+    };
     loop {
         p.skip(|c| c.is_whitespace());
         let Some(c) = p.peek() else { break };
@@ -31,7 +39,10 @@ pub fn parse_dotenv(text: &str, file: &Path, outer: &dyn Fn(&str) -> Option<Stri
             continue;
         }
         let line = p.line;
-        let err = |message: String| Error::Syntax { location: Location::at(file, line, 0), message };
+        let err = |message: String| Error::Syntax {
+            location: Location::at(file, line, 0),
+            message,
+        };
         let mut key = p.take_while(|c| !c.is_whitespace() && c != '=' && c != '#');
         if key == "export" && matches!(p.peek(), Some(' ' | '\t')) {
             p.skip(|c| c == ' ' || c == '\t');
@@ -40,8 +51,13 @@ pub fn parse_dotenv(text: &str, file: &Path, outer: &dyn Fn(&str) -> Option<Stri
         if key.is_empty() {
             return Err(err("a variable assignment must start with a name".into()));
         }
-        if let Some(bad) = key.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-' | '[' | ']'))) {
-            return Err(err(format!("unexpected character {bad:?} in variable name {key:?}")));
+        if let Some(bad) = key
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-' | '[' | ']')))
+        {
+            return Err(err(format!(
+                "unexpected character {bad:?} in variable name {key:?}"
+            )));
         }
         p.skip(|c| c == ' ' || c == '\t');
         match p.peek() {
@@ -54,7 +70,11 @@ pub fn parse_dotenv(text: &str, file: &Path, outer: &dyn Fn(&str) -> Option<Stri
                 p.skip(|c| c != '\n');
                 continue;
             }
-            Some(c) => return Err(err(format!("unexpected character {c:?} after variable name {key:?}"))),
+            Some(c) => {
+                return Err(err(format!(
+                    "unexpected character {c:?} after variable name {key:?}"
+                )));
+            }
         }
         p.skip(|c| c == ' ' || c == '\t');
         let value = match p.peek() {
@@ -97,7 +117,11 @@ pub fn parse_dotenv(text: &str, file: &Path, outer: &dyn Fn(&str) -> Option<Stri
                 p.skip(|c| c == ' ' || c == '\t');
                 match p.peek() {
                     None | Some('\n' | '\r' | '#') => {}
-                    Some(c) => return Err(err(format!("unexpected character {c:?} after the quoted value of {key}"))),
+                    Some(c) => {
+                        return Err(err(format!(
+                            "unexpected character {c:?} after the quoted value of {key}"
+                        )));
+                    }
                 }
                 p.skip(|c| c != '\n');
                 raw
@@ -117,9 +141,11 @@ pub fn parse_dotenv(text: &str, file: &Path, outer: &dyn Fn(&str) -> Option<Stri
         };
         let lookup = |name: &str| outer(name).or_else(|| vars.get(name).cloned());
         let value = interpolate_str(&value, &lookup, &mut |_| {}).map_err(|e| match e {
-            InterpolateError::Required { variable, message } => {
-                Error::RequiredVariable { location: Location::at(file, line, 0), variable, message }
-            }
+            InterpolateError::Required { variable, message } => Error::RequiredVariable {
+                location: Location::at(file, line, 0),
+                variable,
+                message,
+            },
             other => err(other.to_string()),
         })?;
         vars.insert(key, value);
@@ -139,9 +165,20 @@ pub fn parse_raw(text: &str) -> EnvMap {
 }
 
 /// Reads and parses one env file.
-pub fn read_env_file(path: &Path, raw: bool, outer: &dyn Fn(&str) -> Option<String>) -> Result<EnvMap, Error> {
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
-    if raw { Ok(parse_raw(&text)) } else { parse_dotenv(&text, path, outer) }
+pub fn read_env_file(
+    path: &Path,
+    raw: bool,
+    outer: &dyn Fn(&str) -> Option<String>,
+) -> Result<EnvMap, Error> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    if raw {
+        Ok(parse_raw(&text))
+    } else {
+        parse_dotenv(&text, path, outer)
+    }
 }
 
 struct Cursor<'a> {
@@ -239,7 +276,10 @@ L=a=b=c
 
     #[test]
     fn process_env_wins_in_interpolation_and_later_redefinitions_apply() {
-        assert_eq!(pairs("HOME=/h\nX=$HOME\nA=1\nA=2\nB=$A"), vec![p("HOME", "/h"), p("X", "/root"), p("A", "2"), p("B", "2")]);
+        assert_eq!(
+            pairs("HOME=/h\nX=$HOME\nA=1\nA=2\nB=$A"),
+            vec![p("HOME", "/h"), p("X", "/root"), p("A", "2"), p("B", "2")]
+        );
     }
 
     #[test]
@@ -253,7 +293,9 @@ L=a=b=c
         ];
         for (text, line, needle) in cases {
             let err = parse(text).unwrap_err();
-            let Error::Syntax { location, message } = &err else { panic!("{err:?}") };
+            let Error::Syntax { location, message } = &err else {
+                panic!("{err:?}")
+            };
             assert_eq!(location.line, line, "{text:?}");
             assert!(message.contains(needle), "{text:?}: {message}");
         }
@@ -264,6 +306,9 @@ L=a=b=c
     #[test]
     fn raw_format() {
         let m = parse_raw("A='x' $B\n\nC=d=e\n");
-        assert_eq!(m.into_iter().collect::<Vec<_>>(), vec![p("A", "'x' $B"), p("C", "d=e")]);
+        assert_eq!(
+            m.into_iter().collect::<Vec<_>>(),
+            vec![p("A", "'x' $B"), p("C", "d=e")]
+        );
     }
 }

@@ -31,7 +31,9 @@ fn service_path(name: &str) -> Vec<PathSeg> {
 
 /// Resolves every `extends` of the document of `file` in place.
 pub fn apply_extends(parsed: &mut Parsed, file: &Path, load: &mut LoadFn<'_>) -> Result<(), Error> {
-    let Some(Value::Mapping(services)) = parsed.value.get("services") else { return Ok(()) };
+    let Some(Value::Mapping(services)) = parsed.value.get("services") else {
+        return Ok(());
+    };
     let names: Vec<String> = services
         .iter()
         .filter(|(_, s)| s.get("extends").is_some())
@@ -63,28 +65,41 @@ fn resolve(
 ) -> Result<(Value, SourceMap), Error> {
     let parsed = &cache[file];
     let path = service_path(name);
-    let service = parsed.value.get("services").and_then(|s| s.get(name)).cloned().unwrap_or(Value::Null);
+    let service = parsed
+        .value
+        .get("services")
+        .and_then(|s| s.get(name))
+        .cloned()
+        .unwrap_or(Value::Null);
     let mut map = SourceMap::new(file);
     map.copy_prefix_from(&parsed.source_map, &path, &path);
-    let Some(extends) = service.get("extends") else { return Ok((service, map)) };
+    let Some(extends) = service.get("extends") else {
+        return Ok((service, map));
+    };
     let mut extends_path = path.clone();
     extends_path.push(key("extends"));
     let here = parsed.source_map.locate(&extends_path);
-    let invalid = |message: String| Error::Invalid { location: here.clone(), message };
+    let invalid = |message: String| Error::Invalid {
+        location: here.clone(),
+        message,
+    };
     let (base_name, base_file) = match extends {
         Value::String(s) => (s.clone(), None),
         Value::Mapping(m) => {
-            let base = m
-                .get("service")
-                .and_then(Value::as_str)
-                .ok_or_else(|| invalid(format!("services.{name}.extends: `service` is required")))?;
+            let base = m.get("service").and_then(Value::as_str).ok_or_else(|| {
+                invalid(format!("services.{name}.extends: `service` is required"))
+            })?;
             let other = m.get("file").and_then(Value::as_str).map(|f| {
                 let dir = file.parent().unwrap_or(Path::new("/"));
                 PathBuf::from(absolute(dir, f))
             });
             (base.to_string(), other)
         }
-        _ => return Err(invalid(format!("services.{name}.extends must be a service name or a mapping"))),
+        _ => {
+            return Err(invalid(format!(
+                "services.{name}.extends must be a service name or a mapping"
+            )));
+        }
     };
     let target = base_file.clone().unwrap_or_else(|| file.to_path_buf());
     stack.push((file.to_path_buf(), name.to_string()));
@@ -95,14 +110,19 @@ fn resolve(
     }
     if !cache.contains_key(&target) {
         let loaded = load(&target).map_err(|e| match e {
-            Error::Io { path, source } => {
-                invalid(format!("services.{name}.extends: cannot read {}: {source}", path.display()))
-            }
+            Error::Io { path, source } => invalid(format!(
+                "services.{name}.extends: cannot read {}: {source}",
+                path.display()
+            )),
             other => other,
         })?;
         cache.insert(target.clone(), loaded);
     }
-    let exists = cache[&target].value.get("services").and_then(|s| s.get(base_name.as_str())).is_some();
+    let exists = cache[&target]
+        .value
+        .get("services")
+        .and_then(|s| s.get(base_name.as_str()))
+        .is_some();
     if !exists {
         return Err(invalid(format!(
             "services.{name}.extends: no service {base_name:?} in {}",
@@ -131,8 +151,10 @@ mod tests {
     use crate::yaml::parse;
 
     fn load_files(files: &[(&str, &str)]) -> impl FnMut(&Path) -> Result<Parsed, Error> + use<> {
-        let files: HashMap<PathBuf, String> =
-            files.iter().map(|(p, t)| (PathBuf::from(p), t.to_string())).collect();
+        let files: HashMap<PathBuf, String> = files
+            .iter()
+            .map(|(p, t)| (PathBuf::from(p), t.to_string()))
+            .collect();
         move |path: &Path| match files.get(path) {
             Some(text) => parse(text, path),
             None => Err(Error::Io {
@@ -162,12 +184,19 @@ mod tests {
         )
         .unwrap();
         let web = &p.value["services"]["web"];
-        assert_eq!(web, &y("{image: b, environment: {A: '1', B: '2'}, ports: ['80:80', '81:81']}"));
+        assert_eq!(
+            web,
+            &y("{image: b, environment: {A: '1', B: '2'}, ports: ['80:80', '81:81']}")
+        );
         assert!(p.value["services"]["mid"].get("extends").is_none());
         // `image` of web points at web's own line, `environment.A` at base's.
-        let loc = p.source_map.locate(&[key("services"), key("web"), key("image")]);
+        let loc = p
+            .source_map
+            .locate(&[key("services"), key("web"), key("image")]);
         assert_eq!(loc.line, 4);
-        let loc = p.source_map.locate(&[key("services"), key("web"), key("environment"), key("A")]);
+        let loc = p
+            .source_map
+            .locate(&[key("services"), key("web"), key("environment"), key("A")]);
         assert_eq!(loc.line, 2);
     }
 
@@ -183,26 +212,48 @@ mod tests {
         .unwrap();
         assert_eq!(
             p.value["services"]["web"],
-            y("{build: /common/src, env_file: /common/app.env, volumes: ['/common/data:/data'], command: [run]}")
+            y(
+                "{build: /common/src, env_file: /common/app.env, volumes: ['/common/data:/data'], command: [run]}"
+            )
         );
-        let loc = p.source_map.locate(&[key("services"), key("web"), key("build")]);
+        let loc = p
+            .source_map
+            .locate(&[key("services"), key("web"), key("build")]);
         assert_eq!(loc.file, Path::new("/common/base.yaml"));
     }
 
     #[test]
     fn cycles_are_errors() {
-        let err = run("services:\n  a: {extends: b}\n  b: {extends: c}\n  c: {extends: a}\n", &[]).unwrap_err();
-        assert!(err.to_string().contains("circular extends: a -> b -> c -> a"), "{err}");
+        let err = run(
+            "services:\n  a: {extends: b}\n  b: {extends: c}\n  c: {extends: a}\n",
+            &[],
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("circular extends: a -> b -> c -> a"),
+            "{err}"
+        );
         assert!(err.to_string().starts_with("/p/compose.yaml:4:"), "{err}");
         let err = run("services:\n  a: {extends: a}\n", &[]).unwrap_err();
-        assert!(err.to_string().contains("circular extends: a -> a"), "{err}");
+        assert!(
+            err.to_string().contains("circular extends: a -> a"),
+            "{err}"
+        );
     }
 
     #[test]
     fn missing_base_and_file() {
         let err = run("services:\n  a: {extends: nope}\n", &[]).unwrap_err();
         assert!(err.to_string().contains("no service \"nope\""), "{err}");
-        let err = run("services:\n  a: {extends: {service: x, file: gone.yaml}}\n", &[]).unwrap_err();
-        assert!(err.to_string().contains("cannot read /p/gone.yaml"), "{err}");
+        let err = run(
+            "services:\n  a: {extends: {service: x, file: gone.yaml}}\n",
+            &[],
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("cannot read /p/gone.yaml"),
+            "{err}"
+        );
     }
 }

@@ -17,7 +17,9 @@ pub enum InterpolateError {
     #[error("required variable {variable} is missing a value: {message}")]
     Required { variable: String, message: String },
     /// `${` without a valid name or closing brace.
-    #[error("invalid interpolation format for {input:?}: {reason}; you may need to escape any $ with another $")]
+    #[error(
+        "invalid interpolation format for {input:?}: {reason}; you may need to escape any $ with another $"
+    )]
     Malformed { input: String, reason: String },
 }
 
@@ -48,10 +50,11 @@ pub fn interpolate_str(
                 i += 2;
             }
             Some(b'{') => {
-                let end = closing_brace(input, i + 2).ok_or_else(|| InterpolateError::Malformed {
-                    input: input.to_string(),
-                    reason: "missing closing brace".into(),
-                })?;
+                let end =
+                    closing_brace(input, i + 2).ok_or_else(|| InterpolateError::Malformed {
+                        input: input.to_string(),
+                        reason: "missing closing brace".into(),
+                    })?;
                 let body = &input[i + 2..end];
                 out.push_str(&braced(input, body, lookup, missing)?);
                 i = end + 1;
@@ -59,7 +62,9 @@ pub fn interpolate_str(
             Some(c) if c.is_ascii_alphabetic() || *c == b'_' => {
                 let start = i + 1;
                 let mut end = start;
-                while end < bytes.len() && (bytes[end].is_ascii_alphanumeric() || bytes[end] == b'_') {
+                while end < bytes.len()
+                    && (bytes[end].is_ascii_alphanumeric() || bytes[end] == b'_')
+                {
                     end += 1;
                 }
                 let name = &input[start..end];
@@ -113,7 +118,9 @@ fn braced(
     let name_len = body
         .bytes()
         .enumerate()
-        .take_while(|(n, c)| c.is_ascii_alphabetic() || *c == b'_' || (*n > 0 && c.is_ascii_digit()))
+        .take_while(|(n, c)| {
+            c.is_ascii_alphabetic() || *c == b'_' || (*n > 0 && c.is_ascii_digit())
+        })
         .count();
     let name = &body[..name_len];
     let rest = &body[name_len..];
@@ -144,7 +151,9 @@ fn braced(
     } else if let Some(arg) = rest.strip_prefix('+') {
         ("+", arg)
     } else {
-        return Err(malformed(&format!("unexpected {rest:?} after variable name {name}")));
+        return Err(malformed(&format!(
+            "unexpected {rest:?} after variable name {name}"
+        )));
     };
     // The argument is itself interpolated, but only when it is used.
     let arg_value = |missing: &mut dyn FnMut(&str)| interpolate_str(arg, lookup, missing);
@@ -158,10 +167,34 @@ fn braced(
                 Ok(String::new())
             }
         },
-        ":-" => if non_empty { Ok(value.unwrap_or_default()) } else { arg_value(missing) },
-        "-" => if set { Ok(value.unwrap_or_default()) } else { arg_value(missing) },
-        ":+" => if non_empty { arg_value(missing) } else { Ok(String::new()) },
-        "+" => if set { arg_value(missing) } else { Ok(String::new()) },
+        ":-" => {
+            if non_empty {
+                Ok(value.unwrap_or_default())
+            } else {
+                arg_value(missing)
+            }
+        }
+        "-" => {
+            if set {
+                Ok(value.unwrap_or_default())
+            } else {
+                arg_value(missing)
+            }
+        }
+        ":+" => {
+            if non_empty {
+                arg_value(missing)
+            } else {
+                Ok(String::new())
+            }
+        }
+        "+" => {
+            if set {
+                arg_value(missing)
+            } else {
+                Ok(String::new())
+            }
+        }
         _ => {
             let ok = if op == ":?" { non_empty } else { set };
             if ok {
@@ -194,11 +227,9 @@ fn walk(
     missing: &mut dyn FnMut(&str, &[PathSeg]),
 ) -> Result<(), (InterpolateError, Vec<PathSeg>)> {
     match value {
-        Value::String(s) => {
-            if s.contains('$') {
-                let mut report = |name: &str| missing(name, path);
-                *s = interpolate_str(s, lookup, &mut report).map_err(|e| (e, path.clone()))?;
-            }
+        Value::String(s) if s.contains('$') => {
+            let mut report = |name: &str| missing(name, path);
+            *s = interpolate_str(s, lookup, &mut report).map_err(|e| (e, path.clone()))?;
         }
         Value::Sequence(items) => {
             for (i, item) in items.iter_mut().enumerate() {
@@ -226,7 +257,13 @@ mod tests {
     use std::collections::HashMap;
 
     fn env() -> HashMap<&'static str, &'static str> {
-        HashMap::from([("A", "a"), ("EMPTY", ""), ("B", "bee"), ("N", "3"), ("_U", "u")])
+        HashMap::from([
+            ("A", "a"),
+            ("EMPTY", ""),
+            ("B", "bee"),
+            ("N", "3"),
+            ("_U", "u"),
+        ])
     }
 
     fn run(input: &str) -> (Result<String, InterpolateError>, Vec<String>) {
@@ -283,13 +320,24 @@ mod tests {
             ("${MISSING:-{x}}", "{x}", &[]),
             ("${N}0", "30", &[]),
             ("http://${A}:${N:-80}/x", "http://a:3/x", &[]),
-            ("${MISSING:-default with $A inside}", "default with a inside", &[]),
+            (
+                "${MISSING:-default with $A inside}",
+                "default with a inside",
+                &[],
+            ),
             ("é${A}ü", "éaü", &[]),
         ];
         for (input, want, want_missing) in cases {
             let (got, missed) = run(input);
             assert_eq!(got.as_deref(), Ok(*want), "input {input:?}");
-            assert_eq!(missed, want_missing.iter().map(|s| s.to_string()).collect::<Vec<_>>(), "input {input:?}");
+            assert_eq!(
+                missed,
+                want_missing
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect::<Vec<_>>(),
+                "input {input:?}"
+            );
         }
     }
 
@@ -306,7 +354,10 @@ mod tests {
             let (got, _) = run(input);
             assert_eq!(
                 got,
-                Err(InterpolateError::Required { variable: variable.to_string(), message: message.to_string() }),
+                Err(InterpolateError::Required {
+                    variable: variable.to_string(),
+                    message: message.to_string()
+                }),
                 "input {input:?}"
             );
         }
@@ -314,34 +365,62 @@ mod tests {
 
     #[test]
     fn malformed_templates() {
-        for input in ["${", "${A", "${}", "${1A}", "${A B}", "${A:x}", "x ${A:-${B}", "${-x}", "${A!}"] {
+        for input in [
+            "${",
+            "${A",
+            "${}",
+            "${1A}",
+            "${A B}",
+            "${A:x}",
+            "x ${A:-${B}",
+            "${-x}",
+            "${A!}",
+        ] {
             let (got, _) = run(input);
             let err = got.unwrap_err();
-            assert!(matches!(err, InterpolateError::Malformed { .. }), "{input:?}: {err:?}");
-            assert!(err.to_string().contains("invalid interpolation format"), "{err}");
+            assert!(
+                matches!(err, InterpolateError::Malformed { .. }),
+                "{input:?}: {err:?}"
+            );
+            assert!(
+                err.to_string().contains("invalid interpolation format"),
+                "{err}"
+            );
         }
     }
 
     #[test]
     fn values_not_keys() {
-        let mut v: Value = serde_yaml::from_str("$A: ${A}\nl: [$B, 1, {k: $$x}]\nt: !reset $A\n").unwrap();
+        let mut v: Value =
+            serde_yaml::from_str("$A: ${A}\nl: [$B, 1, {k: $$x}]\nt: !reset $A\n").unwrap();
         let env = env();
         let lookup = |name: &str| env.get(name).map(|v| v.to_string());
         interpolate_value(&mut v, &lookup, &mut |_, _| {}).unwrap();
-        let want: Value = serde_yaml::from_str("$A: a\nl: [bee, 1, {k: $x}]\nt: !reset a\n").unwrap();
+        let want: Value =
+            serde_yaml::from_str("$A: a\nl: [bee, 1, {k: $x}]\nt: !reset a\n").unwrap();
         assert_eq!(v, want);
     }
 
     #[test]
     fn error_paths_and_missing_paths() {
-        let mut v: Value = serde_yaml::from_str("services: {web: {image: $NOPE, ports: [x, '${P:?no port}']}}").unwrap();
+        let mut v: Value =
+            serde_yaml::from_str("services: {web: {image: $NOPE, ports: [x, '${P:?no port}']}}")
+                .unwrap();
         let lookup = |_: &str| None;
         let mut seen = Vec::new();
-        let (err, path) = interpolate_value(&mut v, &lookup, &mut |n, p| seen.push((n.to_string(), p.to_vec())))
-            .unwrap_err();
+        let (err, path) = interpolate_value(&mut v, &lookup, &mut |n, p| {
+            seen.push((n.to_string(), p.to_vec()))
+        })
+        .unwrap_err();
         assert!(matches!(err, InterpolateError::Required { ref variable, .. } if variable == "P"));
-        assert_eq!(crate::source_map::display_path(&path), "services.web.ports[1]");
+        assert_eq!(
+            crate::source_map::display_path(&path),
+            "services.web.ports[1]"
+        );
         assert_eq!(seen[0].0, "NOPE");
-        assert_eq!(crate::source_map::display_path(&seen[0].1), "services.web.image");
+        assert_eq!(
+            crate::source_map::display_path(&seen[0].1),
+            "services.web.image"
+        );
     }
 }

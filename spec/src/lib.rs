@@ -18,6 +18,6 @@ pub mod source_map;
 pub mod yaml;
 
 pub use error::{Error, Location, Result, Warning};
+pub use loader::{LoadOptions, RawProject, load_document};
 pub use path::PathSeg;
 pub use source_map::SourceMap;
-pub use loader::{load_document, LoadOptions, RawProject};

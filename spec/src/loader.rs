@@ -18,7 +18,7 @@ use crate::env::{self, EnvMap};
 use crate::error::{Error, Location, Warning};
 use crate::extends;
 use crate::include;
-use crate::interpolate::{interpolate_value, InterpolateError};
+use crate::interpolate::{InterpolateError, interpolate_value};
 use crate::merge::{self, scalar_text};
 use crate::path::PathSeg;
 use crate::profiles;
@@ -110,7 +110,10 @@ struct Session<'a> {
 /// Loads the project into one merged document.
 pub fn load_document(options: &LoadOptions) -> Result<RawProject, Error> {
     let working_dir = if options.working_dir.as_os_str().is_empty() {
-        std::env::current_dir().map_err(|source| Error::Io { path: PathBuf::from("."), source })?
+        std::env::current_dir().map_err(|source| Error::Io {
+            path: PathBuf::from("."),
+            source,
+        })?
     } else {
         options.working_dir.clone()
     };
@@ -127,17 +130,36 @@ pub fn load_document(options: &LoadOptions) -> Result<RawProject, Error> {
     let first_flag_file = options.files.iter().find(|f| f.as_os_str() != STDIN);
     let mut env_dir = match (&options.project_directory, first_flag_file) {
         (Some(dir), _) => resolve(dir),
-        (None, Some(file)) => resolve(file).parent().map(Path::to_path_buf).unwrap_or_default(),
+        (None, Some(file)) => resolve(file)
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default(),
         (None, None) => working_dir.clone(),
     };
     let env_files: Vec<PathBuf> = options.env_files.iter().map(|f| resolve(f)).collect();
     let mut environment = project_environment(&options.environment, &env_files, &env_dir)?;
 
     let mut files: Vec<PathBuf> = if !options.files.is_empty() {
-        options.files.iter().map(|f| if f.as_os_str() == STDIN { f.clone() } else { resolve(f) }).collect()
+        options
+            .files
+            .iter()
+            .map(|f| {
+                if f.as_os_str() == STDIN {
+                    f.clone()
+                } else {
+                    resolve(f)
+                }
+            })
+            .collect()
     } else if let Some(list) = environment.get("COMPOSE_FILE").filter(|l| !l.is_empty()) {
-        let separator = environment.get("COMPOSE_PATH_SEPARATOR").cloned().unwrap_or_else(|| ":".into());
-        list.split(separator.as_str()).filter(|s| !s.is_empty()).map(|s| resolve(Path::new(s))).collect()
+        let separator = environment
+            .get("COMPOSE_PATH_SEPARATOR")
+            .cloned()
+            .unwrap_or_else(|| ":".into());
+        list.split(separator.as_str())
+            .filter(|s| !s.is_empty())
+            .map(|s| resolve(Path::new(s)))
+            .collect()
     } else {
         let (found, warnings) = discovery::find_default_files(&working_dir)?;
         session.warnings.extend(warnings);
@@ -169,12 +191,17 @@ pub fn load_document(options: &LoadOptions) -> Result<RawProject, Error> {
             Some(mut acc) => {
                 let result = merge::merge_documents(acc.value, parsed.value);
                 result.trace.apply(&mut acc.source_map, parsed.source_map);
-                Parsed { value: result.value, source_map: acc.source_map }
+                Parsed {
+                    value: result.value,
+                    source_map: acc.source_map,
+                }
             }
         });
     }
-    let Parsed { value: mut document, source_map } =
-        merged.ok_or_else(|| Error::Project("no Compose file given".into()))?;
+    let Parsed {
+        value: mut document,
+        source_map,
+    } = merged.ok_or_else(|| Error::Project("no Compose file given".into()))?;
     if files.iter().any(|f| f.as_os_str() == STDIN) {
         files.retain(|f| f.as_os_str() != STDIN);
     }
@@ -195,11 +222,18 @@ pub fn load_document(options: &LoadOptions) -> Result<RawProject, Error> {
     } else {
         environment
             .get("COMPOSE_PROFILES")
-            .map(|p| p.split(',').map(str::trim).filter(|p| !p.is_empty()).map(str::to_string).collect())
+            .map(|p| {
+                p.split(',')
+                    .map(str::trim)
+                    .filter(|p| !p.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            })
             .unwrap_or_default()
     };
     let all_profiles = profiles::all_profiles(&document);
-    let disabled_services = profiles::apply_profiles(&mut document, &active_profiles, &options.services)?;
+    let disabled_services =
+        profiles::apply_profiles(&mut document, &active_profiles, &options.services)?;
 
     if options.resolve_env_files {
         fold_env_files(&mut document, &source_map, &project_dir, &environment)?;
@@ -221,7 +255,11 @@ pub fn load_document(options: &LoadOptions) -> Result<RawProject, Error> {
 
 /// The project environment: the env files (each may use the variables of the ones before
 /// and of the process), then the process environment on top.
-pub fn project_environment(process: &IndexMap<String, String>, env_files: &[PathBuf], env_dir: &Path) -> Result<EnvMap, Error> {
+pub fn project_environment(
+    process: &IndexMap<String, String>,
+    env_files: &[PathBuf],
+    env_dir: &Path,
+) -> Result<EnvMap, Error> {
     let mut from_files = EnvMap::new();
     let read = |path: &Path, from_files: &mut EnvMap| -> Result<(), Error> {
         let known = from_files.clone();
@@ -253,15 +291,25 @@ impl Session<'_> {
                 return Ok(text.clone());
             }
             let mut text = String::new();
-            std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
-                .map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut text).map_err(|source| {
+                Error::Io {
+                    path: path.to_path_buf(),
+                    source,
+                }
+            })?;
             self.stdin = Some(text.clone());
             return Ok(text);
         }
-        let bytes = std::fs::read(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+        let bytes = std::fs::read(path).map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
         String::from_utf8(bytes).map_err(|e| Error::Syntax {
             location: Location::file(path),
-            message: format!("not UTF-8 text (invalid byte at offset {})", e.utf8_error().valid_up_to()),
+            message: format!(
+                "not UTF-8 text (invalid byte at offset {})",
+                e.utf8_error().valid_up_to()
+            ),
         })
     }
 
@@ -286,9 +334,16 @@ impl Session<'_> {
     /// One file with its `include`s and `extends` applied.
     fn load_file(&mut self, path: &Path, env: &EnvMap) -> Result<Parsed, Error> {
         if self.include_stack.iter().any(|p| p == path) {
-            let mut chain: Vec<String> = self.include_stack.iter().map(|p| p.display().to_string()).collect();
+            let mut chain: Vec<String> = self
+                .include_stack
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect();
             chain.push(path.display().to_string());
-            return Err(Error::Project(format!("include cycle: {}", chain.join(" -> "))));
+            return Err(Error::Project(format!(
+                "include cycle: {}",
+                chain.join(" -> ")
+            )));
         }
         let mut parsed = self.parse_file(path, env)?;
         self.include_stack.push(path.to_path_buf());
@@ -300,11 +355,17 @@ impl Session<'_> {
         Ok(parsed)
     }
 
-    fn apply_includes(&mut self, parsed: &mut Parsed, path: &Path, env: &EnvMap) -> Result<(), Error> {
+    fn apply_includes(
+        &mut self,
+        parsed: &mut Parsed,
+        path: &Path,
+        env: &EnvMap,
+    ) -> Result<(), Error> {
         let entries = include::entries(parsed, path)?;
         for entry in entries {
             // The included project's env files, under the including environment.
-            let mut included_env = project_environment(&IndexMap::new(), &entry.env_files, &entry.project_directory)?;
+            let mut included_env =
+                project_environment(&IndexMap::new(), &entry.env_files, &entry.project_directory)?;
             for (k, v) in env {
                 included_env.insert(k.clone(), v.clone());
             }
@@ -319,7 +380,10 @@ impl Session<'_> {
                     Some(mut acc) => {
                         let m = merge::merge_documents(acc.value, loaded.value);
                         m.trace.apply(&mut acc.source_map, loaded.source_map);
-                        Parsed { value: m.value, source_map: acc.source_map }
+                        Parsed {
+                            value: m.value,
+                            source_map: acc.source_map,
+                        }
                     }
                 });
             }
@@ -342,15 +406,24 @@ impl Session<'_> {
             if self.warned.insert(name.clone()) {
                 self.warnings.push(Warning {
                     location: Some(parsed.source_map.locate(&path)),
-                    message: format!("the \"{name}\" variable is not set, defaulting to a blank string"),
+                    message: format!(
+                        "the \"{name}\" variable is not set, defaulting to a blank string"
+                    ),
                 });
             }
         }
         result.map_err(|(err, path)| {
             let location = parsed.source_map.locate(&path);
             match err {
-                InterpolateError::Required { variable, message } => Error::RequiredVariable { location, variable, message },
-                malformed => Error::Invalid { location, message: malformed.to_string() },
+                InterpolateError::Required { variable, message } => Error::RequiredVariable {
+                    location,
+                    variable,
+                    message,
+                },
+                malformed => Error::Invalid {
+                    location,
+                    message: malformed.to_string(),
+                },
             }
         })
     }
@@ -358,11 +431,22 @@ impl Session<'_> {
 
 /// Folds each service's `env_file` entries into its `environment` (which wins), as
 /// Compose does, and drops `env_file`.
-fn fold_env_files(document: &mut Value, source_map: &SourceMap, project_dir: &Path, environment: &EnvMap) -> Result<(), Error> {
-    let Some(Value::Mapping(services)) = document.get_mut("services") else { return Ok(()) };
+fn fold_env_files(
+    document: &mut Value,
+    source_map: &SourceMap,
+    project_dir: &Path,
+    environment: &EnvMap,
+) -> Result<(), Error> {
+    let Some(Value::Mapping(services)) = document.get_mut("services") else {
+        return Ok(());
+    };
     for (name, service) in services.iter_mut() {
-        let Value::Mapping(service) = service else { continue };
-        let Some(env_file) = service.shift_remove("env_file") else { continue };
+        let Value::Mapping(service) = service else {
+            continue;
+        };
+        let Some(env_file) = service.shift_remove("env_file") else {
+            continue;
+        };
         let entries = match env_file {
             Value::Sequence(items) => items,
             Value::Null => Vec::new(),
@@ -386,7 +470,8 @@ fn fold_env_files(document: &mut Value, source_map: &SourceMap, project_dir: &Pa
                 _ => {
                     return Err(Error::Invalid {
                         location: source_map.locate(&at),
-                        message: "env_file entries must be paths or {path, required, format}".into(),
+                        message: "env_file entries must be paths or {path, required, format}"
+                            .into(),
                     });
                 }
             };
@@ -426,7 +511,10 @@ fn fold_env_files(document: &mut Value, source_map: &SourceMap, project_dir: &Pa
                     }
                 })
                 .collect::<Vec<_>>(),
-            Some(Value::Mapping(m)) => m.iter().map(|(k, v)| (Value::String(scalar_text(k)), v.clone())).collect(),
+            Some(Value::Mapping(m)) => m
+                .iter()
+                .map(|(k, v)| (Value::String(scalar_text(k)), v.clone()))
+                .collect(),
             _ => Vec::new(),
         };
         for (k, v) in own {

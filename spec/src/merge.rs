@@ -7,8 +7,8 @@
 //!
 //! Pure: values in, value out, plus a `Trace` telling the source map how paths moved.
 
-use serde_yaml::value::{Mapping, Tag};
 use serde_yaml::Value;
+use serde_yaml::value::{Mapping, Tag};
 
 use crate::path::PathSeg;
 use crate::source_map::SourceMap;
@@ -78,9 +78,9 @@ pub fn resolve_tags(value: Value) -> Option<Value> {
                 .filter_map(|(k, v)| resolve_tags(v).map(|v| (k, v)))
                 .collect(),
         )),
-        Value::Sequence(items) => {
-            Some(Value::Sequence(items.into_iter().filter_map(resolve_tags).collect()))
-        }
+        Value::Sequence(items) => Some(Value::Sequence(
+            items.into_iter().filter_map(resolve_tags).collect(),
+        )),
         other => Some(other),
     }
 }
@@ -128,7 +128,10 @@ const RULES: &[(&[&str], Rule)] = &[
     (&["services", "*", "sysctls"], Rule::KeyValue),
     (&["services", "*", "build", "args"], Rule::KeyValue),
     (&["services", "*", "build", "labels"], Rule::KeyValue),
-    (&["services", "*", "build", "additional_contexts"], Rule::KeyValue),
+    (
+        &["services", "*", "build", "additional_contexts"],
+        Rule::KeyValue,
+    ),
     (&["services", "*", "deploy", "labels"], Rule::KeyValue),
     (&["networks", "*", "labels"], Rule::KeyValue),
     (&["volumes", "*", "labels"], Rule::KeyValue),
@@ -137,25 +140,58 @@ const RULES: &[(&[&str], Rule)] = &[
     (&["services", "*", "ports"], Rule::Unique(Indexer::Port)),
     (&["services", "*", "volumes"], Rule::Unique(Indexer::Volume)),
     (&["services", "*", "tmpfs"], Rule::Unique(Indexer::Tmpfs)),
-    (&["services", "*", "secrets"], Rule::Unique(Indexer::Mount("/run/secrets/"))),
-    (&["services", "*", "configs"], Rule::Unique(Indexer::Mount("/"))),
+    (
+        &["services", "*", "secrets"],
+        Rule::Unique(Indexer::Mount("/run/secrets/")),
+    ),
+    (
+        &["services", "*", "configs"],
+        Rule::Unique(Indexer::Mount("/")),
+    ),
     (&["services", "*", "devices"], Rule::Unique(Indexer::Device)),
-    (&["services", "*", "env_file"], Rule::Unique(Indexer::EnvFile)),
-    (&["services", "*", "label_file"], Rule::Unique(Indexer::EnvFile)),
+    (
+        &["services", "*", "env_file"],
+        Rule::Unique(Indexer::EnvFile),
+    ),
+    (
+        &["services", "*", "label_file"],
+        Rule::Unique(Indexer::EnvFile),
+    ),
     (&["services", "*", "expose"], Rule::Unique(Indexer::Whole)),
     (&["services", "*", "dns"], Rule::Unique(Indexer::Whole)),
     (&["services", "*", "dns_opt"], Rule::Unique(Indexer::Whole)),
-    (&["services", "*", "dns_search"], Rule::Unique(Indexer::Whole)),
+    (
+        &["services", "*", "dns_search"],
+        Rule::Unique(Indexer::Whole),
+    ),
     (&["services", "*", "cap_add"], Rule::Unique(Indexer::Whole)),
     (&["services", "*", "cap_drop"], Rule::Unique(Indexer::Whole)),
-    (&["services", "*", "extra_hosts"], Rule::Unique(Indexer::Whole)),
-    (&["services", "*", "build", "extra_hosts"], Rule::Unique(Indexer::Whole)),
-    (&["services", "*", "build", "tags"], Rule::Unique(Indexer::Whole)),
-    (&["services", "*", "build", "platforms"], Rule::Unique(Indexer::Whole)),
+    (
+        &["services", "*", "extra_hosts"],
+        Rule::Unique(Indexer::Whole),
+    ),
+    (
+        &["services", "*", "build", "extra_hosts"],
+        Rule::Unique(Indexer::Whole),
+    ),
+    (
+        &["services", "*", "build", "tags"],
+        Rule::Unique(Indexer::Whole),
+    ),
+    (
+        &["services", "*", "build", "platforms"],
+        Rule::Unique(Indexer::Whole),
+    ),
     (&["services", "*", "links"], Rule::Unique(Indexer::Whole)),
     (&["services", "*", "profiles"], Rule::Unique(Indexer::Whole)),
-    (&["services", "*", "networks", "*", "aliases"], Rule::Unique(Indexer::Whole)),
-    (&["services", "*", "networks", "*", "link_local_ips"], Rule::Unique(Indexer::Whole)),
+    (
+        &["services", "*", "networks", "*", "aliases"],
+        Rule::Unique(Indexer::Whole),
+    ),
+    (
+        &["services", "*", "networks", "*", "link_local_ips"],
+        Rule::Unique(Indexer::Whole),
+    ),
     (&["services", "*", "depends_on"], Rule::DependsOn),
     (&["services", "*", "networks"], Rule::ServiceNetworks),
     (&["services", "*", "build"], Rule::Build),
@@ -237,7 +273,9 @@ fn merge_at(path: &mut Path, left: Value, right: Value, trace: &mut Trace) -> Op
                 trace.left_moves.push((path.clone(), with(path, "context")));
             }
             if let Value::String(_) = &right {
-                trace.right_moves.push((path.clone(), with(path, "context")));
+                trace
+                    .right_moves
+                    .push((path.clone(), with(path, "context")));
             }
             merge_default(path, to_map(left), to_map(right), trace)
         }
@@ -326,11 +364,15 @@ fn merge_unique(
     };
     let mut keys: Vec<Option<String>> = items.iter().map(|v| index_key(indexer, v)).collect();
     for (i, item) in right.into_iter().enumerate() {
-        let Some(item) = resolve_tags(item) else { continue };
+        let Some(item) = resolve_tags(item) else {
+            continue;
+        };
         let key = index_key(indexer, &item);
         let mut from = path.clone();
         from.push(PathSeg::Index(i));
-        let found = key.as_ref().and_then(|k| keys.iter().position(|e| e.as_ref() == Some(k)));
+        let found = key
+            .as_ref()
+            .and_then(|k| keys.iter().position(|e| e.as_ref() == Some(k)));
         let at = match found {
             Some(pos) => {
                 items[pos] = item;
@@ -376,7 +418,10 @@ pub fn scalar_text(value: &Value) -> String {
         Value::Bool(b) => b.to_string(),
         Value::Null => String::new(),
         Value::Tagged(t) => scalar_text(&t.value),
-        other => serde_yaml::to_string(other).unwrap_or_default().trim_end().to_string(),
+        other => serde_yaml::to_string(other)
+            .unwrap_or_default()
+            .trim_end()
+            .to_string(),
     }
 }
 
@@ -418,7 +463,11 @@ fn index_key(indexer: Indexer, value: &Value) -> Option<String> {
             other => {
                 let text = scalar_text(other);
                 let parts: Vec<&str> = text.split(':').collect();
-                if parts.len() == 1 { parts[0].to_string() } else { parts[1].to_string() }
+                if parts.len() == 1 {
+                    parts[0].to_string()
+                } else {
+                    parts[1].to_string()
+                }
             }
         },
         Indexer::Tmpfs => {
@@ -438,7 +487,11 @@ fn index_key(indexer: Indexer, value: &Value) -> Option<String> {
             other => {
                 let text = scalar_text(other);
                 let parts: Vec<&str> = text.split(':').collect();
-                if parts.len() == 1 { parts[0].to_string() } else { parts[1].to_string() }
+                if parts.len() == 1 {
+                    parts[0].to_string()
+                } else {
+                    parts[1].to_string()
+                }
             }
         },
         Indexer::EnvFile => match value {
@@ -473,7 +526,12 @@ fn key_value_map(path: &Path, value: Value, moves: &mut Vec<(Path, Path)>) -> Va
 
 /// A list of names (`depends_on: [db]`, `networks: [front]`) as a mapping of name to
 /// `default`.
-fn names_to_map(path: &Path, value: Value, default: &Value, moves: &mut Vec<(Path, Path)>) -> Value {
+fn names_to_map(
+    path: &Path,
+    value: Value,
+    default: &Value,
+    moves: &mut Vec<(Path, Path)>,
+) -> Value {
     match value {
         Value::Sequence(items) => {
             let mut map = Mapping::new();
@@ -548,7 +606,11 @@ mod tests {
                 &format!("services: {{web: {{{attr}: [A=1, B=2, C]}}}}"),
                 &format!("services: {{web: {{{attr}: {{B: '3', D: '4'}}}}}}"),
             );
-            assert_eq!(svc(&v)[attr], y("{A: '1', B: '3', C: null, D: '4'}"), "{attr}");
+            assert_eq!(
+                svc(&v)[attr],
+                y("{A: '1', B: '3', C: null, D: '4'}"),
+                "{attr}"
+            );
         }
         let v = merged(
             "services: {web: {build: {context: ., args: [X=1]}}}",
@@ -565,7 +627,9 @@ mod tests {
         );
         assert_eq!(
             svc(&v)["ports"],
-            y("[{target: 80, published: '80', mode: host}, '127.0.0.1:53:53/udp', '9000', '53:53/udp']")
+            y(
+                "[{target: 80, published: '80', mode: host}, '127.0.0.1:53:53/udp', '9000', '53:53/udp']"
+            )
         );
     }
 
@@ -576,9 +640,15 @@ mod tests {
             "services: {web: {volumes: [{type: bind, source: ./b, target: /data}, '/logs'], tmpfs: ['/run:size=1m', /tmp], secrets: [{source: s1, target: /run/secrets/s1, mode: 0400}, s2], configs: [{source: c1, target: /c1}], devices: ['/dev/b:/dev/x']}}",
         );
         let s = svc(&v);
-        assert_eq!(s["volumes"], y("[{type: bind, source: ./b, target: /data}, 'cache:/cache:ro', /logs]"));
+        assert_eq!(
+            s["volumes"],
+            y("[{type: bind, source: ./b, target: /data}, 'cache:/cache:ro', /logs]")
+        );
         assert_eq!(s["tmpfs"], y("['/run:size=1m', /tmp]"));
-        assert_eq!(s["secrets"], y("[{source: s1, target: /run/secrets/s1, mode: 0400}, s2]"));
+        assert_eq!(
+            s["secrets"],
+            y("[{source: s1, target: /run/secrets/s1, mode: 0400}, s2]")
+        );
         assert_eq!(s["configs"], y("[{source: c1, target: /c1}]"));
         assert_eq!(s["devices"], y("['/dev/b:/dev/x']"));
     }
@@ -607,10 +677,15 @@ mod tests {
         let s = svc(&v);
         assert_eq!(
             s["depends_on"],
-            y("{db: {condition: service_started, required: true}, cache: {condition: service_healthy}}")
+            y(
+                "{db: {condition: service_started, required: true}, cache: {condition: service_healthy}}"
+            )
         );
         assert_eq!(s["networks"], y("{front: null, back: {aliases: [b]}}"));
-        let v = merged("services: {web: {depends_on: [db]}}", "services: {web: {depends_on: [db, mq]}}");
+        let v = merged(
+            "services: {web: {depends_on: [db]}}",
+            "services: {web: {depends_on: [db, mq]}}",
+        );
         assert_eq!(svc(&v)["depends_on"], y("[db, mq]"));
     }
 
@@ -628,7 +703,10 @@ mod tests {
             "services: {web: {logging: {driver: json-file, options: {max-size: 1m}}}}",
             "services: {web: {logging: {options: {max-file: '3'}}}}",
         );
-        assert_eq!(svc(&v)["logging"], y("{driver: json-file, options: {max-size: 1m, max-file: '3'}}"));
+        assert_eq!(
+            svc(&v)["logging"],
+            y("{driver: json-file, options: {max-size: 1m, max-file: '3'}}")
+        );
     }
 
     #[test]
@@ -643,7 +721,10 @@ mod tests {
         assert_eq!(s["environment"], y("{C: '3'}"));
         assert_eq!(s["new"], y("{a: 1}"));
         // Tags in a value without an earlier side.
-        assert_eq!(resolve_tags(y("{a: !reset 1, b: !override [2]}")), Some(y("{b: [2]}")));
+        assert_eq!(
+            resolve_tags(y("{a: !reset 1, b: !override [2]}")),
+            Some(y("{b: [2]}"))
+        );
     }
 
     #[test]

@@ -39,7 +39,13 @@ pub fn dependencies(service: &Value) -> Vec<String> {
         _ => {}
     }
     if let Some(Value::Sequence(links)) = service.get("links") {
-        deps.extend(links.iter().map(|l| scalar_text(l).split(':').next().unwrap_or_default().to_string()));
+        deps.extend(links.iter().map(|l| {
+            scalar_text(l)
+                .split(':')
+                .next()
+                .unwrap_or_default()
+                .to_string()
+        }));
     }
     for key in ["network_mode", "pid", "ipc"] {
         if let Some(Value::String(mode)) = service.get(key)
@@ -60,7 +66,10 @@ pub fn dependencies(service: &Value) -> Vec<String> {
 }
 
 /// `selected` and, transitively, what they depend on, among `services`.
-pub fn with_dependencies(services: &Mapping, selected: &[String]) -> Result<BTreeSet<String>, Error> {
+pub fn with_dependencies(
+    services: &Mapping,
+    selected: &[String],
+) -> Result<BTreeSet<String>, Error> {
     let mut out = BTreeSet::new();
     let mut todo: Vec<String> = selected.to_vec();
     while let Some(name) = todo.pop() {
@@ -82,7 +91,11 @@ pub fn with_dependencies(services: &Mapping, selected: &[String]) -> Result<BTre
 
 /// Removes the services not enabled by `active` profiles or the selection; returns the
 /// removed ones (Compose keeps them aside as "disabled services").
-pub fn apply_profiles(document: &mut Value, active: &[String], selected: &[String]) -> Result<Mapping, Error> {
+pub fn apply_profiles(
+    document: &mut Value,
+    active: &[String],
+    selected: &[String],
+) -> Result<Mapping, Error> {
     let Some(Value::Mapping(services)) = document.get_mut("services") else {
         if let Some(name) = selected.first() {
             return Err(Error::Project(format!("no such service: {name}")));
@@ -123,7 +136,12 @@ mod tests {
         let active: Vec<String> = active.iter().map(|s| s.to_string()).collect();
         let selected: Vec<String> = selected.iter().map(|s| s.to_string()).collect();
         apply_profiles(&mut d, &active, &selected).unwrap();
-        d["services"].as_mapping().unwrap().keys().map(scalar_text).collect()
+        d["services"]
+            .as_mapping()
+            .unwrap()
+            .keys()
+            .map(scalar_text)
+            .collect()
     }
 
     #[test]
@@ -131,12 +149,18 @@ mod tests {
         assert_eq!(enabled(&[], &[]), vec!["web"]);
         assert_eq!(enabled(&["backend"], &[]), vec!["web", "api", "db"]);
         assert_eq!(enabled(&["data"], &[]), vec!["web", "db"]);
-        assert_eq!(enabled(&["*"], &[]), vec!["web", "api", "db", "debug", "tools"]);
+        assert_eq!(
+            enabled(&["*"], &[]),
+            vec!["web", "api", "db", "debug", "tools"]
+        );
         // Naming a service enables it and what it depends on.
         assert_eq!(enabled(&[], &["tools"]), vec!["web", "tools"]);
         assert_eq!(enabled(&[], &["web"]), vec!["web", "api", "db"]);
         assert_eq!(enabled(&[], &["debug"]), vec!["web", "api", "db", "debug"]);
-        assert_eq!(all_profiles(&doc()), vec!["backend", "data", "debug", "tools"]);
+        assert_eq!(
+            all_profiles(&doc()),
+            vec!["backend", "data", "debug", "tools"]
+        );
     }
 
     #[test]

@@ -64,7 +64,9 @@ fn rebase_files(value: &mut Value, dir: &Path) {
 
 /// Rebases the relative paths of one service definition against `dir`.
 pub fn rebase_service(service: &mut Value, dir: &Path) {
-    let Value::Mapping(service) = service else { return };
+    let Value::Mapping(service) = service else {
+        return;
+    };
     match service.get_mut("build") {
         Some(build @ Value::String(_)) => rebase_str(build, dir),
         Some(Value::Mapping(build)) => match build.get_mut("context") {
@@ -143,9 +145,13 @@ mod tests {
         )
         .unwrap();
         assert_eq!(s, want);
-        let mut s: Value = serde_yaml::from_str("build: {context: 'https://github.com/x/y.git'}").unwrap();
+        let mut s: Value =
+            serde_yaml::from_str("build: {context: 'https://github.com/x/y.git'}").unwrap();
         rebase_service(&mut s, Path::new("/p"));
-        assert_eq!(s["build"]["context"], Value::from("https://github.com/x/y.git"));
+        assert_eq!(
+            s["build"]["context"],
+            Value::from("https://github.com/x/y.git")
+        );
         assert_eq!(absolute(Path::new("/a/b"), "../../../c"), "/c");
     }
 }

@@ -27,7 +27,10 @@ pub struct SourceMap {
 
 impl SourceMap {
     pub fn new(default_file: impl Into<PathBuf>) -> Self {
-        SourceMap { default_file: default_file.into(), places: HashMap::new() }
+        SourceMap {
+            default_file: default_file.into(),
+            places: HashMap::new(),
+        }
     }
 
     pub fn default_file(&self) -> &Path {
@@ -127,8 +130,17 @@ pub fn display_path(path: &[PathSeg]) -> String {
 }
 
 enum Frame {
-    Mapping { key: Option<String>, expect_key: bool, nodes: u64, anchor: usize },
-    Sequence { index: usize, nodes: u64, anchor: usize },
+    Mapping {
+        key: Option<String>,
+        expect_key: bool,
+        nodes: u64,
+        anchor: usize,
+    },
+    Sequence {
+        index: usize,
+        nodes: u64,
+        anchor: usize,
+    },
     /// A non-scalar mapping key (`? [a, b]`): indexed as one opaque key.
     ComplexKey,
 }
@@ -137,7 +149,22 @@ enum Frame {
 /// or item. Rejects, with `Error::Syntax`, malformed YAML, nesting deeper than
 /// `MAX_DEPTH`, and aliases expanding past `MAX_EXPANDED_NODES`.
 pub fn index(text: &str, file: &Path) -> Result<SourceMap, Error> {
+    let (map, error) = index_partial(text, file);
+    match error {
+        Some(err) => Err(err),
+        None => Ok(map),
+    }
+}
+
+/// Like `index`, but keeps the places read before an error, so a file that this parser
+/// finds malformed yet serde_yaml accepts still gets positions for its first part.
+pub fn index_partial(text: &str, file: &Path) -> (SourceMap, Option<Error>) {
     let mut map = SourceMap::new(file);
+    let error = index_into(text, file, &mut map).err();
+    (map, error)
+}
+
+fn index_into(text: &str, file: &Path, map: &mut SourceMap) -> Result<(), Error> {
     let mut parser = Parser::new_from_str(text);
     let mut stack: Vec<Frame> = Vec::new();
     let mut prefix: Vec<PathSeg> = Vec::new();
@@ -163,7 +190,10 @@ pub fn index(text: &str, file: &Path) -> Result<SourceMap, Error> {
                 if let Some(Frame::ComplexKey) = stack.last() {
                     stack.pop();
                 }
-                if let Some(Frame::Mapping { key, expect_key, .. }) = stack.last_mut() {
+                if let Some(Frame::Mapping {
+                    key, expect_key, ..
+                }) = stack.last_mut()
+                {
                     *key = Some("<complex key>".to_string());
                     *expect_key = false;
                 }
@@ -171,7 +201,12 @@ pub fn index(text: &str, file: &Path) -> Result<SourceMap, Error> {
             continue;
         }
         // Is this event a mapping key? Then it names a path, it is not a value.
-        if let Some(Frame::Mapping { key, expect_key: true, .. }) = stack.last_mut() {
+        if let Some(Frame::Mapping {
+            key,
+            expect_key: true,
+            ..
+        }) = stack.last_mut()
+        {
             match &event {
                 Event::Scalar(text, ..) => {
                     *key = Some(text.to_string());
@@ -189,7 +224,10 @@ pub fn index(text: &str, file: &Path) -> Result<SourceMap, Error> {
                     continue;
                 }
                 Event::Alias(_) => {
-                    if let Some(Frame::Mapping { key, expect_key, .. }) = stack.last_mut() {
+                    if let Some(Frame::Mapping {
+                        key, expect_key, ..
+                    }) = stack.last_mut()
+                    {
                         *key = Some("<alias key>".to_string());
                         *expect_key = false;
                     }
@@ -200,7 +238,7 @@ pub fn index(text: &str, file: &Path) -> Result<SourceMap, Error> {
         }
         match event {
             Event::Scalar(_, _, anchor, _) => {
-                value_seen(&mut stack, &mut map, &prefix, here, 1);
+                value_seen(&mut stack, map, &prefix, here, 1);
                 total += 1;
                 if anchor > 0 {
                     anchor_sizes.insert(anchor, 1);
@@ -218,7 +256,7 @@ pub fn index(text: &str, file: &Path) -> Result<SourceMap, Error> {
                         ),
                     });
                 }
-                value_seen(&mut stack, &mut map, &prefix, here, size);
+                value_seen(&mut stack, map, &prefix, here, size);
             }
             Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _) => {
                 if stack.len() >= MAX_DEPTH {
@@ -241,9 +279,18 @@ pub fn index(text: &str, file: &Path) -> Result<SourceMap, Error> {
                 }
                 total += 1;
                 stack.push(if is_seq {
-                    Frame::Sequence { index: 0, nodes: 1, anchor }
+                    Frame::Sequence {
+                        index: 0,
+                        nodes: 1,
+                        anchor,
+                    }
                 } else {
-                    Frame::Mapping { key: None, expect_key: true, nodes: 1, anchor }
+                    Frame::Mapping {
+                        key: None,
+                        expect_key: true,
+                        nodes: 1,
+                        anchor,
+                    }
                 });
             }
             Event::SequenceEnd | Event::MappingEnd => {
@@ -267,20 +314,30 @@ pub fn index(text: &str, file: &Path) -> Result<SourceMap, Error> {
             _ => {}
         }
     }
-    Ok(map)
+    Ok(())
 }
 
 /// The segment a value at the current position would take.
 fn current_seg(stack: &[Frame]) -> Option<PathSeg> {
     match stack.last()? {
-        Frame::Mapping { key: Some(key), expect_key: false, .. } => Some(PathSeg::Key(key.clone())),
+        Frame::Mapping {
+            key: Some(key),
+            expect_key: false,
+            ..
+        } => Some(PathSeg::Key(key.clone())),
         Frame::Sequence { index, .. } => Some(PathSeg::Index(*index)),
         _ => None,
     }
 }
 
 /// A scalar or alias value was read at `here`.
-fn value_seen(stack: &mut [Frame], map: &mut SourceMap, prefix: &[PathSeg], here: Location, size: u64) {
+fn value_seen(
+    stack: &mut [Frame],
+    map: &mut SourceMap,
+    prefix: &[PathSeg],
+    here: Location,
+    size: u64,
+) {
     if let Some(Frame::Sequence { index, .. }) = stack.last() {
         let mut path = prefix.to_vec();
         path.push(PathSeg::Index(*index));
@@ -293,7 +350,9 @@ fn value_seen(stack: &mut [Frame], map: &mut SourceMap, prefix: &[PathSeg], here
 /// sequence has the following index.
 fn advance(stack: &mut [Frame], size: u64) {
     match stack.last_mut() {
-        Some(Frame::Mapping { expect_key, nodes, .. }) => {
+        Some(Frame::Mapping {
+            expect_key, nodes, ..
+        }) => {
             *expect_key = true;
             *nodes = nodes.saturating_add(size);
         }
@@ -365,7 +424,10 @@ mod tests {
         let err = index(&text, Path::new("deep.yaml")).unwrap_err();
         // saphyr's scanner stops flow nesting itself; block nesting meets our own bound.
         assert!(matches!(err, Error::Syntax { .. }), "{err}");
-        assert!(err.to_string().contains("recursion limit exceeded"), "{err}");
+        assert!(
+            err.to_string().contains("recursion limit exceeded"),
+            "{err}"
+        );
         let mut block = String::new();
         for depth in 0..150 {
             block.push_str(&format!("{}k{depth}:\n", " ".repeat(depth)));
@@ -376,11 +438,16 @@ mod tests {
 
     #[test]
     fn alias_bomb_is_rejected() {
-        let mut text = String::from("a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n");
+        let mut text = String::from(
+            "a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n",
+        );
         let names = ["b", "c", "d", "e", "f", "g", "h", "i"];
         let mut prev = "a";
         for name in names {
-            text.push_str(&format!("{name}: &{name} [{}]\n", vec![format!("*{prev}"); 9].join(",")));
+            text.push_str(&format!(
+                "{name}: &{name} [{}]\n",
+                vec![format!("*{prev}"); 9].join(",")
+            ));
             prev = name;
         }
         let started = std::time::Instant::now();
@@ -398,7 +465,13 @@ mod tests {
         assert_eq!(map.locate(&[key("x"), key("y")]).line, 0);
         let mut other = SourceMap::new("b");
         other.copy_prefix_from(&map, &[key("z")], &[key("w")]);
-        assert_eq!(map.get(&[key("z"), key("y")]), other.get(&[key("w"), key("y")]));
-        assert_eq!(display_path(&[key("services"), key("web"), PathSeg::Index(2)]), "services.web[2]");
+        assert_eq!(
+            map.get(&[key("z"), key("y")]),
+            other.get(&[key("w"), key("y")])
+        );
+        assert_eq!(
+            display_path(&[key("services"), key("web"), PathSeg::Index(2)]),
+            "services.web[2]"
+        );
     }
 }

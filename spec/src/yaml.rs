@@ -5,6 +5,7 @@
 
 use std::path::Path;
 
+use serde::Deserialize;
 use serde_yaml::Value;
 
 use crate::error::{Error, Location};
@@ -20,11 +21,30 @@ pub struct Parsed {
 
 /// Parses `text` (the content of `file`).
 pub fn parse(text: &str, file: &Path) -> Result<Parsed, Error> {
-    let source_map = source_map::index(text, file)?;
+    // A UTF-8 byte order mark is accepted (and ignored) as Compose does.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let (source_map, index_error) = source_map::index_partial(text, file);
+    let mut checked_by_index = true;
+    if let Some(err) = index_error {
+        // The bounds are ours: always enforced.
+        if let Error::Syntax { message, .. } = &err
+            && (message.contains("alias bomb")
+                || message.contains("nesting deeper")
+                || message.contains("recursion limit"))
+        {
+            return Err(err);
+        }
+        // saphyr is stricter than libyaml on a few layouts Compose accepts (a flow
+        // sequence's closing bracket less indented than its items): serde_yaml decides;
+        // if it rejects the text too, its error is the one Compose users know.
+        checked_by_index = false;
+    }
     let mut merged: Option<Value> = None;
     for document in serde_yaml::Deserializer::from_str(text) {
-        let mut value: Value =
-            serde::Deserialize::deserialize(document).map_err(|e| syntax(&e, file))?;
+        let mut value: Value = Value::deserialize(document).map_err(|e| syntax(&e, file))?;
+        if !checked_by_index {
+            check_size(&value, file)?;
+        }
         apply_merge_keys(&mut value).map_err(|message| Error::Syntax {
             location: Location::file(file),
             message,
@@ -44,7 +64,37 @@ pub fn parse(text: &str, file: &Path) -> Result<Parsed, Error> {
             Some(earlier) => merge::merge_documents(earlier, value).value,
         });
     }
-    Ok(Parsed { value: merged.unwrap_or_else(|| Value::Mapping(Default::default())), source_map })
+    Ok(Parsed {
+        value: merged.unwrap_or_else(|| Value::Mapping(Default::default())),
+        source_map,
+    })
+}
+
+/// The alias-expansion bound for text the indexer could not read: counted on the value,
+/// stopping as soon as the bound is passed (serde_yaml's own repetition limit has already
+/// kept the expansion finite).
+fn check_size(value: &Value, file: &Path) -> Result<(), Error> {
+    let mut count: u64 = 0;
+    let mut stack = vec![value];
+    while let Some(v) = stack.pop() {
+        count += 1;
+        if count > source_map::MAX_EXPANDED_NODES {
+            return Err(Error::Syntax {
+                location: Location::file(file),
+                message: format!(
+                    "YAML aliases expand to more than {} nodes (an alias bomb?); refusing to load",
+                    source_map::MAX_EXPANDED_NODES
+                ),
+            });
+        }
+        match v {
+            Value::Sequence(items) => stack.extend(items),
+            Value::Mapping(m) => stack.extend(m.values()),
+            Value::Tagged(t) => stack.push(&t.value),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 fn syntax(err: &serde_yaml::Error, file: &Path) -> Error {
@@ -90,7 +140,11 @@ pub fn apply_merge_keys(root: &mut Value) -> Result<(), String> {
                             }
                             maps
                         }
-                        _ => return Err("a merge key (`<<`) must be a mapping or a list of mappings".into()),
+                        _ => {
+                            return Err(
+                                "a merge key (`<<`) must be a mapping or a list of mappings".into(),
+                            );
+                        }
                     };
                     for source in sources {
                         for (k, v) in source {
@@ -144,7 +198,9 @@ mod tests {
     #[test]
     fn syntax_error_has_line_and_column() {
         let err = parse_str("services:\n  web:\n    image: \"unterminated\n").unwrap_err();
-        let Error::Syntax { location, message } = err else { panic!() };
+        let Error::Syntax { location, message } = err else {
+            panic!()
+        };
         assert_eq!(location.file, Path::new("t.yaml"));
         assert!(location.line >= 3, "{location}: {message}");
     }
@@ -157,7 +213,12 @@ mod tests {
 
     #[test]
     fn top_level_must_be_mapping() {
-        assert!(parse_str("- a\n").unwrap_err().to_string().contains("must be a mapping"));
+        assert!(
+            parse_str("- a\n")
+                .unwrap_err()
+                .to_string()
+                .contains("must be a mapping")
+        );
         assert_eq!(parse_str("").unwrap(), Value::Mapping(Default::default()));
     }
 
@@ -165,6 +226,38 @@ mod tests {
     fn several_documents_merge() {
         let v = parse_str("services: {a: {image: x}}\n---\nservices: {b: {image: y}}\n").unwrap();
         assert!(v["services"].get("a").is_some() && v["services"].get("b").is_some());
+    }
+
+    #[test]
+    fn layouts_only_libyaml_accepts_still_load() {
+        let text = "services:\n  web:\n    image: a\n    healthcheck:\n      test: [\n          \"CMD\",\n          \"true\"\n      ]\n      interval: 30s\n";
+        let p = parse(text, Path::new("t.yaml")).unwrap();
+        assert_eq!(
+            p.value["services"]["web"]["healthcheck"]["interval"],
+            Value::from("30s")
+        );
+        // Positions read before the indexer stopped are kept.
+        let at = p.source_map.locate(&[
+            crate::path::PathSeg::Key("services".into()),
+            crate::path::PathSeg::Key("web".into()),
+            crate::path::PathSeg::Key("image".into()),
+        ]);
+        assert_eq!(at.line, 3);
+    }
+
+    #[test]
+    fn byte_order_mark_is_ignored() {
+        let v = parse_str("\u{feff}services:\n  a: {image: x}\n\nvolumes:\n  v:\n").unwrap();
+        assert!(v.get("volumes").is_some());
+    }
+
+    #[test]
+    fn quoted_scalar_followed_by_text_is_an_error() {
+        let err = parse_str("services:\n  a:\n    volumes:\n      - 'x':/app\n").unwrap_err();
+        let Error::Syntax { location, .. } = err else {
+            panic!()
+        };
+        assert_eq!(location.line, 4);
     }
 
     #[test]
