@@ -293,8 +293,8 @@ mod tests {
             "invalid spec: ab::c: empty section between colons"
         );
         assert_eq!(
-            parse_volume("a:b:c:d").unwrap_err(),
-            "invalid spec: a:b:c:d: too many colons"
+            parse_volume("ab:cd:ro:xy").unwrap_err(),
+            "invalid spec: ab:cd:ro:xy: too many colons"
         );
     }
 }
