@@ -289,15 +289,25 @@ impl ExtraHosts {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+}
 
-    fn add(&mut self, entry: &str) -> Result<(), String> {
+/// One `host=ip[,ip]` or `host:ip` list entry; parsed inside the element so an error is
+/// located at the entry itself.
+struct HostEntry(String, Vec<String>);
+
+impl<'de> Deserialize<'de> for HostEntry {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let entry = String::deserialize(d)?;
         let (host, ips) = entry
             .split_once('=')
             .or_else(|| entry.split_once(':'))
-            .ok_or_else(|| format!("invalid additional host, missing IP: {entry}"))?;
-        let list = self.0.entry(host.to_string()).or_default();
-        list.extend(ips.split(',').map(clean_host_ip));
-        Ok(())
+            .ok_or_else(|| {
+                de::Error::custom(format!("invalid additional host, missing IP: {entry}"))
+            })?;
+        Ok(HostEntry(
+            host.to_string(),
+            ips.split(',').map(clean_host_ip).collect(),
+        ))
     }
 }
 
@@ -331,8 +341,8 @@ impl<'de> Deserialize<'de> for ExtraHosts {
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<ExtraHosts, A::Error> {
                 let mut out = ExtraHosts::default();
-                while let Some(s) = seq.next_element::<String>()? {
-                    out.add(&s).map_err(de::Error::custom)?;
+                while let Some(HostEntry(host, ips)) = seq.next_element()? {
+                    out.0.entry(host).or_default().extend(ips);
                 }
                 Ok(out)
             }
