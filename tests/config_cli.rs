@@ -34,7 +34,7 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-const APP: &str = "name: demo\nservices:\n  web:\n    image: nginx:${TAG:-1}\n    depends_on: [api]\n  api:\n    build: ./api\n    profiles: [backend]\n  tools:\n    image: busybox\n    profiles: [tools]\nvolumes:\n  data: {}\n  cache: {}\n";
+const APP: &str = "name: demo\nservices:\n  web:\n    image: nginx:${TAG:-1}\n  api:\n    build: ./api\n    profiles: [backend]\n  tools:\n    image: busybox\n    profiles: [tools]\n    depends_on: [web]\nvolumes:\n  data: {}\n  cache: {}\n";
 
 #[test]
 fn facets() {
@@ -46,21 +46,22 @@ fn facets() {
         dir.path(),
         &["--profile", "backend", "config", "--services"],
     );
-    assert_eq!(stdout(&o), "web\napi\n");
+    assert_eq!(stdout(&o), "api\nweb\n");
+    // Naming a service enables its profile and selects what it depends on.
     let o = berth(dir.path(), &["config", "--services", "tools"]);
-    assert_eq!(stdout(&o), "tools\n");
+    assert_eq!(stdout(&o), "tools\nweb\n");
     let o = berth(dir.path(), &["config", "--volumes"]);
-    assert_eq!(stdout(&o), "data\ncache\n");
+    assert_eq!(stdout(&o), "cache\ndata\n");
     let o = berth(dir.path(), &["config", "--profiles"]);
     assert_eq!(stdout(&o), "backend\ntools\n");
     let o = berth(dir.path(), &["--profile", "*", "config", "--images"]);
-    assert_eq!(stdout(&o), "nginx:1\ndemo-api\nbusybox\n");
+    assert_eq!(stdout(&o), "demo-api\nbusybox\nnginx:1\n");
     let o = berth(dir.path(), &["--profile", "*", "config", "--hash", "*"]);
     let hashes = stdout(&o);
     let lines: Vec<&str> = hashes.lines().collect();
     assert_eq!(lines.len(), 3, "{hashes}");
     assert!(
-        lines[0].starts_with("web ") && lines[0].len() == "web ".len() + 64,
+        lines[2].starts_with("web ") && lines[2].len() == "web ".len() + 64,
         "{hashes}"
     );
     // The hash follows the configuration.
@@ -70,7 +71,7 @@ fn facets() {
         .env("TAG", "2")
         .output()
         .unwrap();
-    assert_ne!(stdout(&o2).trim(), lines[0]);
+    assert_ne!(stdout(&o2).trim(), lines[2]);
 }
 
 #[test]

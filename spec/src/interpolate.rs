@@ -414,12 +414,12 @@ mod tests {
         .unwrap_err();
         assert!(matches!(err, InterpolateError::Required { ref variable, .. } if variable == "P"));
         assert_eq!(
-            crate::source_map::display_path(&path),
+            crate::path::DisplayPath(&path).to_string(),
             "services.web.ports[1]"
         );
         assert_eq!(seen[0].0, "NOPE");
         assert_eq!(
-            crate::source_map::display_path(&seen[0].1),
+            crate::path::DisplayPath(&seen[0].1).to_string(),
             "services.web.image"
         );
     }

@@ -11,13 +11,17 @@ pub mod include;
 pub mod interpolate;
 pub mod loader;
 pub mod merge;
+pub mod model;
+pub mod normalize;
 pub mod path;
 pub mod profiles;
 pub mod rebase;
 pub mod source_map;
+pub mod validate;
 pub mod yaml;
 
 pub use error::{Error, Location, Result, Warning};
-pub use loader::{LoadOptions, RawProject, load_document};
+pub use loader::{LoadOptions, Loaded, RawProject, load, load_document};
+pub use model::App;
 pub use path::PathSeg;
 pub use source_map::SourceMap;

@@ -20,6 +20,7 @@ use crate::extends;
 use crate::include;
 use crate::interpolate::{InterpolateError, interpolate_value};
 use crate::merge::{self, scalar_text};
+use crate::model::App;
 use crate::path::PathSeg;
 use crate::profiles;
 use crate::rebase::{absolute, rebase_document};
@@ -95,6 +96,42 @@ pub struct RawProject {
     pub all_profiles: Vec<String>,
     /// The active profiles.
     pub active_profiles: Vec<String>,
+}
+
+/// A loaded project: the canonical `App` and what the CLI shows besides it.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub app: App,
+    pub warnings: Vec<Warning>,
+    pub files: Vec<PathBuf>,
+    pub environment: EnvMap,
+    /// Services left out because none of their profiles is active.
+    pub disabled_services: Mapping,
+    /// Every profile any service mentions.
+    pub all_profiles: Vec<String>,
+}
+
+/// Loads, types, normalizes and validates the project.
+pub fn load(options: &LoadOptions) -> Result<Loaded, Error> {
+    let raw = load_document(options)?;
+    let locate = |path: &[PathSeg]| raw.source_map.locate(path);
+    let (app, model_warnings) = App::from_document(
+        &raw.name,
+        &raw.project_dir,
+        &raw.environment,
+        raw.document.clone(),
+        &locate,
+    )?;
+    let mut warnings = raw.warnings;
+    warnings.extend(model_warnings);
+    Ok(Loaded {
+        app,
+        warnings,
+        files: raw.files,
+        environment: raw.environment,
+        disabled_services: raw.disabled_services,
+        all_profiles: raw.all_profiles,
+    })
 }
 
 const STDIN: &str = "-";

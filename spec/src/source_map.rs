@@ -110,25 +110,6 @@ impl SourceMap {
     }
 }
 
-/// Renders a path as Compose users write it: `services.web.ports[0]`.
-pub fn display_path(path: &[PathSeg]) -> String {
-    let mut out = String::new();
-    for seg in path {
-        match seg {
-            PathSeg::Key(key) => {
-                if !out.is_empty() {
-                    out.push('.');
-                }
-                out.push_str(key);
-            }
-            PathSeg::Index(index) => {
-                out.push_str(&format!("[{index}]"));
-            }
-        }
-    }
-    out
-}
-
 enum Frame {
     Mapping {
         key: Option<String>,
@@ -468,10 +449,6 @@ mod tests {
         assert_eq!(
             map.get(&[key("z"), key("y")]),
             other.get(&[key("w"), key("y")])
-        );
-        assert_eq!(
-            display_path(&[key("services"), key("web"), PathSeg::Index(2)]),
-            "services.web[2]"
         );
     }
 }

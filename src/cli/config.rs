@@ -8,7 +8,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use berth_spec::{LoadOptions, RawProject, load_document};
+use berth_spec::model::Service;
+use berth_spec::{App, LoadOptions, PathSeg, RawProject, load_document};
 use clap::{Args, ValueEnum};
 use serde_yaml::Value;
 use sha2::{Digest, Sha256};
@@ -58,8 +59,9 @@ pub struct ConfigArgs {
     pub services: Vec<String>,
 }
 
-/// Loads the project of the global flags, printing warnings to stderr.
-pub fn load_project(
+/// Loads the project of the global flags as a merged document, printing its warnings to
+/// stderr.
+pub fn load_raw(
     flags: &ProjectFlags,
     services: &[String],
     interpolate: bool,
@@ -79,16 +81,33 @@ pub fn load_project(
     Ok(raw)
 }
 
+/// Types, normalizes and validates a loaded document (printing the model's warnings).
+pub fn to_app(raw: &RawProject, document: Value) -> anyhow::Result<App> {
+    let locate = |path: &[PathSeg]| raw.source_map.locate(path);
+    let (app, warnings) = App::from_document(
+        &raw.name,
+        &raw.project_dir,
+        &raw.environment,
+        document,
+        &locate,
+    )?;
+    for warning in &warnings {
+        eprintln!("warning: {warning}");
+    }
+    Ok(app)
+}
+
 pub fn run(flags: &ProjectFlags, args: &ConfigArgs) -> anyhow::Result<ExitCode> {
-    let raw = load_project(flags, &args.services, !args.no_interpolate)?;
+    let raw = load_raw(flags, &args.services, !args.no_interpolate)?;
     let mut document = raw.document.clone();
     if !args.services.is_empty() {
         keep_selected(&mut document, &args.services)?;
     }
-    let text = render(&raw, &document, args)?;
+    let app = to_app(&raw, document)?;
     if args.quiet {
         return Ok(ExitCode::SUCCESS);
     }
+    let text = render(&raw, &app, args)?;
     match &args.output {
         Some(path) => {
             std::fs::write(path, &text).with_context(|| format!("writing {}", path.display()))?
@@ -102,7 +121,7 @@ pub fn run(flags: &ProjectFlags, args: &ConfigArgs) -> anyhow::Result<ExitCode> 
     Ok(ExitCode::SUCCESS)
 }
 
-/// Keeps only the selected services and what they depend on.
+/// Keeps only the selected services and what they depend on, as `config SERVICE…` does.
 fn keep_selected(document: &mut Value, selected: &[String]) -> anyhow::Result<()> {
     let Some(Value::Mapping(services)) = document.get_mut("services") else {
         return Ok(());
@@ -112,60 +131,37 @@ fn keep_selected(document: &mut Value, selected: &[String]) -> anyhow::Result<()
     Ok(())
 }
 
-fn service_names(document: &Value) -> Vec<String> {
-    match document.get("services") {
-        Some(Value::Mapping(m)) => m
-            .keys()
-            .filter_map(|k| k.as_str().map(str::to_string))
-            .collect(),
-        _ => Vec::new(),
-    }
-}
-
 fn lines(items: impl IntoIterator<Item = String>) -> String {
     items.into_iter().map(|l| l + "\n").collect()
 }
 
-fn render(raw: &RawProject, document: &Value, args: &ConfigArgs) -> anyhow::Result<String> {
+fn render(raw: &RawProject, app: &App, args: &ConfigArgs) -> anyhow::Result<String> {
     if args.environment {
         let mut vars: Vec<(&String, &String)> = raw.environment.iter().collect();
         vars.sort();
         return Ok(lines(vars.into_iter().map(|(k, v)| format!("{k}={v}"))));
     }
     if args.list_services {
-        return Ok(lines(service_names(document)));
+        return Ok(lines(app.services.keys().cloned()));
     }
     if args.list_volumes {
-        let names = match document.get("volumes") {
-            Some(Value::Mapping(m)) => m
-                .keys()
-                .filter_map(|k| k.as_str().map(str::to_string))
-                .collect(),
-            _ => Vec::new(),
-        };
-        return Ok(lines(names));
+        return Ok(lines(app.volumes.keys().cloned()));
     }
     if args.list_profiles {
         return Ok(lines(raw.all_profiles.clone()));
     }
     if args.list_images {
-        let mut images = Vec::new();
-        if let Some(Value::Mapping(services)) = document.get("services") {
-            for (name, service) in services {
-                let name = name.as_str().unwrap_or_default();
-                images.push(match service.get("image").and_then(Value::as_str) {
-                    Some(image) => image.to_string(),
-                    // Compose names a built image after the project and the service.
-                    None => format!("{}-{name}", raw.name),
-                });
-            }
-        }
-        return Ok(lines(images));
+        return Ok(lines(app.services.iter().map(
+            |(name, service)| match &service.image {
+                Some(image) => image.clone(),
+                // Compose names a built image after the project and the service.
+                None => format!("{}-{name}", app.name),
+            },
+        )));
     }
     if let Some(which) = &args.hash {
-        let all = service_names(document);
         let wanted: Vec<String> = if which.trim() == "*" {
-            all
+            app.services.keys().cloned().collect()
         } else {
             which
                 .split(',')
@@ -175,30 +171,30 @@ fn render(raw: &RawProject, document: &Value, args: &ConfigArgs) -> anyhow::Resu
         };
         let mut out = Vec::new();
         for name in wanted {
-            let service = document
-                .get("services")
-                .and_then(|s| s.get(name.as_str()))
+            let service = app
+                .services
+                .get(&name)
                 .with_context(|| format!("no such service: {name}"))?;
             out.push(format!("{name} {}", service_hash(service)?));
         }
         return Ok(lines(out));
     }
     Ok(match args.format {
-        Format::Yaml => serde_yaml::to_string(document)?,
-        Format::Json => serde_json::to_string_pretty(document)? + "\n",
+        Format::Yaml => app.to_yaml(),
+        Format::Json => app.to_json() + "\n",
     })
 }
 
 /// The configuration hash of a service: SHA-256 of its canonical JSON, leaving out what
 /// does not change the containers (the replica count), as Compose does.
-fn service_hash(service: &Value) -> anyhow::Result<String> {
-    let mut service = service.clone();
-    if let Some(Value::Mapping(deploy)) = service.get_mut("deploy") {
-        deploy.shift_remove("replicas");
+fn service_hash(service: &Service) -> anyhow::Result<String> {
+    let mut value = serde_json::to_value(service)?;
+    if let Some(obj) = value.as_object_mut() {
+        obj.remove("scale");
+        if let Some(deploy) = obj.get_mut("deploy").and_then(|d| d.as_object_mut()) {
+            deploy.remove("replicas");
+        }
     }
-    if let Value::Mapping(m) = &mut service {
-        m.shift_remove("scale");
-    }
-    let json = serde_json::to_vec(&service)?;
+    let json = serde_json::to_vec(&value)?;
     Ok(hex::encode(Sha256::digest(&json)))
 }
