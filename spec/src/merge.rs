@@ -434,9 +434,10 @@ fn index_key(indexer: Indexer, value: &Value) -> Option<String> {
     Some(match indexer {
         Indexer::Whole => scalar_text(value),
         Indexer::Port => match value {
+            // A missing host address means all addresses, as Compose indexes it.
             Value::Mapping(_) => format!(
                 "{}|{}|{}|{}",
-                field("host_ip").unwrap_or_default(),
+                field("host_ip").unwrap_or_else(|| "0.0.0.0".into()),
                 field("published").unwrap_or_default(),
                 field("target").unwrap_or_default(),
                 field("protocol").unwrap_or_else(|| "tcp".into()),
@@ -453,7 +454,7 @@ fn index_key(indexer: Indexer, value: &Value) -> Option<String> {
                 };
                 let (ip, published) = match rest.rsplit_once(':') {
                     Some((ip, p)) => (ip.to_string(), p.to_string()),
-                    None => (String::new(), rest),
+                    None => ("0.0.0.0".to_string(), rest),
                 };
                 format!("{ip}|{published}|{target}|{protocol}")
             }
@@ -630,6 +631,18 @@ mod tests {
             y(
                 "[{target: 80, published: '80', mode: host}, '127.0.0.1:53:53/udp', '9000', '53:53/udp']"
             )
+        );
+    }
+
+    #[test]
+    fn ports_without_host_ip_mean_all_addresses() {
+        let v = merged(
+            "services: {web: {ports: ['80:80', '[::1]:53:53']}}",
+            "services: {web: {ports: [{host_ip: 0.0.0.0, target: 80, published: '80'}, {host_ip: '[::1]', target: 53, published: 53}]}}",
+        );
+        assert_eq!(
+            svc(&v)["ports"],
+            y("[{host_ip: 0.0.0.0, target: 80, published: '80'}, {host_ip: '[::1]', target: 53, published: 53}]")
         );
     }
 
