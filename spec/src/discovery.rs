@@ -1,25 +1,27 @@
 //! Which Compose files a project is made of when no `-f` is given, and the project's name.
 //!
 //! Default files are looked for in the working directory, then its parents, as Compose
-//! does: the first of `compose.yaml`, `compose.yml`, `docker-compose.yaml`,
-//! `docker-compose.yml` (a warning when several exist), plus the first matching override
-//! file next to it. Only existence checks touch the file system here.
+//! does: the first of `compose.yaml`, `compose.yml`, `docker-compose.yml`,
+//! `docker-compose.yaml` (a warning when several exist), plus the first override file
+//! (`compose.override.yml`, `compose.override.yaml`, `docker-compose.override.yml`,
+//! `docker-compose.override.yaml`) next to it. Only existence checks touch the file system here.
 
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Warning};
 
+/// In Compose's order of preference.
 pub const DEFAULT_FILES: [&str; 4] = [
     "compose.yaml",
     "compose.yml",
-    "docker-compose.yaml",
     "docker-compose.yml",
+    "docker-compose.yaml",
 ];
 pub const OVERRIDE_FILES: [&str; 4] = [
-    "compose.override.yaml",
     "compose.override.yml",
-    "docker-compose.override.yaml",
+    "compose.override.yaml",
     "docker-compose.override.yml",
+    "docker-compose.override.yaml",
 ];
 
 /// Finds the default Compose file (and its override) from `dir` upwards.

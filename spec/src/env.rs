@@ -2,8 +2,8 @@
 //!
 //! Rules: blank lines and `#` comments are skipped; an optional `export ` prefix; `KEY=VALUE`
 //! with spaces around `=` ignored; single-quoted values are literal; double-quoted values
-//! take the escapes `\n \r \t \\ \" \$` and interpolate `${VAR}` from the process
-//! environment and the variables defined earlier; unquoted values end at the line's end or
+//! take the escapes `\n \r \t \\ \" \$` and interpolate `${VAR}` from the variables
+//! defined earlier and the process environment; unquoted values end at the line's end or
 //! at ` #` and are interpolated too; quoted values may span lines; a bare `KEY` takes the
 //! process environment's value if it has one. The `raw` format reads `KEY=VALUE` lines
 //! verbatim. Parsing is pure; `read_env_file` is the only file read here.
@@ -17,8 +17,8 @@ use crate::interpolate::{InterpolateError, interpolate_str};
 
 pub type EnvMap = IndexMap<String, String>;
 
-/// Parses dotenv text. `outer` is looked up first when interpolating (the process
-/// environment), then the variables already read from this text.
+/// Parses dotenv text. Interpolation looks up the variables already read from this text
+/// first, then `outer` (the process environment), as compose-go does.
 pub fn parse_dotenv(
     text: &str,
     file: &Path,
@@ -139,7 +139,7 @@ pub fn parse_dotenv(
                 raw.trim_end().to_string()
             }
         };
-        let lookup = |name: &str| outer(name).or_else(|| vars.get(name).cloned());
+        let lookup = |name: &str| vars.get(name).cloned().or_else(|| outer(name));
         let value = interpolate_str(&value, &lookup, &mut |_| {}).map_err(|e| match e {
             InterpolateError::Required { variable, message } => Error::RequiredVariable {
                 location: Location::at(file, line, 0),
@@ -275,10 +275,10 @@ L=a=b=c
     }
 
     #[test]
-    fn process_env_wins_in_interpolation_and_later_redefinitions_apply() {
+    fn earlier_definitions_win_in_interpolation_and_redefinitions_apply() {
         assert_eq!(
             pairs("HOME=/h\nX=$HOME\nA=1\nA=2\nB=$A"),
-            vec![p("HOME", "/h"), p("X", "/root"), p("A", "2"), p("B", "2")]
+            vec![p("HOME", "/h"), p("X", "/h"), p("A", "2"), p("B", "2")]
         );
     }
 

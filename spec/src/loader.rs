@@ -300,7 +300,7 @@ pub fn project_environment(
     let mut from_files = EnvMap::new();
     let read = |path: &Path, from_files: &mut EnvMap| -> Result<(), Error> {
         let known = from_files.clone();
-        let outer = |name: &str| process.get(name).or_else(|| known.get(name)).cloned();
+        let outer = |name: &str| known.get(name).or_else(|| process.get(name)).cloned();
         from_files.extend(env::read_env_file(path, false, &outer)?);
         Ok(())
     };
@@ -523,7 +523,7 @@ fn fold_env_files(
                 continue;
             }
             let known = vars.clone();
-            let outer = |n: &str| environment.get(n).or_else(|| known.get(n)).cloned();
+            let outer = |n: &str| known.get(n).or_else(|| environment.get(n)).cloned();
             let read = env::read_env_file(&path, raw, &outer).map_err(|e| match e {
                 Error::Io { path, source } => Error::Invalid {
                     location: source_map.locate(&at),

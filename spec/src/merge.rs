@@ -642,7 +642,9 @@ mod tests {
         );
         assert_eq!(
             svc(&v)["ports"],
-            y("[{host_ip: 0.0.0.0, target: 80, published: '80'}, {host_ip: '[::1]', target: 53, published: 53}]")
+            y(
+                "[{host_ip: 0.0.0.0, target: 80, published: '80'}, {host_ip: '[::1]', target: 53, published: 53}]"
+            )
         );
     }
 
