@@ -30,9 +30,7 @@ impl Trace {
     /// Updates `earlier` (the map of the merged-into side) with `later`'s places.
     pub fn apply(&self, earlier: &mut SourceMap, mut later: SourceMap) {
         earlier.apply_moves(&self.left_moves);
-        for prefix in &self.replaced {
-            earlier.remove_prefix(prefix);
-        }
+        earlier.remove_prefixes(&self.replaced);
         later.apply_moves(&self.right_moves);
         earlier.absorb(later);
     }

@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use saphyr_parser::{Event, Parser};
 
@@ -22,7 +23,21 @@ pub const MAX_EXPANDED_NODES: u64 = 1_000_000;
 pub struct SourceMap {
     /// The file blamed when no path matches (the first file loaded).
     default_file: PathBuf,
-    places: HashMap<Vec<PathSeg>, Location>,
+    places: HashMap<Vec<PathSeg>, Place>,
+}
+
+/// A `Location` with its file shared: a file holds thousands of places.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Place {
+    file: Arc<Path>,
+    line: usize,
+    column: usize,
+}
+
+impl Place {
+    fn location(&self) -> Location {
+        Location::at(self.file.to_path_buf(), self.line, self.column)
+    }
 }
 
 impl SourceMap {
@@ -38,11 +53,17 @@ impl SourceMap {
     }
 
     pub fn insert(&mut self, path: Vec<PathSeg>, location: Location) {
-        self.places.insert(path, location);
+        let place = Place {
+            file: Arc::from(location.file.as_path()),
+            line: location.line,
+            column: location.column,
+        };
+        self.places.insert(path, place);
     }
 
-    pub fn get(&self, path: &[PathSeg]) -> Option<&Location> {
-        self.places.get(path)
+    /// The place recorded for exactly this path.
+    pub fn get(&self, path: &[PathSeg]) -> Option<Location> {
+        self.places.get(path).map(Place::location)
     }
 
     pub fn len(&self) -> usize {
@@ -56,8 +77,8 @@ impl SourceMap {
     /// The place of the deepest known prefix of `path`, else the default file.
     pub fn locate(&self, path: &[PathSeg]) -> Location {
         for end in (0..=path.len()).rev() {
-            if let Some(location) = self.places.get(&path[..end]) {
-                return location.clone();
+            if let Some(place) = self.places.get(&path[..end]) {
+                return place.location();
             }
         }
         Location::file(&self.default_file)
@@ -74,22 +95,36 @@ impl SourceMap {
         if moves.is_empty() {
             return;
         }
+        let by_from: HashMap<&[PathSeg], &[PathSeg]> = moves
+            .iter()
+            .map(|(from, to)| (from.as_slice(), to.as_slice()))
+            .collect();
         let places = std::mem::take(&mut self.places);
         for (path, location) in places {
-            let best = moves
-                .iter()
-                .filter(|(from, _)| path.starts_with(from))
-                .max_by_key(|(from, _)| from.len());
-            let new_path = match best {
-                Some((from, to)) => {
-                    let mut p = to.clone();
-                    p.extend_from_slice(&path[from.len()..]);
+            let hit = (0..=path.len())
+                .rev()
+                .find_map(|end| by_from.get(&path[..end]).map(|to| (end, *to)));
+            let new_path = match hit {
+                Some((end, to)) => {
+                    let mut p = to.to_vec();
+                    p.extend_from_slice(&path[end..]);
                     p
                 }
                 None => path,
             };
             self.places.insert(new_path, location);
         }
+    }
+
+    /// Forgets every place at or under any of `prefixes`, in one pass.
+    pub fn remove_prefixes(&mut self, prefixes: &[Vec<PathSeg>]) {
+        if prefixes.is_empty() {
+            return;
+        }
+        let set: std::collections::HashSet<&[PathSeg]> =
+            prefixes.iter().map(Vec::as_slice).collect();
+        self.places
+            .retain(|path, _| !(0..=path.len()).any(|end| set.contains(&path[..end])));
     }
 
     /// Copies the places of `other` found under `from` to sit under `to` in `self`,
@@ -151,12 +186,17 @@ fn index_into(text: &str, file: &Path, map: &mut SourceMap) -> Result<(), Error>
     let mut prefix: Vec<PathSeg> = Vec::new();
     let mut anchor_sizes: HashMap<usize, u64> = HashMap::new();
     let mut total: u64 = 0;
-    let at = |line: usize, col: usize| Location::at(file, line, col + 1);
+    let shared: Arc<Path> = Arc::from(file);
+    let at = |line: usize, col: usize| Place {
+        file: shared.clone(),
+        line,
+        column: col + 1,
+    };
     let mut complex_depth = 0usize;
 
     while let Some(next) = parser.next_event() {
         let (event, span) = next.map_err(|e| Error::Syntax {
-            location: at(e.marker().line(), e.marker().col()),
+            location: at(e.marker().line(), e.marker().col()).location(),
             message: e.info().to_string(),
         })?;
         let here = at(span.start.line(), span.start.col());
@@ -196,7 +236,7 @@ fn index_into(text: &str, file: &Path, map: &mut SourceMap) -> Result<(), Error>
                     }
                     let mut path = prefix.clone();
                     path.push(PathSeg::Key(text.to_string()));
-                    map.insert(path, here);
+                    map.places.insert(path, here);
                     continue;
                 }
                 Event::SequenceStart(..) | Event::MappingStart(..) => {
@@ -230,7 +270,7 @@ fn index_into(text: &str, file: &Path, map: &mut SourceMap) -> Result<(), Error>
                 total = total.saturating_add(size);
                 if total > MAX_EXPANDED_NODES {
                     return Err(Error::Syntax {
-                        location: here,
+                        location: here.location(),
                         message: format!(
                             "YAML aliases expand to more than {MAX_EXPANDED_NODES} nodes \
                              (an alias bomb?); refusing to load"
@@ -242,7 +282,7 @@ fn index_into(text: &str, file: &Path, map: &mut SourceMap) -> Result<(), Error>
             Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _) => {
                 if stack.len() >= MAX_DEPTH {
                     return Err(Error::Syntax {
-                        location: here,
+                        location: here.location(),
                         message: format!("nesting deeper than {MAX_DEPTH} levels"),
                     });
                 }
@@ -252,7 +292,7 @@ fn index_into(text: &str, file: &Path, map: &mut SourceMap) -> Result<(), Error>
                     let mut path = prefix.clone();
                     path.push(seg.clone());
                     if matches!(stack.last(), Some(Frame::Sequence { .. })) {
-                        map.insert(path, here);
+                        map.places.insert(path, here);
                     }
                     prefix.push(seg);
                 } else if !stack.is_empty() {
@@ -316,13 +356,13 @@ fn value_seen(
     stack: &mut [Frame],
     map: &mut SourceMap,
     prefix: &[PathSeg],
-    here: Location,
+    here: Place,
     size: u64,
 ) {
     if let Some(Frame::Sequence { index, .. }) = stack.last() {
         let mut path = prefix.to_vec();
         path.push(PathSeg::Index(*index));
-        map.insert(path, here);
+        map.places.insert(path, here);
     }
     advance(stack, size);
 }
