@@ -89,8 +89,8 @@ impl SourceMap {
         self.places.retain(|path, _| !path.starts_with(prefix));
     }
 
-    /// Re-keys places in one pass: a place under a move's `from` goes under its `to` (the
-    /// longest matching `from` wins), so swaps and shifts never collide.
+    /// Re-keys places: a place under a move's `from` goes under its `to` (the longest
+    /// matching `from` wins). All moves apply at once, so swaps and shifts never collide.
     pub fn apply_moves(&mut self, moves: &[(Vec<PathSeg>, Vec<PathSeg>)]) {
         if moves.is_empty() {
             return;
@@ -99,32 +99,47 @@ impl SourceMap {
             .iter()
             .map(|(from, to)| (from.as_slice(), to.as_slice()))
             .collect();
-        let places = std::mem::take(&mut self.places);
-        for (path, location) in places {
-            let hit = (0..=path.len())
-                .rev()
-                .find_map(|end| by_from.get(&path[..end]).map(|to| (end, *to)));
-            let new_path = match hit {
-                Some((end, to)) => {
-                    let mut p = to.to_vec();
-                    p.extend_from_slice(&path[end..]);
-                    p
-                }
-                None => path,
-            };
-            self.places.insert(new_path, location);
+        // Only prefixes as long as some `from` can match: usually one or two lengths.
+        let mut lengths: Vec<usize> = moves.iter().map(|(from, _)| from.len()).collect();
+        lengths.sort_unstable_by(|a, b| b.cmp(a));
+        lengths.dedup();
+        let moved: Vec<(Vec<PathSeg>, Vec<PathSeg>)> = self
+            .places
+            .keys()
+            .filter_map(|path| {
+                let (end, to) = lengths
+                    .iter()
+                    .filter(|&&len| len <= path.len())
+                    .find_map(|&len| by_from.get(&path[..len]).map(|to| (len, *to)))?;
+                let mut new_path = to.to_vec();
+                new_path.extend_from_slice(&path[end..]);
+                Some((path.clone(), new_path))
+            })
+            .collect();
+        let mut taken = Vec::with_capacity(moved.len());
+        for (old, new) in moved {
+            if let Some(place) = self.places.remove(&old) {
+                taken.push((new, place));
+            }
         }
+        self.places.extend(taken);
     }
 
-    /// Forgets every place at or under any of `prefixes`, in one pass.
+    /// Forgets every place at or under any of `prefixes`.
     pub fn remove_prefixes(&mut self, prefixes: &[Vec<PathSeg>]) {
         if prefixes.is_empty() {
             return;
         }
         let set: std::collections::HashSet<&[PathSeg]> =
             prefixes.iter().map(Vec::as_slice).collect();
-        self.places
-            .retain(|path, _| !(0..=path.len()).any(|end| set.contains(&path[..end])));
+        let mut lengths: Vec<usize> = prefixes.iter().map(Vec::len).collect();
+        lengths.sort_unstable();
+        lengths.dedup();
+        self.places.retain(|path, _| {
+            !lengths
+                .iter()
+                .any(|&len| len <= path.len() && set.contains(&path[..len]))
+        });
     }
 
     /// Copies the places of `other` found under `from` to sit under `to` in `self`,
@@ -176,6 +191,8 @@ pub fn index(text: &str, file: &Path) -> Result<SourceMap, Error> {
 /// finds malformed yet serde_yaml accepts still gets positions for its first part.
 pub fn index_partial(text: &str, file: &Path) -> (SourceMap, Option<Error>) {
     let mut map = SourceMap::new(file);
+    // Roughly one place per line: avoids rehashing while indexing.
+    map.places.reserve((text.len() / 24).min(100_000));
     let error = index_into(text, file, &mut map).err();
     (map, error)
 }
@@ -475,6 +492,21 @@ mod tests {
         let err = index(&text, Path::new("lol.yaml")).unwrap_err();
         assert!(err.to_string().contains("alias bomb"), "{err}");
         assert!(started.elapsed().as_secs() < 5);
+    }
+
+    #[test]
+    fn moves_apply_at_once_and_prefixes_go() {
+        let at = |i: usize| vec![key("p"), PathSeg::Index(i), key("x")];
+        let mut map = SourceMap::new("a");
+        map.insert(at(0), Location::at("a", 1, 1));
+        map.insert(at(1), Location::at("a", 2, 1));
+        let idx = |i: usize| vec![key("p"), PathSeg::Index(i)];
+        map.apply_moves(&[(idx(0), idx(1)), (idx(1), idx(0))]);
+        assert_eq!(map.get(&at(0)).unwrap().line, 2);
+        assert_eq!(map.get(&at(1)).unwrap().line, 1);
+        map.remove_prefixes(&[idx(0)]);
+        assert!(map.get(&at(0)).is_none());
+        assert_eq!(map.len(), 1);
     }
 
     #[test]
