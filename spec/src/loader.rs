@@ -408,7 +408,23 @@ impl Session<'_> {
             }
             let mut combined: Option<Parsed> = None;
             for file in &entry.paths {
-                let loaded = self.load_file(file, &included_env)?;
+                let loaded = self.load_file(file, &included_env).map_err(|e| match e {
+                    // A missing included file is the including file's error, at the entry.
+                    Error::Io {
+                        path: missing,
+                        source,
+                    } if missing == *file => Error::Invalid {
+                        location: parsed
+                            .source_map
+                            .locate(&[PathSeg::Key("include".into()), PathSeg::Index(entry.index)]),
+                        message: format!(
+                            "include[{}]: cannot read {}: {source}",
+                            entry.index,
+                            missing.display()
+                        ),
+                    },
+                    other => other,
+                })?;
                 combined = Some(match combined {
                     None => Parsed {
                         value: merge::resolve_tags(loaded.value).unwrap_or(Value::Null),

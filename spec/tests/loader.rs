@@ -360,6 +360,14 @@ fn include_with_its_own_env_and_conflicts() {
     ]);
     let err = p.load(|_| {}).unwrap_err();
     assert!(err.to_string().contains("include cycle"), "{err}");
+
+    let p = Project::new(&[("compose.yaml", "services: {}\ninclude:\n  - gone.yaml\n")]);
+    let err = p.load(|_| {}).unwrap_err().to_string();
+    assert!(
+        err.contains("compose.yaml:3:5: include[0]: cannot read"),
+        "{err}"
+    );
+    assert!(err.contains("gone.yaml"), "{err}");
 }
 
 #[test]
