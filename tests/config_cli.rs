@@ -145,3 +145,21 @@ fn warnings_do_not_fail_and_errors_are_one_line() {
         stderr(&o)
     );
 }
+
+#[test]
+fn a_dependency_disabled_by_profiles_is_an_error() {
+    let dir = project(&[(
+        "compose.yaml",
+        "services:\n  web:\n    image: a\n    depends_on: [db]\n  db:\n    image: b\n    profiles: [data]\n",
+    )]);
+    let o = berth(dir.path(), &["config", "-q"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("compose.yaml:4:"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("undefined service"), "{}", stderr(&o));
+    // Naming db activates its profile.
+    let o = berth(dir.path(), &["config", "--services", "db"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "db\n");
+    let o = berth(dir.path(), &["--profile", "data", "config", "--services"]);
+    assert_eq!(stdout(&o), "db\nweb\n");
+}

@@ -1,7 +1,9 @@
 //! Profiles: which services are enabled. A service without `profiles` is always enabled;
-//! one with `profiles` only when one of them is active (`*` activates all). A service named
-//! explicitly (the selection) is enabled whatever its profiles, and so are the services it
-//! depends on. Pure: works on the merged document.
+//! one with `profiles` only when one of them is active (`*` activates all). As the Compose
+//! Specification says, a service named explicitly (the selection) adds its profiles to the
+//! active set; references from other services do not enable anything (a dependency left
+//! disabled is then the model's "undefined service" error). Pure: works on the merged
+//! document.
 
 use std::collections::BTreeSet;
 
@@ -102,17 +104,19 @@ pub fn apply_profiles(
         }
         return Ok(Mapping::new());
     };
+    let mut active: Vec<String> = active.to_vec();
+    for name in selected {
+        let service = services
+            .get(name.as_str())
+            .ok_or_else(|| Error::Project(format!("no such service: {name}")))?;
+        active.extend(service_profiles(service));
+    }
     let all = active.iter().any(|p| p == "*");
-    let forced = with_dependencies(services, selected)?;
     let mut disabled = Mapping::new();
     let names: Vec<Value> = services.keys().cloned().collect();
     for name in names {
-        let service = &services[&name];
-        let profiles = service_profiles(service);
-        let enabled = profiles.is_empty()
-            || all
-            || profiles.iter().any(|p| active.contains(p))
-            || forced.contains(&scalar_text(&name));
+        let profiles = service_profiles(&services[&name]);
+        let enabled = profiles.is_empty() || all || profiles.iter().any(|p| active.contains(p));
         if !enabled && let Some(v) = services.shift_remove(&name) {
             disabled.insert(name, v);
         }
@@ -153,10 +157,12 @@ mod tests {
             enabled(&["*"], &[]),
             vec!["web", "api", "db", "debug", "tools"]
         );
-        // Naming a service enables it and what it depends on.
+        // Naming a service activates its profiles (and so every service of them), not the
+        // profiles of what it depends on.
         assert_eq!(enabled(&[], &["tools"]), vec!["web", "tools"]);
-        assert_eq!(enabled(&[], &["web"]), vec!["web", "api", "db"]);
-        assert_eq!(enabled(&[], &["debug"]), vec!["web", "api", "db", "debug"]);
+        assert_eq!(enabled(&[], &["web"]), vec!["web"]);
+        assert_eq!(enabled(&[], &["debug"]), vec!["web", "debug"]);
+        assert_eq!(enabled(&[], &["api"]), vec!["web", "api", "db"]);
         assert_eq!(
             all_profiles(&doc()),
             vec!["backend", "data", "debug", "tools"]
