@@ -401,11 +401,10 @@ impl Session<'_> {
         let entries = include::entries(parsed, path)?;
         for entry in entries {
             // The included project's env files, under the including environment.
-            let mut included_env =
-                project_environment(&IndexMap::new(), &entry.env_files, &entry.project_directory)?;
-            for (k, v) in env {
-                included_env.insert(k.clone(), v.clone());
-            }
+            // The including environment is both the lookup of the env files'
+            // interpolation and the winner over their values.
+            let included_env =
+                project_environment(env, &entry.env_files, &entry.project_directory)?;
             let mut combined: Option<Parsed> = None;
             for file in &entry.paths {
                 let loaded = self.load_file(file, &included_env).map_err(|e| match e {
