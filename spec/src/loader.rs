@@ -237,8 +237,11 @@ pub fn load_document(options: &LoadOptions) -> Result<RawProject, Error> {
     }
     let Parsed {
         value: mut document,
-        source_map,
+        mut source_map,
     } = merged.ok_or_else(|| Error::Project("no Compose file given".into()))?;
+    let unique = merge::enforce_unique(&mut document);
+    let nothing_later = SourceMap::new(source_map.default_file().to_path_buf());
+    unique.apply(&mut source_map, nothing_later);
     if files.iter().any(|f| f.as_os_str() == STDIN) {
         files.retain(|f| f.as_os_str() != STDIN);
     }

@@ -8,6 +8,8 @@
 //! Pure: values in, value out, plus a `Trace` telling the source map how paths moved.
 
 use serde_yaml::Value;
+use std::collections::HashMap;
+
 use serde_yaml::value::{Mapping, Tag};
 
 use crate::path::PathSeg;
@@ -80,6 +82,69 @@ pub fn resolve_tags(value: Value) -> Option<Value> {
             items.into_iter().filter_map(resolve_tags).collect(),
         )),
         other => Some(other),
+    }
+}
+
+/// Removes duplicates from the attributes merged by a key (ports, volumes, `dns`, …)
+/// within the document itself, as Compose does after every merge, the first file
+/// included: a later duplicate replaces the earlier item in its place. The trace's
+/// `left_moves` re-key the source map.
+pub fn enforce_unique(document: &mut Value) -> Trace {
+    let mut trace = Trace::default();
+    let mut path = Vec::new();
+    unique_walk(document, &mut path, &mut trace);
+    trace
+}
+
+fn unique_walk(value: &mut Value, path: &mut Path, trace: &mut Trace) {
+    match value {
+        Value::Mapping(map) => {
+            for (key, item) in map.iter_mut() {
+                path.push(PathSeg::Key(key_text(key)));
+                unique_walk(item, path, trace);
+                path.pop();
+            }
+        }
+        Value::Sequence(items) => {
+            let Rule::Unique(indexer) = rule_for(path) else {
+                return;
+            };
+            let keys: Vec<Option<String>> = items.iter().map(|v| index_key(indexer, v)).collect();
+            let mut seen = std::collections::HashSet::new();
+            let has_duplicates = keys.iter().flatten().any(|k| !seen.insert(k.as_str()));
+            if !has_duplicates {
+                return;
+            }
+            let mut kept: Vec<Value> = Vec::with_capacity(items.len());
+            let mut positions: HashMap<String, usize> = HashMap::new();
+            for (i, (item, key)) in std::mem::take(items).into_iter().zip(keys).enumerate() {
+                let at = match key.and_then(|k| match positions.get(&k) {
+                    Some(&pos) => Some(pos),
+                    None => {
+                        positions.insert(k, kept.len());
+                        None
+                    }
+                }) {
+                    Some(pos) => {
+                        kept[pos] = item;
+                        pos
+                    }
+                    None => {
+                        kept.push(item);
+                        kept.len() - 1
+                    }
+                };
+                if at != i {
+                    let mut from = path.clone();
+                    from.push(PathSeg::Index(i));
+                    let mut to = path.clone();
+                    to.push(PathSeg::Index(at));
+                    trace.left_moves.push((from, to));
+                }
+            }
+            *items = kept;
+        }
+        _ => {}
     }
 }
 
@@ -738,6 +803,35 @@ mod tests {
             resolve_tags(y("{a: !reset 1, b: !override [2]}")),
             Some(y("{b: [2]}"))
         );
+    }
+
+    #[test]
+    fn duplicates_within_one_document_collapse() {
+        let mut v = y(
+            "services: {web: {ports: ['80:80', '81:81', {target: 80, published: '80'}], dns: [a, b, a], networks: {n: {aliases: [x, x]}}, security_opt: [s, s]}}",
+        );
+        let trace = enforce_unique(&mut v);
+        assert_eq!(
+            svc(&v)["ports"],
+            y("[{target: 80, published: '80'}, '81:81']")
+        );
+        assert_eq!(svc(&v)["dns"], y("[a, b]"));
+        assert_eq!(svc(&v)["networks"]["n"]["aliases"], y("[x]"));
+        // Plain sequences keep their duplicates.
+        assert_eq!(svc(&v)["security_opt"], y("[s, s]"));
+        let ports = |i| {
+            vec![
+                PathSeg::Key("services".into()),
+                PathSeg::Key("web".into()),
+                PathSeg::Key("ports".into()),
+                PathSeg::Index(i),
+            ]
+        };
+        let mut map = SourceMap::new("a.yaml");
+        map.insert(ports(0), Location::at("a.yaml", 1, 1));
+        map.insert(ports(2), Location::at("a.yaml", 3, 1));
+        trace.apply(&mut map, SourceMap::new("a.yaml"));
+        assert_eq!(map.locate(&ports(0)).line, 3);
     }
 
     #[test]
