@@ -420,3 +420,63 @@ fn syntax_and_io_errors() {
         .unwrap_err();
     assert!(err.to_string().contains("absent.yaml"), "{err}");
 }
+
+#[test]
+fn several_env_files_in_order_and_path_separator() {
+    let p = Project::new(&[
+        ("sub/a.yaml", "services:\n  a: {image: \"${IMG}:${TAG}\"}\n"),
+        ("sub/b.yaml", "services:\n  b: {image: x}\n"),
+        ("one.env", "IMG=first\nTAG=1\n"),
+        (
+            "two.env",
+            "TAG=${TAG}-two\nCOMPOSE_FILE=sub/a.yaml;sub/b.yaml\nCOMPOSE_PATH_SEPARATOR=;\n",
+        ),
+    ]);
+    let raw = p
+        .load(|o| o.env_files = vec!["one.env".into(), "two.env".into()])
+        .unwrap();
+    // The second file sees the first one's variables.
+    assert_eq!(
+        raw.document["services"]["a"]["image"],
+        Value::from("first:1-two")
+    );
+    assert!(raw.document["services"].get("b").is_some());
+    // Files from COMPOSE_FILE: the project directory is the first one's.
+    assert_eq!(raw.project_dir, p.path("sub"));
+    assert_eq!(raw.name, "sub");
+}
+
+#[test]
+fn relative_paths_of_later_files_stay_relative_to_the_project() {
+    let p = Project::new(&[
+        (
+            "app/compose.yaml",
+            "services:\n  web: {image: a, build: .}\n",
+        ),
+        (
+            "overrides/dev.yaml",
+            "services:\n  web: {build: {context: ./src}}\n",
+        ),
+    ]);
+    let raw = p
+        .load(|o| o.files = vec!["app/compose.yaml".into(), "overrides/dev.yaml".into()])
+        .unwrap();
+    // Compose resolves every file's relative paths against the project directory.
+    assert_eq!(raw.project_dir, p.path("app"));
+    assert_eq!(
+        raw.document["services"]["web"]["build"],
+        y("{context: ./src}")
+    );
+}
+
+#[test]
+fn invalid_explicit_project_names_are_errors() {
+    let p = Project::new(&[("compose.yaml", "name: My App\nservices: {}\n")]);
+    let err = p.load(|_| {}).unwrap_err();
+    assert!(
+        err.to_string().contains("invalid project name \"My App\""),
+        "{err}"
+    );
+    let raw = p.load(|o| o.project_name = Some("ok-1".into())).unwrap();
+    assert_eq!(raw.name, "ok-1");
+}
