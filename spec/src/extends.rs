@@ -29,6 +29,9 @@ fn service_path(name: &str) -> Vec<PathSeg> {
     vec![key("services"), key(name)]
 }
 
+/// Longest `extends` chain followed: each link is a recursion.
+pub const MAX_CHAIN: usize = 64;
+
 /// Resolves every `extends` of the document of `file` in place.
 pub fn apply_extends(parsed: &mut Parsed, file: &Path, load: &mut LoadFn<'_>) -> Result<(), Error> {
     let Some(Value::Mapping(services)) = parsed.value.get("services") else {
@@ -42,107 +45,157 @@ pub fn apply_extends(parsed: &mut Parsed, file: &Path, load: &mut LoadFn<'_>) ->
     if names.is_empty() {
         return Ok(());
     }
-    let mut cache: HashMap<PathBuf, Parsed> = HashMap::new();
-    cache.insert(file.to_path_buf(), parsed.clone());
+    let mut resolver = Resolver {
+        files: HashMap::new(),
+        done: HashMap::new(),
+        load,
+    };
+    resolver.add_file(file.to_path_buf(), parsed.clone());
+    let mut resolved = Vec::with_capacity(names.len());
     for name in names {
         let mut stack = Vec::new();
-        let (service, map) = resolve(file, &name, &mut cache, load, &mut stack)?;
+        let (service, map) = resolver.resolve(file, &name, &mut stack)?;
+        resolved.push((name, service, map));
+    }
+    let prefixes: Vec<Vec<PathSeg>> = resolved.iter().map(|(n, _, _)| service_path(n)).collect();
+    parsed.source_map.remove_prefixes(&prefixes);
+    for (name, service, map) in resolved {
         if let Some(Value::Mapping(services)) = parsed.value.get_mut("services") {
-            services.insert(Value::String(name.clone()), service);
+            services.insert(Value::String(name), service);
         }
-        parsed.source_map.remove_prefix(&service_path(&name));
         parsed.source_map.absorb(map);
     }
     Ok(())
 }
 
-fn resolve(
-    file: &Path,
-    name: &str,
-    cache: &mut HashMap<PathBuf, Parsed>,
-    load: &mut LoadFn<'_>,
-    stack: &mut Vec<(PathBuf, String)>,
-) -> Result<(Value, SourceMap), Error> {
-    let parsed = &cache[file];
-    let path = service_path(name);
-    let service = parsed
-        .value
-        .get("services")
-        .and_then(|s| s.get(name))
-        .cloned()
-        .unwrap_or(Value::Null);
-    let mut map = SourceMap::new(file);
-    map.copy_prefix_from(&parsed.source_map, &path, &path);
-    let Some(extends) = service.get("extends") else {
-        return Ok((service, map));
-    };
-    let mut extends_path = path.clone();
-    extends_path.push(key("extends"));
-    let here = parsed.source_map.locate(&extends_path);
-    let invalid = |message: String| Error::Invalid {
-        location: here.clone(),
-        message,
-    };
-    let (base_name, base_file) = match extends {
-        Value::String(s) => (s.clone(), None),
-        Value::Mapping(m) => {
-            let base = m.get("service").and_then(Value::as_str).ok_or_else(|| {
-                invalid(format!("services.{name}.extends: `service` is required"))
-            })?;
-            let other = m.get("file").and_then(Value::as_str).map(|f| {
-                let dir = file.parent().unwrap_or(Path::new("/"));
-                PathBuf::from(absolute(dir, f))
-            });
-            (base.to_string(), other)
+/// A file taking part in `extends`, with its source map split by service once.
+struct FileEntry {
+    parsed: Parsed,
+    service_maps: HashMap<String, SourceMap>,
+}
+
+struct Resolver<'a, 'l> {
+    files: HashMap<PathBuf, FileEntry>,
+    /// Services already resolved, so long chains are walked once.
+    done: HashMap<(PathBuf, String), (Value, SourceMap)>,
+    load: &'a mut LoadFn<'l>,
+}
+
+impl Resolver<'_, '_> {
+    fn add_file(&mut self, file: PathBuf, parsed: Parsed) {
+        let service_maps = parsed.source_map.split_services();
+        self.files.insert(
+            file,
+            FileEntry {
+                parsed,
+                service_maps,
+            },
+        );
+    }
+
+    fn resolve(
+        &mut self,
+        file: &Path,
+        name: &str,
+        stack: &mut Vec<(PathBuf, String)>,
+    ) -> Result<(Value, SourceMap), Error> {
+        let memo_key = (file.to_path_buf(), name.to_string());
+        if let Some(done) = self.done.get(&memo_key) {
+            return Ok(done.clone());
         }
-        _ => {
+        let entry = &self.files[file];
+        let path = service_path(name);
+        let service = entry
+            .parsed
+            .value
+            .get("services")
+            .and_then(|s| s.get(name))
+            .cloned()
+            .unwrap_or(Value::Null);
+        let map = entry
+            .service_maps
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| SourceMap::new(file));
+        let Some(extends) = service.get("extends") else {
+            return Ok((service, map));
+        };
+        let mut extends_path = path.clone();
+        extends_path.push(key("extends"));
+        let here = entry.parsed.source_map.locate(&extends_path);
+        let invalid = |message: String| Error::Invalid {
+            location: here.clone(),
+            message,
+        };
+        let (base_name, base_file) = match extends {
+            Value::String(s) => (s.clone(), None),
+            Value::Mapping(m) => {
+                let base = m.get("service").and_then(Value::as_str).ok_or_else(|| {
+                    invalid(format!("services.{name}.extends: `service` is required"))
+                })?;
+                let other = m.get("file").and_then(Value::as_str).map(|f| {
+                    let dir = file.parent().unwrap_or(Path::new("/"));
+                    PathBuf::from(absolute(dir, f))
+                });
+                (base.to_string(), other)
+            }
+            _ => {
+                return Err(invalid(format!(
+                    "services.{name}.extends must be a service name or a mapping"
+                )));
+            }
+        };
+        let target = base_file.clone().unwrap_or_else(|| file.to_path_buf());
+        stack.push((file.to_path_buf(), name.to_string()));
+        if stack.iter().any(|(f, n)| *f == target && *n == base_name) {
+            let mut chain: Vec<String> = stack.iter().map(|(_, n)| n.clone()).collect();
+            chain.push(base_name.clone());
+            return Err(invalid(format!("circular extends: {}", chain.join(" -> "))));
+        }
+        if stack.len() > MAX_CHAIN {
             return Err(invalid(format!(
-                "services.{name}.extends must be a service name or a mapping"
+                "services.{name}.extends: chain longer than {MAX_CHAIN} services"
             )));
         }
-    };
-    let target = base_file.clone().unwrap_or_else(|| file.to_path_buf());
-    stack.push((file.to_path_buf(), name.to_string()));
-    if stack.iter().any(|(f, n)| *f == target && *n == base_name) {
-        let mut chain: Vec<String> = stack.iter().map(|(_, n)| n.clone()).collect();
-        chain.push(base_name.clone());
-        return Err(invalid(format!("circular extends: {}", chain.join(" -> "))));
+        if !self.files.contains_key(&target) {
+            let loaded = (self.load)(&target).map_err(|e| match e {
+                Error::Io { path, source } => invalid(format!(
+                    "services.{name}.extends: cannot read {}: {source}",
+                    path.display()
+                )),
+                other => other,
+            })?;
+            self.add_file(target.clone(), loaded);
+        }
+        let exists = self.files[&target]
+            .parsed
+            .value
+            .get("services")
+            .and_then(|s| s.get(base_name.as_str()))
+            .is_some();
+        if !exists {
+            return Err(invalid(format!(
+                "services.{name}.extends: no service {base_name:?} in {}",
+                target.display()
+            )));
+        }
+        let (mut base, mut base_map) = self.resolve(&target, &base_name, stack)?;
+        stack.pop();
+        let target_dir = target.parent().unwrap_or(Path::new("/"));
+        if base_file.is_some() && Some(target_dir) != file.parent() {
+            rebase_service(&mut base, target_dir);
+        }
+        base_map.apply_moves(&[(service_path(&base_name), path.clone())]);
+        let mut child = service;
+        if let Value::Mapping(m) = &mut child {
+            m.shift_remove("extends");
+        }
+        let merged = merge_service(name, base, child);
+        merged.trace.apply(&mut base_map, map);
+        self.done
+            .insert(memo_key, (merged.value.clone(), base_map.clone()));
+        Ok((merged.value, base_map))
     }
-    if !cache.contains_key(&target) {
-        let loaded = load(&target).map_err(|e| match e {
-            Error::Io { path, source } => invalid(format!(
-                "services.{name}.extends: cannot read {}: {source}",
-                path.display()
-            )),
-            other => other,
-        })?;
-        cache.insert(target.clone(), loaded);
-    }
-    let exists = cache[&target]
-        .value
-        .get("services")
-        .and_then(|s| s.get(base_name.as_str()))
-        .is_some();
-    if !exists {
-        return Err(invalid(format!(
-            "services.{name}.extends: no service {base_name:?} in {}",
-            target.display()
-        )));
-    }
-    let (mut base, mut base_map) = resolve(&target, &base_name, cache, load, stack)?;
-    stack.pop();
-    let target_dir = target.parent().unwrap_or(Path::new("/"));
-    if base_file.is_some() && Some(target_dir) != file.parent() {
-        rebase_service(&mut base, target_dir);
-    }
-    base_map.apply_moves(&[(service_path(&base_name), path.clone())]);
-    let mut child = service;
-    if let Value::Mapping(m) = &mut child {
-        m.shift_remove("extends");
-    }
-    let merged = merge_service(name, base, child);
-    merged.trace.apply(&mut base_map, map);
-    Ok((merged.value, base_map))
 }
 
 #[cfg(test)]
@@ -240,6 +293,39 @@ mod tests {
             err.to_string().contains("circular extends: a -> a"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn long_chains_are_bounded_and_walked_once() {
+        let mut text = String::from("services:\n  s0: {image: x, environment: {A: '0'}}\n");
+        for i in 1..=40 {
+            text.push_str(&format!(
+                "  s{i}: {{extends: s{}, labels: {{l{i}: v}}}}\n",
+                i - 1
+            ));
+        }
+        let p = run(&text, &[]).unwrap();
+        let last = &p.value["services"]["s40"];
+        assert_eq!(last["image"], Value::from("x"));
+        assert_eq!(last["labels"].as_mapping().unwrap().len(), 40);
+        // Defined in chain order, each link reuses the one before: no deep recursion,
+        // and 5000 links resolve in linear time.
+        let mut text = String::from("services:\n  s0: {image: x}\n");
+        for i in 1..=5000 {
+            text.push_str(&format!("  s{i}: {{extends: s{}}}\n", i - 1));
+        }
+        let p = run(&text, &[]).map_err(|e| e.to_string()).unwrap();
+        assert_eq!(p.value["services"]["s5000"]["image"], Value::from("x"));
+        // Defined the other way round, the first service would recurse 5000 deep: bounded.
+        let mut text = String::from("services:\n");
+        for i in (1..=5000).rev() {
+            text.push_str(&format!("  s{i}: {{extends: s{}}}\n", i - 1));
+        }
+        text.push_str("  s0: {image: x}\n");
+        let Err(err) = run(&text, &[]) else {
+            panic!("a 5000-link chain defined backwards must be rejected")
+        };
+        assert!(err.to_string().contains("chain longer than 64"), "{err}");
     }
 
     #[test]

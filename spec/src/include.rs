@@ -118,6 +118,8 @@ pub fn add_included(
     let Value::Mapping(source) = included.value else {
         return Ok(());
     };
+    // The resources taken from the included file; their places are copied in one pass.
+    let mut added: Vec<Vec<PathSeg>> = Vec::new();
     for section in SECTIONS {
         let Some(Value::Mapping(items)) = source.get(section) else {
             continue;
@@ -151,13 +153,14 @@ pub fn add_included(
                 }
                 None => {
                     existing.insert(name.clone(), definition.clone());
-                    parsed
-                        .source_map
-                        .copy_prefix_from(&included.source_map, &path, &path);
+                    added.push(path);
                 }
             }
         }
     }
+    parsed
+        .source_map
+        .copy_prefixes_from(&included.source_map, &added);
     Ok(())
 }
 

@@ -23,6 +23,9 @@ pub enum InterpolateError {
     Malformed { input: String, reason: String },
 }
 
+/// Deepest nesting of `${…:-${…}}` accepted: each level is a recursion and a rescan.
+pub const MAX_NESTING: usize = 64;
+
 /// Interpolates one string. `lookup` gives a variable's value; `missing` is told each
 /// unset variable whose value was needed (no default).
 pub fn interpolate_str(
@@ -30,6 +33,21 @@ pub fn interpolate_str(
     lookup: &dyn Fn(&str) -> Option<String>,
     missing: &mut dyn FnMut(&str),
 ) -> Result<String, InterpolateError> {
+    interpolate_nested(input, lookup, missing, 0)
+}
+
+fn interpolate_nested(
+    input: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    missing: &mut dyn FnMut(&str),
+    depth: usize,
+) -> Result<String, InterpolateError> {
+    if depth > MAX_NESTING {
+        return Err(InterpolateError::Malformed {
+            input: input.chars().take(40).collect::<String>() + "…",
+            reason: format!("substitutions nested deeper than {MAX_NESTING} levels"),
+        });
+    }
     if !input.contains('$') {
         return Ok(input.to_string());
     }
@@ -56,7 +74,7 @@ pub fn interpolate_str(
                         reason: "missing closing brace".into(),
                     })?;
                 let body = &input[i + 2..end];
-                out.push_str(&braced(input, body, lookup, missing)?);
+                out.push_str(&braced(input, body, lookup, missing, depth)?);
                 i = end + 1;
             }
             Some(c) if c.is_ascii_alphabetic() || *c == b'_' => {
@@ -114,6 +132,7 @@ fn braced(
     body: &str,
     lookup: &dyn Fn(&str) -> Option<String>,
     missing: &mut dyn FnMut(&str),
+    depth: usize,
 ) -> Result<String, InterpolateError> {
     let name_len = body
         .bytes()
@@ -156,7 +175,8 @@ fn braced(
         )));
     };
     // The argument is itself interpolated, but only when it is used.
-    let arg_value = |missing: &mut dyn FnMut(&str)| interpolate_str(arg, lookup, missing);
+    let arg_value =
+        |missing: &mut dyn FnMut(&str)| interpolate_nested(arg, lookup, missing, depth + 1);
     let set = value.is_some();
     let non_empty = value.as_deref().is_some_and(|v| !v.is_empty());
     match op {
@@ -387,6 +407,18 @@ mod tests {
                 "{err}"
             );
         }
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_stack_overflow() {
+        let depth = 20_000;
+        let text = "${A1:-".repeat(depth) + "x" + &"}".repeat(depth);
+        let (got, _) = run(&text);
+        let err = got.unwrap_err();
+        assert!(err.to_string().contains("nested deeper than 64"), "{err}");
+        // Within the bound, nesting works.
+        let text = "${U:-".repeat(60) + "ok" + &"}".repeat(60);
+        assert_eq!(run(&text).0.as_deref(), Ok("ok"));
     }
 
     #[test]

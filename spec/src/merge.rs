@@ -425,7 +425,13 @@ fn merge_unique(
     let (Value::Sequence(mut items), Value::Sequence(right)) = (left, right) else {
         return None;
     };
-    let mut keys: Vec<Option<String>> = items.iter().map(|v| index_key(indexer, v)).collect();
+    // Key -> position of its first item: a later item with the same key replaces it.
+    let mut positions: HashMap<String, usize> = HashMap::new();
+    for (pos, item) in items.iter().enumerate() {
+        if let Some(key) = index_key(indexer, item) {
+            positions.entry(key).or_insert(pos);
+        }
+    }
     for (i, item) in right.into_iter().enumerate() {
         let Some(item) = resolve_tags(item) else {
             continue;
@@ -433,9 +439,7 @@ fn merge_unique(
         let key = index_key(indexer, &item);
         let mut from = path.clone();
         from.push(PathSeg::Index(i));
-        let found = key
-            .as_ref()
-            .and_then(|k| keys.iter().position(|e| e.as_ref() == Some(k)));
+        let found = key.as_ref().and_then(|k| positions.get(k).copied());
         let at = match found {
             Some(pos) => {
                 items[pos] = item;
@@ -443,7 +447,9 @@ fn merge_unique(
             }
             None => {
                 items.push(item);
-                keys.push(key);
+                if let Some(key) = key {
+                    positions.insert(key, items.len() - 1);
+                }
                 items.len() - 1
             }
         };

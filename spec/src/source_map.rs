@@ -154,6 +154,42 @@ impl SourceMap {
         }
     }
 
+    /// The places under each `services.<name>`, one map per service, in one pass.
+    pub fn split_services(&self) -> HashMap<String, SourceMap> {
+        let mut out: HashMap<String, SourceMap> = HashMap::new();
+        for (path, place) in &self.places {
+            if let [PathSeg::Key(top), PathSeg::Key(name), ..] = path.as_slice()
+                && top == "services"
+            {
+                out.entry(name.clone())
+                    .or_insert_with(|| SourceMap::new(self.default_file.clone()))
+                    .places
+                    .insert(path.clone(), place.clone());
+            }
+        }
+        out
+    }
+
+    /// Copies the places of `other` at or under any of `prefixes`, unchanged, in one pass.
+    pub fn copy_prefixes_from(&mut self, other: &SourceMap, prefixes: &[Vec<PathSeg>]) {
+        if prefixes.is_empty() {
+            return;
+        }
+        let set: std::collections::HashSet<&[PathSeg]> =
+            prefixes.iter().map(Vec::as_slice).collect();
+        let mut lengths: Vec<usize> = prefixes.iter().map(Vec::len).collect();
+        lengths.sort_unstable();
+        lengths.dedup();
+        for (path, place) in &other.places {
+            if lengths
+                .iter()
+                .any(|&len| len <= path.len() && set.contains(&path[..len]))
+            {
+                self.places.insert(path.clone(), place.clone());
+            }
+        }
+    }
+
     /// Takes every place of `later` (a file merged on top), later places winning.
     pub fn absorb(&mut self, later: SourceMap) {
         self.places.extend(later.places);

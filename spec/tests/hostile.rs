@@ -114,3 +114,32 @@ fn nested_flow_and_block_input_is_rejected_cleanly() {
         assert!(matches!(err, Error::Syntax { .. }), "{err}");
     }
 }
+
+#[test]
+fn large_keyed_lists_merge_without_quadratic_cost() {
+    // 20 000 ports on each side: a quadratic merge would take minutes here.
+    let ports = |offset: usize| -> String {
+        (0..20_000)
+            .map(|i| format!("'{}:{}'", 10_000 + offset + i, i))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let a = parse(
+        &format!("services: {{web: {{image: x, ports: [{}]}}}}\n", ports(0)),
+        Path::new("a.yaml"),
+    )
+    .unwrap();
+    let b = parse(
+        &format!("services: {{web: {{ports: [{}]}}}}\n", ports(10_000)),
+        Path::new("b.yaml"),
+    )
+    .unwrap();
+    let merged = merge_documents(a.value, b.value);
+    let mut map = a.source_map;
+    merged.trace.apply(&mut map, b.source_map);
+    let ports = merged.value["services"]["web"]["ports"]
+        .as_sequence()
+        .unwrap();
+    // Host ports 20000..29999 appear on both sides with different targets: all distinct.
+    assert_eq!(ports.len(), 40_000);
+}
