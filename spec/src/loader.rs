@@ -165,7 +165,7 @@ pub fn load_document(options: &LoadOptions) -> Result<RawProject, Error> {
 
     // Where the default `.env` is looked for before the files are known.
     let first_flag_file = options.files.iter().find(|f| f.as_os_str() != STDIN);
-    let mut env_dir = match (&options.project_directory, first_flag_file) {
+    let env_dir = match (&options.project_directory, first_flag_file) {
         (Some(dir), _) => resolve(dir),
         (None, Some(file)) => resolve(file)
             .parent()
@@ -211,10 +211,12 @@ pub fn load_document(options: &LoadOptions) -> Result<RawProject, Error> {
             .map(Path::to_path_buf)
             .unwrap_or_else(|| working_dir.clone()),
     };
-    // Files found in a parent directory: the project's own `.env` is the one that counts.
+    // As Compose does once the files are known: the project directory's `.env` (when it
+    // is not the one already read) is layered on top, the process environment still
+    // winning.
     if options.env_files.is_empty() && project_dir != env_dir {
-        env_dir = project_dir.clone();
-        environment = project_environment(&options.environment, &[], &env_dir)?;
+        let second = project_environment(&options.environment, &[], &project_dir)?;
+        environment.extend(second);
     }
 
     let mut merged: Option<Parsed> = None;

@@ -480,3 +480,21 @@ fn invalid_explicit_project_names_are_errors() {
     let raw = p.load(|o| o.project_name = Some("ok-1".into())).unwrap();
     assert_eq!(raw.name, "ok-1");
 }
+
+#[test]
+fn dotenv_of_the_working_dir_and_of_the_project_dir_layer() {
+    let p = Project::new(&[
+        (".env", "COMPOSE_FILE=app/compose.yaml\nA=root\nB=root\n"),
+        (
+            "app/compose.yaml",
+            "services:\n  s: {image: \"$A-$B-$C\"}\n",
+        ),
+        ("app/.env", "B=app\nC=app\n"),
+    ]);
+    let raw = p.load(|o| o.environment = env(&[("C", "shell")])).unwrap();
+    assert_eq!(raw.project_dir, p.path("app"));
+    assert_eq!(
+        raw.document["services"]["s"]["image"],
+        Value::from("root-app-shell")
+    );
+}
