@@ -146,13 +146,12 @@ fn resolves_to_other_type(s: &str) -> bool {
     {
         return true;
     }
-    let base60 = t.split(':').count() > 1
+    t.split(':').count() > 1
         && t.split(':').enumerate().all(|(i, p)| {
             !p.is_empty()
                 && p.bytes()
                     .all(|b| b.is_ascii_digit() || (i > 0 && b == b'.'))
-        });
-    base60
+        })
 }
 
 fn plain_allowed(s: &str) -> bool {
