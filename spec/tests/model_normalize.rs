@@ -154,3 +154,11 @@ fn hash_is_stable_and_tracks_changes() {
     );
     assert_ne!(h, c.services["web"].hash());
 }
+
+#[test]
+fn empty_document_is_an_empty_project() {
+    let (app, warnings) = load("");
+    assert_eq!(app.name, "shop");
+    assert!(app.services.is_empty() && warnings.is_empty());
+    assert_eq!(app.to_yaml(), "name: shop\nservices: {}\n");
+}

@@ -116,11 +116,11 @@ impl App {
         document: &serde_yaml::Value,
         locate: &dyn Fn(&[PathSeg]) -> Location,
     ) -> Result<App, Error> {
-        if !matches!(
-            document,
-            serde_yaml::Value::Mapping(_) | serde_yaml::Value::Null
-        ) {
-            return Err(invalid(locate, &[], "the top level must be a mapping"));
+        match document {
+            // An empty file is an empty project.
+            serde_yaml::Value::Null => return Ok(App::default()),
+            serde_yaml::Value::Mapping(_) => {}
+            _ => return Err(invalid(locate, &[], "the top level must be a mapping")),
         }
         let has_loader_keys = document
             .as_mapping()
