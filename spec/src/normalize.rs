@@ -225,7 +225,7 @@ pub fn normalize(
     sort(&mut app.models);
 
     for (name, svc) in app.services.iter_mut() {
-        normalize_service(name, svc, ctx, &mut warnings)?;
+        normalize_service(name, svc, ctx)?;
     }
     Ok(warnings)
 }
@@ -234,7 +234,6 @@ fn normalize_service(
     name: &str,
     svc: &mut Service,
     ctx: &Context<'_>,
-    _warnings: &mut [NormalizeWarning],
 ) -> Result<(), NormalizeError> {
     let at = |rest: &[PathSeg]| {
         let mut p = vec![PathSeg::key("services"), PathSeg::key(name)];

@@ -191,6 +191,22 @@ fn check_resources(c: &mut Checker<'_>) {
                 })
                 .collect();
             let path = p(&[&kind, name]);
+            // The specification gives secrets no inline content and configs no driver.
+            let foreign = match kind {
+                "secrets" => obj.content.is_some().then_some("content"),
+                _ => [
+                    ("driver", obj.driver.is_some()),
+                    ("driver_opts", !obj.driver_opts.is_empty()),
+                ]
+                .into_iter()
+                .find_map(|(k, set)| set.then_some(k)),
+            };
+            if let Some(k) = foreign {
+                let mut at = path.clone();
+                at.push(PathSeg::key(k));
+                c.fail(at, format!("{k} is not allowed on {kind}"));
+                continue;
+            }
             if set.len() > 1 {
                 c.fail(
                     path,
@@ -415,12 +431,6 @@ fn check_service(c: &mut Checker<'_>, name: &str, svc: &Service) {
             c.fail(
                 at(&[&"depends_on", &dep.clone()]),
                 format!("service \"{name}\" depends on undefined service \"{dep}\""),
-            );
-        }
-        if dep == name {
-            c.fail(
-                at(&[&"depends_on", &dep.clone()]),
-                format!("service \"{name}\" depends on itself"),
             );
         }
         if cfg.condition == Condition::ServiceHealthy {

@@ -162,6 +162,16 @@ fn validation_errors_table() {
             "file|environment|content attributes are mutually exclusive",
         ),
         (
+            "services: {web: {image: a}}\nsecrets: {s: {content: hunter2}}",
+            "secrets.s.content",
+            "content is not allowed on secrets",
+        ),
+        (
+            "services: {web: {image: a}}\nconfigs: {c: {file: ./c, driver: x}}",
+            "configs.c.driver",
+            "driver is not allowed on configs",
+        ),
+        (
             "services: {web: {image: a}}\nvolumes: {v: {external: true, driver: local}}",
             "volumes.v",
             "conflicting parameters \"external\" and \"driver\" specified",

@@ -49,7 +49,7 @@ pub struct UpdateConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub monitor: Option<Duration>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_failure_ratio: Option<f32>,
+    pub max_failure_ratio: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub order: Option<UpdateOrder>,
     #[serde(flatten)]
@@ -84,7 +84,7 @@ impl Resources {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct Resource {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cpus: Option<f32>,
+    pub cpus: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory: Option<ByteSize>,
     #[serde(default, skip_serializing_if = "is_zero_i64")]

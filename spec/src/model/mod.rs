@@ -8,6 +8,7 @@ pub mod build;
 pub mod common;
 pub mod de;
 pub mod deploy;
+pub mod emit;
 pub mod file_ref;
 pub mod mount;
 pub mod network;
@@ -115,11 +116,11 @@ impl App {
         document: &serde_yaml::Value,
         locate: &dyn Fn(&[PathSeg]) -> Location,
     ) -> Result<App, Error> {
-        if !matches!(
-            document,
-            serde_yaml::Value::Mapping(_) | serde_yaml::Value::Null
-        ) {
-            return Err(invalid(locate, &[], "the top level must be a mapping"));
+        match document {
+            // An empty file is an empty project.
+            serde_yaml::Value::Null => return Ok(App::default()),
+            serde_yaml::Value::Mapping(_) => {}
+            _ => return Err(invalid(locate, &[], "the top level must be a mapping")),
         }
         let has_loader_keys = document
             .as_mapping()
@@ -138,14 +139,13 @@ impl App {
 
     /// The canonical YAML, as `docker compose config` prints it.
     pub fn to_yaml(&self) -> String {
-        // Plain data with string keys always serializes.
-        serde_yaml::to_string(self).unwrap_or_default()
+        emit::yaml(&self.to_value())
     }
 
     /// The canonical JSON, as `docker compose config --format json` prints it: top-level
     /// keys sorted, and `command`/`entrypoint` always present (null when unset).
     pub fn to_json(&self) -> String {
-        let mut value = serde_json::to_value(self).unwrap_or_default();
+        let mut value = self.to_value();
         if let Some(services) = value.get_mut("services").and_then(|s| s.as_object_mut()) {
             for svc in services.values_mut() {
                 if let Some(obj) = svc.as_object_mut() {
@@ -157,6 +157,13 @@ impl App {
             obj.sort_keys();
         }
         serde_json::to_string_pretty(&value).unwrap_or_default()
+    }
+
+    fn to_value(&self) -> serde_json::Value {
+        // Plain data with string keys always converts.
+        let mut value = serde_json::to_value(self).unwrap_or_default();
+        emit::integral_floats(&mut value);
+        value
     }
 }
 

@@ -53,7 +53,7 @@ pub struct Service {
     #[serde(default, skip_serializing_if = "is_zero_i64")]
     pub cpu_count: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cpu_percent: Option<f32>,
+    pub cpu_percent: Option<f64>,
     #[serde(default, skip_serializing_if = "is_zero_i64")]
     pub cpu_period: i64,
     #[serde(default, skip_serializing_if = "is_zero_i64")]
@@ -71,7 +71,7 @@ pub struct Service {
     )]
     pub cpu_rt_runtime: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cpus: Option<f32>,
+    pub cpus: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpuset: Option<String>,
     #[serde(default, skip_serializing_if = "is_zero_i64")]
