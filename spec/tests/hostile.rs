@@ -143,3 +143,63 @@ fn large_keyed_lists_merge_without_quadratic_cost() {
     // Host ports 20000..29999 appear on both sides with different targets: all distinct.
     assert_eq!(ports.len(), 40_000);
 }
+
+/// Real files (read once), to be damaged: a byte flipped, a range cut out or repeated.
+fn corpus_texts() -> &'static [String] {
+    static TEXTS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    TEXTS.get_or_init(read_corpus_texts)
+}
+
+fn read_corpus_texts() -> Vec<String> {
+    let mut texts = Vec::new();
+    for group in ["haxx", "popular", "random"] {
+        let Ok(entries) = std::fs::read_dir(Path::new("/work/shared/corpus/compose").join(group))
+        else {
+            continue;
+        };
+        for entry in entries.flatten().take(15) {
+            if let Ok(text) = std::fs::read_to_string(entry.path()) {
+                texts.push(text);
+            }
+        }
+    }
+    if texts.is_empty() {
+        texts.push("services:\n  web:\n    image: x\n    ports: ['80:80']\n".into());
+    }
+    texts
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn damaged_real_files_never_panic(
+        pick in any::<prop::sample::Index>(),
+        at in any::<prop::sample::Index>(),
+        len in 0usize..64,
+        byte in any::<u8>(),
+        mode in 0u8..3,
+    ) {
+        let texts = corpus_texts();
+        let mut bytes = texts[pick.index(texts.len())].clone().into_bytes();
+        let start = at.index(bytes.len().max(1)).min(bytes.len());
+        let end = (start + len).min(bytes.len());
+        match mode {
+            0 => {
+                if start < bytes.len() {
+                    bytes[start] = byte;
+                }
+            }
+            1 => {
+                bytes.drain(start..end);
+            }
+            _ => {
+                let piece: Vec<u8> = bytes[start..end].to_vec();
+                for _ in 0..4 {
+                    bytes.splice(start..start, piece.iter().copied());
+                }
+            }
+        }
+        pipeline(&String::from_utf8_lossy(&bytes));
+    }
+}
