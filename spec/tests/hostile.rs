@@ -24,6 +24,15 @@ fn pipeline(text: &str) {
     let mut doc = twice.value;
     let _ = profiles::apply_profiles(&mut doc, &["p".to_string()], &[]);
     let _ = profiles::all_profiles(&doc);
+    // And the typed model on whatever came out.
+    let locate = |p: &[berth_spec::PathSeg]| parsed.source_map.locate(p);
+    let _ = berth_spec::App::from_document(
+        "fuzz",
+        Path::new("/fuzz"),
+        &indexmap::IndexMap::new(),
+        doc,
+        &locate,
+    );
 }
 
 fn yamlish() -> impl Strategy<Value = String> {

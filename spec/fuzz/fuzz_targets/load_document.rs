@@ -1,5 +1,5 @@
 //! Fuzz target: any bytes as a Compose file, through parsing, interpolation, `extends`,
-//! merging and profiles. Must never panic, overflow the stack or hang.
+//! merging, profiles and the typed model. Must never panic, overflow the stack or hang.
 #![no_main]
 
 use std::path::Path;
@@ -18,6 +18,14 @@ fuzz_target!(|data: &[u8]| {
     let _ = interpolate_value(&mut parsed.value, &lookup, &mut |_, _| {});
     let mut load = |_: &Path| -> Result<Parsed, Error> { Err(Error::Project("no other files".into())) };
     let _ = extends::apply_extends(&mut parsed, file, &mut load);
-    let mut doc = merge_documents(parsed.value.clone(), parsed.value).value;
+    let mut doc = merge_documents(parsed.value.clone(), parsed.value.clone()).value;
     let _ = profiles::apply_profiles(&mut doc, &["p".to_string()], &[]);
+    let locate = |p: &[berth_spec::PathSeg]| parsed.source_map.locate(p);
+    let _ = berth_spec::App::from_document(
+        "fuzz",
+        Path::new("/fuzz"),
+        &Default::default(),
+        doc,
+        &locate,
+    );
 });
