@@ -163,3 +163,26 @@ fn a_dependency_disabled_by_profiles_is_an_error() {
     let o = berth(dir.path(), &["--profile", "data", "config", "--services"]);
     assert_eq!(stdout(&o), "db\nweb\n");
 }
+
+#[test]
+fn compose_file_from_stdin() {
+    use std::io::Write as _;
+    let dir = project(&[]);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["-f", "-", "-p", "piped", "config", "--services"])
+        .current_dir(dir.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"services:\n  b: {image: x}\n  a: {image: y}\n")
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "a\nb\n");
+}
