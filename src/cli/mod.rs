@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
+mod config;
 mod image;
 mod registry;
 mod version;
@@ -82,6 +83,8 @@ pub enum Command {
     Login(registry::LoginArgs),
     /// Remove saved credentials for a registry
     Logout(registry::LogoutArgs),
+    /// Parse, resolve and print the Compose project in canonical form
+    Config(config::ConfigArgs),
     /// Show the berth version information
     Version(version::VersionArgs),
     /// Manage images
@@ -103,6 +106,7 @@ pub enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Config(args) => config::run(&cli.project, &args),
         Command::Version(args) => version::run(&args),
         Command::Pull(args) => registry::pull_cmd(&args, &cli.daemon.data_root),
         Command::Push(args) => registry::push_cmd(&args, &cli.daemon.data_root),
