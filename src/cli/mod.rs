@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
+mod config;
 mod version;
 
 /// Declarative multi-container orchestrator: Compose files from one machine to a cluster.
@@ -45,6 +46,8 @@ pub struct ProjectFlags {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Parse, resolve and print the Compose project in canonical form
+    Config(config::ConfigArgs),
     /// Show the berth version information
     Version(version::VersionArgs),
 }
@@ -52,6 +55,7 @@ pub enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Config(args) => config::run(&cli.project, &args),
         Command::Version(args) => version::run(&args),
     };
     match result {

@@ -1,0 +1,268 @@
+//! Turning the text of one Compose file into a `serde_yaml::Value` plus its source map:
+//! hostile-input bounds first (via `source_map::index`), then serde_yaml, then YAML merge
+//! keys (`<<`). Several `---` documents in one file merge as successive files would.
+//! Reads no files: the caller passes the text.
+
+use std::path::Path;
+
+use serde::Deserialize;
+use serde_yaml::Value;
+
+use crate::error::{Error, Location};
+use crate::merge;
+use crate::source_map::{self, SourceMap};
+
+/// One parsed file: its tree (top level always a mapping) and where its values are.
+#[derive(Debug, Clone)]
+pub struct Parsed {
+    pub value: Value,
+    pub source_map: SourceMap,
+}
+
+/// Parses `text` (the content of `file`).
+pub fn parse(text: &str, file: &Path) -> Result<Parsed, Error> {
+    // A UTF-8 byte order mark is accepted (and ignored) as Compose does.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let (source_map, index_error) = source_map::index_partial(text, file);
+    let mut checked_by_index = true;
+    if let Some(err) = index_error {
+        // The bounds are ours: always enforced.
+        if let Error::Syntax { message, .. } = &err
+            && (message.contains("alias bomb")
+                || message.contains("nesting deeper")
+                || message.contains("recursion limit"))
+        {
+            return Err(err);
+        }
+        // saphyr is stricter than libyaml on a few layouts Compose accepts (a flow
+        // sequence's closing bracket less indented than its items): serde_yaml decides;
+        // if it rejects the text too, its error is the one Compose users know.
+        checked_by_index = false;
+    }
+    let mut merged: Option<Value> = None;
+    for document in serde_yaml::Deserializer::from_str(text) {
+        let mut value: Value = Value::deserialize(document).map_err(|e| syntax(&e, file))?;
+        if !checked_by_index {
+            check_size(&value, file)?;
+        }
+        apply_merge_keys(&mut value).map_err(|message| Error::Syntax {
+            location: Location::file(file),
+            message,
+        })?;
+        let value = match value {
+            Value::Null => Value::Mapping(Default::default()),
+            Value::Mapping(_) => value,
+            _ => {
+                return Err(Error::Syntax {
+                    location: Location::at(file, 1, 1),
+                    message: "the top level of a Compose file must be a mapping".into(),
+                });
+            }
+        };
+        merged = Some(match merged {
+            None => value,
+            Some(earlier) => merge::merge_documents(earlier, value).value,
+        });
+    }
+    Ok(Parsed {
+        value: merged.unwrap_or_else(|| Value::Mapping(Default::default())),
+        source_map,
+    })
+}
+
+/// The alias-expansion bound for text the indexer could not read: counted on the value,
+/// stopping as soon as the bound is passed (serde_yaml's own repetition limit has already
+/// kept the expansion finite).
+fn check_size(value: &Value, file: &Path) -> Result<(), Error> {
+    let mut count: u64 = 0;
+    let mut stack = vec![value];
+    while let Some(v) = stack.pop() {
+        count += 1;
+        if count > source_map::MAX_EXPANDED_NODES {
+            return Err(Error::Syntax {
+                location: Location::file(file),
+                message: format!(
+                    "YAML aliases expand to more than {} nodes (an alias bomb?); refusing to load",
+                    source_map::MAX_EXPANDED_NODES
+                ),
+            });
+        }
+        match v {
+            Value::Sequence(items) => stack.extend(items),
+            Value::Mapping(m) => stack.extend(m.values()),
+            Value::Tagged(t) => stack.push(&t.value),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn syntax(err: &serde_yaml::Error, file: &Path) -> Error {
+    let mut message = err.to_string();
+    // serde_yaml appends " at line L column C"; the location carries that already.
+    if let Some(cut) = message.find(" at line ") {
+        message.truncate(cut);
+    }
+    let location = match err.location() {
+        Some(l) => Location::at(file, l.line(), l.column()),
+        None => Location::file(file),
+    };
+    Error::Syntax { location, message }
+}
+
+/// Resolves YAML merge keys (`<<: *a` and `<<: [*a, *b]`): explicit keys win, then the
+/// earlier merged mapping. Merged mappings may carry their own `<<`, resolved in turn.
+pub fn apply_merge_keys(root: &mut Value) -> Result<(), String> {
+    let merge_key = Value::String("<<".into());
+    let mut stack: Vec<&mut Value> = vec![root];
+    while let Some(node) = stack.pop() {
+        match node {
+            Value::Mapping(mapping) => {
+                let mut rounds = 0;
+                while let Some(source) = mapping.remove(&merge_key) {
+                    rounds += 1;
+                    if rounds > 10_000 {
+                        return Err("merge keys (`<<`) nest too deeply".into());
+                    }
+                    let sources = match source {
+                        Value::Mapping(m) => vec![m],
+                        Value::Sequence(items) => {
+                            let mut maps = Vec::new();
+                            for item in items {
+                                match item {
+                                    Value::Mapping(m) => maps.push(m),
+                                    _ => {
+                                        return Err("a merge key (`<<`) list may hold only \
+                                                    mappings"
+                                            .into());
+                                    }
+                                }
+                            }
+                            maps
+                        }
+                        _ => {
+                            return Err(
+                                "a merge key (`<<`) must be a mapping or a list of mappings".into(),
+                            );
+                        }
+                    };
+                    for source in sources {
+                        for (k, v) in source {
+                            if !mapping.contains_key(&k) {
+                                mapping.insert(k, v);
+                            }
+                        }
+                    }
+                }
+                stack.extend(mapping.values_mut());
+            }
+            Value::Sequence(items) => stack.extend(items.iter_mut()),
+            Value::Tagged(tagged) => stack.push(&mut tagged.value),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_str(text: &str) -> Result<Value, Error> {
+        parse(text, Path::new("t.yaml")).map(|p| p.value)
+    }
+
+    #[test]
+    fn merge_keys_single_list_and_nested() {
+        let v = parse_str(
+            "x-a: &a {image: a, restart: always}\n\
+             x-b: &b {image: b, <<: *a, labels: {l: 1}}\n\
+             services:\n  one: {<<: *a, image: own}\n  two: {<<: [*b, *a]}\n",
+        )
+        .unwrap();
+        assert_eq!(v["services"]["one"]["image"], Value::from("own"));
+        assert_eq!(v["services"]["one"]["restart"], Value::from("always"));
+        assert_eq!(v["services"]["two"]["image"], Value::from("b"));
+        assert_eq!(v["services"]["two"]["restart"], Value::from("always"));
+        assert!(v["services"]["two"].get("<<").is_none());
+        // x-* extensions are kept.
+        assert!(v.get("x-a").is_some());
+    }
+
+    #[test]
+    fn bad_merge_key() {
+        let err = parse_str("a: {<<: 3}\n").unwrap_err();
+        assert!(err.to_string().contains("merge key"), "{err}");
+    }
+
+    #[test]
+    fn syntax_error_has_line_and_column() {
+        let err = parse_str("services:\n  web:\n    image: \"unterminated\n").unwrap_err();
+        let Error::Syntax { location, message } = err else {
+            panic!()
+        };
+        assert_eq!(location.file, Path::new("t.yaml"));
+        assert!(location.line >= 3, "{location}: {message}");
+    }
+
+    #[test]
+    fn duplicate_keys_are_errors() {
+        let err = parse_str("services: {}\nservices: {}\n").unwrap_err();
+        assert!(err.to_string().contains("duplicate"), "{err}");
+    }
+
+    #[test]
+    fn top_level_must_be_mapping() {
+        assert!(
+            parse_str("- a\n")
+                .unwrap_err()
+                .to_string()
+                .contains("must be a mapping")
+        );
+        assert_eq!(parse_str("").unwrap(), Value::Mapping(Default::default()));
+    }
+
+    #[test]
+    fn several_documents_merge() {
+        let v = parse_str("services: {a: {image: x}}\n---\nservices: {b: {image: y}}\n").unwrap();
+        assert!(v["services"].get("a").is_some() && v["services"].get("b").is_some());
+    }
+
+    #[test]
+    fn layouts_only_libyaml_accepts_still_load() {
+        let text = "services:\n  web:\n    image: a\n    healthcheck:\n      test: [\n          \"CMD\",\n          \"true\"\n      ]\n      interval: 30s\n";
+        let p = parse(text, Path::new("t.yaml")).unwrap();
+        assert_eq!(
+            p.value["services"]["web"]["healthcheck"]["interval"],
+            Value::from("30s")
+        );
+        // Positions read before the indexer stopped are kept.
+        let at = p.source_map.locate(&[
+            crate::path::PathSeg::Key("services".into()),
+            crate::path::PathSeg::Key("web".into()),
+            crate::path::PathSeg::Key("image".into()),
+        ]);
+        assert_eq!(at.line, 3);
+    }
+
+    #[test]
+    fn byte_order_mark_is_ignored() {
+        let v = parse_str("\u{feff}services:\n  a: {image: x}\n\nvolumes:\n  v:\n").unwrap();
+        assert!(v.get("volumes").is_some());
+    }
+
+    #[test]
+    fn quoted_scalar_followed_by_text_is_an_error() {
+        let err = parse_str("services:\n  a:\n    volumes:\n      - 'x':/app\n").unwrap_err();
+        let Error::Syntax { location, .. } = err else {
+            panic!()
+        };
+        assert_eq!(location.line, 4);
+    }
+
+    #[test]
+    fn tags_survive_parsing() {
+        let v = parse_str("services:\n  a:\n    ports: !reset []\n").unwrap();
+        assert!(matches!(v["services"]["a"]["ports"], Value::Tagged(_)));
+    }
+}

@@ -1,0 +1,116 @@
+//! Hostile input: whatever bytes or YAML-shaped text the loader is given, it returns a
+//! value or an error, never a panic, a stack overflow or an endless expansion.
+
+use std::path::Path;
+
+use berth_spec::interpolate::{interpolate_str, interpolate_value};
+use berth_spec::merge::merge_documents;
+use berth_spec::yaml::{Parsed, parse};
+use berth_spec::{Error, extends, profiles};
+use proptest::prelude::*;
+
+/// Everything after parsing that needs no file system, run on one document.
+fn pipeline(text: &str) {
+    let file = Path::new("/fuzz/compose.yaml");
+    let Ok(mut parsed) = parse(text, file) else {
+        return;
+    };
+    let lookup = |name: &str| (name.len() % 2 == 0).then(|| format!("v{name}"));
+    let _ = interpolate_value(&mut parsed.value, &lookup, &mut |_, _| {});
+    let mut load =
+        |_: &Path| -> Result<Parsed, Error> { Err(Error::Project("no other files".into())) };
+    let _ = extends::apply_extends(&mut parsed, file, &mut load);
+    let twice = merge_documents(parsed.value.clone(), parsed.value.clone());
+    let mut doc = twice.value;
+    let _ = profiles::apply_profiles(&mut doc, &["p".to_string()], &[]);
+    let _ = profiles::all_profiles(&doc);
+}
+
+fn yamlish() -> impl Strategy<Value = String> {
+    let token = prop_oneof![
+        Just("services:\n".to_string()),
+        Just("  web:\n".to_string()),
+        Just("    image: x\n".to_string()),
+        Just("    extends: web\n".to_string()),
+        Just("    extends: {service: db}\n".to_string()),
+        Just("  db: {extends: web, ports: ['80:80']}\n".to_string()),
+        Just("    ports: !reset []\n".to_string()),
+        Just("    environment: !override {A: 1}\n".to_string()),
+        Just("    profiles: [p]\n".to_string()),
+        Just("    depends_on: [db]\n".to_string()),
+        Just("x-a: &a {k: v}\n".to_string()),
+        Just("  <<: *a\n".to_string()),
+        Just("<<: [*a, *a]\n".to_string()),
+        Just("- ".to_string()),
+        Just("[".to_string()),
+        Just("]".to_string()),
+        Just("{".to_string()),
+        Just("}".to_string()),
+        Just(": ".to_string()),
+        Just(", ".to_string()),
+        Just("&b ".to_string()),
+        Just("*b ".to_string()),
+        Just("${A:-${B}}".to_string()),
+        Just("${".to_string()),
+        Just("$$".to_string()),
+        Just("\"".to_string()),
+        Just("'".to_string()),
+        Just("\n".to_string()),
+        Just("  ".to_string()),
+        Just("\t".to_string()),
+        Just("? ".to_string()),
+        Just("--- ".to_string()),
+        "[a-z$:{}]{0,6}",
+    ];
+    prop::collection::vec(token, 0..40).prop_map(|parts| parts.concat())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+        pipeline(&String::from_utf8_lossy(&bytes));
+    }
+
+    #[test]
+    fn yaml_shaped_text_never_panics(text in yamlish()) {
+        pipeline(&text);
+    }
+
+    #[test]
+    fn interpolation_never_panics(text in "[ -~$]{0,64}") {
+        let lookup = |name: &str| (name == "A").then(|| "a".to_string());
+        let out = interpolate_str(&text, &lookup, &mut |_| {});
+        if !text.contains('$') {
+            prop_assert_eq!(out, Ok(text));
+        }
+    }
+}
+
+#[test]
+fn wide_alias_expansion_is_bounded() {
+    // Not a classic billion laughs: one big anchor repeated many times, each alias cheap
+    // for serde_yaml's own repetition counter but costly in memory once expanded.
+    let big: Vec<String> = (0..4000).map(|i| format!("v{i}")).collect();
+    let mut text = format!(
+        "x-big: &big [{}]\nservices:\n  s:\n    labels: [",
+        big.join(", ")
+    );
+    text.push_str(&vec!["*big"; 2000].join(", "));
+    text.push_str("]\n");
+    let err = parse(&text, Path::new("wide.yaml")).unwrap_err();
+    assert!(err.to_string().contains("alias bomb"), "{err}");
+}
+
+#[test]
+fn nested_flow_and_block_input_is_rejected_cleanly() {
+    for text in [
+        "[".repeat(100_000),
+        "{a: ".repeat(50_000),
+        "- ".repeat(50_000),
+    ] {
+        let err = parse(&text, Path::new("deep.yaml")).unwrap_err();
+        assert!(matches!(err, Error::Syntax { .. }), "{err}");
+    }
+}
