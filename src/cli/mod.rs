@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 mod config;
+mod image;
 mod version;
 
 /// Declarative multi-container orchestrator: Compose files from one machine to a cluster.
@@ -15,6 +16,9 @@ mod version;
 pub struct Cli {
     #[command(flatten)]
     pub project: ProjectFlags,
+
+    #[command(flatten)]
+    pub daemon: DaemonFlags,
 
     #[command(subcommand)]
     pub command: Command,
@@ -44,12 +48,40 @@ pub struct ProjectFlags {
     pub profiles: Vec<String>,
 }
 
+/// Where the node's state lives, accepted before or after any subcommand.
+#[derive(Debug, Clone, Args)]
+pub struct DaemonFlags {
+    /// Root of berth's persistent state (the image store is `<data-root>/image`)
+    #[arg(
+        long,
+        global = true,
+        env = "BERTH_DATA_ROOT",
+        default_value = "/var/lib/berth",
+        value_name = "DIR"
+    )]
+    pub data_root: PathBuf,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Parse, resolve and print the Compose project in canonical form
     Config(config::ConfigArgs),
     /// Show the berth version information
     Version(version::VersionArgs),
+    /// Manage images
+    Image(image::ImageArgs),
+    /// List images (alias of `image ls`)
+    Images(image::LsArgs),
+    /// Load images from an archive (alias of `image load`)
+    Load(image::LoadArgs),
+    /// Save images to an archive (alias of `image save`)
+    Save(image::SaveArgs),
+    /// Create an image from a root filesystem tar (alias of `image import`)
+    Import(image::ImportArgs),
+    /// Give an image another name (alias of `image tag`)
+    Tag(image::TagArgs),
+    /// Remove images (alias of `image rm`)
+    Rmi(image::RmArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -57,6 +89,13 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Config(args) => config::run(&cli.project, &args),
         Command::Version(args) => version::run(&args),
+        Command::Image(args) => image::run(&cli.daemon, args),
+        Command::Images(args) => image::run_alias(&cli.daemon, image::ImageCommand::Ls(args)),
+        Command::Load(args) => image::run_alias(&cli.daemon, image::ImageCommand::Load(args)),
+        Command::Save(args) => image::run_alias(&cli.daemon, image::ImageCommand::Save(args)),
+        Command::Import(args) => image::run_alias(&cli.daemon, image::ImageCommand::Import(args)),
+        Command::Tag(args) => image::run_alias(&cli.daemon, image::ImageCommand::Tag(args)),
+        Command::Rmi(args) => image::run_alias(&cli.daemon, image::ImageCommand::Rm(args)),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,130 @@
+//! `berth image …` end to end through the real binary: the offline busybox script, ls,
+//! inspect, tag, save/load round trips in both formats, rm and prune.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+const BERTH: &str = env!("CARGO_BIN_EXE_berth");
+
+fn berth(data_root: &Path, args: &[&str]) -> Output {
+    Command::new(BERTH)
+        .arg("--data-root")
+        .arg(data_root)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn ok(data_root: &Path, args: &[&str]) -> String {
+    let out = berth(data_root, args);
+    assert!(
+        out.status.success(),
+        "berth {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn inspect(data_root: &Path, image: &str) -> serde_json::Value {
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(data_root, &["image", "inspect", image])).unwrap();
+    v[0].clone()
+}
+
+#[test]
+fn busybox_script_then_save_load_rm_prune() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/images/make-busybox.sh");
+    let out = Command::new(&script)
+        .env("BERTH", BERTH)
+        .env("BERTH_DATA_ROOT", &data)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "make-busybox.sh: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert!(id.starts_with("sha256:") && id.len() == 71, "{id}");
+
+    let info = inspect(&data, "busybox");
+    assert_eq!(info["Id"], id.as_str());
+    assert_eq!(info["RepoTags"], serde_json::json!(["busybox:latest"]));
+    assert_eq!(info["Config"]["Cmd"], serde_json::json!(["sh"]));
+    assert_eq!(info["Os"], "linux");
+    let manifest = info["Descriptor"]["digest"].as_str().unwrap().to_owned();
+
+    ok(&data, &["tag", "busybox", "localhost:5000/tools/bb:1"]);
+    let listed = ok(&data, &["images", "--format", "json"]);
+    let repos: Vec<String> = listed
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["Repository"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(repos, ["busybox", "localhost:5000/tools/bb"]);
+    assert_eq!(ok(&data, &["images", "-q"]).trim(), &id[7..19]);
+
+    for format in ["docker", "oci"] {
+        let archive = dir.path().join(format!("bb-{format}.tar"));
+        ok(
+            &data,
+            &[
+                "save",
+                "--format",
+                format,
+                "-o",
+                archive.to_str().unwrap(),
+                "busybox",
+                "localhost:5000/tools/bb:1",
+            ],
+        );
+        let other = dir.path().join(format!("data-{format}"));
+        let loaded = ok(&other, &["load", "-i", archive.to_str().unwrap()]);
+        assert!(loaded.contains("Loaded image: busybox:latest"), "{loaded}");
+        assert!(
+            loaded.contains("Loaded image: localhost:5000/tools/bb:1"),
+            "{loaded}"
+        );
+        let again = inspect(&other, "localhost:5000/tools/bb:1");
+        assert_eq!(again["Id"], id.as_str(), "{format}: image id kept");
+        assert_eq!(
+            again["Descriptor"]["digest"],
+            manifest.as_str(),
+            "{format}: manifest digest kept"
+        );
+    }
+
+    // Removing one of two names only untags; the last name deletes the image and its blobs.
+    let out = ok(&data, &["rmi", "localhost:5000/tools/bb:1"]);
+    assert_eq!(out.trim(), "Untagged: localhost:5000/tools/bb:1");
+    let blobs = data.join("image/blobs/sha256");
+    assert_eq!(std::fs::read_dir(&blobs).unwrap().count(), 3);
+    let out = ok(&data, &["image", "rm", "busybox"]);
+    assert!(out.contains(&format!("Deleted: {id}")), "{out}");
+    assert_eq!(std::fs::read_dir(&blobs).unwrap().count(), 0);
+
+    // Errors are one line and a non-zero exit.
+    let out = berth(&data, &["rmi", "busybox"]);
+    assert!(!out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        "berth: no such image: busybox"
+    );
+
+    // `prune -a` removes every image no container uses, with all its names.
+    let archive = dir.path().join("bb-oci.tar");
+    let out = berth(&data, &["load", "-q", "-i", archive.to_str().unwrap()]);
+    assert!(out.status.success());
+    ok(&data, &["rmi", "busybox"]);
+    ok(&data, &["tag", &id[7..19], "keep:1"]);
+    assert!(ok(&data, &["image", "prune", "-a"]).contains("untagged: keep:1"));
+    assert_eq!(ok(&data, &["images", "-q"]), "");
+    assert_eq!(std::fs::read_dir(&blobs).unwrap().count(), 0);
+}
