@@ -8,11 +8,17 @@ use clap::{Args, Parser, Subcommand};
 
 mod config;
 mod image;
+mod registry;
 mod version;
 
 /// Declarative multi-container orchestrator: Compose files from one machine to a cluster.
 #[derive(Debug, Parser)]
-#[command(name = "berth", version, disable_version_flag = false, propagate_version = true)]
+#[command(
+    name = "berth",
+    version,
+    disable_version_flag = false,
+    propagate_version = true
+)]
 pub struct Cli {
     #[command(flatten)]
     pub project: ProjectFlags,
@@ -32,7 +38,12 @@ pub struct ProjectFlags {
     pub files: Vec<PathBuf>,
 
     /// Project name
-    #[arg(short = 'p', long = "project-name", global = true, env = "COMPOSE_PROJECT_NAME")]
+    #[arg(
+        short = 'p',
+        long = "project-name",
+        global = true,
+        env = "COMPOSE_PROJECT_NAME"
+    )]
     pub project_name: Option<String>,
 
     /// Alternate working directory (default: the directory of the first Compose file)
@@ -58,6 +69,16 @@ pub struct DaemonFlags {
         env = "BERTH_DATA_ROOT",
         default_value = "/var/lib/berth",
         value_name = "DIR"
+/// Where node-local state lives, accepted before or after any subcommand.
+#[derive(Debug, Clone, Args)]
+pub struct DaemonFlags {
+    /// Root directory of berth's local state (image store, containers, volumes)
+    #[arg(
+        long,
+        global = true,
+        value_name = "DIR",
+        env = "BERTH_DATA_ROOT",
+        default_value = "/var/lib/berth"
     )]
     pub data_root: PathBuf,
 }
@@ -66,6 +87,14 @@ pub struct DaemonFlags {
 pub enum Command {
     /// Parse, resolve and print the Compose project in canonical form
     Config(config::ConfigArgs),
+    /// Download an image from a registry into the local store
+    Pull(registry::PullArgs),
+    /// Upload a local image to its registry
+    Push(registry::PushArgs),
+    /// Save credentials for a registry after checking them against it
+    Login(registry::LoginArgs),
+    /// Remove saved credentials for a registry
+    Logout(registry::LogoutArgs),
     /// Show the berth version information
     Version(version::VersionArgs),
     /// Manage images
@@ -96,6 +125,10 @@ pub fn main() -> ExitCode {
         Command::Import(args) => image::run_alias(&cli.daemon, image::ImageCommand::Import(args)),
         Command::Tag(args) => image::run_alias(&cli.daemon, image::ImageCommand::Tag(args)),
         Command::Rmi(args) => image::run_alias(&cli.daemon, image::ImageCommand::Rm(args)),
+        Command::Pull(args) => registry::pull_cmd(&args, &cli.daemon.data_root),
+        Command::Push(args) => registry::push_cmd(&args, &cli.daemon.data_root),
+        Command::Login(args) => registry::login_cmd(&args),
+        Command::Logout(args) => registry::logout_cmd(&args),
     };
     match result {
         Ok(code) => code,

@@ -6,6 +6,7 @@
 //! records; [`gc`] frees what nothing references; [`archive`] loads, saves and imports;
 //! [`unpack`] extracts one layer safely; [`snapshot`] shares unpacked layers and mounts
 //! container root filesystems; [`testing`] builds busybox images for tests.
+//! records; [`registry`] speaks the distribution API and pulls/pushes through the store.
 
 pub mod archive;
 pub mod digest;
@@ -15,6 +16,7 @@ pub mod images;
 pub mod manifest;
 pub mod reference;
 pub mod snapshot;
+pub mod registry;
 pub mod store;
 pub mod testing;
 pub mod unpack;

@@ -1,0 +1,477 @@
+//! Pull and push between the content store and a real `docker-registry` on 127.0.0.1.
+
+mod support;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
+
+use berth_image::registry::progress::{BlobOutcome, Event, Observer, Silent};
+use berth_image::registry::pull::{PullError, PullOptions, parse_platform, pull};
+use berth_image::registry::push::{PushOptions, push};
+use berth_image::registry::{ClientOptions, Credentials, RegistryClient, UploadMode};
+use berth_image::{Digest, Reference, Store};
+use support::images::{Compression, Layer, image_blobs, make_image, make_index};
+use support::registry::{Auth, PASSWORD, TestRegistry, USER};
+
+fn client(registry: &TestRegistry, credentials: Option<(&str, &str)>) -> RegistryClient {
+    RegistryClient::new(
+        &registry.host(),
+        ClientOptions {
+            credentials: credentials.map(|(u, p)| Credentials {
+                username: u.to_string(),
+                password: p.to_string(),
+            }),
+            ..ClientOptions::default()
+        },
+    )
+    .unwrap()
+}
+
+fn layer(seed: u64, len: usize, compression: Compression) -> Layer {
+    Layer {
+        files: vec![(
+            format!("data/file-{seed}"),
+            support::random_bytes(seed, len),
+        )],
+        compression,
+    }
+}
+
+fn three_layers() -> Vec<Layer> {
+    vec![
+        layer(1, 300_000, Compression::Gzip),
+        layer(2, 200_000, Compression::Zstd),
+        layer(3, 100_000, Compression::None),
+    ]
+}
+
+fn open_store() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("store")).unwrap();
+    (dir, store)
+}
+
+/// Records blob events for assertions.
+#[derive(Default)]
+struct Recorder {
+    starts: Mutex<Vec<(String, u64)>>,
+    done: Mutex<Vec<(String, BlobOutcome)>>,
+}
+
+impl Observer for Recorder {
+    fn event(&self, event: &Event<'_>) {
+        match event {
+            Event::BlobStart { digest, offset, .. } => self
+                .starts
+                .lock()
+                .unwrap()
+                .push((digest.to_string(), *offset)),
+            Event::BlobDone {
+                digest, outcome, ..
+            } => self
+                .done
+                .lock()
+                .unwrap()
+                .push((digest.to_string(), *outcome)),
+            _ => {}
+        }
+    }
+}
+
+async fn round_trip(auth: Auth, credentials: Option<(&str, &str)>, mode: UploadMode) {
+    let registry = TestRegistry::start(auth);
+    let name = format!("{}/demo/app:v1", registry.host());
+    let (_a, source) = open_store();
+    let original = make_image(&source, &name, &three_layers());
+    let reference = Reference::parse(&name).unwrap();
+
+    let client = client(&registry, credentials);
+    let report = push(
+        &client,
+        &source,
+        &reference,
+        &PushOptions {
+            mode,
+            concurrency: 3,
+        },
+        Arc::new(Silent),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.digest.as_ref(), Some(&original));
+    assert_eq!((report.uploaded, report.existing), (4, 0), "{report:?}");
+
+    let (_b, target) = open_store();
+    let pulled = pull(
+        &client,
+        &target,
+        &reference,
+        &PullOptions::default(),
+        &Silent,
+    )
+    .await
+    .unwrap();
+    assert_eq!(pulled.digest, original);
+    assert_eq!(pulled.layers, 3);
+    assert_eq!(pulled.downloaded, 4);
+    assert_eq!(target.resolve(&reference).unwrap(), original);
+    assert_eq!(
+        image_blobs(&target, &original),
+        image_blobs(&source, &original)
+    );
+}
+
+#[tokio::test]
+async fn push_pull_round_trip_anonymous_monolithic() {
+    round_trip(Auth::None, None, UploadMode::Monolithic).await;
+}
+
+#[tokio::test]
+async fn push_pull_round_trip_basic_auth_chunked() {
+    round_trip(
+        Auth::Basic,
+        Some((USER, PASSWORD)),
+        UploadMode::Chunked {
+            chunk_size: 64 * 1024,
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn push_pull_round_trip_bearer_token() {
+    round_trip(Auth::Token, Some((USER, PASSWORD)), UploadMode::Monolithic).await;
+}
+
+#[tokio::test]
+async fn wrong_password_is_a_clear_error_and_pulls_nothing() {
+    let registry = TestRegistry::start(Auth::Basic);
+    let name = format!("{}/demo/app:v1", registry.host());
+    let (_a, source) = open_store();
+    make_image(&source, &name, &three_layers());
+    let reference = Reference::parse(&name).unwrap();
+    let wrong = client(&registry, Some((USER, "not-it")));
+    let err = push(
+        &wrong,
+        &source,
+        &reference,
+        &PushOptions::default(),
+        Arc::new(Silent),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("wrong username or password"),
+        "{err}"
+    );
+    let (_b, target) = open_store();
+    let err = pull(
+        &wrong,
+        &target,
+        &reference,
+        &PullOptions::default(),
+        &Silent,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("wrong username or password"),
+        "{err}"
+    );
+    assert!(target.list_images().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn second_push_uploads_nothing_and_other_repos_mount() {
+    let registry = TestRegistry::start(Auth::None);
+    let host = registry.host();
+    let (_a, store) = open_store();
+    let digest = make_image(&store, &format!("{host}/demo/app:v1"), &three_layers());
+    let client = client(&registry, None);
+    let first = Reference::parse(&format!("{host}/demo/app:v1")).unwrap();
+    push(
+        &client,
+        &store,
+        &first,
+        &PushOptions::default(),
+        Arc::new(Silent),
+    )
+    .await
+    .unwrap();
+
+    let recorder = Arc::new(Recorder::default());
+    let again = push(
+        &client,
+        &store,
+        &first,
+        &PushOptions::default(),
+        recorder.clone(),
+    )
+    .await
+    .unwrap();
+    assert_eq!((again.uploaded, again.mounted, again.existing), (0, 0, 4));
+    assert!(
+        recorder
+            .done
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|(_, o)| *o == BlobOutcome::AlreadyPresent)
+    );
+
+    // The same image under another repository of this registry is mounted, not uploaded.
+    let copy = Reference::parse(&format!("{host}/demo/copy:v1")).unwrap();
+    store.put_image(&copy, &digest).unwrap();
+    let mounted = push(
+        &client,
+        &store,
+        &copy,
+        &PushOptions::default(),
+        Arc::new(Silent),
+    )
+    .await
+    .unwrap();
+    assert_eq!((mounted.uploaded, mounted.mounted), (0, 4), "{mounted:?}");
+    assert_eq!(
+        client.get_manifest("demo/copy", "v1").await.unwrap().digest,
+        digest.to_string()
+    );
+}
+
+#[tokio::test]
+async fn index_pull_selects_the_platform() {
+    let registry = TestRegistry::start(Auth::None);
+    let name = format!("{}/multi/arch:1", registry.host());
+    let (_a, source) = open_store();
+    let index = make_index(&source, &name, &["amd64", "arm64"]);
+    let reference = Reference::parse(&name).unwrap();
+    let client = client(&registry, None);
+    let report = push(
+        &client,
+        &source,
+        &reference,
+        &PushOptions::default(),
+        Arc::new(Silent),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.digest.as_ref(), Some(&index));
+    assert!(!report.platform_only);
+
+    for arch in ["amd64", "arm64"] {
+        let (_b, target) = open_store();
+        let options = PullOptions {
+            platform: parse_platform(&format!("linux/{arch}")).unwrap(),
+            ..PullOptions::default()
+        };
+        let pulled = pull(&client, &target, &reference, &options, &Silent)
+            .await
+            .unwrap();
+        assert_eq!(pulled.digest, index);
+        let config = target
+            .read_config(&{
+                let m = target.read_manifest(&pulled.manifest).unwrap();
+                match m {
+                    berth_image::Manifest::Image(m) => {
+                        Digest::from_oci(m.config().digest()).unwrap()
+                    }
+                    _ => panic!("expected an image manifest"),
+                }
+            })
+            .unwrap();
+        assert_eq!(config.architecture().to_string(), arch);
+    }
+
+    let (_c, target) = open_store();
+    let options = PullOptions {
+        platform: parse_platform("linux/s390x").unwrap(),
+        ..PullOptions::default()
+    };
+    let err = pull(&client, &target, &reference, &options, &Silent)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, PullError::NoPlatform { .. }), "{err}");
+    assert!(
+        err.to_string().contains("linux/amd64, linux/arm64"),
+        "{err}"
+    );
+    assert!(target.list_images().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn tampered_layer_fails_verification_and_leaves_no_image() {
+    let registry = TestRegistry::start(Auth::None);
+    let name = format!("{}/demo/tamper:v1", registry.host());
+    let (_a, source) = open_store();
+    let digest = make_image(&source, &name, &three_layers());
+    let reference = Reference::parse(&name).unwrap();
+    let client = client(&registry, None);
+    push(
+        &client,
+        &source,
+        &reference,
+        &PushOptions::default(),
+        Arc::new(Silent),
+    )
+    .await
+    .unwrap();
+    let berth_image::Manifest::Image(manifest) = source.read_manifest(&digest).unwrap() else {
+        panic!("expected an image manifest");
+    };
+    let layer = Digest::from_oci(manifest.layers()[1].digest()).unwrap();
+    let path = registry.blob_data_path(&layer.to_string());
+    let mut bytes = std::fs::read(&path).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x55;
+    std::fs::write(&path, bytes).unwrap();
+
+    let (dir, target) = open_store();
+    let err = pull(
+        &client,
+        &target,
+        &reference,
+        &PullOptions::default(),
+        &Silent,
+    )
+    .await
+    .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("verification failed") && text.contains(&layer.to_string()),
+        "{text}"
+    );
+    assert!(target.list_images().unwrap().is_empty());
+    assert!(!target.has_blob(&layer));
+    // No partial is kept for a blob that failed verification.
+    let partials: Vec<_> = std::fs::read_dir(dir.path().join("store/ingest"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(layer.hex()))
+        .collect();
+    assert!(partials.is_empty(), "{partials:?}");
+}
+
+/// Blocks the download of one blob once `threshold` bytes arrived, until the test says go.
+struct Stall {
+    digest: String,
+    threshold: u64,
+    fired: AtomicBool,
+    reached: Mutex<mpsc::Sender<()>>,
+    go: Mutex<mpsc::Receiver<()>>,
+}
+
+impl Observer for Stall {
+    fn event(&self, event: &Event<'_>) {
+        if let Event::BlobProgress { digest, done, .. } = event
+            && *digest == self.digest
+            && *done >= self.threshold
+            && !self.fired.swap(true, Ordering::SeqCst)
+        {
+            let _ = self.reached.lock().unwrap().send(());
+            let _ = self
+                .go
+                .lock()
+                .unwrap()
+                .recv_timeout(Duration::from_secs(30));
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interrupted_pull_resumes_and_completes() {
+    let registry = TestRegistry::start(Auth::None);
+    let name = format!("{}/demo/big:v1", registry.host());
+    let (_a, source) = open_store();
+    let digest = make_image(
+        &source,
+        &name,
+        &[
+            layer(7, 6 << 20, Compression::Gzip),
+            layer(8, 50_000, Compression::Gzip),
+        ],
+    );
+    let berth_image::Manifest::Image(manifest) = source.read_manifest(&digest).unwrap() else {
+        panic!("expected an image manifest");
+    };
+    let big = Digest::from_oci(manifest.layers()[0].digest()).unwrap();
+    let reference = Reference::parse(&name).unwrap();
+    let client = Arc::new(client(&registry, None));
+    push(
+        &client,
+        &source,
+        &reference,
+        &PushOptions::default(),
+        Arc::new(Silent),
+    )
+    .await
+    .unwrap();
+
+    let (dir, target) = open_store();
+    let (reached_tx, reached_rx) = mpsc::channel();
+    let (go_tx, go_rx) = mpsc::channel();
+    let stall = Arc::new(Stall {
+        digest: big.to_string(),
+        threshold: 1 << 20,
+        fired: AtomicBool::new(false),
+        reached: Mutex::new(reached_tx),
+        go: Mutex::new(go_rx),
+    });
+    let task = {
+        let (client, target, reference, stall) = (
+            client.clone(),
+            target.clone(),
+            reference.clone(),
+            stall.clone(),
+        );
+        tokio::spawn(async move {
+            pull(
+                &client,
+                &target,
+                &reference,
+                &PullOptions::default(),
+                &*stall,
+            )
+            .await
+        })
+    };
+    tokio::task::spawn_blocking(move || reached_rx.recv_timeout(Duration::from_secs(60)))
+        .await
+        .unwrap()
+        .expect("the download reached 1 MiB");
+    task.abort();
+    go_tx.send(()).unwrap();
+    let aborted = task.await;
+    assert!(aborted.unwrap_err().is_cancelled());
+    assert!(target.list_images().unwrap().is_empty());
+    let partial = dir
+        .path()
+        .join("store/ingest")
+        .join(format!("{}.partial", big.hex()));
+    let kept = std::fs::metadata(&partial).unwrap().len();
+    assert!(
+        ((1 << 20)..(6 << 20)).contains(&kept),
+        "partial holds {kept} bytes"
+    );
+
+    let recorder = Recorder::default();
+    let report = pull(
+        &client,
+        &target,
+        &reference,
+        &PullOptions::default(),
+        &recorder,
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.digest, digest);
+    let starts = recorder.starts.lock().unwrap().clone();
+    let resumed_at = starts
+        .iter()
+        .find(|(d, _)| *d == big.to_string())
+        .map(|(_, offset)| *offset)
+        .expect("the big layer was downloaded again");
+    assert!(resumed_at >= kept.min(1 << 20), "resumed at {resumed_at}");
+    assert_eq!(image_blobs(&target, &digest), image_blobs(&source, &digest));
+    assert!(!partial.exists());
+}
