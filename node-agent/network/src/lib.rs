@@ -1,2 +1,13 @@
-//! berth-network: bridge networks, IPAM, NAT and published ports with nftables, embedded DNS
-//! for service discovery, and volumes.
+//! berth-network: bridge networks, IPAM, NAT and published ports with nftables, and the
+//! embedded DNS server for service discovery.
+//!
+//! Containers are reached through their network namespace path (`/proc/<pid>/ns/net` or
+//! `/run/netns/<name>`); nothing here knows Compose or how containers are started.
+
+pub mod bridge;
+pub mod dns;
+pub mod etc_files;
+pub mod firewall;
+pub mod ipam;
+pub mod netlink;
+pub mod networks;

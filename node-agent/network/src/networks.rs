@@ -1,0 +1,378 @@
+//! The node's networking as one object: IPAM, bridges, firewall and DNS kept consistent.
+//!
+//! [`Networks`] is what the node agent calls: create a network, connect a container's network
+//! namespace to it, disconnect, remove, and restore everything after a restart. State lives
+//! in two files of `state_dir`: `ipam.json` (subnets and addresses) and `networks.json` (the
+//! firewall state: each network's settings and the published ports), both written atomically
+//! before a call returns. Teardown tries every step and reports every failure together.
+//! The plumbing itself belongs to the modules below; this one only orders the steps.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use crate::bridge::{self, Attachment, BridgeError, BridgeNetwork, Endpoint};
+use crate::dns::{DnsEntry, DnsError, DnsServer, Registry};
+use crate::firewall::{Firewall, FirewallError, FirewallState, PortMapping, Published};
+use crate::ipam::{EndpointRequest, Ipam, IpamError, NetworkRequest, Pool};
+use crate::netlink::{Netlink, NetlinkError};
+
+/// Errors of node networking, wrapping the failing layer's error.
+#[derive(Debug, thiserror::Error)]
+pub enum NetworksError {
+    #[error(transparent)]
+    Ipam(#[from] IpamError),
+    #[error(transparent)]
+    Bridge(#[from] BridgeError),
+    #[error(transparent)]
+    Firewall(#[from] FirewallError),
+    #[error(transparent)]
+    Dns(#[from] DnsError),
+    #[error(transparent)]
+    Netlink(#[from] NetlinkError),
+    #[error("unknown network {0}")]
+    UnknownNetwork(String),
+    #[error("network state file {path}: {source}")]
+    State {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("network state file {path} is corrupt: {source}")]
+    Corrupt {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
+    Teardown(Vec<NetworksError>),
+}
+
+/// Settings of a [`Networks`] instance.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Where `ipam.json` and `networks.json` live.
+    pub state_dir: PathBuf,
+    pub pool: Pool,
+    /// The nftables table (`inet <table>`); `berth` in production.
+    pub table: String,
+    /// Turn on IP forwarding when a non-internal network appears (see [`Firewall::new`]).
+    pub manage_forwarding: bool,
+    /// Where names unknown to berth are forwarded.
+    pub host_upstreams: Vec<IpAddr>,
+    /// UDP port of the embedded DNS on each gateway (53 in production).
+    pub dns_port: u16,
+}
+
+impl Options {
+    /// Production defaults under `state_dir`, upstreams from the host's `/etc/resolv.conf`.
+    pub fn new(state_dir: impl Into<PathBuf>) -> Self {
+        let upstreams = std::fs::read_to_string("/etc/resolv.conf")
+            .map(|t| crate::dns::upstreams_from_resolv_conf(&t))
+            .unwrap_or_default();
+        Options {
+            state_dir: state_dir.into(),
+            pool: Pool::default(),
+            table: "berth".into(),
+            manage_forwarding: true,
+            host_upstreams: upstreams,
+            dns_port: 53,
+        }
+    }
+}
+
+/// A network to create.
+#[derive(Clone, Debug, Default)]
+pub struct NetworkConfig {
+    pub id: String,
+    pub request: NetworkRequest,
+    pub internal: bool,
+    pub mtu: Option<u32>,
+}
+
+/// A container endpoint to connect.
+#[derive(Clone, Debug, Default)]
+pub struct Connect {
+    /// Unique on the network (e.g. the container id).
+    pub endpoint_id: String,
+    /// `/proc/<pid>/ns/net` or `/run/netns/<name>`.
+    pub netns: PathBuf,
+    /// `eth0` for the first network, `eth1` for the next, …
+    pub ifname: String,
+    pub addresses: EndpointRequest,
+    /// Whether this network carries the default route.
+    pub default_route: bool,
+    /// Names in DNS (addresses are filled in from IPAM).
+    pub names: DnsEntry,
+    pub ports: Vec<PortMapping>,
+}
+
+/// The node's networks: one per agent.
+pub struct Networks {
+    nl: Netlink,
+    opts: Options,
+    ipam: Mutex<Ipam>,
+    firewall: Mutex<Firewall>,
+    dns: DnsServer,
+}
+
+impl std::fmt::Debug for Networks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Networks")
+            .field("opts", &self.opts)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Networks {
+    /// Opens the state in `opts.state_dir` without changing the kernel; call
+    /// [`Networks::restore`] after an agent restart to re-create bridges, rules and listeners.
+    pub fn open(opts: Options) -> Result<Self, NetworksError> {
+        let nl = Netlink::connect()?;
+        let ipam = Ipam::open(opts.state_dir.join("ipam.json"), opts.pool.clone())?;
+        let mut firewall = Firewall::new(&opts.table, opts.manage_forwarding)?;
+        let path = opts.state_dir.join("networks.json");
+        let state: FirewallState = match std::fs::read(&path) {
+            Ok(b) => serde_json::from_slice(&b).map_err(|source| NetworksError::Corrupt {
+                path: path.clone(),
+                source,
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => FirewallState::default(),
+            Err(source) => return Err(NetworksError::State { path, source }),
+        };
+        firewall.set_state_unapplied(state);
+        let dns = DnsServer::new(Registry::new(), opts.host_upstreams.clone());
+        Ok(Networks {
+            nl,
+            opts,
+            ipam: Mutex::new(ipam),
+            firewall: Mutex::new(firewall),
+            dns,
+        })
+    }
+
+    pub fn registry(&self) -> &Arc<Registry> {
+        self.dns.registry()
+    }
+
+    pub fn netlink(&self) -> &Netlink {
+        &self.nl
+    }
+
+    /// The network `id` as created, if it exists.
+    pub fn network(&self, id: &str) -> Option<BridgeNetwork> {
+        self.firewall
+            .lock()
+            .expect("firewall lock")
+            .state()
+            .networks
+            .get(id)
+            .cloned()
+    }
+
+    /// Every network, by id.
+    pub fn networks(&self) -> BTreeMap<String, BridgeNetwork> {
+        self.firewall
+            .lock()
+            .expect("firewall lock")
+            .state()
+            .networks
+            .clone()
+    }
+
+    fn save(&self, fw: &Firewall) -> Result<(), NetworksError> {
+        let path = self.opts.state_dir.join("networks.json");
+        crate::ipam::write_json_atomically(&path, fw.state())
+            .map_err(|source| NetworksError::State { path, source })
+    }
+
+    fn dns_addr(&self, net: &BridgeNetwork) -> SocketAddr {
+        SocketAddr::new(net.gateway_v4.into(), self.opts.dns_port)
+    }
+
+    /// Creates network `cfg.id`: subnet from IPAM (skipping host routes), bridge, firewall
+    /// rules, DNS listener. Calling it again for an existing network returns it unchanged.
+    pub async fn create_network(
+        &self,
+        cfg: &NetworkConfig,
+    ) -> Result<BridgeNetwork, NetworksError> {
+        if let Some(existing) = self.network(&cfg.id) {
+            return Ok(existing);
+        }
+        let routes = self.nl.routes().await?;
+        let lease = self.ipam.lock().expect("ipam lock").allocate_network(
+            &cfg.id,
+            &cfg.request,
+            &routes,
+        )?;
+        let net = BridgeNetwork::new(&cfg.id, &lease, cfg.mtu, cfg.internal);
+        let built = async {
+            bridge::create_network(&self.nl, &net).await?;
+            {
+                let mut fw = self.firewall.lock().expect("firewall lock");
+                fw.add_network(&net)?;
+                self.save(&fw)?;
+            }
+            self.dns
+                .listen(&net.id, self.dns_addr(&net), !net.internal)
+                .await?;
+            Ok::<_, NetworksError>(())
+        }
+        .await;
+        if let Err(e) = built {
+            // leave nothing half-made; the original error is the one worth reporting
+            let _ = self.remove_network(&cfg.id).await;
+            return Err(e);
+        }
+        Ok(net)
+    }
+
+    /// Connects a container's namespace to network `network_id`: addresses from IPAM, veth,
+    /// DNS names, published ports. On failure nothing of it is left.
+    pub async fn connect(
+        &self,
+        network_id: &str,
+        c: &Connect,
+    ) -> Result<Attachment, NetworksError> {
+        let net = self
+            .network(network_id)
+            .ok_or_else(|| NetworksError::UnknownNetwork(network_id.to_string()))?;
+        let lease = self.ipam.lock().expect("ipam lock").allocate_endpoint(
+            network_id,
+            &c.endpoint_id,
+            &c.addresses,
+        )?;
+        let ep = Endpoint::new(&c.endpoint_id, &c.netns, &c.ifname, &lease, c.default_route);
+        let result = async {
+            let att = bridge::attach(&self.nl, &net, &ep).await?;
+            if !c.ports.is_empty() {
+                let mut fw = self.firewall.lock().expect("firewall lock");
+                fw.publish(
+                    &c.endpoint_id,
+                    Published {
+                        network_id: network_id.to_string(),
+                        ipv4: lease.ipv4,
+                        ipv6: lease.ipv6,
+                        ports: c.ports.clone(),
+                    },
+                )?;
+                self.save(&fw)?;
+            }
+            let mut entry = c.names.clone();
+            entry.ipv4 = Some(lease.ipv4);
+            entry.ipv6 = lease.ipv6;
+            self.dns
+                .registry()
+                .register(network_id, &c.endpoint_id, entry);
+            Ok::<_, NetworksError>(att)
+        }
+        .await;
+        if result.is_err() {
+            let _ = self.disconnect(network_id, &c.endpoint_id).await;
+        }
+        result
+    }
+
+    /// Disconnects endpoint `endpoint_id` from `network_id`: DNS names, published ports, veth
+    /// and addresses. Every step is tried; all failures are reported together.
+    pub async fn disconnect(
+        &self,
+        network_id: &str,
+        endpoint_id: &str,
+    ) -> Result<(), NetworksError> {
+        let mut errors = Vec::new();
+        self.dns.registry().unregister(network_id, endpoint_id);
+        {
+            let mut fw = self.firewall.lock().expect("firewall lock");
+            if let Err(e) = fw.unpublish(endpoint_id) {
+                errors.push(e.into());
+            } else if let Err(e) = self.save(&fw) {
+                errors.push(e);
+            }
+        }
+        if let Err(e) = bridge::detach(&self.nl, network_id, endpoint_id).await {
+            errors.push(e.into());
+        }
+        if let Err(e) = self
+            .ipam
+            .lock()
+            .expect("ipam lock")
+            .release_endpoint(network_id, endpoint_id)
+        {
+            errors.push(e.into());
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(NetworksError::Teardown(errors))
+        }
+    }
+
+    /// Removes network `id` with every endpoint still on it. Every step is tried; all failures
+    /// are reported together.
+    pub async fn remove_network(&self, id: &str) -> Result<(), NetworksError> {
+        let mut errors = Vec::new();
+        let endpoints: Vec<String> = self
+            .ipam
+            .lock()
+            .expect("ipam lock")
+            .state()
+            .networks
+            .get(id)
+            .map(|n| n.endpoints.keys().cloned().collect())
+            .unwrap_or_default();
+        self.dns.stop(id);
+        self.dns.registry().remove_network(id);
+        {
+            let mut fw = self.firewall.lock().expect("firewall lock");
+            if let Err(e) = fw.remove_network(id) {
+                errors.push(e.into());
+            } else if let Err(e) = self.save(&fw) {
+                errors.push(e);
+            }
+        }
+        if let Err(e) = bridge::remove_network(&self.nl, id, &endpoints).await {
+            errors.push(e.into());
+        }
+        if let Err(e) = self.ipam.lock().expect("ipam lock").release_network(id) {
+            errors.push(e.into());
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(NetworksError::Teardown(errors))
+        }
+    }
+
+    /// After a reboot or agent restart: re-creates every bridge (idempotently), the whole
+    /// firewall table in one batch, and the DNS listeners, from the saved state. Container
+    /// endpoints are re-attached by the agent as it restarts containers.
+    pub async fn restore(&self) -> Result<(), NetworksError> {
+        let nets = self.networks();
+        for net in nets.values() {
+            bridge::create_network(&self.nl, net).await?;
+        }
+        {
+            let mut fw = self.firewall.lock().expect("firewall lock");
+            let state = fw.state().clone();
+            fw.restore(state)?;
+        }
+        for net in nets.values() {
+            self.dns.stop(&net.id);
+            self.dns
+                .listen(&net.id, self.dns_addr(net), !net.internal)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Deletes the whole firewall table (uninstall, or the end of a test).
+    pub fn delete_firewall_table(&self) -> Result<(), NetworksError> {
+        self.firewall
+            .lock()
+            .expect("firewall lock")
+            .delete_table()
+            .map_err(Into::into)
+    }
+}
