@@ -7,5 +7,8 @@
 //! agent. Work on it starts with the "berthd and the Compose lifecycle" issue.
 
 pub mod durable;
+pub mod orchestrator;
 pub mod raft_log;
 pub mod raft_node;
+pub mod scheduler;
+pub mod store;

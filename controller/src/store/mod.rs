@@ -1,0 +1,27 @@
+//! The replicated state machine: apps and their services, nodes, and tasks, changed only by
+//! typed [`Command`]s applied in Raft log order.
+//!
+//! It owns validation of every command against the current state and the deterministic
+//! application of it. It must not read clocks, draw random numbers or do I/O: timestamps and
+//! ids arrive inside the commands, chosen by the proposer.
+
+mod app;
+mod command;
+mod node;
+pub mod placement;
+mod restart;
+mod state;
+mod task;
+
+pub use app::{
+    AppSpec, DependencyCondition, Dependency, FailureAction, Mode, PortMode, Protocol,
+    PublishedPort, Resources, ServiceSpec, UpdateConfig, UpdateOrder,
+};
+pub use command::{ApplyError, Applied, Command, UpdateState};
+pub use node::{Availability, Node, NodeResources, NodeStatus, Platform, Role};
+pub use placement::{Constraint, ConstraintError, ConstraintKey, ConstraintOp, Placement};
+pub use restart::{RestartCondition, RestartPolicy, RestartPolicyError};
+pub use state::{AppRecord, ServiceRecord, State, decode_reply, encode};
+pub use task::{
+    DesiredState, Health, NodeId, Task, TaskId, TaskState, TaskStatus, Timestamp,
+};
