@@ -5,8 +5,8 @@
 //! [`manifest`] reads manifests, indexes and configs; [`images`] keeps the name → manifest
 //! records; [`gc`] frees what nothing references; [`archive`] loads, saves and imports;
 //! [`unpack`] extracts one layer safely; [`snapshot`] shares unpacked layers and mounts
-//! container root filesystems; [`testing`] builds busybox images for tests.
-//! records; [`registry`] speaks the distribution API and pulls/pushes through the store.
+//! container root filesystems; [`registry`] speaks the distribution API and pulls/pushes
+//! through the store; [`testing`] builds busybox images for tests.
 
 pub mod archive;
 pub mod digest;
