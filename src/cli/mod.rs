@@ -59,16 +59,6 @@ pub struct ProjectFlags {
     pub profiles: Vec<String>,
 }
 
-/// Where the node's state lives, accepted before or after any subcommand.
-#[derive(Debug, Clone, Args)]
-pub struct DaemonFlags {
-    /// Root of berth's persistent state (the image store is `<data-root>/image`)
-    #[arg(
-        long,
-        global = true,
-        env = "BERTH_DATA_ROOT",
-        default_value = "/var/lib/berth",
-        value_name = "DIR"
 /// Where node-local state lives, accepted before or after any subcommand.
 #[derive(Debug, Clone, Args)]
 pub struct DaemonFlags {
