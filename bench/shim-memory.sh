@@ -2,19 +2,25 @@
 # Resident memory of the per-container shim, side by side in one run:
 #   berth-shim (release, as cargo builds it, and static-pie)  vs  conmon  vs
 #   containerd-shim-runc-v2 (under a private containerd started just for this run).
-# Each starts N busybox containers running `sleep 3600` through Debian's runc; the script
-# then reads VmRSS (/proc/PID/status) and Pss (/proc/PID/smaps_rollup: shared pages divided
-# among the processes sharing them) of every shim process and prints the medians.
+# Each starts N busybox containers through Debian's runc; the script then reads VmRSS
+# (/proc/PID/status) and Pss (/proc/PID/smaps_rollup: shared pages divided among the
+# processes sharing them) of every shim process and prints the medians.
+# Round 1: idle containers (`sleep 3600`). Round 2: every container first writes LOG_MB MiB
+# (half stdout in 56-byte lines, half stderr in 2-byte lines), and the shims are measured
+# once all of it is in their logs — berth-shim and conmon only, since `ctr run -d` gives
+# containerd's shim no log to write.
 #
-#   usage: sudo bench/shim-memory.sh            (N=20 by default; N=50 bench/shim-memory.sh)
+#   usage: sudo bench/shim-memory.sh        (N=20 LOG_MB=5 by default; N=50 bench/shim-memory.sh)
 # Needs: runc, busybox-static; optional: conmon, containerd (skipped when not installed).
 set -euo pipefail
 N=${N:-20}
+LOG_MB=${LOG_MB:-5}
 cd "$(dirname "$0")/.."
 REPO=$PWD
 RUNC=${RUNC:-$(command -v runc || echo /usr/sbin/runc)}
 TARGET=${CARGO_TARGET_DIR:-$REPO/target}
 WORK=$(mktemp -d /tmp/berth-shim-bench.XXXXXX)
+SHIMCTL=$TARGET/release/examples/shimctl
 
 cleanup() {
     set +e
@@ -43,7 +49,7 @@ cleanup() {
         sleep 0.5
         umount -R "$WORK/containerd/state" 2>/dev/null
     fi
-    for f in "$WORK"/conmon/*/conmon.pid; do
+    for f in "$WORK"/conmon-*/*/conmon.pid; do
         [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null
     done
     rm -rf "$WORK"
@@ -56,16 +62,29 @@ RUSTFLAGS='-C target-feature=+crt-static' CARGO_TARGET_DIR="$TARGET/static" \
     cargo build -q --release -p berth-shim --bins --target x86_64-unknown-linux-gnu
 SHIM_DYN=$TARGET/release/berth-shim
 SHIM_STATIC=$TARGET/static/x86_64-unknown-linux-gnu/release/berth-shim
-SHIMCTL=$TARGET/release/examples/shimctl
 
-# One busybox bundle shared by every container (its root is read-only).
-B=$WORK/bundle
-mkdir -p "$B/rootfs/bin" "$B/rootfs/proc" "$B/rootfs/dev" "$B/rootfs/sys" "$B/rootfs/tmp"
-cp /bin/busybox "$B/rootfs/bin/"
-for a in $(/bin/busybox --list); do [ "$a" = busybox ] || ln -s busybox "$B/rootfs/bin/$a"; done
-"$RUNC" spec --bundle "$B"
-sed -i 's/"terminal": true/"terminal": false/; s/"sh"$/"\/bin\/sleep", "3600"/' "$B/config.json"
-grep -q '"/bin/sleep"' "$B/config.json" || { echo "could not edit config.json" >&2; exit 1; }
+# A busybox bundle shared by all containers of a round (its root is read-only).
+make_bundle() { # dir, process.args as the inside of a JSON list
+    local b=$1
+    mkdir -p "$b/rootfs/bin" "$b/rootfs/proc" "$b/rootfs/dev" "$b/rootfs/sys" "$b/rootfs/tmp"
+    cp /bin/busybox "$b/rootfs/bin/"
+    for a in $(/bin/busybox --list); do
+        [ "$a" = busybox ] || ln -s busybox "$b/rootfs/bin/$a"
+    done
+    "$RUNC" spec --bundle "$b"
+    # runc spec writes `"terminal": true` and the args as one line holding "sh".
+    ARGS=$2 awk '/^[ \t]*"sh"$/ { print ENVIRON["ARGS"]; next }
+                 { sub(/"terminal": true/, "\"terminal\": false"); print }' \
+        "$b/config.json" >"$b/config.edited"
+    mv "$b/config.edited" "$b/config.json"
+    grep -q '"terminal": false' "$b/config.json" || { echo "cannot edit $b/config.json" >&2; exit 1; }
+}
+IDLE=$WORK/idle
+CHATTY=$WORK/chatty
+out_bytes=$((LOG_MB * 1024 * 1024))
+err_bytes=$((out_bytes / 10))
+make_bundle "$IDLE" '"/bin/sleep", "3600"'
+make_bundle "$CHATTY" "\"/bin/sh\", \"-c\", \"yes 'a line of output about as long as a line in a log file' | head -c $out_bytes; yes err | head -c $err_bytes >&2; echo done; exec sleep 3600\""
 
 # median of numbers on stdin
 median() { sort -n | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else print int((a[NR/2]+a[NR/2+1])/2)}'; }
@@ -79,52 +98,62 @@ report() { # name, pids...
     printf '| %s | %d | %d KiB (%s MiB) | %d KiB |\n' "$name" "$#" "$r" \
         "$(awk -v k="$r" 'BEGIN {printf "%.2f", k/1024}')" "$p"
 }
+wait_logged() { # log file, pattern of the container's last stdout line ("…done")
+    for _ in $(seq 3000); do
+        grep -q "$2" "$1" 2>/dev/null && return
+        sleep 0.1
+    done
+    echo "timed out waiting for $1" >&2
+    exit 1
+}
 
-echo "| shim | processes | median VmRSS | median Pss |"
-echo "|---|---|---|---|"
-
-run_berth() { # label, binary
-    local label=$1 bin=$2 dir=$WORK/berth-$1 pids=()
+run_berth() { # label, binary, bundle
+    local label=$1 bin=$2 bundle=$3
+    local dir=$WORK/berth-$label-${bundle##*/} pids=() ready
     mkdir -p "$dir/state"
     for i in $(seq "$N"); do
         # The readiness line comes once the container is created; $(...) waits for it.
-        ready=$("$bin" --id "bench-$label-$i" --bundle "$B" --state-dir "$dir/state/$i" \
-            --runtime "$RUNC" --runtime-root "$dir/runc")
+        ready=$("$bin" --id "bench-$label-${bundle##*/}-$i" --bundle "$bundle" \
+            --state-dir "$dir/state/$i" --runtime "$RUNC" --runtime-root "$dir/runc")
         case $ready in *'"error"'*) echo "berth-shim: $ready" >&2; exit 1 ;; esac
         "$SHIMCTL" "$dir/state/$i" start
         pids+=("$(cat "$dir/state/$i/shim.pid")")
     done
     for i in $(seq "$N"); do
         "$SHIMCTL" "$dir/state/$i" state | grep -q '"status":"running"'
+        if [ "$bundle" = "$CHATTY" ]; then wait_logged "$dir/state/$i/container.log" 'done\\n"'; fi
     done
     report "berth-shim ($label)" "${pids[@]}"
     for i in $(seq "$N"); do "$SHIMCTL" "$dir/state/$i" delete --force; done
 }
-run_berth dynamic "$SHIM_DYN"
-run_berth static "$SHIM_STATIC"
 
-if command -v conmon >/dev/null; then
-    pids=()
+run_conmon() { # bundle
+    local bundle=$1 base=$WORK/conmon-${1##*/} pids=() d id
     for i in $(seq "$N"); do
-        d=$WORK/conmon/$i
+        d=$base/$i
+        id=bench-conmon-${bundle##*/}-$i
         mkdir -p "$d/exit" "$d/sock"
-        conmon --api-version 1 -c "bench-conmon-$i" -u "bench-conmon-$i" -n "bench-conmon-$i" \
-            -r "$RUNC" -b "$B" -p "$d/pid" -P "$d/conmon.pid" -l "k8s-file:$d/log" \
+        conmon --api-version 1 -c "$id" -u "$id" -n "$id" \
+            -r "$RUNC" -b "$bundle" -p "$d/pid" -P "$d/conmon.pid" -l "k8s-file:$d/log" \
             --exit-dir "$d/exit" --socket-dir-path "$d/sock" --log-level error \
-            --runtime-arg --root --runtime-arg "$WORK/conmon/runc"
+            --runtime-arg --root --runtime-arg "$base/runc"
         for _ in $(seq 100); do [ -s "$d/pid" ] && break; sleep 0.05; done
-        "$RUNC" --root "$WORK/conmon/runc" start "bench-conmon-$i"
+        "$RUNC" --root "$base/runc" start "$id"
         pids+=("$(cat "$d/conmon.pid")")
     done
+    if [ "$bundle" = "$CHATTY" ]; then
+        for i in $(seq "$N"); do wait_logged "$base/$i/log" 'done$'; done
+    fi
     report "conmon $(conmon --version | awk 'NR==1 {print $3}')" "${pids[@]}"
-else
-    echo "| conmon | not installed | | |"
-fi
+    for i in $(seq "$N"); do
+        "$RUNC" --root "$base/runc" delete --force "bench-conmon-${bundle##*/}-$i"
+    done
+}
 
-if command -v containerd >/dev/null && command -v containerd-shim-runc-v2 >/dev/null; then
-    d=$WORK/containerd
+run_containerd() {
+    local d=$WORK/containerd pids
     mkdir -p "$d"
-    cat >"$d/config.toml" <<EOF
+    cat >"$d/config.toml" <<TOML
 version = 2
 root = "$d/root"
 state = "$d/state"
@@ -137,18 +166,43 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
   address = ""
 [metrics]
   address = ""
-EOF
+TOML
     containerd --config "$d/config.toml" >"$d/containerd.log" 2>&1 &
     echo $! >"$d/containerd.pid"
     for _ in $(seq 100); do [ -S "$d/containerd.sock" ] && break; sleep 0.1; done
     for i in $(seq "$N"); do
-        ctr --address "$d/containerd.sock" run -d --rootfs "$B/rootfs" \
+        ctr --address "$d/containerd.sock" run -d --rootfs "$IDLE/rootfs" \
             "bench-ctr-$i" /bin/sleep 3600 >/dev/null
     done
     mapfile -t pids < <(pgrep -f "containerd-shim-runc-v2 .*-address $d/containerd.sock")
     report "containerd-shim-runc-v2 $(containerd --version | awk '{print $3}')" "${pids[@]}"
+}
+
+have_conmon=$(command -v conmon || true)
+have_containerd=""
+if command -v containerd >/dev/null && command -v containerd-shim-runc-v2 >/dev/null; then
+    have_containerd=yes
+fi
+
+echo "Idle containers:"
+echo
+echo "| shim | processes | median VmRSS | median Pss |"
+echo "|---|---|---|---|"
+run_berth dynamic "$SHIM_DYN" "$IDLE"
+run_berth static "$SHIM_STATIC" "$IDLE"
+if [ -n "$have_conmon" ]; then run_conmon "$IDLE"; else echo "| conmon | not installed | | |"; fi
+if [ -n "$have_containerd" ]; then
+    run_containerd
 else
     echo "| containerd-shim-runc-v2 | not installed | | |"
 fi
+echo
+echo "After each container wrote $LOG_MB MiB to stdout and $((err_bytes / 1024)) KiB to stderr:"
+echo
+echo "| shim | processes | median VmRSS | median Pss |"
+echo "|---|---|---|---|"
+run_berth dynamic "$SHIM_DYN" "$CHATTY"
+run_berth static "$SHIM_STATIC" "$CHATTY"
+if [ -n "$have_conmon" ]; then run_conmon "$CHATTY"; fi
 echo
 echo "N=$N containers per shim; runc $("$RUNC" --version | awk 'NR==1 {print $3}'); $(uname -r)"

@@ -41,7 +41,7 @@ const DRAIN_GRACE: Duration = Duration::from_secs(2);
 /// container's stdin is not read past this much either.
 const MAX_CLIENT_BACKLOG: usize = 1 << 20;
 /// Encoded records are written to the log in batches of about this size.
-const RECORD_BATCH: usize = 32 * 1024;
+const RECORD_BATCH: usize = 16 * 1024;
 /// How long the runtime may take to hand over the pty master.
 const CONSOLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Signals that, sent to the shim, are passed on to the container's init.
