@@ -22,7 +22,11 @@ pub fn setup(socket: RawFd) -> SysResult<()> {
         .write(true)
         .custom_flags(libc::O_NOCTTY | libc::O_CLOEXEC)
         .open(&name)
-        .map_err(|e| sys::SysError { syscall: "open", target: name.clone(), source: e })?
+        .map_err(|e| sys::SysError {
+            syscall: "open",
+            target: name.clone(),
+            source: e,
+        })?
         .into();
     let fds = [master.as_raw_fd()];
     let cmsg = [ControlMessage::ScmRights(&fds)];

@@ -74,29 +74,58 @@ pub fn create(opts: &CreateOptions) -> Result<Saved, ContainerError> {
     let spec = spec::load(&bundle)?;
     let plan = Plan::from_spec(&spec)?;
     if !plan.has(LinuxNamespaceType::Mount) {
-        return Err(ContainerError::Invalid("a mount namespace is required".into()));
+        return Err(ContainerError::Invalid(
+            "a mount namespace is required".into(),
+        ));
     }
     let rootfs = fs::canonicalize(spec::rootfs_path(&bundle, &spec))
         .map_err(|e| ContainerError::Invalid(format!("rootfs: {e}")))?;
-    let terminal = spec.process().as_ref().and_then(|p| p.terminal()).unwrap_or(false);
+    let terminal = spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.terminal())
+        .unwrap_or(false);
     let console = match (&opts.console_socket, terminal) {
-        (Some(p), true) => Some(
-            UnixStream::connect(p).map_err(|e| ContainerError::Invalid(format!("console socket {}: {e}", p.display())))?,
-        ),
-        (None, true) => return Err(ContainerError::Invalid("process.terminal needs --console-socket".into())),
+        (Some(p), true) => Some(UnixStream::connect(p).map_err(|e| {
+            ContainerError::Invalid(format!("console socket {}: {e}", p.display()))
+        })?),
+        (None, true) => {
+            return Err(ContainerError::Invalid(
+                "process.terminal needs --console-socket".into(),
+            ));
+        }
         _ => None,
     };
 
-    fs::create_dir_all(&opts.root).map_err(|e| sys::SysError { syscall: "mkdir", target: opts.root.display().to_string(), source: e })?;
+    fs::create_dir_all(&opts.root).map_err(|e| sys::SysError {
+        syscall: "mkdir",
+        target: opts.root.display().to_string(),
+        source: e,
+    })?;
     let dir = state::dir(&opts.root, &opts.id);
     match fs::create_dir(&dir) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            return Err(state::StateError::Exists { id: opts.id.clone() }.into());
+            return Err(state::StateError::Exists {
+                id: opts.id.clone(),
+            }
+            .into());
         }
-        Err(e) => return Err(sys::SysError { syscall: "mkdir", target: dir.display().to_string(), source: e }.into()),
+        Err(e) => {
+            return Err(sys::SysError {
+                syscall: "mkdir",
+                target: dir.display().to_string(),
+                source: e,
+            }
+            .into());
+        }
     }
-    let mut rb = Rollback { dir: &dir, cgroup: None, pid: None, armed: true };
+    let mut rb = Rollback {
+        dir: &dir,
+        cgroup: None,
+        pid: None,
+        armed: true,
+    };
     let fifo = dir.join(EXEC_FIFO);
     nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o622))
         .map_err(|e| sys::errno_err("mkfifo", fifo.display(), e))?;
@@ -105,17 +134,26 @@ pub fn create(opts: &CreateOptions) -> Result<Saved, ContainerError> {
     let (ruid, rgid) = host_root_ids(&spec);
     fs::set_permissions(&fifo, std::os::unix::fs::PermissionsExt::from_mode(0o622))
         .and_then(|_| std::os::unix::fs::chown(&fifo, Some(ruid), Some(rgid)))
-        .map_err(|e| sys::SysError { syscall: "chown", target: fifo.display().to_string(), source: e })?;
+        .map_err(|e| sys::SysError {
+            syscall: "chown",
+            target: fifo.display().to_string(),
+            source: e,
+        })?;
 
     let linux = spec.linux().as_ref();
-    let cg_path = cgroups::normalize_path(linux.and_then(|l| l.cgroups_path().as_deref()), &opts.id)?;
+    let cg_path =
+        cgroups::normalize_path(linux.and_then(|l| l.cgroups_path().as_deref()), &opts.id)?;
     let layout = Layout::detect()?;
     let cg = Cgroup::new(layout.clone(), cg_path.clone());
     cg.create()?;
     rb.cgroup = Some(cg.clone());
-    if let Some(res) = linux.and_then(|l| l.resources().as_ref()) {
-        cg.apply(res)?;
-    }
+    // Even without resources the default device rules apply.
+    let no_resources = oci_spec::runtime::LinuxResources::default();
+    cg.apply(
+        linux
+            .and_then(|l| l.resources().as_ref())
+            .unwrap_or(&no_resources),
+    )?;
 
     let mut saved = Saved {
         id: opts.id.clone(),
@@ -129,7 +167,8 @@ pub fn create(opts: &CreateOptions) -> Result<Saved, ContainerError> {
         use_systemd: opts.systemd_cgroup,
     };
 
-    let (mut parent_ch, child_ch) = Channel::pair().map_err(|e| ContainerError::init(&opts.id, e))?;
+    let (mut parent_ch, child_ch) =
+        Channel::pair().map_err(|e| ContainerError::init(&opts.id, e))?;
     let ctx = InitContext {
         id: &opts.id,
         spec: &spec,
@@ -153,7 +192,15 @@ pub fn create(opts: &CreateOptions) -> Result<Saved, ContainerError> {
     drop(child_ch);
     drop(console);
 
-    let res = drive(&mut parent_ch, child.as_raw(), &spec, &plan, &cg, &mut saved, &mut rb);
+    let res = drive(
+        &mut parent_ch,
+        child.as_raw(),
+        &spec,
+        &plan,
+        &cg,
+        &mut saved,
+        &mut rb,
+    );
     let _ = waitpid(child, None);
     res?;
     saved.save(&opts.root)?;
@@ -179,7 +226,10 @@ fn drive(
         match ch.recv().map_err(|e| ContainerError::init(&id, e))? {
             Some(Msg::Error(e)) => Err(ContainerError::init(&id, e)),
             Some(m) => Ok(m),
-            None => Err(ContainerError::init(&id, "container init exited during setup")),
+            None => Err(ContainerError::init(
+                &id,
+                "container init exited during setup",
+            )),
         }
     };
     if plan.new_userns() {
@@ -189,7 +239,8 @@ fn drive(
         }
     }
     cg.add_pid(child)?;
-    ch.send(&Msg::Go).map_err(|e| ContainerError::init(&id, e))?;
+    ch.send(&Msg::Go)
+        .map_err(|e| ContainerError::init(&id, e))?;
     let pid = match recv(ch)? {
         Msg::Pid(p) => p,
         m => return Err(ContainerError::init(&id, format!("unexpected {m:?}"))),
@@ -205,8 +256,13 @@ fn drive(
                 #[allow(deprecated)]
                 let prestart = h.and_then(|h| h.prestart().as_ref());
                 hooks::run("prestart", prestart, &st)?;
-                hooks::run("createRuntime", h.and_then(|h| h.create_runtime().as_ref()), &st)?;
-                ch.send(&Msg::HooksDone).map_err(|e| ContainerError::init(&id, e))?;
+                hooks::run(
+                    "createRuntime",
+                    h.and_then(|h| h.create_runtime().as_ref()),
+                    &st,
+                )?;
+                ch.send(&Msg::HooksDone)
+                    .map_err(|e| ContainerError::init(&id, e))?;
             }
             Msg::Ready => return Ok(()),
             m => return Err(ContainerError::init(&id, format!("unexpected {m:?}"))),
@@ -224,7 +280,10 @@ fn host_root_ids(spec: &Spec) -> (u32, u32) {
             .unwrap_or(0)
     };
     let l = spec.linux().as_ref();
-    (find(l.and_then(|l| l.uid_mappings().as_ref())), find(l.and_then(|l| l.gid_mappings().as_ref())))
+    (
+        find(l.and_then(|l| l.uid_mappings().as_ref())),
+        find(l.and_then(|l| l.gid_mappings().as_ref())),
+    )
 }
 
 pub(crate) fn write_pid_file(path: &Path, pid: i32) -> Result<(), ContainerError> {
@@ -232,7 +291,14 @@ pub(crate) fn write_pid_file(path: &Path, pid: i32) -> Result<(), ContainerError
     let tmp = path.with_extension("berth-tmp");
     fs::write(&tmp, pid.to_string())
         .and_then(|_| fs::rename(&tmp, path))
-        .map_err(|e| sys::SysError { syscall: "write", target: path.display().to_string(), source: e }.into())
+        .map_err(|e| {
+            sys::SysError {
+                syscall: "write",
+                target: path.display().to_string(),
+                source: e,
+            }
+            .into()
+        })
 }
 
 /// What the children need, borrowed from the parent's memory (copied by fork).
@@ -276,11 +342,19 @@ fn intermediate_inner(ch: &mut Channel, ctx: &InitContext<'_>) -> Result<(), Con
     }
     if ctx.plan.new_userns() {
         namespaces::unshare(CloneFlags::CLONE_NEWUSER)?;
-        ch.send(&Msg::UserNs).map_err(|e| sys::SysError { syscall: "send", target: "sync".into(), source: e })?;
+        ch.send(&Msg::UserNs).map_err(|e| sys::SysError {
+            syscall: "send",
+            target: "sync".into(),
+            source: e,
+        })?;
     }
     match ch.recv() {
         Ok(Some(Msg::Go)) => {}
-        other => return Err(ContainerError::Invalid(format!("sync: expected go, got {other:?}"))),
+        other => {
+            return Err(ContainerError::Invalid(format!(
+                "sync: expected go, got {other:?}"
+            )));
+        }
     }
     if ctx.plan.has(LinuxNamespaceType::User) {
         become_root()?;
@@ -294,7 +368,11 @@ fn intermediate_inner(ch: &mut Channel, ctx: &InitContext<'_>) -> Result<(), Con
         ForkResult::Child => container_init(ch, ctx),
         ForkResult::Parent { child } => {
             ch.send(&Msg::Pid(child.as_raw()))
-                .map_err(|e| sys::SysError { syscall: "send", target: "sync".into(), source: e })?;
+                .map_err(|e| sys::SysError {
+                    syscall: "send",
+                    target: "sync".into(),
+                    source: e,
+                })?;
             Ok(())
         }
     }
@@ -320,7 +398,18 @@ fn container_init(ch: &mut Channel, ctx: &InitContext<'_>) -> ! {
         Ok(e) => {
             eprintln!("berth-runc: {e}");
             // SAFETY: leaving the child without running the parent's exit handlers.
-            unsafe { libc::_exit(if matches!(e, ContainerError::Process(crate::process::ProcessError::NotFound { .. })) { 127 } else { 126 }) }
+            unsafe {
+                libc::_exit(
+                    if matches!(
+                        e,
+                        ContainerError::Process(crate::process::ProcessError::NotFound { .. })
+                    ) {
+                        127
+                    } else {
+                        126
+                    },
+                )
+            }
         }
         Err(e) => finish(ch, Err(e)),
     }
@@ -360,16 +449,29 @@ fn init_inner(ch: &mut Channel, ctx: &InitContext<'_>) -> Result<ContainerError,
         }
     }
     // The fifo path disappears with pivot_root: keep an O_PATH handle to reopen later.
-    let fifo: OwnedFd = nix::fcntl::open(ctx.fifo, nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())
-        .map_err(|e| sys::errno_err("open", ctx.fifo.display(), e))?;
+    let fifo: OwnedFd = nix::fcntl::open(
+        ctx.fifo,
+        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| sys::errno_err("open", ctx.fifo.display(), e))?;
     let h = spec.hooks().as_ref();
     #[allow(deprecated)]
-    let wants_runtime_hooks = h.is_some_and(|h| h.prestart().is_some() || h.create_runtime().is_some());
+    let wants_runtime_hooks =
+        h.is_some_and(|h| h.prestart().is_some() || h.create_runtime().is_some());
     if wants_runtime_hooks {
-        ch.send(&Msg::Hooks).map_err(|e| sys::SysError { syscall: "send", target: "sync".into(), source: e })?;
+        ch.send(&Msg::Hooks).map_err(|e| sys::SysError {
+            syscall: "send",
+            target: "sync".into(),
+            source: e,
+        })?;
         match ch.recv() {
             Ok(Some(Msg::HooksDone)) => {}
-            other => return Err(ContainerError::Invalid(format!("sync: expected hooks-done, got {other:?}"))),
+            other => {
+                return Err(ContainerError::Invalid(format!(
+                    "sync: expected hooks-done, got {other:?}"
+                )));
+            }
         }
     }
     let hook_state = |status| crate::state::HookState {
@@ -378,9 +480,18 @@ fn init_inner(ch: &mut Channel, ctx: &InitContext<'_>) -> Result<ContainerError,
         status,
         pid: host_pid,
         bundle: ctx.bundle.to_path_buf(),
-        annotations: spec.annotations().clone().unwrap_or_default().into_iter().collect(),
+        annotations: spec
+            .annotations()
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .collect(),
     };
-    hooks::run("createContainer", h.and_then(|h| h.create_container().as_ref()), &hook_state(Status::Created))?;
+    hooks::run(
+        "createContainer",
+        h.and_then(|h| h.create_container().as_ref()),
+        &hook_state(Status::Created),
+    )?;
 
     if rootfs::on_ramfs(ctx.rootfs) {
         rootfs::move_root(ctx.rootfs)?;
@@ -391,15 +502,27 @@ fn init_inner(ch: &mut Channel, ctx: &InitContext<'_>) -> Result<ContainerError,
         // Sysctls first: /proc/sys becomes read-only with the read-only paths.
         for (k, v) in l.sysctl().iter().flatten() {
             let p = format!("/proc/sys/{}", k.replace('.', "/"));
-            fs::write(&p, v).map_err(|e| sys::SysError { syscall: "write", target: p, source: e })?;
+            fs::write(&p, v).map_err(|e| sys::SysError {
+                syscall: "write",
+                target: p,
+                source: e,
+            })?;
         }
         rootfs::readonly_paths(l.readonly_paths().as_deref().unwrap_or(&[]))?;
         rootfs::mask_paths(l.masked_paths().as_deref().unwrap_or(&[]))?;
     }
-    if let Some(prop) = linux.and_then(|l| l.rootfs_propagation().as_deref()).and_then(rootfs::propagation_flag) {
+    if let Some(prop) = linux
+        .and_then(|l| l.rootfs_propagation().as_deref())
+        .and_then(rootfs::propagation_flag)
+    {
         sys::mount(None, "/", None, prop as libc::c_ulong, None)?;
     }
-    if spec.root().as_ref().and_then(|r| r.readonly()).unwrap_or(false) {
+    if spec
+        .root()
+        .as_ref()
+        .and_then(|r| r.readonly())
+        .unwrap_or(false)
+    {
         rootfs::readonly_root()?;
     }
     if let Some(sock) = ctx.console {
@@ -411,7 +534,11 @@ fn init_inner(ch: &mut Channel, ctx: &InitContext<'_>) -> Result<ContainerError,
     let prepared = Prepared::new(&process, linux.and_then(|l| l.seccomp().as_ref()), None)?;
     prepared.apply_privileged()?;
 
-    ch.send(&Msg::Ready).map_err(|e| sys::SysError { syscall: "send", target: "sync".into(), source: e })?;
+    ch.send(&Msg::Ready).map_err(|e| sys::SysError {
+        syscall: "send",
+        target: "sync".into(),
+        source: e,
+    })?;
     // SAFETY: closing the sync socket's descriptor; the Channel is never used again.
     unsafe { libc::close(ch.raw_fd()) };
 
@@ -419,11 +546,19 @@ fn init_inner(ch: &mut Channel, ctx: &InitContext<'_>) -> Result<ContainerError,
     let after_ready = || -> Result<ContainerError, ContainerError> {
         // Blocks until `start` opens the fifo for reading.
         let fifo_path = format!("/proc/self/fd/{}", fifo.as_raw_fd());
-        let w = nix::fcntl::open(fifo_path.as_str(), nix::fcntl::OFlag::O_WRONLY | nix::fcntl::OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())
-            .map_err(|e| sys::errno_err("open", "exec fifo", e))?;
+        let w = nix::fcntl::open(
+            fifo_path.as_str(),
+            nix::fcntl::OFlag::O_WRONLY | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map_err(|e| sys::errno_err("open", "exec fifo", e))?;
         nix::unistd::write(&w, b"0").map_err(|e| sys::errno_err("write", "exec fifo", e))?;
         drop(w);
-        hooks::run("startContainer", h.and_then(|h| h.start_container().as_ref()), &hook_state(Status::Running))?;
+        hooks::run(
+            "startContainer",
+            h.and_then(|h| h.start_container().as_ref()),
+            &hook_state(Status::Running),
+        )?;
         Ok(prepared.apply_and_exec().into())
     };
     Ok(after_ready().unwrap_or_else(|e| e))

@@ -31,13 +31,20 @@ pub enum ContainerError {
     #[error("container {id}: {detail}")]
     Init { id: String, detail: String },
     #[error("container {id} is {status}: cannot {op}")]
-    BadState { id: String, status: Status, op: &'static str },
+    BadState {
+        id: String,
+        status: Status,
+        op: &'static str,
+    },
     #[error("{0}")]
     Invalid(String),
 }
 
 impl ContainerError {
     pub(crate) fn init(id: &str, detail: impl std::fmt::Display) -> ContainerError {
-        ContainerError::Init { id: id.into(), detail: detail.to_string() }
+        ContainerError::Init {
+            id: id.into(),
+            detail: detail.to_string(),
+        }
     }
 }

@@ -40,7 +40,9 @@ pub fn build_process(base: &Process, o: &ExecOptions) -> Result<Process, Contain
         return Ok(p.clone());
     }
     if o.args.is_empty() {
-        return Err(ContainerError::Invalid("exec needs a command (args or --process)".into()));
+        return Err(ContainerError::Invalid(
+            "exec needs a command (args or --process)".into(),
+        ));
     }
     let mut p = base.clone();
     p.set_args(Some(o.args.clone()));
@@ -68,16 +70,24 @@ pub fn exec(root: &Path, id: &str, o: &ExecOptions) -> Result<i32, ContainerErro
     let saved = Saved::load(root, id)?;
     let st = status(root, &saved);
     if st != Status::Running && st != Status::Created {
-        return Err(ContainerError::BadState { id: id.into(), status: st, op: "exec" });
+        return Err(ContainerError::BadState {
+            id: id.into(),
+            status: st,
+            op: "exec",
+        });
     }
     let base = saved.config.process().clone().unwrap_or_default();
     let process = build_process(&base, o)?;
     let terminal = process.terminal().unwrap_or(false);
     let console = match (&o.console_socket, terminal) {
-        (Some(p), true) => Some(
-            UnixStream::connect(p).map_err(|e| ContainerError::Invalid(format!("console socket {}: {e}", p.display())))?,
-        ),
-        (None, true) => return Err(ContainerError::Invalid("--tty needs --console-socket".into())),
+        (Some(p), true) => Some(UnixStream::connect(p).map_err(|e| {
+            ContainerError::Invalid(format!("console socket {}: {e}", p.display()))
+        })?),
+        (None, true) => {
+            return Err(ContainerError::Invalid(
+                "--tty needs --console-socket".into(),
+            ));
+        }
         _ => None,
     };
     // Join every namespace of the init that differs from ours; user first, mount last.
@@ -91,7 +101,11 @@ pub fn exec(root: &Path, id: &str, o: &ExecOptions) -> Result<i32, ContainerErro
         LinuxNamespaceType::Cgroup,
         LinuxNamespaceType::Mount,
     ] {
-        let theirs = PathBuf::from(format!("/proc/{}/ns/{}", saved.pid, namespaces::proc_name(t)));
+        let theirs = PathBuf::from(format!(
+            "/proc/{}/ns/{}",
+            saved.pid,
+            namespaces::proc_name(t)
+        ));
         let ours = PathBuf::from(format!("/proc/self/ns/{}", namespaces::proc_name(t)));
         if !sys::same_ns(&theirs, &ours) {
             join.push((t, theirs));
@@ -99,14 +113,24 @@ pub fn exec(root: &Path, id: &str, o: &ExecOptions) -> Result<i32, ContainerErro
     }
     let opened = namespaces::open_ordered(&join)?;
     let cg = cgroup_of(&saved)?;
-    let seccomp = saved.config.linux().as_ref().and_then(|l| l.seccomp().clone());
+    let seccomp = saved
+        .config
+        .linux()
+        .as_ref()
+        .and_then(|l| l.seccomp().clone());
 
     let (mut parent_ch, mut child_ch) = Channel::pair().map_err(|e| ContainerError::init(id, e))?;
     // SAFETY: single-threaded caller (see the crate docs).
     let child = match unsafe { fork() }.map_err(|e| sys::errno_err("fork", id, e))? {
         ForkResult::Child => {
             drop(parent_ch);
-            let r = exec_intermediate(&mut child_ch, opened, &process, seccomp.as_ref(), console.as_ref().map(|c| c.as_raw_fd()));
+            let r = exec_intermediate(
+                &mut child_ch,
+                opened,
+                &process,
+                seccomp.as_ref(),
+                console.as_ref().map(|c| c.as_raw_fd()),
+            );
             finish(&mut child_ch, r);
         }
         ForkResult::Parent { child } => child,
@@ -115,7 +139,9 @@ pub fn exec(root: &Path, id: &str, o: &ExecOptions) -> Result<i32, ContainerErro
     drop(console);
     let r = (|| {
         cg.add_pid(child.as_raw())?;
-        parent_ch.send(&Msg::Go).map_err(|e| ContainerError::init(id, e))?;
+        parent_ch
+            .send(&Msg::Go)
+            .map_err(|e| ContainerError::init(id, e))?;
         let mut pid = None;
         loop {
             match parent_ch.recv().map_err(|e| ContainerError::init(id, e))? {
@@ -145,7 +171,11 @@ fn exec_intermediate(
 ) -> Result<(), ContainerError> {
     match ch.recv() {
         Ok(Some(Msg::Go)) => {}
-        other => return Err(ContainerError::Invalid(format!("sync: expected go, got {other:?}"))),
+        other => {
+            return Err(ContainerError::Invalid(format!(
+                "sync: expected go, got {other:?}"
+            )));
+        }
     }
     for (t, fd) in &opened {
         namespaces::setns(*t, fd)?;
@@ -154,7 +184,8 @@ fn exec_intermediate(
     // SAFETY: single-threaded after fork.
     match unsafe { fork() }.map_err(|e| sys::errno_err("fork", "exec", e))? {
         ForkResult::Parent { child } => {
-            ch.send(&Msg::Pid(child.as_raw())).map_err(|e| ContainerError::init("exec", e))?;
+            ch.send(&Msg::Pid(child.as_raw()))
+                .map_err(|e| ContainerError::init("exec", e))?;
             Ok(())
         }
         ForkResult::Child => {
@@ -167,7 +198,8 @@ fn exec_intermediate(
                 }
                 let prepared = Prepared::new(process, seccomp, None)?;
                 prepared.apply_privileged()?;
-                ch.send(&Msg::Ready).map_err(|e| ContainerError::init("exec", e))?;
+                ch.send(&Msg::Ready)
+                    .map_err(|e| ContainerError::init("exec", e))?;
                 // SAFETY: closing the sync socket; it is not used again.
                 unsafe { libc::close(ch.raw_fd()) };
                 Ok(prepared.apply_and_exec().into())
@@ -205,7 +237,11 @@ mod tests {
         assert_eq!(p.user().gid(), 100);
         assert_eq!(p.terminal(), Some(false));
         assert!(build_process(&base, &ExecOptions::default()).is_err());
-        let bad = ExecOptions { args: vec!["x".into()], user: Some("bob".into()), ..Default::default() };
+        let bad = ExecOptions {
+            args: vec!["x".into()],
+            user: Some("bob".into()),
+            ..Default::default()
+        };
         assert!(build_process(&base, &bad).is_err());
     }
 }

@@ -12,11 +12,19 @@ use crate::state::HookState;
 #[derive(Debug, thiserror::Error)]
 pub enum HookError {
     #[error("{stage} hook {path}: {detail}")]
-    Failed { stage: &'static str, path: String, detail: String },
+    Failed {
+        stage: &'static str,
+        path: String,
+        detail: String,
+    },
 }
 
 /// Runs `hooks` in order; the first failure stops the rest.
-pub fn run(stage: &'static str, hooks: Option<&Vec<Hook>>, state: &HookState) -> Result<(), HookError> {
+pub fn run(
+    stage: &'static str,
+    hooks: Option<&Vec<Hook>>,
+    state: &HookState,
+) -> Result<(), HookError> {
     let Some(hooks) = hooks else { return Ok(()) };
     let input = serde_json::to_vec(state).unwrap_or_default();
     for h in hooks {
@@ -27,7 +35,11 @@ pub fn run(stage: &'static str, hooks: Option<&Vec<Hook>>, state: &HookState) ->
 
 fn run_one(stage: &'static str, h: &Hook, input: &[u8]) -> Result<(), HookError> {
     let path = h.path().display().to_string();
-    let fail = |detail: String| HookError::Failed { stage, path: path.clone(), detail };
+    let fail = |detail: String| HookError::Failed {
+        stage,
+        path: path.clone(),
+        detail,
+    };
     let args = h.args().clone().unwrap_or_default();
     let mut cmd = Command::new(h.path());
     if let Some((first, rest)) = args.split_first() {
@@ -40,13 +52,17 @@ fn run_one(stage: &'static str, h: &Hook, input: &[u8]) -> Result<(), HookError>
             cmd.env(k, v);
         }
     }
-    cmd.stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::piped());
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
     let mut child = cmd.spawn().map_err(|e| fail(e.to_string()))?;
     if let Some(mut stdin) = child.stdin.take() {
         // A hook that does not read its stdin must not make us fail.
         let _ = stdin.write_all(input);
     }
-    let deadline = h.timeout().map(|t| Instant::now() + Duration::from_secs(t.max(1) as u64));
+    let deadline = h
+        .timeout()
+        .map(|t| Instant::now() + Duration::from_secs(t.max(1) as u64));
     loop {
         match child.try_wait().map_err(|e| fail(e.to_string()))? {
             Some(st) if st.success() => return Ok(()),
@@ -92,7 +108,11 @@ mod tests {
         let out = d.path().join("out");
         let h = HookBuilder::default()
             .path("/bin/sh")
-            .args(vec!["sh".into(), "-c".into(), format!("cat > {}", out.display())])
+            .args(vec![
+                "sh".into(),
+                "-c".into(),
+                format!("cat > {}", out.display()),
+            ])
             .build()
             .unwrap();
         run("poststart", Some(&vec![h]), &state()).unwrap();

@@ -37,7 +37,8 @@ pub fn reexec() -> MemfdError {
 fn reexec_inner() -> Result<std::convert::Infallible, MemfdError> {
     let name = CString::new("berth-runc").expect("static name");
     // SAFETY: name is a valid C string; the result is a new fd.
-    let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
+    let fd =
+        unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
     if fd < 0 {
         return Err(step("memfd_create")(io::Error::last_os_error()));
     }
@@ -64,8 +65,16 @@ fn reexec_inner() -> Result<std::convert::Infallible, MemfdError> {
         })
         .collect();
     env.push(CString::new(format!("{GUARD_ENV}=1")).expect("static"));
-    let argv: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).chain(std::iter::once(std::ptr::null())).collect();
-    let envp: Vec<*const libc::c_char> = env.iter().map(|a| a.as_ptr()).chain(std::iter::once(std::ptr::null())).collect();
+    let argv: Vec<*const libc::c_char> = args
+        .iter()
+        .map(|a| a.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect();
+    let envp: Vec<*const libc::c_char> = env
+        .iter()
+        .map(|a| a.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect();
     // SAFETY: argv/envp are NULL-terminated arrays of valid C strings; dst is an executable memfd.
     unsafe { libc::fexecve(dst.as_raw_fd(), argv.as_ptr(), envp.as_ptr()) };
     Err(step("fexecve")(io::Error::last_os_error()))

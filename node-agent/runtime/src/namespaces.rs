@@ -57,12 +57,22 @@ pub struct Plan {
 
 impl Plan {
     pub fn from_spec(spec: &Spec) -> Result<Plan, NamespaceError> {
-        let mut plan = Plan { new: CloneFlags::empty(), join: Vec::new() };
-        let list = spec.linux().as_ref().and_then(|l| l.namespaces().clone()).unwrap_or_default();
+        let mut plan = Plan {
+            new: CloneFlags::empty(),
+            join: Vec::new(),
+        };
+        let list = spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.namespaces().clone())
+            .unwrap_or_default();
         let mut seen = Vec::new();
         for n in list {
             if seen.contains(&n.typ()) {
-                return Err(NamespaceError::Invalid { typ: proc_name(n.typ()).into(), detail: "listed twice".into() });
+                return Err(NamespaceError::Invalid {
+                    typ: proc_name(n.typ()).into(),
+                    detail: "listed twice".into(),
+                });
             }
             seen.push(n.typ());
             match n.path() {
@@ -83,7 +93,9 @@ impl Plan {
 }
 
 /// Opened namespace files, user first and mount last (the order setns must follow).
-pub fn open_ordered(join: &[(LinuxNamespaceType, PathBuf)]) -> SysResult<Vec<(LinuxNamespaceType, OwnedFd)>> {
+pub fn open_ordered(
+    join: &[(LinuxNamespaceType, PathBuf)],
+) -> SysResult<Vec<(LinuxNamespaceType, OwnedFd)>> {
     let rank = |t: LinuxNamespaceType| match t {
         LinuxNamespaceType::User => 0,
         LinuxNamespaceType::Mount => 2,
@@ -95,7 +107,11 @@ pub fn open_ordered(join: &[(LinuxNamespaceType, PathBuf)]) -> SysResult<Vec<(Li
         .map(|(t, p)| {
             fs::File::open(&p)
                 .map(|f| (t, OwnedFd::from(f)))
-                .map_err(|e| SysError { syscall: "open", target: p.display().to_string(), source: e })
+                .map_err(|e| SysError {
+                    syscall: "open",
+                    target: p.display().to_string(),
+                    source: e,
+                })
         })
         .collect()
 }
@@ -113,21 +129,31 @@ pub fn unshare(flags: CloneFlags) -> SysResult<()> {
 
 /// Pure: the text of a uid_map/gid_map file.
 pub fn map_text(maps: &[LinuxIdMapping]) -> String {
-    maps.iter().map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size())).collect()
+    maps.iter()
+        .map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size()))
+        .collect()
 }
 
 /// Writes the id maps of `pid`'s user namespace (done by the parent, which is privileged
 /// in the outer namespace).
 pub fn write_id_maps(pid: i32, spec: &Spec) -> SysResult<()> {
     let linux = spec.linux().as_ref();
-    let uid = linux.and_then(|l| l.uid_mappings().clone()).unwrap_or_default();
-    let gid = linux.and_then(|l| l.gid_mappings().clone()).unwrap_or_default();
+    let uid = linux
+        .and_then(|l| l.uid_mappings().clone())
+        .unwrap_or_default();
+    let gid = linux
+        .and_then(|l| l.gid_mappings().clone())
+        .unwrap_or_default();
     for (file, maps) in [("uid_map", uid), ("gid_map", gid)] {
         if maps.is_empty() {
             continue;
         }
         let p = format!("/proc/{pid}/{file}");
-        fs::write(&p, map_text(&maps)).map_err(|e| SysError { syscall: "write", target: p, source: e })?;
+        fs::write(&p, map_text(&maps)).map_err(|e| SysError {
+            syscall: "write",
+            target: p,
+            source: e,
+        })?;
     }
     Ok(())
 }
@@ -140,14 +166,21 @@ mod tests {
     fn plan_from_default_spec() {
         let spec = crate::spec::default_spec(false);
         let plan = Plan::from_spec(&spec).unwrap();
-        assert!(plan.new.contains(CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWNET));
+        assert!(plan.new.contains(
+            CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWNET
+        ));
         assert!(!plan.new_userns());
         assert!(plan.join.is_empty());
     }
 
     #[test]
     fn map_lines() {
-        let m = oci_spec::runtime::LinuxIdMappingBuilder::default().container_id(0u32).host_id(1000u32).size(1u32).build().unwrap();
+        let m = oci_spec::runtime::LinuxIdMappingBuilder::default()
+            .container_id(0u32)
+            .host_id(1000u32)
+            .size(1u32)
+            .build()
+            .unwrap();
         assert_eq!(map_text(&[m]), "0 1000 1\n");
     }
 }

@@ -44,7 +44,11 @@ pub fn start(root: &Path, id: &str) -> Result<(), ContainerError> {
     let saved = Saved::load(root, id)?;
     let st = status(root, &saved);
     if st != Status::Created {
-        return Err(ContainerError::BadState { id: id.into(), status: st, op: "start" });
+        return Err(ContainerError::BadState {
+            id: id.into(),
+            status: st,
+            op: "start",
+        });
     }
     let fifo = state::dir(root, id).join(EXEC_FIFO);
     // Non-blocking open so a dead init cannot hang us; then wait for its byte.
@@ -52,16 +56,26 @@ pub fn start(root: &Path, id: &str) -> Result<(), ContainerError> {
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
         .open(&fifo)
-        .map_err(|e| sys::SysError { syscall: "open", target: fifo.display().to_string(), source: e })?;
+        .map_err(|e| sys::SysError {
+            syscall: "open",
+            target: fifo.display().to_string(),
+            source: e,
+        })?;
     let mut buf = [0u8; 1];
     loop {
-        let mut pfd = [nix::poll::PollFd::new(f.as_fd_borrowed(), nix::poll::PollFlags::POLLIN)];
+        let mut pfd = [nix::poll::PollFd::new(
+            f.as_fd_borrowed(),
+            nix::poll::PollFlags::POLLIN,
+        )];
         let _ = nix::poll::poll(&mut pfd, nix::poll::PollTimeout::from(100u16));
         match nix::unistd::read(&f, &mut buf) {
             Ok(1) => break,
             Ok(_) | Err(nix::errno::Errno::EAGAIN) => {
                 if !saved.alive() {
-                    return Err(ContainerError::init(id, "container init exited before start"));
+                    return Err(ContainerError::init(
+                        id,
+                        "container init exited before start",
+                    ));
                 }
             }
             Err(e) => return Err(sys::errno_err("read", fifo.display(), e).into()),
@@ -70,7 +84,11 @@ pub fn start(root: &Path, id: &str) -> Result<(), ContainerError> {
     let _ = fs::remove_file(&fifo);
     let hooks = saved.config.hooks().as_ref();
     // A failing poststart hook is reported, but the container keeps running (as in runc).
-    hooks::run("poststart", hooks.and_then(|h| h.poststart().as_ref()), &saved.hook_state(Status::Running))?;
+    hooks::run(
+        "poststart",
+        hooks.and_then(|h| h.poststart().as_ref()),
+        &saved.hook_state(Status::Running),
+    )?;
     Ok(())
 }
 
@@ -92,7 +110,11 @@ pub fn parse_signal(s: &str) -> Result<Signal, ContainerError> {
         return Signal::try_from(n).map_err(|_| bad());
     }
     let up = s.to_ascii_uppercase();
-    let name = if up.starts_with("SIG") { up } else { format!("SIG{up}") };
+    let name = if up.starts_with("SIG") {
+        up
+    } else {
+        format!("SIG{up}")
+    };
     name.parse::<Signal>().map_err(|_| bad())
 }
 
@@ -101,7 +123,11 @@ pub fn kill_container(root: &Path, id: &str, sig: Signal, all: bool) -> Result<(
     let saved = Saved::load(root, id)?;
     let st = status(root, &saved);
     if st == Status::Stopped {
-        return Err(ContainerError::BadState { id: id.into(), status: st, op: "kill" });
+        return Err(ContainerError::BadState {
+            id: id.into(),
+            status: st,
+            op: "kill",
+        });
     }
     if all {
         let cg = cgroup_of(&saved)?;
@@ -122,7 +148,11 @@ pub fn pause(root: &Path, id: &str) -> Result<(), ContainerError> {
     let saved = Saved::load(root, id)?;
     let st = status(root, &saved);
     if st != Status::Running && st != Status::Created {
-        return Err(ContainerError::BadState { id: id.into(), status: st, op: "pause" });
+        return Err(ContainerError::BadState {
+            id: id.into(),
+            status: st,
+            op: "pause",
+        });
     }
     Ok(cgroup_of(&saved)?.freeze()?)
 }
@@ -131,7 +161,11 @@ pub fn resume(root: &Path, id: &str) -> Result<(), ContainerError> {
     let saved = Saved::load(root, id)?;
     let st = status(root, &saved);
     if st != Status::Paused {
-        return Err(ContainerError::BadState { id: id.into(), status: st, op: "resume" });
+        return Err(ContainerError::BadState {
+            id: id.into(),
+            status: st,
+            op: "resume",
+        });
     }
     Ok(cgroup_of(&saved)?.thaw()?)
 }
@@ -166,7 +200,13 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<(), ContainerError> 
         Status::Stopped => {}
         Status::Created => kill_all_and_wait(&saved, &cg)?,
         _ if force => kill_all_and_wait(&saved, &cg)?,
-        _ => return Err(ContainerError::BadState { id: id.into(), status: st, op: "delete (use --force)" }),
+        _ => {
+            return Err(ContainerError::BadState {
+                id: id.into(),
+                status: st,
+                op: "delete (use --force)",
+            });
+        }
     }
     // Stray processes (e.g. exec'd ones whose init died) would keep the cgroup busy.
     if cg.pids().map(|p| !p.is_empty()).unwrap_or(false) {
@@ -174,9 +214,17 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<(), ContainerError> 
     }
     cg.destroy(Duration::from_secs(5))?;
     let dir = state::dir(root, id);
-    fs::remove_dir_all(&dir).map_err(|e| sys::SysError { syscall: "rmdir", target: dir.display().to_string(), source: e })?;
+    fs::remove_dir_all(&dir).map_err(|e| sys::SysError {
+        syscall: "rmdir",
+        target: dir.display().to_string(),
+        source: e,
+    })?;
     let hooks = saved.config.hooks().as_ref();
-    hooks::run("poststop", hooks.and_then(|h| h.poststop().as_ref()), &saved.hook_state(Status::Stopped))?;
+    hooks::run(
+        "poststop",
+        hooks.and_then(|h| h.poststop().as_ref()),
+        &saved.hook_state(Status::Stopped),
+    )?;
     Ok(())
 }
 
@@ -195,7 +243,10 @@ fn kill_all_and_wait(saved: &Saved, cg: &Cgroup) -> Result<(), ContainerError> {
             let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
         }
         if Instant::now() > deadline {
-            return Err(ContainerError::init(&saved.id, "processes did not die after SIGKILL"));
+            return Err(ContainerError::init(
+                &saved.id,
+                "processes did not die after SIGKILL",
+            ));
         }
         std::thread::sleep(Duration::from_millis(2));
     }

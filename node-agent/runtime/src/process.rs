@@ -64,8 +64,12 @@ pub struct Prepared {
 
 /// Converts an OCI capability to the `caps` crate's (both spell it `CAP_X`).
 fn cap(c: &oci_spec::runtime::Capability) -> Result<Capability, ProcessError> {
-    let name = serde_json::to_string(c).unwrap_or_default().trim_matches('"').to_string();
-    name.parse().map_err(|_| ProcessError::UnknownCapability { name })
+    let name = serde_json::to_string(c)
+        .unwrap_or_default()
+        .trim_matches('"')
+        .to_string();
+    name.parse()
+        .map_err(|_| ProcessError::UnknownCapability { name })
 }
 
 fn cap_set(set: &Option<oci_spec::runtime::Capabilities>) -> Result<CapsHashSet, ProcessError> {
@@ -80,7 +84,10 @@ fn cap_set(set: &Option<oci_spec::runtime::Capabilities>) -> Result<CapsHashSet,
 }
 
 fn rlimit(r: &PosixRlimit) -> Result<(i32, u64, u64), ProcessError> {
-    let name = serde_json::to_string(&r.typ()).unwrap_or_default().trim_matches('"').to_string();
+    let name = serde_json::to_string(&r.typ())
+        .unwrap_or_default()
+        .trim_matches('"')
+        .to_string();
     let res = match name.as_str() {
         "RLIMIT_CPU" => libc::RLIMIT_CPU,
         "RLIMIT_FSIZE" => libc::RLIMIT_FSIZE,
@@ -105,22 +112,29 @@ fn rlimit(r: &PosixRlimit) -> Result<(i32, u64, u64), ProcessError> {
 
 /// Pure: the env var `key` from a `KEY=VALUE` list.
 pub fn env_get<'a>(env: &'a [String], key: &str) -> Option<&'a str> {
-    env.iter().rev().find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+    env.iter()
+        .rev()
+        .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
 }
 
 /// Finds `arg0` the way execvp would, in the (already pivoted) root.
 pub fn resolve_exe(arg0: &str, env: &[String]) -> Result<PathBuf, ProcessError> {
     let check = |p: &Path| -> Result<Option<PathBuf>, ProcessError> {
         match std::fs::metadata(p) {
-            Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => Ok(Some(p.to_path_buf())),
-            Ok(m) if m.is_file() => Err(ProcessError::NotExecutable { path: p.to_path_buf() }),
+            Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => {
+                Ok(Some(p.to_path_buf()))
+            }
+            Ok(m) if m.is_file() => Err(ProcessError::NotExecutable {
+                path: p.to_path_buf(),
+            }),
             _ => Ok(None),
         }
     };
     if arg0.contains('/') {
         return check(Path::new(arg0))?.ok_or(ProcessError::NotFound { arg0: arg0.into() });
     }
-    let path = env_get(env, "PATH").unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+    let path = env_get(env, "PATH")
+        .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
     for dir in path.split(':').filter(|d| !d.is_empty()) {
         if let Some(p) = check(&Path::new(dir).join(arg0))? {
             return Ok(p);
@@ -132,7 +146,11 @@ pub fn resolve_exe(arg0: &str, env: &[String]) -> Result<PathBuf, ProcessError> 
 impl Prepared {
     /// Validates and precomputes; call after pivot_root (the executable is looked up in the
     /// container's root).
-    pub fn new(p: &Process, seccomp_profile: Option<&LinuxSeccomp>, oom: Option<i32>) -> Result<Prepared, ProcessError> {
+    pub fn new(
+        p: &Process,
+        seccomp_profile: Option<&LinuxSeccomp>,
+        oom: Option<i32>,
+    ) -> Result<Prepared, ProcessError> {
         let args = p.args().clone().unwrap_or_default();
         let mut env = p.env().clone().unwrap_or_default();
         if env_get(&env, "HOME").is_none() {
@@ -150,7 +168,12 @@ impl Prepared {
             }),
             None => None,
         };
-        let rlimits = p.rlimits().iter().flatten().map(rlimit).collect::<Result<_, _>>()?;
+        let rlimits = p
+            .rlimits()
+            .iter()
+            .flatten()
+            .map(rlimit)
+            .collect::<Result<_, _>>()?;
         let user = p.user();
         Ok(Prepared {
             exe: cstr(&exe.to_string_lossy()),
@@ -172,7 +195,10 @@ impl Prepared {
     /// Settings that need full privileges: rlimits (raising hard limits) and the OOM score.
     pub fn apply_privileged(&self) -> Result<(), ProcessError> {
         for (res, soft, hard) in &self.rlimits {
-            let lim = libc::rlimit { rlim_cur: *soft, rlim_max: *hard };
+            let lim = libc::rlimit {
+                rlim_cur: *soft,
+                rlim_max: *hard,
+            };
             // SAFETY: lim is a valid rlimit.
             if unsafe { libc::setrlimit(*res as _, &lim) } != 0 {
                 return Err(sys::err("setrlimit", res).into());
@@ -194,15 +220,24 @@ impl Prepared {
             Ok(()) => {}
             Err(e) => return e,
         }
-        let argv: Vec<*const libc::c_char> = self.argv.iter().map(|a| a.as_ptr()).chain(std::iter::once(std::ptr::null())).collect();
-        let envp: Vec<*const libc::c_char> = self.envp.iter().map(|a| a.as_ptr()).chain(std::iter::once(std::ptr::null())).collect();
+        let argv: Vec<*const libc::c_char> = self
+            .argv
+            .iter()
+            .map(|a| a.as_ptr())
+            .chain(std::iter::once(std::ptr::null()))
+            .collect();
+        let envp: Vec<*const libc::c_char> = self
+            .envp
+            .iter()
+            .map(|a| a.as_ptr())
+            .chain(std::iter::once(std::ptr::null()))
+            .collect();
         // SAFETY: argv/envp are NULL-terminated arrays of valid C strings.
         unsafe { libc::execve(self.exe.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
         sys::err("execve", self.exe.to_string_lossy()).into()
     }
 
     fn finalize(&self) -> Result<(), ProcessError> {
-        let caps_err = |e: caps::errors::CapsError| ProcessError::Caps(e.to_string());
         // Without no_new_privs, installing a filter needs CAP_SYS_ADMIN: do it while we have it.
         if !self.no_new_privs {
             if let Some(s) = &self.seccomp {
@@ -234,10 +269,14 @@ impl Prepared {
             }
         }
         if let Some(c) = &self.caps {
-            caps::set(None, CapSet::Effective, &c.effective).map_err(caps_err)?;
-            caps::set(None, CapSet::Permitted, &c.permitted).map_err(caps_err)?;
-            caps::set(None, CapSet::Inheritable, &c.inheritable).map_err(caps_err)?;
-            caps::clear(None, CapSet::Ambient).map_err(caps_err)?;
+            // A set asking for a capability the runtime itself lacks fails here (EPERM).
+            let err = |set: &'static str| {
+                move |e: caps::errors::CapsError| ProcessError::Caps(format!("{set} set: {e}"))
+            };
+            caps::set(None, CapSet::Effective, &c.effective).map_err(err("effective"))?;
+            caps::set(None, CapSet::Permitted, &c.permitted).map_err(err("permitted"))?;
+            caps::set(None, CapSet::Inheritable, &c.inheritable).map_err(err("inheritable"))?;
+            caps::clear(None, CapSet::Ambient).map_err(err("ambient"))?;
             for a in &c.ambient {
                 // Ambient needs the cap in permitted and inheritable; runc skips it otherwise.
                 let _ = caps::raise(None, CapSet::Ambient, *a);
@@ -268,7 +307,10 @@ impl Prepared {
     /// chdir to the spec's cwd and check it really is inside the container's root
     /// (an inherited directory fd from the host would show as "(unreachable)").
     fn enter_cwd(&self) -> Result<(), ProcessError> {
-        let fail = |d: String| ProcessError::Cwd { cwd: self.cwd.clone(), detail: d };
+        let fail = |d: String| ProcessError::Cwd {
+            cwd: self.cwd.clone(),
+            detail: d,
+        };
         if !self.cwd.starts_with('/') {
             return Err(fail("must be absolute".into()));
         }
@@ -311,8 +353,14 @@ mod tests {
     fn exe_resolution() {
         let env = vec!["PATH=/nonexistent:/bin".to_string()];
         assert_eq!(resolve_exe("sh", &env).unwrap(), Path::new("/bin/sh"));
-        assert!(matches!(resolve_exe("no-such-binary-x", &env), Err(ProcessError::NotFound { .. })));
-        assert!(matches!(resolve_exe("/etc/passwd", &env), Err(ProcessError::NotExecutable { .. })));
+        assert!(matches!(
+            resolve_exe("no-such-binary-x", &env),
+            Err(ProcessError::NotFound { .. })
+        ));
+        assert!(matches!(
+            resolve_exe("/etc/passwd", &env),
+            Err(ProcessError::NotExecutable { .. })
+        ));
     }
 
     #[test]

@@ -129,7 +129,13 @@ pub fn prepare(env: &Env<'_>) -> Result<(), RootfsError> {
         .unwrap_or(MsFlags::MS_SLAVE.bits() | MsFlags::MS_REC.bits());
     mount(None, "/", None, prop as libc::c_ulong, None)?;
     let root = env.rootfs.to_string_lossy().to_string();
-    mount(Some(&root), &root, None, (MsFlags::MS_BIND | MsFlags::MS_REC).bits() as libc::c_ulong, None)?;
+    mount(
+        Some(&root),
+        &root,
+        None,
+        (MsFlags::MS_BIND | MsFlags::MS_REC).bits() as libc::c_ulong,
+        None,
+    )?;
     let root_fd = fs::File::open(env.rootfs).map_err(|e| RootfsError::Invalid {
         path: env.rootfs.to_path_buf(),
         detail: e.to_string(),
@@ -145,7 +151,11 @@ pub fn prepare(env: &Env<'_>) -> Result<(), RootfsError> {
     if dev_is_tmpfs {
         create_devices(env, &root_fd)?;
     }
-    for d in linux.and_then(|l| l.devices().as_ref()).into_iter().flatten() {
+    for d in linux
+        .and_then(|l| l.devices().as_ref())
+        .into_iter()
+        .flatten()
+    {
         create_device(env, &root_fd, d)?;
     }
     if dev_is_tmpfs {
@@ -159,14 +169,21 @@ fn mount_one(env: &Env<'_>, root: &OwnedFd, m: &Mount) -> Result<(), RootfsError
     let typ = m.typ().as_deref().unwrap_or("");
     let dest = m.destination();
     if !dest.is_absolute() {
-        return Err(RootfsError::Invalid { path: dest.clone(), detail: "destination must be absolute".into() });
+        return Err(RootfsError::Invalid {
+            path: dest.clone(),
+            detail: "destination must be absolute".into(),
+        });
     }
     if typ == "cgroup" {
         return mount_cgroup(env, root, m, &opts);
     }
     let bind = opts.bind || typ == "bind";
     let source = m.source().as_ref().map(|s| {
-        if bind && s.is_relative() { env.bundle.join(s) } else { s.clone() }
+        if bind && s.is_relative() {
+            env.bundle.join(s)
+        } else {
+            s.clone()
+        }
     });
     let kind = match (&source, bind) {
         (Some(s), true) if fs::metadata(s).map(|md| !md.is_dir()).unwrap_or(false) => Kind::File,
@@ -190,11 +207,21 @@ fn mount_one(env: &Env<'_>, root: &OwnedFd, m: &Mount) -> Result<(), RootfsError
             mount(None, &fd_path(&reopened), None, f as libc::c_ulong, None)?;
         }
     } else {
-        let r = mount(src.as_deref().or(Some(typ)), &tpath, Some(typ), opts.flags as libc::c_ulong, Some(&data));
+        let r = mount(
+            src.as_deref().or(Some(typ)),
+            &tpath,
+            Some(typ),
+            opts.flags as libc::c_ulong,
+            Some(&data),
+        );
         match r {
             // Without its own network namespace, sysfs cannot be mounted in a user namespace;
             // bind the host's read-only instead, as runc does.
-            Err(e) if typ == "sysfs" && env.in_userns && e.source.raw_os_error() == Some(libc::EPERM) => {
+            Err(e)
+                if typ == "sysfs"
+                    && env.in_userns
+                    && e.source.raw_os_error() == Some(libc::EPERM) =>
+            {
                 let f = (MsFlags::MS_BIND | MsFlags::MS_REC).bits();
                 mount(Some("/sys"), &tpath, None, f as libc::c_ulong, None)?;
             }
@@ -236,40 +263,82 @@ fn locked_flags(path: &str) -> u64 {
 
 /// The cgroup mount: v2 → cgroup2 (or a bind of the container's own cgroup without a
 /// cgroup namespace); v1 → a tmpfs with one mount per hierarchy.
-fn mount_cgroup(env: &Env<'_>, root: &OwnedFd, m: &Mount, opts: &MountOptions) -> Result<(), RootfsError> {
+fn mount_cgroup(
+    env: &Env<'_>,
+    root: &OwnedFd,
+    m: &Mount,
+    opts: &MountOptions,
+) -> Result<(), RootfsError> {
     let dest = m.destination();
     let ro = opts.flags & MsFlags::MS_RDONLY.bits();
     let base = (MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC).bits();
     let target = ensure_in_root(root.as_raw_fd(), dest, Kind::Dir)?;
-    let Some(layout) = env.cgroup_layout else { return Ok(()) };
+    let Some(layout) = env.cgroup_layout else {
+        return Ok(());
+    };
     let rel = env.cgroup_path.strip_prefix("/").unwrap_or(env.cgroup_path);
     match layout {
         Layout::V2 { root: host } => {
             if env.new_cgroupns {
-                mount(Some("cgroup2"), &fd_path(&target), Some("cgroup2"), (base | ro) as libc::c_ulong, None)?;
+                mount(
+                    Some("cgroup2"),
+                    &fd_path(&target),
+                    Some("cgroup2"),
+                    (base | ro) as libc::c_ulong,
+                    None,
+                )?;
             } else {
                 let src = host.join(rel).to_string_lossy().to_string();
-                mount(Some(&src), &fd_path(&target), None, (MsFlags::MS_BIND | MsFlags::MS_REC).bits() as libc::c_ulong, None)?;
+                mount(
+                    Some(&src),
+                    &fd_path(&target),
+                    None,
+                    (MsFlags::MS_BIND | MsFlags::MS_REC).bits() as libc::c_ulong,
+                    None,
+                )?;
             }
         }
         Layout::V1 { mounts } => {
-            mount(Some("tmpfs"), &fd_path(&target), Some("tmpfs"), base as libc::c_ulong, Some("mode=755"))?;
+            mount(
+                Some("tmpfs"),
+                &fd_path(&target),
+                Some("tmpfs"),
+                base as libc::c_ulong,
+                Some("mode=755"),
+            )?;
             let mut done: Vec<&Path> = Vec::new();
             for (_, host_mp) in mounts {
                 if done.contains(&host_mp.as_path()) {
                     continue;
                 }
                 done.push(host_mp);
-                let name = host_mp.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+                let name = host_mp
+                    .file_name()
+                    .map(|n| n.to_string_lossy().to_string())
+                    .unwrap_or_default();
                 let sub = dest.join(&name);
                 let t = ensure_in_root(root.as_raw_fd(), &sub, Kind::Dir)?;
                 if env.new_cgroupns {
                     let o = name.clone();
-                    mount(Some("cgroup"), &fd_path(&t), Some("cgroup"), (base | ro) as libc::c_ulong, Some(&o))?;
+                    mount(
+                        Some("cgroup"),
+                        &fd_path(&t),
+                        Some("cgroup"),
+                        (base | ro) as libc::c_ulong,
+                        Some(&o),
+                    )?;
                 } else {
                     let src = host_mp.join(rel).to_string_lossy().to_string();
-                    mount(Some(&src), &fd_path(&t), None, MsFlags::MS_BIND.bits() as libc::c_ulong, None)?;
+                    mount(
+                        Some(&src),
+                        &fd_path(&t),
+                        None,
+                        MsFlags::MS_BIND.bits() as libc::c_ulong,
+                        None,
+                    )?;
                     if ro != 0 {
+                        // The handle taken before mounting points under the new mount: reopen.
+                        let t = sys::open_in_root(root.as_raw_fd(), &sub, libc::O_PATH)?;
                         let f = base | ro | (MsFlags::MS_BIND | MsFlags::MS_REMOUNT).bits();
                         mount(None, &fd_path(&t), None, f as libc::c_ulong, None)?;
                     }
@@ -319,7 +388,17 @@ fn create_device(env: &Env<'_>, root: &OwnedFd, d: &LinuxDevice) -> Result<(), R
         _ => libc::S_IFCHR,
     };
     let mode = d.file_mode().unwrap_or(0o666);
-    make_node(env, root, d.path(), t, d.major() as u64, d.minor() as u64, mode, d.uid().unwrap_or(0), d.gid().unwrap_or(0))
+    make_node(
+        env,
+        root,
+        d.path(),
+        t,
+        d.major() as u64,
+        d.minor() as u64,
+        mode,
+        d.uid().unwrap_or(0),
+        d.gid().unwrap_or(0),
+    )
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -338,16 +417,31 @@ fn make_node(
         // mknod is not allowed in a user namespace: bind the host's node instead.
         let t = ensure_in_root(root.as_raw_fd(), path, Kind::File)?;
         let src = path.to_string_lossy().to_string();
-        mount(Some(&src), &fd_path(&t), None, MsFlags::MS_BIND.bits() as libc::c_ulong, None)?;
+        mount(
+            Some(&src),
+            &fd_path(&t),
+            None,
+            MsFlags::MS_BIND.bits() as libc::c_ulong,
+            None,
+        )?;
         return Ok(());
     }
     let parent = path.parent().unwrap_or(Path::new("/"));
     let pfd = ensure_in_root(root.as_raw_fd(), parent, Kind::Dir)?;
-    let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
     let full = format!("{}/{}", fd_path(&pfd), name);
     let c = sys::cstr(&full);
     // SAFETY: c is a valid path; makedev is pure.
-    let rc = unsafe { libc::mknod(c.as_ptr(), typ | (mode & 0o7777), libc::makedev(major as u32, minor as u32)) };
+    let rc = unsafe {
+        libc::mknod(
+            c.as_ptr(),
+            typ | (mode & 0o7777),
+            libc::makedev(major as u32, minor as u32),
+        )
+    };
     if rc != 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EEXIST) {
         return Err(sys::err("mknod", path.display()).into());
     }
@@ -383,16 +477,32 @@ fn dev_links(rootfs: &Path) {
 /// pivot_root into `rootfs` and detach the old root (runc's trick: pivot onto itself,
 /// so no put_old directory is needed).
 pub fn pivot(rootfs: &Path) -> SysResult<()> {
-    let old = nix::fcntl::open("/", nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_RDONLY, nix::sys::stat::Mode::empty())
-        .map_err(|e| sys::errno_err("open", "/", e))?;
-    let new = nix::fcntl::open(rootfs, nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_RDONLY, nix::sys::stat::Mode::empty())
-        .map_err(|e| sys::errno_err("open", rootfs.display(), e))?;
+    let old = nix::fcntl::open(
+        "/",
+        nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_RDONLY,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| sys::errno_err("open", "/", e))?;
+    let new = nix::fcntl::open(
+        rootfs,
+        nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_RDONLY,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| sys::errno_err("open", rootfs.display(), e))?;
     nix::unistd::fchdir(&new).map_err(|e| sys::errno_err("fchdir", rootfs.display(), e))?;
-    nix::unistd::pivot_root(".", ".").map_err(|e| sys::errno_err("pivot_root", rootfs.display(), e))?;
+    nix::unistd::pivot_root(".", ".")
+        .map_err(|e| sys::errno_err("pivot_root", rootfs.display(), e))?;
     nix::unistd::fchdir(&old).map_err(|e| sys::errno_err("fchdir", "old root", e))?;
     // The old root may be shared; make sure unmounting it does not propagate to the host.
-    mount(None, ".", None, (MsFlags::MS_SLAVE | MsFlags::MS_REC).bits() as libc::c_ulong, None)?;
-    nix::mount::umount2(".", nix::mount::MntFlags::MNT_DETACH).map_err(|e| sys::errno_err("umount2", "old root", e))?;
+    mount(
+        None,
+        ".",
+        None,
+        (MsFlags::MS_SLAVE | MsFlags::MS_REC).bits() as libc::c_ulong,
+        None,
+    )?;
+    nix::mount::umount2(".", nix::mount::MntFlags::MNT_DETACH)
+        .map_err(|e| sys::errno_err("umount2", "old root", e))?;
     nix::unistd::chdir("/").map_err(|e| sys::errno_err("chdir", "/", e))?;
     Ok(())
 }
@@ -400,7 +510,13 @@ pub fn pivot(rootfs: &Path) -> SysResult<()> {
 /// For roots on ramfs/initramfs, where pivot_root is refused: move the mount and chroot.
 pub fn move_root(rootfs: &Path) -> SysResult<()> {
     nix::unistd::chdir(rootfs).map_err(|e| sys::errno_err("chdir", rootfs.display(), e))?;
-    mount(Some("."), "/", None, MsFlags::MS_MOVE.bits() as libc::c_ulong, None)?;
+    mount(
+        Some("."),
+        "/",
+        None,
+        MsFlags::MS_MOVE.bits() as libc::c_ulong,
+        None,
+    )?;
     nix::unistd::chroot(".").map_err(|e| sys::errno_err("chroot", rootfs.display(), e))?;
     nix::unistd::chdir("/").map_err(|e| sys::errno_err("chdir", "/", e))?;
     Ok(())
@@ -414,10 +530,24 @@ pub fn mask_paths(paths: &[String]) -> SysResult<()> {
             Err(_) => continue,
         };
         if md.is_dir() {
-            let f = (MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC).bits();
-            mount(Some("tmpfs"), p, Some("tmpfs"), f as libc::c_ulong, Some("size=0,mode=755"))?;
+            let f =
+                (MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC)
+                    .bits();
+            mount(
+                Some("tmpfs"),
+                p,
+                Some("tmpfs"),
+                f as libc::c_ulong,
+                Some("size=0,mode=755"),
+            )?;
         } else if !md.file_type().is_symlink() {
-            mount(Some("/dev/null"), p, None, MsFlags::MS_BIND.bits() as libc::c_ulong, None)?;
+            mount(
+                Some("/dev/null"),
+                p,
+                None,
+                MsFlags::MS_BIND.bits() as libc::c_ulong,
+                None,
+            )?;
         }
     }
     Ok(())
@@ -431,7 +561,9 @@ pub fn readonly_paths(paths: &[String]) -> SysResult<()> {
         }
         let rec = (MsFlags::MS_BIND | MsFlags::MS_REC).bits();
         mount(Some(p), p, None, rec as libc::c_ulong, None)?;
-        let f = locked_flags(p) | (MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_REC).bits();
+        let f = locked_flags(p)
+            | (MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_REC)
+                .bits();
         mount(None, p, None, f as libc::c_ulong, None)?;
     }
     Ok(())
@@ -439,7 +571,8 @@ pub fn readonly_paths(paths: &[String]) -> SysResult<()> {
 
 /// After pivot: the root read-only.
 pub fn readonly_root() -> SysResult<()> {
-    let f = locked_flags("/") | (MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY).bits();
+    let f =
+        locked_flags("/") | (MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY).bits();
     mount(None, "/", None, f as libc::c_ulong, None)
 }
 
@@ -449,13 +582,15 @@ const RAMFS_MAGIC: i64 = 0x858458f6;
 /// Whether the rootfs lives on ramfs/initramfs (pivot_root refuses those).
 pub fn on_ramfs(rootfs: &Path) -> bool {
     nix::sys::statfs::statfs(rootfs)
-        .map(|s| s.filesystem_type().0 as i64 == RAMFS_MAGIC)
+        .map(|s| s.filesystem_type().0 == RAMFS_MAGIC)
         .unwrap_or(false)
 }
 
 /// Whether `p` is a character device (for tests and the ptmx check).
 pub fn is_char_device(p: &Path) -> bool {
-    fs::metadata(p).map(|m| m.file_type().is_char_device()).unwrap_or(false)
+    fs::metadata(p)
+        .map(|m| m.file_type().is_char_device())
+        .unwrap_or(false)
 }
 
 #[cfg(test)]
@@ -469,7 +604,10 @@ mod tests {
     #[test]
     fn options_split_into_flags_and_data() {
         let o = parse_options(&v(&["nosuid", "noexec", "mode=755", "size=65536k", "ro"]));
-        assert_eq!(o.flags, (MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | MsFlags::MS_RDONLY).bits());
+        assert_eq!(
+            o.flags,
+            (MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | MsFlags::MS_RDONLY).bits()
+        );
         assert_eq!(o.data, v(&["mode=755", "size=65536k"]));
         assert!(!o.bind);
     }
@@ -478,7 +616,10 @@ mod tests {
     fn bind_and_propagation() {
         let o = parse_options(&v(&["rbind", "rprivate", "rw"]));
         assert!(o.bind && o.recursive);
-        assert_eq!(o.propagation, vec![(MsFlags::MS_PRIVATE | MsFlags::MS_REC).bits()]);
+        assert_eq!(
+            o.propagation,
+            vec![(MsFlags::MS_PRIVATE | MsFlags::MS_REC).bits()]
+        );
         assert_eq!(o.flags & MsFlags::MS_RDONLY.bits(), 0);
     }
 

@@ -129,7 +129,8 @@ fn rule_of(sc: &LinuxSyscall, name: &str) -> Result<Option<SeccompRule>, Seccomp
                 a.value_two().unwrap_or(0),
             ),
         };
-        let index = u8::try_from(a.index()).map_err(|_| err(seccompiler::BackendError::InvalidArgumentNumber))?;
+        let index = u8::try_from(a.index())
+            .map_err(|_| err(seccompiler::BackendError::InvalidArgumentNumber))?;
         conds.push(SeccompCondition::new(index, SeccompCmpArgLen::Qword, op, value).map_err(err)?);
     }
     Ok(Some(SeccompRule::new(conds).map_err(err)?))
@@ -157,7 +158,13 @@ pub fn compile(profile: &LinuxSeccomp) -> Result<CompiledSeccomp, SeccompError> 
             };
             let rule = rule_of(sc, name)?;
             if default != SeccompAction::Allow {
-                add_chain(&mut listed, &mut unconditional, usize::MAX, nr, rule.clone());
+                add_chain(
+                    &mut listed,
+                    &mut unconditional,
+                    usize::MAX,
+                    nr,
+                    rule.clone(),
+                );
             }
             if action != SeccompAction::Allow {
                 let idx = match per_action.iter().position(|(a, _)| *a == action) {
@@ -219,7 +226,8 @@ fn build(
     matched: SeccompAction,
     arch: TargetArch,
 ) -> Result<BpfProgram, SeccompError> {
-    let filter = SeccompFilter::new(rules, mismatch, matched, arch).map_err(SeccompError::Filter)?;
+    let filter =
+        SeccompFilter::new(rules, mismatch, matched, arch).map_err(SeccompError::Filter)?;
     filter.try_into().map_err(SeccompError::Filter)
 }
 
@@ -256,9 +264,18 @@ mod tests {
     fn default_profile_parses_and_is_an_allow_list() {
         let p = default_seccomp();
         assert_eq!(p.default_action(), LinuxSeccompAction::ScmpActErrno);
-        let names: Vec<&String> = p.syscalls().iter().flatten().flat_map(|s| s.names()).collect();
+        let names: Vec<&String> = p
+            .syscalls()
+            .iter()
+            .flatten()
+            .flat_map(|s| s.names())
+            .collect();
         assert!(names.iter().any(|n| *n == "read"));
-        assert!(!names.iter().any(|n| *n == "unshare" || *n == "keyctl" || *n == "mount"));
+        assert!(
+            !names
+                .iter()
+                .any(|n| *n == "unshare" || *n == "keyctl" || *n == "mount")
+        );
     }
 
     #[test]
@@ -279,7 +296,10 @@ mod tests {
     fn notify_is_rejected() {
         let mut p = default_seccomp();
         p.set_default_action(LinuxSeccompAction::ScmpActNotify);
-        assert!(matches!(compile(&p), Err(SeccompError::UnsupportedAction { .. })));
+        assert!(matches!(
+            compile(&p),
+            Err(SeccompError::UnsupportedAction { .. })
+        ));
     }
 
     #[test]

@@ -14,9 +14,15 @@ const DEFAULT_SPEC: &str = include_str!("../data/spec-default.json");
 #[derive(Debug, thiserror::Error)]
 pub enum SpecError {
     #[error("{path}: {source}")]
-    Load { path: PathBuf, source: oci_spec::OciSpecError },
+    Load {
+        path: PathBuf,
+        source: oci_spec::OciSpecError,
+    },
     #[error("{path}: {source}")]
-    Save { path: PathBuf, source: oci_spec::OciSpecError },
+    Save {
+        path: PathBuf,
+        source: oci_spec::OciSpecError,
+    },
     #[error("{path} already exists")]
     Exists { path: PathBuf },
     #[error("config.json: {0}")]
@@ -53,7 +59,9 @@ fn make_rootless(spec: &mut Spec) {
             .clone()
             .unwrap_or_default()
             .into_iter()
-            .filter(|n| n.typ() != LinuxNamespaceType::Network && n.typ() != LinuxNamespaceType::Cgroup)
+            .filter(|n| {
+                n.typ() != LinuxNamespaceType::Network && n.typ() != LinuxNamespaceType::Cgroup
+            })
             .collect();
         ns.push(
             oci_spec::runtime::LinuxNamespaceBuilder::default()
@@ -78,7 +86,13 @@ fn make_rootless(spec: &mut Spec) {
                 // sysfs cannot be mounted without a network namespace of our own.
                 m.set_typ(Some("none".into()));
                 m.set_source(Some("/sys".into()));
-                m.set_options(Some(vec!["rbind".into(), "nosuid".into(), "noexec".into(), "nodev".into(), "ro".into()]));
+                m.set_options(Some(vec![
+                    "rbind".into(),
+                    "nosuid".into(),
+                    "noexec".into(),
+                    "nodev".into(),
+                    "ro".into(),
+                ]));
             }
         }
     }
@@ -87,14 +101,21 @@ fn make_rootless(spec: &mut Spec) {
 /// Loads `bundle/config.json` and checks what the runtime relies on.
 pub fn load(bundle: &Path) -> Result<Spec, SpecError> {
     let path = bundle.join("config.json");
-    let spec = Spec::load(&path).map_err(|e| SpecError::Load { path: path.clone(), source: e })?;
+    let spec = Spec::load(&path).map_err(|e| SpecError::Load {
+        path: path.clone(),
+        source: e,
+    })?;
     validate(&spec)?;
     Ok(spec)
 }
 
 /// Pure checks: a process with args, a root path.
 pub fn validate(spec: &Spec) -> Result<(), SpecError> {
-    let args = spec.process().as_ref().and_then(|p| p.args().clone()).unwrap_or_default();
+    let args = spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.args().clone())
+        .unwrap_or_default();
     if args.is_empty() {
         return Err(SpecError::Invalid("process.args must not be empty".into()));
     }
@@ -110,14 +131,22 @@ pub fn write_default(bundle: &Path, rootless: bool) -> Result<PathBuf, SpecError
     if path.exists() {
         return Err(SpecError::Exists { path });
     }
-    let text = serde_json::to_string_pretty(&default_spec(rootless)).map_err(|e| SpecError::Invalid(e.to_string()))?;
-    std::fs::write(&path, text + "\n").map_err(|e| SpecError::Save { path: path.clone(), source: e.into() })?;
+    let text = serde_json::to_string_pretty(&default_spec(rootless))
+        .map_err(|e| SpecError::Invalid(e.to_string()))?;
+    std::fs::write(&path, text + "\n").map_err(|e| SpecError::Save {
+        path: path.clone(),
+        source: e.into(),
+    })?;
     Ok(path)
 }
 
 /// The rootfs path: relative ones are relative to the bundle.
 pub fn rootfs_path(bundle: &Path, spec: &Spec) -> PathBuf {
-    let p = spec.root().as_ref().map(|r| r.path().clone()).unwrap_or_else(|| "rootfs".into());
+    let p = spec
+        .root()
+        .as_ref()
+        .map(|r| r.path().clone())
+        .unwrap_or_else(|| "rootfs".into());
     if p.is_absolute() { p } else { bundle.join(p) }
 }
 

@@ -24,7 +24,10 @@ pub enum StateError {
     #[error("state {path}: {source}")]
     Io { path: PathBuf, source: io::Error },
     #[error("state {path}: {source}")]
-    Json { path: PathBuf, source: serde_json::Error },
+    Json {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
 }
 
 /// Lifecycle status, spelled as runc prints it.
@@ -104,8 +107,14 @@ pub fn validate_id(id: &str) -> Result<(), StateError> {
     let ok = !id.is_empty()
         && id.len() <= 1024
         && !id.starts_with('.')
-        && id.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c));
-    if ok { Ok(()) } else { Err(StateError::InvalidId { id: id.into() }) }
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(StateError::InvalidId { id: id.into() })
+    }
 }
 
 pub fn dir(root: &Path, id: &str) -> PathBuf {
@@ -120,7 +129,10 @@ impl Saved {
             if e.kind() == io::ErrorKind::NotFound {
                 StateError::NotFound { id: id.into() }
             } else {
-                StateError::Io { path: p.clone(), source: e }
+                StateError::Io {
+                    path: p.clone(),
+                    source: e,
+                }
             }
         })?;
         serde_json::from_slice(&text).map_err(|e| StateError::Json { path: p, source: e })
@@ -131,13 +143,24 @@ impl Saved {
         let d = dir(root, &self.id);
         let tmp = d.join(".state.json.tmp");
         let p = d.join(STATE_FILE);
-        let data = serde_json::to_vec(self).map_err(|e| StateError::Json { path: p.clone(), source: e })?;
-        fs::write(&tmp, data).map_err(|e| StateError::Io { path: tmp.clone(), source: e })?;
+        let data = serde_json::to_vec(self).map_err(|e| StateError::Json {
+            path: p.clone(),
+            source: e,
+        })?;
+        fs::write(&tmp, data).map_err(|e| StateError::Io {
+            path: tmp.clone(),
+            source: e,
+        })?;
         fs::rename(&tmp, &p).map_err(|e| StateError::Io { path: p, source: e })
     }
 
     pub fn annotations(&self) -> HashMap<String, String> {
-        self.config.annotations().clone().unwrap_or_default().into_iter().collect()
+        self.config
+            .annotations()
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .collect()
     }
 
     pub fn state_json(&self, status: Status) -> StateJson {
@@ -145,7 +168,11 @@ impl Saved {
         StateJson {
             oci_version: self.config.version().clone(),
             id: self.id.clone(),
-            pid: if status == Status::Stopped { 0 } else { self.pid },
+            pid: if status == Status::Stopped {
+                0
+            } else {
+                self.pid
+            },
             status,
             bundle: self.bundle.clone(),
             rootfs: self.rootfs.clone(),
@@ -248,11 +275,23 @@ mod tests {
         };
         let v = serde_json::to_value(s.state_json(Status::Running)).unwrap();
         let keys: Vec<&str> = v.as_object().unwrap().keys().map(|k| k.as_str()).collect();
-        for k in ["ociVersion", "id", "pid", "status", "bundle", "rootfs", "created", "owner"] {
+        for k in [
+            "ociVersion",
+            "id",
+            "pid",
+            "status",
+            "bundle",
+            "rootfs",
+            "created",
+            "owner",
+        ] {
             assert!(keys.contains(&k), "{k} missing in {v}");
         }
         assert_eq!(v["status"], "running");
-        assert_eq!(serde_json::to_value(s.state_json(Status::Stopped)).unwrap()["pid"], 0);
+        assert_eq!(
+            serde_json::to_value(s.state_json(Status::Stopped)).unwrap()["pid"],
+            0
+        );
     }
 
     #[test]

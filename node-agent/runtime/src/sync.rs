@@ -86,9 +86,12 @@ impl Channel {
         if self.reader.read_line(&mut line)? == 0 {
             return Ok(None);
         }
-        Msg::decode(&line)
-            .map(Some)
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("bad sync message {line:?}")))
+        Msg::decode(&line).map(Some).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("bad sync message {line:?}"),
+            )
+        })
     }
 
     pub fn raw_fd(&self) -> std::os::fd::RawFd {
@@ -110,7 +113,15 @@ mod tests {
     #[test]
     fn round_trip() {
         let (mut a, mut b) = Channel::pair().unwrap();
-        for m in [Msg::UserNs, Msg::Go, Msg::Pid(42), Msg::Hooks, Msg::HooksDone, Msg::Ready, Msg::Error("x y".into())] {
+        for m in [
+            Msg::UserNs,
+            Msg::Go,
+            Msg::Pid(42),
+            Msg::Hooks,
+            Msg::HooksDone,
+            Msg::Ready,
+            Msg::Error("x y".into()),
+        ] {
             a.send(&m).unwrap();
             assert_eq!(b.recv().unwrap(), Some(m));
         }

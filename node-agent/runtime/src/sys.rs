@@ -103,7 +103,11 @@ pub fn ensure_in_root(root: RawFd, path: &Path, kind: Kind) -> SysResult<OwnedFd
     let comps: Vec<_> = rel.components().collect();
     let mut cur = PathBuf::new();
     for (i, c) in comps.iter().enumerate() {
-        let parent = if cur.as_os_str().is_empty() { PathBuf::from(".") } else { cur.clone() };
+        let parent = if cur.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            cur.clone()
+        };
         cur.push(c);
         match open_in_root(root, &cur, libc::O_PATH) {
             Ok(_) => continue,
@@ -166,7 +170,10 @@ pub fn mount(
         )
     };
     if rc != 0 {
-        return Err(err("mount", format!("{} on {target}", src.unwrap_or("none"))));
+        return Err(err(
+            "mount",
+            format!("{} on {target}", src.unwrap_or("none")),
+        ));
     }
     Ok(())
 }

@@ -13,7 +13,11 @@ use support::*;
 #[test]
 fn sees_itself_as_pid1_with_own_hostname_and_no_host_processes() {
     let b = Bundle::new(
-        &["sh", "-c", "echo pid=$$; echo host=$(hostname); echo procs=$(ls /proc | grep -c '^[0-9]')"],
+        &[
+            "sh",
+            "-c",
+            "echo pid=$$; echo host=$(hostname); echo procs=$(ls /proc | grep -c '^[0-9]')",
+        ],
         |_| {},
     );
     let rt = Runtime::new();
@@ -23,24 +27,43 @@ fn sees_itself_as_pid1_with_own_hostname_and_no_host_processes() {
     assert!(s.contains("pid=1\n"), "{s}");
     assert!(s.contains("host=berth-test\n"), "{s}");
     // sh, and the ls/grep of the pipeline: nothing from the host.
-    let procs: u32 = s.lines().find_map(|l| l.strip_prefix("procs=")).unwrap().parse().unwrap();
+    let procs: u32 = s
+        .lines()
+        .find_map(|l| l.strip_prefix("procs="))
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(procs <= 4, "{s}");
 }
 
 #[test]
 fn has_its_own_mounts_and_readonly_root() {
     let marker = HostMount::new();
-    let b = Bundle::new(&["sh", "-c", "cat /proc/self/mountinfo; touch /rootfile && echo WROTE; true"], |_| {});
+    let b = Bundle::new(
+        &[
+            "sh",
+            "-c",
+            "cat /proc/self/mountinfo; touch /rootfile && echo WROTE; true",
+        ],
+        |_| {},
+    );
     let rt = Runtime::new();
     let out = run(&rt, &id("mounts"), &b);
     assert!(out.status.success(), "{}", stderr(&out));
     let s = stdout(&out);
-    assert!(!s.contains(&*marker.dir.path().to_string_lossy()), "host mount visible:\n{s}");
+    assert!(
+        !s.contains(&*marker.dir.path().to_string_lossy()),
+        "host mount visible:\n{s}"
+    );
     assert!(s.contains(" / "), "{s}");
     assert!(s.contains(" /proc "), "{s}");
     assert!(s.contains(" /dev/pts "), "{s}");
     assert!(!s.contains("WROTE"), "root is read-only");
-    assert!(stderr(&out).contains("Read-only file system"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("Read-only file system"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -68,7 +91,10 @@ fn standard_dev_nodes_and_masked_paths() {
     assert!(s.contains("/proc/timer_list 1:3"), "{s}");
     assert!(s.contains("acpi=0"), "{s}");
     assert!(s.contains("-> pts/ptmx"), "{s}");
-    assert!(!s.contains("SYSCTL-WRITABLE"), "/proc/sys must be read-only: {s}");
+    assert!(
+        !s.contains("SYSCTL-WRITABLE"),
+        "/proc/sys must be read-only: {s}"
+    );
     assert!(s.contains("hello"), "{s}");
 }
 
@@ -81,7 +107,10 @@ fn no_host_fd_reaches_the_container() {
     let f = std::fs::File::open(secret.path()).unwrap();
     let raw = f.as_raw_fd();
     let mut cmd = rt.cmd();
-    cmd.args(["run", "--bundle"]).arg(b.path()).arg(id("fds")).stdin(Stdio::null());
+    cmd.args(["run", "--bundle"])
+        .arg(b.path())
+        .arg(id("fds"))
+        .stdin(Stdio::null());
     // SAFETY: dup2 in the forked child before exec, only async-signal-safe calls.
     unsafe {
         cmd.pre_exec(move || {
@@ -96,20 +125,42 @@ fn no_host_fd_reaches_the_container() {
     let _ = rt.cmd().args(["delete", "--force", &id("fds")]).output();
     assert!(out.status.success(), "{}", stderr(&out));
     let s = stdout(&out);
-    assert!(!s.contains(&*secret.path().to_string_lossy()), "leaked: {s}");
-    let fds: Vec<&str> =
-        s.lines().filter(|l| l.contains(" -> ")).filter_map(|l| l.split(" -> ").next()?.split_whitespace().last()).collect();
+    assert!(
+        !s.contains(&*secret.path().to_string_lossy()),
+        "leaked: {s}"
+    );
+    let fds: Vec<&str> = s
+        .lines()
+        .filter(|l| l.contains(" -> "))
+        .filter_map(|l| l.split(" -> ").next()?.split_whitespace().last())
+        .collect();
     assert_eq!(fds, vec!["0", "1", "2"], "{s}");
 }
 
 #[test]
 fn user_namespace_maps_ids() {
-    let b = Bundle::new(&["sh", "-c", "cat /proc/self/uid_map /proc/self/gid_map; id -u"], |spec| {
-        spec["linux"]["namespaces"].as_array_mut().unwrap().push(json!({"type": "user"}));
-        spec["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": 200000, "size": 65536}]);
-        spec["linux"]["gidMappings"] = json!([{"containerID": 0, "hostID": 200000, "size": 65536}]);
-    });
-    let st = std::process::Command::new("chown").args(["-R", "200000:200000"]).arg(b.rootfs()).status().unwrap();
+    let b = Bundle::new(
+        &[
+            "sh",
+            "-c",
+            "cat /proc/self/uid_map /proc/self/gid_map; id -u",
+        ],
+        |spec| {
+            spec["linux"]["namespaces"]
+                .as_array_mut()
+                .unwrap()
+                .push(json!({"type": "user"}));
+            spec["linux"]["uidMappings"] =
+                json!([{"containerID": 0, "hostID": 200000, "size": 65536}]);
+            spec["linux"]["gidMappings"] =
+                json!([{"containerID": 0, "hostID": 200000, "size": 65536}]);
+        },
+    );
+    let st = std::process::Command::new("chown")
+        .args(["-R", "200000:200000"])
+        .arg(b.rootfs())
+        .status()
+        .unwrap();
     assert!(st.success());
     let rt = Runtime::new();
     let out = run(&rt, &id("userns"), &b);

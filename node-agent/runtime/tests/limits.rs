@@ -10,9 +10,12 @@ use support::*;
 fn memory_limit_oom_kills_and_is_reported() {
     let limit: i64 = 32 << 20;
     // dd allocates a block of bs bytes and fills it from /dev/zero: 64 MiB > 32 MiB.
-    let b = Bundle::new(&["dd", "if=/dev/zero", "of=/dev/null", "bs=64M", "count=1"], |spec| {
-        spec["linux"]["resources"]["memory"] = json!({"limit": limit, "swap": limit});
-    });
+    let b = Bundle::new(
+        &["dd", "if=/dev/zero", "of=/dev/null", "bs=64M", "count=1"],
+        |spec| {
+            spec["linux"]["resources"]["memory"] = json!({"limit": limit, "swap": limit});
+        },
+    );
     let rt = Runtime::new();
     let logs = tempfile::tempdir().unwrap();
     let id = id("oom");
@@ -22,13 +25,22 @@ fn memory_limit_oom_kills_and_is_reported() {
     rt.ok(&["start", &id]);
     rt.wait_status(&id, "stopped");
     let after = berth_runtime::ops::stats(rt.root.path(), &id).unwrap();
-    assert!(after.memory.oom_kills >= 1 || after.memory.failcnt >= 1, "{after:?}");
-    assert!(after.memory.oom_kills >= 1, "OOM kill must be reported: {after:?}");
+    assert!(
+        after.memory.oom_kills >= 1 || after.memory.failcnt >= 1,
+        "{after:?}"
+    );
+    assert!(
+        after.memory.oom_kills >= 1,
+        "OOM kill must be reported: {after:?}"
+    );
 
     // Below the limit the same program completes.
-    let ok = Bundle::new(&["dd", "if=/dev/zero", "of=/dev/null", "bs=4M", "count=1"], |spec| {
-        spec["linux"]["resources"]["memory"] = json!({"limit": limit, "swap": limit});
-    });
+    let ok = Bundle::new(
+        &["dd", "if=/dev/zero", "of=/dev/null", "bs=4M", "count=1"],
+        |spec| {
+            spec["linux"]["resources"]["memory"] = json!({"limit": limit, "swap": limit});
+        },
+    );
     let out = run(&rt, &format!("{id}-ok"), &ok);
     assert!(out.status.success(), "{}", stderr(&out));
 }
@@ -36,7 +48,11 @@ fn memory_limit_oom_kills_and_is_reported() {
 #[test]
 fn pids_limit_stops_a_fork_bomb() {
     let b = Bundle::new(
-        &["sh", "-c", "for i in $(seq 1 60); do sleep 30 & done; echo spawned; sleep 30"],
+        &[
+            "sh",
+            "-c",
+            "for i in $(seq 1 60); do sleep 30 & done; echo spawned; sleep 30",
+        ],
         |spec| {
             spec["linux"]["resources"]["pids"] = json!({"limit": 12});
         },
@@ -48,7 +64,11 @@ fn pids_limit_stops_a_fork_bomb() {
     rt.ok(&["start", &id]);
     wait_until(
         std::time::Duration::from_secs(10),
-        || std::fs::read_to_string(logs.path().join("stderr")).unwrap_or_default().contains("fork"),
+        || {
+            std::fs::read_to_string(logs.path().join("stderr"))
+                .unwrap_or_default()
+                .contains("fork")
+        },
         "the shell to report failed forks",
     );
     let s = berth_runtime::ops::stats(rt.root.path(), &id).unwrap();
@@ -58,14 +78,21 @@ fn pids_limit_stops_a_fork_bomb() {
     let saved = berth_runtime::state::Saved::load(rt.root.path(), &id).unwrap();
     let cg = berth_runtime::ops::cgroup_of(&saved).unwrap();
     let events = std::fs::read_to_string(cg.dir("pids").unwrap().join("pids.events")).unwrap();
-    let refused: u64 = events.lines().find_map(|l| l.strip_prefix("max ")).unwrap().trim().parse().unwrap();
+    let refused: u64 = events
+        .lines()
+        .find_map(|l| l.strip_prefix("max "))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     assert!(refused >= 1, "{events}");
 }
 
 #[test]
 fn cpu_and_cpuset_settings_land_in_the_cgroup() {
     let b = Bundle::new(&["sleep", "1000"], |spec| {
-        spec["linux"]["resources"]["cpu"] = json!({"shares": 512, "quota": 50000, "period": 100000, "cpus": "0"});
+        spec["linux"]["resources"]["cpu"] =
+            json!({"shares": 512, "quota": 50000, "period": 100000, "cpus": "0"});
         spec["linux"]["resources"]["blockIO"] = json!({"weight": 500});
     });
     let rt = Runtime::new();
@@ -74,7 +101,12 @@ fn cpu_and_cpuset_settings_land_in_the_cgroup() {
     let _c = rt.create(&id, &b, logs.path());
     let saved = berth_runtime::state::Saved::load(rt.root.path(), &id).unwrap();
     let cg = berth_runtime::ops::cgroup_of(&saved).unwrap();
-    let read = |c: &str, f: &str| std::fs::read_to_string(cg.dir(c).unwrap().join(f)).unwrap().trim().to_string();
+    let read = |c: &str, f: &str| {
+        std::fs::read_to_string(cg.dir(c).unwrap().join(f))
+            .unwrap()
+            .trim()
+            .to_string()
+    };
     if cg.is_v2() {
         assert_eq!(read("cpu", "cpu.max"), "50000 100000");
         assert_eq!(read("cpu", "cpu.weight"), "20");

@@ -13,16 +13,30 @@ fn dropped_cap_net_admin_is_missing() {
     let rt = Runtime::new();
     let without = Bundle::new(&cmd, |_| {});
     let out = run(&rt, &id("nocap"), &without);
-    assert!(!out.status.success(), "ip link add must fail without CAP_NET_ADMIN");
-    assert!(stderr(&out).contains("Operation not permitted"), "{}", stderr(&out));
+    assert!(
+        !out.status.success(),
+        "ip link add must fail without CAP_NET_ADMIN"
+    );
+    assert!(
+        stderr(&out).contains("Operation not permitted"),
+        "{}",
+        stderr(&out)
+    );
 
     let with = Bundle::new(&cmd, |spec| {
         for set in ["bounding", "effective", "permitted"] {
-            spec["process"]["capabilities"][set].as_array_mut().unwrap().push(json!("CAP_NET_ADMIN"));
+            spec["process"]["capabilities"][set]
+                .as_array_mut()
+                .unwrap()
+                .push(json!("CAP_NET_ADMIN"));
         }
     });
     let out = run(&rt, &id("withcap"), &with);
-    assert!(out.status.success(), "control run with CAP_NET_ADMIN: {}", stderr(&out));
+    assert!(
+        out.status.success(),
+        "control run with CAP_NET_ADMIN: {}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -34,13 +48,22 @@ fn status_shows_only_the_granted_caps() {
     // AUDIT_WRITE(29) | KILL(5) | NET_BIND_SERVICE(10)
     let want = format!("{:016x}", (1u64 << 29) | (1 << 5) | (1 << 10));
     for set in ["CapEff", "CapPrm", "CapBnd"] {
-        let line = stdout(&out).lines().find(|l| l.starts_with(set)).unwrap().to_string();
+        let line = stdout(&out)
+            .lines()
+            .find(|l| l.starts_with(set))
+            .unwrap()
+            .to_string();
         assert!(line.ends_with(&want), "{line} != {want}");
     }
     // Ambient capabilities need the inheritable bit, which runc's default spec leaves empty:
     // both sets end up empty, as with runc.
     for set in ["CapInh", "CapAmb"] {
-        assert!(stdout(&out).lines().any(|l| l.starts_with(set) && l.ends_with("0000000000000000")), "{set}");
+        assert!(
+            stdout(&out)
+                .lines()
+                .any(|l| l.starts_with(set) && l.ends_with("0000000000000000")),
+            "{set}"
+        );
     }
 }
 
@@ -51,18 +74,29 @@ fn seccomp_default_profile_denies_unshare_with_eperm() {
     let denied = Bundle::new(&cmd, |_| {});
     let out = run(&rt, &id("seccomp"), &denied);
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("Operation not permitted"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("Operation not permitted"),
+        "{}",
+        stderr(&out)
+    );
 
     let control = Bundle::new(&cmd, |spec| {
         spec["linux"].as_object_mut().unwrap().remove("seccomp");
     });
     let out = run(&rt, &id("noseccomp"), &control);
-    assert!(out.status.success(), "control without seccomp: {}", stderr(&out));
+    assert!(
+        out.status.success(),
+        "control without seccomp: {}",
+        stderr(&out)
+    );
 }
 
 #[test]
 fn seccomp_mode_is_filter_and_no_new_privs_set() {
-    let b = Bundle::new(&["grep", "-E", "^(Seccomp|NoNewPrivs):", "/proc/self/status"], |_| {});
+    let b = Bundle::new(
+        &["grep", "-E", "^(Seccomp|NoNewPrivs):", "/proc/self/status"],
+        |_| {},
+    );
     let rt = Runtime::new();
     let out = run(&rt, &id("seccompmode"), &b);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -73,11 +107,16 @@ fn seccomp_mode_is_filter_and_no_new_privs_set() {
 
 #[test]
 fn rlimits_umask_and_user_apply() {
-    let b = Bundle::new(&["sh", "-c", "ulimit -n; umask; id -u; id -g; id -G"], |spec| {
-        spec["process"]["rlimits"] = json!([{"type": "RLIMIT_NOFILE", "soft": 321, "hard": 321}]);
-        spec["process"]["user"] = json!({"uid": 1000, "gid": 1001, "additionalGids": [1002], "umask": 63});
-        spec["process"]["oomScoreAdj"] = json!(500);
-    });
+    let b = Bundle::new(
+        &["sh", "-c", "ulimit -n; umask; id -u; id -g; id -G"],
+        |spec| {
+            spec["process"]["rlimits"] =
+                json!([{"type": "RLIMIT_NOFILE", "soft": 321, "hard": 321}]);
+            spec["process"]["user"] =
+                json!({"uid": 1000, "gid": 1001, "additionalGids": [1002], "umask": 63});
+            spec["process"]["oomScoreAdj"] = json!(500);
+        },
+    );
     let rt = Runtime::new();
     let out = run(&rt, &id("procset"), &b);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -86,7 +125,10 @@ fn rlimits_umask_and_user_apply() {
     assert_eq!(lines[1], "0077");
     assert_eq!(lines[2], "1000");
     assert_eq!(lines[3], "1001");
-    assert!(lines[4].split_whitespace().any(|g| g == "1002"), "{lines:?}");
+    assert!(
+        lines[4].split_whitespace().any(|g| g == "1002"),
+        "{lines:?}"
+    );
 }
 
 #[test]

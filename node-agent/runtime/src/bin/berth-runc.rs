@@ -14,7 +14,11 @@ use berth_runtime::{CreateOptions, ExecOptions, memfd};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Parser, Debug)]
-#[command(name = "berth-runc", version, about = "berth's OCI runtime (runc-compatible)")]
+#[command(
+    name = "berth-runc",
+    version,
+    about = "berth's OCI runtime (runc-compatible)"
+)]
 struct Cli {
     /// Directory for container state.
     #[arg(long, global = true, default_value = "/run/berth-runc")]
@@ -147,9 +151,17 @@ struct Logger {
 impl Logger {
     fn open(cli: &Cli) -> Logger {
         let file = cli.log.as_ref().and_then(|p| {
-            std::fs::OpenOptions::new().create(true).append(true).open(p).ok()
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .ok()
         });
-        Logger { file, json: cli.log_format == LogFormat::Json, debug: cli.debug }
+        Logger {
+            file,
+            json: cli.log_format == LogFormat::Json,
+            debug: cli.debug,
+        }
     }
 
     fn log(&mut self, level: &str, msg: &str) {
@@ -242,7 +254,11 @@ fn run(cli: &Cli, log: &mut Logger) -> Result<u8> {
             Ok(0)
         }
         Cmd::Run { create, detach } => {
-            let waiter = if *detach { None } else { Some(Waiter::install()?) };
+            let waiter = if *detach {
+                None
+            } else {
+                Some(Waiter::install()?)
+            };
             let saved = berth_runtime::create(&create_opts(cli, create))?;
             if let Err(e) = ops::start(root, &saved.id) {
                 let _ = ops::delete(root, &saved.id, true);
@@ -253,11 +269,27 @@ fn run(cli: &Cli, log: &mut Logger) -> Result<u8> {
             ops::delete(root, &saved.id, true).context("deleting the stopped container")?;
             Ok(code)
         }
-        Cmd::Exec { process, tty, detach, pid_file, console_socket, env, cwd, user, id, args, .. } => {
+        Cmd::Exec {
+            process,
+            tty,
+            detach,
+            pid_file,
+            console_socket,
+            env,
+            cwd,
+            user,
+            id,
+            args,
+            ..
+        } => {
             let process = match process {
                 Some(p) => {
-                    let text = std::fs::read(p).with_context(|| format!("--process {}", p.display()))?;
-                    Some(serde_json::from_slice(&text).with_context(|| format!("--process {}", p.display()))?)
+                    let text =
+                        std::fs::read(p).with_context(|| format!("--process {}", p.display()))?;
+                    Some(
+                        serde_json::from_slice(&text)
+                            .with_context(|| format!("--process {}", p.display()))?,
+                    )
                 }
                 None => None,
             };
@@ -271,7 +303,11 @@ fn run(cli: &Cli, log: &mut Logger) -> Result<u8> {
                 console_socket: console_socket.clone(),
                 pid_file: pid_file.clone(),
             };
-            let waiter = if *detach { None } else { Some(Waiter::install()?) };
+            let waiter = if *detach {
+                None
+            } else {
+                Some(Waiter::install()?)
+            };
             let pid = berth_runtime::exec(root, id, &o)?;
             Ok(waiter.map(|w| w.wait_for(pid)).unwrap_or(0))
         }
@@ -287,7 +323,11 @@ fn run(cli: &Cli, log: &mut Logger) -> Result<u8> {
                 println!("{:>8}  CMD", "PID");
                 for p in pids {
                     let cmd = std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
-                    let cmd: Vec<String> = cmd.split(|b| *b == 0).filter(|s| !s.is_empty()).map(|s| String::from_utf8_lossy(s).into_owned()).collect();
+                    let cmd: Vec<String> = cmd
+                        .split(|b| *b == 0)
+                        .filter(|s| !s.is_empty())
+                        .map(|s| String::from_utf8_lossy(s).into_owned())
+                        .collect();
                     println!("{p:>8}  {}", cmd.join(" "));
                 }
             }
@@ -316,7 +356,9 @@ struct Waiter {
 
 const FORWARDED: &[nix::sys::signal::Signal] = {
     use nix::sys::signal::Signal::*;
-    &[SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH, SIGCONT]
+    &[
+        SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH, SIGCONT,
+    ]
 };
 
 impl Waiter {
@@ -324,7 +366,10 @@ impl Waiter {
         use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
         // SAFETY: prctl with constant arguments.
         if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
-            bail!("prctl(PR_SET_CHILD_SUBREAPER): {}", std::io::Error::last_os_error());
+            bail!(
+                "prctl(PR_SET_CHILD_SUBREAPER): {}",
+                std::io::Error::last_os_error()
+            );
         }
         let mut set = SigSet::empty();
         set.add(Signal::SIGCHLD);

@@ -19,7 +19,11 @@ pub fn apply_v1(dir: &Path, c: &LinuxCpu) -> Result<(), CgroupError> {
         }
     }
     if let Some(q) = c.quota() {
-        write(dir, "cpu.cfs_quota_us", if q > 0 { q.to_string() } else { "-1".into() })?;
+        write(
+            dir,
+            "cpu.cfs_quota_us",
+            if q > 0 { q.to_string() } else { "-1".into() },
+        )?;
     }
     if let Some(r) = c.realtime_period() {
         if r > 0 {
@@ -77,7 +81,12 @@ mod tests {
 
     #[test]
     fn v1_and_v2_files() {
-        let c = LinuxCpuBuilder::default().shares(512u64).quota(25_000i64).period(50_000u64).build().unwrap();
+        let c = LinuxCpuBuilder::default()
+            .shares(512u64)
+            .quota(25_000i64)
+            .period(50_000u64)
+            .build()
+            .unwrap();
         let d = tempfile::tempdir().unwrap();
         apply_v1(d.path(), &c).unwrap();
         let r = |f| std::fs::read_to_string(d.path().join(f)).unwrap();
@@ -86,7 +95,13 @@ mod tests {
         assert_eq!(r("cpu.cfs_period_us"), "50000");
         let d2 = tempfile::tempdir().unwrap();
         apply_v2(d2.path(), &c).unwrap();
-        assert_eq!(std::fs::read_to_string(d2.path().join("cpu.max")).unwrap(), "25000 50000");
-        assert_eq!(std::fs::read_to_string(d2.path().join("cpu.weight")).unwrap(), "20");
+        assert_eq!(
+            std::fs::read_to_string(d2.path().join("cpu.max")).unwrap(),
+            "25000 50000"
+        );
+        assert_eq!(
+            std::fs::read_to_string(d2.path().join("cpu.weight")).unwrap(),
+            "20"
+        );
     }
 }

@@ -47,7 +47,13 @@ mod tests {
         fs::write(d.path().join("cpuset.cpus"), "0-1\n").unwrap();
         fs::write(d.path().join("cpuset.mems"), "0\n").unwrap();
         create_v1(d.path(), Path::new("/a/b")).unwrap();
-        assert_eq!(fs::read_to_string(d.path().join("a/b/cpuset.cpus")).unwrap(), "0-1");
-        assert_eq!(fs::read_to_string(d.path().join("a/b/cpuset.mems")).unwrap(), "0");
+        assert_eq!(
+            fs::read_to_string(d.path().join("a/b/cpuset.cpus")).unwrap(),
+            "0-1"
+        );
+        assert_eq!(
+            fs::read_to_string(d.path().join("a/b/cpuset.mems")).unwrap(),
+            "0"
+        );
     }
 }

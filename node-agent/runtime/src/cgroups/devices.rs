@@ -25,13 +25,27 @@ pub fn rule_line(d: &LinuxDeviceCgroup) -> String {
 
 /// Rules granted to every container (what the OCI spec says runtimes supply).
 pub const DEFAULT_ALLOWED: &[&str] = &[
-    "c *:* m", "b *:* m", "c 1:3 rwm", "c 1:5 rwm", "c 1:7 rwm", "c 1:8 rwm", "c 1:9 rwm",
-    "c 5:0 rwm", "c 5:1 rwm", "c 5:2 rwm", "c 136:* rwm", "c 10:200 rwm",
+    "c *:* m",
+    "b *:* m",
+    "c 1:3 rwm",
+    "c 1:5 rwm",
+    "c 1:7 rwm",
+    "c 1:8 rwm",
+    "c 1:9 rwm",
+    "c 5:0 rwm",
+    "c 5:1 rwm",
+    "c 5:2 rwm",
+    "c 136:* rwm",
+    "c 10:200 rwm",
 ];
 
 pub fn apply_v1(dir: &Path, rules: &[LinuxDeviceCgroup]) -> Result<(), CgroupError> {
     for r in rules {
-        let file = if r.allow() { "devices.allow" } else { "devices.deny" };
+        let file = if r.allow() {
+            "devices.allow"
+        } else {
+            "devices.deny"
+        };
         write(dir, file, rule_line(r))?;
     }
     for r in DEFAULT_ALLOWED {
@@ -47,7 +61,11 @@ mod tests {
 
     #[test]
     fn lines() {
-        let deny_all = LinuxDeviceCgroupBuilder::default().allow(false).access("rwm").build().unwrap();
+        let deny_all = LinuxDeviceCgroupBuilder::default()
+            .allow(false)
+            .access("rwm")
+            .build()
+            .unwrap();
         assert_eq!(rule_line(&deny_all), "a");
         let null = LinuxDeviceCgroupBuilder::default()
             .allow(true)
@@ -60,7 +78,13 @@ mod tests {
         assert_eq!(rule_line(&null), "c 1:3 rw");
         let d = tempfile::tempdir().unwrap();
         apply_v1(d.path(), &[deny_all]).unwrap();
-        assert_eq!(std::fs::read_to_string(d.path().join("devices.deny")).unwrap(), "a");
-        assert_eq!(std::fs::read_to_string(d.path().join("devices.allow")).unwrap(), "c 10:200 rwm");
+        assert_eq!(
+            std::fs::read_to_string(d.path().join("devices.deny")).unwrap(),
+            "a"
+        );
+        assert_eq!(
+            std::fs::read_to_string(d.path().join("devices.allow")).unwrap(),
+            "c 10:200 rwm"
+        );
     }
 }

@@ -19,7 +19,9 @@ pub fn freeze(dir: &Path, v2: bool) -> Result<(), CgroupError> {
     while !is_frozen(dir, v2) {
         if start.elapsed() > FREEZE_TIMEOUT {
             let _ = thaw(dir, v2);
-            return Err(CgroupError::FreezeTimeout { path: dir.to_path_buf() });
+            return Err(CgroupError::FreezeTimeout {
+                path: dir.to_path_buf(),
+            });
         }
         std::thread::sleep(Duration::from_millis(1));
         if !v2 {
@@ -44,7 +46,9 @@ pub fn is_frozen(dir: &Path, v2: bool) -> bool {
             .map(|e| e.lines().any(|l| l.trim() == "frozen 1"))
             .unwrap_or(false)
     } else {
-        read(dir, "freezer.state").map(|s| s == "FROZEN").unwrap_or(false)
+        read(dir, "freezer.state")
+            .map(|s| s == "FROZEN")
+            .unwrap_or(false)
     }
 }
 
@@ -67,7 +71,10 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         std::fs::write(d.path().join("cgroup.events"), "populated 1\nfrozen 1\n").unwrap();
         freeze(d.path(), true).unwrap();
-        assert_eq!(std::fs::read_to_string(d.path().join("cgroup.freeze")).unwrap(), "1");
+        assert_eq!(
+            std::fs::read_to_string(d.path().join("cgroup.freeze")).unwrap(),
+            "1"
+        );
         std::fs::write(d.path().join("cgroup.events"), "populated 1\nfrozen 0\n").unwrap();
         assert!(!is_frozen(d.path(), true));
     }

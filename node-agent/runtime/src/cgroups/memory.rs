@@ -14,7 +14,9 @@ pub fn apply_v1(dir: &Path, m: &LinuxMemory) -> Result<(), CgroupError> {
     }
     // Without swap accounting (no memsw files) the swap figure cannot be enforced; Docker
     // warns and drops it in that case, and so do we.
-    let swap = m.swap().filter(|_| dir.join("memory.memsw.limit_in_bytes").exists());
+    let swap = m
+        .swap()
+        .filter(|_| dir.join("memory.memsw.limit_in_bytes").exists());
     match (m.limit(), swap) {
         (Some(l), Some(s)) => {
             let first = write(dir, "memory.limit_in_bytes", l.to_string());
@@ -78,7 +80,12 @@ mod tests {
     fn v1_files() {
         let d = tempfile::tempdir().unwrap();
         std::fs::write(d.path().join("memory.memsw.limit_in_bytes"), "").unwrap();
-        let m = LinuxMemoryBuilder::default().limit(1 << 20).swap(2 << 20).reservation(512).build().unwrap();
+        let m = LinuxMemoryBuilder::default()
+            .limit(1 << 20)
+            .swap(2 << 20)
+            .reservation(512)
+            .build()
+            .unwrap();
         apply_v1(d.path(), &m).unwrap();
         let r = |f| std::fs::read_to_string(d.path().join(f)).unwrap();
         assert_eq!(r("memory.limit_in_bytes"), "1048576");
@@ -89,10 +96,20 @@ mod tests {
     #[test]
     fn v2_files_and_swap_conversion() {
         let d = tempfile::tempdir().unwrap();
-        let m = LinuxMemoryBuilder::default().limit(100).swap(150).build().unwrap();
+        let m = LinuxMemoryBuilder::default()
+            .limit(100)
+            .swap(150)
+            .build()
+            .unwrap();
         apply_v2(d.path(), &m).unwrap();
-        assert_eq!(std::fs::read_to_string(d.path().join("memory.max")).unwrap(), "100");
-        assert_eq!(std::fs::read_to_string(d.path().join("memory.swap.max")).unwrap(), "50");
+        assert_eq!(
+            std::fs::read_to_string(d.path().join("memory.max")).unwrap(),
+            "100"
+        );
+        assert_eq!(
+            std::fs::read_to_string(d.path().join("memory.swap.max")).unwrap(),
+            "50"
+        );
         assert_eq!(swap_v2(Some(100), Some(-1)).as_deref(), Some("max"));
         assert_eq!(swap_v2(None, None), None);
     }

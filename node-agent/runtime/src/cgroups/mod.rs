@@ -10,6 +10,7 @@ mod blkio;
 mod cpu;
 mod cpuset;
 mod devices;
+pub mod devices_bpf;
 mod freezer;
 mod memory;
 mod pids;
@@ -55,7 +56,9 @@ pub(crate) fn write(dir: &Path, file: &str, value: impl AsRef<str>) -> Result<()
 /// Reads `dir/file` trimmed.
 pub(crate) fn read(dir: &Path, file: &str) -> Result<String, CgroupError> {
     let p = dir.join(file);
-    fs::read_to_string(&p).map(|s| s.trim().to_string()).map_err(io_err(&p))
+    fs::read_to_string(&p)
+        .map(|s| s.trim().to_string())
+        .map_err(io_err(&p))
 }
 
 /// Which hierarchy this machine uses.
@@ -85,7 +88,9 @@ impl Layout {
         let mut v2 = None;
         let mut mounts = Vec::new();
         for line in text.lines() {
-            let Some((left, right)) = line.split_once(" - ") else { continue };
+            let Some((left, right)) = line.split_once(" - ") else {
+                continue;
+            };
             let l: Vec<&str> = left.split(' ').collect();
             let r: Vec<&str> = right.split(' ').collect();
             if l.len() < 5 || r.len() < 3 {
@@ -93,11 +98,7 @@ impl Layout {
             }
             let mount_point = PathBuf::from(l[4]);
             match r[0] {
-                "cgroup2" => {
-                    if v2.is_none() {
-                        v2 = Some(mount_point)
-                    }
-                }
+                "cgroup2" if v2.is_none() => v2 = Some(mount_point),
                 "cgroup" => {
                     for opt in r[2].split(',') {
                         if V1_CONTROLLERS.contains(&opt) {
@@ -130,7 +131,11 @@ pub fn normalize_path(cgroups_path: Option<&Path>, id: &str) -> Result<PathBuf, 
     if parts.len() == 3 && !s.starts_with('/') {
         let (slice, prefix, name) = (parts[0], parts[1], parts[2]);
         let mut out = PathBuf::from("/");
-        let slice = if slice.is_empty() { "system.slice" } else { slice };
+        let slice = if slice.is_empty() {
+            "system.slice"
+        } else {
+            slice
+        };
         // "a-b.slice" lives in "a.slice/a-b.slice".
         let stem = slice.trim_end_matches(".slice");
         let mut acc = String::new();
@@ -190,7 +195,10 @@ impl Cgroup {
     pub fn dirs(&self) -> Vec<PathBuf> {
         let mut out: Vec<PathBuf> = match &self.layout {
             Layout::V2 { root } => vec![Self::join(root, &self.path)],
-            Layout::V1 { mounts } => mounts.iter().map(|(_, m)| Self::join(m, &self.path)).collect(),
+            Layout::V1 { mounts } => mounts
+                .iter()
+                .map(|(_, m)| Self::join(m, &self.path))
+                .collect(),
         };
         out.dedup();
         out
@@ -249,11 +257,14 @@ impl Cgroup {
             if let Some(b) = res.block_io() {
                 blkio::apply_v2(&d, b)?;
             }
-            if res.devices().as_ref().is_some_and(|d| !d.is_empty()) {
-                // v2 device control needs an eBPF program, which berth-runc does not load.
-                // The device nodes in the container are still only the ones the spec lists.
-                eprintln!("berth-runc: cgroup v2 device rules are not enforced (no eBPF device filter)");
-            }
+            let mut rules: Vec<devices_bpf::Rule> = res
+                .devices()
+                .iter()
+                .flatten()
+                .filter_map(devices_bpf::rule_of)
+                .collect();
+            rules.extend(devices_bpf::default_rules());
+            devices_bpf::apply(&d, &rules)?;
         } else {
             if let Some(m) = res.memory() {
                 memory::apply_v1(&need("memory")?, m)?;
@@ -369,7 +380,9 @@ fn mkdir(p: &Path) -> Result<(), CgroupError> {
 /// Makes the parent's available controllers usable by its children (best effort: a
 /// controller the kernel refuses, e.g. because of internal processes, is left out).
 fn enable_v2_controllers(dir: &Path) {
-    let Ok(avail) = fs::read_to_string(dir.join("cgroup.controllers")) else { return };
+    let Ok(avail) = fs::read_to_string(dir.join("cgroup.controllers")) else {
+        return;
+    };
     for c in avail.split_whitespace() {
         if ["memory", "cpu", "cpuset", "pids", "io"].contains(&c) {
             let _ = fs::write(dir.join("cgroup.subtree_control"), format!("+{c}"));
@@ -395,22 +408,44 @@ mod tests {
     #[test]
     fn hybrid_is_v1() {
         let l = Layout::from_mountinfo(HYBRID).unwrap();
-        let Layout::V1 { mounts } = l else { panic!("expected v1") };
-        assert!(mounts.iter().any(|(c, p)| c == "memory" && p == Path::new("/sys/fs/cgroup/memory")));
-        assert!(mounts.iter().any(|(c, p)| c == "cpuacct" && p == Path::new("/sys/fs/cgroup/cpu,cpuacct")));
+        let Layout::V1 { mounts } = l else {
+            panic!("expected v1")
+        };
+        assert!(
+            mounts
+                .iter()
+                .any(|(c, p)| c == "memory" && p == Path::new("/sys/fs/cgroup/memory"))
+        );
+        assert!(
+            mounts
+                .iter()
+                .any(|(c, p)| c == "cpuacct" && p == Path::new("/sys/fs/cgroup/cpu,cpuacct"))
+        );
     }
 
     #[test]
     fn pure_v2() {
-        let l = Layout::from_mountinfo("30 23 0:26 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw").unwrap();
-        assert_eq!(l, Layout::V2 { root: "/sys/fs/cgroup".into() });
-        assert!(matches!(Layout::from_mountinfo(""), Err(CgroupError::NotMounted)));
+        let l =
+            Layout::from_mountinfo("30 23 0:26 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw").unwrap();
+        assert_eq!(
+            l,
+            Layout::V2 {
+                root: "/sys/fs/cgroup".into()
+            }
+        );
+        assert!(matches!(
+            Layout::from_mountinfo(""),
+            Err(CgroupError::NotMounted)
+        ));
     }
 
     #[test]
     fn paths() {
         assert_eq!(normalize_path(None, "a").unwrap(), Path::new("/berth/a"));
-        assert_eq!(normalize_path(Some(Path::new("docker/x")), "x").unwrap(), Path::new("/docker/x"));
+        assert_eq!(
+            normalize_path(Some(Path::new("docker/x")), "x").unwrap(),
+            Path::new("/docker/x")
+        );
         assert_eq!(
             normalize_path(Some(Path::new("system.slice:docker:abc")), "abc").unwrap(),
             Path::new("/system.slice/docker-abc.scope")
@@ -425,7 +460,10 @@ mod tests {
     #[test]
     fn dirs_per_controller() {
         let cg = Cgroup::new(Layout::from_mountinfo(HYBRID).unwrap(), "/berth/c1".into());
-        assert_eq!(cg.dir("memory").unwrap(), Path::new("/sys/fs/cgroup/memory/berth/c1"));
+        assert_eq!(
+            cg.dir("memory").unwrap(),
+            Path::new("/sys/fs/cgroup/memory/berth/c1")
+        );
         assert!(cg.dir("pids").is_none());
     }
 }

@@ -19,9 +19,23 @@ mod tests {
     #[test]
     fn writes_limit_or_max() {
         let d = tempfile::tempdir().unwrap();
-        apply(d.path(), &LinuxPidsBuilder::default().limit(20).build().unwrap()).unwrap();
-        assert_eq!(std::fs::read_to_string(d.path().join("pids.max")).unwrap(), "20");
-        apply(d.path(), &LinuxPidsBuilder::default().limit(0).build().unwrap()).unwrap();
-        assert_eq!(std::fs::read_to_string(d.path().join("pids.max")).unwrap(), "max");
+        apply(
+            d.path(),
+            &LinuxPidsBuilder::default().limit(20).build().unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            std::fs::read_to_string(d.path().join("pids.max")).unwrap(),
+            "20"
+        );
+        apply(
+            d.path(),
+            &LinuxPidsBuilder::default().limit(0).build().unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            std::fs::read_to_string(d.path().join("pids.max")).unwrap(),
+            "max"
+        );
     }
 }

@@ -62,7 +62,10 @@ pub fn read_v1(
         s.memory.usage_bytes = num(&read(d, "memory.usage_in_bytes")?);
         s.memory.limit_bytes = limit(&read(d, "memory.limit_in_bytes")?);
         s.memory.failcnt = num(&read(d, "memory.failcnt")?);
-        s.memory.oom_kills = keyed(&read(d, "memory.oom_control").unwrap_or_default(), "oom_kill");
+        s.memory.oom_kills = keyed(
+            &read(d, "memory.oom_control").unwrap_or_default(),
+            "oom_kill",
+        );
     }
     if let Some(d) = cpuacct {
         s.cpu.usage_ns = num(&read(d, "cpuacct.usage")?);
@@ -99,14 +102,31 @@ mod tests {
         w("memory.usage_in_bytes", "4096\n");
         w("memory.limit_in_bytes", "9223372036854771712\n");
         w("memory.failcnt", "3\n");
-        w("memory.oom_control", "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n");
+        w(
+            "memory.oom_control",
+            "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n",
+        );
         w("cpuacct.usage", "123\n");
         w("pids.current", "4\n");
         w("pids.max", "max\n");
         let s = read_v1(Some(d.path()), Some(d.path()), Some(d.path())).unwrap();
-        assert_eq!(s.memory, MemoryStats { usage_bytes: 4096, limit_bytes: None, failcnt: 3, oom_kills: 2 });
+        assert_eq!(
+            s.memory,
+            MemoryStats {
+                usage_bytes: 4096,
+                limit_bytes: None,
+                failcnt: 3,
+                oom_kills: 2
+            }
+        );
         assert_eq!(s.cpu.usage_ns, 123);
-        assert_eq!(s.pids, PidsStats { current: 4, limit: None });
+        assert_eq!(
+            s.pids,
+            PidsStats {
+                current: 4,
+                limit: None
+            }
+        );
     }
 
     #[test]

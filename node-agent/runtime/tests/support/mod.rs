@@ -31,7 +31,10 @@ pub struct Bundle {
 impl Bundle {
     /// `args` is the container's process; `tweak` edits the spec JSON.
     pub fn new(args: &[&str], tweak: impl FnOnce(&mut Value)) -> Bundle {
-        let dir = tempfile::Builder::new().prefix("berth-rt-bundle").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("berth-rt-bundle")
+            .tempdir()
+            .unwrap();
         let rootfs = dir.path().join("rootfs");
         let bin = rootfs.join("bin");
         fs::create_dir_all(&bin).unwrap();
@@ -45,8 +48,16 @@ impl Bundle {
                 symlink("busybox", bin.join(applet)).unwrap();
             }
         }
-        let out = Command::new(BIN).args(["spec", "--bundle"]).arg(dir.path()).output().unwrap();
-        assert!(out.status.success(), "spec: {}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new(BIN)
+            .args(["spec", "--bundle"])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "spec: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let path = dir.path().join("config.json");
         let mut spec: Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
         spec["process"]["terminal"] = json!(false);
@@ -73,7 +84,12 @@ pub struct Runtime {
 
 impl Runtime {
     pub fn new() -> Runtime {
-        Runtime { root: tempfile::Builder::new().prefix("berth-rt-root").tempdir().unwrap() }
+        Runtime {
+            root: tempfile::Builder::new()
+                .prefix("berth-rt-root")
+                .tempdir()
+                .unwrap(),
+        }
     }
 
     pub fn cmd(&self) -> Command {
@@ -107,23 +123,38 @@ impl Runtime {
             .stderr(err)
             .status()
             .unwrap();
-        let c = Container { rt: self, id: id.to_string() };
-        assert!(st.success(), "create failed: {}", fs::read_to_string(logs.join("stderr")).unwrap_or_default());
+        let c = Container {
+            rt: self,
+            id: id.to_string(),
+        };
+        assert!(
+            st.success(),
+            "create failed: {}",
+            fs::read_to_string(logs.join("stderr")).unwrap_or_default()
+        );
         c
     }
 
     pub fn state(&self, id: &str) -> Option<Value> {
         let out = self.cmd().args(["state", id]).output().unwrap();
-        out.status.success().then(|| serde_json::from_slice(&out.stdout).unwrap())
+        out.status
+            .success()
+            .then(|| serde_json::from_slice(&out.stdout).unwrap())
     }
 
     pub fn status(&self, id: &str) -> String {
-        self.state(id).map(|s| s["status"].as_str().unwrap().to_string()).unwrap_or_default()
+        self.state(id)
+            .map(|s| s["status"].as_str().unwrap().to_string())
+            .unwrap_or_default()
     }
 
     /// Waits (with a deadline) until the container has `status`.
     pub fn wait_status(&self, id: &str, status: &str) {
-        wait_until(Duration::from_secs(10), || self.status(id) == status, &format!("{id} to be {status}"));
+        wait_until(
+            Duration::from_secs(10),
+            || self.status(id) == status,
+            &format!("{id} to be {status}"),
+        );
     }
 }
 
@@ -135,7 +166,12 @@ pub struct Container<'a> {
 
 impl Drop for Container<'_> {
     fn drop(&mut self) {
-        let _ = self.rt.cmd().args(["delete", "--force", &self.id]).stdin(Stdio::null()).output();
+        let _ = self
+            .rt
+            .cmd()
+            .args(["delete", "--force", &self.id])
+            .stdin(Stdio::null())
+            .output();
     }
 }
 
@@ -183,8 +219,15 @@ pub struct HostMount {
 
 impl HostMount {
     pub fn new() -> HostMount {
-        let dir = tempfile::Builder::new().prefix("berth-rt-hostmnt").tempdir().unwrap();
-        let st = Command::new("mount").args(["-t", "tmpfs", "berth-test-marker"]).arg(dir.path()).status().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("berth-rt-hostmnt")
+            .tempdir()
+            .unwrap();
+        let st = Command::new("mount")
+            .args(["-t", "tmpfs", "berth-test-marker"])
+            .arg(dir.path())
+            .status()
+            .unwrap();
         assert!(st.success());
         HostMount { dir }
     }
@@ -192,6 +235,9 @@ impl HostMount {
 
 impl Drop for HostMount {
     fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(self.dir.path()).status();
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
     }
 }
