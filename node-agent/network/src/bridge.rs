@@ -313,6 +313,22 @@ pub async fn attach(
     })
 }
 
+/// Brings `lo` up in namespace `netns` and nothing else: `network_mode: none`.
+pub async fn loopback_only(netns: &std::path::Path) -> Result<(), BridgeError> {
+    in_netns(netns, |cnl| async move {
+        if let Some(lo) = cnl.link_index("lo").await? {
+            cnl.set_link(lo, None, true).await?;
+        }
+        Ok(())
+    })
+    .await
+    .map_err(|source| BridgeError::Endpoint {
+        network: "none".into(),
+        endpoint: netns.display().to_string(),
+        source,
+    })
+}
+
 /// Removes the endpoint's veth pair (the peer goes with the host end). Already gone is fine.
 pub async fn detach(nl: &Netlink, network_id: &str, endpoint_id: &str) -> Result<(), BridgeError> {
     let host = host_veth_name(network_id, endpoint_id);

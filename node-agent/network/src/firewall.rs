@@ -42,6 +42,12 @@ pub enum FirewallError {
     BadTable(String),
     #[error("invalid port mapping {spec:?}: {reason}")]
     BadPort { spec: String, reason: &'static str },
+    #[error("host port {port}/{protocol} is already published by endpoint {endpoint}")]
+    PortInUse {
+        port: u16,
+        protocol: &'static str,
+        endpoint: String,
+    },
     #[error("unknown network {0}")]
     UnknownNetwork(String),
     #[error("network {network} is internal: ports cannot be published on it")]
@@ -176,6 +182,31 @@ fn net_chain(kind: &str, network_id: &str) -> String {
 
 fn pub_chain(endpoint_key: &str) -> String {
     format!("pub-{}", hex12(endpoint_key))
+}
+
+/// The first mapping of `p` that another endpoint already publishes: same protocol and host
+/// port, and host addresses that overlap (no address means every address).
+fn port_conflict(
+    state: &FirewallState,
+    endpoint_id: &str,
+    p: &Published,
+) -> Option<(String, PortMapping)> {
+    for (other_id, other) in &state.published {
+        if other_id == endpoint_id {
+            continue;
+        }
+        for m in &p.ports {
+            let clash = other.ports.iter().any(|o| {
+                o.protocol == m.protocol
+                    && o.host_port == m.host_port
+                    && (o.host_ip.is_none() || m.host_ip.is_none() || o.host_ip == m.host_ip)
+            });
+            if clash {
+                return Some((other_id.clone(), *m));
+            }
+        }
+    }
+    None
 }
 
 /// Chains (with their rules) that belong to one object.
@@ -566,6 +597,13 @@ impl Firewall {
                 network: net.id.clone(),
             });
         }
+        if let Some((other, m)) = port_conflict(&self.state, endpoint_id, &published) {
+            return Err(FirewallError::PortInUse {
+                port: m.host_port,
+                protocol: m.protocol.nft(),
+                endpoint: other,
+            });
+        }
         let mut new = self.state.clone();
         new.published.insert(endpoint_id.to_string(), published);
         self.change("publish", new)
@@ -691,6 +729,31 @@ mod tests {
                 "meta nfproto ipv4 udp dport 5353 dnat ip to 10.234.1.2:53".to_string(),
             ]
         );
+    }
+
+    #[test]
+    fn a_host_port_is_published_once() {
+        let mut s = FirewallState::default();
+        let p = |spec: &str| Published {
+            network_id: "n".into(),
+            ipv4: "10.234.1.2".parse().unwrap(),
+            ipv6: None,
+            ports: parse_ports(spec).unwrap(),
+        };
+        s.published.insert("a".into(), p("127.0.0.1:8080:80"));
+        assert!(
+            port_conflict(&s, "b", &p("8080:80")).is_some(),
+            "any address overlaps"
+        );
+        assert!(port_conflict(&s, "b", &p("127.0.0.1:8080:80")).is_some());
+        assert!(port_conflict(&s, "b", &p("127.0.0.2:8080:80")).is_none());
+        assert!(port_conflict(&s, "b", &p("127.0.0.1:8080:80/udp")).is_none());
+        assert!(
+            port_conflict(&s, "a", &p("8080:80")).is_none(),
+            "itself: a replacement"
+        );
+        let (who, m) = port_conflict(&s, "b", &p("8079-8081:79-81")).unwrap();
+        assert_eq!((who.as_str(), m.host_port), ("a", 8080));
     }
 
     #[test]

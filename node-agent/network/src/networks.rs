@@ -33,6 +33,8 @@ pub enum NetworksError {
     Netlink(#[from] NetlinkError),
     #[error("unknown network {0}")]
     UnknownNetwork(String),
+    #[error("endpoint {endpoint} is already connected to network {network}")]
+    AlreadyConnected { network: String, endpoint: String },
     #[error("network state file {path}: {source}")]
     State {
         path: PathBuf,
@@ -45,6 +47,8 @@ pub enum NetworksError {
         #[source]
         source: serde_json::Error,
     },
+    #[error("firewall worker failed: {0}")]
+    Worker(String),
     #[error("{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
     Teardown(Vec<NetworksError>),
 }
@@ -113,7 +117,9 @@ pub struct Networks {
     nl: Netlink,
     opts: Options,
     ipam: Mutex<Ipam>,
-    firewall: Mutex<Firewall>,
+    firewall: Arc<Mutex<Firewall>>,
+    /// Serializes creating, removing and restoring networks (each spans several awaits).
+    admin: tokio::sync::Mutex<()>,
     dns: DnsServer,
 }
 
@@ -147,7 +153,8 @@ impl Networks {
             nl,
             opts,
             ipam: Mutex::new(ipam),
-            firewall: Mutex::new(firewall),
+            firewall: Arc::new(Mutex::new(firewall)),
+            admin: tokio::sync::Mutex::new(()),
             dns,
         })
     }
@@ -181,10 +188,22 @@ impl Networks {
             .clone()
     }
 
-    fn save(&self, fw: &Firewall) -> Result<(), NetworksError> {
+    /// Applies `f` to the firewall and saves its state, on a blocking thread: `nft` runs as a
+    /// child process, which must not stall a tokio worker (and the DNS tasks queued on it).
+    async fn firewall_change(
+        &self,
+        f: impl FnOnce(&mut Firewall) -> Result<(), FirewallError> + Send + 'static,
+    ) -> Result<(), NetworksError> {
+        let fw = self.firewall.clone();
         let path = self.opts.state_dir.join("networks.json");
-        crate::ipam::write_json_atomically(&path, fw.state())
-            .map_err(|source| NetworksError::State { path, source })
+        tokio::task::spawn_blocking(move || {
+            let mut fw = fw.lock().expect("firewall lock");
+            f(&mut fw)?;
+            crate::ipam::write_json_atomically(&path, fw.state())
+                .map_err(|source| NetworksError::State { path, source })
+        })
+        .await
+        .map_err(|e| NetworksError::Worker(e.to_string()))?
     }
 
     fn dns_addr(&self, net: &BridgeNetwork) -> SocketAddr {
@@ -197,6 +216,7 @@ impl Networks {
         &self,
         cfg: &NetworkConfig,
     ) -> Result<BridgeNetwork, NetworksError> {
+        let _admin = self.admin.lock().await;
         if let Some(existing) = self.network(&cfg.id) {
             return Ok(existing);
         }
@@ -209,11 +229,8 @@ impl Networks {
         let net = BridgeNetwork::new(&cfg.id, &lease, cfg.mtu, cfg.internal);
         let built = async {
             bridge::create_network(&self.nl, &net).await?;
-            {
-                let mut fw = self.firewall.lock().expect("firewall lock");
-                fw.add_network(&net)?;
-                self.save(&fw)?;
-            }
+            let n = net.clone();
+            self.firewall_change(move |fw| fw.add_network(&n)).await?;
             self.dns
                 .listen(&net.id, self.dns_addr(&net), !net.internal)
                 .await?;
@@ -222,7 +239,7 @@ impl Networks {
         .await;
         if let Err(e) = built {
             // leave nothing half-made; the original error is the one worth reporting
-            let _ = self.remove_network(&cfg.id).await;
+            let _ = self.remove_network_locked(&cfg.id).await;
             return Err(e);
         }
         Ok(net)
@@ -238,26 +255,35 @@ impl Networks {
         let net = self
             .network(network_id)
             .ok_or_else(|| NetworksError::UnknownNetwork(network_id.to_string()))?;
-        let lease = self.ipam.lock().expect("ipam lock").allocate_endpoint(
-            network_id,
-            &c.endpoint_id,
-            &c.addresses,
-        )?;
+        let lease = {
+            let mut ipam = self.ipam.lock().expect("ipam lock");
+            // a second connect must fail without its rollback tearing down the first
+            if ipam
+                .state()
+                .networks
+                .get(network_id)
+                .is_some_and(|n| n.endpoints.contains_key(&c.endpoint_id))
+            {
+                return Err(NetworksError::AlreadyConnected {
+                    network: network_id.to_string(),
+                    endpoint: c.endpoint_id.clone(),
+                });
+            }
+            ipam.allocate_endpoint(network_id, &c.endpoint_id, &c.addresses)?
+        };
         let ep = Endpoint::new(&c.endpoint_id, &c.netns, &c.ifname, &lease, c.default_route);
         let result = async {
             let att = bridge::attach(&self.nl, &net, &ep).await?;
             if !c.ports.is_empty() {
-                let mut fw = self.firewall.lock().expect("firewall lock");
-                fw.publish(
-                    &c.endpoint_id,
-                    Published {
-                        network_id: network_id.to_string(),
-                        ipv4: lease.ipv4,
-                        ipv6: lease.ipv6,
-                        ports: c.ports.clone(),
-                    },
-                )?;
-                self.save(&fw)?;
+                let endpoint = c.endpoint_id.clone();
+                let published = Published {
+                    network_id: network_id.to_string(),
+                    ipv4: lease.ipv4,
+                    ipv6: lease.ipv6,
+                    ports: c.ports.clone(),
+                };
+                self.firewall_change(move |fw| fw.publish(&endpoint, published))
+                    .await?;
             }
             let mut entry = c.names.clone();
             entry.ipv4 = Some(lease.ipv4);
@@ -283,11 +309,19 @@ impl Networks {
     ) -> Result<(), NetworksError> {
         let mut errors = Vec::new();
         self.dns.registry().unregister(network_id, endpoint_id);
-        {
-            let mut fw = self.firewall.lock().expect("firewall lock");
-            if let Err(e) = fw.unpublish(endpoint_id) {
-                errors.push(e.into());
-            } else if let Err(e) = self.save(&fw) {
+        let has_ports = self
+            .firewall
+            .lock()
+            .expect("firewall lock")
+            .state()
+            .published
+            .contains_key(endpoint_id);
+        if has_ports {
+            let endpoint = endpoint_id.to_string();
+            if let Err(e) = self
+                .firewall_change(move |fw| fw.unpublish(&endpoint))
+                .await
+            {
                 errors.push(e);
             }
         }
@@ -312,6 +346,11 @@ impl Networks {
     /// Removes network `id` with every endpoint still on it. Every step is tried; all failures
     /// are reported together.
     pub async fn remove_network(&self, id: &str) -> Result<(), NetworksError> {
+        let _admin = self.admin.lock().await;
+        self.remove_network_locked(id).await
+    }
+
+    async fn remove_network_locked(&self, id: &str) -> Result<(), NetworksError> {
         let mut errors = Vec::new();
         let endpoints: Vec<String> = self
             .ipam
@@ -324,13 +363,12 @@ impl Networks {
             .unwrap_or_default();
         self.dns.stop(id);
         self.dns.registry().remove_network(id);
+        let network = id.to_string();
+        if let Err(e) = self
+            .firewall_change(move |fw| fw.remove_network(&network))
+            .await
         {
-            let mut fw = self.firewall.lock().expect("firewall lock");
-            if let Err(e) = fw.remove_network(id) {
-                errors.push(e.into());
-            } else if let Err(e) = self.save(&fw) {
-                errors.push(e);
-            }
+            errors.push(e);
         }
         if let Err(e) = bridge::remove_network(&self.nl, id, &endpoints).await {
             errors.push(e.into());
@@ -349,15 +387,16 @@ impl Networks {
     /// firewall table in one batch, and the DNS listeners, from the saved state. Container
     /// endpoints are re-attached by the agent as it restarts containers.
     pub async fn restore(&self) -> Result<(), NetworksError> {
+        let _admin = self.admin.lock().await;
         let nets = self.networks();
         for net in nets.values() {
             bridge::create_network(&self.nl, net).await?;
         }
-        {
-            let mut fw = self.firewall.lock().expect("firewall lock");
+        self.firewall_change(|fw| {
             let state = fw.state().clone();
-            fw.restore(state)?;
-        }
+            fw.restore(state)
+        })
+        .await?;
         for net in nets.values() {
             self.dns.stop(&net.id);
             self.dns

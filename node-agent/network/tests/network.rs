@@ -80,6 +80,14 @@ async fn two_containers_on_one_network_reach_each_other_by_ip_and_name() {
         .unwrap();
     assert_ne!(a1.ipv4, a2.ipv4);
     assert!(net.subnet_v4.contains(a1.ipv4));
+    // connecting the same endpoint again is refused and leaves the first connection alone
+    let again = env
+        .nets
+        .connect(&id, &connect(&e1, &c1, "eth0", names("app-one-1", "one")))
+        .await
+        .unwrap_err();
+    assert!(again.to_string().contains("already connected"), "{again}");
+    assert!(host_links().contains(&host_veth_name(&id, &e1)));
 
     // interface, MTU, MAC and default route inside the "container"
     let links = c1.exec(&["ip", "-j", "link", "show", "eth0"]);
@@ -314,6 +322,7 @@ async fn published_tcp_and_udp_ports_answer_from_the_host() {
 async fn containers_on_different_networks_cannot_talk() {
     require_root!();
     // forwarding on, so that only the firewall stands between the networks
+    let _forwarding = ForwardingGuard::new();
     let env = Env::new(true, vec![]);
     let (a, b) = (env.network_id("isoa"), env.network_id("isob"));
     for id in [&a, &b] {
@@ -368,7 +377,10 @@ async fn containers_on_different_networks_cannot_talk() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn internal_network_cannot_reach_other_host_addresses() {
     require_root!();
-    let env = Env::new(false, vec![]);
+    let block = 1 + (u32::from_str_radix(&suffix(), 16).unwrap() % 250) as u8;
+    let upstream_ip = Ipv4Addr::new(127, 78, 0, block);
+    let upstream = fake_upstream(upstream_ip);
+    let env = Env::new(false, vec![upstream_ip.into()]);
     let host = HostAddr::new(Ipv4Addr::new(10, 234, 251, 1 + env.block as u8));
     let listener = TcpListener::bind((host.ip, 0)).unwrap();
     let target = listener.local_addr().unwrap();
@@ -441,6 +453,23 @@ async fn internal_network_cannot_reach_other_host_addresses() {
         RecordType::A,
     );
     assert_eq!(ips.len(), 1);
+    // but forwards nothing out of it, unlike on a normal network
+    let (ext, rc) = dns_query(
+        &ci,
+        SocketAddr::new(inet.gateway_v4.into(), 53),
+        "example.test",
+        RecordType::A,
+    );
+    assert_eq!((ext.len(), rc), (0, ResponseCode::ServFail));
+    let gw_open = env.nets.network(&open).unwrap().gateway_v4;
+    let (ext, rc) = dns_query(
+        &cn,
+        SocketAddr::new(gw_open.into(), 53),
+        "last.test",
+        RecordType::A,
+    );
+    assert_eq!((ext.len(), rc), (1, ResponseCode::NoError));
+    blocking(|| upstream.join().unwrap());
     env.nets.remove_network(&internal).await.unwrap();
     env.nets.remove_network(&open).await.unwrap();
 }
@@ -541,12 +570,35 @@ async fn dns_returns_every_replica_and_drops_a_stopped_one() {
     let (gone, _) = dns_query(&client, dns, "app-web-2", RecordType::A);
     assert!(!gone.contains(&replicas[1].2), "{gone:?}");
 
+    // a service too large for a UDP answer: truncated over UDP, complete over TCP
+    for i in 0..60u8 {
+        env.nets.registry().register(
+            &id,
+            &format!("bulk-{i}"),
+            DnsEntry {
+                container_name: format!("app-bulk-{i}"),
+                service: Some("bulk".into()),
+                ipv4: Some(Ipv4Addr::new(10, 234, 255, i)),
+                ..Default::default()
+            },
+        );
+    }
+    let (udp, rc) = dns_query(&client, dns, "bulk", RecordType::A);
+    assert_eq!(rc, ResponseCode::NoError);
+    assert!(
+        !udp.is_empty() && udp.len() < 60,
+        "{} answers over UDP",
+        udp.len()
+    );
+    let tcp = dns_query_tcp(&client, dns, "bulk", RecordType::A);
+    assert_eq!(tcp.len(), 60);
+
     // other names go to the upstream resolver (a local stand-in here)
     let (ext, rc) = dns_query(&client, dns, "example.test", RecordType::A);
     assert_eq!(rc, ResponseCode::NoError);
     assert_eq!(ext, vec![IpAddr::V4(Ipv4Addr::new(203, 0, 113, 7))]);
     let _ = dns_query(&client, dns, "last.test", RecordType::A);
-    upstream.join().unwrap();
+    blocking(|| upstream.join().unwrap());
     env.nets.remove_network(&id).await.unwrap();
 }
 
@@ -666,6 +718,18 @@ async fn several_networks_per_container_and_failed_attach_leaves_nothing() {
         "reaches the second network over eth1"
     );
 
+    // network_mode: none — loopback only
+    let lonely = Netns::new("o");
+    berth_network::bridge::loopback_only(&lonely.path())
+        .await
+        .unwrap();
+    let links = lonely.exec(&["ip", "-j", "link"]);
+    let v: serde_json::Value = serde_json::from_slice(&links.stdout).unwrap();
+    let v = v.as_array().unwrap();
+    assert_eq!(v.len(), 1, "only lo");
+    assert!(v[0]["flags"].as_array().unwrap().iter().any(|f| f == "UP"));
+    assert!(lonely.reaches(IpAddr::V4(Ipv4Addr::LOCALHOST)));
+
     // attaching to a namespace that does not exist fails cleanly
     let ghost = env.endpoint_id(&a, "ghost");
     let mut c = connect(&ghost, &c1, "eth0", names("ghost", "ghost"));
@@ -731,4 +795,117 @@ async fn teardown_leaves_no_bridge_veth_or_rule() {
     assert!(!inside.contains("eth0"), "{inside}");
     let state = std::fs::read_to_string(env.state.path().join("networks.json")).unwrap();
     assert!(!state.contains(&a) && !state.contains(&b), "{state}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_after_a_reboot_recreates_bridge_rules_and_dns() {
+    require_root!();
+    let mut env = Env::new(false, vec![]);
+    let id = env.network_id("boot");
+    let net = env
+        .nets
+        .create_network(&NetworkConfig {
+            id: id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let (c1, c2) = (Netns::new("x"), Netns::new("y"));
+    let e1 = env.endpoint_id(&id, "c1");
+    let mut c = connect(&e1, &c1, "eth0", names("c1", "one"));
+    let port = random_port();
+    c.ports = parse_ports(&format!("127.0.0.1:{port}:8080")).unwrap();
+    env.nets.connect(&id, &c).await.unwrap();
+    let chains_before = nft_chains(&env.table);
+
+    // "reboot": the kernel forgets the bridge, the veth and the table; the agent restarts
+    run(&["ip", "link", "del", &host_veth_name(&id, &e1)], true);
+    run(&["ip", "link", "del", &net.bridge], true);
+    run(&["nft", "delete", "table", "inet", &env.table], true);
+    env.restart();
+    env.nets.restore().await.unwrap();
+
+    assert!(host_links().contains(&net.bridge), "bridge re-created");
+    let mut chains_after = nft_chains(&env.table);
+    let mut before = chains_before.clone();
+    chains_after.sort();
+    before.sort();
+    assert_eq!(
+        chains_after, before,
+        "the same table, published ports included"
+    );
+    // the container comes back (same endpoint, same address) and is reachable
+    // again, by name and through its published port
+    env.nets.disconnect(&id, &e1).await.unwrap();
+    let a1 = env.nets.connect(&id, &c).await.unwrap();
+    let e2 = env.endpoint_id(&id, "c2");
+    env.nets
+        .connect(&id, &connect(&e2, &c2, "eth0", names("c2", "two")))
+        .await
+        .unwrap();
+    assert!(c2.reaches(a1.ipv4.into()));
+    let (ips, _) = dns_query(
+        &c2,
+        SocketAddr::new(net.gateway_v4.into(), 53),
+        "c1",
+        RecordType::A,
+    );
+    assert_eq!(ips, vec![IpAddr::V4(a1.ipv4)]);
+    let servers = Servers::start(&c1, &[8080], 9999);
+    let lo = SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port);
+    assert_eq!(tcp_get(lo).as_deref(), Some("tcp-8080"));
+    drop(servers);
+    env.nets.remove_network(&id).await.unwrap();
+    assert!(!nft_has_table(&env.table));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn published_port_is_reachable_from_containers_through_a_host_address() {
+    require_root!();
+    // forwarding on: a container reaching a host address that DNATs back into a bridge is
+    // routed by the host
+    let _forwarding = ForwardingGuard::new();
+    let env = Env::new(true, vec![]);
+    let host = HostAddr::new(Ipv4Addr::new(10, 234, 252, 1 + env.block as u8));
+    let (a, b) = (env.network_id("hpa"), env.network_id("hpb"));
+    for id in [&a, &b] {
+        env.nets
+            .create_network(&NetworkConfig {
+                id: id.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    let (server, same, other) = (Netns::new("h"), Netns::new("g"), Netns::new("f"));
+    let (es, eg, ef) = (
+        env.endpoint_id(&a, "srv"),
+        env.endpoint_id(&a, "same"),
+        env.endpoint_id(&b, "other"),
+    );
+    let port = random_port();
+    let mut c = connect(&es, &server, "eth0", names("srv", "srv"));
+    c.ports = parse_ports(&format!("{}:{port}:8080", host.ip)).unwrap();
+    env.nets.connect(&a, &c).await.unwrap();
+    env.nets
+        .connect(&a, &connect(&eg, &same, "eth0", names("same", "same")))
+        .await
+        .unwrap();
+    env.nets
+        .connect(&b, &connect(&ef, &other, "eth0", names("other", "other")))
+        .await
+        .unwrap();
+    let servers = Servers::start(&server, &[8080], 9998);
+    let target = SocketAddr::new(host.ip.into(), port);
+    let from = |ns: &Netns| {
+        let t = spawn_in_netns(&ns.path(), move || tcp_get_blocking(target)).unwrap();
+        blocking(|| t.join().unwrap())
+    };
+    // hairpin: same network, through the host address (masqueraded so replies come back)
+    assert_eq!(from(&same).as_deref(), Some("tcp-8080"));
+    // another berth network may use published ports, though not reach the container directly
+    assert_eq!(from(&other).as_deref(), Some("tcp-8080"));
+    drop(servers);
+    env.nets.remove_network(&a).await.unwrap();
+    env.nets.remove_network(&b).await.unwrap();
 }

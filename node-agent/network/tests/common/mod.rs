@@ -141,6 +141,36 @@ impl Drop for HostAddr {
     }
 }
 
+/// Held by tests that let the firewall turn IP forwarding on: the last one to finish puts the
+/// host's original `net.ipv4.ip_forward` back, so the tests leave the machine as they found it.
+pub struct ForwardingGuard;
+
+static FORWARDING: std::sync::Mutex<(u32, Option<String>)> = std::sync::Mutex::new((0, None));
+const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
+
+impl ForwardingGuard {
+    pub fn new() -> Self {
+        let mut g = FORWARDING.lock().unwrap_or_else(|e| e.into_inner());
+        if g.0 == 0 {
+            g.1 = std::fs::read_to_string(IP_FORWARD).ok();
+        }
+        g.0 += 1;
+        ForwardingGuard
+    }
+}
+
+impl Drop for ForwardingGuard {
+    fn drop(&mut self) {
+        let mut g = FORWARDING.lock().unwrap_or_else(|e| e.into_inner());
+        g.0 -= 1;
+        if g.0 == 0
+            && let Some(original) = g.1.take()
+        {
+            let _ = std::fs::write(IP_FORWARD, original.trim());
+        }
+    }
+}
+
 /// Which /20 of 10.234.0.0/16 this test's networks come from (unique per test in a process).
 static BLOCK: AtomicU32 = AtomicU32::new(0);
 
@@ -364,4 +394,44 @@ fn wait_for_blocking(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
 pub fn random_port() -> u16 {
     let s = u32::from_str_radix(&suffix(), 16).unwrap();
     20000 + (s % 30000) as u16
+}
+
+/// Like [`dns_query`] over TCP (length-prefixed); asserts the answer is not truncated.
+pub fn dns_query_tcp(ns: &Netns, server: SocketAddr, name: &str, qtype: RecordType) -> Vec<IpAddr> {
+    use std::io::{Read, Write};
+    let name = name.to_string();
+    let path = ns.path();
+    blocking(move || {
+        spawn_in_netns(&path, move || {
+            let mut s =
+                std::net::TcpStream::connect_timeout(&server, Duration::from_secs(3)).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+            let mut q = Message::new();
+            q.set_id(77)
+                .set_message_type(MessageType::Query)
+                .set_op_code(OpCode::Query)
+                .add_query(Query::query(Name::from_ascii(&name).unwrap(), qtype));
+            let body = q.to_vec().unwrap();
+            let mut out = (body.len() as u16).to_be_bytes().to_vec();
+            out.extend_from_slice(&body);
+            s.write_all(&out).unwrap();
+            let mut len = [0u8; 2];
+            s.read_exact(&mut len).unwrap();
+            let mut buf = vec![0u8; u16::from_be_bytes(len) as usize];
+            s.read_exact(&mut buf).unwrap();
+            let m = Message::from_vec(&buf).unwrap();
+            assert!(!m.truncated());
+            m.answers()
+                .iter()
+                .filter_map(|r| match r.data() {
+                    RData::A(a) => Some(IpAddr::V4(a.0)),
+                    RData::AAAA(a) => Some(IpAddr::V6(a.0)),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap()
+        .join()
+        .unwrap()
+    })
 }

@@ -1,0 +1,217 @@
+//! Who answers to which name on which network: the registry the agent updates as containers
+//! start and stop. No sockets here.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+
+use hickory_proto::rr::RecordType;
+
+/// The names one endpoint answers to on one network.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DnsEntry {
+    /// Container name (`project-web-1`).
+    pub container_name: String,
+    /// Service name (`web`); also answers `tasks.<service>`.
+    pub service: Option<String>,
+    /// Network aliases (and the short container id, if the caller wants it).
+    pub aliases: Vec<String>,
+    pub ipv4: Option<Ipv4Addr>,
+    pub ipv6: Option<std::net::Ipv6Addr>,
+    /// The container's own `dns:` servers; its external queries go there instead of the
+    /// host's resolvers.
+    pub upstreams: Vec<IpAddr>,
+}
+
+#[derive(Debug, Default)]
+struct NetworkNames {
+    /// endpoint id → entry, in registration order (replica order for round robin)
+    entries: Vec<(String, DnsEntry)>,
+    rotation: AtomicUsize,
+}
+
+fn normalize(name: &str) -> String {
+    name.trim_end_matches('.').to_ascii_lowercase()
+}
+
+impl NetworkNames {
+    fn matches(entry: &DnsEntry, name: &str) -> bool {
+        if name.is_empty() {
+            return false;
+        }
+        if normalize(&entry.container_name) == name {
+            return true;
+        }
+        if let Some(svc) = &entry.service {
+            let svc = normalize(svc);
+            if svc == name || name.strip_prefix("tasks.") == Some(svc.as_str()) {
+                return true;
+            }
+        }
+        entry.aliases.iter().any(|a| normalize(a) == name)
+    }
+}
+
+/// Who answers to which name, per network. Cheap to share (`Arc`); registration and lookups
+/// may come from any thread.
+#[derive(Debug, Default)]
+pub struct Registry {
+    networks: RwLock<HashMap<String, NetworkNames>>,
+}
+
+impl Registry {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Registry::default())
+    }
+
+    /// Makes `entry` answer on `network` (replacing an earlier registration of `endpoint_id`).
+    pub fn register(&self, network: &str, endpoint_id: &str, entry: DnsEntry) {
+        let mut nets = self.networks.write().expect("registry lock");
+        let names = nets.entry(network.to_string()).or_default();
+        match names.entries.iter_mut().find(|(id, _)| id == endpoint_id) {
+            Some(slot) => slot.1 = entry,
+            None => names.entries.push((endpoint_id.to_string(), entry)),
+        }
+    }
+
+    /// Removes `endpoint_id` from `network`; returns whether it was there.
+    pub fn unregister(&self, network: &str, endpoint_id: &str) -> bool {
+        let mut nets = self.networks.write().expect("registry lock");
+        let Some(names) = nets.get_mut(network) else {
+            return false;
+        };
+        let before = names.entries.len();
+        names.entries.retain(|(id, _)| id != endpoint_id);
+        let removed = names.entries.len() != before;
+        if names.entries.is_empty() {
+            nets.remove(network);
+        }
+        removed
+    }
+
+    /// Forgets every name of `network`.
+    pub fn remove_network(&self, network: &str) {
+        self.networks
+            .write()
+            .expect("registry lock")
+            .remove(network);
+    }
+
+    /// The addresses `name` resolves to on `network` for `qtype` (A or AAAA), rotated by one
+    /// on every call so that clients taking the first address spread over replicas. `None`
+    /// when the name is unknown on the network (the query is then forwarded).
+    pub fn lookup(&self, network: &str, name: &str, qtype: RecordType) -> Option<Vec<IpAddr>> {
+        let name = normalize(name);
+        let nets = self.networks.read().expect("registry lock");
+        let names = nets.get(network)?;
+        let hits: Vec<&DnsEntry> = names
+            .entries
+            .iter()
+            .map(|(_, e)| e)
+            .filter(|e| NetworkNames::matches(e, &name))
+            .collect();
+        if hits.is_empty() {
+            return None;
+        }
+        let mut ips: Vec<IpAddr> = hits
+            .iter()
+            .filter_map(|e| match qtype {
+                RecordType::A => e.ipv4.map(IpAddr::V4),
+                RecordType::AAAA => e.ipv6.map(IpAddr::V6),
+                _ => None,
+            })
+            .collect();
+        if ips.len() > 1 {
+            let n = names.rotation.fetch_add(1, Ordering::Relaxed) % ips.len();
+            ips.rotate_left(n);
+        }
+        Some(ips)
+    }
+
+    /// The container name owning address `ip` on `network` (reverse lookups).
+    pub fn reverse(&self, network: &str, ip: IpAddr) -> Option<String> {
+        let nets = self.networks.read().expect("registry lock");
+        nets.get(network)?
+            .entries
+            .iter()
+            .find(|(_, e)| e.ipv4.map(IpAddr::V4) == Some(ip) || e.ipv6.map(IpAddr::V6) == Some(ip))
+            .map(|(_, e)| e.container_name.clone())
+    }
+
+    /// The `dns:` servers of the endpoint with address `ip` on `network`, if any.
+    pub(crate) fn upstreams_of(&self, network: &str, ip: IpAddr) -> Vec<IpAddr> {
+        let nets = self.networks.read().expect("registry lock");
+        nets.get(network)
+            .and_then(|n| {
+                n.entries.iter().find(|(_, e)| {
+                    e.ipv4.map(IpAddr::V4) == Some(ip) || e.ipv6.map(IpAddr::V6) == Some(ip)
+                })
+            })
+            .map(|(_, e)| e.upstreams.clone())
+            .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(name: &str, svc: &str, ip: [u8; 4]) -> DnsEntry {
+        DnsEntry {
+            container_name: name.into(),
+            service: Some(svc.into()),
+            aliases: vec![format!("{name}-alias")],
+            ipv4: Some(ip.into()),
+            ipv6: None,
+            upstreams: vec![],
+        }
+    }
+
+    #[test]
+    fn service_names_round_robin_and_unregister() {
+        let r = Registry::new();
+        r.register("n", "a", entry("app-web-1", "web", [10, 0, 0, 2]));
+        r.register("n", "b", entry("app-web-2", "web", [10, 0, 0, 3]));
+        r.register("other", "c", entry("app-db-1", "db", [10, 1, 0, 2]));
+        let first = r.lookup("n", "web", RecordType::A).unwrap();
+        let second = r.lookup("n", "WEB.", RecordType::A).unwrap();
+        assert_eq!(first.len(), 2);
+        assert_ne!(first[0], second[0], "rotated");
+        assert_eq!(r.lookup("n", "tasks.web", RecordType::A).unwrap().len(), 2);
+        assert_eq!(
+            r.lookup("n", "app-web-2", RecordType::A).unwrap(),
+            vec![IpAddr::from([10, 0, 0, 3])]
+        );
+        assert_eq!(
+            r.lookup("n", "app-web-1-alias", RecordType::A)
+                .unwrap()
+                .len(),
+            1
+        );
+        // names do not leak across networks
+        assert!(r.lookup("n", "db", RecordType::A).is_none());
+        assert!(r.lookup("n", "web", RecordType::AAAA).unwrap().is_empty());
+        assert!(r.unregister("n", "a"));
+        assert_eq!(
+            r.lookup("n", "web", RecordType::A).unwrap(),
+            vec![IpAddr::from([10, 0, 0, 3])]
+        );
+        assert!(!r.unregister("n", "a"));
+        r.unregister("n", "b");
+        assert!(r.lookup("n", "web", RecordType::A).is_none());
+    }
+
+    #[test]
+    fn container_dns_servers_override_host_upstreams() {
+        let r = Registry::new();
+        let mut e = entry("app-web-1", "web", [10, 0, 0, 2]);
+        e.upstreams = vec![IpAddr::from([9, 9, 9, 9])];
+        r.register("n", "a", e);
+        assert_eq!(
+            r.upstreams_of("n", IpAddr::from([10, 0, 0, 2])),
+            vec![IpAddr::from([9, 9, 9, 9])]
+        );
+        assert!(r.upstreams_of("n", IpAddr::from([10, 0, 0, 3])).is_empty());
+    }
+}
