@@ -24,8 +24,11 @@ trap 'rm -rf "$rootfs"' EXIT
 mkdir -p "$rootfs"/{bin,sbin,usr/bin,usr/sbin,etc,root,home,var,proc,sys,dev,run,tmp}
 chmod 1777 "$rootfs/tmp"
 install -m 0755 "$busybox" "$rootfs/bin/busybox"
-# One symlink per applet, all in /bin, pointing at /bin/busybox.
-"$rootfs/bin/busybox" --install -s "$rootfs/bin"
+# One symlink per applet in /bin, like `busybox --install -s /bin` run inside the image
+# (run on the host, --install would point the links at the host path of the binary).
+"$busybox" --list | while read -r applet; do
+    [[ $applet == busybox || -e $rootfs/bin/$applet ]] || ln -s busybox "$rootfs/bin/$applet"
+done
 printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n' >"$rootfs/etc/passwd"
 printf 'root:x:0:\nnogroup:x:65534:\n' >"$rootfs/etc/group"
 

@@ -282,7 +282,14 @@ struct Row {
 fn rows(store: &Store) -> anyhow::Result<Vec<Row>> {
     let mut out = Vec::new();
     for record in store.list_images()? {
-        let image = store.image(&record.target)?;
+        // One broken image (a missing platform, a damaged blob) must not hide the others.
+        let image = match store.image(&record.target) {
+            Ok(image) => image,
+            Err(e) => {
+                eprintln!("berth: warning: {}: {e}", record.target);
+                continue;
+            }
+        };
         let (repository, tag) = match &record.reference {
             Some(r) => (r.familiar_name(), r.tag().unwrap_or("<none>").to_owned()),
             None => ("<none>".to_owned(), "<none>".to_owned()),

@@ -96,7 +96,30 @@ impl Store {
                 let modified = entry.metadata().and_then(|m| m.modified()).unwrap_or(now);
                 now.duration_since(modified).unwrap_or_default() >= options.ingest_max_age
             };
-            if stale && fs::remove_file(entry.path()).is_ok() {
+            if !stale {
+                continue;
+            }
+            let path = entry.path();
+            let gone = if path.is_dir() {
+                fs::remove_dir_all(&path)
+            } else {
+                fs::remove_file(&path)
+            };
+            if gone.is_ok() {
+                removed += 1;
+            }
+        }
+        // Temp files of an interrupted images.json update; the metadata lock keeps a live
+        // update's temp file safe from this sweep.
+        let _lock = self.metadata_lock()?;
+        let root = self.root();
+        for entry in fs::read_dir(root)
+            .map_err(StoreError::io("read directory", root))?
+            .flatten()
+        {
+            if entry.file_name().to_string_lossy().starts_with(".tmp-")
+                && fs::remove_file(entry.path()).is_ok()
+            {
                 removed += 1;
             }
         }

@@ -233,3 +233,80 @@ pub fn descriptor_digest(parent: &Digest, desc: &Descriptor) -> Result<Digest> {
         reason: e.to_string(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(n: u8) -> String {
+        format!("sha256:{}", hex::encode([n; 32]))
+    }
+
+    #[test]
+    fn parses_docker_schema2_manifests_and_lists() {
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": media_types::DOCKER_MANIFEST,
+            "config": {"mediaType": media_types::DOCKER_CONFIG, "size": 10, "digest": d(1)},
+            "layers": [
+                {"mediaType": media_types::DOCKER_LAYER_GZIP, "size": 20, "digest": d(2)},
+                {"mediaType": media_types::DOCKER_FOREIGN_LAYER_GZIP, "size": 30, "digest": d(3),
+                 "urls": ["https://example.invalid/layer"]}
+            ]
+        });
+        let bytes = serde_json::to_vec(&manifest).unwrap();
+        let digest = Digest::of(&bytes);
+        let Manifest::Image(m) = Manifest::parse(&digest, &bytes).unwrap() else {
+            panic!("not a manifest")
+        };
+        assert_eq!(m.layers().len(), 2);
+        assert_eq!(m.config().media_type().as_ref(), media_types::DOCKER_CONFIG);
+        assert_eq!(Manifest::Image(m).children().len(), 3);
+
+        let list = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": media_types::DOCKER_MANIFEST_LIST,
+            "manifests": [
+                {"mediaType": media_types::DOCKER_MANIFEST, "size": 1, "digest": d(4),
+                 "platform": {"architecture": "arm", "os": "linux", "variant": "v6"}},
+                {"mediaType": media_types::DOCKER_MANIFEST, "size": 1, "digest": d(5),
+                 "platform": {"architecture": "arm", "os": "linux", "variant": "v7"}},
+                {"mediaType": media_types::DOCKER_MANIFEST, "size": 1, "digest": d(6),
+                 "platform": {"architecture": "amd64", "os": "linux"}},
+                {"mediaType": "application/vnd.in-toto+json", "size": 1, "digest": d(7),
+                 "platform": {"architecture": "amd64", "os": "linux"}}
+            ]
+        });
+        let bytes = serde_json::to_vec(&list).unwrap();
+        let Manifest::Index(index) = Manifest::parse(&Digest::of(&bytes), &bytes).unwrap() else {
+            panic!("not an index")
+        };
+        let pick = |arch: &str, variant: Option<&str>| {
+            let p = Platform {
+                os: "linux".into(),
+                architecture: arch.into(),
+                variant: variant.map(str::to_owned),
+            };
+            select_manifest(&index, &p).map(|desc| desc.digest().to_string())
+        };
+        assert_eq!(pick("amd64", None), Some(d(6)));
+        assert_eq!(pick("arm", Some("v7")), Some(d(5)));
+        assert_eq!(pick("s390x", None), None);
+    }
+
+    #[test]
+    fn refuses_schema1_and_unknown_documents() {
+        for doc in [
+            serde_json::json!({"schemaVersion": 1, "name": "x", "fsLayers": []}),
+            serde_json::json!({"schemaVersion": 2, "mediaType": "text/plain"}),
+            serde_json::json!([1, 2]),
+        ] {
+            let bytes = serde_json::to_vec(&doc).unwrap();
+            assert!(matches!(
+                Manifest::parse(&Digest::of(&bytes), &bytes),
+                Err(StoreError::BadContent { .. })
+            ));
+        }
+        assert!(Manifest::parse(&Digest::of(b"{"), b"{").is_err());
+    }
+}

@@ -54,7 +54,7 @@ pub enum SnapshotError {
     #[error("path {path} cannot be used in an overlay mount (contains ',' or ':')")]
     BadPath { path: PathBuf },
     #[error(
-        "image has too many layers for one overlay mount ({layers}; the options exceed a page)"
+        "image has too many layers for one overlay mount on this kernel ({layers}; beyond a page of options needs Linux 6.8+)"
     )]
     TooManyLayers { layers: usize },
     #[error("{op} {path}: {source}")]
@@ -272,24 +272,19 @@ impl Snapshotter {
         if is_mount_point(&rootfs, &dir)? {
             return Ok(rootfs_path);
         }
-        let mut lower_list: Vec<PathBuf> = lowers.into_iter().rev().collect();
+        // overlayfs refuses the same lowerdir twice. Keeping only the topmost copy of a
+        // repeated layer gives the same tree: everything the lower copy adds, whites out or
+        // makes opaque, the upper copy does again over a superset of what lies below.
+        let mut lower_list: Vec<PathBuf> = Vec::new();
+        for dir in lowers.into_iter().rev() {
+            if !lower_list.contains(&dir) {
+                lower_list.push(dir);
+            }
+        }
         if lower_list.is_empty() {
             lower_list.push(self.dir.join("empty"));
         }
-        let options = overlay_options(&lower_list, &upper, &work)?;
-        let data =
-            CString::new(options).map_err(|_| SnapshotError::BadPath { path: dir.clone() })?;
-        rustix::mount::mount(
-            "overlay",
-            &rootfs,
-            "overlay",
-            MountFlags::empty(),
-            data.as_c_str(),
-        )
-        .map_err(|e| SnapshotError::Mount {
-            target: rootfs.clone(),
-            source: e.into(),
-        })?;
+        mount_overlay(&lower_list, &upper, &work, &rootfs)?;
         Ok(rootfs_path)
     }
 
@@ -363,6 +358,59 @@ fn is_mount_point(path: &Path, parent: &Path) -> Result<bool> {
     Ok(a.dev() != b.dev())
 }
 
+/// Mounts an overlay (`lowers` top first). The classic `mount(2)` carries all options in one
+/// page; when they do not fit (deep images, long data roots) the new mount API adds the
+/// layers one `lowerdir+` at a time (Linux 6.8+), up to overlayfs's own limit of 500.
+fn mount_overlay(lowers: &[PathBuf], upper: &Path, work: &Path, target: &Path) -> Result<()> {
+    let mount_err = |e: Errno| SnapshotError::Mount {
+        target: target.to_owned(),
+        source: e.into(),
+    };
+    match overlay_options(lowers, upper, work) {
+        Ok(options) => {
+            let data = CString::new(options).map_err(|_| SnapshotError::BadPath {
+                path: upper.to_owned(),
+            })?;
+            rustix::mount::mount(
+                "overlay",
+                target,
+                "overlay",
+                MountFlags::empty(),
+                data.as_c_str(),
+            )
+            .map_err(mount_err)
+        }
+        Err(SnapshotError::TooManyLayers { layers }) => {
+            use rustix::mount::{FsMountFlags, FsOpenFlags, MountAttrFlags, MoveMountFlags};
+            let fs =
+                rustix::mount::fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC).map_err(mount_err)?;
+            for lower in lowers {
+                match rustix::mount::fsconfig_set_string(&fs, "lowerdir+", lower.as_path()) {
+                    Ok(()) => {}
+                    // A kernel without `lowerdir+` cannot mount this many layers at all.
+                    Err(Errno::INVAL) => return Err(SnapshotError::TooManyLayers { layers }),
+                    Err(e) => return Err(mount_err(e)),
+                }
+            }
+            rustix::mount::fsconfig_set_string(&fs, "upperdir", upper).map_err(mount_err)?;
+            rustix::mount::fsconfig_set_string(&fs, "workdir", work).map_err(mount_err)?;
+            rustix::mount::fsconfig_create(&fs).map_err(mount_err)?;
+            let mnt =
+                rustix::mount::fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, MountAttrFlags::empty())
+                    .map_err(mount_err)?;
+            rustix::mount::move_mount(
+                &mnt,
+                "",
+                rustix::fs::CWD,
+                target,
+                MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+            )
+            .map_err(mount_err)
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// `lowerdir=top:…:base,upperdir=…,workdir=…`, refusing paths the option syntax cannot carry
 /// and strings the kernel would reject for length.
 fn overlay_options(lowers: &[PathBuf], upper: &Path, work: &Path) -> Result<String> {
@@ -419,9 +467,9 @@ impl Store {
                     .and_then(|b| serde_json::from_slice::<ContainerSnapshot>(&b).ok())
                 {
                     Some(record) => live.extend(record.layers),
-                    // A container dir without readable metadata is mid-prepare or damaged:
-                    // keep everything rather than guess.
-                    None => return Ok(Vec::new()),
+                    // `prepare` writes snapshot.json before it mounts anything, so a container
+                    // dir without it (a crash mid-prepare) uses no layer.
+                    None => continue,
                 }
             }
         }

@@ -108,7 +108,7 @@ impl Compression {
 /// to its end (where a verifying reader checks the compressed digest).
 enum Decoder<R: Read> {
     Plain(BufReader<R>),
-    Gzip(flate2::bufread::MultiGzDecoder<BufReader<R>>),
+    Gzip(Box<flate2::bufread::MultiGzDecoder<BufReader<R>>>),
     Zstd(zstd::stream::read::Decoder<'static, BufReader<R>>),
 }
 
@@ -118,7 +118,9 @@ impl<R: Read> Decoder<R> {
         let compression = Compression::detect(buffered.fill_buf()?);
         Ok(match compression {
             Compression::None => Self::Plain(buffered),
-            Compression::Gzip => Self::Gzip(flate2::bufread::MultiGzDecoder::new(buffered)),
+            Compression::Gzip => {
+                Self::Gzip(Box::new(flate2::bufread::MultiGzDecoder::new(buffered)))
+            }
             Compression::Zstd => Self::Zstd(zstd::stream::read::Decoder::with_buffer(buffered)?),
         })
     }
@@ -586,9 +588,11 @@ impl Meta {
             kind: format!("unreadable {what}"),
         };
         let mode = header.mode().map_err(|_| bad("mode"))? & 0o7777;
-        let mut uid = header.uid().map_err(|_| bad("uid"))?;
-        let mut gid = header.gid().map_err(|_| bad("gid"))?;
-        let mut mtime_sec = header.mtime().map_err(|_| bad("mtime"))? as i64;
+        // Some writers leave numeric fields empty (all NUL); like GNU tar, read them as 0
+        // (no privilege gained: a layer may name uid 0 explicitly anyway).
+        let mut uid = header.uid().unwrap_or(0);
+        let mut gid = header.gid().unwrap_or(0);
+        let mut mtime_sec = header.mtime().unwrap_or(0) as i64;
         let mut mtime_nsec = 0;
         let dev_major = header.device_major().ok().flatten().unwrap_or(0);
         let dev_minor = header.device_minor().ok().flatten().unwrap_or(0);

@@ -220,6 +220,16 @@ fn legacy_docker_archive_loads_and_round_trips() {
         "identical layers unpacked once"
     );
 
+    // A repeated layer mounts once (overlayfs refuses duplicate lowerdirs), topmost copy.
+    let guard = ContainerGuard {
+        snapshotter: &snapshotter,
+        id: "legacy-dup".into(),
+    };
+    let rootfs = snapshotter.prepare(&guard.id, &image).unwrap();
+    assert_eq!(fs::read(rootfs.path.join("bin/tool")).unwrap(), b"tool");
+    assert_eq!(fs::read(rootfs.path.join("hello")).unwrap(), b"hi");
+    drop(guard);
+
     // Round trip through berth's docker format keeps the manifest digest.
     let mut saved = Vec::new();
     save(
@@ -315,4 +325,146 @@ fn imported_busybox_runs_from_its_overlay_rootfs() {
             .join("snapshots/containers/busybox-run/upper/tmp/x")
             .is_file()
     );
+}
+
+/// An index over two platforms, both present or only the host's.
+fn put_index(s: &Store, with_other_platform: bool) -> (Digest, Digest) {
+    let host = berth_image::Platform::host();
+    let layer = tar_layer(&[File("host", b"1")]);
+    let host_manifest = common::put_image(s, &[(layer.clone(), layer)], "tmp-host:1");
+    let other_layer = tar_layer(&[File("other", b"2")]);
+    let other_manifest = common::put_image(s, &[(other_layer.clone(), other_layer)], "tmp-other:1");
+    s.untag(&reference("tmp-host:1")).unwrap();
+    s.untag(&reference("tmp-other:1")).unwrap();
+    let size = |d: &Digest| s.blob_size(d).unwrap();
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [
+            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": other_manifest.to_string(), "size": size(&other_manifest),
+             "platform": {"os": "linux", "architecture": "s390x"}},
+            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": host_manifest.to_string(), "size": size(&host_manifest),
+             "platform": {"os": host.os, "architecture": host.architecture}},
+        ],
+    });
+    let index_digest = s
+        .write_blob_bytes(&serde_json::to_vec(&index).unwrap())
+        .unwrap();
+    if !with_other_platform {
+        // As after a pull: only this platform's manifest was fetched.
+        for blob in s.reachable_blobs(&other_manifest).unwrap() {
+            std::fs::remove_file(s.blob_path(&blob)).unwrap();
+        }
+    }
+    s.put_image(&reference("multi:1"), &index_digest).unwrap();
+    (index_digest, host_manifest)
+}
+
+#[test]
+fn indexes_resolve_to_the_host_platform_and_save_whole_or_in_part() {
+    for complete in [true, false] {
+        let (_dir, s) = store();
+        let (index, host_manifest) = put_index(&s, complete);
+        let image = s.image(&index).unwrap();
+        assert_eq!(image.manifest_digest, host_manifest, "host platform chosen");
+        // gc keeps the index and whatever children are present.
+        s.gc(&Default::default()).unwrap();
+        assert!(s.has_blob(&index) && s.has_blob(&host_manifest));
+        assert_eq!(s.list_blobs().unwrap().len(), if complete { 7 } else { 4 });
+
+        let mut oci = Vec::new();
+        save(
+            &s,
+            &[(index.clone(), vec![reference("multi:1")])],
+            SaveFormat::Oci,
+            &mut oci,
+        )
+        .unwrap();
+        let (_dir2, s2) = store();
+        let loaded = load_tar(&s2, &oci[..]).unwrap();
+        let expected = if complete { &index } else { &host_manifest };
+        assert_eq!(&loaded[0].target, expected, "complete={complete}");
+
+        let mut docker = Vec::new();
+        save(
+            &s,
+            &[(index.clone(), vec![reference("multi:1")])],
+            SaveFormat::Docker,
+            &mut docker,
+        )
+        .unwrap();
+        let (_dir3, s3) = store();
+        assert_eq!(
+            load_tar(&s3, &docker[..]).unwrap()[0].target,
+            host_manifest,
+            "docker format: platform manifest"
+        );
+    }
+}
+
+#[test]
+fn import_accepts_zstd_and_plain_tar_alike() {
+    let (_dir, s) = store();
+    let layer = tar_layer(&[Dir("d", 0o755), File("d/f", b"zstd please")]);
+    let plain = archive::import_tar(&s, &layer[..], &ImportOptions::default()).unwrap();
+    let zstd =
+        archive::import_tar(&s, &common::zstd(&layer)[..], &ImportOptions::default()).unwrap();
+    assert_eq!(plain.diff_id, Digest::of(&layer));
+    assert_eq!(zstd.diff_id, plain.diff_id);
+}
+
+#[test]
+fn import_of_a_directory_keeps_links_modes_owners_and_xattrs() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let src = tempfile::tempdir().unwrap();
+    let root = src.path();
+    fs::create_dir_all(root.join("usr/bin")).unwrap();
+    fs::write(root.join("usr/bin/tool"), b"#!/bin/sh\n").unwrap();
+    // chown clears setuid, so the mode goes second.
+    std::os::unix::fs::chown(root.join("usr/bin/tool"), Some(123), Some(456)).unwrap();
+    fs::set_permissions(
+        root.join("usr/bin/tool"),
+        fs::Permissions::from_mode(0o4755),
+    )
+    .unwrap();
+    fs::hard_link(root.join("usr/bin/tool"), root.join("usr/bin/tool-again")).unwrap();
+    std::os::unix::fs::symlink("tool", root.join("usr/bin/alias")).unwrap();
+    rustix::fs::setxattr(
+        root.join("usr/bin/tool"),
+        "user.origin",
+        b"berth",
+        rustix::fs::XattrFlags::empty(),
+    )
+    .unwrap();
+
+    let (_dir, s) = store();
+    let options = ImportOptions {
+        reference: Some(reference("dir:1")),
+        ..Default::default()
+    };
+    let first = archive::import_dir(&s, root, &options).unwrap();
+    let second = archive::import_dir(&s, root, &options).unwrap();
+    assert_eq!(
+        first.diff_id, second.diff_id,
+        "directory archives are deterministic"
+    );
+
+    let image = s.image(&second.target).unwrap();
+    let layer = &Snapshotter::new(&s).unwrap().unpack(&image).unwrap()[0];
+    let tool = fs::metadata(layer.join("usr/bin/tool")).unwrap();
+    assert_eq!(tool.mode() & 0o7777, 0o4755);
+    assert_eq!((tool.uid(), tool.gid()), (123, 456));
+    assert_eq!(
+        tool.ino(),
+        fs::metadata(layer.join("usr/bin/tool-again"))
+            .unwrap()
+            .ino()
+    );
+    assert_eq!(
+        fs::read_link(layer.join("usr/bin/alias")).unwrap(),
+        std::path::Path::new("tool")
+    );
+    let mut buf = [0u8; 16];
+    let n = rustix::fs::getxattr(layer.join("usr/bin/tool"), "user.origin", &mut buf).unwrap();
+    assert_eq!(&buf[..n], b"berth");
 }

@@ -462,3 +462,115 @@ fn tampered_layer_or_wrong_diff_id_fails_and_leaves_no_snapshot() {
         0
     );
 }
+
+#[test]
+fn concurrent_unpacks_of_the_same_image_share_one_copy_per_layer() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("image")).unwrap();
+    let layers: Vec<(Vec<u8>, Vec<u8>)> = (0..4)
+        .map(|i| {
+            let name = format!("f{i}");
+            let content = vec![b'a' + i as u8; 200_000];
+            let tar = tar_layer(&[File(&name, &content)]);
+            (tar.clone(), gzip(&tar))
+        })
+        .collect();
+    let target = put_image(&store, &layers, "race:1");
+    let image = store.image(&target).unwrap();
+    let results: Vec<Vec<std::path::PathBuf>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                let store = store.clone();
+                let image = image.clone();
+                s.spawn(move || Snapshotter::new(&store).unwrap().unpack(&image).unwrap())
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(results.windows(2).all(|w| w[0] == w[1]));
+    assert_eq!(
+        fs::read_dir(dir.path().join("image/snapshots/layers"))
+            .unwrap()
+            .count(),
+        4
+    );
+    assert_eq!(
+        fs::read_dir(dir.path().join("image/snapshots/tmp"))
+            .unwrap()
+            .count(),
+        0,
+        "losers cleaned up"
+    );
+    for (i, layer_dir) in results[0].iter().enumerate() {
+        assert_eq!(
+            fs::read(layer_dir.join(format!("f{i}"))).unwrap().len(),
+            200_000
+        );
+    }
+}
+
+#[test]
+fn deep_images_mount_beyond_one_page_of_overlay_options() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("image")).unwrap();
+    let mut layers = Vec::new();
+    for i in 0..60 {
+        let name = format!("l{i}");
+        let tar = if i == 30 {
+            tar_layer(&[File(&name, b"x"), File(".wh.l0", b"")])
+        } else {
+            tar_layer(&[File(&name, b"x")])
+        };
+        layers.push((tar.clone(), tar));
+    }
+    let target = put_image(&store, &layers, "deep:1");
+    let image = store.image(&target).unwrap();
+    let snapshotter = Snapshotter::new(&store).unwrap();
+    let guard = ContainerGuard {
+        snapshotter: &snapshotter,
+        id: "deep-1".into(),
+    };
+    let lowers_len: usize = snapshotter
+        .unpack(&image)
+        .unwrap()
+        .iter()
+        .map(|p| p.as_os_str().len() + 1)
+        .sum();
+    assert!(
+        lowers_len > 4096,
+        "the test must exceed one page of options ({lowers_len})"
+    );
+    match snapshotter.prepare(&guard.id, &image) {
+        Ok(rootfs) => {
+            let mut names: Vec<String> = fs::read_dir(&rootfs.path)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            names.sort();
+            let mut expected: Vec<String> = (1..60).map(|i| format!("l{i}")).collect();
+            expected.sort();
+            assert_eq!(
+                names, expected,
+                "every layer visible, l0 whited out by layer 30"
+            );
+        }
+        // Kernels before 6.8 have no `lowerdir+`: the error must say so, nothing mounted.
+        Err(SnapshotError::TooManyLayers { layers }) if !kernel_at_least(6, 8) => {
+            assert_eq!(layers, 60);
+            assert!(!is_mounted(
+                &dir.path().join("image/snapshots/containers/deep-1/rootfs")
+            ));
+        }
+        Err(e) => panic!("unexpected error: {e}"),
+    }
+}
+
+fn kernel_at_least(major: u32, minor: u32) -> bool {
+    let release = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    let mut parts = release
+        .trim()
+        .split(['.', '-'])
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let (a, b) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    (a, b) >= (major, minor)
+}
