@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 mod config;
+mod container;
 mod image;
 mod registry;
 mod version;
@@ -101,9 +102,39 @@ pub enum Command {
     Tag(image::TagArgs),
     /// Remove images (alias of `image rm`)
     Rmi(image::RmArgs),
+    /// Create and start a container from an image
+    Run(container::Passthrough),
+    /// List containers
+    Ps(container::Passthrough),
+    /// Show a container's output
+    Logs(container::Passthrough),
+    /// Stop running containers
+    Stop(container::Passthrough),
+    /// Send a signal to running containers
+    Kill(container::Passthrough),
+    /// Remove containers
+    Rm(container::Passthrough),
+    /// Start stopped containers
+    Start(container::Passthrough),
+    /// Run a command in a running container
+    Exec(container::Passthrough),
+    /// Show containers' configuration and state as JSON
+    Inspect(container::Passthrough),
+    /// Show containers' resource use
+    Stats(container::Passthrough),
+    /// Show a container's processes
+    Top(container::Passthrough),
+    /// Wait for containers to exit and print their exit codes
+    Wait(container::Passthrough),
 }
 
 pub fn main() -> ExitCode {
+    // Container commands take Docker's `-p`/`-f`/`--env-file`, which the global Compose
+    // flags would claim: they are parsed by their own parser first.
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if let Some(code) = container::dispatch(&argv) {
+        return code;
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Config(args) => config::run(&cli.project, &args),
@@ -119,6 +150,22 @@ pub fn main() -> ExitCode {
         Command::Push(args) => registry::push_cmd(&args, &cli.daemon.data_root),
         Command::Login(args) => registry::login_cmd(&args),
         Command::Logout(args) => registry::logout_cmd(&args),
+        // reached only when `dispatch` did not recognise the command line (it always does
+        // for these verbs); report it rather than guess
+        Command::Run(_)
+        | Command::Ps(_)
+        | Command::Logs(_)
+        | Command::Stop(_)
+        | Command::Kill(_)
+        | Command::Rm(_)
+        | Command::Start(_)
+        | Command::Exec(_)
+        | Command::Inspect(_)
+        | Command::Stats(_)
+        | Command::Top(_)
+        | Command::Wait(_) => Err(anyhow::anyhow!(
+            "container commands take only --data-root before the command name"
+        )),
     };
     match result {
         Ok(code) => code,

@@ -12,7 +12,7 @@ use super::network::resolv_conf;
 use super::options::{MountKind, NetworkMode, RunOptions, valid_name};
 use super::record::{MountRecord, Record, StateRecord};
 use super::spec::{self, EtcFiles, HostMount, SpecInputs};
-use super::{Containers, ContainerError, io_err, names, user};
+use super::{ContainerError, Containers, io_err, names, user};
 use crate::volume::{self, Volumes};
 
 impl Containers {
@@ -115,7 +115,12 @@ impl Containers {
         }
     }
 
-    fn build(&self, record: &mut Record, image: &Image, dns: &[IpAddr]) -> Result<(), ContainerError> {
+    fn build(
+        &self,
+        record: &mut Record,
+        image: &Image,
+        dns: &[IpAddr],
+    ) -> Result<(), ContainerError> {
         let id = record.id.clone();
         let opts = record.config.clone();
         let rootfs = self
@@ -132,7 +137,8 @@ impl Containers {
         for m in &opts.mounts {
             let source = match m.kind {
                 MountKind::Bind => {
-                    let p = std::path::absolute(&m.source).map_err(io_err("resolve", Path::new(&m.source)))?;
+                    let p = std::path::absolute(&m.source)
+                        .map_err(io_err("resolve", Path::new(&m.source)))?;
                     if !p.exists() {
                         // Docker creates a missing bind source as a directory.
                         fs::create_dir_all(&p).map_err(io_err("create directory", &p))?;
@@ -147,20 +153,25 @@ impl Containers {
                     p
                 }
                 MountKind::Volume => {
-                    let vols = Volumes::open(&self.config.data_root).map_err(|e| ContainerError::Volume {
-                        name: m.source.clone(),
-                        reason: e.to_string(),
+                    let vols = Volumes::open(&self.config.data_root).map_err(|e| {
+                        ContainerError::Volume {
+                            name: m.source.clone(),
+                            reason: e.to_string(),
+                        }
                     })?;
-                    let (data, created) = vols.ensure(&m.source).map_err(|e| ContainerError::Volume {
-                        name: m.source.clone(),
-                        reason: e.to_string(),
-                    })?;
+                    let (data, created) =
+                        vols.ensure(&m.source).map_err(|e| ContainerError::Volume {
+                            name: m.source.clone(),
+                            reason: e.to_string(),
+                        })?;
                     if created {
                         let inside = safe_join(&rootfs, &m.destination);
                         if let Some(inside) = inside.filter(|p| p.is_dir()) {
-                            volume::copy_up(&inside, &data).map_err(|e| ContainerError::Volume {
-                                name: m.source.clone(),
-                                reason: e.to_string(),
+                            volume::copy_up(&inside, &data).map_err(|e| {
+                                ContainerError::Volume {
+                                    name: m.source.clone(),
+                                    reason: e.to_string(),
+                                }
                             })?;
                         }
                     }
@@ -206,10 +217,12 @@ impl Containers {
         )?;
         write(
             &etc_files.hostname,
-            berth_network::etc_files::hostname_file(&hostname).map_err(|e| ContainerError::BadOption {
-                option: "--hostname".into(),
-                value: hostname.clone(),
-                reason: e.to_string(),
+            berth_network::etc_files::hostname_file(&hostname).map_err(|e| {
+                ContainerError::BadOption {
+                    option: "--hostname".into(),
+                    value: hostname.clone(),
+                    reason: e.to_string(),
+                }
             })?,
         )?;
         self.write_hosts(record)?;
@@ -229,7 +242,8 @@ impl Containers {
         })?;
         let bundle = self.bundle_dir(&id);
         fs::create_dir_all(&bundle).map_err(io_err("create directory", &bundle))?;
-        let json = serde_json::to_vec_pretty(&spec).map_err(|e| ContainerError::Spec(e.to_string()))?;
+        let json =
+            serde_json::to_vec_pretty(&spec).map_err(|e| ContainerError::Spec(e.to_string()))?;
         super::record::write_atomic(&bundle.join("config.json"), &json)?;
         record.args = spec
             .process()

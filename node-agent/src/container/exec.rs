@@ -6,7 +6,7 @@
 use std::process::Command;
 
 use super::record::Status;
-use super::{Containers, ContainerError, user};
+use super::{ContainerError, Containers, user};
 
 /// What `exec` runs and how.
 #[derive(Debug, Clone, Default)]

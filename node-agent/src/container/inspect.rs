@@ -5,7 +5,7 @@
 use serde_json::{Value, json};
 
 use super::record::Status;
-use super::{Containers, ContainerError};
+use super::{ContainerError, Containers};
 
 impl Containers {
     pub fn inspect(&self, query: &str) -> Result<Value, ContainerError> {
@@ -38,7 +38,10 @@ impl Containers {
                         m.container_port,
                         format!("{:?}", m.protocol).to_ascii_lowercase()
                     );
-                    let host_ip = m.host_ip.map(|i| i.to_string()).unwrap_or_else(|| "0.0.0.0".into());
+                    let host_ip = m
+                        .host_ip
+                        .map(|i| i.to_string())
+                        .unwrap_or_else(|| "0.0.0.0".into());
                     let entry = ports.entry(key).or_insert_with(|| json!([]));
                     if let Some(a) = entry.as_array_mut() {
                         a.push(json!({"HostIp": host_ip, "HostPort": m.host_port.to_string()}));

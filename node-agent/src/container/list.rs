@@ -6,7 +6,7 @@
 use berth_shim::{ShimHandle, Status as ShimStatus};
 
 use super::record::Status;
-use super::{Containers, ContainerError, Record};
+use super::{ContainerError, Containers, Record};
 
 impl Containers {
     /// Brings `record.state` up to date with the shim; saves the record when it changed.
@@ -49,7 +49,8 @@ impl Containers {
                 record.state.status = Status::Exited;
                 record.state.exit_code = 255;
                 record.state.pid = 0;
-                record.state.error = "the container's shim is gone; its exit status is unknown".into();
+                record.state.error =
+                    "the container's shim is gone; its exit status is unknown".into();
             }
         }
     }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use berth_shim::log::LogRecord;
 
 use super::record::Status;
-use super::{Containers, ContainerError, io_err};
+use super::{ContainerError, Containers, io_err};
 
 #[derive(Debug, Clone, Default)]
 pub struct LogOptions {
@@ -61,7 +61,8 @@ impl Containers {
             self.observe(&mut r);
             let running = r.state.status == Status::Running;
             if let Ok(mut f) = std::fs::File::open(&path) {
-                f.seek(SeekFrom::Start(offset)).map_err(io_err("seek", &path))?;
+                f.seek(SeekFrom::Start(offset))
+                    .map_err(io_err("seek", &path))?;
                 let mut reader = BufReader::new(f);
                 loop {
                     let n = reader

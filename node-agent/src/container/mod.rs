@@ -45,6 +45,7 @@ pub use options::{MountKind, MountSpec, NetworkMode, RunOptions};
 pub use record::{Record, Status};
 pub use start::Started;
 pub use stats::{Process, Stats};
+pub use stop::parse_signal;
 
 /// Errors of the container layer.
 #[derive(Debug, thiserror::Error)]

@@ -111,8 +111,14 @@ mod tests {
         // a name wins over an id prefix
         assert_eq!(resolve(rs.clone(), "ab").unwrap().id, b);
         assert_eq!(resolve(rs.clone(), "abc").unwrap().id, b);
-        assert!(matches!(resolve(rs.clone(), "a"), Err(ContainerError::Ambiguous(_))));
-        assert!(matches!(resolve(rs, "zz"), Err(ContainerError::NotFound(_))));
+        assert!(matches!(
+            resolve(rs.clone(), "a"),
+            Err(ContainerError::Ambiguous(_))
+        ));
+        assert!(matches!(
+            resolve(rs, "zz"),
+            Err(ContainerError::NotFound(_))
+        ));
     }
 
     #[test]

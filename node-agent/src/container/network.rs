@@ -22,7 +22,7 @@ use berth_network::networks::{Connect, NetworkConfig, Networks, Options};
 use sha2::{Digest as _, Sha256};
 
 use super::record::EndpointRecord;
-use super::{Containers, ContainerError, FileLock, NetworkMode, Record, io_err};
+use super::{ContainerError, Containers, FileLock, NetworkMode, Record, io_err};
 
 const DEFAULT_DATA_ROOT: &str = "/var/lib/berth";
 
@@ -64,7 +64,10 @@ pub fn resolv_conf(host: &str, dns: &[IpAddr], host_network: bool) -> String {
             .filter(|ip: &IpAddr| !ip.is_loopback())
             .collect();
         if ups.is_empty() {
-            vec!["8.8.8.8".parse().expect("ip"), "8.8.4.4".parse().expect("ip")]
+            vec![
+                "8.8.8.8".parse().expect("ip"),
+                "8.8.4.4".parse().expect("ip"),
+            ]
         } else {
             ups
         }
@@ -141,7 +144,10 @@ impl Containers {
     ) -> Result<Vec<EndpointRecord>, ContainerError> {
         let Some(network) = self.network_id(&record.config.network) else {
             if !record.config.ports.is_empty() && record.config.network == NetworkMode::None {
-                return Err(net_err(&record.id, "ports cannot be published without a network"));
+                return Err(net_err(
+                    &record.id,
+                    "ports cannot be published without a network",
+                ));
             }
             return Ok(Vec::new());
         };
@@ -164,10 +170,7 @@ impl Containers {
                     .await
                     .map_err(|e| net_err(&id, e))?,
                 None => {
-                    return Err(net_err(
-                        &id,
-                        format!("network {network} not found"),
-                    ));
+                    return Err(net_err(&id, format!("network {network} not found")));
                 }
             };
             let att = nets
@@ -263,7 +266,8 @@ impl Containers {
             .hostname
             .clone()
             .unwrap_or_else(|| record.id[..12].to_string());
-        let text = etc_files::hosts(&hostname, None, &ips, &extra).map_err(|e| net_err(&record.id, e))?;
+        let text =
+            etc_files::hosts(&hostname, None, &ips, &extra).map_err(|e| net_err(&record.id, e))?;
         let path = self.container_dir(&record.id).join("etc/hosts");
         std::fs::write(&path, text).map_err(io_err("write", &path))
     }

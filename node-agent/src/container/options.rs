@@ -203,6 +203,9 @@ mod tests {
     fn network_modes() {
         assert_eq!(NetworkMode::parse("host"), NetworkMode::Host);
         assert_eq!(NetworkMode::parse("bridge"), NetworkMode::Default);
-        assert_eq!(NetworkMode::parse("front"), NetworkMode::Bridge("front".into()));
+        assert_eq!(
+            NetworkMode::parse("front"),
+            NetworkMode::Bridge("front".into())
+        );
     }
 }

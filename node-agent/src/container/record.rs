@@ -133,7 +133,9 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), ContainerError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = dir.join(format!(
         ".{}.tmp-{}",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("record"),
+        path.file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("record"),
         std::process::id()
     ));
     let mut f = File::create(&tmp).map_err(io("create", &tmp))?;

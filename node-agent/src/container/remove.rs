@@ -8,7 +8,7 @@ use berth_shim::ShimHandle;
 
 use super::record::Status;
 use super::start::wait_shim_gone;
-use super::{Containers, ContainerError};
+use super::{ContainerError, Containers};
 
 impl Containers {
     /// Removes container `query`; a running one only with `force`.

@@ -102,7 +102,9 @@ pub fn process_args(
     image: Option<&ImageConfig>,
     opts: &RunOptions,
 ) -> Result<Vec<String>, ContainerError> {
-    let image_entry = image.and_then(|c| c.entrypoint().clone()).unwrap_or_default();
+    let image_entry = image
+        .and_then(|c| c.entrypoint().clone())
+        .unwrap_or_default();
     let image_cmd = image.and_then(|c| c.cmd().clone()).unwrap_or_default();
     let mut args = match &opts.entrypoint {
         Some(e) => e.clone(),
@@ -147,8 +149,16 @@ pub fn environment(image: Option<&ImageConfig>, opts: &RunOptions, hostname: &st
 pub fn capabilities(opts: &RunOptions) -> Result<Vec<String>, ContainerError> {
     let norm = |c: &str| -> Result<String, ContainerError> {
         let up = c.trim().to_ascii_uppercase();
-        let full = if up.starts_with("CAP_") { up } else { format!("CAP_{up}") };
-        if full.len() < 5 || !full[4..].bytes().all(|b| b.is_ascii_uppercase() || b == b'_') {
+        let full = if up.starts_with("CAP_") {
+            up
+        } else {
+            format!("CAP_{up}")
+        };
+        if full.len() < 5
+            || !full[4..]
+                .bytes()
+                .all(|b| b.is_ascii_uppercase() || b == b'_')
+        {
             return Err(ContainerError::BadOption {
                 option: "--cap-add/--cap-drop".into(),
                 value: c.into(),
@@ -234,15 +244,15 @@ const ALL_CAPS: [&str; 41] = [
 fn device_rules() -> Vec<Value> {
     let mut v = vec![json!({"allow": false, "access": "rwm"})];
     for (typ, major, minor, access) in [
-        ("c", Some(1), Some(3), "rwm"),  // null
-        ("c", Some(1), Some(5), "rwm"),  // zero
-        ("c", Some(1), Some(7), "rwm"),  // full
-        ("c", Some(1), Some(8), "rwm"),  // random
-        ("c", Some(1), Some(9), "rwm"),  // urandom
-        ("c", Some(5), Some(0), "rwm"),  // tty
-        ("c", Some(5), Some(1), "rwm"),  // console
-        ("c", Some(5), Some(2), "rwm"),  // ptmx
-        ("c", Some(136), None, "rwm"),   // pts/*
+        ("c", Some(1), Some(3), "rwm"),    // null
+        ("c", Some(1), Some(5), "rwm"),    // zero
+        ("c", Some(1), Some(7), "rwm"),    // full
+        ("c", Some(1), Some(8), "rwm"),    // random
+        ("c", Some(1), Some(9), "rwm"),    // urandom
+        ("c", Some(5), Some(0), "rwm"),    // tty
+        ("c", Some(5), Some(1), "rwm"),    // console
+        ("c", Some(5), Some(2), "rwm"),    // ptmx
+        ("c", Some(136), None, "rwm"),     // pts/*
         ("c", Some(10), Some(200), "rwm"), // net/tun
         ("c", None, None, "m"),
         ("b", None, None, "m"),
@@ -334,7 +344,9 @@ pub fn build(inputs: &SpecInputs<'_>) -> Result<Spec, ContainerError> {
         if m.read_only {
             o.push("ro");
         }
-        mounts.push(json!({"destination": m.destination, "type": "bind", "source": m.source, "options": o}));
+        mounts.push(
+            json!({"destination": m.destination, "type": "bind", "source": m.source, "options": o}),
+        );
     }
     for t in &opts.tmpfs {
         mounts.push(tmpfs_mount(t)?);
@@ -386,7 +398,6 @@ pub fn build(inputs: &SpecInputs<'_>) -> Result<Spec, ContainerError> {
         "capabilities": {
             "bounding": caps, "effective": caps, "permitted": caps,
         },
-        "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1_048_576u64, "soft": 1_048_576u64}],
         "noNewPrivileges": true,
         "oomScoreAdj": 0,
     });
@@ -449,14 +460,20 @@ mod tests {
     fn args_follow_docker_rules() {
         let img = image();
         let mut o = RunOptions::default();
-        assert_eq!(process_args(Some(&img), &o).unwrap(), ["/entry", "serve", "--port=80"]);
+        assert_eq!(
+            process_args(Some(&img), &o).unwrap(),
+            ["/entry", "serve", "--port=80"]
+        );
         o.cmd = vec!["x".into()];
         assert_eq!(process_args(Some(&img), &o).unwrap(), ["/entry", "x"]);
         o.cmd.clear();
         o.entrypoint = Some(vec!["sh".into()]);
         assert_eq!(process_args(Some(&img), &o).unwrap(), ["sh"]);
         o.entrypoint = Some(vec![]);
-        assert!(matches!(process_args(Some(&img), &o), Err(ContainerError::NoCommand)));
+        assert!(matches!(
+            process_args(Some(&img), &o),
+            Err(ContainerError::NoCommand)
+        ));
         o.cmd = vec!["echo".into(), "hi".into()];
         assert_eq!(process_args(Some(&img), &o).unwrap(), ["echo", "hi"]);
     }
@@ -519,12 +536,25 @@ mod tests {
         assert_eq!(v["linux"]["resources"]["memory"]["limit"], 32 << 20);
         assert_eq!(v["linux"]["resources"]["cpu"]["quota"], 150_000);
         assert_eq!(v["linux"]["resources"]["pids"]["limit"], 50);
-        assert!(v["linux"]["seccomp"]["syscalls"].as_array().is_some_and(|s| !s.is_empty()));
+        assert!(
+            v["linux"]["seccomp"]["syscalls"]
+                .as_array()
+                .is_some_and(|s| !s.is_empty())
+        );
         let masked = v["linux"]["maskedPaths"].as_array().unwrap();
         assert!(masked.iter().any(|p| p == "/proc/kcore"));
         let mounts = v["mounts"].as_array().unwrap();
-        let shm = mounts.iter().find(|m| m["destination"] == "/dev/shm").unwrap();
-        assert!(shm["options"].as_array().unwrap().iter().any(|o| o == "size=65536k"));
+        let shm = mounts
+            .iter()
+            .find(|m| m["destination"] == "/dev/shm")
+            .unwrap();
+        assert!(
+            shm["options"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|o| o == "size=65536k")
+        );
         let run = mounts.iter().find(|m| m["destination"] == "/run").unwrap();
         let run_opts: Vec<_> = run["options"].as_array().unwrap().iter().collect();
         assert!(!run_opts.iter().any(|o| *o == "noexec"));

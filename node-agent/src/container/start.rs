@@ -6,7 +6,7 @@
 use berth_shim::{Attach, Shim, ShimArgs, ShimHandle, ShimOptions, Status as ShimStatus};
 
 use super::record::Status;
-use super::{Containers, ContainerError, Record};
+use super::{ContainerError, Containers, Record};
 
 /// A started container: its shim, and the attach stream when one was asked for.
 pub struct Started {
@@ -24,7 +24,10 @@ pub(crate) fn exec_error(message: &str) -> Option<i32> {
     }
     if m.contains("no such file") || m.contains("not found") {
         Some(127)
-    } else if m.contains("permission denied") || m.contains("is a directory") || m.contains("exec format") {
+    } else if m.contains("permission denied")
+        || m.contains("is a directory")
+        || m.contains("exec format")
+    {
         Some(126)
     } else {
         None

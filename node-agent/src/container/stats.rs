@@ -4,7 +4,7 @@
 use berth_runtime::cgroups::CgroupStats;
 
 use super::record::Status;
-use super::{Containers, ContainerError, Record};
+use super::{ContainerError, Containers, Record};
 
 /// A sample of one container's resource use.
 #[derive(Debug, Clone)]
@@ -33,14 +33,13 @@ impl Containers {
                 hint: "stats are only kept while it runs",
             });
         }
-        let cgroup =
-            berth_runtime::ops::stats(&self.config.run_root, &record.id).map_err(|e| {
-                ContainerError::Runtime {
-                    id: record.short_id().into(),
-                    what: "stats",
-                    reason: e.to_string(),
-                }
-            })?;
+        let cgroup = berth_runtime::ops::stats(&self.config.run_root, &record.id).map_err(|e| {
+            ContainerError::Runtime {
+                id: record.short_id().into(),
+                what: "stats",
+                reason: e.to_string(),
+            }
+        })?;
         Ok(Stats { record, cgroup })
     }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use berth_shim::{ExitStatus, ShimHandle};
 
-use super::{Containers, ContainerError, Record};
+use super::{ContainerError, Containers, Record};
 
 /// Parses a signal name or number (`TERM`, `SIGTERM`, `15`).
 pub fn parse_signal(s: &str) -> Result<i32, ContainerError> {
@@ -16,7 +16,11 @@ pub fn parse_signal(s: &str) -> Result<i32, ContainerError> {
         reason: "not a signal name or number".into(),
     };
     if let Ok(n) = s.parse::<i32>() {
-        return if (1..=64).contains(&n) { Ok(n) } else { Err(bad()) };
+        return if (1..=64).contains(&n) {
+            Ok(n)
+        } else {
+            Err(bad())
+        };
     }
     let up = s.to_ascii_uppercase();
     let name = up.strip_prefix("SIG").unwrap_or(&up);
@@ -57,11 +61,14 @@ impl Containers {
         if record.state.status != super::Status::Running {
             return Err(Self::not_running(&record));
         }
-        let shim = self.live_shim(&record).ok_or_else(|| Self::not_running(&record))?;
-        shim.kill(signal, false).map_err(|source| ContainerError::Shim {
-            id: record.id.clone(),
-            source,
-        })?;
+        let shim = self
+            .live_shim(&record)
+            .ok_or_else(|| Self::not_running(&record))?;
+        shim.kill(signal, false)
+            .map_err(|source| ContainerError::Shim {
+                id: record.id.clone(),
+                source,
+            })?;
         Ok(record)
     }
 

@@ -84,7 +84,10 @@ mod tests {
     fn users_and_groups() {
         assert_eq!(lookup("0", PASSWD, GROUP).unwrap(), (0, 0, vec![]));
         assert_eq!(lookup("www", PASSWD, GROUP).unwrap(), (33, 33, vec![4]));
-        assert_eq!(lookup("1000:1000", PASSWD, GROUP).unwrap(), (1000, 1000, vec![]));
+        assert_eq!(
+            lookup("1000:1000", PASSWD, GROUP).unwrap(),
+            (1000, 1000, vec![])
+        );
         assert_eq!(lookup("www:root", PASSWD, GROUP).unwrap(), (33, 0, vec![4]));
         assert!(lookup("nobody", PASSWD, GROUP).is_err());
         assert!(lookup("www:nogroup", PASSWD, GROUP).is_err());

@@ -147,7 +147,10 @@ mod tests {
         symlink("sub/f", src.join("link")).unwrap();
         copy_up(&src, &data).unwrap();
         assert_eq!(fs::read_to_string(data.join("sub/f")).unwrap(), "hello");
-        assert_eq!(fs::read_link(data.join("link")).unwrap(), Path::new("sub/f"));
+        assert_eq!(
+            fs::read_link(data.join("link")).unwrap(),
+            Path::new("sub/f")
+        );
         assert_eq!(vols.list().unwrap(), ["data"]);
         vols.remove("data").unwrap();
         assert!(vols.list().unwrap().is_empty());
