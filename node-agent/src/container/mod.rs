@@ -8,10 +8,10 @@
 //!                            /bundle/config.json the OCI spec (spec.rs); root.path points at
 //!                                                the overlay mount of the image snapshot
 //!                            /etc/{resolv.conf,hosts,hostname}  bind-mounted into the container
-//!                            /shim/              the shim's state dir (log, exit.json, socket)
 //! ```
 //!
-//! The runtime keeps its own state under the run root (`/run/berth/runc`). The manager owns
+//! The runtime keeps its own state under the run root (`/run/berth/runc`), the shim under
+//! `/run/berth/shims/<id>` (log, `exit.json`, socket: a socket path must stay short). The manager owns
 //! no process: every running container belongs to its shim, so it outlives whoever created
 //! it. This module does not parse command lines and never prints; the CLI and the daemon
 //! sit on top of it.
@@ -232,8 +232,15 @@ impl Containers {
         self.dir.join(id)
     }
 
+    /// The shim's state dir (socket, log, exit record): `<run-root>/../shims/<id>`. Not
+    /// under the data root because a unix socket path must stay under 108 bytes.
     pub(crate) fn shim_dir(&self, id: &str) -> PathBuf {
-        self.container_dir(id).join("shim")
+        self.config
+            .run_root
+            .parent()
+            .unwrap_or(Path::new("/run/berth"))
+            .join("shims")
+            .join(id)
     }
 
     pub(crate) fn bundle_dir(&self, id: &str) -> PathBuf {

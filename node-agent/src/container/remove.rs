@@ -45,6 +45,7 @@ impl Containers {
             }
             Err(e) => errors.push(e.to_string()),
         }
+        let _ = std::fs::remove_dir_all(&shim_dir);
         let dir = self.container_dir(&id);
         if let Err(e) = std::fs::remove_dir_all(&dir) {
             if e.kind() != std::io::ErrorKind::NotFound {

@@ -1,0 +1,360 @@
+//! Containers through the CLI on the real kernel (root): `run`, exit codes, isolation,
+//! detached lifecycle, limits, capabilities, mounts and volumes, published ports, the default
+//! network, and survival of the CLI's death. Each test has its own data root and names and
+//! removes everything it made (containers, mounts, bridge, nft table) through a drop guard.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use berth_image::{Reference, Store};
+use berth_node_agent::container::{Config, Containers};
+
+const BERTH: &str = env!("CARGO_BIN_EXE_berth");
+
+fn bin_dir() -> PathBuf {
+    Path::new(BERTH).parent().expect("bin dir").to_path_buf()
+}
+
+/// Builds `berth-runc`, `berth-shim` and `berth-init` if `cargo test` did not.
+fn ensure_binaries() {
+    let dir = bin_dir();
+    if ["berth-runc", "berth-shim", "berth-init"]
+        .iter()
+        .all(|b| dir.join(b).is_file())
+    {
+        return;
+    }
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "-p", "berth-runtime", "-p", "berth-shim", "--bins"])
+        .status()
+        .expect("cargo build");
+    assert!(status.success(), "building the runtime and the shim failed");
+}
+
+struct Env {
+    root: tempfile::TempDir,
+}
+
+impl Env {
+    fn new() -> Env {
+        ensure_binaries();
+        let root = tempfile::Builder::new()
+            .prefix("berth-ctr-test-")
+            .tempdir()
+            .expect("tempdir");
+        let store = Store::open(root.path().join("image")).expect("store");
+        berth_image::testing::import_busybox(
+            &store,
+            &Reference::parse("busybox:latest").expect("ref"),
+        )
+        .expect("import busybox (apt-get install busybox-static)");
+        Env { root }
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BERTH);
+        c.arg("--data-root").arg(self.root.path()).args(args);
+        c.stdin(Stdio::null());
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().expect("berth")
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.run(args);
+        assert!(
+            o.status.success(),
+            "berth {args:?} failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    fn containers(&self) -> Containers {
+        let d = bin_dir();
+        Containers::open(Config {
+            data_root: self.root.path().to_path_buf(),
+            run_root: "/run/berth/runc".into(),
+            runtime: d.join("berth-runc"),
+            shim: d.join("berth-shim"),
+            init: d.join("berth-init"),
+        })
+        .expect("containers")
+    }
+
+    fn wait_for(&self, what: &str, mut cond: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !cond() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        let c = self.containers();
+        for id in c.ids().unwrap_or_default() {
+            let _ = c.remove(&id, true);
+        }
+        let _ = c.remove_networks();
+    }
+}
+
+fn code(o: &Output) -> i32 {
+    o.status.code().unwrap_or(-1)
+}
+
+#[test]
+fn run_prints_output_and_returns_exit_codes() {
+    let e = Env::new();
+    let o = e.run(&["run", "--rm", "busybox", "echo", "hi"]);
+    assert_eq!(code(&o), 0, "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "hi\n");
+    let o = e.run(&["run", "--rm", "busybox", "sh", "-c", "exit 3"]);
+    assert_eq!(code(&o), 3);
+    let o = e.run(&["run", "--rm", "busybox", "no-such-command"]);
+    assert_eq!(code(&o), 127, "{}", String::from_utf8_lossy(&o.stderr));
+    let o = e.run(&["run", "--rm", "no-such-image"]);
+    assert_eq!(code(&o), 125);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not found locally"));
+    assert!(
+        e.ok(&["ps", "-aq"]).trim().is_empty(),
+        "--rm left a container"
+    );
+}
+
+#[test]
+fn container_is_pid_1_with_its_own_hostname_and_no_host_processes() {
+    let e = Env::new();
+    let out = e.ok(&[
+        "run",
+        "--rm",
+        "--hostname",
+        "isolated",
+        "busybox",
+        "sh",
+        "-c",
+        "echo $$; hostname; ls /proc | grep -c '^[0-9]'",
+    ]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "1");
+    assert_eq!(lines[1], "isolated");
+    let procs: u32 = lines[2].parse().unwrap();
+    assert!(procs <= 3, "the container sees {procs} processes");
+}
+
+#[test]
+fn detached_lifecycle_ps_logs_exec_stop_rm() {
+    let e = Env::new();
+    let id = e.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "lc-test",
+        "busybox",
+        "sh",
+        "-c",
+        "trap '' TERM; seq 1 500; echo err >&2; while true; do sleep 1; done",
+    ]);
+    let id = id.trim().to_string();
+    assert_eq!(id.len(), 64);
+    assert!(e.ok(&["ps"]).contains("lc-test"));
+    let json = e.ok(&["ps", "--format", "json"]);
+    assert!(json.contains("\"running\""));
+    e.wait_for("the logs", || {
+        e.ok(&["logs", "lc-test"]).lines().count() >= 500
+    });
+    let logs = e.ok(&["logs", "lc-test"]);
+    let nums: Vec<u32> = logs.lines().filter_map(|l| l.parse().ok()).collect();
+    assert_eq!(nums, (1..=500).collect::<Vec<_>>());
+    assert_eq!(e.ok(&["logs", "--tail", "2", &id[..10]]), "500\n");
+    assert_eq!(e.ok(&["exec", "lc-test", "echo", "inside"]), "inside\n");
+    let started = Instant::now();
+    e.ok(&["stop", "-t", "1", "lc-test"]);
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "SIGTERM was not ignored"
+    );
+    let inspect = e.ok(&["inspect", "lc-test"]);
+    let v: serde_json::Value = serde_json::from_str(&inspect).unwrap();
+    assert_eq!(v[0]["State"]["Status"], "exited");
+    assert_eq!(v[0]["State"]["ExitCode"], 137);
+    assert!(!e.ok(&["ps"]).contains("lc-test"));
+    e.ok(&["rm", "lc-test"]);
+    assert!(!e.ok(&["ps", "-a"]).contains("lc-test"));
+}
+
+#[test]
+fn memory_limit_oom_kills_and_inspect_says_so() {
+    let e = Env::new();
+    let o = e.run(&[
+        "run",
+        "--name",
+        "oom-test",
+        "--memory",
+        "32m",
+        "busybox",
+        "sh",
+        "-c",
+        "x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived",
+    ]);
+    assert_eq!(code(&o), 137, "{}", String::from_utf8_lossy(&o.stdout));
+    let v: serde_json::Value = serde_json::from_str(&e.ok(&["inspect", "oom-test"])).unwrap();
+    assert_eq!(v[0]["State"]["OOMKilled"], true);
+}
+
+#[test]
+fn pids_limit_stops_a_fork_bomb() {
+    let e = Env::new();
+    let o = e.run(&[
+        "run",
+        "--rm",
+        "--pids-limit",
+        "10",
+        "busybox",
+        "sh",
+        "-c",
+        "for i in $(seq 1 40); do sleep 300 & done; echo all-forked",
+    ]);
+    assert!(!String::from_utf8_lossy(&o.stdout).contains("all-forked"));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("can't fork"));
+    assert_ne!(code(&o), 0);
+}
+
+#[test]
+fn default_capabilities_exclude_net_admin() {
+    let e = Env::new();
+    let o = e.run(&[
+        "run", "--rm", "busybox", "ip", "link", "set", "lo", "mtu", "1400",
+    ]);
+    assert_ne!(code(&o), 0, "ip link add succeeded without CAP_NET_ADMIN");
+    let o = e.run(&[
+        "run",
+        "--rm",
+        "--cap-add",
+        "NET_ADMIN",
+        "busybox",
+        "ip",
+        "link",
+        "set",
+        "lo",
+        "mtu",
+        "1400",
+    ]);
+    assert_eq!(code(&o), 0, "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+#[test]
+fn bind_mounts_and_named_volumes_outlive_containers() {
+    let e = Env::new();
+    let host = e.root.path().join("hostdir");
+    std::fs::create_dir_all(&host).unwrap();
+    let bind = format!("{}:/data", host.display());
+    e.ok(&[
+        "run",
+        "--rm",
+        "-v",
+        &bind,
+        "-v",
+        "vol-test:/v",
+        "busybox",
+        "sh",
+        "-c",
+        "echo bound > /data/f; echo kept > /v/f",
+    ]);
+    assert_eq!(std::fs::read_to_string(host.join("f")).unwrap(), "bound\n");
+    let out = e.ok(&[
+        "run",
+        "--rm",
+        "-v",
+        &format!("{bind}:ro"),
+        "-v",
+        "vol-test:/v",
+        "busybox",
+        "sh",
+        "-c",
+        "cat /data/f /v/f; echo no > /data/g || echo read-only",
+    ]);
+    assert_eq!(out, "bound\nkept\nread-only\n");
+    // a new volume starts with the image's content at its mount point
+    let out = e.ok(&[
+        "run",
+        "--rm",
+        "-v",
+        "etc-copy:/etc",
+        "busybox",
+        "cat",
+        "/etc/group",
+    ]);
+    assert!(out.contains("root:x:0:"));
+}
+
+#[test]
+fn published_port_and_default_network() {
+    let e = Env::new();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let publish = format!("127.0.0.1:{port}:80");
+    e.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "web-test",
+        "-p",
+        &publish,
+        "busybox",
+        "sh",
+        "-c",
+        "echo hello > /tmp/index.html; httpd -f -p 80 -h /tmp",
+    ]);
+    let url = format!("http://127.0.0.1:{port}/index.html");
+    e.wait_for("httpd to answer", || {
+        Command::new("timeout")
+            .args(["5", "busybox", "wget", "-q", "-O-", &url])
+            .output()
+            .is_ok_and(|o| o.stdout == b"hello\n")
+    });
+    let v: serde_json::Value = serde_json::from_str(&e.ok(&["inspect", "web-test"])).unwrap();
+    let ip = v[0]["NetworkSettings"]["IPAddress"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(!ip.is_empty());
+    let out = e.ok(&[
+        "run",
+        "--rm",
+        "busybox",
+        "timeout",
+        "5",
+        "wget",
+        "-q",
+        "-O-",
+        &format!("http://{ip}/index.html"),
+    ]);
+    assert_eq!(out, "hello\n");
+}
+
+#[test]
+fn containers_survive_kill_9_of_the_cli() {
+    let e = Env::new();
+    let mut cli = e
+        .cmd(&["run", "--name", "survivor", "busybox", "sleep", "300"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    e.wait_for("the container to run", || {
+        e.ok(&["ps"]).contains("survivor")
+    });
+    cli.kill().unwrap();
+    cli.wait().unwrap();
+    assert!(e.ok(&["ps"]).contains("survivor"));
+    e.ok(&["exec", "survivor", "true"]);
+}
