@@ -504,7 +504,13 @@ fn run(c: &Containers, a: RunArgs) -> anyhow::Result<ExitCode> {
     };
     let shim = started.shim.clone();
     let mut attach = started.attach.context("attach stream missing")?;
-    forward_signals(shim.clone());
+    // with a terminal on both sides, ours goes raw (the container's pty does the line
+    // discipline) and follows our window size
+    let _raw = if a.tty { RawTerminal::enter() } else { None };
+    if a.tty {
+        resize(&shim);
+    }
+    forward_signals(shim.clone(), a.tty);
     if a.interactive {
         // stdin goes through a second attach connection, so this one only reads
         if let Ok(mut input) = shim.attach(true, true) {
@@ -549,8 +555,50 @@ fn run(c: &Containers, a: RunArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::from((code & 0xff) as u8))
 }
 
-/// Forwards SIGINT, SIGTERM, SIGHUP, SIGQUIT to the container while `run` is attached.
-fn forward_signals(shim: berth_shim::ShimHandle) {
+/// Our terminal in raw mode until dropped; `None` when stdin is not a terminal.
+struct RawTerminal(libc::termios);
+
+impl RawTerminal {
+    fn enter() -> Option<RawTerminal> {
+        // SAFETY: termios calls on fd 0 with a zeroed struct the kernel fills in.
+        unsafe {
+            if libc::isatty(0) != 1 {
+                return None;
+            }
+            let mut t: libc::termios = std::mem::zeroed();
+            if libc::tcgetattr(0, &mut t) != 0 {
+                return None;
+            }
+            let saved = t;
+            libc::cfmakeraw(&mut t);
+            libc::tcsetattr(0, libc::TCSANOW, &t);
+            Some(RawTerminal(saved))
+        }
+    }
+}
+
+impl Drop for RawTerminal {
+    fn drop(&mut self) {
+        // SAFETY: restoring the attributes read in `enter` on the same descriptor.
+        unsafe { libc::tcsetattr(0, libc::TCSANOW, &self.0) };
+    }
+}
+
+/// Gives the container's pty our window size.
+fn resize(shim: &berth_shim::ShimHandle) {
+    // SAFETY: TIOCGWINSZ fills a zeroed winsize; failure (not a terminal) is checked.
+    let ws = unsafe {
+        let mut ws: libc::winsize = std::mem::zeroed();
+        (libc::ioctl(1, libc::TIOCGWINSZ, &mut ws) == 0).then_some(ws)
+    };
+    if let Some(ws) = ws.filter(|w| w.ws_row > 0) {
+        let _ = shim.resize(ws.ws_row, ws.ws_col);
+    }
+}
+
+/// Forwards SIGINT, SIGTERM, SIGHUP, SIGQUIT to the container while `run` is attached, and
+/// with a terminal turns SIGWINCH into a resize.
+fn forward_signals(shim: berth_shim::ShimHandle, tty: bool) {
     // SAFETY: building a signal set in a zeroed local; the mask applies to this thread and
     // is inherited by the forwarding thread spawned afterwards (and by the attach loop).
     unsafe {
@@ -559,6 +607,9 @@ fn forward_signals(shim: berth_shim::ShimHandle) {
         for s in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT] {
             libc::sigaddset(&mut set, s);
         }
+        if tty {
+            libc::sigaddset(&mut set, libc::SIGWINCH);
+        }
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
         let set_copy = set;
         std::thread::spawn(move || {
@@ -566,7 +617,11 @@ fn forward_signals(shim: berth_shim::ShimHandle) {
                 let mut sig: libc::c_int = 0;
                 // SAFETY: waiting on a valid, initialized set with the signals blocked.
                 if libc::sigwait(&set_copy, &mut sig) == 0 {
-                    let _ = shim.kill(sig, false);
+                    if sig == libc::SIGWINCH {
+                        resize(&shim);
+                    } else {
+                        let _ = shim.kill(sig, false);
+                    }
                 }
             }
         });
@@ -640,7 +695,7 @@ fn logs(c: &Containers, a: &LogsArgs) -> anyhow::Result<ExitCode> {
     let opts = LogOptions {
         follow: a.follow,
         tail,
-        since: a.since.clone(),
+        since: a.since.as_deref().map(since_time).transpose()?,
     };
     let stdout = std::io::stdout();
     let stderr = std::io::stderr();
@@ -660,6 +715,23 @@ fn logs(c: &Containers, a: &LogsArgs) -> anyhow::Result<ExitCode> {
         ok.is_ok()
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--since`: an RFC 3339 time as is, or a duration before now (`90s`, `10m`, `2h`).
+fn since_time(s: &str) -> anyhow::Result<String> {
+    let unit = match s.chars().last() {
+        Some('s') => 1,
+        Some('m') => 60,
+        Some('h') => 3600,
+        _ => return Ok(s.to_string()),
+    };
+    let Ok(n) = s[..s.len() - 1].parse::<u64>() else {
+        return Ok(s.to_string());
+    };
+    let t = std::time::SystemTime::now()
+        .checked_sub(Duration::from_secs(n * unit))
+        .context("--since is before the epoch")?;
+    Ok(berth_shim::time::format_rfc3339(t))
 }
 
 fn exec(c: &Containers, a: ExecArgs) -> anyhow::Result<ExitCode> {

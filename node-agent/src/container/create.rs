@@ -84,7 +84,8 @@ impl Containers {
             None => names::generate_name(&id, &|n| records.iter().any(|r| r.name == n)),
         };
         fs::create_dir_all(&dir).map_err(io_err("create directory", &dir))?;
-        // Reserve the name at once: a placeholder record, replaced below.
+        // Reserve the name at once: a placeholder record, replaced (durably) below; if a
+        // crash loses it, nothing else refers to it yet.
         let mut record = Record {
             id: id.clone(),
             name,
@@ -100,7 +101,7 @@ impl Containers {
             mounts: Vec::new(),
             state: StateRecord::default(),
         };
-        self.save(&record)?;
+        self.save_state(&record)?;
         drop(lock);
 
         match self.build(&mut record, &image, &dns) {

@@ -25,8 +25,11 @@ impl Containers {
                         if let Some(exit) = st.exit {
                             self.record_exit(record, exit.code, &exit.exited_at);
                         }
-                        // the runtime's state and the shim are no longer needed
-                        let _ = shim.delete(false);
+                        // the runtime's state and the shim are no longer needed; the
+                        // runtime's delete runs in-process (no re-exec of berth-runc)
+                        let _ = shim.shutdown();
+                        let _ =
+                            berth_runtime::ops::delete(&self.config.run_root, &record.id, false);
                     }
                 },
                 Err(_) => self.observe_offline(record),
@@ -34,7 +37,7 @@ impl Containers {
             Err(_) => self.observe_offline(record),
         }
         if record.state != before {
-            let _ = self.save(record);
+            let _ = self.save_state(record);
         }
     }
 

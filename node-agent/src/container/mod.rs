@@ -284,6 +284,10 @@ impl Containers {
     pub(crate) fn save(&self, record: &Record) -> Result<(), ContainerError> {
         record.save(&self.container_dir(&record.id))
     }
+
+    pub(crate) fn save_state(&self, record: &Record) -> Result<(), ContainerError> {
+        record.save_state(&self.container_dir(&record.id))
+    }
 }
 
 impl Containers {

@@ -111,12 +111,22 @@ impl Record {
         })
     }
 
+    /// Writes the record durably (creation, configuration changes).
     pub fn save(&self, dir: &Path) -> Result<(), ContainerError> {
-        let bytes = serde_json::to_vec_pretty(self).map_err(|e| ContainerError::Corrupt {
+        write_atomic(&dir.join(RECORD_FILE), &self.to_json(dir)?)
+    }
+
+    /// Writes the record atomically but without fsync: for state updates, which every
+    /// command re-derives from the shim anyway, so losing one to a crash costs nothing.
+    pub fn save_state(&self, dir: &Path) -> Result<(), ContainerError> {
+        write_replace(&dir.join(RECORD_FILE), &self.to_json(dir)?, false)
+    }
+
+    fn to_json(&self, dir: &Path) -> Result<Vec<u8>, ContainerError> {
+        serde_json::to_vec_pretty(self).map_err(|e| ContainerError::Corrupt {
             path: dir.join(RECORD_FILE),
             reason: e.to_string(),
-        })?;
-        write_atomic(&dir.join(RECORD_FILE), &bytes)
+        })
     }
 
     pub fn short_id(&self) -> &str {
@@ -126,13 +136,19 @@ impl Record {
 
 /// Writes `path` through a temporary file, fsync, rename and a directory fsync.
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), ContainerError> {
+    write_replace(path, data, true)
+}
+
+fn write_replace(path: &Path, data: &[u8], durable: bool) -> Result<(), ContainerError> {
     let io = |op: &'static str, p: &Path| {
         let path = p.to_path_buf();
         move |source| ContainerError::Io { op, path, source }
     };
     let dir = path.parent().unwrap_or(Path::new("."));
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let tmp = dir.join(format!(
-        ".{}.tmp-{}",
+        ".{}.tmp-{}-{seq}",
         path.file_name()
             .and_then(|n| n.to_str())
             .unwrap_or("record"),
@@ -140,9 +156,14 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), ContainerError> {
     ));
     let mut f = File::create(&tmp).map_err(io("create", &tmp))?;
     f.write_all(data).map_err(io("write", &tmp))?;
-    f.sync_all().map_err(io("fsync", &tmp))?;
+    if durable {
+        f.sync_all().map_err(io("fsync", &tmp))?;
+    }
     drop(f);
     fs::rename(&tmp, path).map_err(io("rename", path))?;
+    if !durable {
+        return Ok(());
+    }
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(io("fsync", dir))?;

@@ -71,6 +71,7 @@ impl Containers {
         }
         // a runtime container left by a shim that died
         self.runtime_delete(&id);
+        self.ensure_rootfs(&record)?;
         if !record.endpoints.is_empty() {
             let _ = self.disconnect_network(&record);
             record.endpoints.clear();
@@ -137,16 +138,39 @@ impl Containers {
         }
     }
 
-    /// `runtime delete --force ID`, ignoring "does not exist".
+    /// Mounts the root filesystem again if it is not (after a reboot): an empty mount point.
+    fn ensure_rootfs(&self, record: &Record) -> Result<(), ContainerError> {
+        let rootfs = self.rootfs_of(&record.id)?;
+        let empty = std::fs::read_dir(&rootfs).map_or(true, |mut d| d.next().is_none());
+        if !empty {
+            return Ok(());
+        }
+        let image_err = |source| ContainerError::Image {
+            image: record.image.clone(),
+            source,
+        };
+        let digest = berth_image::Digest::parse(&record.image_digest).map_err(|e| {
+            ContainerError::Corrupt {
+                path: self.container_dir(&record.id),
+                reason: e.to_string(),
+            }
+        })?;
+        let image = self.store.image(&digest).map_err(image_err)?;
+        self.snapshotter()?
+            .prepare(&record.id, &image)
+            .map_err(|source| ContainerError::Snapshot {
+                id: record.id.clone(),
+                source,
+            })?;
+        Ok(())
+    }
+
+    /// The runtime's `delete --force ID` when it still has state for the container, run
+    /// in-process (berth-runc's own code, without a re-exec).
     pub(crate) fn runtime_delete(&self, id: &str) {
-        let _ = std::process::Command::new(&self.config.runtime)
-            .arg("--root")
-            .arg(&self.config.run_root)
-            .args(["delete", "--force", id])
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status();
+        if self.config.run_root.join(id).exists() {
+            let _ = berth_runtime::ops::delete(&self.config.run_root, id, true);
+        }
     }
 }
 
