@@ -16,6 +16,7 @@ done
 berth="$work/bin/berth --data-root $work/berth"
 BERTH="$work/bin/berth" BERTH_DATA_ROOT="$work/berth" "$repo/examples/images/make-busybox.sh" >/dev/null
 
+had_docker0=$(ip link show docker0 >/dev/null 2>&1 && echo yes || echo no)
 sock=$work/docker.sock
 dockerd --data-root "$work/docker" --exec-root "$work/docker-exec" --pidfile "$work/docker.pid" \
     -H "unix://$sock" >"$work/dockerd.log" 2>&1 &
@@ -27,6 +28,12 @@ stop_docker() {
     kill "$dockerd_pid" 2>/dev/null || true
     wait "$dockerd_pid" 2>/dev/null || true
     umount -R "$work/docker" 2>/dev/null || true
+    # leave the host's links as found: dockerd leaves docker0 behind
+    [ "$had_docker0" = yes ] || ip link del docker0 2>/dev/null || true
+    # and berth's default network of this data root (names as docs/containers.md says)
+    h=$(printf '%s' "$work/berth" | sha256sum | cut -c1-8)
+    ip link del "br-$(printf 'berth-%s\0' "$h" | sha256sum | cut -c1-12)" 2>/dev/null || true
+    nft delete table inet "berth_$h" 2>/dev/null || true
     rm -rf "$work"
 }
 trap stop_docker EXIT
