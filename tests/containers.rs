@@ -138,13 +138,14 @@ fn container_is_pid_1_with_its_own_hostname_and_no_host_processes() {
         "busybox",
         "sh",
         "-c",
-        "echo $$; hostname; ls /proc | grep -c '^[0-9]'",
+        "echo $$; hostname; ls /proc | grep -c '^[0-9]'; wc -c < /proc/timer_list",
     ]);
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines[0], "1");
     assert_eq!(lines[1], "isolated");
     let procs: u32 = lines[2].parse().unwrap();
     assert!(procs <= 3, "the container sees {procs} processes");
+    assert_eq!(lines[3].trim(), "0", "/proc/timer_list is not masked");
 }
 
 #[test]
@@ -357,4 +358,91 @@ fn containers_survive_kill_9_of_the_cli() {
     cli.wait().unwrap();
     assert!(e.ok(&["ps"]).contains("survivor"));
     e.ok(&["exec", "survivor", "true"]);
+}
+
+#[test]
+fn run_options_reach_the_process() {
+    let e = Env::new();
+    let env_file = e.root.path().join("env");
+    std::fs::write(&env_file, "# comment\nFROM_FILE=yes\n").unwrap();
+    let out = e.ok(&[
+        "run",
+        "--rm",
+        "-e",
+        "GREETING=hello",
+        "--env-file",
+        env_file.to_str().unwrap(),
+        "-w",
+        "/tmp",
+        "-u",
+        "nobody",
+        "--hostname",
+        "opts",
+        "--add-host",
+        "db:10.1.2.3",
+        "--read-only",
+        "--tmpfs",
+        "/scratch",
+        "--dns",
+        "192.0.2.53",
+        "busybox",
+        "sh",
+        "-c",
+        "echo $GREETING $FROM_FILE; pwd; id -u; cat /etc/hostname; grep db /etc/hosts; \
+         grep nameserver /etc/resolv.conf; touch /x 2>/dev/null || echo ro; \
+         touch /scratch/y && echo tmpfs-rw",
+    ]);
+    let lines: Vec<&str> = out.lines().map(str::trim).collect();
+    assert_eq!(
+        lines,
+        [
+            "hello yes",
+            "/tmp",
+            "65534",
+            "opts",
+            "10.1.2.3\tdb",
+            "nameserver 192.0.2.53",
+            "ro",
+            "tmpfs-rw",
+        ],
+        "{out}"
+    );
+}
+
+#[test]
+fn names_prefixes_restart_kill_and_wait() {
+    let e = Env::new();
+    let id = e.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "named-test",
+        "busybox",
+        "sh",
+        "-c",
+        "trap 'exit 7' USR1; while true; do sleep 0.1; done",
+    ]);
+    let id = id.trim();
+    let o = e.run(&["run", "-d", "--name", "named-test", "busybox", "true"]);
+    assert_eq!(code(&o), 125);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("already in use"));
+    // an id prefix finds it; kill -s and wait report the signal's code
+    e.ok(&["kill", "-s", "USR1", &id[..8]]);
+    assert_eq!(e.ok(&["wait", "named-test"]).trim(), "7");
+    // started again: a new process in the same container
+    e.ok(&["start", "named-test"]);
+    assert!(e.ok(&["ps"]).contains("named-test"));
+    let o = e.run(&["rm", "named-test"]);
+    assert_ne!(
+        code(&o),
+        0,
+        "rm of a running container without -f succeeded"
+    );
+    e.ok(&["rm", "-f", "named-test"]);
+    assert!(e.ok(&["ps", "-aq"]).trim().is_empty());
+    // `run -d --rm` is removed once seen exited
+    e.ok(&["run", "-d", "--rm", "busybox", "true"]);
+    e.wait_for("the auto-removed container to go", || {
+        e.ok(&["ps", "-aq"]).trim().is_empty()
+    });
 }
