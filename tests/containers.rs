@@ -446,3 +446,60 @@ fn names_prefixes_restart_kill_and_wait() {
         e.ok(&["ps", "-aq"]).trim().is_empty()
     });
 }
+
+/// A static `berth-init` (the one `--init` needs inside an image), built once into its own
+/// target dir so the main one's fingerprints stay valid.
+fn static_init() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let target = bin_dir().parent().expect("target dir").join("static-init");
+            let status = Command::new(env!("CARGO"))
+                .args([
+                    "build",
+                    "-q",
+                    "-p",
+                    "berth-shim",
+                    "--bin",
+                    "berth-init",
+                    "--target",
+                    "x86_64-unknown-linux-gnu",
+                ])
+                .arg("--target-dir")
+                .arg(&target)
+                .env("RUSTFLAGS", "-C target-feature=+crt-static")
+                .status()
+                .expect("cargo build");
+            assert!(status.success(), "building a static berth-init failed");
+            target.join("x86_64-unknown-linux-gnu/debug/berth-init")
+        })
+        .clone()
+}
+
+#[test]
+fn init_runs_as_pid_1_and_reaps() {
+    let e = Env::new();
+    // the dynamically linked test build is refused with a clear error
+    let o = e.run(&["run", "--rm", "--init", "busybox", "true"]);
+    assert_eq!(code(&o), 125);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("dynamically linked"));
+    let o = e
+        .cmd(&[
+            "run",
+            "--rm",
+            "--init",
+            "busybox",
+            "sh",
+            "-c",
+            "cat /proc/1/cmdline | tr '\\0' ' '; echo; (sleep 0.1 &); sleep 0.3; \
+             ps -o stat | grep -c Z; exit 5",
+        ])
+        .env("BERTH_INIT", static_init())
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].starts_with("/sbin/berth-init -- sh"), "{out}");
+    assert_eq!(lines[1].trim(), "0", "zombies were left: {out}");
+    assert_eq!(code(&o), 5);
+}

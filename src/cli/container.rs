@@ -288,6 +288,7 @@ pub fn dispatch(argv: &[OsString]) -> Option<ExitCode> {
 
 /// Finds `berth-runc`, `berth-shim` and `berth-init`: `BERTH_LIBEXEC_DIR`, else the
 /// directory of this executable (or its parent, for test binaries in `deps/`).
+/// `BERTH_INIT` names a (static) `berth-init` elsewhere.
 fn libexec() -> anyhow::Result<(PathBuf, PathBuf, PathBuf)> {
     let dirs: Vec<PathBuf> = match std::env::var_os("BERTH_LIBEXEC_DIR") {
         Some(d) => vec![PathBuf::from(d)],
@@ -311,11 +312,11 @@ fn libexec() -> anyhow::Result<(PathBuf, PathBuf, PathBuf)> {
                 )
             })
     };
-    Ok((
-        find("berth-runc")?,
-        find("berth-shim")?,
-        find("berth-init")?,
-    ))
+    let init = match std::env::var_os("BERTH_INIT") {
+        Some(p) => PathBuf::from(p),
+        None => find("berth-init")?,
+    };
+    Ok((find("berth-runc")?, find("berth-shim")?, init))
 }
 
 fn open(data_root: &std::path::Path) -> anyhow::Result<Containers> {

@@ -229,6 +229,19 @@ impl Containers {
         self.write_hosts(record)?;
 
         let init_binary = opts.init.then(|| self.config.init.clone());
+        if let Some(init) = &init_binary {
+            if is_dynamic_elf(init) {
+                return Err(ContainerError::BadOption {
+                    option: "--init".into(),
+                    value: init.display().to_string(),
+                    reason: "berth-init is dynamically linked and cannot run inside an image; \
+                             build it static (RUSTFLAGS='-C target-feature=+crt-static' cargo build \
+                             --release -p berth-shim --bin berth-init --target x86_64-unknown-linux-gnu) \
+                             and point BERTH_INIT at it"
+                        .into(),
+                });
+            }
+        }
         let spec = spec::build(&SpecInputs {
             id: &id,
             rootfs,
@@ -256,6 +269,31 @@ impl Containers {
     }
 }
 
+/// Whether `path` is an ELF executable with a program interpreter (`PT_INTERP`), i.e. needs
+/// the host's dynamic loader and libraries. Anything unreadable counts as static: the
+/// runtime reports its own error then.
+pub(crate) fn is_dynamic_elf(path: &Path) -> bool {
+    let Ok(b) = fs::read(path) else {
+        return false;
+    };
+    elf_has_interp(&b)
+}
+
+/// Pure: 64-bit little-endian ELF with a `PT_INTERP` program header.
+fn elf_has_interp(b: &[u8]) -> bool {
+    if b.len() < 64 || &b[..4] != b"\x7fELF" || b[4] != 2 || b[5] != 1 {
+        return false;
+    }
+    let u16_at = |o: usize| u16::from_le_bytes([b[o], b[o + 1]]) as usize;
+    let phoff = u64::from_le_bytes(b[32..40].try_into().unwrap_or([0; 8])) as usize;
+    let (phentsize, phnum) = (u16_at(54), u16_at(56));
+    (0..phnum).any(|i| {
+        let o = phoff.saturating_add(i.saturating_mul(phentsize));
+        b.get(o..o + 4)
+            .is_some_and(|t| u32::from_le_bytes([t[0], t[1], t[2], t[3]]) == 3)
+    })
+}
+
 /// `root` joined with an absolute container path, refusing `..` components (the path is
 /// user input; symlinks inside the image are not followed by `copy_up`'s caller either,
 /// since only a directory found at exactly this path is copied).
@@ -279,4 +317,29 @@ fn safe_join(root: &Path, inside: &str) -> Option<PathBuf> {
         }
     }
     Some(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dynamic_elves_are_told_apart() {
+        // this test binary is linked dynamically
+        let me = std::env::current_exe().unwrap();
+        assert!(is_dynamic_elf(&me));
+        assert!(!elf_has_interp(b"#!/bin/sh\n"));
+        let mut fake = vec![0u8; 64];
+        fake[..4].copy_from_slice(b"\x7fELF");
+        fake[4] = 2;
+        fake[5] = 1;
+        assert!(!elf_has_interp(&fake));
+    }
+
+    #[test]
+    fn safe_join_refuses_escapes() {
+        let root = Path::new("/r");
+        assert_eq!(safe_join(root, "/a/b"), Some(PathBuf::from("/r/a/b")));
+        assert_eq!(safe_join(root, "/a/../../etc"), None);
+    }
 }
