@@ -118,6 +118,8 @@ fn run_prints_output_and_returns_exit_codes() {
     assert_eq!(code(&o), 3);
     let o = e.run(&["run", "--rm", "busybox", "no-such-command"]);
     assert_eq!(code(&o), 127, "{}", String::from_utf8_lossy(&o.stderr));
+    let o = e.run(&["run", "--rm", "busybox", "/etc/passwd"]);
+    assert_eq!(code(&o), 126, "{}", String::from_utf8_lossy(&o.stderr));
     let o = e.run(&["run", "--rm", "no-such-image"]);
     assert_eq!(code(&o), 125);
     assert!(String::from_utf8_lossy(&o.stderr).contains("not found locally"));
@@ -174,6 +176,12 @@ fn detached_lifecycle_ps_logs_exec_stop_rm() {
     assert_eq!(nums, (1..=500).collect::<Vec<_>>());
     assert_eq!(e.ok(&["logs", "--tail", "2", &id[..10]]), "500\n");
     assert_eq!(e.ok(&["exec", "lc-test", "echo", "inside"]), "inside\n");
+    let o = e.run(&["exec", "lc-test", "sh", "-c", "exit 4"]);
+    assert_eq!(code(&o), 4);
+    let stats = e.ok(&["stats", "--no-stream", "lc-test"]);
+    assert!(stats.contains("lc-test") && stats.contains("iB"), "{stats}");
+    let top = e.ok(&["top", "lc-test"]);
+    assert!(top.contains("sh -c trap"), "{top}");
     let started = Instant::now();
     e.ok(&["stop", "-t", "1", "lc-test"]);
     assert!(
@@ -502,4 +510,29 @@ fn init_runs_as_pid_1_and_reaps() {
     assert!(lines[0].starts_with("/sbin/berth-init -- sh"), "{out}");
     assert_eq!(lines[1].trim(), "0", "zombies were left: {out}");
     assert_eq!(code(&o), 5);
+}
+
+#[test]
+fn attached_run_forwards_sigterm() {
+    let e = Env::new();
+    let mut cli = e
+        .cmd(&[
+            "run",
+            "--name",
+            "fwd-test",
+            "busybox",
+            "sh",
+            "-c",
+            "trap 'exit 9' TERM; while true; do sleep 0.1; done",
+        ])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    e.wait_for("the container to run", || {
+        e.ok(&["ps"]).contains("fwd-test")
+    });
+    // SAFETY: signalling our own child process.
+    unsafe { libc::kill(cli.id() as i32, libc::SIGTERM) };
+    let status = cli.wait().unwrap();
+    assert_eq!(status.code(), Some(9));
 }
