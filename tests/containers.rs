@@ -176,6 +176,9 @@ fn detached_lifecycle_ps_logs_exec_stop_rm() {
     assert_eq!(nums, (1..=500).collect::<Vec<_>>());
     assert_eq!(e.ok(&["logs", "--tail", "2", &id[..10]]), "500\n");
     assert_eq!(e.ok(&["exec", "lc-test", "echo", "inside"]), "inside\n");
+    // -t: a pty from the runtime's console socket, proxied by the CLI
+    let tty = e.ok(&["exec", "-t", "lc-test", "tty"]);
+    assert!(tty.contains("/dev/pts/"), "{tty}");
     let o = e.run(&["exec", "lc-test", "sh", "-c", "exit 4"]);
     assert_eq!(code(&o), 4);
     let stats = e.ok(&["stats", "--no-stream", "lc-test"]);

@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use berth_node_agent::container::{
-    Config, ContainerError, Containers, ExecOptions, LogOptions, MountSpec, NetworkMode,
-    RunOptions, Status, options::parse_bytes,
+    Config, ConsoleSocket, ContainerError, Containers, ExecOptions, LogOptions, MountSpec,
+    NetworkMode, RunOptions, Status, options::parse_bytes,
 };
 use clap::{Args, Parser, Subcommand};
 
@@ -736,6 +736,18 @@ fn since_time(s: &str) -> anyhow::Result<String> {
 }
 
 fn exec(c: &Containers, a: ExecArgs) -> anyhow::Result<ExitCode> {
+    // with -t the runtime hands us the pty master over a console socket and we proxy it
+    let console = if a.tty {
+        let parent = c
+            .config()
+            .run_root
+            .parent()
+            .map(PathBuf::from)
+            .unwrap_or_else(std::env::temp_dir);
+        Some(ConsoleSocket::bind(&parent)?)
+    } else {
+        None
+    };
     let mut cmd = c.exec_command(
         &a.container,
         &ExecOptions {
@@ -744,17 +756,68 @@ fn exec(c: &Containers, a: ExecArgs) -> anyhow::Result<ExitCode> {
             workdir: a.workdir,
             user: a.user,
             tty: a.tty,
+            console_socket: console.as_ref().map(ConsoleSocket::path),
         },
     )?;
     if !a.interactive {
         cmd.stdin(std::process::Stdio::null());
     }
-    let status = cmd.status().context("running the runtime's exec")?;
+    let mut child = cmd.spawn().context("running the runtime's exec")?;
+    if let Some(console) = &console {
+        let master = console.receive(|| matches!(child.try_wait(), Ok(None)));
+        match master {
+            Ok(master) => proxy_pty(master, a.interactive),
+            Err(e) => {
+                let status = child.wait()?;
+                if status.success() {
+                    return Err(e.into());
+                }
+            }
+        }
+    }
+    let status = child.wait().context("running the runtime's exec")?;
     let code = status
         .code()
         .or_else(|| std::os::unix::process::ExitStatusExt::signal(&status).map(|s| 128 + s))
         .unwrap_or(1);
     Ok(ExitCode::from((code & 0xff) as u8))
+}
+
+/// Copies the pty's output to stdout until the process closes it (and, with `input`, our
+/// stdin to the pty), with our terminal raw and the pty at our window size.
+fn proxy_pty(master: std::os::fd::OwnedFd, input: bool) {
+    use std::io::Read;
+    let _raw = RawTerminal::enter();
+    // SAFETY: TIOCGWINSZ on our stdout and TIOCSWINSZ on the master we own; zeroed winsize.
+    unsafe {
+        let mut ws: libc::winsize = std::mem::zeroed();
+        if libc::ioctl(1, libc::TIOCGWINSZ, &mut ws) == 0 {
+            libc::ioctl(
+                std::os::fd::AsRawFd::as_raw_fd(&master),
+                libc::TIOCSWINSZ,
+                &ws,
+            );
+        }
+    }
+    let mut out = std::fs::File::from(master);
+    if input {
+        if let Ok(mut to_pty) = out.try_clone() {
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut std::io::stdin().lock(), &mut to_pty);
+            });
+        }
+    }
+    let mut buf = [0u8; 8192];
+    let stdout = std::io::stdout();
+    // EIO once the last process holding the slave end is gone
+    while let Ok(n) = out.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        let mut o = stdout.lock();
+        let _ = o.write_all(&buf[..n]);
+        let _ = o.flush();
+    }
 }
 
 fn stats(c: &Containers, a: &StatsArgs) -> anyhow::Result<ExitCode> {

@@ -39,7 +39,7 @@ use std::path::{Path, PathBuf};
 
 use berth_image::{Snapshotter, Store};
 
-pub use exec::ExecOptions;
+pub use exec::{ConsoleSocket, ExecOptions};
 pub use logs::LogOptions;
 pub use options::{MountKind, MountSpec, NetworkMode, RunOptions};
 pub use record::{Record, Status};
