@@ -34,18 +34,26 @@ impl Containers {
         }
         self.runtime_delete(&id);
         let mut errors = Vec::new();
-        if let Err(e) = self.disconnect_network(&record) {
-            errors.push(e.to_string());
-        }
-        match self.snapshotter() {
-            Ok(s) => {
-                if let Err(e) = s.remove(&id) {
-                    errors.push(e.to_string());
+        // The endpoint teardown (veth deletion waits for an RCU grace period) and the
+        // unmount are independent: do them side by side.
+        let network = std::thread::scope(|scope| {
+            let network = scope.spawn(|| self.disconnect_network(&record));
+            match self.snapshotter() {
+                Ok(s) => {
+                    if let Err(e) = s.remove(&id) {
+                        errors.push(e.to_string());
+                    }
                 }
+                Err(e) => errors.push(e.to_string()),
             }
-            Err(e) => errors.push(e.to_string()),
+            let _ = std::fs::remove_dir_all(&shim_dir);
+            network.join()
+        });
+        match network {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => errors.push(e.to_string()),
+            Err(_) => errors.push("network teardown panicked".into()),
         }
-        let _ = std::fs::remove_dir_all(&shim_dir);
         let dir = self.container_dir(&id);
         if let Err(e) = std::fs::remove_dir_all(&dir) {
             if e.kind() != std::io::ErrorKind::NotFound {
