@@ -41,6 +41,7 @@ use berth_image::{Snapshotter, Store};
 
 pub use exec::{ConsoleSocket, ExecOptions};
 pub use logs::LogOptions;
+pub use network::SharedNetworks;
 pub use options::{MountKind, MountSpec, NetworkMode, RunOptions};
 pub use record::{Record, Status};
 pub use start::Started;
@@ -157,6 +158,9 @@ pub struct Containers {
     config: Config,
     store: Store,
     dir: PathBuf,
+    /// A long-lived network manager (the daemon's, with its embedded DNS), used instead of
+    /// opening one per operation; see [`Containers::with_shared_networks`].
+    shared_networks: Option<network::SharedNetworks>,
 }
 
 /// An exclusive `flock` on a file, released on drop.
@@ -209,7 +213,12 @@ impl Containers {
             image: image_root.display().to_string(),
             source,
         })?;
-        Ok(Containers { config, store, dir })
+        Ok(Containers {
+            config,
+            store,
+            dir,
+            shared_networks: None,
+        })
     }
 
     pub fn config(&self) -> &Config {

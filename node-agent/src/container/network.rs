@@ -82,6 +82,19 @@ pub fn resolv_conf(host: &str, dns: &[IpAddr], host_network: bool) -> String {
     etc_files::resolv_conf(None, &servers, &search, &[]).unwrap_or_default()
 }
 
+/// A [`Networks`] owned by a long-running process and the runtime it lives on.
+#[derive(Clone)]
+pub struct SharedNetworks {
+    pub networks: std::sync::Arc<Networks>,
+    pub runtime: tokio::runtime::Handle,
+}
+
+impl std::fmt::Debug for SharedNetworks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedNetworks").finish_non_exhaustive()
+    }
+}
+
 fn net_err(id: &str, e: impl std::fmt::Display) -> ContainerError {
     ContainerError::Network {
         id: id[..12.min(id.len())].to_string(),
@@ -104,14 +117,25 @@ impl Containers {
         FileLock::acquire(&path)
     }
 
-    /// Runs `f` on a freshly opened [`Networks`] under the host-wide network lock, in a
-    /// current-thread tokio runtime of its own.
+    /// Makes every network change go through `shared` (the daemon's [`Networks`], whose
+    /// embedded DNS then learns the containers' names) instead of a fresh instance per
+    /// operation. Calls block on `shared.runtime`: call them from a blocking thread.
+    pub fn with_shared_networks(mut self, shared: SharedNetworks) -> Containers {
+        self.shared_networks = Some(shared);
+        self
+    }
+
+    /// Runs `f` on the shared [`Networks`], or on a freshly opened one in a current-thread
+    /// tokio runtime of its own; either way under the host-wide network lock.
     fn with_networks<T>(
         &self,
         id: &str,
         f: impl AsyncFnOnce(&Networks) -> Result<T, ContainerError>,
     ) -> Result<T, ContainerError> {
         let _lock = self.network_lock()?;
+        if let Some(shared) = &self.shared_networks {
+            return shared.runtime.block_on(f(&shared.networks));
+        }
         let state_dir = self.config.data_root.join("network");
         std::fs::create_dir_all(&state_dir).map_err(io_err("create directory", &state_dir))?;
         let rt = tokio::runtime::Builder::new_current_thread()
