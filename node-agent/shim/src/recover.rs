@@ -113,3 +113,57 @@ pub fn recover_one(dir: &Path) -> RecoveredContainer {
     };
     found(Recovered::Lost { reason })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shim_dir(root: &Path, id: &str) -> PathBuf {
+        let dir = root.join(id);
+        fs::create_dir(&dir).unwrap();
+        let rec = ShimRecord {
+            id: id.into(),
+            bundle: "/b".into(),
+            runtime: "/r".into(),
+            runtime_root: "/rr".into(),
+            tty: false,
+        };
+        fs::write(dir.join(state::RECORD), serde_json::to_vec(&rec).unwrap()).unwrap();
+        dir
+    }
+
+    #[test]
+    fn without_a_shim_the_disk_decides() {
+        let root = tempfile::tempdir().unwrap();
+        let stopped = shim_dir(root.path(), "a");
+        let e = ExitStatus::from_wait(10, Some(3), None, "t".into());
+        fs::write(stopped.join(state::EXIT), serde_json::to_vec(&e).unwrap()).unwrap();
+        let broken = shim_dir(root.path(), "b");
+        fs::write(broken.join(state::EXIT), b"{").unwrap();
+        let gone = shim_dir(root.path(), "c");
+        // Pid 0 never names a process in /proc.
+        fs::write(gone.join(state::CONTAINER_PID), b"0").unwrap();
+        // "d": a record only, as when the shim died before the runtime created anything.
+        shim_dir(root.path(), "d");
+
+        let found = recover(root.path()).unwrap();
+        let ids: Vec<&str> = found.iter().map(|c| c.id.as_str()).collect();
+        assert_eq!(ids, ["a", "b", "c", "d"]);
+        match &found[0].outcome {
+            Recovered::Stopped { exit } => assert_eq!(exit, &e),
+            other => panic!("{other:?}"),
+        }
+        let reason = |i: usize| match &found[i].outcome {
+            Recovered::Lost { reason } => reason.clone(),
+            other => panic!("{other:?}"),
+        };
+        assert!(reason(1).contains("malformed"), "{}", reason(1));
+        assert!(
+            reason(2).contains("is gone, exit status unknown"),
+            "{}",
+            reason(2)
+        );
+        assert!(reason(3).contains("never created"), "{}", reason(3));
+        assert!(reason(3).contains("shim.sock"), "{}", reason(3));
+    }
+}
