@@ -41,6 +41,8 @@ pub struct CreateOptions {
     pub console_socket: Option<PathBuf>,
     pub pid_file: Option<PathBuf>,
     pub systemd_cgroup: bool,
+    /// runc's `--no-pivot`: MS_MOVE + chroot instead of pivot_root (for roots on initramfs).
+    pub no_pivot: bool,
 }
 
 /// Removes what a failed create made.
@@ -68,6 +70,13 @@ impl Drop for Rollback<'_> {
 
 /// Creates the container; returns its saved state (status "created").
 pub fn create(opts: &CreateOptions) -> Result<Saved, ContainerError> {
+    // The children run arbitrary code after fork; that is only sound when no other thread
+    // can hold a lock (allocator, stdio) at the moment of the fork.
+    if crate::sys::thread_count() > 1 {
+        return Err(ContainerError::Invalid(
+            "berth-runtime: create/exec must be called from a single-threaded process (exec berth-runc instead)".into(),
+        ));
+    }
     state::validate_id(&opts.id)?;
     let bundle = fs::canonicalize(&opts.bundle)
         .map_err(|e| ContainerError::Invalid(format!("bundle {}: {e}", opts.bundle.display())))?;
@@ -179,6 +188,7 @@ pub fn create(opts: &CreateOptions) -> Result<Saved, ContainerError> {
         layout: &layout,
         cgroup_path: &saved.cgroup_path,
         console: console.as_ref().map(|c| c.as_raw_fd()),
+        no_pivot: opts.no_pivot,
     };
     // SAFETY: berth-runc is single-threaded (documented requirement for library callers),
     // so the child may use the allocator and everything else after fork.
@@ -201,6 +211,9 @@ pub fn create(opts: &CreateOptions) -> Result<Saved, ContainerError> {
         &mut saved,
         &mut rb,
     );
+    // Closing our end first: an intermediate still waiting for a message then sees EOF and
+    // exits instead of blocking us forever.
+    drop(parent_ch);
     let _ = waitpid(child, None);
     res?;
     saved.save(&opts.root)?;
@@ -247,6 +260,9 @@ fn drive(
     };
     rb.pid = Some(pid);
     saved.pid = pid;
+    // The init waits for this, so its messages never overtake the intermediate's pid report.
+    ch.send(&Msg::Go)
+        .map_err(|e| ContainerError::init(&id, e))?;
     saved.pid_start = state::proc_stat(pid).map(|s| s.1).unwrap_or(0);
     loop {
         match recv(ch)? {
@@ -312,6 +328,7 @@ pub(crate) struct InitContext<'a> {
     pub layout: &'a Layout,
     pub cgroup_path: &'a Path,
     pub console: Option<RawFd>,
+    pub no_pivot: bool,
 }
 
 /// Reports `r`'s error to the parent and exits; never returns.
@@ -378,6 +395,16 @@ fn intermediate_inner(ch: &mut Channel, ctx: &InitContext<'_>) -> Result<(), Con
     }
 }
 
+/// Waits for the parent's "go" (sent once it has the init's pid).
+pub(crate) fn wait_go(ch: &mut Channel) -> Result<(), ContainerError> {
+    match ch.recv() {
+        Ok(Some(Msg::Go)) => Ok(()),
+        other => Err(ContainerError::Invalid(format!(
+            "sync: expected go, got {other:?}"
+        ))),
+    }
+}
+
 fn become_root() -> Result<(), ContainerError> {
     // SAFETY: credential syscalls on ourselves.
     unsafe {
@@ -417,6 +444,7 @@ fn container_init(ch: &mut Channel, ctx: &InitContext<'_>) -> ! {
 
 /// The init's work; returns only the error that ended it after "ready".
 fn init_inner(ch: &mut Channel, ctx: &InitContext<'_>) -> Result<ContainerError, ContainerError> {
+    wait_go(ch)?;
     let spec = ctx.spec;
     let linux = spec.linux().as_ref();
     nix::unistd::setsid().map_err(|e| sys::errno_err("setsid", "init", e))?;
@@ -493,7 +521,7 @@ fn init_inner(ch: &mut Channel, ctx: &InitContext<'_>) -> Result<ContainerError,
         &hook_state(Status::Created),
     )?;
 
-    if rootfs::on_ramfs(ctx.rootfs) {
+    if ctx.no_pivot || rootfs::on_ramfs(ctx.rootfs) {
         rootfs::move_root(ctx.rootfs)?;
     } else {
         rootfs::pivot(ctx.rootfs)?;

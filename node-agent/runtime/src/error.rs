@@ -36,6 +36,10 @@ pub enum ContainerError {
         status: Status,
         op: &'static str,
     },
+    /// Worded as runc words it: containerd's shim matches this text to map a kill of an
+    /// exited container to "not found".
+    #[error("container not running: {id}")]
+    NotRunning { id: String },
     #[error("{0}")]
     Invalid(String),
 }

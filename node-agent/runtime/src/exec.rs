@@ -67,6 +67,13 @@ pub fn build_process(base: &Process, o: &ExecOptions) -> Result<Process, Contain
 
 /// Starts the process; returns its host pid (the caller decides whether to wait).
 pub fn exec(root: &Path, id: &str, o: &ExecOptions) -> Result<i32, ContainerError> {
+    // The children run arbitrary code after fork; that is only sound when no other thread
+    // can hold a lock (allocator, stdio) at the moment of the fork.
+    if crate::sys::thread_count() > 1 {
+        return Err(ContainerError::Invalid(
+            "berth-runtime: create/exec must be called from a single-threaded process (exec berth-runc instead)".into(),
+        ));
+    }
     let saved = Saved::load(root, id)?;
     let st = status(root, &saved);
     if st != Status::Running && st != Status::Created {
@@ -145,7 +152,13 @@ pub fn exec(root: &Path, id: &str, o: &ExecOptions) -> Result<i32, ContainerErro
         let mut pid = None;
         loop {
             match parent_ch.recv().map_err(|e| ContainerError::init(id, e))? {
-                Some(Msg::Pid(p)) => pid = Some(p),
+                Some(Msg::Pid(p)) => {
+                    pid = Some(p);
+                    // The process waits for this before reporting "ready" (ordering).
+                    parent_ch
+                        .send(&Msg::Go)
+                        .map_err(|e| ContainerError::init(id, e))?;
+                }
                 Some(Msg::Ready) => break,
                 Some(Msg::Error(e)) => return Err(ContainerError::init(id, e)),
                 Some(m) => return Err(ContainerError::init(id, format!("unexpected {m:?}"))),
@@ -154,6 +167,9 @@ pub fn exec(root: &Path, id: &str, o: &ExecOptions) -> Result<i32, ContainerErro
         }
         pid.ok_or_else(|| ContainerError::init(id, "no pid reported"))
     })();
+    // Closing our end first: an intermediate still waiting for a message then sees EOF and
+    // exits instead of blocking us forever.
+    drop(parent_ch);
     let _ = waitpid(child, None);
     let pid = r?;
     if let Some(pf) = &o.pid_file {
@@ -190,6 +206,7 @@ fn exec_intermediate(
         }
         ForkResult::Child => {
             let r = (|| -> Result<ContainerError, ContainerError> {
+                crate::create::wait_go(ch)?;
                 if let Some(sock) = console {
                     nix::unistd::setsid().map_err(|e| sys::errno_err("setsid", "exec", e))?;
                     crate::console::setup(sock)?;

@@ -20,6 +20,7 @@ pub mod spec;
 pub mod state;
 pub mod sync;
 pub mod sys;
+pub mod tty;
 
 pub use create::{CreateOptions, create};
 pub use error::ContainerError;

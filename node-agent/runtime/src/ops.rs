@@ -123,11 +123,7 @@ pub fn kill_container(root: &Path, id: &str, sig: Signal, all: bool) -> Result<(
     let saved = Saved::load(root, id)?;
     let st = status(root, &saved);
     if st == Status::Stopped {
-        return Err(ContainerError::BadState {
-            id: id.into(),
-            status: st,
-            op: "kill",
-        });
+        return Err(ContainerError::NotRunning { id: id.into() });
     }
     if all {
         let cg = cgroup_of(&saved)?;
@@ -168,6 +164,22 @@ pub fn resume(root: &Path, id: &str) -> Result<(), ContainerError> {
         });
     }
     Ok(cgroup_of(&saved)?.thaw()?)
+}
+
+/// `update`: applies new resource limits to a created, running or paused container.
+pub fn update(
+    root: &Path,
+    id: &str,
+    res: &oci_spec::runtime::LinuxResources,
+) -> Result<(), ContainerError> {
+    let saved = Saved::load(root, id)?;
+    if status(root, &saved) == Status::Stopped {
+        return Err(ContainerError::NotRunning { id: id.into() });
+    }
+    // Device rules are left alone: rewriting them on a live v1 cgroup would briefly deny all.
+    let mut res = res.clone();
+    res.set_devices(None);
+    Ok(cgroup_of(&saved)?.apply_without_devices(&res)?)
 }
 
 /// `ps ID`: host pids in the container's cgroup.

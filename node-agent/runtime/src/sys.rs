@@ -211,3 +211,10 @@ pub fn same_ns(a: &Path, b: &Path) -> bool {
         _ => false,
     }
 }
+
+/// Number of threads of this process.
+pub fn thread_count() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .map(|d| d.count())
+        .unwrap_or(1)
+}

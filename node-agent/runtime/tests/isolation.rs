@@ -171,3 +171,152 @@ fn user_namespace_maps_ids() {
     assert_eq!(lines[1], vec!["0", "200000", "65536"], "{s}");
     assert_eq!(lines[2], vec!["0"], "{s}");
 }
+
+#[test]
+fn joins_namespaces_by_path_and_sets_domainname() {
+    let rt = Runtime::new();
+    let logs = tempfile::tempdir().unwrap();
+    let a = Bundle::new(&["sleep", "1000"], |spec| {
+        spec["hostname"] = json!("alpha");
+    });
+    let ida = id("nsjoin-a");
+    let _ca = rt.create(&ida, &a, logs.path());
+    let pid = rt.state(&ida).unwrap()["pid"].as_i64().unwrap();
+    let b = Bundle::new(
+        &[
+            "sh",
+            "-c",
+            "hostname; readlink /proc/self/ns/net; cat /proc/sys/kernel/domainname",
+        ],
+        |spec| {
+            spec["hostname"] = json!("beta");
+            spec["domainname"] = json!("example.test");
+            let ns = spec["linux"]["namespaces"].as_array_mut().unwrap();
+            for n in ns.iter_mut() {
+                if n["type"] == "network" || n["type"] == "uts" {
+                    n["path"] = json!(format!(
+                        "/proc/{pid}/ns/{}",
+                        if n["type"] == "network" { "net" } else { "uts" }
+                    ));
+                }
+            }
+        },
+    );
+    let out = run(&rt, &id("nsjoin-b"), &b);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let s = stdout(&out);
+    let lines: Vec<&str> = s.lines().collect();
+    // The joined UTS namespace keeps A's name; B's own hostname/domainname are not applied to it.
+    assert_eq!(lines[0], "alpha", "{s}");
+    let theirs = std::fs::read_link(format!("/proc/{pid}/ns/net")).unwrap();
+    assert_eq!(lines[1], theirs.to_str().unwrap(), "{s}");
+    let ours = std::fs::read_link("/proc/self/ns/net").unwrap();
+    assert_ne!(lines[1], ours.to_str().unwrap());
+    // In a UTS namespace of its own, the domainname is set.
+    let c = Bundle::new(&["cat", "/proc/sys/kernel/domainname"], |spec| {
+        spec["domainname"] = json!("example.test");
+    });
+    let out = run(&rt, &id("domain"), &c);
+    assert_eq!(stdout(&out), "example.test\n", "{}", stderr(&out));
+}
+
+#[test]
+fn rootfs_on_ramfs_runs_with_move_and_chroot() {
+    let b = Bundle::new(
+        &[
+            "sh",
+            "-c",
+            "echo pid=$$; cat /proc/self/mountinfo | grep -c ' / '",
+        ],
+        |_| {},
+    );
+    // Put the rootfs on a ramfs (pivot_root refuses those) and copy busybox onto it.
+    let rootfs = b.rootfs();
+    let stash = b.path().join("stash");
+    std::fs::rename(&rootfs, &stash).unwrap();
+    std::fs::create_dir(&rootfs).unwrap();
+    let m = std::process::Command::new("mount")
+        .args(["-t", "ramfs", "berth-test-ramfs"])
+        .arg(&rootfs)
+        .status()
+        .unwrap();
+    assert!(m.success());
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .status();
+        }
+    }
+    let _u = Unmount(rootfs.clone());
+    let cp = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(format!("{}/.", stash.display()))
+        .arg(&rootfs)
+        .status()
+        .unwrap();
+    assert!(cp.success());
+    let rt = Runtime::new();
+    let out = run(&rt, &id("ramfs"), &b);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).starts_with("pid=1\n"), "{}", stdout(&out));
+}
+
+#[test]
+fn no_pivot_runs_in_the_rootfs() {
+    let b = Bundle::new(&["sh", "-c", "echo pid=$$; ls /"], |_| {});
+    std::fs::write(b.rootfs().join("etc/marker"), "x").unwrap();
+    let rt = Runtime::new();
+    let id = id("nopivot");
+    let out = rt
+        .cmd()
+        .args(["run", "--no-pivot", "--bundle"])
+        .arg(b.path())
+        .arg(&id)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let _ = rt.cmd().args(["delete", "--force", &id]).output();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let s = stdout(&out);
+    assert!(s.starts_with("pid=1\n"), "{s}");
+    let entries: Vec<&str> = s.lines().skip(1).collect();
+    assert_eq!(
+        entries,
+        vec!["bin", "dev", "etc", "proc", "sys", "tmp"],
+        "{s}"
+    );
+}
+
+#[test]
+fn bad_id_mapping_fails_create_cleanly() {
+    // Overlapping container ranges: the kernel refuses the uid_map write.
+    let b = Bundle::new(&["true"], |spec| {
+        spec["linux"]["namespaces"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"type": "user"}));
+        spec["linux"]["uidMappings"] = json!([
+            {"containerID": 0, "hostID": 300000, "size": 10},
+            {"containerID": 5, "hostID": 400000, "size": 10}
+        ]);
+        spec["linux"]["gidMappings"] = json!([{"containerID": 0, "hostID": 300000, "size": 10}]);
+    });
+    let rt = Runtime::new();
+    let id = id("badmap");
+    let out = rt
+        .cmd()
+        .args(["create", "--bundle"])
+        .arg(b.path())
+        .arg(&id)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let _ = rt.cmd().args(["delete", "--force", &id]).output();
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("uid_map"), "{}", stderr(&out));
+    assert!(rt.state(&id).is_none());
+    assert!(!rt.root.path().join(&id).exists());
+}

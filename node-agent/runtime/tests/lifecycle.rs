@@ -56,6 +56,12 @@ fn create_start_state_kill_delete() {
     );
     rt.ok(&["kill", &id, "KILL"]);
     rt.wait_status(&id, "stopped");
+    let again = rt.cmd().args(["kill", &id, "KILL"]).output().unwrap();
+    assert!(
+        stderr(&again).contains("container not running"),
+        "{}",
+        stderr(&again)
+    );
     rt.ok(&["delete", &id]);
     assert!(rt.state(&id).is_none());
     assert!(!rt.root.path().join(&id).exists());
@@ -377,4 +383,85 @@ fn features_and_spec_flags() {
             .status
             .success()
     );
+}
+
+#[test]
+fn container_side_hooks_and_pid_file() {
+    let out = tempfile::tempdir().unwrap();
+    let o = out.path().display().to_string();
+    let b = Bundle::new(&["true"], |spec| {
+        spec["mounts"].as_array_mut().unwrap().push(json!({
+            "destination": "/out", "type": "bind", "source": o, "options": ["rbind", "rw"]
+        }));
+        spec["hooks"] = json!({
+            // Runs in the container's mount namespace before pivot_root: host paths resolve.
+            "createContainer": [{"path": "/bin/sh", "args": ["sh", "-c", format!("cat > {o}/createContainer")]}],
+            // Runs inside the container after start, before the process: container paths.
+            "startContainer": [{"path": "/bin/sh", "args": ["sh", "-c", "cat > /out/startContainer; hostname > /out/hostname"]}],
+        });
+    });
+    let rt = Runtime::new();
+    let id = id("ctrhooks");
+    let pidfile = out.path().join("init.pid");
+    let logs = tempfile::tempdir().unwrap();
+    let st = rt
+        .cmd()
+        .args([
+            "create",
+            "--pid-file",
+            pidfile.to_str().unwrap(),
+            "--bundle",
+        ])
+        .arg(b.path())
+        .arg(&id)
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(logs.path().join("o")).unwrap())
+        .stderr(std::fs::File::create(logs.path().join("e")).unwrap())
+        .status()
+        .unwrap();
+    let _c = Container {
+        rt: &rt,
+        id: id.clone(),
+    };
+    assert!(
+        st.success(),
+        "{}",
+        std::fs::read_to_string(logs.path().join("e")).unwrap()
+    );
+    let pid: i64 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(rt.state(&id).unwrap()["pid"], json!(pid));
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.path().join("createContainer")).unwrap())
+            .unwrap();
+    assert_eq!(v["id"], json!(id));
+    assert_eq!(v["pid"], json!(pid));
+    rt.ok(&["start", &id]);
+    rt.wait_status(&id, "stopped");
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.path().join("startContainer")).unwrap()).unwrap();
+    assert_eq!(v["id"], json!(id));
+    assert_eq!(
+        std::fs::read_to_string(out.path().join("hostname")).unwrap(),
+        "berth-test\n"
+    );
+}
+
+#[test]
+fn library_create_refuses_a_multithreaded_caller() {
+    // The test harness runs tests on threads: this process is multi-threaded.
+    let b = Bundle::new(&["true"], |_| {});
+    let rt = Runtime::new();
+    let opts = berth_runtime::CreateOptions {
+        root: rt.root.path().to_path_buf(),
+        id: id("threads"),
+        bundle: b.path().to_path_buf(),
+        ..Default::default()
+    };
+    let err = berth_runtime::create(&opts).unwrap_err();
+    assert!(err.to_string().contains("single-threaded"), "{err}");
+    assert!(rt.state(&id("threads")).is_none());
 }

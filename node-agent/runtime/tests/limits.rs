@@ -119,3 +119,42 @@ fn cpu_and_cpuset_settings_land_in_the_cgroup() {
     let procs = cg.pids().unwrap();
     assert!(procs.contains(&pid), "{procs:?}");
 }
+
+#[test]
+fn update_changes_limits_of_a_running_container() {
+    let b = Bundle::new(&["sleep", "1000"], |spec| {
+        spec["linux"]["resources"]["pids"] = json!({"limit": 50});
+    });
+    let rt = Runtime::new();
+    let logs = tempfile::tempdir().unwrap();
+    let id = id("update");
+    let _c = rt.create(&id, &b, logs.path());
+    rt.ok(&["start", &id]);
+    let res = logs.path().join("res.json");
+    std::fs::write(
+        &res,
+        json!({"pids": {"limit": 7}, "memory": {"limit": 64 << 20}}).to_string(),
+    )
+    .unwrap();
+    rt.ok(&["update", "--resources", res.to_str().unwrap(), &id]);
+    let s = berth_runtime::ops::stats(rt.root.path(), &id).unwrap();
+    assert_eq!(s.pids.limit, Some(7));
+    assert_eq!(s.memory.limit_bytes, Some(64 << 20));
+    // From stdin, as containerd passes it.
+    let mut child = rt
+        .cmd()
+        .args(["update", "--resources", "-", &id])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), br#"{"pids": {"limit": 9}}"#).unwrap();
+    drop(child.stdin.take());
+    assert!(child.wait().unwrap().success());
+    assert_eq!(
+        berth_runtime::ops::stats(rt.root.path(), &id)
+            .unwrap()
+            .pids
+            .limit,
+        Some(9)
+    );
+}

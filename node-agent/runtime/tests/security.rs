@@ -108,7 +108,11 @@ fn seccomp_mode_is_filter_and_no_new_privs_set() {
 #[test]
 fn rlimits_umask_and_user_apply() {
     let b = Bundle::new(
-        &["sh", "-c", "ulimit -n; umask; id -u; id -g; id -G"],
+        &[
+            "sh",
+            "-c",
+            "ulimit -n; umask; id -u; id -g; id -G; cat /proc/self/oom_score_adj",
+        ],
         |spec| {
             spec["process"]["rlimits"] =
                 json!([{"type": "RLIMIT_NOFILE", "soft": 321, "hard": 321}]);
@@ -129,6 +133,7 @@ fn rlimits_umask_and_user_apply() {
         lines[4].split_whitespace().any(|g| g == "1002"),
         "{lines:?}"
     );
+    assert_eq!(lines[5], "500");
 }
 
 #[test]

@@ -108,3 +108,33 @@ fn terminal_without_console_socket_is_refused() {
     assert!(stderr(&out).contains("console-socket"), "{}", stderr(&out));
     assert!(rt.state(&id).is_none());
 }
+
+#[test]
+fn run_and_exec_with_a_terminal_proxy_it_themselves() {
+    let b = Bundle::new(
+        &["sh", "-c", "[ -t 1 ] && echo IS-A-TTY; tty; exit 4"],
+        |spec| {
+            spec["process"]["terminal"] = json!(true);
+        },
+    );
+    let rt = Runtime::new();
+    let out = run(&rt, &id("ttyproxy"), &b);
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    let s = stdout(&out);
+    assert!(s.contains("IS-A-TTY"), "{s:?}");
+    assert!(s.contains("/dev/pts/0"), "{s:?}");
+
+    let b = Bundle::new(&["sleep", "1000"], |_| {});
+    let logs = tempfile::tempdir().unwrap();
+    let id = id("ttyexec");
+    let _c = rt.create(&id, &b, logs.path());
+    rt.ok(&["start", &id]);
+    let out = rt
+        .cmd()
+        .args(["exec", "--tty", &id, "sh", "-c", "tty; exit 6"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(6), "{}", stderr(&out));
+    assert!(stdout(&out).contains("/dev/pts/"), "{:?}", stdout(&out));
+}

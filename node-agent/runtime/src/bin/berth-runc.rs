@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use berth_runtime::ops;
 use berth_runtime::state;
-use berth_runtime::{CreateOptions, ExecOptions, memfd};
+use berth_runtime::{CreateOptions, ExecOptions, memfd, tty};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Parser, Debug)]
@@ -52,7 +52,7 @@ struct CreateArgs {
     console_socket: Option<PathBuf>,
     #[arg(long = "pid-file")]
     pid_file: Option<PathBuf>,
-    /// Accepted for compatibility: pivot_root is always used unless the rootfs is on ramfs.
+    /// Use MS_MOVE + chroot instead of pivot_root (as for a rootfs on ramfs).
     #[arg(long = "no-pivot")]
     no_pivot: bool,
     /// Accepted for compatibility; no session keyring is created.
@@ -139,6 +139,12 @@ enum Cmd {
     Resume { id: String },
     /// Print what this runtime supports (OCI features JSON).
     Features,
+    /// Change a container's resources (`linux.resources` JSON from a file, or `-` for stdin).
+    Update {
+        #[arg(long, short = 'r')]
+        resources: PathBuf,
+        id: String,
+    },
 }
 
 /// The log file, written the way dockerd/containerd read it.
@@ -221,6 +227,7 @@ fn create_opts(cli: &Cli, a: &CreateArgs) -> CreateOptions {
         console_socket: a.console_socket.clone(),
         pid_file: a.pid_file.clone(),
         systemd_cgroup: cli.systemd_cgroup,
+        no_pivot: a.no_pivot,
     }
 }
 
@@ -259,13 +266,37 @@ fn run(cli: &Cli, log: &mut Logger) -> Result<u8> {
             } else {
                 Some(Waiter::install()?)
             };
-            let saved = berth_runtime::create(&create_opts(cli, create))?;
+            // An interactive terminal without a console socket: be the console ourselves.
+            let wants_tty = berth_runtime::spec::load(&create.bundle)
+                .ok()
+                .and_then(|s| s.process().as_ref().and_then(|p| p.terminal()))
+                .unwrap_or(false);
+            let console = if wants_tty && !*detach && create.console_socket.is_none() {
+                Some(tty::ConsoleSocket::bind(root)?)
+            } else {
+                None
+            };
+            let mut opts = create_opts(cli, create);
+            if let Some(c) = &console {
+                opts.console_socket = Some(c.path().to_path_buf());
+            }
+            let saved = berth_runtime::create(&opts)?;
+            let master = match console.as_ref().map(|c| c.receive()).transpose() {
+                Ok(m) => m,
+                Err(e) => {
+                    let _ = ops::delete(root, &saved.id, true);
+                    return Err(e.into());
+                }
+            };
             if let Err(e) = ops::start(root, &saved.id) {
                 let _ = ops::delete(root, &saved.id, true);
                 return Err(e.into());
             }
             let Some(w) = waiter else { return Ok(0) };
-            let code = w.wait_for(saved.pid);
+            let code = match master {
+                Some(m) => tty::proxy(m, saved.pid, &w.set),
+                None => w.wait_for(saved.pid),
+            };
             ops::delete(root, &saved.id, true).context("deleting the stopped container")?;
             Ok(code)
         }
@@ -308,8 +339,26 @@ fn run(cli: &Cli, log: &mut Logger) -> Result<u8> {
             } else {
                 Some(Waiter::install()?)
             };
+            let wants_tty = o
+                .process
+                .as_ref()
+                .map_or(*tty, |p| p.terminal().unwrap_or(false));
+            let console = if wants_tty && !*detach && o.console_socket.is_none() {
+                Some(tty::ConsoleSocket::bind(root)?)
+            } else {
+                None
+            };
+            let mut o = o;
+            if let Some(c) = &console {
+                o.console_socket = Some(c.path().to_path_buf());
+            }
             let pid = berth_runtime::exec(root, id, &o)?;
-            Ok(waiter.map(|w| w.wait_for(pid)).unwrap_or(0))
+            let master = console.as_ref().map(|c| c.receive()).transpose()?;
+            Ok(match (waiter, master) {
+                (Some(w), Some(m)) => tty::proxy(m, pid, &w.set),
+                (Some(w), None) => w.wait_for(pid),
+                (None, _) => 0,
+            })
         }
         Cmd::Spec { rootless, bundle } => {
             berth_runtime::spec::write_default(bundle, *rootless)?;
@@ -339,6 +388,21 @@ fn run(cli: &Cli, log: &mut Logger) -> Result<u8> {
         }
         Cmd::Resume { id } => {
             ops::resume(root, id)?;
+            Ok(0)
+        }
+        Cmd::Update { resources, id } => {
+            let text = if resources.as_os_str() == "-" {
+                let mut t = Vec::new();
+                std::io::Read::read_to_end(&mut std::io::stdin(), &mut t)
+                    .context("reading resources from stdin")?;
+                t
+            } else {
+                std::fs::read(resources)
+                    .with_context(|| format!("--resources {}", resources.display()))?
+            };
+            let res: oci_spec::runtime::LinuxResources = serde_json::from_slice(&text)
+                .context("--resources: not a linux.resources object")?;
+            ops::update(root, id, &res)?;
             Ok(0)
         }
         Cmd::Features => {

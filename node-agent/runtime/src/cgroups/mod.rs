@@ -210,6 +210,22 @@ impl Cgroup {
 
     /// Creates the directories (enabling v2 controllers on the way down).
     pub fn create(&self) -> Result<(), CgroupError> {
+        // Another runtime (or an administrator) may remove an empty parent between our
+        // mkdirs: start over a few times when a level vanished under us.
+        let mut attempt = 0;
+        loop {
+            match self.create_once() {
+                Err(CgroupError::Io { source, .. })
+                    if source.kind() == io::ErrorKind::NotFound && attempt < 5 =>
+                {
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn create_once(&self) -> Result<(), CgroupError> {
         match &self.layout {
             Layout::V2 { root } => {
                 let mut cur = root.clone();
@@ -236,6 +252,15 @@ impl Cgroup {
     /// Applies the spec's resources. Missing controllers are skipped only when the spec
     /// does not ask for them.
     pub fn apply(&self, res: &LinuxResources) -> Result<(), CgroupError> {
+        self.apply_inner(res, true)
+    }
+
+    /// Like [`Cgroup::apply`] but leaves device rules as they are (for live updates).
+    pub fn apply_without_devices(&self, res: &LinuxResources) -> Result<(), CgroupError> {
+        self.apply_inner(res, false)
+    }
+
+    fn apply_inner(&self, res: &LinuxResources, devices: bool) -> Result<(), CgroupError> {
         let need = |c: &'static str| {
             self.dir(c).ok_or(CgroupError::Invalid {
                 what: "controller",
@@ -257,14 +282,16 @@ impl Cgroup {
             if let Some(b) = res.block_io() {
                 blkio::apply_v2(&d, b)?;
             }
-            let mut rules: Vec<devices_bpf::Rule> = res
-                .devices()
-                .iter()
-                .flatten()
-                .filter_map(devices_bpf::rule_of)
-                .collect();
-            rules.extend(devices_bpf::default_rules());
-            devices_bpf::apply(&d, &rules)?;
+            if devices {
+                let mut rules: Vec<devices_bpf::Rule> = res
+                    .devices()
+                    .iter()
+                    .flatten()
+                    .filter_map(devices_bpf::rule_of)
+                    .collect();
+                rules.extend(devices_bpf::default_rules());
+                devices_bpf::apply(&d, &rules)?;
+            }
         } else {
             if let Some(m) = res.memory() {
                 memory::apply_v1(&need("memory")?, m)?;
@@ -279,7 +306,7 @@ impl Cgroup {
             if let Some(b) = res.block_io() {
                 blkio::apply_v1(&need("blkio")?, b)?;
             }
-            if let Some(d) = self.dir("devices") {
+            if let Some(d) = self.dir("devices").filter(|_| devices) {
                 devices::apply_v1(&d, res.devices().as_deref().unwrap_or(&[]))?;
             }
         }
@@ -344,7 +371,10 @@ impl Cgroup {
     /// Removes the directories, waiting up to `timeout` for exiting processes to leave.
     pub fn destroy(&self, timeout: Duration) -> Result<(), CgroupError> {
         let start = Instant::now();
-        let _ = self.thaw();
+        // (kill_all_and_wait thaws before killing; this covers a frozen, already empty cgroup)
+        if self.is_frozen() {
+            let _ = self.thaw();
+        }
         for d in self.dirs() {
             loop {
                 match fs::remove_dir(&d) {
