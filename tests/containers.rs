@@ -539,3 +539,35 @@ fn attached_run_forwards_sigterm() {
     let status = cli.wait().unwrap();
     assert_eq!(status.code(), Some(9));
 }
+
+#[test]
+fn logs_follow_until_exit_with_timestamps() {
+    let e = Env::new();
+    e.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "follow-test",
+        "busybox",
+        "sh",
+        "-c",
+        "for i in 1 2 3; do echo line$i; sleep 0.3; done",
+    ]);
+    // -f returns once the container has exited, with every line
+    let out = e.ok(&["logs", "-f", "follow-test"]);
+    assert_eq!(out, "line1\nline2\nline3\n");
+    let stamped = e.ok(&["logs", "-t", "follow-test"]);
+    for line in stamped.lines() {
+        let (time, text) = line.split_once(' ').unwrap();
+        assert!(time.ends_with('Z') && time.contains('T'), "{line}");
+        assert!(text.starts_with("line"));
+    }
+    assert!(
+        e.ok(&["logs", "--since", "1m", "follow-test"])
+            .contains("line3")
+    );
+    assert!(
+        e.ok(&["logs", "--since", "2999-01-01T00:00:00Z", "follow-test"])
+            .is_empty()
+    );
+}
