@@ -669,7 +669,7 @@ fn ps(c: &Containers, a: &PsArgs) -> anyhow::Result<ExitCode> {
             r.short_id(),
             r.config.image,
             cmd,
-            r.created.get(..19).unwrap_or(&r.created),
+            ago(&r.created).map_or_else(|| r.created.clone(), |a| format!("{a} ago")),
             status_text(r),
             r.name
         );
@@ -679,10 +679,55 @@ fn ps(c: &Containers, a: &PsArgs) -> anyhow::Result<ExitCode> {
 
 fn status_text(r: &berth_node_agent::container::Record) -> String {
     match r.state.status {
-        Status::Running => format!("Up since {}", r.state.started_at.get(..19).unwrap_or("")),
+        Status::Running => format!("Up {}", ago(&r.state.started_at).unwrap_or_default()),
         Status::Created => "Created".into(),
-        Status::Exited => format!("Exited ({})", r.state.exit_code),
+        Status::Exited => match ago(&r.state.finished_at) {
+            Some(t) => format!("Exited ({}) {t} ago", r.state.exit_code),
+            None => format!("Exited ({})", r.state.exit_code),
+        },
     }
+}
+
+/// How long ago an RFC 3339 UTC time was, as Docker words it (`5 seconds`, `3 minutes`).
+fn ago(time: &str) -> Option<String> {
+    let then = epoch_seconds(time)?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_secs() as i64;
+    Some(human_duration((now - then).max(0)))
+}
+
+fn human_duration(secs: i64) -> String {
+    let plural = |n: i64, unit: &str| {
+        if n == 1 {
+            format!("1 {unit}")
+        } else {
+            format!("{n} {unit}s")
+        }
+    };
+    match secs {
+        s if s < 60 => plural(s, "second"),
+        s if s < 3600 => plural(s / 60, "minute"),
+        s if s < 86_400 => plural(s / 3600, "hour"),
+        s => plural(s / 86_400, "day"),
+    }
+}
+
+/// Seconds since the epoch of `YYYY-MM-DDTHH:MM:SS…Z` (the fraction is ignored).
+fn epoch_seconds(t: &str) -> Option<i64> {
+    let num = |a: usize, b: usize| t.get(a..b)?.parse::<i64>().ok();
+    let (y, m, d) = (num(0, 4)?, num(5, 7)?, num(8, 10)?);
+    let (hh, mm, ss) = (num(11, 13)?, num(14, 16)?, num(17, 19)?);
+    // days from civil (proleptic Gregorian), Howard Hinnant's algorithm
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + hh * 3600 + mm * 60 + ss)
 }
 
 fn logs(c: &Containers, a: &LogsArgs) -> anyhow::Result<ExitCode> {
@@ -867,6 +912,19 @@ fn human(b: u64) -> String {
 mod tests {
     use super::*;
     use clap::CommandFactory;
+
+    #[test]
+    fn times_render_like_docker() {
+        assert_eq!(epoch_seconds("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(
+            epoch_seconds("2026-11-22T10:54:41.74Z"),
+            Some(1_795_344_881)
+        );
+        assert_eq!(epoch_seconds("garbage"), None);
+        assert_eq!(human_duration(1), "1 second");
+        assert_eq!(human_duration(125), "2 minutes");
+        assert_eq!(human_duration(7200), "2 hours");
+    }
 
     #[test]
     fn command_line_definition_is_consistent() {
