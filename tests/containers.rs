@@ -18,6 +18,11 @@ fn bin_dir() -> PathBuf {
 
 /// Builds `berth-runc`, `berth-shim` and `berth-init` if `cargo test` did not.
 fn ensure_binaries() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(build_binaries);
+}
+
+fn build_binaries() {
     let dir = bin_dir();
     if ["berth-runc", "berth-shim", "berth-init"]
         .iter()
