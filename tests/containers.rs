@@ -41,6 +41,12 @@ struct Env {
     root: tempfile::TempDir,
 }
 
+const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
+
+/// Live test environments, and `ip_forward` as it was before the first: the default network
+/// turns forwarding on, and the last environment to go puts it back.
+static LIVE: std::sync::Mutex<(usize, Option<String>)> = std::sync::Mutex::new((0, None));
+
 impl Env {
     fn new() -> Env {
         ensure_binaries();
@@ -54,6 +60,13 @@ impl Env {
             &Reference::parse("busybox:latest").expect("ref"),
         )
         .expect("import busybox (apt-get install busybox-static)");
+        {
+            let mut live = LIVE.lock().unwrap_or_else(|e| e.into_inner());
+            if live.0 == 0 {
+                live.1 = std::fs::read_to_string(IP_FORWARD).ok();
+            }
+            live.0 += 1;
+        }
         Env { root }
     }
 
@@ -106,6 +119,13 @@ impl Drop for Env {
             let _ = c.remove(&id, true);
         }
         let _ = c.remove_networks();
+        let mut live = LIVE.lock().unwrap_or_else(|e| e.into_inner());
+        live.0 -= 1;
+        if live.0 == 0 {
+            if let Some(v) = live.1.take() {
+                let _ = std::fs::write(IP_FORWARD, v.trim());
+            }
+        }
     }
 }
 
