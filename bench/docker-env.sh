@@ -16,6 +16,7 @@ done
 berth="$work/bin/berth --data-root $work/berth"
 BERTH="$work/bin/berth" BERTH_DATA_ROOT="$work/berth" "$repo/examples/images/make-busybox.sh" >/dev/null
 
+ip_forward=$(cat /proc/sys/net/ipv4/ip_forward)
 had_docker0=$(ip link show docker0 >/dev/null 2>&1 && echo yes || echo no)
 sock=$work/docker.sock
 dockerd --data-root "$work/docker" --exec-root "$work/docker-exec" --pidfile "$work/docker.pid" \
@@ -34,6 +35,7 @@ stop_docker() {
     h=$(printf '%s' "$work/berth" | sha256sum | cut -c1-8)
     ip link del "br-$(printf 'berth-%s\0' "$h" | sha256sum | cut -c1-12)" 2>/dev/null || true
     nft delete table inet "berth_$h" 2>/dev/null || true
+    echo "$ip_forward" >/proc/sys/net/ipv4/ip_forward
     rm -rf "$work"
 }
 trap stop_docker EXIT
