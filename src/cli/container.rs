@@ -274,13 +274,18 @@ pub fn dispatch(argv: &[OsString]) -> Option<ExitCode> {
         return None;
     }
     let cli = ContainerCli::parse_from(argv);
+    let is_run = matches!(cli.command, ContainerCommand::Run(_));
     Some(match run_command(cli) {
         Ok(code) => code,
         Err(err) => {
             eprintln!("berth: {}", super::one_line(&err));
-            let code = err
-                .downcast_ref::<ContainerError>()
-                .map_or(125, ContainerError::exit_code);
+            // Docker's codes: `run` says whose fault it was (125/126/127); others fail with 1
+            let code = if is_run {
+                err.downcast_ref::<ContainerError>()
+                    .map_or(125, ContainerError::exit_code)
+            } else {
+                1
+            };
             ExitCode::from(code as u8)
         }
     })
@@ -312,11 +317,12 @@ fn libexec() -> anyhow::Result<(PathBuf, PathBuf, PathBuf)> {
                 )
             })
     };
+    let (runtime, shim) = (find("berth-runc")?, find("berth-shim")?);
     let init = match std::env::var_os("BERTH_INIT") {
         Some(p) => PathBuf::from(p),
         None => find("berth-init")?,
     };
-    Ok((find("berth-runc")?, find("berth-shim")?, init))
+    Ok((runtime, shim, init))
 }
 
 fn open(data_root: &std::path::Path) -> anyhow::Result<Containers> {
