@@ -77,8 +77,16 @@ impl Env {
         c
     }
 
+    /// Runs berth to completion, bounded: a hung command fails the test (exit 124) instead
+    /// of hanging it.
     fn run(&self, args: &[&str]) -> Output {
-        self.cmd(args).output().expect("berth")
+        Command::new("timeout")
+            .args(["--kill-after=5", "120", BERTH, "--data-root"])
+            .arg(self.root.path())
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("timeout berth")
     }
 
     fn ok(&self, args: &[&str]) -> String {
@@ -456,9 +464,13 @@ fn names_prefixes_restart_kill_and_wait() {
         "busybox",
         "sh",
         "-c",
-        "trap 'exit 7' USR1; while true; do sleep 0.1; done",
+        "trap 'exit 7' USR1; echo ready; while true; do sleep 0.1; done",
     ]);
     let id = id.trim();
+    // PID 1 ignores USR1 until the trap is set
+    e.wait_for("the trap to be set", || {
+        e.run(&["logs", "named-test"]).stdout.starts_with(b"ready")
+    });
     let o = e.run(&["run", "-d", "--name", "named-test", "busybox", "true"]);
     assert_eq!(code(&o), 125);
     assert!(String::from_utf8_lossy(&o.stderr).contains("already in use"));
@@ -561,8 +573,12 @@ fn attached_run_forwards_sigterm() {
     });
     // SAFETY: signalling our own child process.
     unsafe { libc::kill(cli.id() as i32, libc::SIGTERM) };
-    let status = cli.wait().unwrap();
-    assert_eq!(status.code(), Some(9));
+    let mut status = None;
+    e.wait_for("the CLI to exit", || {
+        status = cli.try_wait().unwrap();
+        status.is_some()
+    });
+    assert_eq!(status.and_then(|s| s.code()), Some(9));
 }
 
 #[test]

@@ -11,6 +11,14 @@ use super::{ContainerError, Containers, Record};
 impl Containers {
     /// Brings `record.state` up to date with the shim; saves the record when it changed.
     pub fn observe(&self, record: &mut Record) {
+        // a removed container has nothing left to update
+        let Ok(_lock) = self.record_lock(&record.id) else {
+            return;
+        };
+        // what is on disk now, not what the caller read earlier
+        if let Ok(fresh) = Record::load(&self.container_dir(&record.id)) {
+            *record = fresh;
+        }
         let shim_dir = self.shim_dir(&record.id);
         let before = record.state.clone();
         match ShimHandle::connect(&shim_dir) {

@@ -294,6 +294,16 @@ impl Containers {
         record.save(&self.container_dir(&record.id))
     }
 
+    /// Held around every read-modify-write of one record, so a command observing the
+    /// container (`ps`) never writes back a stale copy over what `start` just saved.
+    pub(crate) fn record_lock(&self, id: &str) -> Result<FileLock, ContainerError> {
+        let dir = self.container_dir(id);
+        if !dir.is_dir() {
+            return Err(ContainerError::NotFound(id.to_string()));
+        }
+        FileLock::acquire(&dir.join(".lock"))
+    }
+
     pub(crate) fn save_state(&self, record: &Record) -> Result<(), ContainerError> {
         record.save_state(&self.container_dir(&record.id))
     }

@@ -118,6 +118,7 @@ impl Containers {
         })();
         match result {
             Ok(attach) => {
+                let _lock = self.record_lock(&id)?;
                 self.save(&record)?;
                 Ok(Started {
                     record,
@@ -132,7 +133,9 @@ impl Containers {
                 record.state.status = Status::Exited;
                 record.state.exit_code = e.exit_code();
                 record.state.error = e.to_string();
-                let _ = self.save(&record);
+                if let Ok(_lock) = self.record_lock(&id) {
+                    let _ = self.save(&record);
+                }
                 Err(e)
             }
         }
