@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 mod config;
+mod container;
 mod image;
 mod registry;
 mod version;
@@ -59,22 +60,24 @@ pub struct ProjectFlags {
     pub profiles: Vec<String>,
 }
 
-/// Where the node's state lives, accepted before or after any subcommand.
+/// Where node-local state lives, accepted before or after any subcommand.
 #[derive(Debug, Clone, Args)]
 pub struct DaemonFlags {
-    /// Root of berth's persistent state (the image store is `<data-root>/image`)
+    /// Root directory of berth's local state (image store, containers, volumes)
     #[arg(
         long,
         global = true,
+        value_name = "DIR",
         env = "BERTH_DATA_ROOT",
-        default_value = "/var/lib/berth",
-        value_name = "DIR"
+        default_value = "/var/lib/berth"
     )]
     pub data_root: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Parse, resolve and print the Compose project in canonical form
+    Config(config::ConfigArgs),
     /// Download an image from a registry into the local store
     Pull(registry::PullArgs),
     /// Upload a local image to its registry
@@ -83,8 +86,6 @@ pub enum Command {
     Login(registry::LoginArgs),
     /// Remove saved credentials for a registry
     Logout(registry::LogoutArgs),
-    /// Parse, resolve and print the Compose project in canonical form
-    Config(config::ConfigArgs),
     /// Show the berth version information
     Version(version::VersionArgs),
     /// Manage images
@@ -101,17 +102,43 @@ pub enum Command {
     Tag(image::TagArgs),
     /// Remove images (alias of `image rm`)
     Rmi(image::RmArgs),
+    /// Create and start a container from an image
+    Run(container::Passthrough),
+    /// List containers
+    Ps(container::Passthrough),
+    /// Show a container's output
+    Logs(container::Passthrough),
+    /// Stop running containers
+    Stop(container::Passthrough),
+    /// Send a signal to running containers
+    Kill(container::Passthrough),
+    /// Remove containers
+    Rm(container::Passthrough),
+    /// Start stopped containers
+    Start(container::Passthrough),
+    /// Run a command in a running container
+    Exec(container::Passthrough),
+    /// Show containers' configuration and state as JSON
+    Inspect(container::Passthrough),
+    /// Show containers' resource use
+    Stats(container::Passthrough),
+    /// Show a container's processes
+    Top(container::Passthrough),
+    /// Wait for containers to exit and print their exit codes
+    Wait(container::Passthrough),
 }
 
 pub fn main() -> ExitCode {
+    // Container commands take Docker's `-p`/`-f`/`--env-file`, which the global Compose
+    // flags would claim: they are parsed by their own parser first.
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if let Some(code) = container::dispatch(&argv) {
+        return code;
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Config(args) => config::run(&cli.project, &args),
         Command::Version(args) => version::run(&args),
-        Command::Pull(args) => registry::pull_cmd(&args, &cli.daemon.data_root),
-        Command::Push(args) => registry::push_cmd(&args, &cli.daemon.data_root),
-        Command::Login(args) => registry::login_cmd(&args),
-        Command::Logout(args) => registry::logout_cmd(&args),
         Command::Image(args) => image::run(&cli.daemon, args),
         Command::Images(args) => image::run_alias(&cli.daemon, image::ImageCommand::Ls(args)),
         Command::Load(args) => image::run_alias(&cli.daemon, image::ImageCommand::Load(args)),
@@ -119,6 +146,26 @@ pub fn main() -> ExitCode {
         Command::Import(args) => image::run_alias(&cli.daemon, image::ImageCommand::Import(args)),
         Command::Tag(args) => image::run_alias(&cli.daemon, image::ImageCommand::Tag(args)),
         Command::Rmi(args) => image::run_alias(&cli.daemon, image::ImageCommand::Rm(args)),
+        Command::Pull(args) => registry::pull_cmd(&args, &cli.daemon.data_root),
+        Command::Push(args) => registry::push_cmd(&args, &cli.daemon.data_root),
+        Command::Login(args) => registry::login_cmd(&args),
+        Command::Logout(args) => registry::logout_cmd(&args),
+        // reached only when `dispatch` did not recognise the command line (it always does
+        // for these verbs); report it rather than guess
+        Command::Run(_)
+        | Command::Ps(_)
+        | Command::Logs(_)
+        | Command::Stop(_)
+        | Command::Kill(_)
+        | Command::Rm(_)
+        | Command::Start(_)
+        | Command::Exec(_)
+        | Command::Inspect(_)
+        | Command::Stats(_)
+        | Command::Top(_)
+        | Command::Wait(_) => Err(anyhow::anyhow!(
+            "container commands take only --data-root before the command name"
+        )),
     };
     match result {
         Ok(code) => code,

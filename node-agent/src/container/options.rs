@@ -1,0 +1,211 @@
+//! What a user asks of a container (`berth run` flags, or a Compose service later), parsed
+//! and validated, with no I/O. Stored verbatim in the container record so `start` after a
+//! reboot and `inspect` see exactly what was asked.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::ContainerError;
+
+/// How the container is networked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase", tag = "mode", content = "name")]
+pub enum NetworkMode {
+    /// A bridge network (the default one, `berth`, unless named).
+    Bridge(String),
+    /// The host's network namespace.
+    Host,
+    /// A network namespace with only loopback.
+    None,
+    /// The default bridge network.
+    #[default]
+    Default,
+}
+
+impl NetworkMode {
+    pub fn parse(s: &str) -> NetworkMode {
+        match s {
+            "host" => NetworkMode::Host,
+            "none" => NetworkMode::None,
+            "bridge" | "default" | "" => NetworkMode::Default,
+            other => NetworkMode::Bridge(other.to_string()),
+        }
+    }
+}
+
+/// One `-v` mount: a host path (bind) or a volume name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MountSpec {
+    #[serde(rename = "type")]
+    pub kind: MountKind,
+    /// Host path for binds, volume name for volumes.
+    pub source: String,
+    pub destination: String,
+    pub read_only: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MountKind {
+    Bind,
+    Volume,
+}
+
+impl MountSpec {
+    /// Parses Docker's `-v SOURCE:DEST[:ro|rw]`: a source starting with `/` (or `.`) is a
+    /// host path, otherwise a volume name. `-v /dest` alone is an anonymous volume, which
+    /// berth does not support (one clear error).
+    pub fn parse(spec: &str) -> Result<MountSpec, ContainerError> {
+        let bad = |reason: &str| ContainerError::BadOption {
+            option: "-v".into(),
+            value: spec.into(),
+            reason: reason.into(),
+        };
+        let parts: Vec<&str> = spec.split(':').collect();
+        let (source, destination, mode) = match parts.as_slice() {
+            [s, d] => (*s, *d, None),
+            [s, d, m] => (*s, *d, Some(*m)),
+            [_] => return Err(bad("anonymous volumes are not supported; name the volume")),
+            _ => return Err(bad("expected SOURCE:DEST[:ro]")),
+        };
+        if source.is_empty() {
+            return Err(bad("empty source"));
+        }
+        if !destination.starts_with('/') {
+            return Err(bad("the destination must be an absolute path"));
+        }
+        let mut read_only = false;
+        if let Some(mode) = mode {
+            for m in mode.split(',') {
+                match m {
+                    "ro" => read_only = true,
+                    "rw" | "z" | "Z" | "" => {}
+                    other => return Err(bad(&format!("unknown mode {other:?}"))),
+                }
+            }
+        }
+        let kind = if source.starts_with('/') || source.starts_with('.') {
+            MountKind::Bind
+        } else {
+            if !valid_name(source) {
+                return Err(bad("a volume name may use [a-zA-Z0-9][a-zA-Z0-9_.-]*"));
+            }
+            MountKind::Volume
+        };
+        Ok(MountSpec {
+            kind,
+            source: source.into(),
+            destination: destination.into(),
+            read_only,
+        })
+    }
+}
+
+/// Container and volume names: Docker's `[a-zA-Z0-9][a-zA-Z0-9_.-]*`.
+pub fn valid_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    matches!(bytes.next(), Some(b) if b.is_ascii_alphanumeric())
+        && bytes.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+        && name.len() <= 128
+}
+
+/// Everything `berth run` can ask of one container.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct RunOptions {
+    pub name: Option<String>,
+    /// The image as the user wrote it.
+    pub image: String,
+    /// Replaces the image's entrypoint; `Some(vec![])` clears it (`--entrypoint ""`).
+    pub entrypoint: Option<Vec<String>>,
+    /// Replaces the image's `Cmd` when not empty.
+    pub cmd: Vec<String>,
+    /// `K=V` (or `K` alone, taken from the caller's environment by the CLI).
+    pub env: Vec<String>,
+    pub mounts: Vec<MountSpec>,
+    /// `--tmpfs /path[:options]`.
+    pub tmpfs: Vec<String>,
+    pub workdir: Option<String>,
+    pub user: Option<String>,
+    pub hostname: Option<String>,
+    /// Bytes.
+    pub memory: Option<i64>,
+    pub cpus: Option<f64>,
+    pub pids_limit: Option<i64>,
+    pub cap_add: Vec<String>,
+    pub cap_drop: Vec<String>,
+    pub read_only: bool,
+    pub init: bool,
+    pub tty: bool,
+    pub stdin: bool,
+    pub labels: BTreeMap<String, String>,
+    pub network: NetworkMode,
+    /// `-p` as given; parsed by berth-network.
+    pub ports: Vec<String>,
+    pub dns: Vec<String>,
+    pub add_host: Vec<String>,
+    pub auto_remove: bool,
+}
+
+/// Parses `--memory` values: `32m`, `1g`, `512k`, `1048576` (bytes), `1.5g`.
+pub fn parse_bytes(s: &str) -> Result<i64, ContainerError> {
+    let bad = || ContainerError::BadOption {
+        option: "--memory".into(),
+        value: s.into(),
+        reason: "expected a size such as 32m or 1g".into(),
+    };
+    let t = s.trim().to_ascii_lowercase();
+    let t = t.strip_suffix('b').unwrap_or(&t);
+    let (num, mult) = match t.chars().last() {
+        Some('k') => (&t[..t.len() - 1], 1i64 << 10),
+        Some('m') => (&t[..t.len() - 1], 1 << 20),
+        Some('g') => (&t[..t.len() - 1], 1 << 30),
+        Some('t') => (&t[..t.len() - 1], 1 << 40),
+        _ => (t, 1),
+    };
+    let n: f64 = num.parse().map_err(|_| bad())?;
+    if !(n.is_finite() && n > 0.0) {
+        return Err(bad());
+    }
+    Ok((n * mult as f64) as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn volume_specs() {
+        let m = MountSpec::parse("/host:/ctr:ro").unwrap();
+        assert_eq!(m.kind, MountKind::Bind);
+        assert!(m.read_only);
+        let m = MountSpec::parse("data:/var/lib/x").unwrap();
+        assert_eq!(m.kind, MountKind::Volume);
+        assert!(!m.read_only);
+        assert!(MountSpec::parse("/only").is_err());
+        assert!(MountSpec::parse("x:relative").is_err());
+        assert!(MountSpec::parse("a:/b:bogus").is_err());
+        assert!(MountSpec::parse("-bad:/b").is_err());
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_bytes("32m").unwrap(), 32 << 20);
+        assert_eq!(parse_bytes("1g").unwrap(), 1 << 30);
+        assert_eq!(parse_bytes("1024").unwrap(), 1024);
+        assert_eq!(parse_bytes("512KB").unwrap(), 512 << 10);
+        assert!(parse_bytes("lots").is_err());
+        assert!(parse_bytes("-1m").is_err());
+    }
+
+    #[test]
+    fn network_modes() {
+        assert_eq!(NetworkMode::parse("host"), NetworkMode::Host);
+        assert_eq!(NetworkMode::parse("bridge"), NetworkMode::Default);
+        assert_eq!(
+            NetworkMode::parse("front"),
+            NetworkMode::Bridge("front".into())
+        );
+    }
+}

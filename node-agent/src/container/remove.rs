@@ -1,0 +1,73 @@
+//! `remove`: kill (with `force`), delete the runtime's state through the shim, detach the
+//! network (ports, veth, address), unmount and delete the root filesystem, and delete the
+//! container directory. Named volumes and bind sources are left alone.
+
+use std::time::Duration;
+
+use berth_shim::ShimHandle;
+
+use super::record::Status;
+use super::start::wait_shim_gone;
+use super::{ContainerError, Containers};
+
+impl Containers {
+    /// Removes container `query`; a running one only with `force`.
+    pub fn remove(&self, query: &str, force: bool) -> Result<(), ContainerError> {
+        let mut record = self.resolve(query)?;
+        self.observe(&mut record);
+        let id = record.id.clone();
+        if record.state.status == Status::Running && !force {
+            return Err(ContainerError::State {
+                id: record.short_id().into(),
+                state: "running",
+                hint: "stop it first or use rm -f",
+            });
+        }
+        let shim_dir = self.shim_dir(&id);
+        if let Ok(shim) = ShimHandle::connect(&shim_dir) {
+            if record.state.status == Status::Running {
+                let _ = shim.kill(libc::SIGKILL, true);
+                let _ = super::stop::wait_timeout(&shim, Duration::from_secs(10));
+            }
+            let _ = shim.delete(true);
+            wait_shim_gone(&shim_dir);
+        }
+        self.runtime_delete(&id);
+        let mut errors = Vec::new();
+        // The endpoint teardown (veth deletion waits for an RCU grace period) and the
+        // unmount are independent: do them side by side.
+        let network = std::thread::scope(|scope| {
+            let network = scope.spawn(|| self.disconnect_network(&record));
+            match self.snapshotter() {
+                Ok(s) => {
+                    if let Err(e) = s.remove(&id) {
+                        errors.push(e.to_string());
+                    }
+                }
+                Err(e) => errors.push(e.to_string()),
+            }
+            let _ = std::fs::remove_dir_all(&shim_dir);
+            network.join()
+        });
+        match network {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => errors.push(e.to_string()),
+            Err(_) => errors.push("network teardown panicked".into()),
+        }
+        let dir = self.container_dir(&id);
+        if let Err(e) = std::fs::remove_dir_all(&dir) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                errors.push(format!("remove {}: {e}", dir.display()));
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ContainerError::Runtime {
+                id: record.short_id().into(),
+                what: "remove",
+                reason: errors.join("; "),
+            })
+        }
+    }
+}

@@ -1,0 +1,594 @@
+//! The OCI runtime spec of a container, as a pure function of the image's config, the run
+//! options and Docker's defaults. No I/O here: everything the host decides (the rootfs
+//! path, resolved user, host paths of volumes and generated `/etc` files, the `berth-init`
+//! binary) comes in through [`SpecInputs`].
+
+use std::path::PathBuf;
+
+use oci_spec::image::Config as ImageConfig;
+use oci_spec::runtime::Spec;
+use serde_json::{Value, json};
+
+use super::ContainerError;
+use super::options::{NetworkMode, RunOptions};
+
+/// Docker's default capability set.
+pub const DEFAULT_CAPS: [&str; 14] = [
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+];
+
+/// Docker's masked paths: bind-mounted over with `/dev/null` (files) or an empty read-only
+/// tmpfs (directories) by the runtime.
+pub const MASKED_PATHS: [&str; 11] = [
+    "/proc/asound",
+    "/proc/acpi",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+
+/// Docker's read-only paths.
+pub const READONLY_PATHS: [&str; 5] = [
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
+const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// A host path mounted into the container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostMount {
+    pub source: PathBuf,
+    pub destination: String,
+    pub read_only: bool,
+}
+
+/// Everything the spec depends on besides the options and the image.
+#[derive(Debug, Clone)]
+pub struct SpecInputs<'a> {
+    /// 64 hex characters.
+    pub id: &'a str,
+    pub rootfs: PathBuf,
+    pub image: Option<&'a ImageConfig>,
+    pub options: &'a RunOptions,
+    pub uid: u32,
+    pub gid: u32,
+    pub additional_gids: Vec<u32>,
+    /// Binds and volumes, already resolved to host paths.
+    pub mounts: Vec<HostMount>,
+    /// Host paths of the generated `/etc/resolv.conf`, `/etc/hosts`, `/etc/hostname`.
+    pub etc_files: Option<EtcFiles>,
+    /// Host path of `berth-init`, when `--init`.
+    pub init_binary: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcFiles {
+    pub resolv_conf: PathBuf,
+    pub hosts: PathBuf,
+    pub hostname: PathBuf,
+}
+
+/// The hostname a container gets unless told otherwise: the first 12 hex of its id.
+pub fn default_hostname(id: &str) -> &str {
+    &id[..id.len().min(12)]
+}
+
+/// The process arguments: Docker's rule — `--entrypoint` replaces the image's Entrypoint
+/// and then drops the image's Cmd; a non-empty command replaces the image's Cmd.
+pub fn process_args(
+    image: Option<&ImageConfig>,
+    opts: &RunOptions,
+) -> Result<Vec<String>, ContainerError> {
+    let image_entry = image
+        .and_then(|c| c.entrypoint().clone())
+        .unwrap_or_default();
+    let image_cmd = image.and_then(|c| c.cmd().clone()).unwrap_or_default();
+    let mut args = match &opts.entrypoint {
+        Some(e) => e.clone(),
+        None => image_entry,
+    };
+    if !opts.cmd.is_empty() {
+        args.extend(opts.cmd.iter().cloned());
+    } else if opts.entrypoint.is_none() {
+        args.extend(image_cmd);
+    }
+    if args.is_empty() {
+        return Err(ContainerError::NoCommand);
+    }
+    Ok(args)
+}
+
+/// The environment: `PATH` default, the image's, then the user's (later wins per key), and
+/// `HOSTNAME` (and `TERM` with a tty) as Docker sets them.
+pub fn environment(image: Option<&ImageConfig>, opts: &RunOptions, hostname: &str) -> Vec<String> {
+    let mut env: Vec<String> = Vec::new();
+    let mut set = |kv: String| {
+        let key = kv.split('=').next().unwrap_or("").to_string();
+        env.retain(|e| e.split('=').next() != Some(key.as_str()));
+        env.push(kv);
+    };
+    set(DEFAULT_PATH.to_string());
+    set(format!("HOSTNAME={hostname}"));
+    if opts.tty {
+        set("TERM=xterm".into());
+    }
+    for e in image.and_then(|c| c.env().clone()).unwrap_or_default() {
+        set(e);
+    }
+    for e in &opts.env {
+        set(e.clone());
+    }
+    env
+}
+
+/// The capability set: Docker's defaults, then `--cap-add` (`ALL` for every capability the
+/// runtime knows), then `--cap-drop` (`ALL` empties the set first, as Docker does).
+pub fn capabilities(opts: &RunOptions) -> Result<Vec<String>, ContainerError> {
+    let norm = |c: &str| -> Result<String, ContainerError> {
+        let up = c.trim().to_ascii_uppercase();
+        let full = if up.starts_with("CAP_") {
+            up
+        } else {
+            format!("CAP_{up}")
+        };
+        if full.len() < 5
+            || !full[4..]
+                .bytes()
+                .all(|b| b.is_ascii_uppercase() || b == b'_')
+        {
+            return Err(ContainerError::BadOption {
+                option: "--cap-add/--cap-drop".into(),
+                value: c.into(),
+                reason: "not a capability name".into(),
+            });
+        }
+        Ok(full)
+    };
+    let drop_all = opts.cap_drop.iter().any(|c| c.eq_ignore_ascii_case("all"));
+    let mut caps: Vec<String> = if drop_all {
+        Vec::new()
+    } else {
+        DEFAULT_CAPS.iter().map(|c| c.to_string()).collect()
+    };
+    for c in &opts.cap_add {
+        if c.eq_ignore_ascii_case("all") {
+            for c in ALL_CAPS {
+                if !caps.iter().any(|x| x == c) {
+                    caps.push(c.to_string());
+                }
+            }
+            continue;
+        }
+        let c = norm(c)?;
+        if !caps.contains(&c) {
+            caps.push(c);
+        }
+    }
+    if !drop_all {
+        for c in &opts.cap_drop {
+            let c = norm(c)?;
+            caps.retain(|x| *x != c);
+        }
+    }
+    Ok(caps)
+}
+
+const ALL_CAPS: [&str; 41] = [
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_DAC_READ_SEARCH",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST",
+    "CAP_NET_ADMIN",
+    "CAP_NET_RAW",
+    "CAP_IPC_LOCK",
+    "CAP_IPC_OWNER",
+    "CAP_SYS_MODULE",
+    "CAP_SYS_RAWIO",
+    "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE",
+    "CAP_SYS_PACCT",
+    "CAP_SYS_ADMIN",
+    "CAP_SYS_BOOT",
+    "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE",
+    "CAP_SYS_TIME",
+    "CAP_SYS_TTY_CONFIG",
+    "CAP_MKNOD",
+    "CAP_LEASE",
+    "CAP_AUDIT_WRITE",
+    "CAP_AUDIT_CONTROL",
+    "CAP_SETFCAP",
+    "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN",
+    "CAP_SYSLOG",
+    "CAP_WAKE_ALARM",
+    "CAP_BLOCK_SUSPEND",
+    "CAP_AUDIT_READ",
+    "CAP_PERFMON",
+    "CAP_BPF",
+    "CAP_CHECKPOINT_RESTORE",
+];
+
+/// Docker's default device allow-list for the devices cgroup (after a deny-all).
+fn device_rules() -> Vec<Value> {
+    let mut v = vec![json!({"allow": false, "access": "rwm"})];
+    for (typ, major, minor, access) in [
+        ("c", Some(1), Some(3), "rwm"),    // null
+        ("c", Some(1), Some(5), "rwm"),    // zero
+        ("c", Some(1), Some(7), "rwm"),    // full
+        ("c", Some(1), Some(8), "rwm"),    // random
+        ("c", Some(1), Some(9), "rwm"),    // urandom
+        ("c", Some(5), Some(0), "rwm"),    // tty
+        ("c", Some(5), Some(1), "rwm"),    // console
+        ("c", Some(5), Some(2), "rwm"),    // ptmx
+        ("c", Some(136), None, "rwm"),     // pts/*
+        ("c", Some(10), Some(200), "rwm"), // net/tun
+        ("c", None, None, "m"),
+        ("b", None, None, "m"),
+    ] {
+        let mut r = json!({"allow": true, "type": typ, "access": access});
+        if let Some(m) = major {
+            r["major"] = json!(m);
+        }
+        if let Some(m) = minor {
+            r["minor"] = json!(m);
+        }
+        v.push(r);
+    }
+    v
+}
+
+/// Parses one `--tmpfs /path[:opt,opt]` into a mount; Docker's defaults are
+/// `noexec,nosuid,nodev`.
+fn tmpfs_mount(spec: &str) -> Result<Value, ContainerError> {
+    let (dest, opts) = spec.split_once(':').unwrap_or((spec, ""));
+    if !dest.starts_with('/') {
+        return Err(ContainerError::BadOption {
+            option: "--tmpfs".into(),
+            value: spec.into(),
+            reason: "the destination must be an absolute path".into(),
+        });
+    }
+    let mut options: Vec<String> = vec!["noexec".into(), "nosuid".into(), "nodev".into()];
+    for o in opts.split(',').filter(|o| !o.is_empty()) {
+        let key = o.split('=').next().unwrap_or(o);
+        let opposite = match key {
+            "exec" => Some("noexec"),
+            "suid" => Some("nosuid"),
+            "dev" => Some("nodev"),
+            _ => None,
+        };
+        if let Some(opp) = opposite {
+            options.retain(|x| x != opp);
+        }
+        options.push(o.to_string());
+    }
+    Ok(json!({"destination": dest, "type": "tmpfs", "source": "tmpfs", "options": options}))
+}
+
+/// Builds the container's OCI spec.
+pub fn build(inputs: &SpecInputs<'_>) -> Result<Spec, ContainerError> {
+    let opts = inputs.options;
+    let image = inputs.image;
+    let hostname = opts
+        .hostname
+        .clone()
+        .unwrap_or_else(|| default_hostname(inputs.id).to_string());
+    let mut args = process_args(image, opts)?;
+    let cwd = opts
+        .workdir
+        .clone()
+        .or_else(|| image.and_then(|c| c.working_dir().clone()))
+        .filter(|w| !w.is_empty())
+        .unwrap_or_else(|| "/".into());
+    if !cwd.starts_with('/') {
+        return Err(ContainerError::BadOption {
+            option: "-w".into(),
+            value: cwd,
+            reason: "the working directory must be an absolute path".into(),
+        });
+    }
+    let caps = capabilities(opts)?;
+
+    let mut mounts = vec![
+        json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}),
+        json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
+        json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]}),
+        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]}),
+        json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]}),
+        json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]}),
+        json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
+    ];
+    if let Some(etc) = &inputs.etc_files {
+        for (dest, src) in [
+            ("/etc/resolv.conf", &etc.resolv_conf),
+            ("/etc/hostname", &etc.hostname),
+            ("/etc/hosts", &etc.hosts),
+        ] {
+            mounts.push(json!({"destination": dest, "type": "bind", "source": src, "options": ["rbind", "rprivate"]}));
+        }
+    }
+    for m in &inputs.mounts {
+        let mut o = vec!["rbind", "rprivate"];
+        if m.read_only {
+            o.push("ro");
+        }
+        mounts.push(
+            json!({"destination": m.destination, "type": "bind", "source": m.source, "options": o}),
+        );
+    }
+    for t in &opts.tmpfs {
+        mounts.push(tmpfs_mount(t)?);
+    }
+    if let Some(init) = &inputs.init_binary {
+        mounts.push(json!({"destination": berth_shim::init::CONTAINER_PATH, "type": "bind", "source": init, "options": ["bind", "ro"]}));
+        args = berth_shim::init::wrap_args(&args);
+    }
+
+    let mut namespaces = vec![
+        json!({"type": "pid"}),
+        json!({"type": "ipc"}),
+        json!({"type": "uts"}),
+        json!({"type": "mount"}),
+        json!({"type": "cgroup"}),
+    ];
+    if opts.network != NetworkMode::Host {
+        namespaces.push(json!({"type": "network"}));
+    }
+
+    let mut resources = json!({"devices": device_rules()});
+    if let Some(mem) = opts.memory {
+        // No swap on top of the limit: the limit is what the container can use, and an
+        // allocation past it is OOM-killed rather than swapped.
+        resources["memory"] = json!({"limit": mem, "swap": mem});
+    }
+    if let Some(cpus) = opts.cpus {
+        if !(cpus.is_finite() && cpus > 0.0) {
+            return Err(ContainerError::BadOption {
+                option: "--cpus".into(),
+                value: cpus.to_string(),
+                reason: "must be a positive number".into(),
+            });
+        }
+        resources["cpu"] = json!({"quota": (cpus * 100_000.0) as i64, "period": 100_000});
+    }
+    if let Some(p) = opts.pids_limit {
+        resources["pids"] = json!({"limit": p});
+    }
+    let seccomp = serde_json::to_value(berth_runtime::default_seccomp())
+        .map_err(|e| ContainerError::Spec(e.to_string()))?;
+
+    let mut process = json!({
+        "terminal": opts.tty,
+        "user": {"uid": inputs.uid, "gid": inputs.gid},
+        "args": args,
+        "env": environment(image, opts, &hostname),
+        "cwd": cwd,
+        "capabilities": {
+            "bounding": caps, "effective": caps, "permitted": caps,
+        },
+        "noNewPrivileges": true,
+        "oomScoreAdj": 0,
+    });
+    if !inputs.additional_gids.is_empty() {
+        process["user"]["additionalGids"] = json!(inputs.additional_gids);
+    }
+
+    let spec = json!({
+        "ociVersion": "1.0.2",
+        "root": {"path": inputs.rootfs, "readonly": opts.read_only},
+        "hostname": hostname,
+        "mounts": mounts,
+        "process": process,
+        "annotations": {"org.berth.container.id": inputs.id},
+        "linux": {
+            "namespaces": namespaces,
+            "resources": resources,
+            "cgroupsPath": format!("/berth/{}", inputs.id),
+            "maskedPaths": MASKED_PATHS,
+            "readonlyPaths": READONLY_PATHS,
+            "seccomp": seccomp,
+        },
+    });
+    serde_json::from_value(spec).map_err(|e| ContainerError::Spec(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oci_spec::image::ConfigBuilder;
+
+    const ID: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    fn image() -> ImageConfig {
+        ConfigBuilder::default()
+            .entrypoint(vec!["/entry".to_string()])
+            .cmd(vec!["serve".to_string(), "--port=80".to_string()])
+            .env(vec!["PATH=/img/bin".to_string(), "A=1".to_string()])
+            .working_dir("/srv".to_string())
+            .build()
+            .unwrap()
+    }
+
+    fn inputs<'a>(opts: &'a RunOptions, img: Option<&'a ImageConfig>) -> SpecInputs<'a> {
+        SpecInputs {
+            id: ID,
+            rootfs: "/r".into(),
+            image: img,
+            options: opts,
+            uid: 0,
+            gid: 0,
+            additional_gids: vec![],
+            mounts: vec![],
+            etc_files: None,
+            init_binary: None,
+        }
+    }
+
+    #[test]
+    fn args_follow_docker_rules() {
+        let img = image();
+        let mut o = RunOptions::default();
+        assert_eq!(
+            process_args(Some(&img), &o).unwrap(),
+            ["/entry", "serve", "--port=80"]
+        );
+        o.cmd = vec!["x".into()];
+        assert_eq!(process_args(Some(&img), &o).unwrap(), ["/entry", "x"]);
+        o.cmd.clear();
+        o.entrypoint = Some(vec!["sh".into()]);
+        assert_eq!(process_args(Some(&img), &o).unwrap(), ["sh"]);
+        o.entrypoint = Some(vec![]);
+        assert!(matches!(
+            process_args(Some(&img), &o),
+            Err(ContainerError::NoCommand)
+        ));
+        o.cmd = vec!["echo".into(), "hi".into()];
+        assert_eq!(process_args(Some(&img), &o).unwrap(), ["echo", "hi"]);
+    }
+
+    #[test]
+    fn env_merges_with_later_winning() {
+        let img = image();
+        let o = RunOptions {
+            env: vec!["A=2".into(), "B=3".into()],
+            ..Default::default()
+        };
+        let env = environment(Some(&img), &o, "h");
+        assert_eq!(env, ["HOSTNAME=h", "PATH=/img/bin", "A=2", "B=3"]);
+    }
+
+    #[test]
+    fn caps_default_add_drop() {
+        let mut o = RunOptions::default();
+        let caps = capabilities(&o).unwrap();
+        assert_eq!(caps.len(), 14);
+        assert!(!caps.contains(&"CAP_NET_ADMIN".to_string()));
+        o.cap_add = vec!["net_admin".into()];
+        o.cap_drop = vec!["CAP_CHOWN".into()];
+        let caps = capabilities(&o).unwrap();
+        assert!(caps.contains(&"CAP_NET_ADMIN".to_string()));
+        assert!(!caps.contains(&"CAP_CHOWN".to_string()));
+        o.cap_drop = vec!["ALL".into()];
+        o.cap_add = vec!["KILL".into()];
+        assert_eq!(capabilities(&o).unwrap(), ["CAP_KILL"]);
+        o.cap_add = vec!["no such!".into()];
+        assert!(capabilities(&o).is_err());
+    }
+
+    #[test]
+    fn spec_has_docker_defaults_and_limits() {
+        let img = image();
+        let o = RunOptions {
+            memory: Some(32 << 20),
+            cpus: Some(1.5),
+            pids_limit: Some(50),
+            read_only: true,
+            tmpfs: vec!["/run:size=1m,exec".into()],
+            workdir: Some("/w".into()),
+            ..Default::default()
+        };
+        let mut i = inputs(&o, Some(&img));
+        i.init_binary = Some("/libexec/berth-init".into());
+        i.mounts = vec![HostMount {
+            source: "/data".into(),
+            destination: "/d".into(),
+            read_only: true,
+        }];
+        let spec = build(&i).unwrap();
+        let v = serde_json::to_value(&spec).unwrap();
+        assert_eq!(v["hostname"], "0123456789ab");
+        assert_eq!(v["root"]["readonly"], true);
+        assert_eq!(v["process"]["cwd"], "/w");
+        assert_eq!(v["process"]["noNewPrivileges"], true);
+        assert_eq!(v["process"]["args"][0], "/sbin/berth-init");
+        assert_eq!(v["linux"]["resources"]["memory"]["limit"], 32 << 20);
+        assert_eq!(v["linux"]["resources"]["cpu"]["quota"], 150_000);
+        assert_eq!(v["linux"]["resources"]["pids"]["limit"], 50);
+        assert!(
+            v["linux"]["seccomp"]["syscalls"]
+                .as_array()
+                .is_some_and(|s| !s.is_empty())
+        );
+        let masked = v["linux"]["maskedPaths"].as_array().unwrap();
+        assert!(masked.iter().any(|p| p == "/proc/kcore"));
+        let mounts = v["mounts"].as_array().unwrap();
+        let shm = mounts
+            .iter()
+            .find(|m| m["destination"] == "/dev/shm")
+            .unwrap();
+        assert!(
+            shm["options"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|o| o == "size=65536k")
+        );
+        let run = mounts.iter().find(|m| m["destination"] == "/run").unwrap();
+        let run_opts: Vec<_> = run["options"].as_array().unwrap().iter().collect();
+        assert!(!run_opts.iter().any(|o| *o == "noexec"));
+        let d = mounts.iter().find(|m| m["destination"] == "/d").unwrap();
+        assert!(d["options"].as_array().unwrap().iter().any(|o| o == "ro"));
+        let ns = v["linux"]["namespaces"].as_array().unwrap();
+        assert!(ns.iter().any(|n| n["type"] == "network"));
+    }
+
+    #[test]
+    fn host_network_shares_the_namespace() {
+        let o = RunOptions {
+            network: NetworkMode::Host,
+            cmd: vec!["true".into()],
+            ..Default::default()
+        };
+        let v = serde_json::to_value(build(&inputs(&o, None)).unwrap()).unwrap();
+        let ns = v["linux"]["namespaces"].as_array().unwrap();
+        assert!(!ns.iter().any(|n| n["type"] == "network"));
+    }
+
+    #[test]
+    fn bad_input_is_an_error_not_a_panic() {
+        let o = RunOptions {
+            cmd: vec!["true".into()],
+            workdir: Some("relative".into()),
+            ..Default::default()
+        };
+        assert!(build(&inputs(&o, None)).is_err());
+        let o = RunOptions {
+            cmd: vec!["true".into()],
+            tmpfs: vec!["nope".into()],
+            ..Default::default()
+        };
+        assert!(build(&inputs(&o, None)).is_err());
+    }
+}
