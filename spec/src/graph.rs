@@ -21,6 +21,8 @@ pub enum EdgeKind {
     Link,
     NetworkMode,
     VolumesFrom,
+    /// `ipc`, `pid`, `uts` or `cgroup` set to `service:<name>`.
+    Namespace,
 }
 
 /// `dependent` needs `dependency` to be started first.

@@ -498,3 +498,42 @@ fn dotenv_of_the_working_dir_and_of_the_project_dir_layer() {
         Value::from("root-app-shell")
     );
 }
+
+#[test]
+fn a_dependency_cycle_names_the_whole_path_and_the_file() {
+    let project = Project::new(&[(
+        "compose.yaml",
+        "services:\n  web:\n    image: x\n    depends_on: [api]\n  api:\n    image: x\n    links: [db]\n  db:\n    image: x\n    depends_on:\n      web:\n        condition: service_started\n",
+    )]);
+    let err = berth_spec::load(&project.options()).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("dependency cycle between services: api -> db -> web -> api"),
+        "{text}"
+    );
+    assert!(
+        text.contains("compose.yaml:"),
+        "the error names the file: {text}"
+    );
+}
+
+#[test]
+fn the_graph_of_a_loaded_project_gives_start_waves_and_selections() {
+    let project = Project::new(&[(
+        "compose.yaml",
+        "services:\n  web:\n    image: x\n    depends_on: [api]\n  api:\n    image: x\n    network_mode: service:vpn\n  vpn:\n    image: x\n  tool:\n    image: x\n    volumes_from: [api]\n",
+    )]);
+    let loaded = berth_spec::load(&project.options()).unwrap();
+    let graph = loaded.app.graph().unwrap();
+    assert_eq!(
+        graph.start_waves(),
+        vec![vec!["vpn"], vec!["api"], vec!["tool", "web"]]
+    );
+    let mut selected: Vec<_> = graph
+        .with_dependencies(&["web"])
+        .unwrap()
+        .into_iter()
+        .collect();
+    selected.sort();
+    assert_eq!(selected, ["api", "vpn", "web"]);
+}

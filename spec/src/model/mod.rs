@@ -101,6 +101,18 @@ impl App {
         let warnings = crate::normalize::normalize(&mut app, &ctx)
             .map_err(|e| invalid(locate, &e.path, &e.message))?;
         crate::validate::validate(&app).map_err(|e| invalid(locate, &e.path, &e.message))?;
+        if let Err(Error::Cycle { path }) = app.graph() {
+            let at = [
+                PathSeg::Key("services".into()),
+                PathSeg::Key(path[0].clone()),
+                PathSeg::Key("depends_on".into()),
+            ];
+            return Err(invalid(
+                locate,
+                &at,
+                &format!("dependency cycle between services: {}", path.join(" -> ")),
+            ));
+        }
         let warnings = warnings
             .into_iter()
             .map(|w| Warning {
@@ -109,6 +121,35 @@ impl App {
             })
             .collect();
         Ok((app, warnings))
+    }
+
+    /// The services' dependency graph (from `depends_on`, `links`, `network_mode`,
+    /// `volumes_from` and `service:` namespaces): start waves, stop order, selections.
+    pub fn graph(&self) -> Result<crate::graph::DependencyGraph, Error> {
+        use crate::graph::{DependencyGraph, Edge, EdgeKind};
+        let edges = self.services.iter().flat_map(|(name, service)| {
+            service
+                .dependencies()
+                .into_iter()
+                .map(move |(dependency, kind)| {
+                    let (kind, required) = match kind {
+                        DependencyKind::DependsOn { required, .. } => {
+                            (EdgeKind::DependsOn, required)
+                        }
+                        DependencyKind::Link => (EdgeKind::Link, true),
+                        DependencyKind::NetworkMode => (EdgeKind::NetworkMode, true),
+                        DependencyKind::VolumesFrom => (EdgeKind::VolumesFrom, true),
+                        DependencyKind::Namespace(_) => (EdgeKind::Namespace, true),
+                    };
+                    Edge {
+                        dependent: name.clone(),
+                        dependency,
+                        kind,
+                        required,
+                    }
+                })
+        });
+        DependencyGraph::new(self.services.keys().map(String::as_str), edges)
     }
 
     /// Types a document without normalizing or validating it.
