@@ -12,7 +12,17 @@ use std::path::{Path, PathBuf};
 
 use berth_spec::{App, Error, LoadOptions, PathSeg, RawProject, load_document};
 
-const CORPUS: &str = "/work/shared/corpus/compose";
+/// The shared corpus: `$BERTH_CORPUS`, else `shared/` beside the repository (as CI lays it
+/// out), else the development machine's `/work/shared`.
+fn corpus_root() -> PathBuf {
+    let beside = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus/compose");
+    std::env::var_os("BERTH_CORPUS")
+        .map(PathBuf::from)
+        .into_iter()
+        .chain([beside, PathBuf::from("/work/shared/corpus/compose")])
+        .find(|p| p.is_dir())
+        .unwrap_or_else(|| PathBuf::from("/work/shared/corpus/compose"))
+}
 
 /// Files whose YAML is invalid.
 const DOCUMENT_FAILURES: &[(&str, &str)] = &[(
@@ -124,7 +134,8 @@ const MODEL_FAILURES: &[(&str, &str)] = &[
 ];
 
 fn corpus_files() -> Option<Vec<PathBuf>> {
-    let root = Path::new(CORPUS);
+    let root = corpus_root();
+    let root = root.as_path();
     if !root.is_dir() {
         return None;
     }
@@ -146,7 +157,7 @@ fn corpus_files() -> Option<Vec<PathBuf>> {
 }
 
 fn relative(file: &Path) -> String {
-    file.strip_prefix(CORPUS)
+    file.strip_prefix(corpus_root())
         .unwrap_or(file)
         .display()
         .to_string()
@@ -202,7 +213,10 @@ fn expected(list: &[(&str, &str)], name: &str) -> bool {
 #[test]
 fn corpus_loads() {
     let Some(files) = corpus_files() else {
-        eprintln!("corpus directory {CORPUS} absent: skipping");
+        eprintln!(
+            "corpus directory {} absent: skipping",
+            corpus_root().display()
+        );
         return;
     };
     let (mut documents, mut apps) = (0, 0);

@@ -7,7 +7,17 @@ use std::path::{Path, PathBuf};
 
 use berth_spec::{App, Error, Location};
 
-const CORPUS: &str = "/work/shared/corpus/compose";
+/// The shared corpus: `$BERTH_CORPUS`, else `shared/` beside the repository (as CI lays it
+/// out), else the development machine's `/work/shared`.
+fn corpus_root() -> PathBuf {
+    let beside = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus/compose");
+    std::env::var_os("BERTH_CORPUS")
+        .map(PathBuf::from)
+        .into_iter()
+        .chain([beside, PathBuf::from("/work/shared/corpus/compose")])
+        .find(|p| p.is_dir())
+        .unwrap_or_else(|| PathBuf::from("/work/shared/corpus/compose"))
+}
 
 /// Files that are genuinely invalid, with the reason.
 const BROKEN: &[(&str, &str)] = &[
@@ -24,7 +34,7 @@ const BROKEN: &[(&str, &str)] = &[
 fn corpus_files() -> Vec<PathBuf> {
     let mut files = Vec::new();
     for dir in ["haxx", "popular", "random"] {
-        let Ok(entries) = std::fs::read_dir(Path::new(CORPUS).join(dir)) else {
+        let Ok(entries) = std::fs::read_dir(corpus_root().join(dir)) else {
             continue;
         };
         files.extend(entries.filter_map(|e| e.ok()).map(|e| e.path()));
@@ -37,7 +47,10 @@ fn corpus_files() -> Vec<PathBuf> {
 fn corpus_types_without_model_gaps() {
     let files = corpus_files();
     if files.is_empty() {
-        eprintln!("corpus not present at {CORPUS}; skipping");
+        eprintln!(
+            "corpus not present at {}; skipping",
+            corpus_root().display()
+        );
         return;
     }
     let mut problems = Vec::new();
