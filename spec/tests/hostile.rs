@@ -162,8 +162,15 @@ fn corpus_texts() -> &'static [String] {
 fn read_corpus_texts() -> Vec<String> {
     let mut texts = Vec::new();
     for group in ["haxx", "popular", "random"] {
-        let Ok(entries) = std::fs::read_dir(Path::new("/work/shared/corpus/compose").join(group))
-        else {
+        let beside = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus/compose");
+        let root = [
+            beside,
+            Path::new("/work/shared/corpus/compose").to_path_buf(),
+        ]
+        .into_iter()
+        .find(|p| p.is_dir())
+        .unwrap_or_default();
+        let Ok(entries) = std::fs::read_dir(root.join(group)) else {
             continue;
         };
         for entry in entries.flatten().take(15) {
