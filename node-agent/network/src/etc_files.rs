@@ -44,6 +44,30 @@ fn check_word(what: &'static str, value: &str) -> Result<(), EtcError> {
     Ok(())
 }
 
+/// The `nameserver` addresses of a `resolv.conf` text, in order. Scoped IPv6 addresses
+/// (`fe80::1%eth0`) are skipped: they cannot be used from another link.
+pub fn nameservers(text: &str) -> Vec<IpAddr> {
+    directive_values(text, "nameserver")
+        .filter_map(|w| w.parse().ok())
+        .collect()
+}
+
+/// The `search` domains of a `resolv.conf` text, in order.
+pub fn search_domains(text: &str) -> Vec<String> {
+    directive_values(text, "search")
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Every word after `directive` on the lines that start with it.
+fn directive_values<'a>(text: &'a str, directive: &'a str) -> impl Iterator<Item = &'a str> {
+    text.lines().flat_map(move |line| {
+        let mut words = line.split_whitespace();
+        let matches = words.next() == Some(directive);
+        words.filter(move |_| matches)
+    })
+}
+
 /// `/etc/resolv.conf`: the embedded server (the network gateway) when there is one, otherwise
 /// the container's `dns` servers; then `search` and `options`. With the embedded server,
 /// `dns` servers are its per-container upstreams instead (see [`crate::dns::DnsEntry`]), as
@@ -134,6 +158,14 @@ pub fn hostname_file(hostname: &str) -> Result<String, EtcError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nameservers_and_search_domains_are_read_in_order() {
+        let text = "# comment\nnameserver 10.0.0.2\nnameserver fe80::1%eth0\nsearch a.example b.example\nnameserverx 1.1.1.1\noptions ndots:2\nnameserver ::1\n";
+        let servers: Vec<String> = nameservers(text).iter().map(ToString::to_string).collect();
+        assert_eq!(servers, ["10.0.0.2", "::1"]);
+        assert_eq!(search_domains(text), ["a.example", "b.example"]);
+    }
 
     #[test]
     fn resolv_conf_points_at_embedded_server() {

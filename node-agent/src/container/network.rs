@@ -57,11 +57,9 @@ pub fn resolv_conf(host: &str, dns: &[IpAddr], host_network: bool) -> String {
         return host.to_string();
     }
     let servers: Vec<IpAddr> = if dns.is_empty() {
-        let ups: Vec<IpAddr> = host
-            .lines()
-            .filter_map(|l| l.trim().strip_prefix("nameserver"))
-            .filter_map(|s| s.trim().parse().ok())
-            .filter(|ip: &IpAddr| !ip.is_loopback())
+        let ups: Vec<IpAddr> = etc_files::nameservers(host)
+            .into_iter()
+            .filter(|ip| !ip.is_loopback())
             .collect();
         if ups.is_empty() {
             vec![
@@ -74,11 +72,7 @@ pub fn resolv_conf(host: &str, dns: &[IpAddr], host_network: bool) -> String {
     } else {
         dns.to_vec()
     };
-    let search: Vec<String> = host
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("search"))
-        .flat_map(|s| s.split_whitespace().map(str::to_string))
-        .collect();
+    let search = etc_files::search_domains(host);
     etc_files::resolv_conf(None, &servers, &search, &[]).unwrap_or_default()
 }
 

@@ -32,17 +32,7 @@ const FORWARD_TIMEOUT: Duration = Duration::from_secs(2);
 /// (systemd-resolved's 127.0.0.53), those, since the forwarder runs in the host namespace
 /// and can reach them.
 pub fn upstreams_from_resolv_conf(text: &str) -> Vec<IpAddr> {
-    let all: Vec<IpAddr> = text
-        .lines()
-        .filter_map(|l| {
-            let mut words = l.split_whitespace();
-            (words.next() == Some("nameserver"))
-                .then(|| words.next())
-                .flatten()
-                // a scoped IPv6 address (fe80::1%eth0) cannot be used from another link
-                .and_then(|w| w.parse::<IpAddr>().ok())
-        })
-        .collect();
+    let all = crate::etc_files::nameservers(text);
     let remote: Vec<IpAddr> = all.iter().copied().filter(|ip| !ip.is_loopback()).collect();
     if remote.is_empty() { all } else { remote }
 }
