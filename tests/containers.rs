@@ -563,14 +563,17 @@ fn attached_run_forwards_sigterm() {
             "busybox",
             "sh",
             "-c",
-            "trap 'exit 9' TERM; while true; do sleep 0.1; done",
+            "trap 'exit 9' TERM; echo ready; while true; do sleep 0.1; done",
         ])
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    e.wait_for("the container to run", || {
-        e.ok(&["ps"]).contains("fwd-test")
-    });
+    // "ready" on the CLI's stdout means both that the trap is set and that the CLI is in its
+    // attach loop, which starts after its signal forwarder; `ps` alone is too early.
+    let mut out = std::io::BufReader::new(cli.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    assert_eq!(line, "ready\n");
     // SAFETY: signalling our own child process.
     unsafe { libc::kill(cli.id() as i32, libc::SIGTERM) };
     let mut status = None;
