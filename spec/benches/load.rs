@@ -2,47 +2,11 @@
 //! an override file (`load_document`), and the same followed by typing, normalization and
 //! validation (`load`). Run: `cargo bench -p berth-spec --bench load`.
 
-use std::fmt::Write;
-use std::path::Path;
+mod common;
 
-use berth_spec::{LoadOptions, load, load_document};
+use berth_spec::{load, load_document};
+use common::project;
 use criterion::{Criterion, criterion_group, criterion_main};
-
-fn project(dir: &Path, services: usize) -> LoadOptions {
-    let mut base = String::from(
-        "name: bench\nx-common: &common\n  restart: unless-stopped\n  logging:\n    driver: json-file\n    options: {max-size: 10m}\nservices:\n",
-    );
-    let mut over = String::from("services:\n");
-    for i in 0..services {
-        let dep = if i > 0 {
-            format!("    depends_on: [svc{}]\n", i - 1)
-        } else {
-            String::new()
-        };
-        write!(
-            base,
-            "  svc{i}:\n    <<: *common\n    image: \"registry.local/app{i}:${{TAG:-1.0}}\"\n    command: [\"serve\", \"--port\", \"{port}\"]\n    environment:\n      - MODE=${{MODE:-prod}}\n      - INDEX={i}\n    ports:\n      - \"{port}:{port}\"\n    volumes:\n      - data{i}:/data\n      - ./conf/{i}:/etc/app:ro\n    healthcheck:\n      test: [\"CMD\", \"true\"]\n      interval: 10s\n{dep}",
-            port = 10000 + i
-        )
-        .unwrap();
-        write!(
-            over,
-            "  svc{i}:\n    environment:\n      EXTRA: \"{i}\"\n    labels: [\"tier=t{}\"]\n",
-            i % 3
-        )
-        .unwrap();
-    }
-    base.push_str("volumes:\n");
-    for i in 0..services {
-        writeln!(base, "  data{i}: {{}}").unwrap();
-    }
-    std::fs::write(dir.join("compose.yaml"), base).unwrap();
-    std::fs::write(dir.join("compose.override.yaml"), over).unwrap();
-    LoadOptions {
-        working_dir: dir.to_path_buf(),
-        ..Default::default()
-    }
-}
 
 fn bench(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();

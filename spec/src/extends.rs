@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde_yaml::Value;
 
@@ -71,6 +72,8 @@ pub fn apply_extends(parsed: &mut Parsed, file: &Path, load: &mut LoadFn<'_>) ->
 /// A file taking part in `extends`, with its source map split by service once.
 struct FileEntry {
     parsed: Parsed,
+    /// The file's whole map, shared by the error paths of every service resolved in it.
+    source_map: Arc<SourceMap>,
     service_maps: HashMap<String, SourceMap>,
 }
 
@@ -83,11 +86,17 @@ struct Resolver<'a, 'l> {
 
 impl Resolver<'_, '_> {
     fn add_file(&mut self, file: PathBuf, parsed: Parsed) {
-        let service_maps = parsed.source_map.split_services();
+        let names: Vec<String> = match parsed.value.get("services") {
+            Some(Value::Mapping(services)) => services.keys().map(scalar_text).collect(),
+            _ => Vec::new(),
+        };
+        let service_maps = parsed.source_map.split_services(&names);
+        let source_map = Arc::new(parsed.source_map.clone());
         self.files.insert(
             file,
             FileEntry {
                 parsed,
+                source_map,
                 service_maps,
             },
         );
@@ -122,9 +131,10 @@ impl Resolver<'_, '_> {
         };
         let mut extends_path = path.clone();
         extends_path.push(key("extends"));
-        let here = entry.parsed.source_map.locate(&extends_path);
+        // Located only when an error needs it (a lookup indexes the file).
+        let source_map = entry.source_map.clone();
         let invalid = |message: String| Error::Invalid {
-            location: here.clone(),
+            location: source_map.locate(&extends_path),
             message,
         };
         let (base_name, base_file) = match extends {

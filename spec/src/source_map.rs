@@ -1,12 +1,15 @@
 //! Where each value of a loaded document came from: key paths (`services.web.ports[0]`)
-//! mapped to `file:line:column`. serde_yaml keeps no positions, so each file is indexed
-//! once by a position-aware event parser (saphyr-parser); the same pass enforces the
-//! hostile-input bounds (nesting depth, alias expansion) before serde_yaml ever sees the
-//! text. This module reads no files.
+//! mapped to `file:line:column`. serde_yaml keeps no positions, so a file is indexed by a
+//! position-aware event parser (saphyr-parser) — but only when a position is asked for:
+//! a `SourceMap` records its file texts and the re-keyings that merging, `extends` and
+//! `include` apply to it, and replays them on the first lookup. Loading a valid project
+//! therefore never pays for positions; an error or warning pays once per map.
+//! The same indexer also enforces the hostile-input bounds (nesting depth, alias
+//! expansion) when called directly (`index`). This module reads no files.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use saphyr_parser::{Event, Parser};
 
@@ -18,12 +21,47 @@ pub const MAX_DEPTH: usize = 100;
 /// Most nodes a document may hold once every alias is expanded ("billion laughs" bound).
 pub const MAX_EXPANDED_NODES: u64 = 1_000_000;
 
+type KeyPath = Vec<PathSeg>;
+type Places = HashMap<KeyPath, Place>;
+
 /// Positions of the values of one or more files, by key path.
+///
+/// Built lazily: until a lookup, the map is a log of operations (index this text, move
+/// these paths, forget those, take that other map's places); the first lookup replays the
+/// log once and keeps the result. Mutations after that apply to the result directly, so
+/// every lookup sees exactly what eager bookkeeping would have produced.
 #[derive(Debug, Clone, Default)]
 pub struct SourceMap {
     /// The file blamed when no path matches (the first file loaded).
     default_file: PathBuf,
-    places: HashMap<Vec<PathSeg>, Place>,
+    /// Operations not yet replayed (empty once `places` is set and the map was mutated).
+    ops: Vec<Op>,
+    places: OnceLock<Places>,
+}
+
+/// One step of the log, replayed in order onto an empty set of places.
+#[derive(Debug, Clone)]
+enum Op {
+    /// Every key and item of a YAML text (the part read before a syntax error, if any).
+    Index {
+        text: Arc<str>,
+        file: Arc<Path>,
+    },
+    Insert(KeyPath, Place),
+    Moves(Vec<(KeyPath, KeyPath)>),
+    RemovePrefixes(Vec<KeyPath>),
+    /// Another map's places, winning over ours.
+    Absorb(Arc<SourceMap>),
+    /// Another map's places at or under these prefixes, unchanged.
+    CopyPrefixes(Arc<SourceMap>, Vec<KeyPath>),
+    /// Another map's places under `from`, re-rooted under `to`.
+    CopyPrefix {
+        other: Arc<SourceMap>,
+        from: KeyPath,
+        to: KeyPath,
+    },
+    /// Another map's places under `services.<name>`.
+    Service(Arc<SourceMap>, String),
 }
 
 /// A `Location` with its file shared: a file holds thousands of places.
@@ -44,12 +82,28 @@ impl SourceMap {
     pub fn new(default_file: impl Into<PathBuf>) -> Self {
         SourceMap {
             default_file: default_file.into(),
-            places: HashMap::new(),
+            ops: Vec::new(),
+            places: OnceLock::new(),
         }
+    }
+
+    /// The places of `text` (the content of `file`), indexed on the first lookup.
+    pub fn lazy(text: &str, file: &Path) -> Self {
+        let mut map = SourceMap::new(file);
+        map.ops.push(Op::Index {
+            text: Arc::from(text),
+            file: Arc::from(file),
+        });
+        map
     }
 
     pub fn default_file(&self) -> &Path {
         &self.default_file
+    }
+
+    /// Whether the places have been computed (a lookup happened).
+    pub fn is_indexed(&self) -> bool {
+        self.places.get().is_some()
     }
 
     pub fn insert(&mut self, path: Vec<PathSeg>, location: Location) {
@@ -58,26 +112,27 @@ impl SourceMap {
             line: location.line,
             column: location.column,
         };
-        self.places.insert(path, place);
+        self.push(Op::Insert(path, place));
     }
 
     /// The place recorded for exactly this path.
     pub fn get(&self, path: &[PathSeg]) -> Option<Location> {
-        self.places.get(path).map(Place::location)
+        self.places().get(path).map(Place::location)
     }
 
     pub fn len(&self) -> usize {
-        self.places.len()
+        self.places().len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.places.is_empty()
+        self.places().is_empty()
     }
 
     /// The place of the deepest known prefix of `path`, else the default file.
     pub fn locate(&self, path: &[PathSeg]) -> Location {
+        let places = self.places();
         for end in (0..=path.len()).rev() {
-            if let Some(place) = self.places.get(&path[..end]) {
+            if let Some(place) = places.get(&path[..end]) {
                 return place.location();
             }
         }
@@ -86,114 +141,186 @@ impl SourceMap {
 
     /// Forgets every place at or under `prefix` (the value there was replaced or removed).
     pub fn remove_prefix(&mut self, prefix: &[PathSeg]) {
-        self.places.retain(|path, _| !path.starts_with(prefix));
+        self.push(Op::RemovePrefixes(vec![prefix.to_vec()]));
     }
 
     /// Re-keys places: a place under a move's `from` goes under its `to` (the longest
     /// matching `from` wins). All moves apply at once, so swaps and shifts never collide.
     pub fn apply_moves(&mut self, moves: &[(Vec<PathSeg>, Vec<PathSeg>)]) {
-        if moves.is_empty() {
-            return;
+        if !moves.is_empty() {
+            self.push(Op::Moves(moves.to_vec()));
         }
-        let by_from: HashMap<&[PathSeg], &[PathSeg]> = moves
-            .iter()
-            .map(|(from, to)| (from.as_slice(), to.as_slice()))
-            .collect();
-        // Only prefixes as long as some `from` can match: usually one or two lengths.
-        let mut lengths: Vec<usize> = moves.iter().map(|(from, _)| from.len()).collect();
-        lengths.sort_unstable_by(|a, b| b.cmp(a));
-        lengths.dedup();
-        let moved: Vec<(Vec<PathSeg>, Vec<PathSeg>)> = self
-            .places
-            .keys()
-            .filter_map(|path| {
-                let (end, to) = lengths
-                    .iter()
-                    .filter(|&&len| len <= path.len())
-                    .find_map(|&len| by_from.get(&path[..len]).map(|to| (len, *to)))?;
-                let mut new_path = to.to_vec();
-                new_path.extend_from_slice(&path[end..]);
-                Some((path.clone(), new_path))
-            })
-            .collect();
-        let mut taken = Vec::with_capacity(moved.len());
-        for (old, new) in moved {
-            if let Some(place) = self.places.remove(&old) {
-                taken.push((new, place));
-            }
-        }
-        self.places.extend(taken);
     }
 
     /// Forgets every place at or under any of `prefixes`.
     pub fn remove_prefixes(&mut self, prefixes: &[Vec<PathSeg>]) {
-        if prefixes.is_empty() {
-            return;
+        if !prefixes.is_empty() {
+            self.push(Op::RemovePrefixes(prefixes.to_vec()));
         }
-        let set: std::collections::HashSet<&[PathSeg]> =
-            prefixes.iter().map(Vec::as_slice).collect();
-        let mut lengths: Vec<usize> = prefixes.iter().map(Vec::len).collect();
-        lengths.sort_unstable();
-        lengths.dedup();
-        self.places.retain(|path, _| {
-            !lengths
-                .iter()
-                .any(|&len| len <= path.len() && set.contains(&path[..len]))
-        });
     }
 
     /// Copies the places of `other` found under `from` to sit under `to` in `self`,
     /// overwriting what `self` had there.
     pub fn copy_prefix_from(&mut self, other: &SourceMap, from: &[PathSeg], to: &[PathSeg]) {
-        for (path, location) in &other.places {
-            if path.starts_with(from) {
-                let mut new_path = to.to_vec();
-                new_path.extend_from_slice(&path[from.len()..]);
-                self.places.insert(new_path, location.clone());
-            }
-        }
+        self.push(Op::CopyPrefix {
+            other: Arc::new(other.clone()),
+            from: from.to_vec(),
+            to: to.to_vec(),
+        });
     }
 
-    /// The places under each `services.<name>`, one map per service, in one pass.
-    pub fn split_services(&self) -> HashMap<String, SourceMap> {
-        let mut out: HashMap<String, SourceMap> = HashMap::new();
-        for (path, place) in &self.places {
-            if let [PathSeg::Key(top), PathSeg::Key(name), ..] = path.as_slice()
-                && top == "services"
-            {
-                out.entry(name.clone())
-                    .or_insert_with(|| SourceMap::new(self.default_file.clone()))
-                    .places
-                    .insert(path.clone(), place.clone());
-            }
-        }
-        out
+    /// The places under each `services.<name>`, one map per service. The maps share this
+    /// one, so it is indexed at most once however many of them are looked into.
+    pub fn split_services(&self, names: &[String]) -> HashMap<String, SourceMap> {
+        let shared = Arc::new(self.clone());
+        names
+            .iter()
+            .map(|name| {
+                let mut map = SourceMap::new(self.default_file.clone());
+                map.ops.push(Op::Service(shared.clone(), name.clone()));
+                (name.clone(), map)
+            })
+            .collect()
     }
 
-    /// Copies the places of `other` at or under any of `prefixes`, unchanged, in one pass.
+    /// Copies the places of `other` at or under any of `prefixes`, unchanged.
     pub fn copy_prefixes_from(&mut self, other: &SourceMap, prefixes: &[Vec<PathSeg>]) {
-        if prefixes.is_empty() {
-            return;
-        }
-        let set: std::collections::HashSet<&[PathSeg]> =
-            prefixes.iter().map(Vec::as_slice).collect();
-        let mut lengths: Vec<usize> = prefixes.iter().map(Vec::len).collect();
-        lengths.sort_unstable();
-        lengths.dedup();
-        for (path, place) in &other.places {
-            if lengths
-                .iter()
-                .any(|&len| len <= path.len() && set.contains(&path[..len]))
-            {
-                self.places.insert(path.clone(), place.clone());
-            }
+        if !prefixes.is_empty() {
+            self.push(Op::CopyPrefixes(Arc::new(other.clone()), prefixes.to_vec()));
         }
     }
 
     /// Takes every place of `later` (a file merged on top), later places winning.
     pub fn absorb(&mut self, later: SourceMap) {
-        self.places.extend(later.places);
+        self.push(Op::Absorb(Arc::new(later)));
     }
+
+    /// Records `op`, or applies it at once when the places are already computed.
+    fn push(&mut self, op: Op) {
+        if let Some(places) = self.places.get_mut() {
+            self.ops.clear();
+            op.apply(places);
+        } else {
+            self.ops.push(op);
+        }
+    }
+
+    /// The places, computed from the log on first use.
+    fn places(&self) -> &Places {
+        self.places.get_or_init(|| {
+            let mut places = Places::new();
+            for op in &self.ops {
+                op.apply(&mut places);
+            }
+            places
+        })
+    }
+}
+
+impl Op {
+    fn apply(&self, places: &mut Places) {
+        match self {
+            Op::Index { text, file } => {
+                // Roughly one place per line: avoids rehashing while indexing.
+                places.reserve((text.len() / 24).min(100_000));
+                // A text this parser finds malformed but serde_yaml accepted keeps the
+                // places read before the error (the bounds were enforced while parsing).
+                let _ = index_into(text, file, places);
+            }
+            Op::Insert(path, place) => {
+                places.insert(path.clone(), place.clone());
+            }
+            Op::Moves(moves) => apply_moves(places, moves),
+            Op::RemovePrefixes(prefixes) => {
+                let set = PrefixSet::new(prefixes);
+                places.retain(|path, _| !set.covers(path));
+            }
+            Op::Absorb(later) => {
+                places.extend(later.places().iter().map(|(k, v)| (k.clone(), v.clone())));
+            }
+            Op::CopyPrefixes(other, prefixes) => {
+                let set = PrefixSet::new(prefixes);
+                for (path, place) in other.places() {
+                    if set.covers(path) {
+                        places.insert(path.clone(), place.clone());
+                    }
+                }
+            }
+            Op::CopyPrefix { other, from, to } => {
+                for (path, place) in other.places() {
+                    if path.starts_with(from) {
+                        let mut new_path = to.clone();
+                        new_path.extend_from_slice(&path[from.len()..]);
+                        places.insert(new_path, place.clone());
+                    }
+                }
+            }
+            Op::Service(other, name) => {
+                for (path, place) in other.places() {
+                    if let [PathSeg::Key(top), PathSeg::Key(service), ..] = path.as_slice()
+                        && top == "services"
+                        && service == name
+                    {
+                        places.insert(path.clone(), place.clone());
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A set of path prefixes, tested by the few prefix lengths it holds.
+struct PrefixSet<'a> {
+    set: std::collections::HashSet<&'a [PathSeg]>,
+    lengths: Vec<usize>,
+}
+
+impl<'a> PrefixSet<'a> {
+    fn new(prefixes: &'a [KeyPath]) -> Self {
+        let mut lengths: Vec<usize> = prefixes.iter().map(Vec::len).collect();
+        lengths.sort_unstable();
+        lengths.dedup();
+        PrefixSet {
+            set: prefixes.iter().map(Vec::as_slice).collect(),
+            lengths,
+        }
+    }
+
+    fn covers(&self, path: &[PathSeg]) -> bool {
+        self.lengths
+            .iter()
+            .any(|&len| len <= path.len() && self.set.contains(&path[..len]))
+    }
+}
+
+fn apply_moves(places: &mut Places, moves: &[(KeyPath, KeyPath)]) {
+    let by_from: HashMap<&[PathSeg], &[PathSeg]> = moves
+        .iter()
+        .map(|(from, to)| (from.as_slice(), to.as_slice()))
+        .collect();
+    // Only prefixes as long as some `from` can match: usually one or two lengths.
+    let mut lengths: Vec<usize> = moves.iter().map(|(from, _)| from.len()).collect();
+    lengths.sort_unstable_by(|a, b| b.cmp(a));
+    lengths.dedup();
+    let moved: Vec<(KeyPath, KeyPath)> = places
+        .keys()
+        .filter_map(|path| {
+            let (end, to) = lengths
+                .iter()
+                .filter(|&&len| len <= path.len())
+                .find_map(|&len| by_from.get(&path[..len]).map(|to| (len, *to)))?;
+            let mut new_path = to.to_vec();
+            new_path.extend_from_slice(&path[end..]);
+            Some((path.clone(), new_path))
+        })
+        .collect();
+    let mut taken = Vec::with_capacity(moved.len());
+    for (old, new) in moved {
+        if let Some(place) = places.remove(&old) {
+            taken.push((new, place));
+        }
+    }
+    places.extend(taken);
 }
 
 enum Frame {
@@ -212,8 +339,8 @@ enum Frame {
     ComplexKey,
 }
 
-/// Indexes one YAML text: every mapping entry and sequence item gets the place of its key
-/// or item. Rejects, with `Error::Syntax`, malformed YAML, nesting deeper than
+/// Indexes one YAML text now: every mapping entry and sequence item gets the place of
+/// its key or item. Rejects, with `Error::Syntax`, malformed YAML, nesting deeper than
 /// `MAX_DEPTH`, and aliases expanding past `MAX_EXPANDED_NODES`.
 pub fn index(text: &str, file: &Path) -> Result<SourceMap, Error> {
     let (map, error) = index_partial(text, file);
@@ -223,17 +350,17 @@ pub fn index(text: &str, file: &Path) -> Result<SourceMap, Error> {
     }
 }
 
-/// Like `index`, but keeps the places read before an error, so a file that this parser
-/// finds malformed yet serde_yaml accepts still gets positions for its first part.
+/// Like `index`, but keeps the places read before an error.
 pub fn index_partial(text: &str, file: &Path) -> (SourceMap, Option<Error>) {
-    let mut map = SourceMap::new(file);
-    // Roughly one place per line: avoids rehashing while indexing.
-    map.places.reserve((text.len() / 24).min(100_000));
-    let error = index_into(text, file, &mut map).err();
+    let mut places = Places::new();
+    places.reserve((text.len() / 24).min(100_000));
+    let error = index_into(text, file, &mut places).err();
+    let map = SourceMap::new(file);
+    let _ = map.places.set(places);
     (map, error)
 }
 
-fn index_into(text: &str, file: &Path, map: &mut SourceMap) -> Result<(), Error> {
+fn index_into(text: &str, file: &Path, map: &mut Places) -> Result<(), Error> {
     let mut parser = Parser::new_from_str(text);
     let mut stack: Vec<Frame> = Vec::new();
     let mut prefix: Vec<PathSeg> = Vec::new();
@@ -289,7 +416,7 @@ fn index_into(text: &str, file: &Path, map: &mut SourceMap) -> Result<(), Error>
                     }
                     let mut path = prefix.clone();
                     path.push(PathSeg::Key(text.to_string()));
-                    map.places.insert(path, here);
+                    map.insert(path, here);
                     continue;
                 }
                 Event::SequenceStart(..) | Event::MappingStart(..) => {
@@ -345,7 +472,7 @@ fn index_into(text: &str, file: &Path, map: &mut SourceMap) -> Result<(), Error>
                     let mut path = prefix.clone();
                     path.push(seg.clone());
                     if matches!(stack.last(), Some(Frame::Sequence { .. })) {
-                        map.places.insert(path, here);
+                        map.insert(path, here);
                     }
                     prefix.push(seg);
                 } else if !stack.is_empty() {
@@ -405,17 +532,11 @@ fn current_seg(stack: &[Frame]) -> Option<PathSeg> {
 }
 
 /// A scalar or alias value was read at `here`.
-fn value_seen(
-    stack: &mut [Frame],
-    map: &mut SourceMap,
-    prefix: &[PathSeg],
-    here: Place,
-    size: u64,
-) {
+fn value_seen(stack: &mut [Frame], map: &mut Places, prefix: &[PathSeg], here: Place, size: u64) {
     if let Some(Frame::Sequence { index, .. }) = stack.last() {
         let mut path = prefix.to_vec();
         path.push(PathSeg::Index(*index));
-        map.places.insert(path, here);
+        map.insert(path, here);
     }
     advance(stack, size);
 }

@@ -1,12 +1,17 @@
 //! Turning the text of one Compose file into a `serde_yaml::Value` plus its source map:
-//! hostile-input bounds first (via `source_map::index`), then serde_yaml, then YAML merge
-//! keys (`<<`). Several `---` documents in one file merge as successive files would.
-//! Reads no files: the caller passes the text.
+//! serde_yaml builds the value under our hostile-input bounds (nesting depth, alias
+//! expansion — counted while the value is built, so nothing is expanded past the bound),
+//! then YAML merge keys (`<<`) are resolved. Several `---` documents in one file merge as
+//! successive files would. Positions are indexed only if something asks for one (see
+//! `source_map`). Reads no files: the caller passes the text.
 
+use std::cell::Cell;
+use std::fmt;
 use std::path::Path;
 
-use serde::Deserialize;
-use serde_yaml::Value;
+use serde::de::{self, DeserializeSeed, EnumAccess, MapAccess, SeqAccess, VariantAccess, Visitor};
+use serde_yaml::value::{Tag, TaggedValue};
+use serde_yaml::{Mapping, Value};
 
 use crate::error::{Error, Location};
 use crate::merge;
@@ -23,28 +28,14 @@ pub struct Parsed {
 pub fn parse(text: &str, file: &Path) -> Result<Parsed, Error> {
     // A UTF-8 byte order mark is accepted (and ignored) as Compose does.
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let (source_map, index_error) = source_map::index_partial(text, file);
-    let mut checked_by_index = true;
-    if let Some(err) = index_error {
-        // The bounds are ours: always enforced.
-        if let Error::Syntax { message, .. } = &err
-            && (message.contains("alias bomb")
-                || message.contains("nesting deeper")
-                || message.contains("recursion limit"))
-        {
-            return Err(err);
-        }
-        // saphyr is stricter than libyaml on a few layouts Compose accepts (a flow
-        // sequence's closing bracket less indented than its items): serde_yaml decides;
-        // if it rejects the text too, its error is the one Compose users know.
-        checked_by_index = false;
-    }
+    let nodes = Cell::new(0u64);
     let mut merged: Option<Value> = None;
     for document in serde_yaml::Deserializer::from_str(text) {
-        let mut value: Value = Value::deserialize(document).map_err(|e| syntax(&e, file))?;
-        if !checked_by_index {
-            check_size(&value, file)?;
-        }
+        let seed = Bounded {
+            nodes: &nodes,
+            depth: 0,
+        };
+        let mut value: Value = seed.deserialize(document).map_err(|e| syntax(&e, file))?;
         apply_merge_keys(&mut value).map_err(|message| Error::Syntax {
             location: Location::file(file),
             message,
@@ -66,35 +57,155 @@ pub fn parse(text: &str, file: &Path) -> Result<Parsed, Error> {
     }
     Ok(Parsed {
         value: merged.unwrap_or_else(|| Value::Mapping(Default::default())),
-        source_map,
+        source_map: SourceMap::lazy(text, file),
     })
 }
 
-/// The alias-expansion bound for text the indexer could not read: counted on the value,
-/// stopping as soon as the bound is passed (serde_yaml's own repetition limit has already
-/// kept the expansion finite).
-fn check_size(value: &Value, file: &Path) -> Result<(), Error> {
-    let mut count: u64 = 0;
-    let mut stack = vec![value];
-    while let Some(v) = stack.pop() {
-        count += 1;
-        if count > source_map::MAX_EXPANDED_NODES {
-            return Err(Error::Syntax {
-                location: Location::file(file),
-                message: format!(
-                    "YAML aliases expand to more than {} nodes (an alias bomb?); refusing to load",
-                    source_map::MAX_EXPANDED_NODES
-                ),
-            });
+/// Builds a `Value` exactly as serde_yaml's own `Deserialize` does (tags, duplicate keys),
+/// counting every node it creates — an alias is replayed by serde_yaml, so its expansion
+/// is counted node by node — and refusing past `MAX_EXPANDED_NODES` or `MAX_DEPTH`.
+/// serde_yaml's own limits (recursion 128, 100 alias jumps per event) stay underneath.
+#[derive(Clone, Copy)]
+struct Bounded<'c> {
+    nodes: &'c Cell<u64>,
+    depth: usize,
+}
+
+impl Bounded<'_> {
+    fn count<E: de::Error>(&self) -> Result<(), E> {
+        let n = self.nodes.get() + 1;
+        self.nodes.set(n);
+        if n > source_map::MAX_EXPANDED_NODES {
+            return Err(E::custom(format!(
+                "YAML aliases expand to more than {} nodes (an alias bomb?); refusing to load",
+                source_map::MAX_EXPANDED_NODES
+            )));
         }
-        match v {
-            Value::Sequence(items) => stack.extend(items),
-            Value::Mapping(m) => stack.extend(m.values()),
-            Value::Tagged(t) => stack.push(&t.value),
-            _ => {}
+        Ok(())
+    }
+
+    fn nested<E: de::Error>(&self) -> Result<Self, E> {
+        if self.depth >= source_map::MAX_DEPTH {
+            return Err(E::custom(format!(
+                "nesting deeper than {} levels",
+                source_map::MAX_DEPTH
+            )));
+        }
+        Ok(Bounded {
+            nodes: self.nodes,
+            depth: self.depth + 1,
+        })
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for Bounded<'_> {
+    type Value = Value;
+
+    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Bounded<'_> {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any YAML value")
+    }
+
+    fn visit_bool<E: de::Error>(self, b: bool) -> Result<Value, E> {
+        self.count()?;
+        Ok(Value::Bool(b))
+    }
+
+    fn visit_i64<E: de::Error>(self, i: i64) -> Result<Value, E> {
+        self.count()?;
+        Ok(Value::Number(i.into()))
+    }
+
+    fn visit_u64<E: de::Error>(self, u: u64) -> Result<Value, E> {
+        self.count()?;
+        Ok(Value::Number(u.into()))
+    }
+
+    fn visit_f64<E: de::Error>(self, f: f64) -> Result<Value, E> {
+        self.count()?;
+        Ok(Value::Number(f.into()))
+    }
+
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<Value, E> {
+        self.count()?;
+        Ok(Value::String(s.to_owned()))
+    }
+
+    fn visit_string<E: de::Error>(self, s: String) -> Result<Value, E> {
+        self.count()?;
+        Ok(Value::String(s))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Value, E> {
+        self.count()?;
+        Ok(Value::Null)
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Value, E> {
+        self.count()?;
+        Ok(Value::Null)
+    }
+
+    fn visit_some<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        self.count()?;
+        let inner = self.nested()?;
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1024));
+        while let Some(item) = seq.next_element_seed(inner)? {
+            items.push(item);
+        }
+        Ok(Value::Sequence(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        self.count()?;
+        let inner = self.nested()?;
+        let mut mapping = Mapping::new();
+        while let Some(key) = map.next_key_seed(inner)? {
+            if mapping.contains_key(&key) {
+                return Err(de::Error::custom(duplicate_key(&key)));
+            }
+            let value = map.next_value_seed(inner)?;
+            mapping.insert(key, value);
+        }
+        Ok(Value::Mapping(mapping))
+    }
+
+    fn visit_enum<A: EnumAccess<'de>>(self, data: A) -> Result<Value, A::Error> {
+        // serde_yaml hands a tagged node (`!reset []`) over as an enum: tag, then value.
+        let (tag, contents) = data.variant::<String>()?;
+        if tag.is_empty() {
+            return Err(de::Error::custom("empty YAML tag is not allowed"));
+        }
+        let value = contents.newtype_variant_seed(self.nested()?)?;
+        Ok(Value::Tagged(Box::new(TaggedValue {
+            tag: Tag::new(tag),
+            value,
+        })))
+    }
+}
+
+/// serde_yaml's message for a repeated key.
+fn duplicate_key(key: &Value) -> String {
+    match key {
+        Value::Null => "duplicate entry with null key".into(),
+        Value::Bool(b) => format!("duplicate entry with key `{b}`"),
+        Value::Number(n) => format!("duplicate entry with key {n}"),
+        Value::String(s) => format!("duplicate entry with key {s:?}"),
+        Value::Sequence(_) | Value::Mapping(_) | Value::Tagged(_) => {
+            "duplicate entry in YAML map".into()
         }
     }
-    Ok(())
 }
 
 fn syntax(err: &serde_yaml::Error, file: &Path) -> Error {
