@@ -113,24 +113,29 @@ pub struct Loaded {
 
 /// Loads, types, normalizes and validates the project.
 pub fn load(options: &LoadOptions) -> Result<Loaded, Error> {
-    let raw = load_document(options)?;
-    let locate = |path: &[PathSeg]| raw.source_map.locate(path);
-    let (app, model_warnings) = App::from_document(
-        &raw.name,
-        &raw.project_dir,
-        &raw.environment,
-        raw.document.clone(),
-        &locate,
-    )?;
-    let mut warnings = raw.warnings;
+    let RawProject {
+        name,
+        project_dir,
+        environment,
+        document,
+        source_map,
+        mut warnings,
+        files,
+        disabled_services,
+        all_profiles,
+        active_profiles: _,
+    } = load_document(options)?;
+    let locate = |path: &[PathSeg]| source_map.locate(path);
+    let (app, model_warnings) =
+        App::from_document(&name, &project_dir, &environment, document, &locate)?;
     warnings.extend(model_warnings);
     Ok(Loaded {
         app,
         warnings,
-        files: raw.files,
-        environment: raw.environment,
-        disabled_services: raw.disabled_services,
-        all_profiles: raw.all_profiles,
+        files,
+        environment,
+        disabled_services,
+        all_profiles,
     })
 }
 

@@ -100,8 +100,15 @@ fn unique_walk(value: &mut Value, path: &mut Path, trace: &mut Trace) {
     match value {
         Value::Mapping(map) => {
             for (key, item) in map.iter_mut() {
+                if !matches!(item, Value::Mapping(_) | Value::Sequence(_)) {
+                    continue;
+                }
                 path.push(PathSeg::Key(key_text(key)));
-                unique_walk(item, path, trace);
+                // Only the attributes with a uniqueness rule, and what leads to them, are
+                // walked: the rest of the document cannot change here.
+                if leads_to_unique(path) {
+                    unique_walk(item, path, trace);
+                }
                 path.pop();
             }
         }
@@ -261,6 +268,18 @@ const RULES: &[(&[&str], Rule)] = &[
     (&["services", "*", "logging"], Rule::Logging),
     (&["services", "*", "ulimits", "*"], Rule::Ulimit),
 ];
+
+/// Whether `path` is, or leads to, an attribute merged by a uniqueness rule.
+fn leads_to_unique(path: &[PathSeg]) -> bool {
+    RULES.iter().any(|(pattern, rule)| {
+        matches!(rule, Rule::Unique(_))
+            && pattern.len() >= path.len()
+            && pattern.iter().zip(path).all(|(p, seg)| match seg {
+                PathSeg::Key(k) => *p == "*" || p == k,
+                PathSeg::Index(_) => false,
+            })
+    })
+}
 
 fn rule_for(path: &[PathSeg]) -> Rule {
     for (pattern, rule) in RULES {
