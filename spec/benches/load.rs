@@ -1,6 +1,7 @@
 //! Loading a generated 200-service project: parse + source map + interpolation + merge of
 //! an override file (`load_document`), and the same followed by typing, normalization and
-//! validation (`load`). Run: `cargo bench -p berth-spec --bench load`.
+//! validation (`load`). Run: `cargo bench -p berth-spec --bench load`. For instruction
+//! counts, steadier than time on a shared machine, see `examples/profile_load.rs`.
 
 mod common;
 
@@ -33,11 +34,12 @@ fn bench(c: &mut Criterion) {
     });
     let text = std::fs::read_to_string(dir.path().join("compose.yaml")).unwrap();
     let file = dir.path().join("compose.yaml");
+    // Paid only when an error or warning asks for a position (the map is lazy).
     c.bench_function("source map index of the 200-service file", |b| {
         b.iter(|| berth_spec::source_map::index(&text, &file).unwrap())
     });
     c.bench_function(
-        "parse (index + serde_yaml + merge keys) of the 200-service file",
+        "parse (serde_yaml with bounds + merge keys) of the 200-service file",
         |b| b.iter(|| berth_spec::yaml::parse(&text, &file).unwrap()),
     );
     c.bench_function("load_document 200 services + override", |b| {

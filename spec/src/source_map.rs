@@ -667,6 +667,52 @@ mod tests {
     }
 
     #[test]
+    fn replaying_the_log_equals_applying_each_step_at_once() {
+        let base = "services:\n  a:\n    image: x\n    ports: ['1:1', '2:2']\n  b: {image: y}\n";
+        let over = "services:\n  a:\n    ports: ['3:3']\n  c: {image: z}\n";
+        let steps = |map: &mut SourceMap, observe: bool| {
+            let ports = |i: usize| vec![key("services"), key("a"), key("ports"), PathSeg::Index(i)];
+            let mut later = SourceMap::lazy(over, Path::new("o.yaml"));
+            later.apply_moves(&[(ports(0), ports(2))]);
+            if observe {
+                // A lookup in the middle materializes; the rest applies directly.
+                let _ = map.locate(&[key("services")]);
+            }
+            map.remove_prefixes(&[vec![key("services"), key("b")]]);
+            map.absorb(later);
+            let services = map.split_services(&["a".to_string(), "c".to_string()]);
+            let mut copy = SourceMap::new("x");
+            copy.copy_prefixes_from(&services["c"], &[vec![key("services"), key("c")]]);
+            map.copy_prefix_from(
+                &copy,
+                &[key("services"), key("c")],
+                &[key("services"), key("d")],
+            );
+        };
+        let mut lazy = SourceMap::lazy(base, Path::new("b.yaml"));
+        steps(&mut lazy, false);
+        let mut eager = SourceMap::lazy(base, Path::new("b.yaml"));
+        steps(&mut eager, true);
+        assert!(!lazy.is_indexed());
+        assert_eq!(lazy.places(), eager.places());
+        let at = |m: &SourceMap, p: &[PathSeg]| {
+            let l = m.locate(p);
+            (l.file.display().to_string(), l.line, l.column)
+        };
+        let port2 = [key("services"), key("a"), key("ports"), PathSeg::Index(2)];
+        assert_eq!(at(&lazy, &port2), ("o.yaml".into(), 3, 13));
+        assert_eq!(at(&lazy, &[key("services"), key("b"), key("image")]).1, 1);
+        assert_eq!(
+            at(&lazy, &[key("services"), key("d"), key("image")]),
+            ("o.yaml".into(), 4, 7)
+        );
+        // A file indexed lazily gives what indexing it at once gives.
+        let now = index(base, Path::new("b.yaml")).unwrap();
+        let later = SourceMap::lazy(base, Path::new("b.yaml"));
+        assert_eq!(now.places(), later.places());
+    }
+
+    #[test]
     fn move_and_copy_prefixes() {
         let mut map = SourceMap::new("a");
         map.insert(vec![key("x"), key("y")], Location::at("a", 1, 1));

@@ -24,6 +24,10 @@ fn pipeline(text: &str) {
     let mut doc = twice.value;
     let _ = profiles::apply_profiles(&mut doc, &["p".to_string()], &[]);
     let _ = profiles::all_profiles(&doc);
+    // The lazy source map replays its log (index, extends re-keyings) on this lookup.
+    let _ = parsed
+        .source_map
+        .locate(&[berth_spec::PathSeg::Key("services".into())]);
     // And the typed model on whatever came out.
     let locate = |p: &[berth_spec::PathSeg]| parsed.source_map.locate(p);
     let _ = berth_spec::App::from_document(
@@ -33,6 +37,16 @@ fn pipeline(text: &str) {
         doc,
         &locate,
     );
+}
+
+/// Cases per property: the default, or `BERTH_HOSTILE_CASES` for a longer campaign
+/// (`BERTH_HOSTILE_CASES=20000 cargo test --release -p berth-spec --test hostile`), the
+/// stable-toolchain stand-in for the cargo-fuzz target in `spec/fuzz`.
+fn cases(default: u32) -> u32 {
+    std::env::var("BERTH_HOSTILE_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn yamlish() -> impl Strategy<Value = String> {
@@ -75,7 +89,7 @@ fn yamlish() -> impl Strategy<Value = String> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(512), ..ProptestConfig::default() })]
 
     #[test]
     fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
@@ -173,7 +187,7 @@ fn read_corpus_texts() -> Vec<String> {
         let Ok(entries) = std::fs::read_dir(root.join(group)) else {
             continue;
         };
-        for entry in entries.flatten().take(15) {
+        for entry in entries.flatten() {
             if let Ok(text) = std::fs::read_to_string(entry.path()) {
                 texts.push(text);
             }
@@ -186,7 +200,7 @@ fn read_corpus_texts() -> Vec<String> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(256), ..ProptestConfig::default() })]
 
     #[test]
     fn damaged_real_files_never_panic(
