@@ -339,6 +339,40 @@ enum Frame {
     ComplexKey,
 }
 
+/// Rejects a text nesting deeper than `MAX_DEPTH` (or past saphyr's own recursion limit),
+/// reading only its events: no places are kept. Other syntax errors are left to the
+/// caller's parser, which decides what is valid YAML.
+pub fn check_depth(text: &str, file: &Path) -> Result<(), Error> {
+    let mut parser = Parser::new_from_str(text);
+    let mut depth = 0usize;
+    while let Some(next) = parser.next_event() {
+        let (event, span) = match next {
+            Ok(ok) => ok,
+            Err(e) if e.info().contains("recursion limit") => {
+                return Err(Error::Syntax {
+                    location: Location::at(file, e.marker().line(), e.marker().col() + 1),
+                    message: e.info().to_string(),
+                });
+            }
+            Err(_) => return Ok(()),
+        };
+        match event {
+            Event::SequenceStart(..) | Event::MappingStart(..) => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return Err(Error::Syntax {
+                        location: Location::at(file, span.start.line(), span.start.col() + 1),
+                        message: format!("nesting deeper than {MAX_DEPTH} levels"),
+                    });
+                }
+            }
+            Event::SequenceEnd | Event::MappingEnd => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// Indexes one YAML text now: every mapping entry and sequence item gets the place of
 /// its key or item. Rejects, with `Error::Syntax`, malformed YAML, nesting deeper than
 /// `MAX_DEPTH`, and aliases expanding past `MAX_EXPANDED_NODES`.

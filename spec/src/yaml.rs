@@ -28,6 +28,7 @@ pub struct Parsed {
 pub fn parse(text: &str, file: &Path) -> Result<Parsed, Error> {
     // A UTF-8 byte order mark is accepted (and ignored) as Compose does.
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    guard_flow_depth(text, file)?;
     let nodes = Cell::new(0u64);
     let mut merged: Option<Value> = None;
     for document in serde_yaml::Deserializer::from_str(text) {
@@ -59,6 +60,25 @@ pub fn parse(text: &str, file: &Path) -> Result<Parsed, Error> {
         value: merged.unwrap_or_else(|| Value::Mapping(Default::default())),
         source_map: SourceMap::lazy(text, file),
     })
+}
+
+/// Most flow openers (`[`, `{`) a text may hold before its nesting is checked ahead of
+/// libyaml. libyaml rescans its stack of possible simple keys — one per open flow level —
+/// at every token, so deeply nested flow input costs it depth × tokens (`{a: ` × 20 000
+/// takes seconds). The flow depth can never exceed the number of openers, and below this
+/// many the worst case stays within tens of milliseconds; real Compose files hold a few
+/// hundred at most.
+const UNCHECKED_FLOW_OPENERS: usize = 2048;
+
+/// Rejects nesting deeper than `MAX_DEPTH` before libyaml sees a text that could hold it
+/// in flow style; block nesting costs libyaml nothing extra and is bounded while the value
+/// is built.
+fn guard_flow_depth(text: &str, file: &Path) -> Result<(), Error> {
+    let openers = text.bytes().filter(|b| matches!(b, b'[' | b'{')).count();
+    if openers <= UNCHECKED_FLOW_OPENERS {
+        return Ok(());
+    }
+    source_map::check_depth(text, file)
 }
 
 /// Builds a `Value` exactly as serde_yaml's own `Deserialize` does (tags, duplicate keys),
@@ -213,6 +233,12 @@ fn syntax(err: &serde_yaml::Error, file: &Path) -> Error {
     // serde_yaml appends " at line L column C"; the location carries that already.
     if let Some(cut) = message.find(" at line ") {
         message.truncate(cut);
+    }
+    // Our bounds need no key path in front (it would be a hundred segments long).
+    for bound in ["nesting deeper than", "YAML aliases expand"] {
+        if let Some(start) = message.find(bound) {
+            message.drain(..start);
+        }
     }
     let location = match err.location() {
         Some(l) => Location::at(file, l.line(), l.column()),

@@ -132,9 +132,23 @@ fn nested_flow_and_block_input_is_rejected_cleanly() {
         "[".repeat(100_000),
         "{a: ".repeat(50_000),
         "- ".repeat(50_000),
+        "{a: ".repeat(2_000),
+        format!("{}\n", "- ".repeat(101)),
     ] {
+        let started = std::time::Instant::now();
         let err = parse(&text, Path::new("deep.yaml")).unwrap_err();
         assert!(matches!(err, Error::Syntax { .. }), "{err}");
+        let message = err.to_string();
+        assert!(
+            message.contains("nesting deeper than 100 levels")
+                || message.contains("recursion limit exceeded"),
+            "{message}"
+        );
+        // One line, without a hundred-segment key path in front.
+        assert!(message.len() < 120, "{message}");
+        // Fast, debug build included (libyaml is quadratic in flow depth: this must be
+        // caught before it).
+        assert!(started.elapsed().as_secs() < 10, "{:?}", started.elapsed());
     }
 }
 
