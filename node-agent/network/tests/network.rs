@@ -51,7 +51,7 @@ macro_rules! require_root {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_containers_on_one_network_reach_each_other_by_ip_and_name() {
     require_root!();
-    let env = Env::new(false, vec![]);
+    let mut env = Env::new(false, vec![]);
     let id = env.network_id("same");
     let net = env
         .nets
@@ -119,6 +119,13 @@ async fn two_containers_on_one_network_reach_each_other_by_ip_and_name() {
     assert_eq!(ips, vec![IpAddr::V4(a2.ipv4)]);
     let (ips, _) = dns_query(&c1, dns, "two", RecordType::AAAA);
     assert_eq!(ips, vec![IpAddr::V6(v6)]);
+    // and on the IPv6 gateway
+    let dns6 = SocketAddr::new(net.gateway_v6.expect("dual stack").into(), 53);
+    let (ips, rc) = dns_query(&c1, dns6, "app-two-1", RecordType::AAAA);
+    assert_eq!(rc, ResponseCode::NoError);
+    assert_eq!(ips, vec![IpAddr::V6(v6)]);
+    let (ips, _) = dns_query(&c1, dns6, "two", RecordType::A);
+    assert_eq!(ips, vec![IpAddr::V4(a2.ipv4)]);
 
     // and with real tools: busybox httpd in c2, wget by service name from c1
     let www = tempfile::tempdir().unwrap();
@@ -146,6 +153,11 @@ async fn two_containers_on_one_network_reach_each_other_by_ip_and_name() {
         String::from_utf8_lossy(&out.stdout).contains("hello from two")
     });
     assert!(fetched, "wget http://two/ from c1");
+
+    // names live in berth-dns, not in the Networks that connected them
+    env.restart();
+    let (ips, _) = dns_query(&c1, dns, "app-two-1", RecordType::A);
+    assert_eq!(ips, vec![IpAddr::V4(a2.ipv4)]);
 
     env.nets.remove_network(&id).await.unwrap();
     let links = host_links();
@@ -572,16 +584,19 @@ async fn dns_returns_every_replica_and_drops_a_stopped_one() {
 
     // a service too large for a UDP answer: truncated over UDP, complete over TCP
     for i in 0..60u8 {
-        env.nets.registry().register(
-            &id,
-            &format!("bulk-{i}"),
-            DnsEntry {
-                container_name: format!("app-bulk-{i}"),
-                service: Some("bulk".into()),
-                ipv4: Some(Ipv4Addr::new(10, 234, 255, i)),
-                ..Default::default()
-            },
-        );
+        env.nets
+            .register_names(
+                &id,
+                &format!("bulk-{i}"),
+                DnsEntry {
+                    container_name: format!("app-bulk-{i}"),
+                    service: Some("bulk".into()),
+                    ipv4: Some(Ipv4Addr::new(10, 234, 255, i)),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
     }
     let (udp, rc) = dns_query(&client, dns, "bulk", RecordType::A);
     assert_eq!(rc, ResponseCode::NoError);

@@ -184,6 +184,8 @@ impl Containers {
                         request: NetworkRequest::default(),
                         internal: false,
                         mtu: None,
+                        // as Docker's default bridge: no name resolution
+                        no_dns: true,
                     })
                     .await
                     .map_err(|e| net_err(&id, e))?,
