@@ -103,6 +103,10 @@ pub struct NetworkConfig {
     pub mtu: Option<u32>,
     /// No name resolution on this network (Docker's default bridge has none).
     pub no_dns: bool,
+    /// Kept with the network, for listing.
+    pub labels: BTreeMap<String, String>,
+    /// RFC 3339 creation time, kept with the network.
+    pub created: String,
 }
 
 /// A container endpoint to connect.
@@ -310,7 +314,9 @@ impl Networks {
             &cfg.request,
             &routes,
         )?;
-        let net = BridgeNetwork::new(&cfg.id, &lease, cfg.mtu, cfg.internal);
+        let mut net = BridgeNetwork::new(&cfg.id, &lease, cfg.mtu, cfg.internal);
+        net.labels = cfg.labels.clone();
+        net.created = cfg.created.clone();
         let built = async {
             bridge::create_network(&self.nl, &net).await?;
             let n = net.clone();
