@@ -395,6 +395,8 @@ impl Containers {
             if let Err(e) = nets.delete_firewall_table() {
                 errors.push(e.to_string());
             }
+            // berth-dns exits once no network is left; make sure of it
+            nets.stop_dns();
             if errors.is_empty() {
                 Ok(())
             } else {
