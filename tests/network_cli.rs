@@ -543,3 +543,68 @@ fn anonymous_volumes_volumes_from_mounts_and_volume_commands() {
             .contains("no such")
     );
 }
+
+#[test]
+fn network_connect_adds_an_interface_and_names_and_prune_removes_unused_networks() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let env = Env::new("c");
+    let (a, b) = (format!("a{}", env.tag), format!("b{}", env.tag));
+    env.ok(&["network", "create", &a]);
+    env.ok(&["network", "create", "--internal", &b]);
+    let x = format!("x{}", env.tag);
+    env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        &x,
+        "--network",
+        &a,
+        "busybox",
+        "sleep",
+        "600",
+    ]);
+    let alias = format!("alias{}", env.tag);
+    env.ok(&["network", "connect", "--alias", &alias, &b, &x]);
+    let links = env.ok(&["exec", &x, "ip", "-o", "link"]);
+    assert!(links.contains("eth1"), "{links}");
+    // on the second network by name and by alias; the default route stays on the first
+    for name in [x.as_str(), alias.as_str()] {
+        let found =
+            looked_up(&env.ok(&["run", "--rm", "--network", &b, "busybox", "nslookup", name]));
+        assert_eq!(found.len(), 1, "{name}: {found:?}");
+    }
+    let routes = env.ok(&["exec", &x, "ip", "route"]);
+    assert_eq!(routes.matches("default").count(), 1, "{routes}");
+    let inspect: serde_json::Value =
+        serde_json::from_str(&env.ok(&["network", "inspect", &b])).unwrap();
+    assert_eq!(inspect[0]["Internal"], true);
+    assert_eq!(inspect[0]["Containers"].as_object().unwrap().len(), 1);
+    assert!(
+        env.fails(&["network", "connect", &b, &x])
+            .contains("already connected")
+    );
+
+    env.ok(&["network", "disconnect", &b, &x]);
+    let gone = env.run(&[
+        "run",
+        "--rm",
+        "--network",
+        &b,
+        "busybox",
+        "nslookup",
+        &alias,
+    ]);
+    assert!(looked_up(&String::from_utf8_lossy(&gone.stdout)).is_empty());
+    assert!(!env.ok(&["exec", &x, "ip", "-o", "link"]).contains("eth1"));
+
+    // prune keeps the network a container refers to, removes the other
+    let pruned = env.ok(&["network", "prune", "-f"]);
+    assert!(pruned.contains(&b) && !pruned.contains(&a), "{pruned}");
+    env.ok(&["rm", "-f", &x]);
+    assert!(env.ok(&["network", "prune", "-f"]).contains(&a));
+    let ls = env.ok(&["network", "ls", "-q"]);
+    assert_eq!(ls.lines().count(), 3, "bridge, host, none: {ls}");
+}
