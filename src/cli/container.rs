@@ -18,8 +18,9 @@ use berth_node_agent::container::{
 use clap::{Args, Parser, Subcommand};
 
 /// The commands [`dispatch`] takes over.
-pub const COMMANDS: [&str; 12] = [
+pub const COMMANDS: [&str; 13] = [
     "run", "ps", "logs", "stop", "kill", "rm", "start", "exec", "inspect", "stats", "top", "wait",
+    "port",
 ];
 
 #[derive(Debug, Parser)]
@@ -64,6 +65,8 @@ enum ContainerCommand {
     Top(TopArgs),
     /// Wait for containers to exit and print their exit codes
     Wait(NamesArgs),
+    /// List a container's published ports
+    Port(super::network::PortArgs),
 }
 
 /// Placeholder for the main parser's help: the real arguments are parsed by [`dispatch`].
@@ -93,9 +96,15 @@ struct RunArgs {
     /// Read environment variables from a file
     #[arg(long = "env-file", value_name = "FILE")]
     env_file: Vec<PathBuf>,
-    /// Bind mount or named volume: SOURCE:DEST[:ro]
+    /// Bind mount or named volume: SOURCE:DEST[:ro], or DEST for an anonymous volume
     #[arg(short, long = "volume", value_name = "SRC:DEST[:ro]")]
     volume: Vec<String>,
+    /// Mount: type=bind|volume,source=…,target=…[,readonly][,bind-propagation=…]
+    #[arg(long, value_name = "SPEC")]
+    mount: Vec<String>,
+    /// Mount the volumes of another container: CONTAINER[:ro|rw]
+    #[arg(long = "volumes-from", value_name = "CONTAINER")]
+    volumes_from: Vec<String>,
     /// Publish a port: [IP:]HOST:CONTAINER[/udp]
     #[arg(short, long = "publish", value_name = "[IP:]HOST:CTR")]
     publish: Vec<String>,
@@ -208,6 +217,9 @@ struct RmArgs {
     /// Kill and remove running containers
     #[arg(short, long)]
     force: bool,
+    /// Remove the container's anonymous volumes too
+    #[arg(short, long)]
+    volumes: bool,
     #[arg(required = true)]
     containers: Vec<String>,
 }
@@ -325,7 +337,7 @@ fn libexec() -> anyhow::Result<(PathBuf, PathBuf, PathBuf)> {
     Ok((runtime, shim, init))
 }
 
-fn open(data_root: &std::path::Path) -> anyhow::Result<Containers> {
+pub(super) fn open(data_root: &std::path::Path) -> anyhow::Result<Containers> {
     let (runtime, shim, init) = libexec()?;
     let run_root = std::env::var_os("BERTH_RUN_ROOT")
         .map(PathBuf::from)
@@ -359,7 +371,7 @@ fn run_command(cli: ContainerCli) -> anyhow::Result<ExitCode> {
             })
         }
         ContainerCommand::Rm(a) => each(&a.containers, |q| {
-            c.remove(q, a.force)?;
+            c.remove_with_volumes(q, a.force, a.volumes)?;
             println!("{q}");
             Ok(())
         }),
@@ -387,6 +399,7 @@ fn run_command(cli: ContainerCli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        ContainerCommand::Port(a) => super::network::port(&c, &a),
         ContainerCommand::Wait(a) => each(&a.containers, |q| {
             let (_, code) = c.wait(q)?;
             println!("{code}");
@@ -459,7 +472,9 @@ fn run_options(a: &RunArgs) -> anyhow::Result<RunOptions> {
             .volume
             .iter()
             .map(|v| MountSpec::parse(v))
+            .chain(a.mount.iter().map(|m| MountSpec::parse_mount(m)))
             .collect::<Result<_, _>>()?,
+        volumes_from: a.volumes_from.clone(),
         tmpfs: a.tmpfs.clone(),
         workdir: a.workdir.clone(),
         user: a.user.clone(),

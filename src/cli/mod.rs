@@ -9,8 +9,10 @@ use clap::{Args, Parser, Subcommand};
 mod config;
 mod container;
 mod image;
+mod network;
 mod registry;
 mod version;
+mod volume;
 
 /// Declarative multi-container orchestrator: Compose files from one machine to a cluster.
 #[derive(Debug, Parser)]
@@ -126,6 +128,12 @@ pub enum Command {
     Top(container::Passthrough),
     /// Wait for containers to exit and print their exit codes
     Wait(container::Passthrough),
+    /// List a container's published ports
+    Port(container::Passthrough),
+    /// Manage networks
+    Network(container::Passthrough),
+    /// Manage volumes
+    Volume(container::Passthrough),
 }
 
 pub fn main() -> ExitCode {
@@ -133,6 +141,9 @@ pub fn main() -> ExitCode {
     // flags would claim: they are parsed by their own parser first.
     let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
     if let Some(code) = container::dispatch(&argv) {
+        return code;
+    }
+    if let Some(code) = network::dispatch(&argv).or_else(|| volume::dispatch(&argv)) {
         return code;
     }
     let cli = Cli::parse();
@@ -163,7 +174,10 @@ pub fn main() -> ExitCode {
         | Command::Inspect(_)
         | Command::Stats(_)
         | Command::Top(_)
-        | Command::Wait(_) => Err(anyhow::anyhow!(
+        | Command::Wait(_)
+        | Command::Port(_)
+        | Command::Network(_)
+        | Command::Volume(_) => Err(anyhow::anyhow!(
             "container commands take only --data-root before the command name"
         )),
     };

@@ -82,6 +82,7 @@ fn main() {
             manage_forwarding: false,
             host_upstreams: vec![],
             dns_port: 53,
+            dns_binary: Some(env!("CARGO_BIN_EXE_berth-dns").into()),
         })
         .unwrap();
         let net = nets

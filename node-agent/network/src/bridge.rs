@@ -108,6 +108,12 @@ pub struct BridgeNetwork {
     pub mtu: Option<u32>,
     /// No default route for its endpoints, no masquerade, no access to the host.
     pub internal: bool,
+    /// The user's labels (kept for `network ls`/`inspect`; berth reads none of them).
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// When it was created (RFC 3339, as the caller wrote it).
+    #[serde(default)]
+    pub created: String,
 }
 
 impl BridgeNetwork {
@@ -121,6 +127,8 @@ impl BridgeNetwork {
             gateway_v6: lease.gateway_v6,
             mtu,
             internal,
+            labels: Default::default(),
+            created: String::new(),
         }
     }
 

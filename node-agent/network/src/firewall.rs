@@ -647,6 +647,8 @@ mod tests {
             gateway_v6: None,
             mtu: None,
             internal,
+            labels: Default::default(),
+            created: String::new(),
         }
     }
 

@@ -11,3 +11,6 @@ pub mod firewall;
 pub mod ipam;
 pub mod netlink;
 pub mod networks;
+
+/// Address types of the network API (subnets), for callers that build requests.
+pub use ipnetwork;

@@ -2,18 +2,20 @@
 //!
 //! [`Networks`] is what the node agent calls: create a network, connect a container's network
 //! namespace to it, disconnect, remove, and restore everything after a restart. State lives
-//! in two files of `state_dir`: `ipam.json` (subnets and addresses) and `networks.json` (the
-//! firewall state: each network's settings and the published ports), both written atomically
-//! before a call returns. Teardown tries every step and reports every failure together.
+//! in three files of `state_dir`: `ipam.json` (subnets and addresses), `networks.json` (the
+//! firewall state: each network's settings and the published ports) and `dns.json` (what the
+//! `berth-dns` process serves: gateways and names), all written atomically before a call
+//! returns. Name resolution therefore needs no process of ours to stay alive: `berth-dns`
+//! is started on demand and follows `dns.json`. Teardown tries every step and reports every failure together.
 //! The plumbing itself belongs to the modules below; this one only orders the steps.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use crate::bridge::{self, Attachment, BridgeError, BridgeNetwork, Endpoint};
-use crate::dns::{DnsEntry, DnsError, DnsServer, Registry};
+use crate::dns::{ControlError, DnsControl, DnsEntry, DnsError, DnsNetwork, DnsState, NetnsId};
 use crate::firewall::{Firewall, FirewallError, FirewallState, PortMapping, Published};
 use crate::ipam::{EndpointRequest, Ipam, IpamError, NetworkRequest, Pool};
 use crate::netlink::{Netlink, NetlinkError};
@@ -31,6 +33,8 @@ pub enum NetworksError {
     Dns(#[from] DnsError),
     #[error(transparent)]
     Netlink(#[from] NetlinkError),
+    #[error(transparent)]
+    DnsServer(#[from] ControlError),
     #[error("unknown network {0}")]
     UnknownNetwork(String),
     #[error("endpoint {endpoint} is already connected to network {network}")]
@@ -67,6 +71,9 @@ pub struct Options {
     pub host_upstreams: Vec<IpAddr>,
     /// UDP port of the embedded DNS on each gateway (53 in production).
     pub dns_port: u16,
+    /// The `berth-dns` binary; `None` looks in `BERTH_LIBEXEC_DIR`, then next to the
+    /// current executable.
+    pub dns_binary: Option<PathBuf>,
 }
 
 impl Options {
@@ -82,6 +89,7 @@ impl Options {
             manage_forwarding: true,
             host_upstreams: upstreams,
             dns_port: 53,
+            dns_binary: None,
         }
     }
 }
@@ -93,6 +101,12 @@ pub struct NetworkConfig {
     pub request: NetworkRequest,
     pub internal: bool,
     pub mtu: Option<u32>,
+    /// No name resolution on this network (Docker's default bridge has none).
+    pub no_dns: bool,
+    /// Kept with the network, for listing.
+    pub labels: BTreeMap<String, String>,
+    /// RFC 3339 creation time, kept with the network.
+    pub created: String,
 }
 
 /// A container endpoint to connect.
@@ -120,7 +134,10 @@ pub struct Networks {
     firewall: Arc<Mutex<Firewall>>,
     /// Serializes creating, removing and restoring networks (each spans several awaits).
     admin: tokio::sync::Mutex<()>,
-    dns: DnsServer,
+    /// What `berth-dns` serves; every change is written (and, for listeners, applied) while
+    /// this lock is held, so concurrent changes never overwrite one another.
+    names: Arc<Mutex<DnsState>>,
+    dns: DnsControl,
 }
 
 impl std::fmt::Debug for Networks {
@@ -147,20 +164,95 @@ impl Networks {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => FirewallState::default(),
             Err(source) => return Err(NetworksError::State { path, source }),
         };
+        let dns_path = opts.state_dir.join(crate::dns::state::STATE_FILE);
+        let mut names = DnsState::load(&dns_path).map_err(|source| NetworksError::State {
+            path: dns_path.clone(),
+            source,
+        })?;
+        if !dns_path.exists() {
+            // state from before berth-dns: every network had names
+            for net in state.networks.values() {
+                names.networks.insert(net.id.clone(), dns_network(net));
+            }
+        }
+        names.port = opts.dns_port;
+        names.host_upstreams = opts.host_upstreams.clone();
         firewall.set_state_unapplied(state);
-        let dns = DnsServer::new(Registry::new(), opts.host_upstreams.clone());
+        let dns = DnsControl::new(&opts.state_dir, opts.dns_binary.clone());
         Ok(Networks {
             nl,
             opts,
             ipam: Mutex::new(ipam),
             firewall: Arc::new(Mutex::new(firewall)),
             admin: tokio::sync::Mutex::new(()),
+            names: Arc::new(Mutex::new(names)),
             dns,
         })
     }
 
-    pub fn registry(&self) -> &Arc<Registry> {
-        self.dns.registry()
+    /// A copy of what `berth-dns` serves.
+    pub fn dns_state(&self) -> DnsState {
+        self.names.lock().expect("names lock").clone()
+    }
+
+    /// Changes the DNS state with `f` (which says whether it changed anything) and writes it;
+    /// with `apply`, also waits until `berth-dns` listens as the new state says (started on
+    /// demand). On a blocking thread: it writes files and may wait for the server.
+    async fn dns_change(
+        &self,
+        apply: bool,
+        f: impl FnOnce(&mut DnsState) -> bool + Send + 'static,
+    ) -> Result<(), NetworksError> {
+        let names = self.names.clone();
+        let dns = self.dns.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut st = names.lock().expect("names lock");
+            if !f(&mut st) && !apply {
+                return Ok(());
+            }
+            if apply {
+                dns.apply(&mut st)
+            } else {
+                dns.write(&mut st)
+            }
+        })
+        .await
+        .map_err(|e| NetworksError::Worker(e.to_string()))?
+        .map_err(Into::into)
+    }
+
+    /// Makes `entry` answer on `network` for `endpoint_id` (replacing an earlier one): for
+    /// the agent, e.g. to add names of something not connected through [`Networks::connect`].
+    pub async fn register_names(
+        &self,
+        network: &str,
+        endpoint_id: &str,
+        entry: DnsEntry,
+    ) -> Result<(), NetworksError> {
+        let (network, endpoint) = (network.to_string(), endpoint_id.to_string());
+        self.dns_change(false, move |st| {
+            st.register(&network, &endpoint, entry);
+            true
+        })
+        .await
+    }
+
+    /// Takes `endpoint_id`'s names off `network` (e.g. a container that is stopping before
+    /// its network goes). Names of a container whose namespace is gone disappear anyway.
+    pub async fn unregister_names(
+        &self,
+        network: &str,
+        endpoint_id: &str,
+    ) -> Result<(), NetworksError> {
+        let (network, endpoint) = (network.to_string(), endpoint_id.to_string());
+        self.dns_change(false, move |st| st.unregister(&network, &endpoint))
+            .await
+    }
+
+    /// Stops this state dir's `berth-dns` (uninstall, or the end of a test); it is started
+    /// again by the next change that needs it.
+    pub fn stop_dns(&self) {
+        self.dns.stop();
     }
 
     pub fn netlink(&self) -> &Netlink {
@@ -206,10 +298,6 @@ impl Networks {
         .map_err(|e| NetworksError::Worker(e.to_string()))?
     }
 
-    fn dns_addr(&self, net: &BridgeNetwork) -> SocketAddr {
-        SocketAddr::new(net.gateway_v4.into(), self.opts.dns_port)
-    }
-
     /// Creates network `cfg.id`: subnet from IPAM (skipping host routes), bridge, firewall
     /// rules, DNS listener. Calling it again for an existing network returns it unchanged.
     pub async fn create_network(
@@ -226,14 +314,22 @@ impl Networks {
             &cfg.request,
             &routes,
         )?;
-        let net = BridgeNetwork::new(&cfg.id, &lease, cfg.mtu, cfg.internal);
+        let mut net = BridgeNetwork::new(&cfg.id, &lease, cfg.mtu, cfg.internal);
+        net.labels = cfg.labels.clone();
+        net.created = cfg.created.clone();
         let built = async {
             bridge::create_network(&self.nl, &net).await?;
             let n = net.clone();
             self.firewall_change(move |fw| fw.add_network(&n)).await?;
-            self.dns
-                .listen(&net.id, self.dns_addr(&net), !net.internal)
+            if !cfg.no_dns {
+                let d = dns_network(&net);
+                let id = net.id.clone();
+                self.dns_change(true, move |st| {
+                    st.networks.insert(id, d);
+                    true
+                })
                 .await?;
+            }
             Ok::<_, NetworksError>(())
         }
         .await;
@@ -288,9 +384,14 @@ impl Networks {
             let mut entry = c.names.clone();
             entry.ipv4 = Some(lease.ipv4);
             entry.ipv6 = lease.ipv6;
-            self.dns
-                .registry()
-                .register(network_id, &c.endpoint_id, entry);
+            entry.netns = NetnsId::of(&c.netns);
+            let (network, endpoint) = (network_id.to_string(), c.endpoint_id.clone());
+            self.dns_change(false, move |st| {
+                let known = st.networks.contains_key(&network);
+                st.register(&network, &endpoint, entry);
+                known
+            })
+            .await?;
             Ok::<_, NetworksError>(att)
         }
         .await;
@@ -308,7 +409,9 @@ impl Networks {
         endpoint_id: &str,
     ) -> Result<(), NetworksError> {
         let mut errors = Vec::new();
-        self.dns.registry().unregister(network_id, endpoint_id);
+        if let Err(e) = self.unregister_names(network_id, endpoint_id).await {
+            errors.push(e);
+        }
         let has_ports = self
             .firewall
             .lock()
@@ -361,8 +464,13 @@ impl Networks {
             .get(id)
             .map(|n| n.endpoints.keys().cloned().collect())
             .unwrap_or_default();
-        self.dns.stop(id);
-        self.dns.registry().remove_network(id);
+        let network = id.to_string();
+        if let Err(e) = self
+            .dns_change(true, move |st| st.networks.remove(&network).is_some())
+            .await
+        {
+            errors.push(e);
+        }
         let network = id.to_string();
         if let Err(e) = self
             .firewall_change(move |fw| fw.remove_network(&network))
@@ -397,12 +505,9 @@ impl Networks {
             fw.restore(state)
         })
         .await?;
-        for net in nets.values() {
-            self.dns.stop(&net.id);
-            self.dns
-                .listen(&net.id, self.dns_addr(net), !net.internal)
-                .await?;
-        }
+        // berth-dns may have survived (an agent restart) or not (a reboot): either way it
+        // ends up serving the saved state
+        self.dns_change(true, |_| true).await?;
         Ok(())
     }
 
@@ -413,5 +518,16 @@ impl Networks {
             .expect("firewall lock")
             .delete_table()
             .map_err(Into::into)
+    }
+}
+
+/// What `berth-dns` needs of a network: its gateways, and whether it forwards.
+fn dns_network(net: &BridgeNetwork) -> DnsNetwork {
+    let mut listen = vec![IpAddr::V4(net.gateway_v4)];
+    listen.extend(net.gateway_v6.map(IpAddr::V6));
+    DnsNetwork {
+        listen,
+        forward: !net.internal,
+        endpoints: Vec::new(),
     }
 }

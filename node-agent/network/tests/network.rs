@@ -51,7 +51,7 @@ macro_rules! require_root {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_containers_on_one_network_reach_each_other_by_ip_and_name() {
     require_root!();
-    let env = Env::new(false, vec![]);
+    let mut env = Env::new(false, vec![]);
     let id = env.network_id("same");
     let net = env
         .nets
@@ -119,6 +119,13 @@ async fn two_containers_on_one_network_reach_each_other_by_ip_and_name() {
     assert_eq!(ips, vec![IpAddr::V4(a2.ipv4)]);
     let (ips, _) = dns_query(&c1, dns, "two", RecordType::AAAA);
     assert_eq!(ips, vec![IpAddr::V6(v6)]);
+    // and on the IPv6 gateway
+    let dns6 = SocketAddr::new(net.gateway_v6.expect("dual stack").into(), 53);
+    let (ips, rc) = dns_query(&c1, dns6, "app-two-1", RecordType::AAAA);
+    assert_eq!(rc, ResponseCode::NoError);
+    assert_eq!(ips, vec![IpAddr::V6(v6)]);
+    let (ips, _) = dns_query(&c1, dns6, "two", RecordType::A);
+    assert_eq!(ips, vec![IpAddr::V4(a2.ipv4)]);
 
     // and with real tools: busybox httpd in c2, wget by service name from c1
     let www = tempfile::tempdir().unwrap();
@@ -146,6 +153,11 @@ async fn two_containers_on_one_network_reach_each_other_by_ip_and_name() {
         String::from_utf8_lossy(&out.stdout).contains("hello from two")
     });
     assert!(fetched, "wget http://two/ from c1");
+
+    // names live in berth-dns, not in the Networks that connected them
+    env.restart();
+    let (ips, _) = dns_query(&c1, dns, "app-two-1", RecordType::A);
+    assert_eq!(ips, vec![IpAddr::V4(a2.ipv4)]);
 
     env.nets.remove_network(&id).await.unwrap();
     let links = host_links();
@@ -572,16 +584,19 @@ async fn dns_returns_every_replica_and_drops_a_stopped_one() {
 
     // a service too large for a UDP answer: truncated over UDP, complete over TCP
     for i in 0..60u8 {
-        env.nets.registry().register(
-            &id,
-            &format!("bulk-{i}"),
-            DnsEntry {
-                container_name: format!("app-bulk-{i}"),
-                service: Some("bulk".into()),
-                ipv4: Some(Ipv4Addr::new(10, 234, 255, i)),
-                ..Default::default()
-            },
-        );
+        env.nets
+            .register_names(
+                &id,
+                &format!("bulk-{i}"),
+                DnsEntry {
+                    container_name: format!("app-bulk-{i}"),
+                    service: Some("bulk".into()),
+                    ipv4: Some(Ipv4Addr::new(10, 234, 255, i)),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
     }
     let (udp, rc) = dns_query(&client, dns, "bulk", RecordType::A);
     assert_eq!(rc, ResponseCode::NoError);
@@ -908,4 +923,119 @@ async fn published_port_is_reachable_from_containers_through_a_host_address() {
     drop(servers);
     env.nets.remove_network(&a).await.unwrap();
     env.nets.remove_network(&b).await.unwrap();
+}
+
+/// A TCP server on `[::]:port` (IPv4 and IPv6) inside `ns`, answering `tcp6-<port>`.
+fn tcp6_server(ns: &Netns, port: u16) -> KillFlag {
+    use std::sync::atomic::Ordering;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let flag = stop.clone();
+    let t = spawn_in_netns(&ns.path(), move || {
+        let l = TcpListener::bind(("::", port)).unwrap();
+        l.set_nonblocking(true).unwrap();
+        tx.send(()).unwrap();
+        while !flag.load(Ordering::Relaxed) {
+            match l.accept() {
+                Ok((mut s, _)) => {
+                    let _ = s.write_all(format!("tcp6-{port}").as_bytes());
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+    })
+    .unwrap();
+    rx.recv().unwrap();
+    KillFlag(stop, Some(t))
+}
+
+struct KillFlag(
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+    Option<berth_network::netlink::NetnsThread<()>>,
+);
+
+impl Drop for KillFlag {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.1.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn published_ports_answer_on_ipv6_host_addresses() {
+    require_root!();
+    let env = Env::new(false, vec![]);
+    let host = HostAddr::new(Ipv4Addr::new(10, 234, 249, 1 + env.block as u8));
+    let h6: std::net::Ipv6Addr = format!("fd62:6572:74ff:{:x}::1", env.block)
+        .parse()
+        .unwrap();
+    run(
+        &[
+            "ip",
+            "-6",
+            "addr",
+            "add",
+            &format!("{h6}/128"),
+            "dev",
+            &host.link,
+            "nodad",
+        ],
+        true,
+    );
+    let id = env.network_id("pub6");
+    env.nets
+        .create_network(&NetworkConfig {
+            id: id.clone(),
+            request: NetworkRequest {
+                enable_ipv6: true,
+                ..Default::default()
+            },
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let c1 = Netns::new("p6");
+    let ep = env.endpoint_id(&id, "web");
+    let base = random_port();
+    let (p_h6, p_any, p_lo6) = (base, base + 1, base + 2);
+    // ([::1] is accepted but not reachable: IPv6 never routes a loopback source out of lo,
+    // and has no route_localnet; Docker needs its userland proxy for it)
+    let mut ports = Vec::new();
+    for spec in [
+        format!("[{h6}]:{p_h6}:8080"),
+        format!("{p_any}:8080"),
+        format!("[::1]:{p_lo6}:8080"),
+    ] {
+        ports.extend(parse_ports(&spec).unwrap());
+    }
+    let mut c = connect(&ep, &c1, "eth0", names("app-web-1", "web"));
+    c.ports = ports;
+    env.nets.connect(&id, &c).await.unwrap();
+    let _server = tcp6_server(&c1, 8080);
+
+    let at = |ip: IpAddr, port: u16| SocketAddr::new(ip, port);
+    let lo6 = IpAddr::V6(std::net::Ipv6Addr::LOCALHOST);
+    // an IPv6 host address bound explicitly, and every address
+    // an IPv6 host address bound explicitly (the first connection also waits for the
+    // bridge's neighbour discovery), and every address
+    assert!(wait_for(Duration::from_secs(5), || tcp_get(at(
+        h6.into(),
+        p_h6
+    ))
+    .as_deref()
+        == Some("tcp6-8080")));
+    assert_eq!(tcp_get(at(h6.into(), p_any)).as_deref(), Some("tcp6-8080"));
+    // and IPv4 still, for the "every address" one
+    assert_eq!(
+        tcp_get(at(Ipv4Addr::LOCALHOST.into(), p_any)).as_deref(),
+        Some("tcp6-8080")
+    );
+    // a port bound to one address is not published on another
+    assert_eq!(tcp_get(at(lo6, p_h6)), None);
+
+    env.nets.disconnect(&id, &ep).await.unwrap();
+    assert_eq!(tcp_get(at(h6.into(), p_h6)), None);
+    env.nets.remove_network(&id).await.unwrap();
 }

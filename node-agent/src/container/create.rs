@@ -110,6 +110,8 @@ impl Containers {
                 if let Ok(snap) = self.snapshotter() {
                     let _ = snap.remove(&id);
                 }
+                // anonymous volumes made for this container have no other user
+                self.remove_anonymous_volumes(&record);
                 let _ = fs::remove_dir_all(&dir);
                 Err(e)
             }
@@ -133,15 +135,26 @@ impl Containers {
             })?
             .path;
         let image_config = image.config.config().as_ref();
+        let image_volumes = image_config
+            .and_then(|c| c.volumes().clone())
+            .unwrap_or_default();
+        let planned = self.plan_mounts(&opts, &image_volumes)?;
 
         let mut mounts = Vec::new();
-        for m in &opts.mounts {
+        for m in &planned {
             let source = match m.kind {
                 MountKind::Bind => {
                     let p = std::path::absolute(&m.source)
                         .map_err(io_err("resolve", Path::new(&m.source)))?;
                     if !p.exists() {
-                        // Docker creates a missing bind source as a directory.
+                        if !m.create_host_path {
+                            return Err(ContainerError::BadOption {
+                                option: "--mount".into(),
+                                value: m.source.clone(),
+                                reason: "bind source path does not exist".into(),
+                            });
+                        }
+                        // Docker creates a missing bind source (short syntax) as a directory.
                         fs::create_dir_all(&p).map_err(io_err("create directory", &p))?;
                     }
                     record.mounts.push(MountRecord {
@@ -154,35 +167,41 @@ impl Containers {
                     p
                 }
                 MountKind::Volume => {
-                    let vols = Volumes::open(&self.config.data_root).map_err(|e| {
-                        ContainerError::Volume {
-                            name: m.source.clone(),
-                            reason: e.to_string(),
-                        }
-                    })?;
-                    let (data, created) =
-                        vols.ensure(&m.source).map_err(|e| ContainerError::Volume {
-                            name: m.source.clone(),
-                            reason: e.to_string(),
-                        })?;
-                    if created {
-                        let inside = safe_join(&rootfs, &m.destination);
-                        if let Some(inside) = inside.filter(|p| p.is_dir()) {
-                            volume::copy_up(&inside, &data).map_err(|e| {
-                                ContainerError::Volume {
-                                    name: m.source.clone(),
-                                    reason: e.to_string(),
-                                }
-                            })?;
-                        }
-                    }
+                    let vol_err = |name: &str, e: &dyn std::fmt::Display| ContainerError::Volume {
+                        name: name.to_string(),
+                        reason: e.to_string(),
+                    };
+                    let vols = Volumes::open(&self.config.data_root)
+                        .map_err(|e| vol_err(&m.source, &e))?;
+                    let anonymous = m.source.is_empty();
+                    let name = if anonymous {
+                        volume::anonymous_name()
+                            .map_err(io_err("read", Path::new("/dev/urandom")))?
+                    } else {
+                        m.source.clone()
+                    };
+                    let meta = volume::VolumeMeta {
+                        created: berth_shim::time::now_rfc3339(),
+                        labels: Default::default(),
+                        anonymous,
+                    };
+                    let (data, created) = vols
+                        .ensure_with(&name, &meta)
+                        .map_err(|e| vol_err(&name, &e))?;
+                    // recorded at once, so a failure below removes an anonymous one
                     record.mounts.push(MountRecord {
                         kind: "volume".into(),
-                        name: Some(m.source.clone()),
+                        name: Some(name.clone()),
                         source: data.display().to_string(),
                         destination: m.destination.clone(),
                         read_only: m.read_only,
                     });
+                    if created && !m.no_copy {
+                        let inside = safe_join(&rootfs, &m.destination);
+                        if let Some(inside) = inside.filter(|p| p.is_dir()) {
+                            volume::copy_up(&inside, &data).map_err(|e| vol_err(&name, &e))?;
+                        }
+                    }
                     data
                 }
             };
@@ -190,6 +209,7 @@ impl Containers {
                 source,
                 destination: m.destination.clone(),
                 read_only: m.read_only,
+                propagation: m.propagation.clone(),
             });
         }
 

@@ -31,6 +31,7 @@ mod start;
 mod stats;
 mod stop;
 mod user;
+mod volumes;
 
 use std::fs::{self, File};
 use std::io;
@@ -41,7 +42,7 @@ use berth_image::{Snapshotter, Store};
 
 pub use exec::{ConsoleSocket, ExecOptions};
 pub use logs::LogOptions;
-pub use network::SharedNetworks;
+pub use network::{NetworkCreate, SharedNetworks};
 pub use options::{MountKind, MountSpec, NetworkMode, RunOptions};
 pub use record::{Record, Status};
 pub use start::Started;

@@ -34,16 +34,36 @@ impl NetworkMode {
     }
 }
 
-/// One `-v` mount: a host path (bind) or a volume name.
+/// One `-v`/`--mount` mount: a host path (bind) or a volume (named, or anonymous when the
+/// source is empty).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MountSpec {
     #[serde(rename = "type")]
     pub kind: MountKind,
-    /// Host path for binds, volume name for volumes.
+    /// Host path for binds, volume name for volumes; empty for an anonymous volume.
     pub source: String,
     pub destination: String,
     pub read_only: bool,
+    /// Bind propagation: `rprivate` (default), `private`, `rshared`, `shared`, `rslave`,
+    /// `slave`.
+    #[serde(default)]
+    pub propagation: Option<String>,
+    /// Create a missing bind source as a directory (`-v` does; `--mount` only with
+    /// `bind-create-host-path`, Compose's `bind.create_host_path`).
+    #[serde(default = "yes")]
+    pub create_host_path: bool,
+    /// Do not fill a new volume from the image (`nocopy`, `volume-nocopy`).
+    #[serde(default)]
+    pub no_copy: bool,
 }
+
+fn yes() -> bool {
+    true
+}
+
+const PROPAGATIONS: [&str; 6] = [
+    "rprivate", "private", "rshared", "shared", "rslave", "slave",
+];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -53,9 +73,66 @@ pub enum MountKind {
 }
 
 impl MountSpec {
-    /// Parses Docker's `-v SOURCE:DEST[:ro|rw]`: a source starting with `/` (or `.`) is a
-    /// host path, otherwise a volume name. `-v /dest` alone is an anonymous volume, which
-    /// berth does not support (one clear error).
+    /// Parses Docker's `--mount type=bind|volume,source=…,target=…[,readonly]
+    /// [,bind-propagation=…][,bind-create-host-path][,volume-nocopy]`.
+    pub fn parse_mount(spec: &str) -> Result<MountSpec, ContainerError> {
+        let bad = |reason: &str| ContainerError::BadOption {
+            option: "--mount".into(),
+            value: spec.into(),
+            reason: reason.into(),
+        };
+        let mut m = MountSpec {
+            kind: MountKind::Volume,
+            source: String::new(),
+            destination: String::new(),
+            read_only: false,
+            propagation: None,
+            create_host_path: false,
+            no_copy: false,
+        };
+        let truthy = |v: Option<&str>| !matches!(v, Some("false" | "0"));
+        for field in spec.split(',').filter(|f| !f.is_empty()) {
+            let (k, v) = match field.split_once('=') {
+                Some((k, v)) => (k, Some(v)),
+                None => (field, None),
+            };
+            match (k, v) {
+                ("type", Some("bind")) => m.kind = MountKind::Bind,
+                ("type", Some("volume")) => m.kind = MountKind::Volume,
+                ("type", Some(t)) => {
+                    return Err(bad(&format!("type {t:?}: use bind or volume (or --tmpfs)")));
+                }
+                ("source" | "src", Some(v)) => m.source = v.to_string(),
+                ("target" | "destination" | "dst", Some(v)) => m.destination = v.to_string(),
+                ("readonly" | "ro", v) => m.read_only = truthy(v),
+                ("bind-propagation", Some(p)) if PROPAGATIONS.contains(&p) => {
+                    m.propagation = Some(p.to_string());
+                }
+                ("bind-create-host-path", v) => m.create_host_path = truthy(v),
+                ("volume-nocopy", v) => m.no_copy = truthy(v),
+                _ => return Err(bad(&format!("unknown or invalid field {field:?}"))),
+            }
+        }
+        if !m.destination.starts_with('/') {
+            return Err(bad("the target must be an absolute path"));
+        }
+        match m.kind {
+            MountKind::Bind if !m.source.starts_with('/') => {
+                Err(bad("a bind source must be an absolute path"))
+            }
+            MountKind::Volume if !m.source.is_empty() && !valid_name(&m.source) => {
+                Err(bad("a volume name may use [a-zA-Z0-9][a-zA-Z0-9_.-]*"))
+            }
+            MountKind::Volume if m.propagation.is_some() => {
+                Err(bad("bind-propagation applies to binds only"))
+            }
+            _ => Ok(m),
+        }
+    }
+
+    /// Parses Docker's `-v SOURCE:DEST[:OPTS]`: a source starting with `/` (or `.`) is a
+    /// host path, otherwise a volume name; `-v /dest` alone is an anonymous volume. OPTS:
+    /// `ro`, `rw`, `nocopy`, a propagation mode, SELinux's `z`/`Z` (ignored).
     pub fn parse(spec: &str) -> Result<MountSpec, ContainerError> {
         let bad = |reason: &str| ContainerError::BadOption {
             option: "-v".into(),
@@ -66,20 +143,25 @@ impl MountSpec {
         let (source, destination, mode) = match parts.as_slice() {
             [s, d] => (*s, *d, None),
             [s, d, m] => (*s, *d, Some(*m)),
-            [_] => return Err(bad("anonymous volumes are not supported; name the volume")),
+            [d] if d.starts_with('/') => ("", *d, None),
+            [_] => return Err(bad("the destination must be an absolute path")),
             _ => return Err(bad("expected SOURCE:DEST[:ro]")),
         };
-        if source.is_empty() {
+        if source.is_empty() && parts.len() > 1 {
             return Err(bad("empty source"));
         }
         if !destination.starts_with('/') {
             return Err(bad("the destination must be an absolute path"));
         }
         let mut read_only = false;
+        let mut propagation = None;
+        let mut no_copy = false;
         if let Some(mode) = mode {
             for m in mode.split(',') {
                 match m {
                     "ro" => read_only = true,
+                    "nocopy" => no_copy = true,
+                    p if PROPAGATIONS.contains(&p) => propagation = Some(p.to_string()),
                     "rw" | "z" | "Z" | "" => {}
                     other => return Err(bad(&format!("unknown mode {other:?}"))),
                 }
@@ -88,8 +170,11 @@ impl MountSpec {
         let kind = if source.starts_with('/') || source.starts_with('.') {
             MountKind::Bind
         } else {
-            if !valid_name(source) {
+            if !source.is_empty() && !valid_name(source) {
                 return Err(bad("a volume name may use [a-zA-Z0-9][a-zA-Z0-9_.-]*"));
+            }
+            if propagation.is_some() {
+                return Err(bad("propagation applies to bind mounts only"));
             }
             MountKind::Volume
         };
@@ -98,6 +183,9 @@ impl MountSpec {
             source: source.into(),
             destination: destination.into(),
             read_only,
+            propagation,
+            create_host_path: true,
+            no_copy,
         })
     }
 }
@@ -146,6 +234,8 @@ pub struct RunOptions {
     pub dns: Vec<String>,
     pub add_host: Vec<String>,
     pub auto_remove: bool,
+    /// `--volumes-from CONTAINER[:ro|rw]`: that container's mounts, again.
+    pub volumes_from: Vec<String>,
 }
 
 /// Parses `--memory` values: `32m`, `1g`, `512k`, `1048576` (bytes), `1.5g`.
@@ -183,7 +273,32 @@ mod tests {
         let m = MountSpec::parse("data:/var/lib/x").unwrap();
         assert_eq!(m.kind, MountKind::Volume);
         assert!(!m.read_only);
-        assert!(MountSpec::parse("/only").is_err());
+        let m = MountSpec::parse("/only").unwrap();
+        assert_eq!((m.kind, m.source.as_str()), (MountKind::Volume, ""));
+        assert!(MountSpec::parse("only").is_err());
+        let m = MountSpec::parse("/h:/c:ro,rshared").unwrap();
+        assert_eq!(m.propagation.as_deref(), Some("rshared"));
+        assert!(MountSpec::parse("v:/c:rshared").is_err());
+        assert!(MountSpec::parse("v:/c:nocopy").unwrap().no_copy);
+        let m = MountSpec::parse_mount(
+            "type=bind,source=/h,target=/c,readonly,bind-propagation=rslave,bind-create-host-path",
+        )
+        .unwrap();
+        assert_eq!(m.kind, MountKind::Bind);
+        assert!(m.read_only && m.create_host_path);
+        assert_eq!(m.propagation.as_deref(), Some("rslave"));
+        assert!(
+            !MountSpec::parse_mount("type=bind,src=/h,dst=/c")
+                .unwrap()
+                .create_host_path
+        );
+        let m = MountSpec::parse_mount("type=volume,target=/c,volume-nocopy").unwrap();
+        assert!(m.source.is_empty() && m.no_copy);
+        assert!(MountSpec::parse_mount("type=bind,src=rel,dst=/c").is_err());
+        assert!(
+            MountSpec::parse_mount("type=volume,src=v,dst=/c,bind-propagation=shared").is_err()
+        );
+        assert!(MountSpec::parse_mount("type=nfs,dst=/c").is_err());
         assert!(MountSpec::parse("x:relative").is_err());
         assert!(MountSpec::parse("a:/b:bogus").is_err());
         assert!(MountSpec::parse("-bad:/b").is_err());

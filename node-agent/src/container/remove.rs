@@ -1,6 +1,7 @@
 //! `remove`: kill (with `force`), delete the runtime's state through the shim, detach the
 //! network (ports, veth, address), unmount and delete the root filesystem, and delete the
-//! container directory. Named volumes and bind sources are left alone.
+//! container directory. Named volumes and bind sources are left alone; the container's
+//! anonymous volumes go too with `volumes` (`rm -v`) or when it was run with `--rm`.
 
 use std::time::Duration;
 
@@ -13,6 +14,17 @@ use super::{ContainerError, Containers};
 impl Containers {
     /// Removes container `query`; a running one only with `force`.
     pub fn remove(&self, query: &str, force: bool) -> Result<(), ContainerError> {
+        self.remove_with_volumes(query, force, false)
+    }
+
+    /// [`Containers::remove`], also deleting the container's anonymous volumes when
+    /// `volumes` (or when it was run with `--rm`) and no other container mounts them.
+    pub fn remove_with_volumes(
+        &self,
+        query: &str,
+        force: bool,
+        volumes: bool,
+    ) -> Result<(), ContainerError> {
         let mut record = self.resolve(query)?;
         self.observe(&mut record);
         let id = record.id.clone();
@@ -59,6 +71,9 @@ impl Containers {
             if e.kind() != std::io::ErrorKind::NotFound {
                 errors.push(format!("remove {}: {e}", dir.display()));
             }
+        }
+        if volumes || record.config.auto_remove {
+            self.remove_anonymous_volumes(&record);
         }
         if errors.is_empty() {
             Ok(())

@@ -63,6 +63,8 @@ pub struct HostMount {
     pub source: PathBuf,
     pub destination: String,
     pub read_only: bool,
+    /// `rprivate` when `None`.
+    pub propagation: Option<String>,
 }
 
 /// Everything the spec depends on besides the options and the image.
@@ -340,7 +342,7 @@ pub fn build(inputs: &SpecInputs<'_>) -> Result<Spec, ContainerError> {
         }
     }
     for m in &inputs.mounts {
-        let mut o = vec!["rbind", "rprivate"];
+        let mut o = vec!["rbind", m.propagation.as_deref().unwrap_or("rprivate")];
         if m.read_only {
             o.push("ro");
         }
@@ -525,6 +527,7 @@ mod tests {
             source: "/data".into(),
             destination: "/d".into(),
             read_only: true,
+            propagation: Some("rslave".into()),
         }];
         let spec = build(&i).unwrap();
         let v = serde_json::to_value(&spec).unwrap();
@@ -560,6 +563,13 @@ mod tests {
         assert!(!run_opts.iter().any(|o| *o == "noexec"));
         let d = mounts.iter().find(|m| m["destination"] == "/d").unwrap();
         assert!(d["options"].as_array().unwrap().iter().any(|o| o == "ro"));
+        assert!(
+            d["options"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|o| o == "rslave")
+        );
         let ns = v["linux"]["namespaces"].as_array().unwrap();
         assert!(ns.iter().any(|n| n["type"] == "network"));
     }

@@ -1,11 +1,47 @@
-//! Named volumes: `<data-root>/volumes/<name>/_data`, created on first use. A new volume is
-//! filled from the image's content at its mount point, as Docker does, so `-v data:/etc/x`
-//! starts with the image's `/etc/x`. This module only manages directories; it never mounts.
+//! Volumes: `<data-root>/volumes/<name>/_data`, with `<name>/volume.json` (creation time,
+//! labels, whether it is anonymous). Named volumes are created on first use or by
+//! `volume create`; anonymous ones (`-v /data`, an image's `VOLUME`) get a random 64-hex name.
+//! A new volume is filled from the image's content at its mount point, as Docker does, so
+//! `-v data:/etc/x` starts with the image's `/etc/x`. A volume is deleted only when asked
+//! (`volume rm`, `prune`, `rm -v`, `down -v`). This module only manages directories; it
+//! never mounts and does not know which containers use a volume.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::io;
 use std::os::unix::fs::{MetadataExt, PermissionsExt, lchown, symlink};
 use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// What berth keeps about a volume besides its content.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct VolumeMeta {
+    /// RFC 3339.
+    pub created: String,
+    pub labels: BTreeMap<String, String>,
+    /// Made for one container (`-v /path`, image `VOLUME`): removed with it by `rm -v` and
+    /// `--rm`, and by a plain `volume prune`.
+    pub anonymous: bool,
+}
+
+/// A volume as `volume ls`/`inspect` show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeInfo {
+    pub name: String,
+    pub mountpoint: PathBuf,
+    pub meta: VolumeMeta,
+}
+
+const META_FILE: &str = "volume.json";
+
+/// A new anonymous volume name: 64 hex digits, like Docker's.
+pub fn anonymous_name() -> io::Result<String> {
+    let mut b = [0u8; 32];
+    fs::File::open("/dev/urandom").and_then(|mut f| io::Read::read_exact(&mut f, &mut b))?;
+    Ok(hex::encode(b))
+}
 
 /// Errors of the volume store.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +80,43 @@ impl Volumes {
     /// The host directory holding volume `name`'s content.
     pub fn data_path(&self, name: &str) -> PathBuf {
         self.dir.join(name).join("_data")
+    }
+
+    /// Creates volume `name` if it does not exist, with `meta` (kept as it was when the volume
+    /// exists). Returns its data path and whether it was created by this call.
+    pub fn ensure_with(
+        &self,
+        name: &str,
+        meta: &VolumeMeta,
+    ) -> Result<(PathBuf, bool), VolumeError> {
+        let (data, created) = self.ensure(name)?;
+        if created {
+            let path = self.dir.join(name).join(META_FILE);
+            let json = serde_json::to_vec_pretty(meta).map_err(|e| VolumeError::Io {
+                op: "encode",
+                path: path.clone(),
+                source: io::Error::other(e),
+            })?;
+            fs::write(&path, json).map_err(io_err("write", &path))?;
+        }
+        Ok((data, created))
+    }
+
+    /// What is known of volume `name`.
+    pub fn inspect(&self, name: &str) -> Result<VolumeInfo, VolumeError> {
+        let vol = self.dir.join(name);
+        if !crate::container::options::valid_name(name) || !vol.join("_data").is_dir() {
+            return Err(VolumeError::NotFound(name.into()));
+        }
+        let meta = fs::read(vol.join(META_FILE))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        Ok(VolumeInfo {
+            name: name.to_string(),
+            mountpoint: vol.join("_data"),
+            meta,
+        })
     }
 
     /// Creates volume `name` if it does not exist. Returns its data path and whether it was
@@ -152,6 +225,20 @@ mod tests {
             Path::new("sub/f")
         );
         assert_eq!(vols.list().unwrap(), ["data"]);
+        let meta = VolumeMeta {
+            created: "2026-01-01T00:00:00Z".into(),
+            labels: [("a".to_string(), "b".to_string())].into(),
+            anonymous: true,
+        };
+        let anon = anonymous_name().unwrap();
+        assert_eq!(anon.len(), 64);
+        vols.ensure_with(&anon, &meta).unwrap();
+        assert_eq!(vols.inspect(&anon).unwrap().meta, meta);
+        // an existing volume keeps what it had
+        vols.ensure_with("data", &meta).unwrap();
+        assert!(!vols.inspect("data").unwrap().meta.anonymous);
+        assert!(vols.inspect("nope").is_err());
+        vols.remove(&anon).unwrap();
         vols.remove("data").unwrap();
         assert!(vols.list().unwrap().is_empty());
     }

@@ -121,6 +121,7 @@ mod tests {
             ipv4: Some(ip.into()),
             ipv6: None,
             upstreams: vec![],
+            netns: None,
         }
     }
 

@@ -10,15 +10,27 @@
 //! networks get no forwarding (they have no way out). A, AAAA and PTR (for container
 //! addresses) are answered locally.
 //!
+//! The sockets live in their own process, `berth-dns` (one per state dir, like Podman's
+//! aardvark-dns), so names keep resolving whichever process connected the containers and
+//! across agent restarts: [`Networks`](crate::networks::Networks) writes the state file
+//! (`state`) and starts or signals the server (`control`); the server (`service`) follows
+//! the file.
+//!
 //! This module must not touch links, addresses or firewall rules.
 //!
 //! Files: `registry` (who answers to which name), `answer` (building replies: pure),
-//! `server` (sockets, forwarding, listeners).
+//! `server` (sockets, forwarding, listeners), `state` (the file), `service` (the server
+//! process's loop), `control` (starting and signalling it).
 
 mod answer;
+pub mod control;
 mod registry;
 mod server;
+pub mod service;
+pub mod state;
 
 pub use answer::{answer_locally, encode_for_udp};
-pub use registry::{DnsEntry, Registry};
+pub use control::{ControlError, DnsControl};
+pub use registry::{DnsEntry, NetnsId, Registry};
 pub use server::{DnsError, DnsServer, upstreams_from_resolv_conf};
+pub use state::{DnsNetwork, DnsState, StateSource};

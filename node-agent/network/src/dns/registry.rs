@@ -1,15 +1,48 @@
 //! Who answers to which name on which network: the registry the agent updates as containers
-//! start and stop. No sockets here.
+//! start and stop. No sockets here; the only I/O is the liveness check of an entry's
+//! network namespace (one `stat`), so a container that died answers to no name even before
+//! anyone tells the registry.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
 use hickory_proto::rr::RecordType;
+use serde::{Deserialize, Serialize};
+
+/// The identity of a network namespace: its path and the (device, inode) it had when the
+/// endpoint was connected. `/proc/<pid>/ns/net` of a dead process no longer exists, and a
+/// recycled pid leads to another namespace inode, so the check cannot be fooled by pid reuse.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetnsId {
+    pub path: PathBuf,
+    pub dev: u64,
+    pub ino: u64,
+}
+
+impl NetnsId {
+    /// The identity of the namespace at `path` now, if it exists.
+    pub fn of(path: &std::path::Path) -> Option<NetnsId> {
+        let m = std::fs::metadata(path).ok()?;
+        Some(NetnsId {
+            path: path.to_path_buf(),
+            dev: m.dev(),
+            ino: m.ino(),
+        })
+    }
+
+    /// Whether the namespace still exists (its processes, or its bind mount, are alive).
+    pub fn alive(&self) -> bool {
+        std::fs::metadata(&self.path).is_ok_and(|m| m.dev() == self.dev && m.ino() == self.ino)
+    }
+}
 
 /// The names one endpoint answers to on one network.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct DnsEntry {
     /// Container name (`project-web-1`).
     pub container_name: String,
@@ -22,6 +55,14 @@ pub struct DnsEntry {
     /// The container's own `dns:` servers; its external queries go there instead of the
     /// host's resolvers.
     pub upstreams: Vec<IpAddr>,
+    /// The endpoint's namespace: when set, the entry answers only while it is alive.
+    pub netns: Option<NetnsId>,
+}
+
+impl DnsEntry {
+    fn alive(&self) -> bool {
+        self.netns.as_ref().is_none_or(NetnsId::alive)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -90,6 +131,26 @@ impl Registry {
         removed
     }
 
+    /// Replaces every registration with `networks` (network → endpoints in replica order),
+    /// as loaded from the state file. Round-robin positions are kept for networks that stay.
+    pub fn replace_all(&self, networks: Vec<(String, Vec<(String, DnsEntry)>)>) {
+        let mut nets = self.networks.write().expect("registry lock");
+        let mut fresh = HashMap::new();
+        for (id, entries) in networks {
+            let rotation = nets
+                .get(&id)
+                .map_or(0, |n| n.rotation.load(Ordering::Relaxed));
+            fresh.insert(
+                id,
+                NetworkNames {
+                    entries,
+                    rotation: AtomicUsize::new(rotation),
+                },
+            );
+        }
+        *nets = fresh;
+    }
+
     /// Forgets every name of `network`.
     pub fn remove_network(&self, network: &str) {
         self.networks
@@ -109,7 +170,7 @@ impl Registry {
             .entries
             .iter()
             .map(|(_, e)| e)
-            .filter(|e| NetworkNames::matches(e, &name))
+            .filter(|e| NetworkNames::matches(e, &name) && e.alive())
             .collect();
         if hits.is_empty() {
             return None;
@@ -135,7 +196,10 @@ impl Registry {
         nets.get(network)?
             .entries
             .iter()
-            .find(|(_, e)| e.ipv4.map(IpAddr::V4) == Some(ip) || e.ipv6.map(IpAddr::V6) == Some(ip))
+            .find(|(_, e)| {
+                (e.ipv4.map(IpAddr::V4) == Some(ip) || e.ipv6.map(IpAddr::V6) == Some(ip))
+                    && e.alive()
+            })
             .map(|(_, e)| e.container_name.clone())
     }
 
@@ -165,6 +229,7 @@ mod tests {
             ipv4: Some(ip.into()),
             ipv6: None,
             upstreams: vec![],
+            netns: None,
         }
     }
 

@@ -12,6 +12,7 @@ use tokio::task::JoinHandle;
 
 use super::answer::{answer_locally, encode_for_udp, servfail};
 use super::registry::Registry;
+use super::state::StateSource;
 
 /// Errors of the DNS server, naming the network and address.
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +71,8 @@ struct Listener {
 /// The DNS server of one node: the registry plus one listening task per network.
 pub struct DnsServer {
     registry: Arc<Registry>,
+    /// When set, the registry follows this state file (checked before every answer).
+    source: Option<Arc<StateSource>>,
     host_upstreams: Vec<IpAddr>,
     listeners: Mutex<HashMap<String, Vec<Listener>>>,
 }
@@ -88,9 +91,39 @@ impl DnsServer {
     pub fn new(registry: Arc<Registry>, host_upstreams: Vec<IpAddr>) -> Self {
         DnsServer {
             registry,
+            source: None,
             host_upstreams,
             listeners: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// A server whose names follow the state file of `source` (see [`StateSource`]).
+    pub fn following(source: Arc<StateSource>, host_upstreams: Vec<IpAddr>) -> Self {
+        DnsServer {
+            registry: source.registry().clone(),
+            source: Some(source),
+            host_upstreams,
+            listeners: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Replaces the host's upstream resolvers for listeners started from now on.
+    pub fn set_host_upstreams(&mut self, upstreams: Vec<IpAddr>) {
+        self.host_upstreams = upstreams;
+    }
+
+    /// The networks listened on, with their addresses.
+    pub fn listening(&self) -> HashMap<String, Vec<SocketAddr>> {
+        self.listeners
+            .lock()
+            .expect("listeners lock")
+            .iter()
+            .map(|(id, ls)| {
+                let mut addrs: Vec<SocketAddr> = ls.iter().map(|l| l.addr).collect();
+                addrs.dedup();
+                (id.clone(), addrs)
+            })
+            .collect()
     }
 
     pub fn registry(&self) -> &Arc<Registry> {
@@ -110,6 +143,7 @@ impl DnsServer {
         let tcp = bind_retrying(network, addr, bind_tcp).await?;
         let responder = Arc::new(Responder {
             registry: self.registry.clone(),
+            source: self.source.clone(),
             network: network.to_string(),
             host_upstreams: if forward_external {
                 self.host_upstreams.clone()
@@ -193,9 +227,7 @@ async fn bind_retrying<T>(
 /// Binds a UDP socket that may bind to an address not yet configured (the bridge may be
 /// restored after the DNS server on restart) — `IP_FREEBIND`.
 fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
-    use nix::sys::socket::{
-        AddressFamily, SockFlag, SockType, SockaddrStorage, bind, setsockopt, socket, sockopt,
-    };
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, SockaddrStorage, bind, socket};
     let family = if addr.is_ipv4() {
         AddressFamily::Inet
     } else {
@@ -207,18 +239,44 @@ fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
         SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
         None,
     )?;
-    if addr.is_ipv4() {
-        setsockopt(&fd, sockopt::IpFreebind, &true)?;
-    }
+    freebind(&fd, addr)?;
     let sa = SockaddrStorage::from(addr);
     bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &sa)?;
     let std_sock = std::net::UdpSocket::from(fd);
     UdpSocket::from_std(std_sock)
 }
 
+/// `IP_FREEBIND` / `IPV6_FREEBIND`: bind to a gateway address before (or while) the bridge
+/// carries it — an IPv6 address may also still be tentative.
+fn freebind(fd: &std::os::fd::OwnedFd, addr: SocketAddr) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let (level, name) = if addr.is_ipv4() {
+        (libc::IPPROTO_IP, libc::IP_FREEBIND)
+    } else {
+        (libc::IPPROTO_IPV6, libc::IPV6_FREEBIND)
+    };
+    let on: libc::c_int = 1;
+    // SAFETY: setsockopt on a socket we own, with a pointer to a live c_int and its size.
+    let r = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 /// What a listener needs to answer: shared by its UDP and TCP sides.
 struct Responder {
     registry: Arc<Registry>,
+    source: Option<Arc<StateSource>>,
     network: String,
     host_upstreams: Vec<IpAddr>,
     forward_external: bool,
@@ -237,6 +295,9 @@ impl Responder {
         let query = Message::from_vec(packet).ok()?;
         if query.message_type() != MessageType::Query {
             return None;
+        }
+        if let Some(source) = &self.source {
+            source.refresh();
         }
         if let Some(resp) = answer_locally(&self.registry, &self.network, &query) {
             return match transport {
@@ -276,9 +337,7 @@ fn bind_tcp(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
         None,
     )?;
     setsockopt(&fd, sockopt::ReuseAddr, &true)?;
-    if addr.is_ipv4() {
-        setsockopt(&fd, sockopt::IpFreebind, &true)?;
-    }
+    freebind(&fd, addr)?;
     bind(
         std::os::fd::AsRawFd::as_raw_fd(&fd),
         &SockaddrStorage::from(addr),

@@ -217,6 +217,7 @@ impl Env {
             manage_forwarding,
             host_upstreams: upstreams,
             dns_port: 53,
+            dns_binary: Some(env!("CARGO_BIN_EXE_berth-dns").into()),
         };
         let nets = Networks::open(opts).expect("open networks");
         Env {
@@ -229,7 +230,7 @@ impl Env {
         }
     }
 
-    /// Simulates an agent restart: drops the running `Networks` (its DNS listeners stop) and
+    /// Simulates an agent restart: drops the running `Networks` (berth-dns keeps serving) and
     /// opens a new one on the same state dir, without any teardown.
     pub fn restart(&mut self) {
         let opts = Options {
@@ -239,6 +240,7 @@ impl Env {
             manage_forwarding: false,
             host_upstreams: vec![],
             dns_port: 53,
+            dns_binary: Some(env!("CARGO_BIN_EXE_berth-dns").into()),
         };
         self.nets = Networks::open(opts).expect("reopen networks");
     }
@@ -262,6 +264,8 @@ impl Env {
 
 impl Drop for Env {
     fn drop(&mut self) {
+        // berth-dns outlives any Networks: stop this state dir's one
+        self.nets.stop_dns();
         for (net, ep) in self.endpoint_ids.lock().unwrap().iter() {
             let _ = Command::new("ip")
                 .args(["link", "del", &host_veth_name(net, ep)])
@@ -342,7 +346,12 @@ fn dns_query_blocking(
     qtype: RecordType,
 ) -> (Vec<IpAddr>, hickory_proto::op::ResponseCode) {
     let t = spawn_in_netns(&path, move || {
-        let sock = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+        let any = if server.is_ipv4() {
+            "0.0.0.0:0"
+        } else {
+            "[::]:0"
+        };
+        let sock = std::net::UdpSocket::bind(any).unwrap();
         sock.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
         let mut q = Message::new();
         q.set_id(4242)
