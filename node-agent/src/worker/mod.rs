@@ -235,9 +235,11 @@ impl Worker {
             let mut tasks = self.inner.tasks.lock().expect("tasks lock");
             let wanted: HashSet<String> = assignments.iter().map(|a| a.task_id.clone()).collect();
             for a in assignments {
-                let e = tasks
-                    .entry(a.task_id.clone())
-                    .or_insert_with(|| Entry::new(&a.task_id, &a.project, &a.service, a.desired));
+                let e = tasks.entry(a.task_id.clone()).or_insert_with(|| {
+                    let e = Entry::new(&a.task_id, &a.project, &a.service, a.desired);
+                    let _ = self.inner.tx.send(e.status.clone());
+                    e
+                });
                 e.desired = a.desired;
                 e.project = a.project.clone();
                 e.service = a.service.clone();
