@@ -742,3 +742,75 @@ services:
     let st = running(&worker, &env, "local");
     assert_eq!(st.container_id, local.container_id);
 }
+
+#[test]
+fn compose_options_reach_the_container_and_unsupported_keys_warn() {
+    let env = Env::new("wkopts");
+    let worker = env.open();
+    let yaml = r#"
+services:
+  opts:
+    image: busybox
+    command: ["sleep", "1000"]
+    user: nobody
+    working_dir: /tmp
+    hostname: opthost
+    domainname: example.org
+    environment:
+      GREETING: hello
+    extra_hosts: ["gateway.test=10.1.2.3"]
+    dns_search: [corp.test]
+    tmpfs: [/scratch]
+    read_only: true
+    shm_size: 8m
+    ulimits:
+      nofile: {soft: 123, hard: 456}
+    sysctls:
+      net.ipv4.ip_unprivileged_port_start: "80"
+    cap_add: [NET_ADMIN]
+    cpu_shares: 512
+    security_opt: ["label=disable"]
+  sidecar:
+    image: busybox
+    network_mode: service:opts
+    command: ["sleep", "1000"]
+"#;
+    env.rt()
+        .block_on(worker.apply(env.assignments(yaml, Desired::Running)));
+    let opts = running(&worker, &env, "opts");
+    let sidecar = running(&worker, &env, "sidecar");
+    assert!(opts.message.contains("cpu_shares"), "{}", opts.message);
+    assert!(opts.message.contains("label=disable"), "{}", opts.message);
+    let id = opts.container_id.as_deref().unwrap();
+    let sh = |script: &str| {
+        let (code, out) = env.exec(id, &["sh", "-c", script]);
+        assert_eq!(code, 0, "{script}");
+        out.trim().to_string()
+    };
+    assert!(sh("grep ^Uid: /proc/1/status").contains("65534"));
+    assert_eq!(sh("readlink /proc/1/cwd"), "/tmp");
+    assert_eq!(sh("hostname"), "opthost");
+    assert_eq!(sh("cat /proc/sys/kernel/domainname"), "example.org");
+    assert!(sh("tr '\\0' '\\n' < /proc/1/environ").contains("GREETING=hello"));
+    assert!(sh("cat /etc/hosts").contains("10.1.2.3\tgateway.test"));
+    let resolv = sh("cat /etc/resolv.conf");
+    assert!(resolv.contains("search corp.test"), "{resolv}");
+    let rec = env.containers().resolve(id).unwrap();
+    assert!(
+        resolv.contains(&format!("nameserver {}", rec.endpoints[0].gateway)),
+        "the embedded DNS: {resolv}"
+    );
+    assert!(sh("grep 'Max open files' /proc/1/limits").contains("123                  456"));
+    assert_eq!(
+        sh("cat /proc/sys/net/ipv4/ip_unprivileged_port_start"),
+        "80"
+    );
+    assert!(sh("df -k /dev/shm | tail -1").contains("8192"));
+    assert!(sh("grep ' /scratch ' /proc/mounts").starts_with("tmpfs"));
+    let (code, _) = env.exec(id, &["touch", "/rootfile"]);
+    assert_ne!(code, 0, "read_only root");
+    // network_mode service:opts shares the namespace
+    let side = sidecar.container_id.as_deref().unwrap();
+    let ns_of = |cid: &str| env.exec(cid, &["readlink", "/proc/1/ns/net"]).1;
+    assert_eq!(ns_of(side), ns_of(id));
+}

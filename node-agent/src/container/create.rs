@@ -262,6 +262,11 @@ impl Containers {
             mounts,
             etc_files: Some(etc_files),
             init_binary,
+            devices: opts
+                .devices
+                .iter()
+                .map(|d| device_node(d))
+                .collect::<Result<_, _>>()?,
         })?;
         let bundle = self.bundle_dir(&id);
         fs::create_dir_all(&bundle).map_err(io_err("create directory", &bundle))?;
@@ -279,6 +284,45 @@ impl Containers {
             .or_else(|| image_config.and_then(|c| c.stop_signal().clone()));
         self.save(record)
     }
+}
+
+/// Looks up `HOST[:CONTAINER[:PERMISSIONS]]` (`devices:`) on the host.
+fn device_node(spec: &str) -> Result<spec::DeviceNode, ContainerError> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let bad = |reason: String| ContainerError::BadOption {
+        option: "devices".into(),
+        value: spec.into(),
+        reason,
+    };
+    let mut parts = spec.splitn(3, ':');
+    let host = parts.next().unwrap_or_default();
+    let inside = parts.next().filter(|p| !p.is_empty()).unwrap_or(host);
+    let access = parts.next().unwrap_or("rwm");
+    if !inside.starts_with('/') || access.is_empty() || !access.chars().all(|c| "rwm".contains(c)) {
+        return Err(bad(
+            "expected HOST[:CONTAINER[:rwm]] with absolute paths".into()
+        ));
+    }
+    let meta = fs::metadata(host).map_err(|e| bad(e.to_string()))?;
+    let ft = meta.file_type();
+    let kind = if ft.is_char_device() {
+        'c'
+    } else if ft.is_block_device() {
+        'b'
+    } else {
+        return Err(bad("not a device node".into()));
+    };
+    let rdev = meta.rdev();
+    Ok(spec::DeviceNode {
+        path: inside.to_string(),
+        kind,
+        major: libc::major(rdev) as i64,
+        minor: libc::minor(rdev) as i64,
+        file_mode: meta.mode() & 0o777,
+        uid: meta.uid(),
+        gid: meta.gid(),
+        access: access.to_string(),
+    })
 }
 
 /// The gid of group `name` in the image's `/etc/group` (`group_add`).

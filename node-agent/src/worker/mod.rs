@@ -153,6 +153,8 @@ struct Entry {
     health: Option<tokio::task::AbortHandle>,
     /// `(config_hash, restarts)` of a rejected assignment: not retried until it changes.
     rejected: Option<(String, u32)>,
+    /// Compose keys not honoured for the current container: the message while it is fine.
+    warnings: String,
 }
 
 impl Entry {
@@ -169,6 +171,7 @@ impl Entry {
             exited_run: 0,
             health: None,
             rejected: None,
+            warnings: String::new(),
         }
     }
 }
@@ -635,6 +638,14 @@ impl Inner {
             }
             Desired::Ready | Desired::Running => {
                 let Some(a) = assignment else { return };
+                let joins_service = a
+                    .service_spec()
+                    .and_then(|s| s.network_mode.as_deref())
+                    .is_some_and(|m| m.starts_with("service:"));
+                if step == Step::Prepare && joins_service {
+                    // made in its wave, once the service whose namespace it joins runs
+                    return;
+                }
                 let Some(container_id) = self.clone().prepare(task_id, &a).await else {
                     return;
                 };
@@ -691,10 +702,15 @@ impl Inner {
         });
         match self.create(task_id, a).await {
             Ok((id, warnings)) => {
+                for w in &warnings {
+                    tracing::warn!(task = task_id, "{w}");
+                }
+                let warnings = warnings.join("; ");
+                self.with_entry(task_id, |e| e.warnings = warnings.clone());
                 self.report(task_id, |s| {
                     s.container_id = Some(id.clone());
                     s.state = Observed::Ready;
-                    s.message = warnings.join("; ");
+                    s.message = warnings;
                 });
                 Some(id)
             }
@@ -887,9 +903,12 @@ impl Inner {
                         e.run
                     })
                     .unwrap_or(0);
+                let warnings = self
+                    .with_entry(task_id, |e| e.warnings.clone())
+                    .unwrap_or_default();
                 self.report(task_id, |s| {
                     s.state = Observed::Running;
-                    s.message.clear();
+                    s.message = warnings;
                 });
                 self.clone()
                     .watch_exit(task_id.to_string(), container_id.to_string(), run);

@@ -78,13 +78,27 @@ pub fn translate(a: &Assignment, svc: &Service) -> Result<Translated, Rejection>
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect::<BTreeMap<_, _>>(),
-        security_opt: svc.security_opt.clone(),
+        security_opt: svc
+            .security_opt
+            .iter()
+            .filter(|o| crate::container::spec::security_opt_known(o))
+            .cloned()
+            .collect(),
         shm_size: svc.shm_size.map(|b| b.0),
         stop_signal: svc.stop_signal.clone(),
         group_add: svc.group_add.clone(),
         tmpfs: svc.tmpfs.clone(),
         ..RunOptions::default()
     };
+    for opt in svc
+        .security_opt
+        .iter()
+        .filter(|o| !crate::container::spec::security_opt_known(o))
+    {
+        w.push(format!(
+            "security_opt {opt:?} is not supported (only no-new-privileges and seccomp=unconfined); ignored"
+        ));
+    }
     if svc.oom_score_adj != 0 {
         o.oom_score_adj = Some(svc.oom_score_adj as i32);
     }
