@@ -220,6 +220,29 @@ fn wait_status(
     }
 }
 
+/// A TCP port free on loopback right now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// `GET /` on 127.0.0.1:`port`; the whole response, if any.
+fn http_get(port: u16) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(
+        &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_secs(2),
+    )
+    .ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    s.write_all(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out)
+}
+
 fn running(worker: &Worker, env: &Env, service: &str) -> StatusReport {
     wait_status(worker, &env.task(service), "running", 60, |r| {
         r.state == Observed::Running
@@ -239,6 +262,10 @@ services:
       back:
         aliases: [database]
     volumes: [data:/data, /scratch]
+  front:
+    image: busybox
+    command: ["sh", "-c", "mkdir -p /www && echo front-answer > /www/index.html && exec httpd -f -p 80 -h /www"]
+    ports: ["127.0.0.1:PORT:80"]
   web:
     image: busybox
     command: ["sleep", "1000"]
@@ -255,9 +282,12 @@ networks:
 volumes:
   data: {}
 "#;
+    let port = free_port();
+    let yaml = &yaml.replace("PORT", &port.to_string());
     let tasks = env.assignments(yaml, Desired::Running);
     env.rt().block_on(worker.apply(tasks));
     let db = running(&worker, &env, "db");
+    running(&worker, &env, "front");
     let web = running(&worker, &env, "web");
     let c = env.containers();
     let db_rec = c.resolve(db.container_id.as_deref().unwrap()).unwrap();
@@ -333,6 +363,15 @@ volumes:
             std::thread::sleep(Duration::from_millis(100));
         }
     }
+    // the published port answers on the host
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match http_get(port) {
+            Some(body) if body.contains("front-answer") => break,
+            other => assert!(Instant::now() < deadline, "published port: {other:?}"),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
     // applying the same set again changes nothing
     let tasks = env.assignments(yaml, Desired::Running);
     env.rt().block_on(worker.apply(tasks));
@@ -361,7 +400,10 @@ volumes:
         }
     }
     removed.sort();
-    assert_eq!(removed, [env.task("db"), env.task("web")]);
+    assert_eq!(
+        removed,
+        [env.task("db"), env.task("front"), env.task("web")]
+    );
     assert!(c.ids().unwrap().is_empty());
     assert!(!env.root.path().join("volumes").join(&anon).exists());
     assert!(env.root.path().join("volumes/wkapp_data").is_dir());
@@ -539,8 +581,13 @@ services:
         took >= Duration::from_millis(900) && took < Duration::from_secs(8),
         "grace period of 1s, took {took:?}"
     );
-    // the containers stay
+    // the containers stay, and start again in place when wanted running
     assert_eq!(env.containers().ids().unwrap().len(), 2);
+    env.rt()
+        .block_on(worker.apply(env.assignments(yaml, Desired::Running)));
+    let again = running(&worker, &env, "polite");
+    assert_eq!(again.container_id, polite.container_id);
+    assert_eq!(again.exit_code, None);
 }
 
 #[test]

@@ -879,9 +879,13 @@ impl Inner {
             self.ensure_health(task_id, a, container_id).await;
             return;
         }
+        // a container the controller stopped starts again when it wants it running; one
+        // that ended on its own only when `restarts` grew (the restart policy is the
+        // controller's)
+        let shut_down = self.with_entry(task_id, |e| e.status.state == Observed::Shutdown);
         let may_start = match started {
             None => true,
-            Some(at) => a.restarts > at,
+            Some(at) => a.restarts > at || shut_down == Some(true),
         };
         if !may_start {
             return;

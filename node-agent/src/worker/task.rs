@@ -88,9 +88,10 @@ pub struct Assignment {
     /// The service's configuration hash (`com.docker.compose.config-hash`): a different hash
     /// for the same task means its container is recreated.
     pub config_hash: String,
-    /// The controller bumps this to make a task whose container stopped (exited, or was
-    /// shut down) run again in place; a stopped container is started again only when this
-    /// is higher than when it last started.
+    /// The controller bumps this to make a task whose container ended on its own
+    /// (`Complete`, `Failed`) run again in place: such a container is started again only
+    /// when this is higher than when it last started. A task the controller shut down
+    /// (`Shutdown`) starts again as soon as it is desired `Running`.
     pub restarts: u32,
     pub app: Arc<berth_spec::App>,
     /// The project directory (`com.docker.compose.project.working_dir`).
