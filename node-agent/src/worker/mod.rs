@@ -586,9 +586,16 @@ impl Inner {
         let stopping = |d: Desired| matches!(d, Desired::Shutdown | Desired::Remove);
         for wave in waves(true) {
             self.clone()
-                .run_all(of_services(&wave, &stopping), Step::Reconcile)
+                .run_all(of_services(&wave, &stopping), Step::Stop)
                 .await;
         }
+        // once stopped in order, removals and shutdown reports need no order
+        let all_down: Vec<String> = services
+            .iter()
+            .filter(|(_, (_, d))| stopping(*d))
+            .map(|(id, _)| id.clone())
+            .collect();
+        self.clone().run_all(all_down, Step::Reconcile).await;
         let all_up: Vec<String> = services
             .iter()
             .filter(|(_, (_, d))| !stopping(*d))
@@ -625,6 +632,12 @@ impl Inner {
             return;
         };
         match desired {
+            Desired::Remove | Desired::Shutdown if step == Step::Stop => {
+                if status.container_id.is_some() {
+                    self.stop_container(task_id, assignment.as_ref(), &status, true)
+                        .await;
+                }
+            }
             Desired::Remove => {
                 if step == Step::Reconcile {
                     self.remove_task(task_id, assignment.as_ref(), &status)
@@ -1173,6 +1186,10 @@ impl Inner {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Step {
+    /// Only make the container exist.
     Prepare,
+    /// Only stop the container (for tasks going down).
+    Stop,
+    /// Everything the desired state asks.
     Reconcile,
 }
