@@ -817,11 +817,25 @@ services:
     cap_add: [NET_ADMIN]
     cpu_shares: 512
     security_opt: ["label=disable"]
+    networks:
+      fixed:
+        ipv4_address: 10.239.SUBNET.42
   sidecar:
     image: busybox
     network_mode: service:opts
     command: ["sleep", "1000"]
+networks:
+  fixed:
+    driver_opts:
+      com.docker.network.driver.mtu: "1400"
+    ipam:
+      config:
+        - subnet: 10.239.SUBNET.0/24
 "#;
+    // a /24 of its own (10.239/16 is left to this test): per process, so parallel runs of
+    // the suite on one host do not collide
+    let subnet = (std::process::id() % 250 + 1).to_string();
+    let yaml = &yaml.replace("SUBNET", &subnet);
     env.rt()
         .block_on(worker.apply(env.assignments(yaml, Desired::Running)));
     let opts = running(&worker, &env, "opts");
@@ -847,6 +861,11 @@ services:
         resolv.contains(&format!("nameserver {}", rec.endpoints[0].gateway)),
         "the embedded DNS: {resolv}"
     );
+    // the static address on the network made with the model's subnet and MTU
+    assert_eq!(rec.endpoints[0].network, "wkopts_fixed");
+    assert_eq!(rec.endpoints[0].ip, format!("10.239.{subnet}.42"));
+    assert!(sh("ip -4 addr show eth0").contains(&format!("10.239.{subnet}.42/24")));
+    assert_eq!(sh("cat /sys/class/net/eth0/mtu"), "1400");
     assert!(sh("grep 'Max open files' /proc/1/limits").contains("123                  456"));
     assert_eq!(
         sh("cat /proc/sys/net/ipv4/ip_unprivileged_port_start"),
