@@ -481,14 +481,30 @@ impl Inner {
         }
         let containers = self.containers.clone();
         let id = container_id.to_string();
-        let Ok(record) = blocking(move || {
+        let record = match blocking(move || {
             let mut r = containers.resolve(&id)?;
             containers.observe(&mut r);
             Ok(r)
         })
         .await
-        else {
-            return;
+        {
+            Ok(r) => r,
+            Err(message) => {
+                // removed behind the worker's back (`berth container rm -f`)
+                self.with_entry(task_id, |e| {
+                    e.exited_run = e.run;
+                    if let Some(h) = e.health.take() {
+                        h.abort();
+                    }
+                });
+                self.report(task_id, |s| {
+                    s.state = Observed::Failed;
+                    s.container_id = None;
+                    s.health = Health::None;
+                    s.message = format!("the container is gone: {message}");
+                });
+                return;
+            }
         };
         if record.state.status == Status::Running {
             // the shim connection broke without an exit: watch again
