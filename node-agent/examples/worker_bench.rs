@@ -4,9 +4,13 @@
 //! nothing itself — run it with the runtime and the shim built:
 //!
 //! ```sh
-//! cargo build -p berth-runtime -p berth-shim --bins --release
-//! sudo target/release/examples/worker_bench 10     # after: cargo build --release -p berth-node-agent --example worker_bench
+//! cargo build --release -p berth-runtime -p berth-shim --bins
+//! cargo build --release -p berth-node-agent --example worker_bench
+//! sudo target/release/examples/worker_bench 10
 //! ```
+//!
+//! `BERTH_LIBEXEC_DIR` points it at other `berth-runc`/`berth-shim` binaries;
+//! `BENCH_TRACE=1` prints every status report with its time.
 //!
 //! Everything is made under a temporary data root and removed at the end.
 
@@ -23,11 +27,15 @@ fn main() {
         .and_then(|a| a.parse().ok())
         .unwrap_or(10);
     let exe = std::env::current_exe().expect("exe");
-    let bin = exe
-        .parent()
-        .and_then(|p| p.parent())
-        .expect("target dir")
-        .to_path_buf();
+    // BERTH_LIBEXEC_DIR: where berth-runc and berth-shim are (e.g. target/release)
+    let bin = std::env::var_os("BERTH_LIBEXEC_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            exe.parent()
+                .and_then(|p| p.parent())
+                .expect("target dir")
+                .to_path_buf()
+        });
     let root = tempfile::Builder::new()
         .prefix("berth-worker-bench-")
         .tempdir()

@@ -286,6 +286,12 @@ impl Containers {
 
     /// Finds a container by full id, unique id prefix, or name.
     pub fn resolve(&self, query: &str) -> Result<Record, ContainerError> {
+        // a full id needs no scan of every record (the agent always has full ids)
+        if names::is_id(query) {
+            if let Ok(r) = Record::load(&self.container_dir(query)) {
+                return Ok(r);
+            }
+        }
         let records = self.records()?;
         names::resolve(records, query)
     }

@@ -1209,3 +1209,9 @@ enum Step {
     /// Everything the desired state asks.
     Reconcile,
 }
+
+// The daemon shares one worker between its tasks.
+const _: fn() = || {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Worker>();
+};
