@@ -448,8 +448,8 @@ impl Inner {
                     service: att.service.clone(),
                     aliases,
                     ipv4: ep.ip.parse().ok(),
-                    ipv6: None,
                     upstreams: r.config.dns.iter().filter_map(|d| d.parse().ok()).collect(),
+                    ..Default::default()
                 },
             );
         }

@@ -161,12 +161,15 @@ pub fn network_config(id: &str, def: &Network) -> Result<(NetworkConfig, Vec<Str
             "network {id}: enable_ipv4: false is not supported; IPv4 stays on"
         ));
     }
+    // `..default()` keeps this building when berth-network's config grows (labels, …)
+    #[allow(clippy::needless_update)]
     Ok((
         NetworkConfig {
             id: id.to_string(),
             request,
             internal: def.internal,
             mtu,
+            ..NetworkConfig::default()
         },
         warnings,
     ))

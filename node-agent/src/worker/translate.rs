@@ -290,12 +290,8 @@ fn mount(
                     "volumes: bind propagation of {target} is not supported"
                 ));
             }
-            o.mounts.push(MountSpec {
-                kind: MountKind::Bind,
-                source,
-                destination: target,
-                read_only: v.read_only,
-            });
+            o.mounts
+                .push(mount_spec(MountKind::Bind, &source, &target, v.read_only)?);
         }
         "volume" => {
             if let Some(opts) = &v.volume {
@@ -317,12 +313,8 @@ fn mount(
                 None => (None, naming::anonymous_volume_name(&a.task_id, &target)),
             };
             volumes.push((key, name.clone()));
-            o.mounts.push(MountSpec {
-                kind: MountKind::Volume,
-                source: name,
-                destination: target,
-                read_only: v.read_only,
-            });
+            o.mounts
+                .push(mount_spec(MountKind::Volume, &name, &target, v.read_only)?);
         }
         "tmpfs" => {
             let mut opts = Vec::new();
@@ -345,6 +337,35 @@ fn mount(
         )),
     }
     Ok(())
+}
+
+/// A bind or volume mount, through the container layer's own `-v` parser (so every field
+/// it has gets its default).
+fn mount_spec(
+    kind: MountKind,
+    source: &str,
+    target: &str,
+    read_only: bool,
+) -> Result<MountSpec, Rejection> {
+    let mut m = MountSpec::parse(&format!("{source}:{target}"))
+        .map_err(|e| format!("volumes: {source}:{target}: {e}"))?;
+    if m.kind != kind {
+        return Err(format!(
+            "volumes: {source}:{target}: a {} source must be {}",
+            if kind == MountKind::Bind {
+                "bind"
+            } else {
+                "volume"
+            },
+            if kind == MountKind::Bind {
+                "a path"
+            } else {
+                "a volume name"
+            }
+        ));
+    }
+    m.read_only = read_only;
+    Ok(m)
 }
 
 /// One warning per set key the agent ignores.
