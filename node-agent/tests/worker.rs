@@ -880,3 +880,47 @@ networks:
     let ns_of = |cid: &str| env.exec(cid, &["readlink", "/proc/1/ns/net"]).1;
     assert_eq!(ns_of(side), ns_of(id));
 }
+
+#[test]
+fn a_replacement_task_takes_over_the_name_of_its_slot() {
+    let env = Env::new("wkslot");
+    let worker = env.open();
+    let yaml = r#"
+services:
+  job:
+    image: busybox
+    command: ["sh", "-c", "sleep 0.2; exit 4"]
+"#;
+    env.rt()
+        .block_on(worker.apply(env.assignments(yaml, Desired::Running)));
+    let first = wait_status(&worker, &env.task("job"), "failed", 60, |r| {
+        r.state == Observed::Failed
+    });
+    // the controller replaces the failed task with a new one for the same slot, keeping
+    // the old one (still desired running) in the set
+    let old = env.assignments(yaml, Desired::Running);
+    let mut new = old.clone();
+    new[0].task_id = format!("{}-job-task-2", env.project);
+    new[0].desired = Desired::Running;
+    let both: Vec<Assignment> = old.into_iter().chain(new).collect();
+    env.rt().block_on(worker.apply(both));
+    let second = wait_status(&worker, "wkslot-job-task-2", "failed again", 60, |r| {
+        r.state == Observed::Failed
+    });
+    assert_ne!(second.container_id, first.container_id);
+    let rec = env
+        .containers()
+        .resolve(second.container_id.as_deref().unwrap())
+        .unwrap();
+    assert_eq!(rec.name, "wkslot-job-1");
+    assert_eq!(rec.labels["berth.task.id"], "wkslot-job-task-2");
+    let old = wait_status(&worker, &env.task("job"), "without container", 10, |r| {
+        r.container_id.is_none()
+    });
+    assert_eq!(old.state, Observed::Failed);
+    assert!(
+        env.containers()
+            .resolve(first.container_id.as_deref().unwrap())
+            .is_err()
+    );
+}

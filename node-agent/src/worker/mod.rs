@@ -692,10 +692,15 @@ impl Inner {
     /// id, or `None` when the task was rejected.
     async fn prepare(self: Arc<Self>, task_id: &str, a: &Assignment) -> Option<String> {
         let key = (a.config_hash.clone(), a.restarts);
-        let (current, rejected) = self.with_entry(task_id, |e| {
-            (e.status.container_id.clone(), e.rejected.clone())
+        let (current, rejected, started) = self.with_entry(task_id, |e| {
+            (e.status.container_id.clone(), e.rejected.clone(), e.started)
         })?;
         if rejected.as_ref() == Some(&key) {
+            return None;
+        }
+        if current.is_none() && started.is_some_and(|at| a.restarts <= at) {
+            // it ran and its container is gone (replaced, or removed behind our back): a
+            // new container only for a restart
             return None;
         }
         if let Some(id) = current {
@@ -829,8 +834,10 @@ impl Inner {
         Ok((record.id, t.warnings))
     }
 
-    /// A container holding the name of a task that no longer exists (an earlier task of
-    /// the same slot) is removed; any other holder is an error.
+    /// A container holding the name this task's container needs: one of a task the worker
+    /// no longer knows, or of a task of the same slot that is going or gone (the
+    /// controller replaces a failed task with a new one), is stopped and removed; a
+    /// container of a task that should still run keeps it, and this task is rejected.
     async fn clear_stale_name(&self, name: &str) -> Result<(), String> {
         let containers = self.containers.clone();
         let q = name.to_string();
@@ -840,16 +847,39 @@ impl Inner {
         if r.name != name {
             return Ok(());
         }
-        let owner = r.labels.get(naming::LABEL_TASK).cloned();
-        let live = owner.as_ref().is_some_and(|t| {
-            self.tasks
-                .lock()
-                .expect("tasks lock")
-                .get(t)
-                .is_some_and(|e| e.status.container_id.as_deref() == Some(r.id.as_str()))
+        let in_use = || {
+            Err(format!(
+                "the container name {name} is already in use by container {}",
+                r.short_id()
+            ))
+        };
+        let Some(owner) = r.labels.get(naming::LABEL_TASK).cloned() else {
+            return in_use();
+        };
+        let holder = self.with_entry(&owner, |e| {
+            let holds = e.status.container_id.as_deref() == Some(r.id.as_str());
+            let going = matches!(e.desired, Desired::Shutdown | Desired::Remove)
+                || e.status.state.is_terminal();
+            (holds, going, e.lock.clone(), e.assignment.clone())
         });
-        match owner {
-            Some(_) if !live => {
+        match holder {
+            Some((true, false, ..)) => in_use(),
+            Some((true, true, lock, assignment)) => {
+                let _g = lock.lock().await;
+                let status = self.with_entry(&owner, |e| e.status.clone());
+                if let Some(status) = status.filter(|s| s.container_id.as_deref() == Some(&r.id)) {
+                    self.stop_container(&owner, assignment.as_ref(), &status, true)
+                        .await;
+                    self.remove_container(&r.id).await?;
+                    self.report(&owner, |s| {
+                        s.container_id = None;
+                        s.health = Health::None;
+                        s.message = "its container was replaced by a newer task's".into();
+                    });
+                }
+                Ok(())
+            }
+            _ => {
                 let containers = self.containers.clone();
                 let id = r.id.clone();
                 blocking(move || {
@@ -858,10 +888,6 @@ impl Inner {
                 })
                 .await
             }
-            _ => Err(format!(
-                "the container name {name} is already in use by container {}",
-                r.short_id()
-            )),
         }
     }
 
