@@ -44,7 +44,7 @@ pub use logs::LogOptions;
 pub use network::{SharedNetworks, scope as network_scope_of};
 pub use options::{MountKind, MountSpec, NetworkMode, RunOptions};
 pub use record::{Record, Status};
-pub use start::Started;
+pub use start::{Launched, Started};
 pub use stats::{Process, Stats};
 pub use stop::parse_signal;
 

@@ -15,6 +15,28 @@ use berth_network::networks::Connect;
 use super::record::{EndpointRecord, Status};
 use super::{ContainerError, Containers, Record};
 
+/// A container launched but not yet running (see [`Containers::launch`]).
+pub struct Launched {
+    record: Record,
+    shim: ShimHandle,
+    pid: i32,
+}
+
+impl Launched {
+    pub fn id(&self) -> &str {
+        &self.record.id
+    }
+}
+
+impl std::fmt::Debug for Launched {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Launched")
+            .field("id", &self.record.id)
+            .field("pid", &self.pid)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A started container: its shim, and the attach stream when one was asked for.
 pub struct Started {
     pub record: Record,
@@ -56,6 +78,16 @@ impl Containers {
     /// Starts container `query`. With `attach`, the returned stream is connected before the
     /// process runs, so no output is missed; with `stdin` too, input is forwarded.
     pub fn start(&self, query: &str, attach: bool) -> Result<Started, ContainerError> {
+        let launched = self.launch(query)?;
+        self.run_launched(launched, attach)
+    }
+
+    /// The first half of [`Containers::start`]: the shim runs the runtime's `create` (the
+    /// process exists, stopped before the user's program) and the networks are attached.
+    /// [`Containers::run_launched`] lets it run. The agent launches a whole dependency chain
+    /// at once and only runs the processes wave by wave, so the slow half is not on the
+    /// chain's critical path.
+    pub fn launch(&self, query: &str) -> Result<Launched, ContainerError> {
         let mut record = self.resolve(query)?;
         let id = record.id.clone();
         let shim_dir = self.shim_dir(&id);
@@ -104,7 +136,7 @@ impl Containers {
             args,
         })
         .map_err(|e| self.shim_error(&id, e))?;
-        let result = (|| -> Result<Option<Attach>, ContainerError> {
+        let result = (|| -> Result<i32, ContainerError> {
             let st = shim.state().map_err(|e| self.shim_error(&id, e))?;
             record.endpoints = if record.config.networks.is_empty() {
                 self.connect_network(&record, st.pid)?
@@ -112,6 +144,28 @@ impl Containers {
                 self.connect_endpoints(&record, st.pid)?
             };
             self.write_hosts(&record)?;
+            Ok(st.pid)
+        })();
+        match result {
+            Ok(pid) => Ok(Launched { record, shim, pid }),
+            Err(e) => Err(self.start_failed(&shim, record, e)),
+        }
+    }
+
+    /// The second half of [`Containers::start`]: attach if asked, let the process run,
+    /// record it.
+    pub fn run_launched(
+        &self,
+        launched: Launched,
+        attach: bool,
+    ) -> Result<Started, ContainerError> {
+        let Launched {
+            mut record,
+            shim,
+            pid,
+        } = launched;
+        let id = record.id.clone();
+        let result = (|| -> Result<Option<Attach>, ContainerError> {
             let attach = if attach {
                 Some(
                     shim.attach(record.config.stdin, true)
@@ -121,17 +175,17 @@ impl Containers {
                 None
             };
             shim.start().map_err(|e| self.shim_error(&id, e))?;
-            record.state.status = Status::Running;
-            record.state.pid = st.pid;
-            record.state.started_at = berth_shim::time::now_rfc3339();
-            record.state.finished_at.clear();
-            record.state.exit_code = 0;
-            record.state.oom_killed = false;
-            record.state.error.clear();
             Ok(attach)
         })();
         match result {
             Ok(attach) => {
+                record.state.status = Status::Running;
+                record.state.pid = pid;
+                record.state.started_at = berth_shim::time::now_rfc3339();
+                record.state.finished_at.clear();
+                record.state.exit_code = 0;
+                record.state.oom_killed = false;
+                record.state.error.clear();
                 let _lock = self.record_lock(&id)?;
                 self.save(&record)?;
                 Ok(Started {
@@ -140,19 +194,27 @@ impl Containers {
                     attach,
                 })
             }
-            Err(e) => {
-                let _ = shim.delete(true);
-                let _ = self.disconnect_network(&record);
-                record.endpoints.clear();
-                record.state.status = Status::Exited;
-                record.state.exit_code = e.exit_code();
-                record.state.error = e.to_string();
-                if let Ok(_lock) = self.record_lock(&id) {
-                    let _ = self.save(&record);
-                }
-                Err(e)
-            }
+            Err(e) => Err(self.start_failed(&shim, record, e)),
         }
+    }
+
+    /// Undoes a start that failed half-way and records why.
+    fn start_failed(
+        &self,
+        shim: &ShimHandle,
+        mut record: Record,
+        e: ContainerError,
+    ) -> ContainerError {
+        let _ = shim.delete(true);
+        let _ = self.disconnect_network(&record);
+        record.endpoints.clear();
+        record.state.status = Status::Exited;
+        record.state.exit_code = e.exit_code();
+        record.state.error = e.to_string();
+        if let Ok(_lock) = self.record_lock(&record.id) {
+            let _ = self.save(&record);
+        }
+        e
     }
 
     /// Connects the container to each of its Compose networks (`eth0`, `eth1`, … in

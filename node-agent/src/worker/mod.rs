@@ -155,6 +155,8 @@ struct Entry {
     rejected: Option<(String, u32)>,
     /// Compose keys not honoured for the current container: the message while it is fine.
     warnings: String,
+    /// The container launched ahead of its start wave (see [`Containers::launch`]).
+    launched: Option<container::Launched>,
 }
 
 impl Entry {
@@ -172,6 +174,7 @@ impl Entry {
             health: None,
             rejected: None,
             warnings: String::new(),
+            launched: None,
         }
     }
 }
@@ -617,7 +620,10 @@ impl Inner {
             .filter(|(_, (_, d))| !stopping(*d))
             .map(|(id, _)| id.clone())
             .collect();
-        self.clone().run_all(all_up, Step::Prepare).await;
+        self.clone().run_all(all_up.clone(), Step::Prepare).await;
+        // the slow half of every start (shim, runtime `create`, networks) for the whole
+        // graph at once; the waves below only let the processes run
+        self.clone().run_all(all_up, Step::Launch).await;
         for wave in waves(false) {
             self.clone()
                 .run_all(of_services(&wave, &|d| !stopping(d)), Step::Reconcile)
@@ -671,7 +677,7 @@ impl Inner {
                     .service_spec()
                     .and_then(|s| s.network_mode.as_deref())
                     .is_some_and(|m| m.starts_with("service:"));
-                if step == Step::Prepare && joins_service {
+                if matches!(step, Step::Prepare | Step::Launch) && joins_service {
                     // made in its wave, once the service whose namespace it joins runs
                     return;
                 }
@@ -682,7 +688,9 @@ impl Inner {
                     return;
                 }
                 if desired == Desired::Running {
-                    self.clone().start_task(task_id, &a, &container_id).await;
+                    self.clone()
+                        .start_task(task_id, &a, &container_id, step == Step::Launch)
+                        .await;
                 }
             }
         }
@@ -901,7 +909,15 @@ impl Inner {
             .and_then(|e| e.status.container_id.clone())
     }
 
-    async fn start_task(self: Arc<Self>, task_id: &str, a: &Assignment, container_id: &str) {
+    /// Starts the task's container if it should run and does not; with `launch_only`, only
+    /// its first half ([`Containers::launch`]), kept for the start wave.
+    async fn start_task(
+        self: Arc<Self>,
+        task_id: &str,
+        a: &Assignment,
+        container_id: &str,
+        launch_only: bool,
+    ) {
         let containers = self.containers.clone();
         let q = container_id.to_string();
         let Ok(record) = blocking(move || {
@@ -937,11 +953,20 @@ impl Inner {
         // a container the controller stopped starts again when it wants it running; one
         // that ended on its own only when `restarts` grew (the restart policy is the
         // controller's)
-        let shut_down = self.with_entry(task_id, |e| e.status.state == Observed::Shutdown);
-        let may_start = match started {
-            None => true,
-            Some(at) => a.restarts > at || shut_down == Some(true),
-        };
+        let (shut_down, launched) = self
+            .with_entry(task_id, |e| {
+                (
+                    e.status.state == Observed::Shutdown,
+                    e.launched.as_ref().is_some_and(|l| l.id() == container_id),
+                )
+            })
+            .unwrap_or_default();
+        // launched ahead of its wave: the decision was made then
+        let may_start = launched
+            || match started {
+                None => true,
+                Some(at) => a.restarts > at || shut_down,
+            };
         if !may_start {
             return;
         }
@@ -952,7 +977,31 @@ impl Inner {
         });
         let containers = self.containers.clone();
         let q = container_id.to_string();
-        let result = blocking(move || containers.start(&q, false).map(|s| s.record)).await;
+        if launch_only {
+            match blocking(move || containers.launch(&q)).await {
+                Ok(l) => {
+                    self.with_entry(task_id, |e| e.launched = Some(l));
+                    return;
+                }
+                Err(message) => {
+                    self.with_entry(task_id, |e| e.started = Some(a.restarts));
+                    self.report(task_id, |s| {
+                        s.state = Observed::Failed;
+                        s.message = message;
+                    });
+                    return;
+                }
+            }
+        }
+        let launched = self
+            .with_entry(task_id, |e| e.launched.take())
+            .flatten()
+            .filter(|l| l.id() == container_id);
+        let result = blocking(move || match launched {
+            Some(l) => containers.run_launched(l, false).map(|s| s.record),
+            None => containers.start(&q, false).map(|s| s.record),
+        })
+        .await;
         match result {
             Ok(_) => {
                 let run = self
@@ -1097,6 +1146,8 @@ impl Inner {
         status: &StatusReport,
         on_request: bool,
     ) {
+        // a process launched ahead of its wave never ran; stopping leaves it created
+        self.with_entry(task_id, |e| e.launched = None);
         let Some(id) = status.container_id.clone() else {
             return;
         };
@@ -1230,6 +1281,8 @@ impl Inner {
 enum Step {
     /// Only make the container exist.
     Prepare,
+    /// Make it exist and launch its process (runtime `create`, networks), not run it.
+    Launch,
     /// Only stop the container (for tasks going down).
     Stop,
     /// Everything the desired state asks.
