@@ -629,7 +629,7 @@ impl Inner {
                 .run_all(of_services(&wave, &|d| !stopping(d)), Step::Reconcile)
                 .await;
         }
-        let _ = project;
+        tracing::debug!(project, "reconciled");
     }
 
     async fn run_all(self: Arc<Self>, ids: Vec<String>, step: Step) {
@@ -838,7 +838,7 @@ impl Inner {
         let containers = self.containers.clone();
         let opts = t.options;
         let record = blocking(move || containers.create(opts)).await?;
-        let _ = task_id;
+        tracing::debug!(task = task_id, container = %record.id, "created");
         Ok((record.id, t.warnings))
     }
 
