@@ -498,6 +498,7 @@ fn run_options(a: &RunArgs) -> anyhow::Result<RunOptions> {
         dns: a.dns.clone(),
         add_host: a.add_host.clone(),
         auto_remove: a.rm,
+        ..RunOptions::default()
     })
 }
 

@@ -42,10 +42,10 @@ use berth_image::{Snapshotter, Store};
 
 pub use exec::{ConsoleSocket, ExecOptions};
 pub use logs::LogOptions;
-pub use network::{NetworkCreate, SharedNetworks};
+pub use network::{NetworkCreate, SharedNetworks, scope as network_scope_of};
 pub use options::{MountKind, MountSpec, NetworkMode, RunOptions};
 pub use record::{Record, Status};
-pub use start::Started;
+pub use start::{Launched, Started};
 pub use stats::{Process, Stats};
 pub use stop::parse_signal;
 
@@ -287,6 +287,12 @@ impl Containers {
 
     /// Finds a container by full id, unique id prefix, or name.
     pub fn resolve(&self, query: &str) -> Result<Record, ContainerError> {
+        // a full id needs no scan of every record (the agent always has full ids)
+        if names::is_id(query) {
+            if let Ok(r) = Record::load(&self.container_dir(query)) {
+                return Ok(r);
+            }
+        }
         let records = self.records()?;
         names::resolve(records, query)
     }

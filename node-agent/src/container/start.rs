@@ -5,8 +5,37 @@
 
 use berth_shim::{Attach, Shim, ShimArgs, ShimHandle, ShimOptions, Status as ShimStatus};
 
-use super::record::Status;
+use std::path::PathBuf;
+
+use berth_network::dns::DnsEntry;
+use berth_network::firewall::parse_ports;
+use berth_network::ipam::EndpointRequest;
+use berth_network::networks::Connect;
+
+use super::record::{EndpointRecord, Status};
 use super::{ContainerError, Containers, Record};
+
+/// A container launched but not yet running (see [`Containers::launch`]).
+pub struct Launched {
+    record: Record,
+    shim: ShimHandle,
+    pid: i32,
+}
+
+impl Launched {
+    pub fn id(&self) -> &str {
+        &self.record.id
+    }
+}
+
+impl std::fmt::Debug for Launched {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Launched")
+            .field("id", &self.record.id)
+            .field("pid", &self.pid)
+            .finish_non_exhaustive()
+    }
+}
 
 /// A started container: its shim, and the attach stream when one was asked for.
 pub struct Started {
@@ -49,6 +78,16 @@ impl Containers {
     /// Starts container `query`. With `attach`, the returned stream is connected before the
     /// process runs, so no output is missed; with `stdin` too, input is forwarded.
     pub fn start(&self, query: &str, attach: bool) -> Result<Started, ContainerError> {
+        let launched = self.launch(query)?;
+        self.run_launched(launched, attach)
+    }
+
+    /// The first half of [`Containers::start`]: the shim runs the runtime's `create` (the
+    /// process exists, stopped before the user's program) and the networks are attached.
+    /// [`Containers::run_launched`] lets it run. The agent launches a whole dependency chain
+    /// at once and only runs the processes wave by wave, so the slow half is not on the
+    /// chain's critical path.
+    pub fn launch(&self, query: &str) -> Result<Launched, ContainerError> {
         let mut record = self.resolve(query)?;
         let id = record.id.clone();
         let shim_dir = self.shim_dir(&id);
@@ -76,6 +115,9 @@ impl Containers {
             let _ = self.disconnect_network(&record);
             record.endpoints.clear();
         }
+        if let Some(target) = record.config.network_from.clone() {
+            self.join_network_of(&record, &target)?;
+        }
         std::fs::create_dir_all(&shim_dir).map_err(super::io_err("create directory", &shim_dir))?;
         let args = ShimArgs {
             id: id.clone(),
@@ -94,10 +136,36 @@ impl Containers {
             args,
         })
         .map_err(|e| self.shim_error(&id, e))?;
-        let result = (|| -> Result<Option<Attach>, ContainerError> {
+        let result = (|| -> Result<i32, ContainerError> {
             let st = shim.state().map_err(|e| self.shim_error(&id, e))?;
-            record.endpoints = self.connect_network(&record, st.pid)?;
+            record.endpoints = if record.config.networks.is_empty() {
+                self.connect_network(&record, st.pid)?
+            } else {
+                self.connect_endpoints(&record, st.pid)?
+            };
             self.write_hosts(&record)?;
+            Ok(st.pid)
+        })();
+        match result {
+            Ok(pid) => Ok(Launched { record, shim, pid }),
+            Err(e) => Err(self.start_failed(&shim, record, e)),
+        }
+    }
+
+    /// The second half of [`Containers::start`]: attach if asked, let the process run,
+    /// record it.
+    pub fn run_launched(
+        &self,
+        launched: Launched,
+        attach: bool,
+    ) -> Result<Started, ContainerError> {
+        let Launched {
+            mut record,
+            shim,
+            pid,
+        } = launched;
+        let id = record.id.clone();
+        let result = (|| -> Result<Option<Attach>, ContainerError> {
             let attach = if attach {
                 Some(
                     shim.attach(record.config.stdin, true)
@@ -107,17 +175,17 @@ impl Containers {
                 None
             };
             shim.start().map_err(|e| self.shim_error(&id, e))?;
-            record.state.status = Status::Running;
-            record.state.pid = st.pid;
-            record.state.started_at = berth_shim::time::now_rfc3339();
-            record.state.finished_at.clear();
-            record.state.exit_code = 0;
-            record.state.oom_killed = false;
-            record.state.error.clear();
             Ok(attach)
         })();
         match result {
             Ok(attach) => {
+                record.state.status = Status::Running;
+                record.state.pid = pid;
+                record.state.started_at = berth_shim::time::now_rfc3339();
+                record.state.finished_at.clear();
+                record.state.exit_code = 0;
+                record.state.oom_killed = false;
+                record.state.error.clear();
                 let _lock = self.record_lock(&id)?;
                 self.save(&record)?;
                 Ok(Started {
@@ -126,19 +194,163 @@ impl Containers {
                     attach,
                 })
             }
-            Err(e) => {
-                let _ = shim.delete(true);
-                let _ = self.disconnect_network(&record);
-                record.endpoints.clear();
-                record.state.status = Status::Exited;
-                record.state.exit_code = e.exit_code();
-                record.state.error = e.to_string();
-                if let Ok(_lock) = self.record_lock(&id) {
-                    let _ = self.save(&record);
-                }
-                Err(e)
-            }
+            Err(e) => Err(self.start_failed(&shim, record, e)),
         }
+    }
+
+    /// Undoes a start that failed half-way and records why.
+    fn start_failed(
+        &self,
+        shim: &ShimHandle,
+        mut record: Record,
+        e: ContainerError,
+    ) -> ContainerError {
+        let _ = shim.delete(true);
+        let _ = self.disconnect_network(&record);
+        record.endpoints.clear();
+        record.state.status = Status::Exited;
+        record.state.exit_code = e.exit_code();
+        record.state.error = e.to_string();
+        if let Ok(_lock) = self.record_lock(&record.id) {
+            let _ = self.save(&record);
+        }
+        e
+    }
+
+    /// Connects the container to each of its Compose networks (`eth0`, `eth1`, … in
+    /// priority order; the first carries the default route and the published ports), with
+    /// its service name and aliases in DNS and its static addresses.
+    fn connect_endpoints(
+        &self,
+        record: &Record,
+        pid: i32,
+    ) -> Result<Vec<EndpointRecord>, ContainerError> {
+        let id = record.id.clone();
+        let err = |reason: String| ContainerError::Network {
+            id: id[..12].to_string(),
+            reason,
+        };
+        let mut ports = Vec::new();
+        for p in &record.config.ports {
+            ports.extend(parse_ports(p).map_err(|e| err(e.to_string()))?);
+        }
+        let mut requests = Vec::new();
+        for att in &record.config.networks {
+            let ipv4 = att
+                .ipv4
+                .as_deref()
+                .map(|a| {
+                    a.parse()
+                        .map_err(|_| err(format!("ipv4_address {a:?} is not an IPv4 address")))
+                })
+                .transpose()?;
+            let ipv6 = att
+                .ipv6
+                .as_deref()
+                .map(|a| {
+                    a.parse()
+                        .map_err(|_| err(format!("ipv6_address {a:?} is not an IPv6 address")))
+                })
+                .transpose()?;
+            requests.push(EndpointRequest { ipv4, ipv6 });
+        }
+        let upstreams: Vec<std::net::IpAddr> = record
+            .config
+            .dns
+            .iter()
+            .filter_map(|d| d.parse().ok())
+            .collect();
+        self.with_networks(&record.id, async |nets| {
+            let mut out = Vec::new();
+            for (i, (att, addresses)) in record.config.networks.iter().zip(requests).enumerate() {
+                let connected = async {
+                    let net = nets
+                        .network(&att.network)
+                        .ok_or_else(|| err(format!("network {} not found", att.network)))?;
+                    let mut aliases = att.aliases.clone();
+                    aliases.push(id[..12].to_string());
+                    let a = nets
+                        .connect(
+                            &att.network,
+                            &Connect {
+                                endpoint_id: id.clone(),
+                                netns: PathBuf::from(format!("/proc/{pid}/ns/net")),
+                                ifname: format!("eth{i}"),
+                                addresses,
+                                default_route: i == 0,
+                                names: DnsEntry {
+                                    container_name: record.name.clone(),
+                                    service: att.service.clone(),
+                                    aliases,
+                                    upstreams: upstreams.clone(),
+                                    ..Default::default()
+                                },
+                                ports: if i == 0 { ports.clone() } else { Vec::new() },
+                            },
+                        )
+                        .await
+                        .map_err(|e| err(format!("network {}: {e}", att.network)))?;
+                    Ok::<_, ContainerError>(EndpointRecord {
+                        network: att.network.clone(),
+                        ip: a.ipv4.to_string(),
+                        gateway: net.gateway_v4.to_string(),
+                        prefix_len: net.subnet_v4.prefix(),
+                        mac: a
+                            .mac
+                            .iter()
+                            .map(|b| format!("{b:02x}"))
+                            .collect::<Vec<_>>()
+                            .join(":"),
+                        ports: if i == 0 {
+                            record.config.ports.clone()
+                        } else {
+                            Vec::new()
+                        },
+                    })
+                }
+                .await;
+                match connected {
+                    Ok(ep) => out.push(ep),
+                    Err(e) => {
+                        // leave no half-connected container behind
+                        for ep in &out {
+                            let _ = nets.disconnect(&ep.network, &id).await;
+                        }
+                        return Err(e);
+                    }
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    /// `network_mode: service:x|container:x`: points the bundle's network namespace at the
+    /// running target's, looked up now (its pid changes when it restarts).
+    fn join_network_of(&self, record: &Record, target: &str) -> Result<(), ContainerError> {
+        let mut t = self.resolve(target)?;
+        self.observe(&mut t);
+        if t.state.status != Status::Running || t.state.pid <= 0 {
+            return Err(ContainerError::State {
+                id: t.short_id().into(),
+                state: "not running",
+                hint: "the container whose network this one joins must run first",
+            });
+        }
+        let path = self.bundle_dir(&record.id).join("config.json");
+        let bytes = std::fs::read(&path).map_err(super::io_err("read", &path))?;
+        let mut spec: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|e| ContainerError::Corrupt {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+        let ns_path = format!("/proc/{}/ns/net", t.state.pid);
+        if let Some(list) = spec["linux"]["namespaces"].as_array_mut() {
+            list.retain(|n| n["type"] != "network");
+            list.push(serde_json::json!({"type": "network", "path": ns_path}));
+        }
+        let json =
+            serde_json::to_vec_pretty(&spec).map_err(|e| ContainerError::Spec(e.to_string()))?;
+        super::record::write_atomic(&path, &json)
     }
 
     /// Mounts the root filesystem again if it is not (after a reboot): an empty mount point.
