@@ -69,6 +69,8 @@ pub fn app_spec(
         networks: app.networks.keys().cloned().collect(),
         volumes: app.volumes.keys().cloned().collect(),
         document,
+        working_dir: String::new(),
+        config_files: Vec::new(),
     })
 }
 
