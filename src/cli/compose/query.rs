@@ -154,6 +154,7 @@ pub fn rows(
             };
             let age = now_ms.saturating_sub(since) / 1000;
             Some(PsRow {
+                id: t.container_id.clone(),
                 name: container_name(project, t),
                 image: t.image.clone(),
                 command: t.command.clone(),

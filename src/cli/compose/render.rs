@@ -77,6 +77,8 @@ pub fn parse_env(values: &[String]) -> Vec<(String, String)> {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct PsRow {
+    /// The container id (empty while the task has none)
+    pub id: String,
     pub name: String,
     pub image: String,
     pub command: String,
@@ -151,6 +153,7 @@ pub fn ps_json(rows: &[PsRow]) -> String {
         .iter()
         .map(|r| {
             serde_json::json!({
+                "ID": r.id,
                 "Name": r.name,
                 "Image": r.image,
                 "Command": r.command,
@@ -238,6 +241,7 @@ mod tests {
 
     fn row(name: &str, status: &str) -> PsRow {
         PsRow {
+            id: "c0ffee".into(),
             name: name.into(),
             image: "busybox:latest".into(),
             command: "httpd -f -p 80 -h /srv/www".into(),
