@@ -4,6 +4,7 @@
 # temporary data root with its own daemon and socket, removed at the end.
 #
 #   sudo examples/run.sh [webapp|workers|two-networks]      # default: webapp
+#   BERTH_BIN_DIR=target/debug sudo -E examples/run.sh      # use binaries built already
 set -euo pipefail
 
 example=${1:-webapp}
@@ -16,9 +17,13 @@ dir=$here/$example
 
 say() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 
-say "building berth (cargo build --release --workspace --bins)"
-(cd "$repo" && cargo build --quiet --release --workspace --bins)
-bin=${CARGO_TARGET_DIR:-$repo/target}/release
+if [[ -n ${BERTH_BIN_DIR:-} ]]; then
+    bin=$BERTH_BIN_DIR # binaries built already (berth, berthd, berth-runc, berth-shim, berth-init)
+else
+    say "building berth (cargo build --release --workspace --bins)"
+    (cd "$repo" && cargo build --quiet --release --workspace --bins)
+    bin=${CARGO_TARGET_DIR:-$repo/target}/release
+fi
 
 root=$(mktemp -d /tmp/berth-example.XXXXXX)
 sock=$root/berth.sock
@@ -56,8 +61,8 @@ case $example in
 webapp)
     say "the web front answers on the published port"
     fetch "http://127.0.0.1:${WEB_PORT:-8080}/"
-    say "the API answers inside the app's network only (berth exec web wget http://api:9000/)"
-    "${berth[@]}" exec -T web wget -q -O- http://api:9000/ >/dev/null && echo "api: reachable from web"
+    say "inside the internal network, services find each other by name (berth exec api wget http://kv:6379/state)"
+    "${berth[@]}" exec -T api wget -q -O- http://kv:6379/state
     ;;
 workers)
     say "one name, three workers: the client's requests land on different replicas"
@@ -67,7 +72,9 @@ workers)
 two-networks)
     say "the front answers on the published port"
     fetch "http://127.0.0.1:${FRONT_PORT:-8081}/"
-    say "the front reaches the API over the private network"
-    "${berth[@]}" exec -T front wget -q -O- http://api:9000/
+    say "on the private network the API reaches the store by name"
+    "${berth[@]}" exec -T api wget -q -O- http://store:6379/
+    say "the store has no port on the host: only the front is exposed"
+    "${berth[@]}" port front 8080
     ;;
 esac

@@ -46,14 +46,23 @@ pub fn run(ctx: &Context, args: &DownArgs) -> anyhow::Result<ExitCode> {
         None => Vec::new(),
     };
     let mut display = Display::new(ctx.progress, "Running");
-    let removed = session
-        .call(compose.remove(v1::RemoveRequest {
-            project: project.clone(),
-            remove_volumes: args.volumes,
-            remove_orphans: args.remove_orphans,
-            timeout_seconds: args.timeout,
-        }))
-        .with_context(|| format!("removing {project}"))?;
+    let removed = match session.rt.block_on(compose.remove(v1::RemoveRequest {
+        project: project.clone(),
+        remove_volumes: args.volumes,
+        remove_orphans: args.remove_orphans,
+        timeout_seconds: args.timeout,
+    })) {
+        Ok(answer) => answer.into_inner(),
+        // nothing deployed under this name: nothing to remove, as in Compose
+        Err(status) if status.code() == tonic::Code::NotFound => {
+            eprintln!("warning: no resource found to remove for project {project:?}");
+            return Ok(ExitCode::SUCCESS);
+        }
+        Err(status) => {
+            return Err(super::client::status_error(status))
+                .with_context(|| format!("removing {project}"));
+        }
+    };
     for c in &removed.containers {
         display.set("Container", c, "Removed", true);
     }

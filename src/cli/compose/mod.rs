@@ -36,7 +36,7 @@ const VERBS: [&str; 20] = [
 ];
 
 /// Flags of the main parser that take a value, to skip while looking for the verb.
-const VALUED: [&str; 9] = [
+const VALUED: [&str; 11] = [
     "-f",
     "--file",
     "-p",
@@ -46,6 +46,8 @@ const VALUED: [&str; 9] = [
     "--profile",
     "--data-root",
     "-H",
+    "--host",
+    "--progress",
 ];
 
 #[derive(Debug, Parser)]
@@ -239,7 +241,7 @@ fn find_verb(argv: &[OsString]) -> Option<(String, bool)> {
     while let Some(a) = argv.get(i) {
         let a = a.to_str()?;
         if VALUED.contains(&a) {
-            project_given |= !matches!(a, "--data-root" | "-H");
+            project_given |= !matches!(a, "--data-root" | "-H" | "--host" | "--progress");
             i += 2;
             continue;
         }
@@ -301,7 +303,16 @@ mod tests {
     fn the_verb_is_found_after_project_flags() {
         let a = argv(&["berth", "-f", "x.yaml", "-p", "demo", "logs", "-f"]);
         assert_eq!(find_verb(&a), Some(("logs".into(), true)));
-        let a = argv(&["berth", "--data-root", "/tmp/r", "-H", "unix:///s", "ps"]);
+        let a = argv(&[
+            "berth",
+            "--data-root",
+            "/tmp/r",
+            "-H",
+            "unix:///s",
+            "--progress",
+            "plain",
+            "ps",
+        ]);
         assert_eq!(find_verb(&a), Some(("ps".into(), false)));
         let a = argv(&["berth", "--project-name=demo", "images"]);
         assert_eq!(find_verb(&a), Some(("images".into(), true)));

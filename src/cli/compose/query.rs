@@ -180,13 +180,16 @@ pub fn ps(ctx: &Context, args: &PsArgs) -> anyhow::Result<ExitCode> {
     let project = project::name(&ctx.project)?;
     let session = Session::open(&ctx.conn)?;
     let mut compose = session.compose.clone();
-    let tasks = session
-        .call(compose.ps(v1::PsRequest {
-            project: project.clone(),
-            services: args.service_names.clone(),
-            all: args.all,
-        }))?
-        .tasks;
+    let tasks = match session.rt.block_on(compose.ps(v1::PsRequest {
+        project: project.clone(),
+        services: args.service_names.clone(),
+        all: args.all,
+    })) {
+        Ok(answer) => answer.into_inner().tasks,
+        // a project that is not deployed has no containers
+        Err(status) if status.code() == tonic::Code::NotFound => Vec::new(),
+        Err(status) => return Err(super::client::status_error(status)),
+    };
     let rows = rows(&project, &tasks, args.all, &args.status, now_ms());
     if args.services {
         let mut names: Vec<&str> = rows.iter().map(|r| r.service.as_str()).collect();

@@ -3,7 +3,7 @@
 //! (`--wait`), or — attached — stream their output until Ctrl-C (which stops the app) or, with
 //! `--abort-on-container-exit`, until the first container stops.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -138,7 +138,21 @@ pub fn run(ctx: &Context, args: UpArgs) -> anyhow::Result<ExitCode> {
     let deadline = args
         .wait_timeout
         .map(|s| Instant::now() + Duration::from_secs(s));
-    converge(&session, &app.name, &expected, goal, deadline, &mut display)?;
+    let restarting: BTreeSet<String> = app
+        .services
+        .iter()
+        .filter(|(_, s)| restarts(s))
+        .map(|(name, _)| name.clone())
+        .collect();
+    converge(
+        &session,
+        &app.name,
+        &expected,
+        &restarting,
+        goal,
+        deadline,
+        &mut display,
+    )?;
     if args.detach || args.wait || args.no_start {
         return Ok(ExitCode::SUCCESS);
     }
@@ -172,7 +186,12 @@ pub fn task_progress(task: &v1::Task, goal: Goal) -> (String, bool) {
             } else {
                 format!("Error: {}", task.message)
             };
-            (text, goal == Goal::Created)
+            // `up -d` is done with a container once it was started, whatever came after
+            let started = task.started_at.is_some() || task.exit_code.is_some();
+            (
+                text,
+                goal == Goal::Created || (goal == Goal::Started && started),
+            )
         }
         TaskState::TaskNew | TaskState::TaskPending | TaskState::TaskAssigned
             if !task.message.is_empty() =>
@@ -203,11 +222,28 @@ pub fn container_name(project: &str, task: &v1::Task) -> String {
     }
 }
 
-/// Polls the app's tasks until each expected service has its replicas at the goal.
+/// Whether a failed container of this service is replaced (`restart` other than `no`, or a
+/// `deploy.restart_policy` whose condition is not `none`).
+pub fn restarts(service: &berth_spec::model::Service) -> bool {
+    let by_restart = service
+        .restart
+        .as_deref()
+        .is_some_and(|r| !r.is_empty() && r != "no");
+    let by_deploy = service
+        .deploy
+        .as_ref()
+        .and_then(|d| d.restart_policy.as_ref())
+        .is_some_and(|p| p.condition.as_deref() != Some("none"));
+    by_restart || by_deploy
+}
+
+/// Polls the app's tasks until each expected service has its replicas at the goal. A failed
+/// task of a service that is not restarted ends the wait at once.
 fn converge(
     session: &Session,
     project: &str,
     expected: &BTreeMap<String, u32>,
+    restarting: &BTreeSet<String>,
     goal: Goal,
     deadline: Option<Instant>,
     display: &mut Display,
@@ -223,16 +259,32 @@ fn converge(
             .tasks;
         let mut done: BTreeMap<&str, u32> = BTreeMap::new();
         let mut failed = Vec::new();
+        let mut dead: BTreeSet<&str> = BTreeSet::new();
         for task in tasks.iter().filter(|t| is_current(t)) {
             let (text, ok) = task_progress(task, goal);
             let name = container_name(project, task);
-            if text.starts_with("Error") {
+            if matches!(
+                task.state(),
+                TaskState::TaskFailed | TaskState::TaskRejected
+            ) {
                 failed.push(format!("{name}: {text}"));
+                if !restarting.contains(&task.service) {
+                    dead.insert(task.service.as_str());
+                }
             }
             display.set("Container", &name, &text, ok);
             if ok {
                 *done.entry(task.service.as_str()).or_default() += 1;
             }
+        }
+        // a failure ends the wait when it can no longer be reached: `--wait` needs every
+        // service up; otherwise only a dependent waiting on a dead service is stuck
+        let stuck = tasks.iter().filter(|t| is_current(t)).any(|t| {
+            dead.iter()
+                .any(|svc| t.message.contains(&format!("for {svc} ")))
+        });
+        if goal != Goal::Created && !dead.is_empty() && (goal == Goal::Healthy || stuck) {
+            bail!("{project} did not start: {}", failed.join("; "));
         }
         let converged = expected
             .iter()
@@ -400,11 +452,14 @@ mod tests {
             task_progress(&t, Goal::Started),
             ("Exited (0)".into(), true)
         );
-        let mut t = task("web", TaskState::TaskFailed, v1::Health::None, Some(2));
+        // a container that ran and exited is done for `up -d`, not for `--wait`
+        let t = task("web", TaskState::TaskFailed, v1::Health::None, Some(2));
         assert_eq!(
             task_progress(&t, Goal::Started),
-            ("Exited (2)".into(), false)
+            ("Exited (2)".into(), true)
         );
+        assert!(!task_progress(&t, Goal::Healthy).1);
+        let mut t = task("web", TaskState::TaskFailed, v1::Health::None, None);
         t.message = "image not found".into();
         assert_eq!(
             task_progress(&t, Goal::Started),
