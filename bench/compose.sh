@@ -19,10 +19,14 @@ for tool in hyperfine dockerd docker-compose docker; do
 done
 [ "$(id -u)" = 0 ] || { echo "compose.sh: run as root" >&2; exit 2; }
 
-(cd "$repo" && cargo build --quiet --release -p berth -p berth-daemon -p berth-runtime -p berth-shim --bins)
+# BERTH_BIN_DIR: use release binaries built already instead of building them here
+if [ -z "${BERTH_BIN_DIR:-}" ]; then
+    (cd "$repo" && cargo build --quiet --release -p berth -p berth-daemon -p berth-runtime -p berth-shim --bins)
+fi
+bindir=${BERTH_BIN_DIR:-$target/release}
 work=$(mktemp -d /tmp/berth-bench-compose.XXXXXX)
 mkdir -p "$work/bin" "$work/proj"
-for b in berth berthd berth-runc berth-shim berth-init; do strip -o "$work/bin/$b" "$target/release/$b"; done
+for b in berth berthd berth-runc berth-shim berth-init; do strip -o "$work/bin/$b" "$bindir/$b"; done
 
 # the file: svc0 ← svc1 ← … ← svc9, one network, busybox httpd
 {

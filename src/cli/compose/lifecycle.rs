@@ -216,7 +216,13 @@ pub fn scale(ctx: &Context, args: &ScaleArgs) -> anyhow::Result<ExitCode> {
                 .iter()
                 .filter(|t| &t.service == svc && super::up::is_current(t))
                 .count() as u32;
-            let ok = running == *n && current == *n;
+            // and the containers of removed replicas are gone, not merely unwanted
+            let alive = tasks
+                .iter()
+                .filter(|t| &t.service == svc)
+                .filter(|t| super::query::container_state(t) == "running")
+                .count() as u32;
+            let ok = running == *n && current == *n && alive == *n;
             all &= ok;
             display.set("Service", svc, &format!("{running}/{n} running"), ok);
         }
