@@ -49,6 +49,8 @@ fn converged() -> State {
         networks: vec![],
         volumes: vec![],
         document: serde_json::Value::Null,
+        working_dir: String::new(),
+        config_files: Vec::new(),
     };
     state.apply_command(Command::DeployApp(app)).unwrap();
     let mut n = 0usize;

@@ -122,6 +122,7 @@ pub struct RaftHandle<S> {
     input: mpsc::Sender<Input>,
     state: Arc<RwLock<S>>,
     status: Arc<RwLock<Status>>,
+    watch: tokio::sync::watch::Receiver<Status>,
     thread: Option<JoinHandle<Result<(), RaftError>>>,
 }
 
@@ -195,7 +196,12 @@ impl<S: StateMachine> RaftHandle<S> {
             ..Status::default()
         }));
         let (input, inbox) = mpsc::channel();
+        let (watch_tx, watch) = tokio::sync::watch::channel(Status {
+            id: config.id,
+            ..Status::default()
+        });
         let mut member = Member {
+            watch: watch_tx,
             node,
             config,
             state: state.clone(),
@@ -220,6 +226,7 @@ impl<S: StateMachine> RaftHandle<S> {
             input,
             state,
             status,
+            watch,
             thread: Some(thread),
         })
     }
@@ -248,6 +255,13 @@ impl<S: StateMachine> RaftHandle<S> {
 
     pub fn status(&self) -> Status {
         *self.status.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The status as it changes: a receiver is woken whenever an entry was applied, the
+    /// term or the leader changed, so a controller loop can react to every change of the
+    /// state without polling.
+    pub fn watch(&self) -> tokio::sync::watch::Receiver<Status> {
+        self.watch.clone()
     }
 
     /// Stops the loop; everything acknowledged is already durable.
@@ -280,6 +294,7 @@ struct Member<S, T> {
     config: RaftConfig,
     state: Arc<RwLock<S>>,
     status: Arc<RwLock<Status>>,
+    watch: tokio::sync::watch::Sender<Status>,
     transport: T,
     /// Proposals in the log, keyed by the id carried in their entry context.
     pending: HashMap<u64, Reply>,
@@ -439,8 +454,7 @@ impl<S: StateMachine, T: Transport> Member<S, T> {
 
     fn publish_status(&self) {
         let raft = &self.node.raft;
-        let mut status = self.status.write().unwrap_or_else(|e| e.into_inner());
-        *status = Status {
+        let current = Status {
             id: self.config.id,
             leader: raft.leader_id,
             term: raft.term,
@@ -448,6 +462,12 @@ impl<S: StateMachine, T: Transport> Member<S, T> {
             applied: self.applied,
             is_leader: raft.state == StateRole::Leader,
         };
+        *self.status.write().unwrap_or_else(|e| e.into_inner()) = current;
+        self.watch.send_if_modified(|seen| {
+            let changed = *seen != current;
+            *seen = current;
+            changed
+        });
     }
 
     fn fail_all(&mut self, error: impl Fn() -> RaftError) {
@@ -544,6 +564,25 @@ mod tests {
         assert!(status.is_leader);
         assert_eq!(status.leader, 1);
         assert!(status.applied >= 3, "{status:?}"); // the leader's no-op plus two commands
+    }
+
+    #[test]
+    fn watchers_see_every_applied_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let raft = RaftHandle::start(config(dir.path()), Kv::default(), NoPeers).unwrap();
+        let rt = runtime();
+        let mut watch = raft.watch();
+        rt.block_on(raft.propose(b"a=1".to_vec())).unwrap();
+        let before = watch.borrow_and_update().applied;
+        assert!(before >= 2, "{before}");
+        rt.block_on(raft.propose(b"b=1".to_vec())).unwrap();
+        rt.block_on(async {
+            tokio::time::timeout(Duration::from_secs(5), watch.changed())
+                .await
+                .expect("a change is announced")
+                .unwrap();
+        });
+        assert!(watch.borrow().applied > before);
     }
 
     #[test]

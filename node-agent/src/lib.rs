@@ -7,7 +7,10 @@
 //! volume store under `<data-root>/volumes/`. Both are used by the CLI directly and by the
 //! daemon later, unchanged.
 //!
+//! [`worker`] reconciles the tasks the controller assigns to this node.
+//!
 //! The agent never depends on the controller; it talks to it through the API types only.
 
 pub mod container;
 pub mod volume;
+pub mod worker;

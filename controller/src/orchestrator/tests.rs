@@ -191,6 +191,8 @@ fn app(services: Vec<(&str, ServiceSpec)>) -> AppSpec {
         networks: vec![],
         volumes: vec![],
         document: serde_json::Value::Null,
+        working_dir: String::new(),
+        config_files: Vec::new(),
     }
 }
 

@@ -340,6 +340,8 @@ fn plan_records_decisions_once() {
             networks: vec![],
             volumes: vec![],
             document: serde_json::Value::Null,
+            working_dir: String::new(),
+            config_files: Vec::new(),
         }))
         .unwrap();
     state

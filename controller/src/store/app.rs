@@ -20,6 +20,12 @@ pub struct AppSpec {
     /// The canonical Compose JSON of the whole app; the controller never looks inside.
     #[serde(default)]
     pub document: serde_json::Value,
+    /// The project directory the app was loaded from, for the agent's labels.
+    #[serde(default)]
+    pub working_dir: String,
+    /// The Compose files the app was loaded from, for the agent's labels and `ls`.
+    #[serde(default)]
+    pub config_files: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -7,6 +7,7 @@
 
 mod app;
 mod command;
+pub mod from_compose;
 mod node;
 pub mod placement;
 mod restart;
@@ -18,6 +19,7 @@ pub use app::{
     PublishedPort, Resources, ServiceSpec, UpdateConfig, UpdateOrder,
 };
 pub use command::{Applied, ApplyError, Command, UpdateState};
+pub use from_compose::{FromComposeError, app_spec, service_spec};
 pub use node::{Availability, Node, NodeResources, NodeStatus, Platform, Role};
 pub use placement::{Constraint, ConstraintError, ConstraintKey, ConstraintOp, Placement};
 pub use restart::{RestartCondition, RestartPolicy, RestartPolicyError};

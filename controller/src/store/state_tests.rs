@@ -32,6 +32,8 @@ fn app(hash: &str) -> AppSpec {
         networks: vec!["front".into()],
         volumes: vec![],
         document: serde_json::json!({"name": "shop", "services": {"web": {"image": "img"}}}),
+        working_dir: String::new(),
+        config_files: Vec::new(),
     }
 }
 

@@ -197,7 +197,16 @@ impl Containers {
             .user
             .clone()
             .or_else(|| image_config.and_then(|c| c.user().clone()));
-        let (uid, gid, additional_gids) = user::resolve(&rootfs, user_spec.as_deref())?;
+        let (uid, gid, mut additional_gids) = user::resolve(&rootfs, user_spec.as_deref())?;
+        for g in &opts.group_add {
+            let gid = match g.parse::<u32>() {
+                Ok(n) => n,
+                Err(_) => group_id(&rootfs, g)?,
+            };
+            if !additional_gids.contains(&gid) {
+                additional_gids.push(gid);
+            }
+        }
 
         let etc = self.container_dir(&id).join("etc");
         fs::create_dir_all(&etc).map_err(io_err("create directory", &etc))?;
@@ -214,7 +223,7 @@ impl Containers {
         let write = |p: &PathBuf, s: String| fs::write(p, s).map_err(io_err("write", p));
         write(
             &etc_files.resolv_conf,
-            resolv_conf(&host_resolv, dns, opts.network == NetworkMode::Host),
+            container_resolv_conf(&opts, &host_resolv, dns)?,
         )?;
         write(
             &etc_files.hostname,
@@ -253,6 +262,11 @@ impl Containers {
             mounts,
             etc_files: Some(etc_files),
             init_binary,
+            devices: opts
+                .devices
+                .iter()
+                .map(|d| device_node(d))
+                .collect::<Result<_, _>>()?,
         })?;
         let bundle = self.bundle_dir(&id);
         fs::create_dir_all(&bundle).map_err(io_err("create directory", &bundle))?;
@@ -264,9 +278,105 @@ impl Containers {
             .as_ref()
             .and_then(|p| p.args().clone())
             .unwrap_or_default();
-        record.stop_signal = image_config.and_then(|c| c.stop_signal().clone());
+        record.stop_signal = opts
+            .stop_signal
+            .clone()
+            .or_else(|| image_config.and_then(|c| c.stop_signal().clone()));
         self.save(record)
     }
+}
+
+/// Looks up `HOST[:CONTAINER[:PERMISSIONS]]` (`devices:`) on the host.
+fn device_node(spec: &str) -> Result<spec::DeviceNode, ContainerError> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let bad = |reason: String| ContainerError::BadOption {
+        option: "devices".into(),
+        value: spec.into(),
+        reason,
+    };
+    let mut parts = spec.splitn(3, ':');
+    let host = parts.next().unwrap_or_default();
+    let inside = parts.next().filter(|p| !p.is_empty()).unwrap_or(host);
+    let access = parts.next().unwrap_or("rwm");
+    if !inside.starts_with('/') || access.is_empty() || !access.chars().all(|c| "rwm".contains(c)) {
+        return Err(bad(
+            "expected HOST[:CONTAINER[:rwm]] with absolute paths".into()
+        ));
+    }
+    let meta = fs::metadata(host).map_err(|e| bad(e.to_string()))?;
+    let ft = meta.file_type();
+    let kind = if ft.is_char_device() {
+        'c'
+    } else if ft.is_block_device() {
+        'b'
+    } else {
+        return Err(bad("not a device node".into()));
+    };
+    let rdev = meta.rdev();
+    Ok(spec::DeviceNode {
+        path: inside.to_string(),
+        kind,
+        major: libc::major(rdev) as i64,
+        minor: libc::minor(rdev) as i64,
+        file_mode: meta.mode() & 0o777,
+        uid: meta.uid(),
+        gid: meta.gid(),
+        access: access.to_string(),
+    })
+}
+
+/// The gid of group `name` in the image's `/etc/group` (`group_add`).
+fn group_id(rootfs: &Path, name: &str) -> Result<u32, ContainerError> {
+    let group = fs::read_to_string(rootfs.join("etc/group")).unwrap_or_default();
+    group
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f.len() >= 3 && f[0] == name)
+        .and_then(|f| f[2].parse().ok())
+        .ok_or_else(|| ContainerError::User {
+            user: name.into(),
+            reason: "no such group in the image's /etc/group".into(),
+        })
+}
+
+/// `/etc/resolv.conf`: on Compose networks, the embedded DNS server (the `dns` servers are
+/// its upstreams); otherwise `--dns` or the host's resolvers. `dns_search` and `dns_opt`
+/// apply either way.
+fn container_resolv_conf(
+    opts: &RunOptions,
+    host: &str,
+    dns: &[IpAddr],
+) -> Result<String, ContainerError> {
+    let bad = |e: berth_network::etc_files::EtcError| ContainerError::BadOption {
+        option: "dns".into(),
+        value: String::new(),
+        reason: e.to_string(),
+    };
+    let resolver = opts
+        .resolver
+        .as_deref()
+        .map(|r| {
+            r.parse::<IpAddr>().map_err(|_| ContainerError::BadOption {
+                option: "resolver".into(),
+                value: r.into(),
+                reason: "not an IP address".into(),
+            })
+        })
+        .transpose()?;
+    if resolver.is_none() && opts.dns_search.is_empty() && opts.dns_opt.is_empty() {
+        return Ok(resolv_conf(host, dns, opts.network == NetworkMode::Host));
+    }
+    let search = if opts.dns_search.is_empty() {
+        berth_network::etc_files::search_domains(host)
+    } else {
+        opts.dns_search.clone()
+    };
+    let servers: Vec<IpAddr> = if dns.is_empty() {
+        berth_network::etc_files::nameservers(&resolv_conf(host, &[], false))
+    } else {
+        dns.to_vec()
+    };
+    berth_network::etc_files::resolv_conf(resolver, &servers, &search, &opts.dns_opt).map_err(bad)
 }
 
 /// Whether `path` is an ELF executable with a program interpreter (`PT_INTERP`), i.e. needs

@@ -41,7 +41,7 @@ use berth_image::{Snapshotter, Store};
 
 pub use exec::{ConsoleSocket, ExecOptions};
 pub use logs::LogOptions;
-pub use network::SharedNetworks;
+pub use network::{SharedNetworks, scope as network_scope_of};
 pub use options::{MountKind, MountSpec, NetworkMode, RunOptions};
 pub use record::{Record, Status};
 pub use start::Started;

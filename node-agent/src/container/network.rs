@@ -121,7 +121,7 @@ impl Containers {
 
     /// Runs `f` on the shared [`Networks`], or on a freshly opened one in a current-thread
     /// tokio runtime of its own; either way under the host-wide network lock.
-    fn with_networks<T>(
+    pub(super) fn with_networks<T>(
         &self,
         id: &str,
         f: impl AsyncFnOnce(&Networks) -> Result<T, ContainerError>,

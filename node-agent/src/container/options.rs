@@ -146,6 +146,56 @@ pub struct RunOptions {
     pub dns: Vec<String>,
     pub add_host: Vec<String>,
     pub auto_remove: bool,
+    /// Networks to join, in priority order (the first gets the default route and the
+    /// published ports); when not empty it replaces `network`. Set by the agent for Compose
+    /// services; the networks must exist.
+    pub networks: Vec<NetworkAttachment>,
+    /// The embedded DNS server (`nameserver` in `/etc/resolv.conf`) when the container is
+    /// on Compose networks; `dns` servers then become its upstreams.
+    pub resolver: Option<String>,
+    pub dns_search: Vec<String>,
+    pub dns_opt: Vec<String>,
+    pub domainname: Option<String>,
+    /// Every capability, every device, no seccomp filter, no masked paths.
+    pub privileged: bool,
+    pub ulimits: Vec<Ulimit>,
+    pub sysctls: BTreeMap<String, String>,
+    /// `HOST[:CONTAINER[:PERMISSIONS]]`.
+    pub devices: Vec<String>,
+    pub security_opt: Vec<String>,
+    /// Bytes of `/dev/shm`.
+    pub shm_size: Option<i64>,
+    /// Replaces the image's `StopSignal`.
+    pub stop_signal: Option<String>,
+    /// Extra groups of the process (names from the image's `/etc/group`, or numbers).
+    pub group_add: Vec<String>,
+    pub oom_score_adj: Option<i32>,
+    /// Join this container's network namespace (`network_mode: service:x|container:x`):
+    /// its id; the namespace is looked up when this container starts.
+    pub network_from: Option<String>,
+}
+
+/// One network a container joins, with its names on it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct NetworkAttachment {
+    /// The berth network id.
+    pub network: String,
+    /// The service name the endpoint answers to in DNS (also `tasks.<service>`).
+    pub service: Option<String>,
+    pub aliases: Vec<String>,
+    /// Static addresses (`ipv4_address`, `ipv6_address`).
+    pub ipv4: Option<String>,
+    pub ipv6: Option<String>,
+}
+
+/// One resource limit (`ulimits`): soft and hard values.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ulimit {
+    /// `nofile`, `nproc`, … (without `RLIMIT_`).
+    pub name: String,
+    pub soft: i64,
+    pub hard: i64,
 }
 
 /// Parses `--memory` values: `32m`, `1g`, `512k`, `1048576` (bytes), `1.5g`.

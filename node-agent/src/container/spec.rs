@@ -82,6 +82,45 @@ pub struct SpecInputs<'a> {
     pub etc_files: Option<EtcFiles>,
     /// Host path of `berth-init`, when `--init`.
     pub init_binary: Option<PathBuf>,
+    /// Host devices made available (`devices:`), already looked up on the host.
+    pub devices: Vec<DeviceNode>,
+}
+
+/// A host device node to create in the container (`devices: [HOST:CONTAINER:rwm]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceNode {
+    /// Path inside the container.
+    pub path: String,
+    /// `c` or `b`.
+    pub kind: char,
+    pub major: i64,
+    pub minor: i64,
+    pub file_mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// Cgroup access: a subset of `rwm`.
+    pub access: String,
+}
+
+/// The `security_opt` values the spec understands: `no-new-privileges[:true|false]`,
+/// `seccomp=unconfined` (also with `:`). Anything else is an error here; the agent warns
+/// about and drops what it cannot honour before it gets here.
+pub fn security_opt_known(opt: &str) -> bool {
+    security_opt(opt).is_some()
+}
+
+/// (no_new_privileges, seccomp_unconfined) changes of one `security_opt` value.
+fn security_opt(opt: &str) -> Option<(Option<bool>, bool)> {
+    let (k, v) = opt
+        .split_once('=')
+        .or_else(|| opt.split_once(':'))
+        .unwrap_or((opt, ""));
+    match (k, v) {
+        ("no-new-privileges", "" | "true") => Some((Some(true), false)),
+        ("no-new-privileges", "false") => Some((Some(false), false)),
+        ("seccomp", "unconfined") => Some((None, true)),
+        _ => None,
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -319,8 +358,36 @@ pub fn build(inputs: &SpecInputs<'_>) -> Result<Spec, ContainerError> {
             reason: "the working directory must be an absolute path".into(),
         });
     }
-    let caps = capabilities(opts)?;
+    let caps = if opts.privileged {
+        ALL_CAPS.iter().map(|c| c.to_string()).collect()
+    } else {
+        capabilities(opts)?
+    };
+    let mut no_new_privileges = true;
+    let mut seccomp_unconfined = opts.privileged;
+    for o in &opts.security_opt {
+        let (nnp, unconfined) = security_opt(o).ok_or_else(|| ContainerError::BadOption {
+            option: "security_opt".into(),
+            value: o.clone(),
+            reason: "supported: no-new-privileges[:true|false], seccomp=unconfined".into(),
+        })?;
+        if let Some(n) = nnp {
+            no_new_privileges = n;
+        }
+        seccomp_unconfined |= unconfined;
+    }
 
+    let shm_size = match opts.shm_size {
+        Some(b) if b > 0 => format!("size={b}"),
+        Some(b) => {
+            return Err(ContainerError::BadOption {
+                option: "shm_size".into(),
+                value: b.to_string(),
+                reason: "must be positive".into(),
+            });
+        }
+        None => "size=65536k".to_string(),
+    };
     let mut mounts = vec![
         json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}),
         json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
@@ -328,7 +395,7 @@ pub fn build(inputs: &SpecInputs<'_>) -> Result<Spec, ContainerError> {
         json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]}),
         json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]}),
         json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]}),
-        json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
+        json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", shm_size]}),
     ];
     if let Some(etc) = &inputs.etc_files {
         for (dest, src) in [
@@ -367,7 +434,23 @@ pub fn build(inputs: &SpecInputs<'_>) -> Result<Spec, ContainerError> {
         namespaces.push(json!({"type": "network"}));
     }
 
-    let mut resources = json!({"devices": device_rules()});
+    let mut rules = if opts.privileged {
+        vec![json!({"allow": true, "access": "rwm"})]
+    } else {
+        device_rules()
+    };
+    let mut devices = Vec::new();
+    for d in &inputs.devices {
+        devices.push(json!({
+            "path": d.path, "type": d.kind.to_string(), "major": d.major, "minor": d.minor,
+            "fileMode": d.file_mode, "uid": d.uid, "gid": d.gid,
+        }));
+        rules.push(json!({
+            "allow": true, "type": d.kind.to_string(), "major": d.major, "minor": d.minor,
+            "access": d.access,
+        }));
+    }
+    let mut resources = json!({"devices": rules});
     if let Some(mem) = opts.memory {
         // No swap on top of the limit: the limit is what the container can use, and an
         // allocation past it is OOM-killed rather than swapped.
@@ -386,8 +469,31 @@ pub fn build(inputs: &SpecInputs<'_>) -> Result<Spec, ContainerError> {
     if let Some(p) = opts.pids_limit {
         resources["pids"] = json!({"limit": p});
     }
-    let seccomp = serde_json::to_value(berth_runtime::default_seccomp())
-        .map_err(|e| ContainerError::Spec(e.to_string()))?;
+    let seccomp = if seccomp_unconfined {
+        Value::Null
+    } else {
+        serde_json::to_value(berth_runtime::default_seccomp())
+            .map_err(|e| ContainerError::Spec(e.to_string()))?
+    };
+    let mut rlimits = Vec::new();
+    for u in &opts.ulimits {
+        let name = u.name.to_ascii_uppercase();
+        if !name.bytes().all(|b| b.is_ascii_uppercase()) || name.is_empty() {
+            return Err(ContainerError::BadOption {
+                option: "ulimits".into(),
+                value: u.name.clone(),
+                reason: "not a resource limit name (nofile, nproc, core, …)".into(),
+            });
+        }
+        if u.soft > u.hard || u.soft < 0 {
+            return Err(ContainerError::BadOption {
+                option: "ulimits".into(),
+                value: format!("{}={}:{}", u.name, u.soft, u.hard),
+                reason: "soft must be between 0 and hard".into(),
+            });
+        }
+        rlimits.push(json!({"type": format!("RLIMIT_{name}"), "soft": u.soft, "hard": u.hard}));
+    }
 
     let mut process = json!({
         "terminal": opts.tty,
@@ -398,14 +504,22 @@ pub fn build(inputs: &SpecInputs<'_>) -> Result<Spec, ContainerError> {
         "capabilities": {
             "bounding": caps, "effective": caps, "permitted": caps,
         },
-        "noNewPrivileges": true,
-        "oomScoreAdj": 0,
+        "noNewPrivileges": no_new_privileges,
+        "oomScoreAdj": opts.oom_score_adj.unwrap_or(0),
     });
+    if !rlimits.is_empty() {
+        process["rlimits"] = json!(rlimits);
+    }
     if !inputs.additional_gids.is_empty() {
         process["user"]["additionalGids"] = json!(inputs.additional_gids);
     }
 
-    let spec = json!({
+    let (masked, readonly): (&[&str], &[&str]) = if opts.privileged {
+        (&[], &[])
+    } else {
+        (&MASKED_PATHS, &READONLY_PATHS)
+    };
+    let mut spec = json!({
         "ociVersion": "1.0.2",
         "root": {"path": inputs.rootfs, "readonly": opts.read_only},
         "hostname": hostname,
@@ -416,11 +530,25 @@ pub fn build(inputs: &SpecInputs<'_>) -> Result<Spec, ContainerError> {
             "namespaces": namespaces,
             "resources": resources,
             "cgroupsPath": format!("/berth/{}", inputs.id),
-            "maskedPaths": MASKED_PATHS,
-            "readonlyPaths": READONLY_PATHS,
+            "maskedPaths": masked,
+            "readonlyPaths": readonly,
             "seccomp": seccomp,
         },
     });
+    if seccomp_unconfined {
+        if let Some(l) = spec["linux"].as_object_mut() {
+            l.remove("seccomp");
+        }
+    }
+    if !devices.is_empty() {
+        spec["linux"]["devices"] = json!(devices);
+    }
+    if !opts.sysctls.is_empty() {
+        spec["linux"]["sysctl"] = json!(opts.sysctls);
+    }
+    if let Some(d) = &opts.domainname {
+        spec["domainname"] = json!(d);
+    }
     serde_json::from_value(spec).map_err(|e| ContainerError::Spec(e.to_string()))
 }
 
@@ -453,7 +581,82 @@ mod tests {
             mounts: vec![],
             etc_files: None,
             init_binary: None,
+            devices: vec![],
         }
+    }
+
+    #[test]
+    fn compose_options_reach_the_spec() {
+        use crate::container::options::Ulimit;
+        let mut o = RunOptions {
+            cmd: vec!["sh".into()],
+            shm_size: Some(1 << 20),
+            oom_score_adj: Some(500),
+            domainname: Some("example.org".into()),
+            security_opt: vec!["no-new-privileges:false".into()],
+            ulimits: vec![Ulimit {
+                name: "nofile".into(),
+                soft: 100,
+                hard: 200,
+            }],
+            ..RunOptions::default()
+        };
+        o.sysctls.insert("net.ipv4.ip_forward".into(), "1".into());
+        let mut i = inputs(&o, None);
+        i.devices.push(DeviceNode {
+            path: "/dev/mynull".into(),
+            kind: 'c',
+            major: 1,
+            minor: 3,
+            file_mode: 0o666,
+            uid: 0,
+            gid: 0,
+            access: "rw".into(),
+        });
+        let v = serde_json::to_value(build(&i).unwrap()).unwrap();
+        let shm = v["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["destination"] == "/dev/shm")
+            .unwrap();
+        assert!(
+            shm["options"]
+                .as_array()
+                .unwrap()
+                .contains(&json!("size=1048576"))
+        );
+        assert_eq!(v["process"]["oomScoreAdj"], 500);
+        assert_eq!(v["process"]["noNewPrivileges"], false);
+        assert_eq!(v["process"]["rlimits"][0]["type"], "RLIMIT_NOFILE");
+        assert_eq!(v["process"]["rlimits"][0]["soft"], 100);
+        assert_eq!(v["linux"]["sysctl"]["net.ipv4.ip_forward"], "1");
+        assert_eq!(v["linux"]["devices"][0]["path"], "/dev/mynull");
+        assert_eq!(v["domainname"], "example.org");
+        assert!(v["linux"]["seccomp"].is_object());
+        assert_eq!(
+            v["linux"]["maskedPaths"].as_array().unwrap().len(),
+            MASKED_PATHS.len()
+        );
+
+        o.privileged = true;
+        let v = serde_json::to_value(build(&inputs(&o, None)).unwrap()).unwrap();
+        assert_eq!(
+            v["process"]["capabilities"]["bounding"]
+                .as_array()
+                .unwrap()
+                .len(),
+            ALL_CAPS.len()
+        );
+        assert!(v["linux"].get("seccomp").is_none());
+        assert!(v["linux"]["maskedPaths"].as_array().unwrap().is_empty());
+
+        o.privileged = false;
+        o.security_opt = vec!["apparmor=x".into()];
+        assert!(build(&inputs(&o, None)).is_err());
+        o.security_opt.clear();
+        o.ulimits[0].soft = 300;
+        assert!(build(&inputs(&o, None)).is_err());
     }
 
     #[test]

@@ -5,7 +5,14 @@
 
 use berth_shim::{Attach, Shim, ShimArgs, ShimHandle, ShimOptions, Status as ShimStatus};
 
-use super::record::Status;
+use std::path::PathBuf;
+
+use berth_network::dns::DnsEntry;
+use berth_network::firewall::parse_ports;
+use berth_network::ipam::EndpointRequest;
+use berth_network::networks::Connect;
+
+use super::record::{EndpointRecord, Status};
 use super::{ContainerError, Containers, Record};
 
 /// A started container: its shim, and the attach stream when one was asked for.
@@ -76,6 +83,9 @@ impl Containers {
             let _ = self.disconnect_network(&record);
             record.endpoints.clear();
         }
+        if let Some(target) = record.config.network_from.clone() {
+            self.join_network_of(&record, &target)?;
+        }
         std::fs::create_dir_all(&shim_dir).map_err(super::io_err("create directory", &shim_dir))?;
         let args = ShimArgs {
             id: id.clone(),
@@ -96,7 +106,11 @@ impl Containers {
         .map_err(|e| self.shim_error(&id, e))?;
         let result = (|| -> Result<Option<Attach>, ContainerError> {
             let st = shim.state().map_err(|e| self.shim_error(&id, e))?;
-            record.endpoints = self.connect_network(&record, st.pid)?;
+            record.endpoints = if record.config.networks.is_empty() {
+                self.connect_network(&record, st.pid)?
+            } else {
+                self.connect_endpoints(&record, st.pid)?
+            };
             self.write_hosts(&record)?;
             let attach = if attach {
                 Some(
@@ -139,6 +153,142 @@ impl Containers {
                 Err(e)
             }
         }
+    }
+
+    /// Connects the container to each of its Compose networks (`eth0`, `eth1`, … in
+    /// priority order; the first carries the default route and the published ports), with
+    /// its service name and aliases in DNS and its static addresses.
+    fn connect_endpoints(
+        &self,
+        record: &Record,
+        pid: i32,
+    ) -> Result<Vec<EndpointRecord>, ContainerError> {
+        let id = record.id.clone();
+        let err = |reason: String| ContainerError::Network {
+            id: id[..12].to_string(),
+            reason,
+        };
+        let mut ports = Vec::new();
+        for p in &record.config.ports {
+            ports.extend(parse_ports(p).map_err(|e| err(e.to_string()))?);
+        }
+        let mut requests = Vec::new();
+        for att in &record.config.networks {
+            let ipv4 = att
+                .ipv4
+                .as_deref()
+                .map(|a| {
+                    a.parse()
+                        .map_err(|_| err(format!("ipv4_address {a:?} is not an IPv4 address")))
+                })
+                .transpose()?;
+            let ipv6 = att
+                .ipv6
+                .as_deref()
+                .map(|a| {
+                    a.parse()
+                        .map_err(|_| err(format!("ipv6_address {a:?} is not an IPv6 address")))
+                })
+                .transpose()?;
+            requests.push(EndpointRequest { ipv4, ipv6 });
+        }
+        let upstreams: Vec<std::net::IpAddr> = record
+            .config
+            .dns
+            .iter()
+            .filter_map(|d| d.parse().ok())
+            .collect();
+        self.with_networks(&record.id, async |nets| {
+            let mut out = Vec::new();
+            for (i, (att, addresses)) in record.config.networks.iter().zip(requests).enumerate() {
+                let connected = async {
+                    let net = nets
+                        .network(&att.network)
+                        .ok_or_else(|| err(format!("network {} not found", att.network)))?;
+                    let mut aliases = att.aliases.clone();
+                    aliases.push(id[..12].to_string());
+                    let a = nets
+                        .connect(
+                            &att.network,
+                            &Connect {
+                                endpoint_id: id.clone(),
+                                netns: PathBuf::from(format!("/proc/{pid}/ns/net")),
+                                ifname: format!("eth{i}"),
+                                addresses,
+                                default_route: i == 0,
+                                names: DnsEntry {
+                                    container_name: record.name.clone(),
+                                    service: att.service.clone(),
+                                    aliases,
+                                    upstreams: upstreams.clone(),
+                                    ..Default::default()
+                                },
+                                ports: if i == 0 { ports.clone() } else { Vec::new() },
+                            },
+                        )
+                        .await
+                        .map_err(|e| err(format!("network {}: {e}", att.network)))?;
+                    Ok::<_, ContainerError>(EndpointRecord {
+                        network: att.network.clone(),
+                        ip: a.ipv4.to_string(),
+                        gateway: net.gateway_v4.to_string(),
+                        prefix_len: net.subnet_v4.prefix(),
+                        mac: a
+                            .mac
+                            .iter()
+                            .map(|b| format!("{b:02x}"))
+                            .collect::<Vec<_>>()
+                            .join(":"),
+                        ports: if i == 0 {
+                            record.config.ports.clone()
+                        } else {
+                            Vec::new()
+                        },
+                    })
+                }
+                .await;
+                match connected {
+                    Ok(ep) => out.push(ep),
+                    Err(e) => {
+                        // leave no half-connected container behind
+                        for ep in &out {
+                            let _ = nets.disconnect(&ep.network, &id).await;
+                        }
+                        return Err(e);
+                    }
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    /// `network_mode: service:x|container:x`: points the bundle's network namespace at the
+    /// running target's, looked up now (its pid changes when it restarts).
+    fn join_network_of(&self, record: &Record, target: &str) -> Result<(), ContainerError> {
+        let mut t = self.resolve(target)?;
+        self.observe(&mut t);
+        if t.state.status != Status::Running || t.state.pid <= 0 {
+            return Err(ContainerError::State {
+                id: t.short_id().into(),
+                state: "not running",
+                hint: "the container whose network this one joins must run first",
+            });
+        }
+        let path = self.bundle_dir(&record.id).join("config.json");
+        let bytes = std::fs::read(&path).map_err(super::io_err("read", &path))?;
+        let mut spec: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|e| ContainerError::Corrupt {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+        let ns_path = format!("/proc/{}/ns/net", t.state.pid);
+        if let Some(list) = spec["linux"]["namespaces"].as_array_mut() {
+            list.retain(|n| n["type"] != "network");
+            list.push(serde_json::json!({"type": "network", "path": ns_path}));
+        }
+        let json =
+            serde_json::to_vec_pretty(&spec).map_err(|e| ContainerError::Spec(e.to_string()))?;
+        super::record::write_atomic(&path, &json)
     }
 
     /// Mounts the root filesystem again if it is not (after a reboot): an empty mount point.

@@ -1,0 +1,1007 @@
+//! `berth.v1.Compose`: the Compose verbs. Changes go through the controller as commands;
+//! reads come from the applied state joined with this node's container records; logs, top,
+//! kill and wait act on this node's containers.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth_api::v1::compose_server::Compose;
+use berth_api::v1::service_change::Change;
+use berth_api::v1::{self, Action};
+use berth_controller::store::{self, AppSpec, Command, DesiredState, State, Task, TaskState};
+use berth_node_agent::container::{LogOptions, Record};
+use indexmap::IndexMap;
+use tokio::sync::mpsc;
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use super::convert::{self, LABEL_PROJECT, LABEL_SERVICE, LABEL_TASK};
+use super::{Node, status};
+use crate::controller::now_ms;
+
+type Streamed<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// How long `down`, `stop` and `restart` wait for tasks to stop beyond their grace period.
+const STOP_SLACK: Duration = Duration::from_secs(30);
+
+pub struct ComposeService {
+    node: Arc<Node>,
+}
+
+impl ComposeService {
+    pub fn new(node: Arc<Node>) -> Self {
+        ComposeService { node }
+    }
+
+    fn app(&self, project: &str) -> Result<AppSpec, Status> {
+        if project.is_empty() {
+            return Err(Status::invalid_argument("no project name given"));
+        }
+        self.node
+            .controller
+            .read(|s| s.apps.get(project).map(|a| a.spec.clone()))
+            .ok_or_else(|| Status::not_found(format!("no project named {project:?}")))
+    }
+
+    /// The services named, or all of them; an unknown name is an error.
+    fn select(&self, app: &AppSpec, services: &[String]) -> Result<Vec<String>, Status> {
+        if services.is_empty() {
+            return Ok(app.services.keys().cloned().collect());
+        }
+        for s in services {
+            if !app.services.contains_key(s) {
+                return Err(Status::not_found(format!(
+                    "project {:?} has no service {s:?}",
+                    app.name
+                )));
+            }
+        }
+        Ok(services.to_vec())
+    }
+
+    /// This node's containers of `project` (all services, or those in `services`).
+    async fn records(&self, project: &str, services: &[String]) -> Result<Vec<Record>, Status> {
+        let containers = self.node.agent.containers().clone();
+        let project = project.to_owned();
+        let services: BTreeSet<String> = services.iter().cloned().collect();
+        tokio::task::spawn_blocking(move || {
+            let mut records = containers
+                .records()
+                .map_err(|e| Status::internal(e.to_string()))?;
+            records.retain(|r| {
+                r.labels.get(LABEL_PROJECT) == Some(&project)
+                    && (services.is_empty()
+                        || r.labels
+                            .get(LABEL_SERVICE)
+                            .is_some_and(|s| services.contains(s)))
+            });
+            for r in &mut records {
+                containers.observe(r);
+            }
+            records.sort_by(|a, b| a.name.cmp(&b.name));
+            Ok(records)
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+    }
+
+    /// Waits until `done` holds on the applied state, or the deadline.
+    async fn wait_until(
+        &self,
+        deadline: Duration,
+        mut done: impl FnMut(&State) -> bool,
+    ) -> Result<(), Status> {
+        let mut changes = self.node.controller.watch();
+        let until = tokio::time::Instant::now() + deadline;
+        loop {
+            changes.borrow_and_update();
+            if self.node.controller.read(&mut done) {
+                return Ok(());
+            }
+            if tokio::time::timeout_at(until, changes.changed())
+                .await
+                .is_err()
+            {
+                return Err(Status::deadline_exceeded(
+                    "timed out waiting for the tasks to stop",
+                ));
+            }
+        }
+    }
+
+    fn grace(app: &AppSpec, services: &[String], timeout: Option<u32>) -> Duration {
+        let longest = services
+            .iter()
+            .filter_map(|s| app.services.get(s))
+            .map(|s| s.stop_grace_period)
+            .max()
+            .unwrap_or(10_000);
+        let grace = timeout.map(|t| u64::from(t) * 1000).unwrap_or(longest);
+        Duration::from_millis(grace) + STOP_SLACK
+    }
+
+    async fn stop_services(
+        &self,
+        app: &AppSpec,
+        services: &[String],
+        timeout: Option<u32>,
+    ) -> Result<(), Status> {
+        for service in services {
+            self.node
+                .controller
+                .propose(Command::StopService {
+                    app: app.name.clone(),
+                    service: service.clone(),
+                })
+                .await
+                .map_err(status)?;
+            self.node.events.app("stop", &app.name, service);
+        }
+        let name = app.name.clone();
+        let set: BTreeSet<String> = services.iter().cloned().collect();
+        self.wait_until(Self::grace(app, services, timeout), move |s| {
+            s.tasks
+                .values()
+                .all(|t| t.app != name || !set.contains(&t.service) || t.status.state.is_terminal())
+        })
+        .await
+    }
+}
+
+/// The services `wanted` and, unless `no_deps`, everything they depend on.
+fn with_dependencies(app: &AppSpec, wanted: &[String], no_deps: bool) -> BTreeSet<String> {
+    let mut out: BTreeSet<String> = wanted.iter().cloned().collect();
+    if no_deps {
+        return out;
+    }
+    let mut queue: Vec<String> = wanted.to_vec();
+    while let Some(name) = queue.pop() {
+        if let Some(service) = app.services.get(&name) {
+            for dep in service.depends_on.keys() {
+                if app.services.contains_key(dep) && out.insert(dep.clone()) {
+                    queue.push(dep.clone());
+                }
+            }
+        }
+    }
+    out
+}
+
+/// A forced recreation marks the hash with a suffix; the base hash is what `up` compares.
+fn base_hash(hash: &str) -> &str {
+    hash.split('~').next().unwrap_or(hash)
+}
+
+/// Builds the spec to deploy from the request and what is deployed now. Pure.
+pub(crate) fn plan_deploy(
+    request: &v1::DeployRequest,
+    existing: Option<&AppSpec>,
+    now: u64,
+) -> Result<(AppSpec, Vec<v1::ServiceChange>), Status> {
+    let options = request.options.clone().unwrap_or_default();
+    if options.no_start {
+        return Err(Status::invalid_argument(
+            "--no-start is not supported by berthd yet",
+        ));
+    }
+    if options.force_recreate && options.no_recreate {
+        return Err(Status::invalid_argument(
+            "--force-recreate and --no-recreate cannot be combined",
+        ));
+    }
+    let mut app: berth_spec::App = serde_json::from_str(&request.app_json)
+        .map_err(|e| Status::invalid_argument(format!("the app document does not parse: {e}")))?;
+    if app.name.is_empty() {
+        app.name = request.project.clone();
+    }
+    let scale: IndexMap<String, u32> = options.scale.iter().map(|(k, v)| (k.clone(), *v)).collect();
+    let mut spec = store::app_spec(&request.project, &app, &scale)
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+    spec.working_dir = request.working_dir.clone();
+    spec.config_files = request.config_files.clone();
+    if !options.pull.is_empty() {
+        let valid = ["always", "missing", "never", "build", "if_not_present"];
+        if !valid.contains(&options.pull.as_str()) {
+            return Err(Status::invalid_argument(format!(
+                "--pull {:?}: expected always, missing, never or build",
+                options.pull
+            )));
+        }
+        // After the hashes are taken: a pull override does not recreate anything.
+        if let Some(services) = spec
+            .document
+            .get_mut("services")
+            .and_then(|s| s.as_object_mut())
+        {
+            for service in services.values_mut() {
+                if let Some(service) = service.as_object_mut() {
+                    service.insert("pull_policy".into(), options.pull.clone().into());
+                }
+            }
+        }
+    }
+    let selected = if options.services.is_empty() {
+        None
+    } else {
+        for s in &options.services {
+            if !spec.services.contains_key(s) {
+                return Err(Status::not_found(format!("no such service: {s}")));
+            }
+        }
+        Some(with_dependencies(&spec, &options.services, options.no_deps))
+    };
+    let mut changes = Vec::new();
+    let names: Vec<String> = spec.services.keys().cloned().collect();
+    for name in names {
+        let old = existing.and_then(|e| e.services.get(&name));
+        if let Some(selected) = &selected {
+            if !selected.contains(&name) {
+                // Not asked for: keep what runs, or leave it out.
+                match old {
+                    Some(old) => {
+                        spec.services.insert(name.clone(), old.clone());
+                    }
+                    None => {
+                        spec.services.shift_remove(&name);
+                    }
+                }
+                continue;
+            }
+        }
+        let service = spec.services.get_mut(&name).expect("listed above");
+        let change = match old {
+            None => Change::Created,
+            Some(old) if options.force_recreate => {
+                service.config_hash = format!("{}~{now:x}", service.config_hash);
+                let _ = old;
+                Change::Recreated
+            }
+            Some(old) if options.no_recreate => {
+                service.config_hash = old.config_hash.clone();
+                Change::Unchanged
+            }
+            Some(old) if base_hash(&old.config_hash) == service.config_hash => {
+                service.config_hash = old.config_hash.clone();
+                Change::Unchanged
+            }
+            Some(_) => Change::Recreated,
+        };
+        changes.push(v1::ServiceChange {
+            service: name.clone(),
+            change: change as i32,
+            config_hash: service.config_hash.clone(),
+            replicas: service.replicas,
+        });
+    }
+    if let Some(existing) = existing {
+        for name in existing.services.keys() {
+            if !spec.services.contains_key(name) {
+                changes.push(v1::ServiceChange {
+                    service: name.clone(),
+                    change: Change::Removed as i32,
+                    config_hash: String::new(),
+                    replicas: 0,
+                });
+            }
+        }
+    }
+    Ok((spec, changes))
+}
+
+#[tonic::async_trait]
+impl Compose for ComposeService {
+    async fn deploy(
+        &self,
+        request: Request<v1::DeployRequest>,
+    ) -> Result<Response<v1::DeployResponse>, Status> {
+        self.node.metrics.api_requests.inc();
+        let request = request.into_inner();
+        if request.project.is_empty() {
+            return Err(Status::invalid_argument("no project name given"));
+        }
+        let existing = self
+            .node
+            .controller
+            .read(|s| s.apps.get(&request.project).map(|a| a.spec.clone()));
+        let (spec, changes) = plan_deploy(&request, existing.as_ref(), now_ms())?;
+        let restarted: Vec<String> = match &existing {
+            Some(e) => self.node.controller.read(|s| {
+                e.services
+                    .keys()
+                    .filter(|n| {
+                        s.service_record(&e.name, n)
+                            .is_some_and(|r| r.stopped_by_user)
+                    })
+                    .cloned()
+                    .collect()
+            }),
+            None => Vec::new(),
+        };
+        let orphans: Vec<String> = changes
+            .iter()
+            .filter(|c| c.change == Change::Removed as i32)
+            .map(|c| c.service.clone())
+            .collect();
+        self.node
+            .controller
+            .propose(Command::DeployApp(spec.clone()))
+            .await
+            .map_err(status)?;
+        // `up` starts services a `stop` left stopped, as Compose does.
+        for service in restarted {
+            if spec.services.contains_key(&service) {
+                self.node
+                    .controller
+                    .propose(Command::StartService {
+                        app: spec.name.clone(),
+                        service,
+                    })
+                    .await
+                    .map_err(status)?;
+            }
+        }
+        self.node.events.app("deploy", &spec.name, "");
+        Ok(Response::new(v1::DeployResponse {
+            project: spec.name,
+            services: changes,
+            orphans,
+        }))
+    }
+
+    async fn remove(
+        &self,
+        request: Request<v1::RemoveRequest>,
+    ) -> Result<Response<v1::RemoveResponse>, Status> {
+        self.node.metrics.api_requests.inc();
+        let request = request.into_inner();
+        let project = request.project.clone();
+        if project.is_empty() {
+            return Err(Status::invalid_argument("no project name given"));
+        }
+        let app = self
+            .node
+            .controller
+            .read(|s| s.apps.get(&project).map(|a| a.spec.clone()));
+        let containers: Vec<String> = self
+            .records(&project, &[])
+            .await?
+            .into_iter()
+            .map(|r| r.name)
+            .collect();
+        if let Some(app) = &app {
+            self.node
+                .controller
+                .propose(Command::RemoveApp {
+                    name: project.clone(),
+                })
+                .await
+                .map_err(status)?;
+            let services: Vec<String> = app.services.keys().cloned().collect();
+            let name = project.clone();
+            self.wait_until(
+                Self::grace(app, &services, request.timeout_seconds),
+                move |s| s.tasks.values().all(|t| t.app != name),
+            )
+            .await?;
+        }
+        // The agent removes containers of tasks that are gone; wait for that too, then
+        // remove the project's networks (and volumes).
+        let deadline = tokio::time::Instant::now() + STOP_SLACK;
+        loop {
+            if self.records(&project, &[]).await?.is_empty() {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Status::deadline_exceeded(format!(
+                    "containers of project {project:?} are still present"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let (networks, volumes) = self
+            .node
+            .agent
+            .remove_project(&project, request.remove_volumes)
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+        if app.is_none() && containers.is_empty() && networks.is_empty() && volumes.is_empty() {
+            return Err(Status::not_found(format!("no project named {project:?}")));
+        }
+        self.node.events.app("remove", &project, "");
+        Ok(Response::new(v1::RemoveResponse {
+            containers,
+            networks,
+            volumes,
+        }))
+    }
+
+    async fn scale(
+        &self,
+        request: Request<v1::ScaleRequest>,
+    ) -> Result<Response<v1::ScaleResponse>, Status> {
+        self.node.metrics.api_requests.inc();
+        let request = request.into_inner();
+        let app = self.app(&request.project)?;
+        let wanted: Vec<String> = request.replicas.keys().cloned().collect();
+        self.select(&app, &wanted)?;
+        let mut services = Vec::new();
+        for (service, replicas) in &request.replicas {
+            self.node
+                .controller
+                .propose(Command::ScaleService {
+                    app: app.name.clone(),
+                    service: service.clone(),
+                    replicas: *replicas,
+                })
+                .await
+                .map_err(status)?;
+            self.node.events.app("scale", &app.name, service);
+            services.push(v1::ServiceChange {
+                service: service.clone(),
+                change: Change::Unchanged as i32,
+                config_hash: app.services[service].config_hash.clone(),
+                replicas: *replicas,
+            });
+        }
+        Ok(Response::new(v1::ScaleResponse { services }))
+    }
+
+    async fn service_action(
+        &self,
+        request: Request<v1::ServiceActionRequest>,
+    ) -> Result<Response<v1::ServiceActionResponse>, Status> {
+        self.node.metrics.api_requests.inc();
+        let request = request.into_inner();
+        let app = self.app(&request.project)?;
+        let services = self.select(&app, &request.services)?;
+        let action = Action::try_from(request.action)
+            .map_err(|_| Status::invalid_argument("unknown action"))?;
+        let before: Vec<String> = self
+            .records(&app.name, &services)
+            .await?
+            .into_iter()
+            .map(|r| r.name)
+            .collect();
+        match action {
+            Action::Unspecified => return Err(Status::invalid_argument("no action given")),
+            Action::Start => {
+                for service in &services {
+                    self.node
+                        .controller
+                        .propose(Command::StartService {
+                            app: app.name.clone(),
+                            service: service.clone(),
+                        })
+                        .await
+                        .map_err(status)?;
+                    self.node.events.app("start", &app.name, service);
+                }
+            }
+            Action::Stop => {
+                self.stop_services(&app, &services, request.timeout_seconds)
+                    .await?
+            }
+            Action::Restart => {
+                self.stop_services(&app, &services, request.timeout_seconds)
+                    .await?;
+                for service in &services {
+                    self.node
+                        .controller
+                        .propose(Command::StartService {
+                            app: app.name.clone(),
+                            service: service.clone(),
+                        })
+                        .await
+                        .map_err(status)?;
+                    self.node.events.app("restart", &app.name, service);
+                }
+            }
+            Action::Kill => {
+                let signal = if request.signal.is_empty() {
+                    "SIGKILL".to_owned()
+                } else {
+                    request.signal.clone()
+                };
+                let number = berth_node_agent::container::parse_signal(&signal)
+                    .map_err(|e| Status::invalid_argument(e.to_string()))?;
+                let containers = self.node.agent.containers().clone();
+                let running: Vec<Record> = self
+                    .records(&app.name, &services)
+                    .await?
+                    .into_iter()
+                    .filter(|r| r.state.status == berth_node_agent::container::Status::Running)
+                    .collect();
+                let names: Vec<String> = running.iter().map(|r| r.name.clone()).collect();
+                tokio::task::spawn_blocking(move || {
+                    for r in running {
+                        containers
+                            .kill(&r.id, number)
+                            .map_err(|e| Status::internal(e.to_string()))?;
+                    }
+                    Ok::<_, Status>(())
+                })
+                .await
+                .map_err(|e| Status::internal(e.to_string()))??;
+                return Ok(Response::new(v1::ServiceActionResponse {
+                    containers: names,
+                }));
+            }
+            Action::Pause | Action::Unpause => {
+                return Err(Status::unimplemented(
+                    "pause and unpause are not supported by berth's container layer yet",
+                ));
+            }
+        }
+        Ok(Response::new(v1::ServiceActionResponse {
+            containers: before,
+        }))
+    }
+
+    async fn list_apps(
+        &self,
+        request: Request<v1::ListAppsRequest>,
+    ) -> Result<Response<v1::ListAppsResponse>, Status> {
+        self.node.metrics.api_requests.inc();
+        let all = request.into_inner().all;
+        let apps = self.node.controller.read(|s| {
+            s.apps
+                .values()
+                .map(|a| {
+                    let mut counts: BTreeMap<&'static str, u32> = BTreeMap::new();
+                    let mut tasks = 0;
+                    for t in s
+                        .tasks
+                        .values()
+                        .filter(|t| t.app == a.spec.name && current(t))
+                    {
+                        tasks += 1;
+                        *counts.entry(compose_status(t.status.state)).or_default() += 1;
+                    }
+                    let running = counts.get("running").copied().unwrap_or(0);
+                    let status = counts
+                        .iter()
+                        .map(|(k, v)| format!("{k}({v})"))
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    v1::AppSummary {
+                        name: a.spec.name.clone(),
+                        status,
+                        config_files: a.spec.config_files.clone(),
+                        working_dir: a.spec.working_dir.clone(),
+                        services: a.spec.services.len() as u32,
+                        running,
+                        tasks,
+                    }
+                })
+                .filter(|a| all || a.running > 0)
+                .collect()
+        });
+        Ok(Response::new(v1::ListAppsResponse { apps }))
+    }
+
+    async fn ps(
+        &self,
+        request: Request<v1::PsRequest>,
+    ) -> Result<Response<v1::PsResponse>, Status> {
+        self.node.metrics.api_requests.inc();
+        let request = request.into_inner();
+        let app = self.app(&request.project)?;
+        let services: BTreeSet<String> =
+            self.select(&app, &request.services)?.into_iter().collect();
+        let records = convert::by_task(self.records(&app.name, &[]).await?, &app.name);
+        let tasks = self.node.controller.read(|s| {
+            let mut tasks: Vec<&Task> = s
+                .tasks
+                .values()
+                .filter(|t| t.app == app.name && services.contains(&t.service))
+                .filter(|t| request.all || current(t))
+                .collect();
+            tasks.sort_by(|a, b| {
+                (&a.service, a.slot, a.created_at).cmp(&(&b.service, b.slot, b.created_at))
+            });
+            tasks
+                .into_iter()
+                .map(|t| {
+                    let image = app
+                        .services
+                        .get(&t.service)
+                        .map(|s| s.image.as_str())
+                        .unwrap_or("");
+                    convert::task(t, image, records.get(&t.id))
+                })
+                .collect()
+        });
+        Ok(Response::new(v1::PsResponse { tasks }))
+    }
+
+    type LogsStream = Streamed<v1::LogLine>;
+
+    async fn logs(
+        &self,
+        request: Request<v1::LogsRequest>,
+    ) -> Result<Response<Self::LogsStream>, Status> {
+        self.node.metrics.api_requests.inc();
+        let request = request.into_inner();
+        let app = self.app(&request.project)?;
+        let services = self.select(&app, &request.services)?;
+        let records = self.records(&app.name, &services).await?;
+        let (tx, rx) = mpsc::channel(256);
+        let options = LogOptions {
+            follow: request.follow,
+            tail: request.tail.map(|n| n as usize),
+            since: request.since.map(crate::timefmt::format_ms),
+        };
+        for record in records {
+            let containers = self.node.agent.containers().clone();
+            let tx = tx.clone();
+            let options = options.clone();
+            let until = request.until;
+            let service = record
+                .labels
+                .get(LABEL_SERVICE)
+                .cloned()
+                .unwrap_or_default();
+            let task_id = record.labels.get(LABEL_TASK).cloned().unwrap_or_default();
+            // The container layer reads and follows logs with blocking I/O.
+            tokio::task::spawn_blocking(move || {
+                let result = containers.logs(&record.id, &options, |line| {
+                    let timestamp = crate::timefmt::parse_ms(&line.time).unwrap_or(0);
+                    if until.is_some_and(|u| timestamp > u) {
+                        return !tx.is_closed();
+                    }
+                    let stream = match line.stream {
+                        berth_shim::log::Stream::Stdout => v1::Stream::Stdout,
+                        berth_shim::log::Stream::Stderr => v1::Stream::Stderr,
+                    };
+                    let text = line.log.strip_suffix('\n').unwrap_or(&line.log);
+                    tx.blocking_send(Ok(v1::LogLine {
+                        container_name: record.name.clone(),
+                        service: service.clone(),
+                        stream: stream as i32,
+                        timestamp,
+                        line: text.as_bytes().to_vec(),
+                        task_id: task_id.clone(),
+                    }))
+                    .is_ok()
+                });
+                if let Err(e) = result {
+                    let _ = tx.blocking_send(Err(Status::internal(e.to_string())));
+                }
+            });
+        }
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    type EventsStream = Streamed<v1::Event>;
+
+    async fn events(
+        &self,
+        request: Request<v1::EventsRequest>,
+    ) -> Result<Response<Self::EventsStream>, Status> {
+        self.node.metrics.api_requests.inc();
+        let request = request.into_inner();
+        let mut events = self.node.events.subscribe();
+        let (tx, rx) = mpsc::channel(256);
+        tokio::spawn(async move {
+            loop {
+                let event = match events.recv().await {
+                    Ok(event) => event,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                };
+                if !request.project.is_empty() && event.project != request.project {
+                    continue;
+                }
+                if !request.services.is_empty() && !request.services.contains(&event.service) {
+                    continue;
+                }
+                if tx.send(Ok(event)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn top(
+        &self,
+        request: Request<v1::TopRequest>,
+    ) -> Result<Response<v1::TopResponse>, Status> {
+        self.node.metrics.api_requests.inc();
+        let request = request.into_inner();
+        let app = self.app(&request.project)?;
+        let services = self.select(&app, &request.services)?;
+        let records: Vec<Record> = self
+            .records(&app.name, &services)
+            .await?
+            .into_iter()
+            .filter(|r| r.state.status == berth_node_agent::container::Status::Running)
+            .collect();
+        let containers = self.node.agent.containers().clone();
+        let out = tokio::task::spawn_blocking(move || {
+            let mut out = Vec::new();
+            for r in records {
+                let Ok(processes) = containers.top(&r.id) else {
+                    continue; // it stopped meanwhile
+                };
+                out.push(v1::ContainerProcesses {
+                    container_name: r.name.clone(),
+                    service: r.labels.get(LABEL_SERVICE).cloned().unwrap_or_default(),
+                    titles: ["UID", "PID", "PPID", "CMD"].map(String::from).to_vec(),
+                    processes: processes
+                        .into_iter()
+                        .map(|p| v1::ProcessRow {
+                            fields: vec![
+                                p.uid.to_string(),
+                                p.pid.to_string(),
+                                p.ppid.to_string(),
+                                p.command,
+                            ],
+                        })
+                        .collect(),
+                });
+            }
+            out
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(v1::TopResponse { containers: out }))
+    }
+
+    async fn port(
+        &self,
+        request: Request<v1::PortRequest>,
+    ) -> Result<Response<v1::PortResponse>, Status> {
+        self.node.metrics.api_requests.inc();
+        let request = request.into_inner();
+        let app = self.app(&request.project)?;
+        self.select(&app, std::slice::from_ref(&request.service))?;
+        let protocol = if request.protocol.is_empty() {
+            "tcp".to_owned()
+        } else {
+            request.protocol.clone()
+        };
+        let index = request.index.max(1);
+        let records = self
+            .records(&app.name, std::slice::from_ref(&request.service))
+            .await?;
+        let record = records
+            .iter()
+            .find(|r| {
+                r.labels
+                    .get("com.docker.compose.container-number")
+                    .and_then(|n| n.parse::<u32>().ok())
+                    == Some(index)
+            })
+            .or_else(|| records.get(index as usize - 1))
+            .ok_or_else(|| {
+                Status::not_found(format!(
+                    "service {:?} has no container number {index}",
+                    request.service
+                ))
+            })?;
+        let bindings: Vec<v1::PortBinding> = convert::ports(record)
+            .into_iter()
+            .filter(|p| p.container_port == request.private_port && p.protocol == protocol)
+            .collect();
+        if bindings.is_empty() {
+            return Err(Status::not_found(format!(
+                "no port {}/{protocol} is published for {}",
+                request.private_port, record.name
+            )));
+        }
+        Ok(Response::new(v1::PortResponse { bindings }))
+    }
+
+    async fn images(
+        &self,
+        request: Request<v1::ImagesRequest>,
+    ) -> Result<Response<v1::ImagesResponse>, Status> {
+        self.node.metrics.api_requests.inc();
+        let request = request.into_inner();
+        let app = self.app(&request.project)?;
+        let services = self.select(&app, &request.services)?;
+        let images = self
+            .records(&app.name, &services)
+            .await?
+            .into_iter()
+            .map(|r| v1::ImageUsage {
+                container_name: r.name.clone(),
+                service: r.labels.get(LABEL_SERVICE).cloned().unwrap_or_default(),
+                reference: r.image.clone(),
+                image_id: r.image_id.clone(),
+                size: 0,
+            })
+            .collect();
+        Ok(Response::new(v1::ImagesResponse { images }))
+    }
+
+    async fn wait(
+        &self,
+        request: Request<v1::WaitRequest>,
+    ) -> Result<Response<v1::WaitResponse>, Status> {
+        self.node.metrics.api_requests.inc();
+        let request = request.into_inner();
+        let app = self.app(&request.project)?;
+        let services: BTreeSet<String> =
+            self.select(&app, &request.services)?.into_iter().collect();
+        let mut changes = self.node.controller.watch();
+        // The tasks current at the start; the call answers when they have all ended.
+        let watched: Vec<String> = self.node.controller.read(|s| {
+            s.tasks
+                .values()
+                .filter(|t| t.app == app.name && services.contains(&t.service) && current(t))
+                .map(|t| t.id.clone())
+                .collect()
+        });
+        let exits = loop {
+            changes.borrow_and_update();
+            let done = self.node.controller.read(|s| {
+                let mut exits = Vec::new();
+                for id in &watched {
+                    match s.tasks.get(id) {
+                        Some(t) if !t.status.state.is_terminal() => return None,
+                        Some(t) => exits.push((t.clone(), t.status.exit_code.unwrap_or(-1))),
+                        None => {}
+                    }
+                }
+                Some(exits)
+            });
+            if let Some(exits) = done {
+                break exits;
+            }
+            if changes.changed().await.is_err() {
+                return Err(Status::unavailable("the daemon is shutting down"));
+            }
+        };
+        let names: HashMap<String, Record> =
+            convert::by_task(self.records(&app.name, &[]).await?, &app.name);
+        let exits = exits
+            .into_iter()
+            .map(|(t, code)| v1::ContainerExit {
+                container_name: names
+                    .get(&t.id)
+                    .map(|r| r.name.clone())
+                    .unwrap_or_else(|| format!("{}-{}-{}", t.app, t.service, t.slot.unwrap_or(0))),
+                service: t.service.clone(),
+                exit_code: code,
+            })
+            .collect();
+        if request.down_project {
+            self.remove(Request::new(v1::RemoveRequest {
+                project: app.name.clone(),
+                ..v1::RemoveRequest::default()
+            }))
+            .await?;
+        }
+        Ok(Response::new(v1::WaitResponse { exits }))
+    }
+}
+
+/// The task a slot currently stands for: wanted, or not yet stopped.
+fn current(t: &Task) -> bool {
+    t.is_live() || (!t.status.state.is_terminal() && t.desired != DesiredState::Remove)
+}
+
+/// Compose's words for a container's state in `ls`.
+fn compose_status(state: TaskState) -> &'static str {
+    match state {
+        TaskState::Running => "running",
+        TaskState::Complete | TaskState::Failed | TaskState::Shutdown => "exited",
+        TaskState::Rejected | TaskState::Orphaned => "dead",
+        _ => "created",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(app: serde_json::Value, options: v1::DeployOptions) -> v1::DeployRequest {
+        v1::DeployRequest {
+            project: "p".into(),
+            app_json: app.to_string(),
+            working_dir: "/src".into(),
+            config_files: vec!["/src/compose.yaml".into()],
+            options: Some(options),
+        }
+    }
+
+    fn change(changes: &[v1::ServiceChange], service: &str) -> Change {
+        let c = changes.iter().find(|c| c.service == service).unwrap();
+        Change::try_from(c.change).unwrap()
+    }
+
+    #[test]
+    fn deploy_plans_converge_by_hash() {
+        let one =
+            serde_json::json!({"services": {"a": {"image": "busybox"}, "b": {"image": "busybox"}}});
+        let (first, changes) = plan_deploy(&request(one, Default::default()), None, 1).unwrap();
+        assert_eq!(change(&changes, "a"), Change::Created);
+        assert_eq!(first.working_dir, "/src");
+
+        let two = serde_json::json!({"services": {"a": {"image": "busybox", "command": ["true"]},
+                                                  "b": {"image": "busybox"}}});
+        let (second, changes) =
+            plan_deploy(&request(two.clone(), Default::default()), Some(&first), 2).unwrap();
+        assert_eq!(change(&changes, "a"), Change::Recreated);
+        assert_eq!(change(&changes, "b"), Change::Unchanged);
+
+        let force = v1::DeployOptions {
+            force_recreate: true,
+            ..Default::default()
+        };
+        let (forced, changes) =
+            plan_deploy(&request(two.clone(), force), Some(&second), 3).unwrap();
+        assert_eq!(change(&changes, "b"), Change::Recreated);
+        assert_ne!(
+            forced.services["b"].config_hash,
+            second.services["b"].config_hash
+        );
+        // The next plain `up` keeps the forced hash: nothing is recreated again.
+        let (after, changes) =
+            plan_deploy(&request(two.clone(), Default::default()), Some(&forced), 4).unwrap();
+        assert_eq!(change(&changes, "b"), Change::Unchanged);
+        assert_eq!(
+            after.services["b"].config_hash,
+            forced.services["b"].config_hash
+        );
+
+        let three = serde_json::json!({"services": {"a": {"image": "busybox"}}});
+        let (_, changes) =
+            plan_deploy(&request(three, Default::default()), Some(&after), 5).unwrap();
+        assert_eq!(change(&changes, "b"), Change::Removed);
+    }
+
+    #[test]
+    fn deploy_options_select_and_override() {
+        let app = serde_json::json!({"services": {
+            "db": {"image": "busybox"},
+            "web": {"image": "busybox", "depends_on": ["db"]},
+            "other": {"image": "busybox"}
+        }});
+        let only_web = v1::DeployOptions {
+            services: vec!["web".into()],
+            scale: [("web".to_owned(), 3)].into(),
+            pull: "never".into(),
+            ..Default::default()
+        };
+        let (spec, _) = plan_deploy(&request(app.clone(), only_web), None, 1).unwrap();
+        let names: Vec<&String> = spec.services.keys().collect();
+        assert_eq!(names, ["db", "web"]);
+        assert_eq!(spec.services["web"].replicas, 3);
+        assert_eq!(spec.document["services"]["db"]["pull_policy"], "never");
+
+        let no_deps = v1::DeployOptions {
+            services: vec!["web".into()],
+            no_deps: true,
+            ..Default::default()
+        };
+        let (spec, _) = plan_deploy(&request(app.clone(), no_deps), None, 1).unwrap();
+        assert_eq!(spec.services.keys().collect::<Vec<_>>(), ["web"]);
+
+        let bad = v1::DeployOptions {
+            services: vec!["nope".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            plan_deploy(&request(app.clone(), bad), None, 1)
+                .unwrap_err()
+                .code(),
+            tonic::Code::NotFound
+        );
+        let err = plan_deploy(
+            &v1::DeployRequest {
+                app_json: "{".into(),
+                ..request(app, Default::default())
+            },
+            None,
+            1,
+        )
+        .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    }
+}

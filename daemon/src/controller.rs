@@ -1,0 +1,240 @@
+//! The controller role of berthd: a Raft member over `<data-root>/raft` holding the store,
+//! the one path by which anything changes it ([`Controller::propose`]), and the loop that
+//! keeps the desired shape real — after every applied change, and when a back-off ends
+//! (`orchestrator::next_wakeup`), it runs the orchestrator, then the scheduler, and proposes
+//! what they return.
+//!
+//! It reads only the applied state and never touches containers: that is the dispatcher's
+//! and the agent's job.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use berth_controller::orchestrator;
+use berth_controller::raft_node::{NoPeers, RaftConfig, RaftError, RaftHandle, Status};
+use berth_controller::scheduler;
+use berth_controller::store::{self, Applied, ApplyError, Command, State, Timestamp};
+use tokio::sync::watch;
+
+use crate::metrics::Metrics;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerError {
+    #[error("opening the controller state in {dir}: {source}")]
+    Open {
+        dir: std::path::PathBuf,
+        #[source]
+        source: RaftError,
+    },
+    #[error("create directory {dir}: {source}")]
+    CreateDir {
+        dir: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Raft(#[from] RaftError),
+    #[error("{0}")]
+    Refused(#[from] ApplyError),
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> Timestamp {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The controller of this node.
+pub struct Controller {
+    raft: RaftHandle<State>,
+    node_id: String,
+    /// Task ids: a counter first (so ids differ in their first characters, which the agent
+    /// uses for names), then a random prefix drawn at start (so ids differ across restarts).
+    counter: AtomicU64,
+    salt: String,
+    metrics: Arc<Metrics>,
+}
+
+impl Controller {
+    /// Opens (or creates) the Raft member in `dir` and waits until it leads its group.
+    pub async fn open(
+        dir: &Path,
+        node_id: &str,
+        metrics: Arc<Metrics>,
+    ) -> Result<Arc<Controller>, ControllerError> {
+        std::fs::create_dir_all(dir).map_err(|source| ControllerError::CreateDir {
+            dir: dir.to_owned(),
+            source,
+        })?;
+        let config = RaftConfig::single(1, dir.to_owned());
+        let raft = RaftHandle::start(config, State::default(), NoPeers).map_err(|source| {
+            ControllerError::Open {
+                dir: dir.to_owned(),
+                source,
+            }
+        })?;
+        let salt = salt();
+        let controller = Arc::new(Controller {
+            raft,
+            node_id: node_id.to_owned(),
+            counter: AtomicU64::new(1),
+            salt,
+            metrics,
+        });
+        let mut watch = controller.raft.watch();
+        // A sole voter elects itself at once; wait for that so the first proposal succeeds.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !watch.borrow_and_update().is_leader {
+            if tokio::time::timeout_at(deadline, watch.changed())
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+        Ok(controller)
+    }
+
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    /// Proposes one command; answers once it is committed and applied here.
+    pub async fn propose(&self, command: Command) -> Result<Applied, ControllerError> {
+        let kind = command_kind(&command);
+        let reply = self.raft.propose(store::encode(&command)).await?;
+        self.metrics.proposals.inc();
+        let applied = store::decode_reply(&reply);
+        if let Err(e) = &applied {
+            self.metrics.refused.inc();
+            tracing::debug!(command = kind, error = %e, "command refused");
+        }
+        Ok(applied?)
+    }
+
+    /// Reads the applied state.
+    pub fn read<R>(&self, f: impl FnOnce(&State) -> R) -> R {
+        self.raft.read(f)
+    }
+
+    pub fn status(&self) -> Status {
+        self.raft.status()
+    }
+
+    /// Wakes on every applied change.
+    pub fn watch(&self) -> watch::Receiver<Status> {
+        self.raft.watch()
+    }
+
+    /// A fresh task id.
+    pub fn next_id(&self) -> String {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        format!("{n:06x}{}", self.salt)
+    }
+
+    /// Runs the orchestrator and the scheduler until `shutdown` turns true.
+    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let mut changes = self.watch();
+        loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            changes.borrow_and_update();
+            let mut wait = None;
+            if self.status().is_leader {
+                match self.converge().await {
+                    Ok(()) => {}
+                    Err(e) => {
+                        // A refused or failed proposal must not spin the loop: try again
+                        // on the next change or after a pause.
+                        tracing::warn!(error = %e, "controller pass failed");
+                        wait = Some(Duration::from_secs(1));
+                    }
+                }
+            }
+            let now = now_ms();
+            let wakeup = self.read(|s| orchestrator::next_wakeup(s, now));
+            let until_wakeup = wakeup.map(|at| Duration::from_millis(at.saturating_sub(now)));
+            let sleep = match (wait, until_wakeup) {
+                (Some(a), Some(b)) => a.min(b),
+                (a, b) => a.or(b).unwrap_or(Duration::from_secs(60)),
+            };
+            tokio::select! {
+                _ = changes.changed() => {}
+                _ = tokio::time::sleep(sleep) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+    }
+
+    /// One pass: orchestrator until it has nothing to say, then the scheduler, repeated
+    /// until both are quiet (bounded, in case two decisions keep undoing each other).
+    async fn converge(&self) -> Result<(), ControllerError> {
+        for _ in 0..64 {
+            let now = now_ms();
+            let commands = self.read(|s| {
+                let mut ids = || self.next_id();
+                let commands = orchestrator::reconcile(s, now, &mut ids);
+                if commands.is_empty() {
+                    scheduler::plan(s)
+                } else {
+                    commands
+                }
+            });
+            if commands.is_empty() {
+                return Ok(());
+            }
+            self.metrics.reconciles.inc();
+            for command in commands {
+                let kind = command_kind(&command);
+                let applied = self.propose(command).await?;
+                for rejected in &applied.rejected {
+                    tracing::debug!(command = kind, reason = %rejected, "entry skipped");
+                }
+            }
+        }
+        tracing::warn!("the orchestrator and scheduler did not settle in 64 rounds");
+        Ok(())
+    }
+}
+
+fn command_kind(command: &Command) -> &'static str {
+    match command {
+        Command::DeployApp(_) => "deploy_app",
+        Command::RemoveApp { .. } => "remove_app",
+        Command::ScaleService { .. } => "scale_service",
+        Command::RegisterNode(_) => "register_node",
+        Command::UpdateNode { .. } => "update_node",
+        Command::RemoveNode { .. } => "remove_node",
+        Command::NodeStatus { .. } => "node_status",
+        Command::CreateTasks(_) => "create_tasks",
+        Command::AssignTasks(_) => "assign_tasks",
+        Command::SetDesired(_) => "set_desired",
+        Command::TaskStatusUpdate(_) => "task_status_update",
+        Command::RemoveTasks(_) => "remove_tasks",
+        Command::MarkUnplaceable(_) => "mark_unplaceable",
+        Command::HoldTasks(_) => "hold_tasks",
+        Command::StopService { .. } => "stop_service",
+        Command::StartService { .. } => "start_service",
+        Command::DaemonRestarted => "daemon_restarted",
+        Command::SetUpdateState { .. } => "set_update_state",
+        Command::RollbackService { .. } => "rollback_service",
+    }
+}
+
+fn salt() -> String {
+    use std::io::Read;
+    let mut bytes = [0u8; 5];
+    let ok = std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .is_ok();
+    if !ok {
+        // Without randomness, the clock still separates one start from the next.
+        bytes.copy_from_slice(&now_ms().to_le_bytes()[..5]);
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

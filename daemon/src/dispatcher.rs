@@ -1,0 +1,304 @@
+//! The dispatcher: between the controller's store and the node agents. For every node it
+//! keeps the set of tasks assigned there (with desired state and the app document) and
+//! publishes it whenever it changes; it turns the agents' status reports into batched
+//! `Command::TaskStatusUpdate`s.
+//!
+//! Written for many nodes: an agent opens a [`Session`] for its node id and consumes it. The
+//! embedded default runs the one local agent in-process over the same interface; a remote
+//! agent would carry the same two flows over the network. The dispatcher never touches a
+//! container.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use berth_controller::store::{NodeId, State, Task, TaskId, TaskState, TaskStatus};
+use tokio::sync::{mpsc, watch};
+
+use crate::controller::Controller;
+use crate::events::Events;
+use crate::metrics::Metrics;
+
+/// One task as the agent of its node receives it.
+#[derive(Debug, Clone)]
+pub struct NodeTask {
+    pub task: Task,
+    /// The app's canonical Compose model (shared by every task of the app).
+    pub app: Arc<berth_spec::App>,
+    pub working_dir: String,
+    pub config_files: Vec<String>,
+}
+
+/// The tasks of one node; replaced whole on every change.
+pub type Assignments = Arc<Vec<NodeTask>>;
+
+/// An agent's connection to the dispatcher.
+pub struct Session {
+    /// The node's whole desired set; the agent applies each new value idempotently.
+    pub assignments: watch::Receiver<Assignments>,
+    /// Where the agent sends what it observes.
+    pub reports: mpsc::Sender<(TaskId, TaskStatus)>,
+}
+
+pub struct Dispatcher {
+    controller: Arc<Controller>,
+    nodes: Mutex<HashMap<NodeId, watch::Sender<Assignments>>>,
+    /// Parsed app documents, by app name, with the JSON they were parsed from. Kept after an
+    /// app is removed so its tasks can still be stopped with the model they ran with.
+    apps: Mutex<HashMap<String, (serde_json::Value, Arc<berth_spec::App>)>>,
+    reports: mpsc::Sender<(TaskId, TaskStatus)>,
+}
+
+/// What a task's app contributes to its assignment: document, working dir, config files.
+type AppSource = (serde_json::Value, String, Vec<String>);
+
+/// Reports arriving within this window after the first are proposed together.
+const BATCH_WINDOW: Duration = Duration::from_millis(20);
+const BATCH_MAX: usize = 512;
+
+impl Dispatcher {
+    /// Starts the publishing and batching loops; they end when `shutdown` turns true.
+    pub fn start(
+        controller: Arc<Controller>,
+        events: Arc<Events>,
+        metrics: Arc<Metrics>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Arc<Dispatcher> {
+        let (reports, inbox) = mpsc::channel(4096);
+        let dispatcher = Arc::new(Dispatcher {
+            controller: controller.clone(),
+            nodes: Mutex::new(HashMap::new()),
+            apps: Mutex::new(HashMap::new()),
+            reports,
+        });
+        tokio::spawn(publish_loop(dispatcher.clone(), shutdown.clone()));
+        tokio::spawn(batch_loop(controller, events, metrics, inbox, shutdown));
+        dispatcher
+    }
+
+    /// Opens the session of `node`: its current assignments at once, then every change.
+    pub fn session(&self, node: &str) -> Session {
+        let current = self.assignments_of(node);
+        let mut nodes = self.nodes.lock().unwrap_or_else(|e| e.into_inner());
+        let sender = nodes
+            .entry(node.to_owned())
+            .or_insert_with(|| watch::channel(Arc::new(Vec::new())).0);
+        sender.send_replace(current);
+        Session {
+            assignments: sender.subscribe(),
+            reports: self.reports.clone(),
+        }
+    }
+
+    fn publish(&self) {
+        let nodes: Vec<NodeId> = {
+            let nodes = self.nodes.lock().unwrap_or_else(|e| e.into_inner());
+            nodes.keys().cloned().collect()
+        };
+        for node in nodes {
+            let current = self.assignments_of(&node);
+            let nodes = self.nodes.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(sender) = nodes.get(&node) {
+                sender.send_if_modified(|seen| {
+                    if same_assignments(seen, &current) {
+                        false
+                    } else {
+                        *seen = current;
+                        true
+                    }
+                });
+            }
+        }
+    }
+
+    /// The tasks `node` should hold: every live task placed there, and every task that
+    /// must still be stopped or removed. A task that is not wanted and already ended is
+    /// left out, so the agent removes its container.
+    fn assignments_of(&self, node: &str) -> Assignments {
+        let picked: Vec<(Task, Option<AppSource>)> = self.controller.read(|state: &State| {
+            state
+                .tasks
+                .values()
+                .filter(|t| t.node.as_deref() == Some(node))
+                .filter(|t| t.is_live() || !t.status.state.is_terminal())
+                .map(|t| {
+                    let app = state.apps.get(&t.app).map(|a| {
+                        (
+                            a.spec.document.clone(),
+                            a.spec.working_dir.clone(),
+                            a.spec.config_files.clone(),
+                        )
+                    });
+                    (t.clone(), app)
+                })
+                .collect()
+        });
+        let mut out = Vec::with_capacity(picked.len());
+        let mut apps = self.apps.lock().unwrap_or_else(|e| e.into_inner());
+        let mut dirs: BTreeMap<String, (String, Vec<String>)> = BTreeMap::new();
+        for (task, app) in picked {
+            if let Some((document, dir, files)) = app {
+                let fresh = apps
+                    .get(&task.app)
+                    .is_none_or(|(seen, _)| *seen != document);
+                if fresh {
+                    match serde_json::from_value::<berth_spec::App>(document.clone()) {
+                        Ok(parsed) => {
+                            apps.insert(task.app.clone(), (document, Arc::new(parsed)));
+                        }
+                        Err(e) => {
+                            tracing::error!(app = %task.app, error = %e, "the app document does not parse");
+                        }
+                    }
+                }
+                dirs.insert(task.app.clone(), (dir, files));
+            }
+            let model = apps
+                .get(&task.app)
+                .map(|(_, a)| a.clone())
+                .unwrap_or_else(|| {
+                    Arc::new(berth_spec::App {
+                        name: task.app.clone(),
+                        ..berth_spec::App::default()
+                    })
+                });
+            let (working_dir, config_files) = dirs.get(&task.app).cloned().unwrap_or_default();
+            out.push(NodeTask {
+                task,
+                app: model,
+                working_dir,
+                config_files,
+            });
+        }
+        Arc::new(out)
+    }
+}
+
+/// Whether two sets ask the agent for the same thing (the observed status, which changes
+/// on every report, does not count).
+fn same_assignments(a: &[NodeTask], b: &[NodeTask]) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b).all(|(x, y)| {
+            x.task.id == y.task.id
+                && x.task.desired == y.task.desired
+                && x.task.spec_hash == y.task.spec_hash
+                && x.task.restart_count == y.task.restart_count
+                && Arc::ptr_eq(&x.app, &y.app)
+        })
+}
+
+async fn publish_loop(dispatcher: Arc<Dispatcher>, mut shutdown: watch::Receiver<bool>) {
+    let mut changes = dispatcher.controller.watch();
+    loop {
+        changes.borrow_and_update();
+        dispatcher.publish();
+        tokio::select! {
+            r = changes.changed() => if r.is_err() { return },
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+async fn batch_loop(
+    controller: Arc<Controller>,
+    events: Arc<Events>,
+    metrics: Arc<Metrics>,
+    mut inbox: mpsc::Receiver<(TaskId, TaskStatus)>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let first = tokio::select! {
+            r = inbox.recv() => match r { Some(r) => r, None => return },
+            _ = shutdown.changed() => return,
+        };
+        let mut batch = vec![first];
+        let deadline = tokio::time::Instant::now() + BATCH_WINDOW;
+        while batch.len() < BATCH_MAX {
+            match tokio::time::timeout_at(deadline, inbox.recv()).await {
+                Ok(Some(report)) => batch.push(report),
+                _ => break,
+            }
+        }
+        metrics.status_reports.add(batch.len() as u64);
+        let updates = coalesce(batch);
+        for (id, status) in &updates {
+            events.task_status(&controller, id, status);
+        }
+        match controller
+            .propose(berth_controller::store::Command::TaskStatusUpdate(updates))
+            .await
+        {
+            Ok(applied) => {
+                for rejected in applied.rejected {
+                    tracing::debug!(reason = %rejected, "stale task status skipped");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "task status update failed"),
+        }
+    }
+}
+
+/// Keeps only the latest report of each task, in arrival order of their first report, and
+/// drops reports that would move a task backwards within the batch.
+fn coalesce(batch: Vec<(TaskId, TaskStatus)>) -> Vec<(TaskId, TaskStatus)> {
+    let mut order: Vec<TaskId> = Vec::new();
+    let mut latest: HashMap<TaskId, TaskStatus> = HashMap::new();
+    for (id, status) in batch {
+        match latest.get(&id) {
+            None => {
+                order.push(id.clone());
+                latest.insert(id, status);
+            }
+            Some(seen) if status.state >= seen.state => {
+                latest.insert(id, status);
+            }
+            Some(_) => {}
+        }
+    }
+    order
+        .into_iter()
+        .filter_map(|id| latest.remove(&id).map(|s| (id, s)))
+        .collect()
+}
+
+/// An observed state in a word, for events and `ps`.
+pub fn state_word(state: TaskState) -> &'static str {
+    match state {
+        TaskState::New => "new",
+        TaskState::Pending => "pending",
+        TaskState::Assigned => "assigned",
+        TaskState::Preparing => "preparing",
+        TaskState::Starting => "starting",
+        TaskState::Running => "running",
+        TaskState::Complete => "complete",
+        TaskState::Failed => "failed",
+        TaskState::Shutdown => "shutdown",
+        TaskState::Rejected => "rejected",
+        TaskState::Orphaned => "orphaned",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(state: TaskState, at: u64) -> TaskStatus {
+        TaskStatus::new(state, at)
+    }
+
+    #[test]
+    fn a_batch_keeps_each_tasks_latest_forward_report() {
+        let batch = vec![
+            ("a".to_owned(), status(TaskState::Preparing, 1)),
+            ("b".to_owned(), status(TaskState::Running, 2)),
+            ("a".to_owned(), status(TaskState::Running, 3)),
+            ("a".to_owned(), status(TaskState::Starting, 4)),
+        ];
+        let out = coalesce(batch);
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0].0, "a");
+        assert_eq!(out[0].1.state, TaskState::Running);
+        assert_eq!(out[0].1.timestamp, 3);
+        assert_eq!(out[1].0, "b");
+    }
+}

@@ -1,0 +1,165 @@
+//! berthd: one node of berth. The controller role (a Raft member holding the store, the
+//! orchestrator and scheduler loop, the dispatcher) and the agent role (the worker that
+//! turns assignments into containers) in one process, behind the `berth.v1` gRPC API.
+//!
+//! [`run`] wires them in order: lock the data root, open the Raft member, register this
+//! node and note the restart, open the worker (which adopts running containers), connect it
+//! to the dispatcher, start the controller loop, serve the API; on SIGTERM/SIGINT it stops
+//! serving and returns without stopping any container — each is supervised by its shim.
+
+pub mod agent;
+pub mod api;
+pub mod controller;
+pub mod dispatcher;
+pub mod events;
+pub mod host;
+pub mod lock;
+pub mod metrics;
+pub mod server;
+pub mod timefmt;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use berth_controller::store::{Command, TaskState};
+use tokio::sync::watch;
+
+use crate::agent::Agent;
+use crate::controller::{Controller, ControllerError};
+use crate::dispatcher::Dispatcher;
+use crate::events::Events;
+use crate::metrics::Metrics;
+use crate::server::{Listener, ServerError};
+
+/// How berthd is started.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_root: PathBuf,
+    /// `unix:///run/berth/berth.sock` or `tcp://host:port`.
+    pub host: String,
+    pub metrics_addr: Option<SocketAddr>,
+    /// The runtime's state root (`/run/berth/runc`).
+    pub run_root: PathBuf,
+    /// Where `berth-runc`, `berth-shim` and `berth-init` are.
+    pub libexec_dir: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("create data root {path}: {source}")]
+    DataRoot {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Lock(#[from] lock::LockError),
+    #[error("{0}")]
+    Host(#[from] host::HostError),
+    #[error("{0}")]
+    Controller(#[from] ControllerError),
+    #[error("node agent: {0}")]
+    Agent(#[from] berth_node_agent::worker::WorkerError),
+    #[error("{0}")]
+    Server(#[from] ServerError),
+    #[error("metrics on {addr}: {source}")]
+    Metrics {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("signal handler: {0}")]
+    Signal(std::io::Error),
+}
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub async fn run(config: Config) -> Result<(), DaemonError> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Signal)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(DaemonError::Signal)?;
+    let stop = async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down, containers keep running"),
+            _ = int.recv() => tracing::info!("SIGINT: shutting down, containers keep running"),
+        }
+    };
+    run_until(config, stop).await
+}
+
+/// Runs the daemon until `stop` resolves.
+pub async fn run_until(
+    config: Config,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), DaemonError> {
+    std::fs::create_dir_all(&config.data_root).map_err(|source| DaemonError::DataRoot {
+        path: config.data_root.clone(),
+        source,
+    })?;
+    let lock = lock::DataRootLock::acquire(&config.data_root)?;
+    let node_id = host::node_id(&config.data_root)?;
+    let metrics = Arc::new(Metrics::default());
+    let events = Arc::new(Events::default());
+    let (shutdown_tx, shutdown) = watch::channel(false);
+
+    let controller =
+        Controller::open(&config.data_root.join("raft"), &node_id, metrics.clone()).await?;
+    controller
+        .propose(Command::RegisterNode(host::node(&node_id)))
+        .await?;
+    controller.propose(Command::DaemonRestarted).await?;
+    let status = controller.status();
+    tracing::info!(node = %node_id, applied = status.applied, term = status.term, "controller ready");
+
+    let agent =
+        Arc::new(Agent::open(&config.data_root, &config.run_root, &config.libexec_dir).await?);
+    let dispatcher = Dispatcher::start(
+        controller.clone(),
+        events.clone(),
+        metrics.clone(),
+        shutdown.clone(),
+    );
+    agent.run(dispatcher.session(&node_id), shutdown.clone());
+    tokio::spawn(controller.clone().run(shutdown.clone()));
+
+    let node = Arc::new(api::Node {
+        controller: controller.clone(),
+        dispatcher,
+        agent,
+        events,
+        metrics: metrics.clone(),
+        data_root: config.data_root.clone(),
+    });
+    if let Some(addr) = config.metrics_addr {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| DaemonError::Metrics { addr, source })?;
+        let sampled = controller.clone();
+        let sample = Arc::new(move || {
+            let status = sampled.status();
+            sampled.read(|s| metrics::Gauges {
+                apps: s.apps.len() as u64,
+                tasks: s.tasks.len() as u64,
+                tasks_running: s
+                    .tasks
+                    .values()
+                    .filter(|t| t.status.state == TaskState::Running)
+                    .count() as u64,
+                raft_applied: status.applied,
+                raft_term: status.term,
+                resident_bytes: metrics::resident_bytes(),
+            })
+        });
+        tokio::spawn(metrics::serve(listener, metrics.clone(), sample));
+        tracing::info!(%addr, "metrics served");
+    }
+
+    let listener = Listener::bind(&config.host).await?;
+    tracing::info!(host = %config.host, data_root = %config.data_root.display(), "berthd listening");
+    let served = listener.serve(node, stop).await;
+    let _ = shutdown_tx.send(true);
+    drop(lock);
+    served?;
+    tracing::info!("berthd stopped");
+    Ok(())
+}

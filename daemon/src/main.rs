@@ -1,0 +1,85 @@
+//! `berthd`: parses flags, sets up logging and runs the daemon. Everything else is in the
+//! library.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// The berth daemon: controller and node agent of one machine.
+#[derive(Debug, Parser)]
+#[command(name = "berthd", version)]
+struct Args {
+    /// Where berth keeps its state: raft log, images, containers, volumes.
+    #[arg(long, env = "BERTH_DATA_ROOT", default_value = "/var/lib/berth")]
+    data_root: PathBuf,
+    /// Address to serve the API on: unix:///path or tcp://host:port.
+    #[arg(short = 'H', long = "host", env = "BERTH_HOST", default_value = berth_api::DEFAULT_HOST)]
+    host: String,
+    /// Serve Prometheus metrics over HTTP on this address (e.g. 127.0.0.1:9323).
+    #[arg(long)]
+    metrics_addr: Option<SocketAddr>,
+    /// Log filter: error, warn, info, debug, trace, or a tracing directive list.
+    #[arg(long, env = "BERTH_LOG", default_value = "info")]
+    log_level: String,
+    /// The OCI runtime's state root.
+    #[arg(long, default_value = "/run/berth/runc")]
+    run_root: PathBuf,
+}
+
+/// `BERTH_LIBEXEC_DIR`, else the directory of berthd itself.
+fn libexec_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("BERTH_LIBEXEC_DIR") {
+        return PathBuf::from(dir);
+    }
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("/usr/lib/berth"))
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let filter = match tracing_subscriber::EnvFilter::try_new(&args.log_level) {
+        Ok(filter) => filter,
+        Err(e) => {
+            eprintln!("berthd: --log-level {:?}: {e}", args.log_level);
+            return ExitCode::from(2);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    // Two workers are plenty for one node's API and loops, and keep the idle footprint small.
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(64)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("berthd: starting the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let config = berth_daemon::Config {
+        data_root: args.data_root,
+        host: args.host,
+        metrics_addr: args.metrics_addr,
+        run_root: args.run_root,
+        libexec_dir: libexec_dir(),
+    };
+    let result = runtime.block_on(berth_daemon::run(config));
+    // Blocking readers (a followed log) must not hold the exit up.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("berthd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,1195 @@
+//! The worker: reconciles the tasks assigned to this node against the containers that run
+//! here, and reports every change of their status.
+//!
+//! The caller (the daemon's dispatcher) hands [`Worker::apply`] the whole desired set for
+//! the node; the worker works in the background — images per `pull_policy`, the project's
+//! networks and volumes, containers created from the Compose service, started in dependency
+//! waves, stopped in reverse waves (in parallel within a wave) — and sends a
+//! [`StatusReport`] on every transition: exits, healthcheck verdicts, rejections. Tasks
+//! missing from the set are stopped and removed.
+//!
+//! Every task has an async mutex: one operation at a time per task, and each operation
+//! acts on the task's *latest* desired state, so overlapping `apply` calls converge.
+//! Containers belong to their shims, not to the worker: dropping the worker (or killing
+//! the daemon) leaves them running, and [`Worker::open`] adopts them again by their
+//! `berth.task.id` label.
+//!
+//! Restart policies, `depends_on` conditions and replica counts are the controller's; the
+//! worker never restarts a container on its own (see [`Assignment::restarts`]).
+
+pub mod health;
+pub mod image;
+pub mod naming;
+pub mod resources;
+pub mod task;
+pub mod translate;
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use berth_network::networks::{Networks, Options as NetworkOptions};
+use tokio::sync::broadcast;
+
+use crate::container::{self, Containers, Record, SharedNetworks, Status};
+
+pub use image::{PullPolicy, RegistryConfig};
+pub use resources::ProjectResources;
+pub use task::{Assignment, Desired, Health, Observed, StatusReport};
+
+use health::{HealthConfig, ImageHealthcheck, Verdicts};
+use resources::ProjectStore;
+use task::now_ms;
+use translate::Networking;
+
+/// Docker's default `stop_grace_period`.
+const DEFAULT_GRACE: Duration = Duration::from_secs(10);
+
+/// Errors of the worker itself (task failures are reported, not returned).
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Container(#[from] container::ContainerError),
+    #[error("networks: {0}")]
+    Network(#[from] berth_network::networks::NetworksError),
+    #[error("project {project}: {reason}")]
+    Project { project: String, reason: String },
+    #[error("background task failed: {0}")]
+    Join(String),
+}
+
+/// Where things are and how to reach registries.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// `/var/lib/berth`: images, containers, volumes, network state, `worker/`.
+    pub data_root: PathBuf,
+    /// The runtime's state root (`/run/berth/runc`); the shims and the host-wide network
+    /// lock live next to it.
+    pub run_root: PathBuf,
+    /// Where `berth-runc`, `berth-shim` and `berth-init` are.
+    pub libexec_dir: PathBuf,
+    /// `berth-init` when not in `libexec_dir` (it must be static to run inside images).
+    pub init: Option<PathBuf>,
+    pub registry: RegistryConfig,
+    /// Settings of the node's networks (pool, nft table, DNS port); `None`: the data
+    /// root's defaults (table `berth` for `/var/lib/berth`, `berth_<hash>` otherwise).
+    pub network: Option<NetworkOptions>,
+}
+
+impl WorkerConfig {
+    /// Defaults for a data root: run root `/run/berth/runc`, helpers in `libexec_dir`,
+    /// credentials from the environment (`~/.berth/config.json`, then Docker's).
+    pub fn new(data_root: impl Into<PathBuf>, libexec_dir: impl Into<PathBuf>) -> WorkerConfig {
+        WorkerConfig {
+            data_root: data_root.into(),
+            run_root: PathBuf::from("/run/berth/runc"),
+            libexec_dir: libexec_dir.into(),
+            init: None,
+            registry: RegistryConfig {
+                credentials: berth_image::registry::CredentialStore::from_env().ok(),
+                insecure_registries: Vec::new(),
+            },
+            network: None,
+        }
+    }
+
+    fn container_config(&self) -> container::Config {
+        container::Config {
+            data_root: self.data_root.clone(),
+            run_root: self.run_root.clone(),
+            runtime: self.libexec_dir.join("berth-runc"),
+            shim: self.libexec_dir.join("berth-shim"),
+            init: self
+                .init
+                .clone()
+                .unwrap_or_else(|| self.libexec_dir.join("berth-init")),
+        }
+    }
+}
+
+/// The node's reconciler. Cheap to clone; every clone drives the same state.
+#[derive(Clone)]
+pub struct Worker {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    containers: Containers,
+    networks: Arc<Networks>,
+    registry: RegistryConfig,
+    pulls: image::Pulls,
+    projects: ProjectStore,
+    tx: broadcast::Sender<StatusReport>,
+    tasks: Mutex<BTreeMap<String, Entry>>,
+    data_root: PathBuf,
+    network_lock: PathBuf,
+}
+
+/// What the worker knows of one task.
+struct Entry {
+    /// The latest assignment; `None` for a task adopted from a container and not yet
+    /// assigned again.
+    assignment: Option<Assignment>,
+    desired: Desired,
+    project: String,
+    service: String,
+    status: StatusReport,
+    lock: Arc<tokio::sync::Mutex<()>>,
+    /// `restarts` when the container last started under this worker; `None`: never.
+    started: Option<u32>,
+    /// Increments on every start; exit waiters and health monitors carry the run they
+    /// belong to and do nothing for an older one.
+    run: u64,
+    /// The run whose exit was reported already.
+    exited_run: u64,
+    health: Option<tokio::task::AbortHandle>,
+    /// `(config_hash, restarts)` of a rejected assignment: not retried until it changes.
+    rejected: Option<(String, u32)>,
+    /// Compose keys not honoured for the current container: the message while it is fine.
+    warnings: String,
+}
+
+impl Entry {
+    fn new(task_id: &str, project: &str, service: &str, desired: Desired) -> Entry {
+        Entry {
+            assignment: None,
+            desired,
+            project: project.to_string(),
+            service: service.to_string(),
+            status: StatusReport::new(task_id, Observed::Preparing),
+            lock: Arc::default(),
+            started: None,
+            run: 0,
+            exited_run: 0,
+            health: None,
+            rejected: None,
+            warnings: String::new(),
+        }
+    }
+}
+
+impl Worker {
+    /// Opens the worker on `cfg.data_root`: the node's networks (restored: bridges, rules,
+    /// DNS listeners), and every container labelled `berth.task.id` adopted as it is — a
+    /// running one keeps running (its exit is watched again), one that exited while no
+    /// worker watched is reported with its exit code. Must be called inside a
+    /// multi-threaded tokio runtime (the container layer blocks on it from blocking threads).
+    pub async fn open(cfg: WorkerConfig) -> Result<Worker, WorkerError> {
+        let data_root = cfg.data_root.clone();
+        let state_dir = data_root.join("network");
+        std::fs::create_dir_all(&state_dir).map_err(|source| WorkerError::Io {
+            op: "create directory",
+            path: state_dir.clone(),
+            source,
+        })?;
+        let mut nopts = cfg.network.clone().unwrap_or_else(|| {
+            let mut o = NetworkOptions::new(&state_dir);
+            o.table = container::network_scope_of(&data_root).table;
+            o
+        });
+        nopts.state_dir = state_dir;
+        let networks = Arc::new(Networks::open(nopts)?);
+        networks.restore().await?;
+        let containers =
+            Containers::open(cfg.container_config())?.with_shared_networks(SharedNetworks {
+                networks: networks.clone(),
+                runtime: tokio::runtime::Handle::current(),
+            });
+        let projects = ProjectStore::open(&data_root).map_err(|source| WorkerError::Io {
+            op: "create directory",
+            path: data_root.join("worker"),
+            source,
+        })?;
+        let (tx, _) = broadcast::channel(1024);
+        let network_lock = cfg
+            .run_root
+            .parent()
+            .unwrap_or(Path::new("/run/berth"))
+            .join("network.lock");
+        let inner = Arc::new(Inner {
+            containers,
+            networks,
+            registry: cfg.registry.clone(),
+            pulls: image::Pulls::default(),
+            projects,
+            tx,
+            tasks: Mutex::new(BTreeMap::new()),
+            data_root,
+            network_lock,
+        });
+        inner.clone().adopt().await?;
+        Ok(Worker { inner })
+    }
+
+    /// Sets the whole desired set of this node and returns at once; the work runs in the
+    /// background. Tasks the worker knows that are not in `assignments` are removed.
+    /// Calling it again with the same set changes nothing.
+    pub async fn apply(&self, assignments: Vec<Assignment>) {
+        let mut by_project: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        {
+            let mut tasks = self.inner.tasks.lock().expect("tasks lock");
+            let wanted: HashSet<String> = assignments.iter().map(|a| a.task_id.clone()).collect();
+            for a in assignments {
+                let e = tasks.entry(a.task_id.clone()).or_insert_with(|| {
+                    let e = Entry::new(&a.task_id, &a.project, &a.service, a.desired);
+                    let _ = self.inner.tx.send(e.status.clone());
+                    e
+                });
+                e.desired = a.desired;
+                e.project = a.project.clone();
+                e.service = a.service.clone();
+                if e.started.is_none() && e.status.state != Observed::Preparing {
+                    // adopted: whatever it is doing now counts as started at this value
+                    if e.status.container_id.is_some() && e.run > 0 {
+                        e.started = Some(a.restarts);
+                    }
+                }
+                by_project
+                    .entry(a.project.clone())
+                    .or_default()
+                    .push(a.task_id.clone());
+                e.assignment = Some(a);
+            }
+            for (id, e) in tasks.iter_mut() {
+                if !wanted.contains(id) {
+                    e.desired = Desired::Remove;
+                    by_project
+                        .entry(e.project.clone())
+                        .or_default()
+                        .push(id.clone());
+                }
+            }
+        }
+        for (project, ids) in by_project {
+            let inner = self.inner.clone();
+            tokio::spawn(async move { inner.reconcile_project(&project, ids).await });
+        }
+    }
+
+    /// Status changes as they happen (a receiver that lags loses the oldest; re-sync with
+    /// [`Worker::observed`]).
+    pub fn subscribe(&self) -> broadcast::Receiver<StatusReport> {
+        self.inner.tx.subscribe()
+    }
+
+    /// The latest status of every task the worker knows.
+    pub fn observed(&self) -> Vec<StatusReport> {
+        self.inner
+            .tasks
+            .lock()
+            .expect("tasks lock")
+            .values()
+            .map(|e| e.status.clone())
+            .collect()
+    }
+
+    /// Removes the networks of `project` the worker made (and with `remove_volumes` its
+    /// volumes, named and anonymous; never external ones). Call it after the project's
+    /// tasks are gone; a network still used by a container is reported as an error.
+    pub async fn remove_project(
+        &self,
+        project: &str,
+        remove_volumes: bool,
+    ) -> Result<(), WorkerError> {
+        self.inner.remove_project(project, remove_volumes).await
+    }
+
+    /// What the worker made for `project`, with Compose's labels.
+    pub fn project_resources(&self, project: &str) -> ProjectResources {
+        self.inner.projects.load(project)
+    }
+
+    /// Projects that have networks or volumes recorded.
+    pub fn projects(&self) -> Vec<String> {
+        self.inner.projects.projects()
+    }
+
+    /// The container layer the worker uses (logs, exec, inspect of task containers).
+    pub fn containers(&self) -> &Containers {
+        &self.inner.containers
+    }
+
+    /// The node's networks (with the embedded DNS that knows the containers' names).
+    pub fn networks(&self) -> &Arc<Networks> {
+        &self.inner.networks
+    }
+}
+
+/// Runs a blocking container-layer call off the async workers.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, container::ContainerError> + Send + 'static,
+) -> Result<T, String> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(e) => Err(format!("background task failed: {e}")),
+    }
+}
+
+impl Inner {
+    fn report(&self, task_id: &str, f: impl FnOnce(&mut StatusReport)) {
+        let mut tasks = self.tasks.lock().expect("tasks lock");
+        if let Some(e) = tasks.get_mut(task_id) {
+            let before = e.status.clone();
+            f(&mut e.status);
+            let mut cmp = e.status.clone();
+            cmp.at_ms = before.at_ms;
+            if cmp != before {
+                e.status.at_ms = now_ms();
+                let _ = self.tx.send(e.status.clone());
+            }
+        }
+    }
+
+    fn with_entry<T>(&self, task_id: &str, f: impl FnOnce(&mut Entry) -> T) -> Option<T> {
+        self.tasks
+            .lock()
+            .expect("tasks lock")
+            .get_mut(task_id)
+            .map(f)
+    }
+
+    async fn adopt(self: Arc<Self>) -> Result<(), WorkerError> {
+        let containers = self.containers.clone();
+        let records = tokio::task::spawn_blocking(
+            move || -> Result<Vec<Record>, container::ContainerError> {
+                let mut out = Vec::new();
+                for mut r in containers.records()? {
+                    if r.labels.contains_key(naming::LABEL_TASK) {
+                        containers.observe(&mut r);
+                        out.push(r);
+                    }
+                }
+                Ok(out)
+            },
+        )
+        .await
+        .map_err(|e| WorkerError::Join(e.to_string()))??;
+        for r in records {
+            let task_id = r.labels[naming::LABEL_TASK].clone();
+            let project = r
+                .labels
+                .get(naming::LABEL_PROJECT)
+                .cloned()
+                .unwrap_or_default();
+            let service = r
+                .labels
+                .get(naming::LABEL_SERVICE)
+                .cloned()
+                .unwrap_or_default();
+            let (state, exit, desired) = match r.state.status {
+                Status::Running => (Observed::Running, None, Desired::Running),
+                Status::Created => (Observed::Ready, None, Desired::Ready),
+                Status::Exited => {
+                    let code = r.state.exit_code;
+                    let st = if code == 0 {
+                        Observed::Complete
+                    } else {
+                        Observed::Failed
+                    };
+                    (st, Some(code), Desired::Running)
+                }
+            };
+            let mut e = Entry::new(&task_id, &project, &service, desired);
+            e.status.state = state;
+            e.status.exit_code = exit;
+            e.status.container_id = Some(r.id.clone());
+            if exit.is_some() {
+                e.status.message = if r.state.error.is_empty() {
+                    "exited while the agent was not running".into()
+                } else {
+                    r.state.error.clone()
+                };
+            }
+            e.run = 1;
+            e.exited_run = if state == Observed::Running { 0 } else { 1 };
+            if r.state.status == Status::Created {
+                e.run = 0;
+                e.exited_run = 0;
+            }
+            let running = state == Observed::Running;
+            self.tasks
+                .lock()
+                .expect("tasks lock")
+                .insert(task_id.clone(), e);
+            let _ = self.tx.send(
+                self.with_entry(&task_id, |e| e.status.clone())
+                    .expect("entry"),
+            );
+            if running {
+                self.register_dns(&r);
+                self.clone().watch_exit(task_id, r.id.clone(), 1);
+            }
+        }
+        Ok(())
+    }
+
+    /// Registers the DNS names of a running container adopted after a restart (the
+    /// network layer's registry lives in memory).
+    fn register_dns(&self, r: &Record) {
+        for att in &r.config.networks {
+            let Some(ep) = r.endpoints.iter().find(|e| e.network == att.network) else {
+                continue;
+            };
+            let mut aliases = att.aliases.clone();
+            aliases.push(r.short_id().to_string());
+            self.networks.registry().register(
+                &att.network,
+                &r.id,
+                berth_network::dns::DnsEntry {
+                    container_name: r.name.clone(),
+                    service: att.service.clone(),
+                    aliases,
+                    ipv4: ep.ip.parse().ok(),
+                    ipv6: None,
+                    upstreams: r.config.dns.iter().filter_map(|d| d.parse().ok()).collect(),
+                },
+            );
+        }
+    }
+
+    /// Waits (on a blocking thread) for the container's exit through its shim, then
+    /// reports it.
+    fn watch_exit(self: Arc<Self>, task_id: String, container_id: String, run: u64) {
+        let shim_dir = self.containers.shim_dir(&container_id);
+        tokio::spawn(async move {
+            let _ = tokio::task::spawn_blocking(move || {
+                if let Ok(shim) = berth_shim::ShimHandle::connect(&shim_dir) {
+                    let _ = shim.wait();
+                }
+            })
+            .await;
+            self.on_exit(&task_id, &container_id, run).await;
+        });
+    }
+
+    async fn on_exit(self: Arc<Self>, task_id: &str, container_id: &str, run: u64) {
+        let Some(lock) = self.with_entry(task_id, |e| e.lock.clone()) else {
+            return;
+        };
+        let _g = lock.lock().await;
+        let fresh = self.with_entry(task_id, |e| e.run == run && e.exited_run != run);
+        if fresh != Some(true) {
+            return;
+        }
+        let containers = self.containers.clone();
+        let id = container_id.to_string();
+        let Ok(record) = blocking(move || {
+            let mut r = containers.resolve(&id)?;
+            containers.observe(&mut r);
+            Ok(r)
+        })
+        .await
+        else {
+            return;
+        };
+        if record.state.status == Status::Running {
+            // the shim connection broke without an exit: watch again
+            self.clone()
+                .watch_exit(task_id.to_string(), container_id.to_string(), run);
+            return;
+        }
+        self.finish_run(task_id, &record, None);
+    }
+
+    /// Reports the end of the current run of `task_id` from its container record.
+    fn finish_run(&self, task_id: &str, record: &Record, shutdown: Option<bool>) {
+        let code = record.state.exit_code;
+        let desired = self.with_entry(task_id, |e| {
+            e.exited_run = e.run;
+            if let Some(h) = e.health.take() {
+                h.abort();
+            }
+            e.desired
+        });
+        let stopped_on_request =
+            shutdown.unwrap_or(matches!(desired, Some(Desired::Shutdown | Desired::Remove)));
+        let oom = record.state.oom_killed;
+        self.report(task_id, |s| {
+            s.exit_code = Some(code);
+            s.state = if stopped_on_request {
+                Observed::Shutdown
+            } else if code == 0 {
+                Observed::Complete
+            } else {
+                Observed::Failed
+            };
+            s.message = if oom {
+                format!("exited with code {code} (OOM-killed)")
+            } else {
+                format!("exited with code {code}")
+            };
+        });
+    }
+
+    /// Reconciles the tasks `ids` of one project: stops first (reverse dependency waves,
+    /// parallel within a wave), then prepares everything that should exist (in parallel),
+    /// then starts in dependency waves.
+    async fn reconcile_project(self: Arc<Self>, project: &str, ids: Vec<String>) {
+        let (graph, services) = {
+            let tasks = self.tasks.lock().expect("tasks lock");
+            let app = ids
+                .iter()
+                .filter_map(|id| tasks.get(id))
+                .filter_map(|e| e.assignment.as_ref())
+                .map(|a| a.app.clone())
+                .next();
+            let services: BTreeMap<String, (String, Desired)> = ids
+                .iter()
+                .filter_map(|id| {
+                    tasks
+                        .get(id)
+                        .map(|e| (id.clone(), (e.service.clone(), e.desired)))
+                })
+                .collect();
+            (app.and_then(|a| a.graph().ok()), services)
+        };
+        let waves = |stop: bool| -> Vec<Vec<String>> {
+            let mut order = match &graph {
+                Some(g) if stop => g.stop_waves(),
+                Some(g) => g.start_waves(),
+                None => Vec::new(),
+            };
+            // services the graph does not know (a removed service's tasks) go first when
+            // stopping and last when starting
+            let known: BTreeSet<String> = order.iter().flatten().cloned().collect();
+            let unknown: Vec<String> = services
+                .values()
+                .map(|(s, _)| s.clone())
+                .filter(|s| !known.contains(s))
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            if !unknown.is_empty() {
+                if stop {
+                    order.insert(0, unknown);
+                } else {
+                    order.push(unknown);
+                }
+            }
+            order
+        };
+        let of_services = |wave: &[String], pred: &dyn Fn(Desired) -> bool| -> Vec<String> {
+            services
+                .iter()
+                .filter(|(_, (s, d))| wave.contains(s) && pred(*d))
+                .map(|(id, _)| id.clone())
+                .collect()
+        };
+        let stopping = |d: Desired| matches!(d, Desired::Shutdown | Desired::Remove);
+        for wave in waves(true) {
+            self.clone()
+                .run_all(of_services(&wave, &stopping), Step::Stop)
+                .await;
+        }
+        // once stopped in order, removals and shutdown reports need no order
+        let all_down: Vec<String> = services
+            .iter()
+            .filter(|(_, (_, d))| stopping(*d))
+            .map(|(id, _)| id.clone())
+            .collect();
+        self.clone().run_all(all_down, Step::Reconcile).await;
+        let all_up: Vec<String> = services
+            .iter()
+            .filter(|(_, (_, d))| !stopping(*d))
+            .map(|(id, _)| id.clone())
+            .collect();
+        self.clone().run_all(all_up, Step::Prepare).await;
+        for wave in waves(false) {
+            self.clone()
+                .run_all(of_services(&wave, &|d| !stopping(d)), Step::Reconcile)
+                .await;
+        }
+        let _ = project;
+    }
+
+    async fn run_all(self: Arc<Self>, ids: Vec<String>, step: Step) {
+        let mut set = tokio::task::JoinSet::new();
+        for id in ids {
+            let inner = self.clone();
+            set.spawn(async move { inner.reconcile(&id, step).await });
+        }
+        while set.join_next().await.is_some() {}
+    }
+
+    /// Brings one task to its latest desired state (or, with `Step::Prepare`, only makes
+    /// its container exist).
+    async fn reconcile(self: Arc<Self>, task_id: &str, step: Step) {
+        let Some(lock) = self.with_entry(task_id, |e| e.lock.clone()) else {
+            return;
+        };
+        let _g = lock.lock().await;
+        let Some((desired, assignment, status)) = self.with_entry(task_id, |e| {
+            (e.desired, e.assignment.clone(), e.status.clone())
+        }) else {
+            return;
+        };
+        match desired {
+            Desired::Remove | Desired::Shutdown if step == Step::Stop => {
+                if status.container_id.is_some() {
+                    self.stop_container(task_id, assignment.as_ref(), &status, true)
+                        .await;
+                }
+            }
+            Desired::Remove => {
+                if step == Step::Reconcile {
+                    self.remove_task(task_id, assignment.as_ref(), &status)
+                        .await;
+                }
+            }
+            Desired::Shutdown => {
+                if step == Step::Reconcile {
+                    self.stop_task(task_id, assignment.as_ref(), &status).await;
+                }
+            }
+            Desired::Ready | Desired::Running => {
+                let Some(a) = assignment else { return };
+                let joins_service = a
+                    .service_spec()
+                    .and_then(|s| s.network_mode.as_deref())
+                    .is_some_and(|m| m.starts_with("service:"));
+                if step == Step::Prepare && joins_service {
+                    // made in its wave, once the service whose namespace it joins runs
+                    return;
+                }
+                let Some(container_id) = self.clone().prepare(task_id, &a).await else {
+                    return;
+                };
+                if step == Step::Prepare {
+                    return;
+                }
+                if desired == Desired::Running {
+                    self.clone().start_task(task_id, &a, &container_id).await;
+                }
+            }
+        }
+    }
+
+    /// Makes the task's container exist with the assignment's configuration; returns its
+    /// id, or `None` when the task was rejected.
+    async fn prepare(self: Arc<Self>, task_id: &str, a: &Assignment) -> Option<String> {
+        let key = (a.config_hash.clone(), a.restarts);
+        let (current, rejected) = self.with_entry(task_id, |e| {
+            (e.status.container_id.clone(), e.rejected.clone())
+        })?;
+        if rejected.as_ref() == Some(&key) {
+            return None;
+        }
+        if let Some(id) = current {
+            let containers = self.containers.clone();
+            let q = id.clone();
+            match blocking(move || containers.resolve(&q)).await {
+                Ok(r) if r.labels.get(naming::LABEL_CONFIG_HASH) == Some(&a.config_hash) => {
+                    return Some(id);
+                }
+                Ok(r) => {
+                    // the configuration changed: recreate
+                    let status = self.with_entry(task_id, |e| e.status.clone())?;
+                    self.stop_container(task_id, Some(a), &status, true).await;
+                    let _ = self.remove_container(&r.id).await;
+                    self.report(task_id, |s| {
+                        s.container_id = None;
+                        s.exit_code = None;
+                        s.health = Health::None;
+                    });
+                    self.with_entry(task_id, |e| e.started = None);
+                }
+                Err(_) => {
+                    // removed behind our back
+                    self.report(task_id, |s| s.container_id = None);
+                    self.with_entry(task_id, |e| e.started = None);
+                }
+            }
+        }
+        self.report(task_id, |s| {
+            s.state = Observed::Preparing;
+            s.exit_code = None;
+            s.message.clear();
+        });
+        match self.create(task_id, a).await {
+            Ok((id, warnings)) => {
+                for w in &warnings {
+                    tracing::warn!(task = task_id, "{w}");
+                }
+                let warnings = warnings.join("; ");
+                self.with_entry(task_id, |e| e.warnings = warnings.clone());
+                self.report(task_id, |s| {
+                    s.container_id = Some(id.clone());
+                    s.state = Observed::Ready;
+                    s.message = warnings;
+                });
+                Some(id)
+            }
+            Err(message) => {
+                tracing::warn!(task = task_id, %message, "task rejected");
+                self.with_entry(task_id, |e| e.rejected = Some(key));
+                self.report(task_id, |s| {
+                    s.state = Observed::Rejected;
+                    s.message = message;
+                });
+                None
+            }
+        }
+    }
+
+    /// Image, networks, volumes, then the container (created, not started).
+    async fn create(&self, task_id: &str, a: &Assignment) -> Result<(String, Vec<String>), String> {
+        let svc = a
+            .service_spec()
+            .ok_or_else(|| format!("service {} is not in the app", a.service))?;
+        let mut t = translate::translate(a, svc)?;
+        let policy = PullPolicy::parse(svc.pull_policy.as_deref())?;
+        image::ensure(
+            &self.containers,
+            &self.registry,
+            &self.pulls,
+            &t.options.image,
+            policy,
+        )
+        .await?;
+        // networks first: the resolver is the first network's gateway
+        match &t.networking {
+            Networking::Networks(list) => {
+                for (i, (key, att)) in list.iter().enumerate() {
+                    let def = a.app.networks.get(key).cloned().unwrap_or_default();
+                    let (net, warnings) = resources::ensure_network(
+                        &self.networks,
+                        &self.projects,
+                        &self.network_lock,
+                        &a.project,
+                        key,
+                        &att.network,
+                        &def,
+                    )
+                    .await?;
+                    t.warnings.extend(warnings);
+                    if i == 0 {
+                        t.options.resolver = Some(net.gateway_v4.to_string());
+                    }
+                }
+            }
+            Networking::Service(name) => {
+                let target = self.running_container_of(&a.project, name).ok_or_else(|| {
+                    format!("network_mode service:{name}: no running container of service {name}")
+                })?;
+                t.options.network_from = Some(target);
+            }
+            Networking::Container(name) => {
+                let containers = self.containers.clone();
+                let q = name.clone();
+                let r = blocking(move || containers.resolve(&q))
+                    .await
+                    .map_err(|e| format!("network_mode container:{name}: {e}"))?;
+                t.options.network_from = Some(r.id);
+            }
+            Networking::Host | Networking::None => {}
+        }
+        for (key, name) in &t.volumes {
+            let def = key.as_ref().and_then(|k| a.app.volumes.get(k));
+            let w = resources::note_volume(
+                &self.projects,
+                &self.data_root,
+                &a.project,
+                key.as_deref(),
+                name,
+                def,
+            )?;
+            t.warnings.extend(w);
+        }
+        let name = naming::container_name(a);
+        t.options.name = Some(name.clone());
+        self.clear_stale_name(&name).await?;
+        let containers = self.containers.clone();
+        let opts = t.options;
+        let record = blocking(move || containers.create(opts)).await?;
+        let _ = task_id;
+        Ok((record.id, t.warnings))
+    }
+
+    /// A container holding the name of a task that no longer exists (an earlier task of
+    /// the same slot) is removed; any other holder is an error.
+    async fn clear_stale_name(&self, name: &str) -> Result<(), String> {
+        let containers = self.containers.clone();
+        let q = name.to_string();
+        let Ok(r) = blocking(move || containers.resolve(&q)).await else {
+            return Ok(());
+        };
+        if r.name != name {
+            return Ok(());
+        }
+        let owner = r.labels.get(naming::LABEL_TASK).cloned();
+        let live = owner.as_ref().is_some_and(|t| {
+            self.tasks
+                .lock()
+                .expect("tasks lock")
+                .get(t)
+                .is_some_and(|e| e.status.container_id.as_deref() == Some(r.id.as_str()))
+        });
+        match owner {
+            Some(_) if !live => {
+                let containers = self.containers.clone();
+                let id = r.id.clone();
+                blocking(move || {
+                    containers.stop(&id, Duration::from_secs(1))?;
+                    containers.remove(&id, true)
+                })
+                .await
+            }
+            _ => Err(format!(
+                "the container name {name} is already in use by container {}",
+                r.short_id()
+            )),
+        }
+    }
+
+    fn running_container_of(&self, project: &str, service: &str) -> Option<String> {
+        self.tasks
+            .lock()
+            .expect("tasks lock")
+            .values()
+            .filter(|e| e.project == project && e.service == service)
+            .find(|e| e.status.state == Observed::Running)
+            .and_then(|e| e.status.container_id.clone())
+    }
+
+    async fn start_task(self: Arc<Self>, task_id: &str, a: &Assignment, container_id: &str) {
+        let containers = self.containers.clone();
+        let q = container_id.to_string();
+        let Ok(record) = blocking(move || {
+            let mut r = containers.resolve(&q)?;
+            containers.observe(&mut r);
+            Ok(r)
+        })
+        .await
+        else {
+            return;
+        };
+        let (started, run, exited_run) =
+            match self.with_entry(task_id, |e| (e.started, e.run, e.exited_run)) {
+                Some(x) => x,
+                None => return,
+            };
+        if record.state.status == Status::Running {
+            if run == 0 || exited_run == run {
+                // running, but not watched (adopted before its assignment came)
+                let run = self.with_entry(task_id, |e| {
+                    e.run += 1;
+                    e.started.get_or_insert(a.restarts);
+                    e.run
+                });
+                if let Some(run) = run {
+                    self.clone()
+                        .watch_exit(task_id.to_string(), container_id.to_string(), run);
+                }
+            }
+            self.ensure_health(task_id, a, container_id).await;
+            return;
+        }
+        // a container the controller stopped starts again when it wants it running; one
+        // that ended on its own only when `restarts` grew (the restart policy is the
+        // controller's)
+        let shut_down = self.with_entry(task_id, |e| e.status.state == Observed::Shutdown);
+        let may_start = match started {
+            None => true,
+            Some(at) => a.restarts > at || shut_down == Some(true),
+        };
+        if !may_start {
+            return;
+        }
+        self.report(task_id, |s| {
+            s.state = Observed::Starting;
+            s.exit_code = None;
+            s.health = Health::None;
+        });
+        let containers = self.containers.clone();
+        let q = container_id.to_string();
+        let result = blocking(move || containers.start(&q, false).map(|s| s.record)).await;
+        match result {
+            Ok(_) => {
+                let run = self
+                    .with_entry(task_id, |e| {
+                        e.run += 1;
+                        e.started = Some(a.restarts);
+                        e.run
+                    })
+                    .unwrap_or(0);
+                let warnings = self
+                    .with_entry(task_id, |e| e.warnings.clone())
+                    .unwrap_or_default();
+                self.report(task_id, |s| {
+                    s.state = Observed::Running;
+                    s.message = warnings;
+                });
+                self.clone()
+                    .watch_exit(task_id.to_string(), container_id.to_string(), run);
+                self.ensure_health(task_id, a, container_id).await;
+            }
+            Err(message) => {
+                self.with_entry(task_id, |e| e.started = Some(a.restarts));
+                self.report(task_id, |s| {
+                    s.state = Observed::Failed;
+                    s.message = message;
+                });
+            }
+        }
+    }
+
+    /// Starts the health monitor of the current run if the task has a healthcheck and none
+    /// runs.
+    async fn ensure_health(self: &Arc<Self>, task_id: &str, a: &Assignment, container_id: &str) {
+        let has = self.with_entry(task_id, |e| {
+            e.health.as_ref().is_some_and(|h| !h.is_finished())
+        });
+        if has != Some(false) {
+            return;
+        }
+        let image_hc = self.image_healthcheck(container_id);
+        let svc_hc = a.service_spec().and_then(|s| s.healthcheck.as_ref());
+        let cfg = match HealthConfig::resolve(svc_hc, image_hc.as_ref()) {
+            Ok(Some(c)) => c,
+            Ok(None) => return,
+            Err(message) => {
+                self.report(task_id, |s| s.message = message);
+                return;
+            }
+        };
+        let run = self.with_entry(task_id, |e| e.run).unwrap_or(0);
+        self.report(task_id, |s| s.health = Health::Starting);
+        let inner = self.clone();
+        let tid = task_id.to_string();
+        let cid = container_id.to_string();
+        let handle = tokio::spawn(async move { inner.monitor(tid, cid, cfg, run).await });
+        self.with_entry(task_id, |e| e.health = Some(handle.abort_handle()));
+    }
+
+    fn image_healthcheck(&self, container_id: &str) -> Option<ImageHealthcheck> {
+        let r = self.containers.resolve(container_id).ok()?;
+        let digest = berth_image::Digest::parse(&r.image_id).ok()?;
+        let bytes = self.containers.store().read_blob(&digest).ok()?;
+        let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+        ImageHealthcheck::from_config(&v)
+    }
+
+    async fn monitor(
+        self: Arc<Self>,
+        task_id: String,
+        container_id: String,
+        cfg: HealthConfig,
+        run: u64,
+    ) {
+        let began = tokio::time::Instant::now();
+        let mut verdicts = Verdicts::new(cfg.retries);
+        loop {
+            let in_start = began.elapsed() < cfg.start_period;
+            let wait = if in_start && verdicts.health == Health::Starting {
+                cfg.start_interval
+            } else {
+                cfg.interval
+            };
+            tokio::time::sleep(wait).await;
+            let current = self.with_entry(&task_id, |e| e.run == run && e.exited_run != run);
+            if current != Some(true) {
+                return;
+            }
+            let containers = self.containers.clone();
+            let cid = container_id.clone();
+            let args = cfg.args.clone();
+            let cmd = tokio::task::spawn_blocking(move || {
+                containers.exec_command(
+                    &cid,
+                    &container::ExecOptions {
+                        args,
+                        ..Default::default()
+                    },
+                )
+            })
+            .await;
+            let ok = match cmd {
+                Ok(Ok(cmd)) => health::probe(cmd, cfg.timeout).await,
+                _ => false,
+            };
+            let in_start = began.elapsed() < cfg.start_period;
+            if let Some(h) = verdicts.record(ok, in_start) {
+                let current = self.with_entry(&task_id, |e| e.run == run && e.exited_run != run);
+                if current != Some(true) {
+                    return;
+                }
+                self.report(&task_id, |s| s.health = h);
+            }
+        }
+    }
+
+    /// Stops the task's container (if it runs) and reports `Shutdown`.
+    async fn stop_task(&self, task_id: &str, a: Option<&Assignment>, status: &StatusReport) {
+        if status.container_id.is_none() {
+            if !status.state.is_terminal() {
+                self.report(task_id, |s| {
+                    s.state = Observed::Shutdown;
+                    s.message.clear();
+                });
+            }
+            return;
+        }
+        self.stop_container(task_id, a, status, true).await;
+        if !matches!(
+            self.with_entry(task_id, |e| e.status.state),
+            Some(s) if s.is_terminal()
+        ) {
+            self.report(task_id, |s| s.state = Observed::Shutdown);
+        }
+    }
+
+    /// The service's `stop_signal` (set on the container at create), then SIGKILL after
+    /// `stop_grace_period`; reports the exit of the current run.
+    async fn stop_container(
+        &self,
+        task_id: &str,
+        a: Option<&Assignment>,
+        status: &StatusReport,
+        on_request: bool,
+    ) {
+        let Some(id) = status.container_id.clone() else {
+            return;
+        };
+        let grace = a
+            .and_then(|a| a.service_spec())
+            .and_then(|s| s.stop_grace_period)
+            .map(|d| d.as_std())
+            .unwrap_or(DEFAULT_GRACE);
+        // no new connections by name while it stops
+        if let Ok(r) = self.containers.resolve(&id) {
+            for ep in &r.endpoints {
+                self.networks.registry().unregister(&ep.network, &r.id);
+            }
+        }
+        let containers = self.containers.clone();
+        let was_running = self.with_entry(task_id, |e| e.run > 0 && e.exited_run != e.run);
+        let result = blocking(move || containers.stop(&id, grace)).await;
+        if let Ok(record) = result {
+            if was_running == Some(true) {
+                self.finish_run(task_id, &record, Some(on_request));
+            }
+        }
+    }
+
+    async fn remove_container(&self, id: &str) -> Result<(), String> {
+        let containers = self.containers.clone();
+        let q = id.to_string();
+        let record = blocking(move || containers.resolve(&q)).await?;
+        let containers = self.containers.clone();
+        let q = id.to_string();
+        blocking(move || containers.remove(&q, true)).await?;
+        // anonymous volumes go with their container
+        let vols = crate::volume::Volumes::open(&self.data_root).map_err(|e| e.to_string())?;
+        for m in &record.mounts {
+            if let Some(name) = m.name.as_deref().filter(|n| n.starts_with("anon-")) {
+                let _ = vols.remove(name);
+                let project = record
+                    .labels
+                    .get(naming::LABEL_PROJECT)
+                    .cloned()
+                    .unwrap_or_default();
+                let _ = self.projects.update(&project, |r| {
+                    r.volumes.remove(name);
+                });
+            }
+        }
+        Ok(())
+    }
+
+    async fn remove_task(&self, task_id: &str, a: Option<&Assignment>, status: &StatusReport) {
+        if let Some(id) = status.container_id.clone() {
+            self.stop_container(task_id, a, status, true).await;
+            if let Err(message) = self.remove_container(&id).await {
+                self.report(task_id, |s| s.message = message);
+            }
+        }
+        self.report(task_id, |s| {
+            s.state = Observed::Removed;
+            s.container_id = None;
+            s.health = Health::None;
+        });
+        let mut tasks = self.tasks.lock().expect("tasks lock");
+        if tasks
+            .get(task_id)
+            .is_some_and(|e| e.desired == Desired::Remove)
+        {
+            if let Some(e) = tasks.remove(task_id) {
+                if let Some(h) = e.health {
+                    h.abort();
+                }
+            }
+        }
+    }
+
+    async fn remove_project(&self, project: &str, remove_volumes: bool) -> Result<(), WorkerError> {
+        let res = self.projects.load(project);
+        let mut errors = Vec::new();
+        for (id, r) in &res.networks {
+            if r.external {
+                continue;
+            }
+            let lock = resources::host_lock(&self.network_lock)
+                .await
+                .map_err(|reason| WorkerError::Project {
+                    project: project.into(),
+                    reason,
+                })?;
+            match self.networks.remove_network(id).await {
+                Ok(()) => {
+                    let _ = self.projects.update(project, |r| {
+                        r.networks.remove(id);
+                    });
+                }
+                Err(e) => errors.push(format!("network {id}: {e}")),
+            }
+            drop(lock);
+        }
+        if remove_volumes {
+            let vols = crate::volume::Volumes::open(&self.data_root).map_err(|e| {
+                WorkerError::Project {
+                    project: project.into(),
+                    reason: e.to_string(),
+                }
+            })?;
+            for (name, r) in &res.volumes {
+                if r.external {
+                    continue;
+                }
+                match vols.remove(name) {
+                    Ok(()) | Err(crate::volume::VolumeError::NotFound(_)) => {
+                        let _ = self.projects.update(project, |r| {
+                            r.volumes.remove(name);
+                        });
+                    }
+                    Err(e) => errors.push(format!("volume {name}: {e}")),
+                }
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(WorkerError::Project {
+                project: project.into(),
+                reason: errors.join("; "),
+            })
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// Only make the container exist.
+    Prepare,
+    /// Only stop the container (for tasks going down).
+    Stop,
+    /// Everything the desired state asks.
+    Reconcile,
+}
