@@ -488,6 +488,8 @@ fn run_options(a: &RunArgs) -> anyhow::Result<RunOptions> {
         dns: a.dns.clone(),
         add_host: a.add_host.clone(),
         auto_remove: a.rm,
+        // the Compose-only options (devices, sysctls, ulimits, …) keep their defaults
+        ..Default::default()
     })
 }
 
