@@ -25,7 +25,7 @@ dockerd_pid=$!
 docker="docker -H unix://$sock"
 stop_docker() {
     $docker ps -aq 2>/dev/null | xargs -r $docker rm -f >/dev/null 2>&1 || true
-    for id in $($berth ps -aq 2>/dev/null); do $berth rm -f "$id" >/dev/null 2>&1 || true; done
+    for id in $($berth container ps -aq 2>/dev/null); do $berth container rm -f "$id" >/dev/null 2>&1 || true; done
     kill "$dockerd_pid" 2>/dev/null || true
     wait "$dockerd_pid" 2>/dev/null || true
     umount -R "$work/docker" 2>/dev/null || true

@@ -13,14 +13,14 @@ cat >"$work/start.sh" <<SH
 #!/bin/bash
 # start.sh CLI: N concurrent run -d, then wait until N containers are running
 cli=\$1
-seq $n | xargs -P $n -I{} sh -c "\$cli run -d busybox sleep 600 >/dev/null"
-while [ "\$(\$cli ps -q | wc -l)" -lt $n ]; do sleep 0.05; done
+seq $n | xargs -P $n -I{} sh -c "\$cli container run -d busybox sleep 600 >/dev/null"
+while [ "\$(\$cli container ps -q | wc -l)" -lt $n ]; do sleep 0.05; done
 SH
 cat >"$work/clean.sh" <<SH
 #!/bin/bash
 cli=\$1
-ids=\$(\$cli ps -aq)
-[ -z "\$ids" ] || \$cli rm -f \$ids >/dev/null
+ids=\$(\$cli container ps -aq)
+[ -z "\$ids" ] || \$cli container rm -f \$ids >/dev/null
 SH
 chmod +x "$work/start.sh" "$work/clean.sh"
 

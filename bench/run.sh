@@ -1,5 +1,5 @@
 #!/bin/bash
-# `berth run --rm busybox true` vs `docker run --rm busybox true` (Debian's docker.io, a
+# `berth container run --rm busybox true` vs `docker run --rm busybox true` (Debian's docker.io, a
 # private dockerd), same root filesystem, side by side in one hyperfine run. Prints both and
 # the ratio berth/docker (target ≤ 0.15).
 #
@@ -9,7 +9,7 @@ runs=${1:-30}
 . "$(dirname "$0")/docker-env.sh"
 
 hyperfine --warmup 3 --runs "$runs" --export-json "$work/run.json" \
-    -n berth "$berth run --rm busybox true" \
+    -n berth "$berth container run --rm busybox true" \
     -n docker "$docker run --rm busybox true"
 python3 - "$work/run.json" <<'PY'
 import json, sys

@@ -72,7 +72,10 @@ impl Env {
 
     fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(BERTH);
-        c.arg("--data-root").arg(self.root.path()).args(args);
+        c.arg("--data-root")
+            .arg(self.root.path())
+            .arg("container")
+            .args(args);
         c.stdin(Stdio::null());
         c
     }
@@ -83,6 +86,7 @@ impl Env {
         Command::new("timeout")
             .args(["--kill-after=5", "120", BERTH, "--data-root"])
             .arg(self.root.path())
+            .arg("container")
             .args(args)
             .stdin(Stdio::null())
             .output()

@@ -1,8 +1,9 @@
-//! The container commands: `run`, `ps`, `logs`, `stop`, `kill`, `rm`, `start`, `exec`,
-//! `inspect`, `stats`, `top`, `wait`, over the node-local container layer
-//! (`berth_node_agent::container`). They take Docker's flags, including `-p` (publish),
-//! `-f` (follow/force) and `--env-file`, which the global Compose flags would otherwise
-//! claim; so they are parsed by their own parser before the main one (see [`dispatch`]).
+//! The single-container commands under `berth container`: `run`, `ps`, `logs`, `stop`,
+//! `kill`, `rm`, `start`, `exec`, `inspect`, `stats`, `top`, `wait`, over the node-local
+//! container layer (`berth_node_agent::container`), without a daemon. They take Docker's
+//! flags, including `-p` (publish), `-f` (follow/force) and `--env-file`, which the global
+//! Compose flags would otherwise claim; so they are parsed by their own parser before the
+//! main one (see [`dispatch`]). The top-level verbs of the same names are Compose's.
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -17,14 +18,11 @@ use berth_node_agent::container::{
 };
 use clap::{Args, Parser, Subcommand};
 
-/// The commands [`dispatch`] takes over.
-pub const COMMANDS: [&str; 13] = [
-    "run", "ps", "logs", "stop", "kill", "rm", "start", "exec", "inspect", "stats", "top", "wait",
-    "port",
-];
+/// The word that introduces the container commands: `berth [--data-root DIR] container …`.
+pub const GROUP: &str = "container";
 
 #[derive(Debug, Parser)]
-#[command(name = "berth", version)]
+#[command(name = "berth container", bin_name = "berth container", version)]
 struct ContainerCli {
     /// Root directory of berth's local state (image store, containers, volumes)
     #[arg(
@@ -44,6 +42,7 @@ enum ContainerCommand {
     /// Create and start a container from an image
     Run(Box<RunArgs>),
     /// List containers
+    #[command(visible_alias = "ls")]
     Ps(PsArgs),
     /// Show a container's output
     Logs(LogsArgs),
@@ -265,27 +264,32 @@ struct TopArgs {
     container: String,
 }
 
-/// If argv names a container command, parses and runs it and returns its exit code.
+/// If argv is `berth [--data-root DIR] container …`, parses and runs the container command
+/// and returns its exit code.
 pub fn dispatch(argv: &[OsString]) -> Option<ExitCode> {
-    let mut it = argv.iter().skip(1);
-    let command = loop {
-        let a = it.next()?.to_str()?;
+    let mut i = 1;
+    let group = loop {
+        let a = argv.get(i)?.to_str()?;
         if a == "--data-root" {
-            it.next()?;
+            i += 2;
             continue;
         }
         if a.starts_with("--data-root=") {
+            i += 1;
             continue;
         }
         if a.starts_with('-') {
             return None;
         }
-        break a;
+        break i;
     };
-    if !COMMANDS.contains(&command) {
+    if argv[group] != GROUP {
         return None;
     }
-    let cli = ContainerCli::parse_from(argv);
+    // the container parser sees `berth [--data-root DIR] <verb> …`
+    let mut inner: Vec<OsString> = argv[..group].to_vec();
+    inner.extend_from_slice(&argv[group + 1..]);
+    let cli = ContainerCli::parse_from(inner);
     let is_run = matches!(cli.command, ContainerCommand::Run(_));
     Some(match run_command(cli) {
         Ok(code) => code,
@@ -498,17 +502,76 @@ fn run_options(a: &RunArgs) -> anyhow::Result<RunOptions> {
         dns: a.dns.clone(),
         add_host: a.add_host.clone(),
         auto_remove: a.rm,
-        ..RunOptions::default()
+        // the Compose-only options (devices, sysctls, ulimits, …) keep their defaults
+        ..Default::default()
     })
 }
 
 fn run(c: &Containers, a: RunArgs) -> anyhow::Result<ExitCode> {
     let opts = run_options(&a)?;
+    run_with(c, opts, a.detach, a.rm, a.tty, a.interactive)
+}
+
+/// How a one-off container is attached: detached, removed on exit, with a terminal, with
+/// stdin.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Attach {
+    pub detach: bool,
+    pub rm: bool,
+    pub tty: bool,
+    pub interactive: bool,
+}
+
+/// Creates and runs a container on this node as `berth container run` does (used by the
+/// Compose `run`, which builds the options from a service).
+pub fn run_local(
+    data_root: &std::path::Path,
+    opts: RunOptions,
+    how: Attach,
+) -> anyhow::Result<ExitCode> {
+    let c = open(data_root)?;
+    run_with(&c, opts, how.detach, how.rm, how.tty, how.interactive)
+}
+
+/// Runs a command in a container of this node as `berth container exec` does (used by the
+/// Compose `exec` once the daemon named the container).
+pub fn exec_local(
+    data_root: &std::path::Path,
+    container: &str,
+    command: Vec<String>,
+    env: Vec<String>,
+    workdir: Option<String>,
+    user: Option<String>,
+    how: Attach,
+) -> anyhow::Result<ExitCode> {
+    let c = open(data_root)?;
+    exec(
+        &c,
+        ExecArgs {
+            interactive: how.interactive,
+            tty: how.tty,
+            user,
+            env,
+            workdir,
+            container: container.to_owned(),
+            command,
+        },
+    )
+}
+
+fn run_with(
+    c: &Containers,
+    opts: RunOptions,
+    detach: bool,
+    rm: bool,
+    tty: bool,
+    interactive: bool,
+) -> anyhow::Result<ExitCode> {
     let record = c.create(opts)?;
     let id = record.id.clone();
-    if a.detach {
+    if detach {
         if let Err(e) = c.start(&id, false) {
-            if a.rm {
+            if rm {
                 let _ = c.remove(&id, true);
             }
             return Err(e.into());
@@ -519,7 +582,7 @@ fn run(c: &Containers, a: RunArgs) -> anyhow::Result<ExitCode> {
     let started = match c.start(&id, true) {
         Ok(s) => s,
         Err(e) => {
-            if a.rm {
+            if rm {
                 let _ = c.remove(&id, true);
             }
             return Err(e.into());
@@ -529,12 +592,12 @@ fn run(c: &Containers, a: RunArgs) -> anyhow::Result<ExitCode> {
     let mut attach = started.attach.context("attach stream missing")?;
     // with a terminal on both sides, ours goes raw (the container's pty does the line
     // discipline) and follows our window size
-    let _raw = if a.tty { RawTerminal::enter() } else { None };
-    if a.tty {
+    let _raw = if tty { RawTerminal::enter() } else { None };
+    if tty {
         resize(&shim);
     }
-    forward_signals(shim.clone(), a.tty);
-    if a.interactive {
+    forward_signals(shim.clone(), tty);
+    if interactive {
         // stdin goes through a second attach connection, so this one only reads
         if let Ok(mut input) = shim.attach(true, true) {
             std::thread::spawn(move || {
@@ -572,7 +635,7 @@ fn run(c: &Containers, a: RunArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let (_, code) = c.wait(&id)?;
-    if a.rm {
+    if rm {
         c.remove(&id, true)?;
     }
     Ok(ExitCode::from((code & 0xff) as u8))

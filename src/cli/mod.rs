@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
+mod compose;
 mod config;
 mod container;
 mod image;
@@ -92,7 +93,7 @@ pub enum Command {
     Version(version::VersionArgs),
     /// Manage images
     Image(image::ImageArgs),
-    /// List images (alias of `image ls`)
+    /// List images (alias of `image ls`; with a Compose project, the images its containers use)
     Images(image::LsArgs),
     /// Load images from an archive (alias of `image load`)
     Load(image::LoadArgs),
@@ -104,32 +105,10 @@ pub enum Command {
     Tag(image::TagArgs),
     /// Remove images (alias of `image rm`)
     Rmi(image::RmArgs),
-    /// Create and start a container from an image
-    Run(container::Passthrough),
-    /// List containers
-    Ps(container::Passthrough),
-    /// Show a container's output
-    Logs(container::Passthrough),
-    /// Stop running containers
-    Stop(container::Passthrough),
-    /// Send a signal to running containers
-    Kill(container::Passthrough),
-    /// Remove containers
-    Rm(container::Passthrough),
-    /// Start stopped containers
-    Start(container::Passthrough),
-    /// Run a command in a running container
-    Exec(container::Passthrough),
-    /// Show containers' configuration and state as JSON
-    Inspect(container::Passthrough),
-    /// Show containers' resource use
-    Stats(container::Passthrough),
-    /// Show a container's processes
-    Top(container::Passthrough),
-    /// Wait for containers to exit and print their exit codes
-    Wait(container::Passthrough),
-    /// List a container's published ports
-    Port(container::Passthrough),
+    #[command(flatten)]
+    Compose(compose::Placeholder),
+    /// Single containers without Compose: run, ps, logs, stop, kill, rm, start, exec, …
+    Container(container::Passthrough),
     /// Manage networks
     Network(container::Passthrough),
     /// Manage volumes
@@ -137,13 +116,18 @@ pub enum Command {
 }
 
 pub fn main() -> ExitCode {
-    // Container commands take Docker's `-p`/`-f`/`--env-file`, which the global Compose
-    // flags would claim: they are parsed by their own parser first.
+    // `berth container …` takes Docker's `-p`/`-f`/`--env-file`, which the global Compose
+    // flags would claim: it is parsed by its own parser first.
     let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
     if let Some(code) = container::dispatch(&argv) {
         return code;
     }
     if let Some(code) = network::dispatch(&argv).or_else(|| volume::dispatch(&argv)) {
+        return code;
+    }
+    // the Compose verbs take their project flags before the verb only, which frees `-f`
+    // and `-p` for their own meanings (`logs -f`, `rm -f`)
+    if let Some(code) = compose::dispatch(&argv) {
         return code;
     }
     let cli = Cli::parse();
@@ -161,24 +145,16 @@ pub fn main() -> ExitCode {
         Command::Push(args) => registry::push_cmd(&args, &cli.daemon.data_root),
         Command::Login(args) => registry::login_cmd(&args),
         Command::Logout(args) => registry::logout_cmd(&args),
-        // reached only when `dispatch` did not recognise the command line (it always does
-        // for these verbs); report it rather than guess
-        Command::Run(_)
-        | Command::Ps(_)
-        | Command::Logs(_)
-        | Command::Stop(_)
-        | Command::Kill(_)
-        | Command::Rm(_)
-        | Command::Start(_)
-        | Command::Exec(_)
-        | Command::Inspect(_)
-        | Command::Stats(_)
-        | Command::Top(_)
-        | Command::Wait(_)
-        | Command::Port(_)
-        | Command::Network(_)
-        | Command::Volume(_) => Err(anyhow::anyhow!(
-            "container commands take only --data-root before the command name"
+        Command::Network(_) | Command::Volume(_) => Err(anyhow::anyhow!(
+            "network and volume commands take only --data-root before the command name"
+        )),
+        // reached only when `dispatch` did not recognise the command line (options other
+        // than --data-root before `container`); report it rather than guess
+        Command::Compose(_) => Err(anyhow::anyhow!(
+            "the Compose verbs take -f/-p/--project-directory/--env-file/--profile before the verb: berth [-f FILE] [-p NAME] VERB …"
+        )),
+        Command::Container(_) => Err(anyhow::anyhow!(
+            "only --data-root may come before `container`: berth [--data-root DIR] container COMMAND …"
         )),
     };
     match result {
