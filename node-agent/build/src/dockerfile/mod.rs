@@ -6,7 +6,7 @@
 mod parse;
 pub mod words;
 
-pub use parse::{parse, parse_instruction};
+pub use parse::{parse, parse_duration, parse_instruction};
 
 use std::fmt;
 
@@ -171,10 +171,6 @@ impl Dockerfile {
         self.stages
             .iter()
             .find(|s| s.name.as_deref() == Some(lower.as_str()))
-            .or_else(|| {
-                name.parse::<usize>()
-                    .ok()
-                    .and_then(|i| self.stages.get(i))
-            })
+            .or_else(|| name.parse::<usize>().ok().and_then(|i| self.stages.get(i)))
     }
 }

@@ -207,6 +207,9 @@ fn heredoc_markers(rest: &str) -> Vec<(String, bool, bool)> {
     out
 }
 
+/// `--name[=value]` flags in order.
+type Flags = Vec<(String, Option<String>)>;
+
 /// Leading `--name[=value]` flags and the rest of the line.
 fn take_flags<'a>(
     ctx: &Ctx<'_>,
@@ -214,7 +217,7 @@ fn take_flags<'a>(
     mut rest: &'a str,
     allowed: &[&str],
     keyword: &str,
-) -> Result<(Vec<(String, Option<String>)>, &'a str), ParseError> {
+) -> Result<(Flags, &'a str), ParseError> {
     let mut flags = Vec::new();
     loop {
         rest = rest.trim_start();
@@ -259,10 +262,7 @@ fn parse_from(ctx: &Ctx<'_>, line: usize, rest: &str, index: usize) -> Result<St
         _ => return Err(ctx.err(line, "FROM takes an image and an optional `AS name`")),
     };
     if let Some(name) = name {
-        let valid = name
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphabetic())
+        let valid = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
             && name
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
@@ -352,13 +352,8 @@ fn parse_instruction_with(
     };
     let kind = match upper.as_str() {
         "RUN" => {
-            let (flags, cmd) = take_flags(
-                ctx,
-                line,
-                rest,
-                &["network", "mount", "security"],
-                "RUN",
-            )?;
+            let (flags, cmd) =
+                take_flags(ctx, line, rest, &["network", "mount", "security"], "RUN")?;
             if flags.iter().any(|(n, _)| n == "mount") {
                 return Err(ctx.err(line, "RUN --mount is not supported by berth's builder"));
             }
@@ -441,8 +436,7 @@ fn parse_instruction_with(
                     Some((n, d)) => (n.to_owned(), Some(d.to_owned())),
                     None => (w.clone(), None),
                 };
-                if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-                {
+                if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
                     return Err(ctx.err(line, format!("ARG: invalid name {name:?}")));
                 }
                 args.push((name, default));
@@ -609,7 +603,9 @@ mod tests {
 
     #[test]
     fn multi_stage_with_meta_args() {
-        let df = p("ARG BASE=busybox\nFROM ${BASE} AS Build\nRUN echo hi\n\nFROM scratch\nCOPY --from=build /out /out\n");
+        let df = p(
+            "ARG BASE=busybox\nFROM ${BASE} AS Build\nRUN echo hi\n\nFROM scratch\nCOPY --from=build /out /out\n",
+        );
         assert_eq!(df.meta_args.len(), 1);
         assert_eq!(df.stages.len(), 2);
         assert_eq!(df.stages[0].name.as_deref(), Some("build"));
@@ -628,7 +624,9 @@ mod tests {
 
     #[test]
     fn run_forms_shell_and_continuations() {
-        let df = p("FROM x\nRUN echo a \\\n  # a comment inside\n\n  && echo b\nRUN [\"/bin/echo\", \"x y\"]\nSHELL [\"/bin/ash\", \"-eo\", \"pipefail\", \"-c\"]\nRUN --network=none true\n");
+        let df = p(
+            "FROM x\nRUN echo a \\\n  # a comment inside\n\n  && echo b\nRUN [\"/bin/echo\", \"x y\"]\nSHELL [\"/bin/ash\", \"-eo\", \"pipefail\", \"-c\"]\nRUN --network=none true\n",
+        );
         let ins = &df.stages[0].instructions;
         assert_eq!(ins[0].line, 2);
         assert_eq!(
@@ -639,7 +637,9 @@ mod tests {
                 heredocs: vec![]
             }
         );
-        assert!(matches!(&ins[1].kind, Kind::Run { command: CommandForm::Exec(a), .. } if a == &["/bin/echo", "x y"]));
+        assert!(
+            matches!(&ins[1].kind, Kind::Run { command: CommandForm::Exec(a), .. } if a == &["/bin/echo", "x y"])
+        );
         assert!(matches!(&ins[2].kind, Kind::Shell(s) if s.len() == 4));
         assert!(matches!(&ins[3].kind, Kind::Run { network: Some(n), .. } if n == "none"));
         assert_eq!(ins[3].line, 8);
@@ -647,11 +647,14 @@ mod tests {
 
     #[test]
     fn escape_directive_and_syntax() {
-        let df = p("# syntax=docker/dockerfile:1\n# escape=`\nFROM x\nRUN echo a `\n  b\nCOPY a\\b c\n");
+        let df =
+            p("# syntax=docker/dockerfile:1\n# escape=`\nFROM x\nRUN echo a `\n  b\nCOPY a\\b c\n");
         assert_eq!(df.escape, '`');
         assert_eq!(df.syntax.as_deref(), Some("docker/dockerfile:1"));
         let ins = &df.stages[0].instructions;
-        assert!(matches!(&ins[0].kind, Kind::Run { command: CommandForm::Shell(s), .. } if s == "echo a   b"));
+        assert!(
+            matches!(&ins[0].kind, Kind::Run { command: CommandForm::Shell(s), .. } if s == "echo a   b")
+        );
         assert!(matches!(&ins[1].kind, Kind::Copy(c) if c.sources == ["a\\b"]));
         // A directive after a comment is only a comment.
         let df = p("# hello\n# escape=`\nFROM x\nRUN a \\\n b\n");
@@ -661,7 +664,9 @@ mod tests {
 
     #[test]
     fn heredocs() {
-        let df = p("FROM x\nRUN <<EOF\necho one\necho $HOME\nEOF\nCOPY <<-'CONF' /etc/app.conf\n\tkey=$v\n\tCONF\nRUN echo after\n");
+        let df = p(
+            "FROM x\nRUN <<EOF\necho one\necho $HOME\nEOF\nCOPY <<-'CONF' /etc/app.conf\n\tkey=$v\n\tCONF\nRUN echo after\n",
+        );
         let ins = &df.stages[0].instructions;
         let Kind::Run { heredocs, .. } = &ins[0].kind else {
             panic!()
@@ -676,12 +681,18 @@ mod tests {
         assert_eq!(c.heredocs[0].content, "key=$v\n");
         assert!(!c.heredocs[0].expand);
         assert_eq!(ins[2].line, 9);
-        assert!(err("FROM x\nRUN <<EOF\necho\n").message.contains("not terminated"));
+        assert!(
+            err("FROM x\nRUN <<EOF\necho\n")
+                .message
+                .contains("not terminated")
+        );
     }
 
     #[test]
     fn env_label_arg_forms() {
-        let df = p("FROM x\nENV A=1 B=\"two words\" C=x\\ y\nENV LEGACY some value here\nLABEL a.b=c \"k\"=v\nARG X Y=2\n");
+        let df = p(
+            "FROM x\nENV A=1 B=\"two words\" C=x\\ y\nENV LEGACY some value here\nLABEL a.b=c \"k\"=v\nARG X Y=2\n",
+        );
         let ins = &df.stages[0].instructions;
         assert_eq!(
             ins[0].kind,
@@ -705,7 +716,9 @@ mod tests {
 
     #[test]
     fn other_instructions() {
-        let df = p("FROM x\nWORKDIR /app\nUSER 1000:1000\nCMD [\"sh\"]\nENTRYPOINT exec top\nEXPOSE 80 53/udp\nVOLUME [\"/data\"]\nVOLUME /a /b\nSTOPSIGNAL SIGQUIT\nHEALTHCHECK --interval=5s --retries=3 CMD wget -q localhost\nHEALTHCHECK NONE\nONBUILD RUN echo child\nMAINTAINER me\n");
+        let df = p(
+            "FROM x\nWORKDIR /app\nUSER 1000:1000\nCMD [\"sh\"]\nENTRYPOINT exec top\nEXPOSE 80 53/udp\nVOLUME [\"/data\"]\nVOLUME /a /b\nSTOPSIGNAL SIGQUIT\nHEALTHCHECK --interval=5s --retries=3 CMD wget -q localhost\nHEALTHCHECK NONE\nONBUILD RUN echo child\nMAINTAINER me\n",
+        );
         let kinds: Vec<&str> = df.stages[0]
             .instructions
             .iter()
@@ -730,7 +743,9 @@ mod tests {
         );
         let ins = &df.stages[0].instructions;
         assert!(matches!(&ins[6].kind, Kind::Volume(v) if v == &["/a", "/b"]));
-        assert!(matches!(&ins[8].kind, Kind::Healthcheck(Health::Check { retries: Some(3), interval: Some(i), .. }) if i == "5s"));
+        assert!(
+            matches!(&ins[8].kind, Kind::Healthcheck(Health::Check { retries: Some(3), interval: Some(i), .. }) if i == "5s")
+        );
         assert_eq!(parse_duration("1m30s"), Some(90_000_000_000));
         assert_eq!(parse_duration("500ms"), Some(500_000_000));
         assert_eq!(parse_duration("5x"), None);
@@ -740,20 +755,53 @@ mod tests {
     fn errors_name_file_and_line() {
         let e = err("FROM x\n\nRUN ok\nFROBNICATE now\n");
         assert_eq!(e.line, 4);
-        assert_eq!(e.to_string(), "Dockerfile:4: unknown instruction: FROBNICATE");
+        assert_eq!(
+            e.to_string(),
+            "Dockerfile:4: unknown instruction: FROBNICATE"
+        );
         assert_eq!(err("RUN x\nFROM y\n").line, 1);
         assert!(err("# nothing\n").message.contains("no FROM"));
         assert!(err("FROM a b c d\n").message.contains("AS name"));
-        assert!(err("FROM x\nCOPY onlyone\n").message.contains("destination"));
-        assert!(err("FROM x\nCOPY --nope=1 a b\n").message.contains("--nope"));
-        assert!(err("FROM x\nCOPY --chmod=u+x a b\n").message.contains("octal"));
-        assert!(err("FROM x\nRUN --mount=type=cache x\n").message.contains("--mount"));
-        assert!(err("FROM x\nONBUILD FROM y\n").message.contains("not allowed"));
+        assert!(
+            err("FROM x\nCOPY onlyone\n")
+                .message
+                .contains("destination")
+        );
+        assert!(
+            err("FROM x\nCOPY --nope=1 a b\n")
+                .message
+                .contains("--nope")
+        );
+        assert!(
+            err("FROM x\nCOPY --chmod=u+x a b\n")
+                .message
+                .contains("octal")
+        );
+        assert!(
+            err("FROM x\nRUN --mount=type=cache x\n")
+                .message
+                .contains("--mount")
+        );
+        assert!(
+            err("FROM x\nONBUILD FROM y\n")
+                .message
+                .contains("not allowed")
+        );
         assert!(err("FROM x\nSHELL sh -c\n").message.contains("JSON"));
-        assert!(err("FROM x\nHEALTHCHECK --interval=soon CMD x\n").message.contains("duration"));
+        assert!(
+            err("FROM x\nHEALTHCHECK --interval=soon CMD x\n")
+                .message
+                .contains("duration")
+        );
         assert!(err("FROM x\nENV A=\"open\n").message.contains("quote"));
         // Bad input never panics.
-        for text in ["FROM", "FROM x\nCOPY", "FROM x\nRUN <<", "\u{0}\u{1}", "FROM x\nENV ="] {
+        for text in [
+            "FROM",
+            "FROM x\nCOPY",
+            "FROM x\nRUN <<",
+            "\u{0}\u{1}",
+            "FROM x\nENV =",
+        ] {
             let _ = parse("Dockerfile", text);
         }
     }

@@ -231,6 +231,31 @@ fn expand_var(
     }
 }
 
+/// Expands only variables (no quote removal): heredoc bodies, where quotes are content.
+/// The escape character before `$` keeps it literal.
+pub fn expand_vars(
+    text: &str,
+    escape: char,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, WordError> {
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = String::new();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        if c == escape && chars.get(i + 1) == Some(&'$') {
+            out.push('$');
+            i += 2;
+        } else if c == '$' {
+            i = expand_var(&chars, i, text, escape, lookup, &mut out)?;
+        } else {
+            out.push(c);
+            i += 1;
+        }
+    }
+    Ok(out)
+}
+
 /// Splits and expands: each raw word expanded on its own (values are not split again).
 pub fn expand_words(
     text: &str,
@@ -289,6 +314,14 @@ mod tests {
         assert_eq!(x("\"c:\\dir\""), "c:\\dir");
         assert_eq!(expand("`$A", '`', &env).unwrap(), "$A");
         assert!(expand("\"open", '\\', &env).is_err());
+    }
+
+    #[test]
+    fn heredoc_bodies_keep_quotes() {
+        assert_eq!(
+            expand_vars("say \"$A\" 'x' \\$A", '\\', &env).unwrap(),
+            "say \"alpha\" 'x' $A"
+        );
     }
 
     #[test]
