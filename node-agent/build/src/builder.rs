@@ -684,12 +684,10 @@ impl Ctx<'_> {
                 )?)
             }
             Kind::Copy(_) | Kind::Add(_) => {
-                let (entries, attrs) = copy_plan
-                    .take()
-                    .map(|p| (p.entries, p.attrs))
-                    .unwrap_or_default();
+                // The plan keeps the source mount alive until its layer is written.
+                let plan = copy_plan.take().unwrap_or_default();
                 Some(
-                    self.write_copy(&state, &entries, &attrs)
+                    self.write_copy(&state, &plan.entries, &plan.attrs)
                         .map_err(|e| self.at(ins.line, e))?,
                 )
             }
