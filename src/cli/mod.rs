@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
+mod build;
 mod config;
 mod container;
 mod image;
@@ -88,6 +89,10 @@ pub enum Command {
     Logout(registry::LogoutArgs),
     /// Show the berth version information
     Version(version::VersionArgs),
+    /// Build the images of the project's services that have a `build:` section
+    Build(build::BuildArgs),
+    /// Manage the build cache
+    Builder(build::BuilderArgs),
     /// Manage images
     Image(image::ImageArgs),
     /// List images (alias of `image ls`)
@@ -139,6 +144,11 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Config(args) => config::run(&cli.project, &args),
         Command::Version(args) => version::run(&args),
+        Command::Build(args) => build::build_cmd(&cli.project, &cli.daemon, &args),
+        Command::Builder(args) => build::builder_cmd(&cli.daemon, &args),
+        Command::Image(image::ImageArgs {
+            command: image::ImageCommand::Build(args),
+        }) => build::image_build_cmd(&cli.project, &cli.daemon, &args),
         Command::Image(args) => image::run(&cli.daemon, args),
         Command::Images(args) => image::run_alias(&cli.daemon, image::ImageCommand::Ls(args)),
         Command::Load(args) => image::run_alias(&cli.daemon, image::ImageCommand::Load(args)),
