@@ -441,3 +441,34 @@ fn heredocs_add_archives_and_whiteouts() {
         "{e}"
     );
 }
+
+#[test]
+fn onbuild_triggers_and_independent_stages() {
+    let t = T::new("onb");
+    t.write(
+        "Dockerfile",
+        "FROM busybox:latest\nONBUILD RUN echo triggered > /trig\nCMD [\"true\"]\n",
+    );
+    t.build(&t.opts("parent:1")).expect("parent");
+    // Two stages that need nothing from each other, joined by the last one.
+    t.write(
+        "Dockerfile",
+        "FROM parent:1 AS left\n\
+         RUN echo left > /side\n\
+         FROM busybox:latest AS right\n\
+         RUN echo right > /side\n\
+         FROM busybox:latest\n\
+         COPY --from=left /trig /trig\n\
+         COPY --from=left /side /l\n\
+         COPY --from=1 /side /r\n\
+         CMD [\"cat\", \"/trig\", \"/l\", \"/r\"]\n",
+    );
+    t.build(&t.opts("child:1")).expect("child");
+    let (code, out) = t.run("child:1", &[]);
+    assert_eq!((code, out.as_str()), (0, "triggered\nleft\nright\n"));
+    let store = Store::open(t.env.data_root.join("image")).unwrap();
+    let image = store.image(&store.lookup("child:1").unwrap()).unwrap();
+    let raw: serde_json::Value =
+        serde_json::from_slice(&store.read_blob(image.id()).unwrap()).unwrap();
+    assert!(raw["config"].get("OnBuild").is_none());
+}
