@@ -900,8 +900,19 @@ impl Ctx<'_> {
         let work = self.work_dir()?;
         // The current state, for the destination and for --chown names.
         let (cur_mount, cur) = self.view(state, &work.0)?;
-        let dest_clean = crate::ignore::clean(&dest);
-        let dest_is_dir = fs::metadata(cur.join(&dest_clean)).is_ok_and(|m| m.is_dir());
+        // Symlinks on the way to the destination resolve inside the image, as in Docker.
+        let trailing = dest.ends_with('/');
+        let clean = crate::ignore::clean(&dest);
+        let full = copy::resolve_in_root(&cur, &clean);
+        let dest_is_dir = fs::metadata(cur.join(&full)).is_ok_and(|m| m.is_dir());
+        let dest = if trailing || dest_is_dir || clean.is_empty() {
+            format!("/{full}/")
+        } else {
+            match clean.rsplit_once('/') {
+                Some((dir, last)) => format!("/{}/{last}", copy::resolve_in_root(&cur, dir)),
+                None => format!("/{clean}"),
+            }
+        };
         let attrs = Attrs {
             uid: 0,
             gid: 0,

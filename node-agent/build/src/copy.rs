@@ -354,7 +354,7 @@ fn apply(h: &mut tar::Header, attrs: &Attrs) {
 }
 
 fn existing_dir_header(current: &Path, rel: &str) -> tar::Header {
-    match fs::metadata(current.join(rel)) {
+    match fs::symlink_metadata(current.join(rel)) {
         Ok(meta) if meta.is_dir() => header_from(&meta),
         _ => {
             let mut h = tar::Header::new_gnu();
@@ -409,6 +409,42 @@ fn extract_into(out: &mut TarOut<'_>, archive: &Path, dest: &str) -> io::Result<
         }
     }
     Ok(())
+}
+
+/// Resolves `rel` (relative to the image root) following symlinks *inside* `root`, as
+/// the path would resolve in a container: absolute link targets start again at `root`,
+/// `..` never leaves it. Components that do not exist are kept as written.
+pub fn resolve_in_root(root: &Path, rel: &str) -> String {
+    let mut todo: Vec<String> = clean(rel).split('/').rev().map(str::to_owned).collect();
+    let mut done: Vec<String> = Vec::new();
+    let mut hops = 0;
+    while let Some(part) = todo.pop() {
+        match part.as_str() {
+            "" | "." => continue,
+            ".." => {
+                done.pop();
+                continue;
+            }
+            _ => {}
+        }
+        let candidate = root.join(done.join("/")).join(&part);
+        match fs::symlink_metadata(&candidate) {
+            Ok(m) if m.file_type().is_symlink() && hops < 40 => {
+                hops += 1;
+                let Ok(target) = fs::read_link(&candidate) else {
+                    done.push(part);
+                    continue;
+                };
+                let target = target.to_string_lossy().into_owned();
+                if target.starts_with('/') {
+                    done.clear();
+                }
+                todo.extend(target.split('/').rev().map(str::to_owned));
+            }
+            _ => done.push(part),
+        }
+    }
+    done.join("/")
 }
 
 /// Parses `--chmod=755`.
@@ -497,6 +533,20 @@ mod tests {
             ],
             "ignored files stay out"
         );
+    }
+
+    #[test]
+    fn symlinks_resolve_inside_the_root() {
+        let t = tempfile::tempdir().unwrap();
+        let r = t.path();
+        fs::create_dir_all(r.join("usr/lib")).unwrap();
+        std::os::unix::fs::symlink("usr/lib", r.join("lib")).unwrap();
+        std::os::unix::fs::symlink("/usr", r.join("abs")).unwrap();
+        std::os::unix::fs::symlink("../../../../etc", r.join("usr/escape")).unwrap();
+        assert_eq!(resolve_in_root(r, "lib/x.so"), "usr/lib/x.so");
+        assert_eq!(resolve_in_root(r, "/abs/lib"), "usr/lib");
+        assert_eq!(resolve_in_root(r, "usr/escape/passwd"), "etc/passwd");
+        assert_eq!(resolve_in_root(r, "new/dir"), "new/dir");
     }
 
     #[test]

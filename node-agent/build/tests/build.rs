@@ -422,14 +422,19 @@ fn heredocs_add_archives_and_whiteouts() {
          COPY <<EOF /etc/greeting\nhello \"$NAME\"\nEOF\n\
          ENV NAME=world\n\
          RUN <<EOF\nset -e\necho scripted > /scripted\nrm /etc/group\nEOF\n\
+         RUN mkdir -p /usr/lib2 && ln -s usr/lib2 /lib2\n\
+         COPY <<EOF /lib2/conf\nthrough a link\nEOF\n\
          RUN touch /tmp/old\n\
          RUN rm -rf /tmp && mkdir /tmp && touch /tmp/new\n\
-         CMD [\"sh\", \"-c\", \"cat /unpacked/inner/f.txt /etc/greeting /scripted; test -e /etc/group || echo no-group; ls /tmp\"]\n",
+         CMD [\"sh\", \"-c\", \"cat /unpacked/inner/f.txt /etc/greeting /scripted; test -e /etc/group || echo no-group; ls /tmp; test -L /lib2 && cat /usr/lib2/conf\"]\n",
     );
     t.build(&t.opts("misc:1")).expect("build");
     let (code, out) = t.run("misc:1", &[]);
     assert_eq!(code, 0, "{out}");
-    assert_eq!(out, "from tar\nhello \"\"\nscripted\nno-group\nnew\n");
+    assert_eq!(
+        out,
+        "from tar\nhello \"\"\nscripted\nno-group\nnew\nthrough a link\n"
+    );
     // ADD of an unreachable URL fails clearly.
     t.write(
         "Dockerfile",
