@@ -1059,6 +1059,7 @@ impl Ctx<'_> {
         }
         let work = self.work_dir()?;
         let (mount, cur) = self.view(state, &work.0)?;
+        let rel = copy::resolve_in_root(&cur, &rel);
         if cur.join(&rel).is_dir() {
             return Ok(None);
         }

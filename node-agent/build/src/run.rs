@@ -79,7 +79,8 @@ pub fn run_step(step: &RunStep<'_>) -> Result<RunResult, BuildError> {
     let mount = Mount::overlay(step.lowers, Some((&upper, &ovl_work)), step.empty, &rootfs)?;
     let (uid, gid, extra) = resolve_user(&rootfs, &step.user)?;
     // The working directory must exist for the runtime to enter it.
-    let cwd_host = rootfs.join(step.cwd.trim_start_matches('/'));
+    // Resolved inside the root: a symlink in the image must not lead the mkdir to the host.
+    let cwd_host = rootfs.join(crate::copy::resolve_in_root(&rootfs, &step.cwd));
     if !cwd_host.exists() {
         fs::create_dir_all(&cwd_host).map_err(io_err("create directory", &cwd_host))?;
     }
@@ -194,9 +195,10 @@ fn pipe() -> Result<(OwnedFd, OwnedFd), BuildError> {
 /// `user[:group]` (names or numbers) → uid, gid, supplementary gids, from the state's
 /// `/etc/passwd` and `/etc/group`.
 pub fn resolve_user(rootfs: &Path, spec: &str) -> Result<(u32, u32, Vec<u32>), BuildError> {
-    let passwd = fs::read_to_string(rootfs.join("etc/passwd")).unwrap_or_default();
-    let group = fs::read_to_string(rootfs.join("etc/group")).unwrap_or_default();
-    lookup_user(spec, &passwd, &group)
+    let read = |p: &str| {
+        fs::read_to_string(rootfs.join(crate::copy::resolve_in_root(rootfs, p))).unwrap_or_default()
+    };
+    lookup_user(spec, &read("etc/passwd"), &read("etc/group"))
 }
 
 /// The pure part of [`resolve_user`].
