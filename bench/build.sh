@@ -20,9 +20,17 @@ bridge=bbuild$$
 command -v hyperfine >/dev/null || { echo "install hyperfine" >&2; exit 2; }
 command -v dockerd >/dev/null || { echo "install Debian's docker.io" >&2; exit 2; }
 
-(cd "$repo" && cargo build --quiet --release -p berth -p berth-runtime --bins)
+# BERTH_BENCH_PROFILE=dev measures a debug build (quicker to make; slower to run).
+profile=${BERTH_BENCH_PROFILE:-release}
+if [ "$profile" = release ]; then
+    (cd "$repo" && cargo build --quiet --release -p berth -p berth-runtime --bins)
+    dir=$target/release
+else
+    (cd "$repo" && cargo build --quiet -p berth -p berth-runtime --bins)
+    dir=$target/debug
+fi
 mkdir -p "$work/bin"
-for b in berth berth-runc; do cp "$target/release/$b" "$work/bin/$b"; done
+for b in berth berth-runc; do cp "$dir/$b" "$work/bin/$b"; done
 berth="$work/bin/berth --data-root $work/berth"
 BERTH="$work/bin/berth" BERTH_DATA_ROOT="$work/berth" "$repo/examples/images/make-busybox.sh" >/dev/null
 

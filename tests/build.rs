@@ -1,13 +1,16 @@
 //! The build commands end to end (root; Debian's `busybox-static`): `berth build` of a
 //! Compose project's `build:` sections (short and long syntax, `dockerfile_inline`, `args`,
 //! default image names), the cache marks in the progress output, `berth image build` with
-//! a Dockerfile from stdin, and `berth builder prune`. Each test has its own data root,
-//! removed on drop.
+//! a Dockerfile from stdin, `berth builder prune`, and a built image pushed to (and its base
+//! pulled from, with `--pull`) Debian's `docker-registry` on 127.0.0.1. Each test has its
+//! own data root, removed on drop.
 
 use std::fs;
 use std::io::Write;
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 const BERTH: &str = env!("CARGO_BIN_EXE_berth");
 
@@ -41,6 +44,7 @@ impl Env {
             &berth_image::Reference::parse("busybox:latest").unwrap(),
         )
         .expect("import busybox (apt-get install busybox-static)");
+        fs::create_dir_all(dir.path().join("proj")).unwrap();
         Env { dir }
     }
 
@@ -165,5 +169,104 @@ fn image_build_reads_a_dockerfile_from_stdin_and_reports_failures() {
     assert_eq!(
         last,
         "berth: Dockerfile:2: step [stage-0 2/2] `RUN exit 3` failed: the command returned a non-zero code: 3"
+    );
+}
+
+struct Registry {
+    child: Child,
+    addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `docker-registry` (no auth) on a free loopback port.
+fn start_registry() -> Registry {
+    let dir = tempfile::tempdir().unwrap();
+    for _ in 0..5 {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let config = format!(
+            "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {root}/data\nhttp:\n  addr: {addr}\n  secret: t\n",
+            root = dir.path().display()
+        );
+        let config_path = dir.path().join("config.yml");
+        fs::write(&config_path, config).unwrap();
+        let mut child = Command::new("/usr/bin/docker-registry")
+            .arg("serve")
+            .arg(&config_path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("docker-registry is installed");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                return Registry {
+                    child,
+                    addr,
+                    _dir: dir,
+                };
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    panic!("docker-registry did not start");
+}
+
+#[test]
+fn built_images_push_and_pull_bases_through_a_registry() {
+    let registry = start_registry();
+    let env = Env::new();
+    let base = format!("{}/base/busybox:1", registry.addr);
+    let app = format!("{}/built/app:1", registry.addr);
+    assert!(
+        env.berth(&["image", "tag", "busybox:latest", &base], None)
+            .status
+            .success()
+    );
+    let push = env.berth(&["push", "-q", &base], None);
+    assert!(push.status.success(), "{}", text(&push.stderr));
+    // --pull fetches the base from the registry through `berth pull`.
+    assert!(
+        env.berth(&["image", "rm", "--force", &base], None)
+            .status
+            .success()
+    );
+    fs::create_dir_all(env.project().join("ctx")).unwrap();
+    fs::write(
+        env.project().join("ctx/Dockerfile"),
+        format!("FROM {base}\nRUN echo built > /built\nCMD [\"cat\", \"/built\"]\n"),
+    )
+    .unwrap();
+    let built = env.berth(&["image", "build", "-q", "--pull", "-t", &app, "ctx"], None);
+    assert!(built.status.success(), "{}", text(&built.stderr));
+    let id = text(&built.stdout).trim().to_owned();
+    let push = env.berth(&["push", "-q", &app], None);
+    assert!(push.status.success(), "{}", text(&push.stderr));
+
+    // Another data root gets the very same image back.
+    let other = Env::new();
+    let pull = other.berth(&["pull", "-q", &app], None);
+    assert!(pull.status.success(), "{}", text(&pull.stderr));
+    let inspect = other.berth(&["image", "inspect", &app], None);
+    assert!(
+        text(&inspect.stdout).contains(&id),
+        "{}",
+        text(&inspect.stdout)
     );
 }

@@ -143,7 +143,11 @@ fn runtime() -> anyhow::Result<PathBuf> {
         })
 }
 
-fn env(daemon: &DaemonFlags, quiet: bool) -> anyhow::Result<Env> {
+/// What every build of this process shares: the data root, `berth-runc`, the run root of
+/// build containers (`/run/berth/build`, or beside `BERTH_RUN_ROOT`), a progress printer
+/// on stderr and pulls through `berth pull`. `berth up --build` builds with
+/// `berth_build::build_services(&build_env(daemon, quiet)?, &app, &services, &opts)`.
+pub(crate) fn build_env(daemon: &DaemonFlags, quiet: bool) -> anyhow::Result<Env> {
     let run_root = std::env::var_os("BERTH_RUN_ROOT")
         .map(PathBuf::from)
         .and_then(|p| p.parent().map(Path::to_path_buf))
@@ -229,7 +233,7 @@ pub fn build_cmd(
         pull: args.pull,
         build_args: parse_pairs(&args.build_args, "--build-arg", true)?,
     };
-    let env = env(daemon, args.quiet)?;
+    let env = build_env(daemon, args.quiet)?;
     let built = build_services(&env, &loaded.app, &args.services, &over)?;
     if built.is_empty() && !args.quiet {
         eprintln!("no service has a build section");
@@ -283,7 +287,7 @@ pub fn image_build_cmd(
     opts.pull = args.pull;
     opts.network = BuildNetwork::parse(&args.network)
         .with_context(|| format!("--network {}: use default, host or none", args.network))?;
-    let env = env(daemon, args.quiet)?;
+    let env = build_env(daemon, args.quiet)?;
     let built = berth_build::build(&env, &opts)?;
     if args.quiet {
         println!("{}", built.id);
