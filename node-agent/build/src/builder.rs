@@ -206,7 +206,10 @@ pub fn build(env: &Env, opts: &BuildOptions) -> Result<Built, BuildError> {
     }
     for tag in &opts.tags {
         let reference = Reference::parse(tag)?;
-        ctx.store.put_image(&reference, &manifest)?;
+        // An unchanged name needs no record update (and no fsync): the common cached rebuild.
+        if ctx.store.resolve(&reference).ok().as_ref() != Some(&manifest) {
+            ctx.store.put_image(&reference, &manifest)?;
+        }
     }
     Ok(Built {
         id,
