@@ -45,6 +45,8 @@ pub enum ImageCommand {
     Tag(TagArgs),
     /// Remove unused images and free their content
     Prune(PruneArgs),
+    /// Build an image from a Dockerfile
+    Build(super::build::ImageBuildArgs),
 }
 
 #[derive(Debug, Args)]
@@ -153,6 +155,9 @@ pub fn run(daemon: &DaemonFlags, args: ImageArgs) -> anyhow::Result<ExitCode> {
         ImageCommand::Rm(a) => rm(&store, &a),
         ImageCommand::Tag(a) => tag(&store, &a),
         ImageCommand::Prune(a) => prune(&store, &a),
+        ImageCommand::Build(a) => {
+            super::build::image_build_cmd(&super::ProjectFlags::default(), daemon, &a)
+        }
     }
 }
 

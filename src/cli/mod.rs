@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 mod compose;
+mod build;
 mod config;
 mod container;
 mod image;
@@ -91,6 +92,10 @@ pub enum Command {
     Logout(registry::LogoutArgs),
     /// Show the berth version information
     Version(version::VersionArgs),
+    /// Build the images of the project's services that have a `build:` section
+    Build(build::BuildArgs),
+    /// Manage the build cache
+    Builder(build::BuilderArgs),
     /// Manage images
     Image(image::ImageArgs),
     /// List images (alias of `image ls`; with a Compose project, the images its containers use)
@@ -134,6 +139,11 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Config(args) => config::run(&cli.project, &args),
         Command::Version(args) => version::run(&args),
+        Command::Build(args) => build::build_cmd(&cli.project, &cli.daemon, &args),
+        Command::Builder(args) => build::builder_cmd(&cli.daemon, &args),
+        Command::Image(image::ImageArgs {
+            command: image::ImageCommand::Build(args),
+        }) => build::image_build_cmd(&cli.project, &cli.daemon, &args),
         Command::Image(args) => image::run(&cli.daemon, args),
         Command::Images(args) => image::run_alias(&cli.daemon, image::ImageCommand::Ls(args)),
         Command::Load(args) => image::run_alias(&cli.daemon, image::ImageCommand::Load(args)),
