@@ -89,22 +89,46 @@ fn mounts_json(r: &Record) -> Vec<Value> {
         .collect()
 }
 
+/// The berth network a container is configured for, if it gets a bridge.
+pub(crate) fn configured_network(b: &Backend, r: &Record) -> Option<String> {
+    match &r.config.network {
+        NetworkMode::Default => Some(b.default_network.clone()),
+        NetworkMode::Bridge(n) => Some(n.clone()),
+        NetworkMode::Host | NetworkMode::None => None,
+    }
+}
+
+/// `NetworkSettings.Networks`: the endpoints of a running container, or (as Docker shows
+/// them before the first start) the network it is configured for, without addresses.
+/// Aliases include the short id, which berth's DNS answers too.
 fn networks_json(b: &Backend, r: &Record) -> serde_json::Map<String, Value> {
     let mut nets = serde_json::Map::new();
+    let mut aliases = b.extra(&r.id).aliases;
+    aliases.push(r.id[..12].to_string());
+    let entry = |net: &str, ip: &str, gw: &str, prefix: u8, mac: &str| {
+        json!({
+            "IPAMConfig": null, "Links": null,
+            "Aliases": aliases,
+            "NetworkID": crate::networks::docker_id(b, net),
+            "EndpointID": if ip.is_empty() { String::new() } else { hex::encode(sha2_of(&format!("{net}{}", r.id))) },
+            "Gateway": gw, "IPAddress": ip, "IPPrefixLen": prefix,
+            "IPv6Gateway": "", "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0,
+            "MacAddress": mac, "DriverOpts": null,
+        })
+    };
     for ep in &r.endpoints {
-        let name = crate::networks::docker_name(b, &ep.network);
         nets.insert(
-            name.clone(),
-            json!({
-                "IPAMConfig": null, "Links": null,
-                "Aliases": b.extra(&r.id).aliases,
-                "NetworkID": crate::networks::docker_id(b, &ep.network),
-                "EndpointID": hex::encode(sha2_of(&format!("{}{}", ep.network, r.id))),
-                "Gateway": ep.gateway, "IPAddress": ep.ip, "IPPrefixLen": ep.prefix_len,
-                "IPv6Gateway": "", "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0,
-                "MacAddress": ep.mac, "DriverOpts": null,
-            }),
+            crate::networks::docker_name(b, &ep.network),
+            entry(&ep.network, &ep.ip, &ep.gateway, ep.prefix_len, &ep.mac),
         );
+    }
+    if nets.is_empty() {
+        if let Some(net) = configured_network(b, r) {
+            nets.insert(
+                crate::networks::docker_name(b, &net),
+                entry(&net, "", "", 0, ""),
+            );
+        }
     }
     nets
 }

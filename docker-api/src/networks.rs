@@ -333,3 +333,79 @@ pub async fn prune(b: &Arc<Backend>, q: &Query) -> ApiResult<Reply> {
     }
     Ok(ok_json(&json!({"NetworksDeleted": deleted})))
 }
+
+/// `POST /networks/{id}/connect|disconnect`. berth gives a container one network, chosen
+/// before it starts: connecting a created container moves it to the network (and records
+/// its aliases); connecting it to the network it already has only records the aliases.
+/// A running container cannot change networks yet.
+pub async fn connect(
+    b: &Arc<Backend>,
+    q_net: &str,
+    body: Bytes,
+    connect: bool,
+) -> ApiResult<Reply> {
+    let v: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("invalid request: {e}")))?;
+    let container = v["Container"]
+        .as_str()
+        .ok_or_else(|| ApiError::bad_request("no Container given"))?
+        .to_string();
+    let net = resolve(b, q_net)
+        .ok_or_else(|| ApiError::not_found(format!("network {q_net} not found")))?;
+    let aliases: Vec<String> = v["EndpointConfig"]["Aliases"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    let b2 = b.clone();
+    let record = blocking(move || {
+        let mut r = b2.containers.resolve(&container)?;
+        b2.containers.observe(&mut r);
+        let current = crate::containers::configured_network(&b2, &r);
+        let same = current.as_deref() == Some(net.as_str());
+        if r.state.status == berth_node_agent::container::Status::Running && !(connect && same) {
+            return Err(ApiError::new(
+                StatusCode::NOT_IMPLEMENTED,
+                "berth cannot change the network of a running container yet",
+            ));
+        }
+        if !connect && !same {
+            return Err(ApiError::not_found(format!(
+                "container {} is not connected to network {}",
+                r.name,
+                docker_name(&b2, &net)
+            )));
+        }
+        let mode = if !connect {
+            berth_node_agent::container::NetworkMode::None
+        } else if net == b2.default_network {
+            berth_node_agent::container::NetworkMode::Default
+        } else {
+            berth_node_agent::container::NetworkMode::Bridge(net.clone())
+        };
+        if r.config.network != mode {
+            let dir = b2.containers.container_dir(&r.id);
+            let mut rec = berth_node_agent::container::Record::load(&dir)?;
+            rec.config.network = mode;
+            rec.save(&dir)?;
+        }
+        b2.update_extra(&r.id, |e| {
+            if connect {
+                for a in aliases {
+                    if !e.aliases.contains(&a) {
+                        e.aliases.push(a);
+                    }
+                }
+            } else {
+                e.aliases.clear();
+            }
+        });
+        Ok(r)
+    })
+    .await?;
+    b.container_event(if connect { "connect" } else { "disconnect" }, &record, &[]);
+    Ok(http::status_only(StatusCode::OK))
+}

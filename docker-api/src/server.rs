@@ -256,8 +256,10 @@ async fn route(b: Arc<Backend>, mut req: Request<Incoming>) -> ApiResult<Reply> 
         (["networks", "prune"], &Method::POST) => networks::prune(b, &q).await,
         (["networks", id], &Method::GET) => networks::inspect(b, id).await,
         (["networks", id], &Method::DELETE) => networks::remove(b, id).await,
-        (["networks", _, "connect" | "disconnect"], &Method::POST) => {
-            Err(not_yet("connecting a container to a network after create"))
+        (["networks", id, action @ ("connect" | "disconnect")], &Method::POST) => {
+            let id = id.to_string();
+            let connect = *action == "connect";
+            networks::connect(b, &id, json_body(req).await?, connect).await
         }
 
         (["volumes"], &Method::GET) => volumes::list(b, &q).await,
