@@ -538,7 +538,7 @@ pub async fn create(
                 .unwrap_or_default()
         });
         let _ = tx.send(json_line(&json!({
-            "status": format!("Pulling from {}", reference.familiar_name()), "id": tag,
+            "status": format!("Pulling from {}", reference.repository()), "id": tag,
         })));
         let before = b2.store.resolve(&reference).ok();
         let progress = Progress {
@@ -684,8 +684,9 @@ pub async fn push_image(
 }
 
 /// `POST /images/load`: a `docker save` or OCI layout tar in the body.
-pub async fn load(b: &Arc<Backend>, q: &Query, path: std::path::PathBuf) -> ApiResult<Reply> {
-    let quiet = q.flag("quiet");
+/// `quiet` only silences progress, which berth's load does not report: the names of the
+/// loaded images are always sent, as Docker does.
+pub async fn load(b: &Arc<Backend>, path: std::path::PathBuf) -> ApiResult<Reply> {
     let b2 = b.clone();
     let loaded = blocking(move || {
         let f = std::fs::File::open(&path)
@@ -711,9 +712,7 @@ pub async fn load(b: &Arc<Backend>, q: &Query, path: std::path::PathBuf) -> ApiR
     .await?;
     let mut out = Vec::new();
     for l in loaded {
-        if !quiet {
-            out.extend_from_slice(&json_line(&json!({"stream": l})));
-        }
+        out.extend_from_slice(&json_line(&json!({"stream": l})));
     }
     Ok(http::stream_reply("application/json", http::full(out)))
 }

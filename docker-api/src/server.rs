@@ -214,7 +214,7 @@ async fn route(b: Arc<Backend>, mut req: Request<Incoming>) -> ApiResult<Reply> 
         }
         (["images", "load"], &Method::POST) => {
             let tar = spool_body(b, req).await?;
-            images::load(b, &q, tar).await
+            images::load(b, tar).await
         }
         (["images", "get"], &Method::GET) => images::get(b, q.all("names")).await,
         (["images", "prune"], &Method::POST) => images::prune(b, &q).await,
