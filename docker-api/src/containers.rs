@@ -415,7 +415,6 @@ pub(crate) async fn start_record(b: &Arc<Backend>, r: &Record) -> ApiResult<()> 
 /// container or applies the restart policy.
 fn spawn_monitor(b: Arc<Backend>, id: String) {
     tokio::task::spawn_blocking(move || {
-        let handle = tokio::runtime::Handle::current();
         loop {
             let Ok((record, code)) = b.containers.wait(&id) else {
                 return;
@@ -439,7 +438,6 @@ fn spawn_monitor(b: Arc<Backend>, id: String) {
             {
                 return;
             }
-            b.update_extra(&id, |e| e.restart_count += 1);
             // Docker waits 100 ms before the first restart, doubling each time; a short
             // fixed back-off keeps a crash-looping container from spinning the CPU
             std::thread::sleep(Duration::from_millis(100));
@@ -448,7 +446,8 @@ fn spawn_monitor(b: Arc<Backend>, id: String) {
             }
             match b.containers.start(&id, false) {
                 Ok(s) => {
-                    let _g = handle.enter();
+                    // counted once it runs, so "N restarts, exited" means the Nth is over
+                    b.update_extra(&id, |e| e.restart_count += 1);
                     b.container_event("start", &s.record, &[]);
                 }
                 Err(_) => return,

@@ -396,3 +396,63 @@ fn cli_networks_volumes_and_cp() {
     let o = s.docker(&["network", "rm", "bridge"]);
     assert!(!o.status.success(), "the default network stays");
 }
+
+#[test]
+fn cli_run_it_restart_policy_wait_rename_and_prune() {
+    let s = Server::start();
+    // attach with a TTY and stdin before the start, resize after it
+    let (out, code) = docker_in_pty(
+        &s,
+        &["run", "--rm", "-it", "busybox", "sh"],
+        "# ",
+        &[b"echo $((6*7)); stty size\r", b"exit 3\r"],
+    );
+    assert_eq!(code, 3, "{out}");
+    assert!(out.contains("42"), "{out}");
+    assert!(out.contains("40 120"), "{out}");
+
+    // on-failure:2 restarts twice, then stays exited
+    s.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "flaky",
+        "--restart",
+        "on-failure:2",
+        "busybox",
+        "sh",
+        "-c",
+        "echo attempt; exit 1",
+    ]);
+    wait_for("two restarts", 30, || {
+        s.ok(&[
+            "inspect",
+            "-f",
+            "{{.RestartCount}} {{.State.Status}}",
+            "flaky",
+        ])
+        .trim()
+            == "2 exited"
+    });
+    assert_eq!(s.ok(&["logs", "flaky"]), "attempt\nattempt\nattempt\n");
+    assert_eq!(s.ok(&["wait", "flaky"]).trim(), "1");
+
+    s.ok(&["rename", "flaky", "steady"]);
+    assert_eq!(
+        s.ok(&["ps", "-a", "--format", "{{.Names}}"]).trim(),
+        "steady"
+    );
+    assert_eq!(s.containers().resolve("steady").unwrap().name, "steady");
+
+    // run -d --rm: removed by the server once it exits
+    s.ok(&["run", "-d", "--rm", "--name", "brief", "busybox", "true"]);
+    wait_for("the --rm container to go", 20, || {
+        !s.ok(&["ps", "-a", "--format", "{{.Names}}"])
+            .contains("brief")
+    });
+
+    let pruned = s.ok(&["container", "prune", "-f"]);
+    assert!(pruned.contains("Deleted Containers"), "{pruned}");
+    assert_eq!(s.ok(&["ps", "-a", "-q"]), "");
+    assert!(s.containers().ids().unwrap().is_empty());
+}
