@@ -179,12 +179,24 @@ fn shell_join(args: &[String]) -> String {
         .join(" ")
 }
 
+/// Every container with its live state, newest first. Unlike the container layer's `list`,
+/// exited `AutoRemove` containers are left to their monitor, which removes them and tells
+/// the clients waiting for the removal.
+pub(crate) fn observed(b: &Backend) -> ApiResult<Vec<Record>> {
+    let mut out = b.containers.records()?;
+    for r in &mut out {
+        b.containers.observe(r);
+    }
+    out.sort_by(|a, b| b.created.cmp(&a.created));
+    Ok(out)
+}
+
 pub async fn list(b: &Arc<Backend>, q: &Query) -> ApiResult<Reply> {
     let filters = Filters::parse(q.get("filters"))?;
     let all = q.flag("all");
     let limit = q.int("limit")?.filter(|n| *n > 0);
     let b2 = b.clone();
-    let records = blocking(move || Ok(b2.containers.list(true)?)).await?;
+    let records = blocking(move || crate::containers::observed(&b2)).await?;
     let mut out = Vec::new();
     for r in &records {
         let state = state_name(b, r);
@@ -391,6 +403,9 @@ pub(crate) async fn start_record(b: &Arc<Backend>, r: &Record) -> ApiResult<()> 
             return Err(e);
         }
     };
+    if let (true, Some((h, w))) = (started.record.config.tty, b.extra(&r.id).console_size) {
+        let _ = started.shim.resize(h, w);
+    }
     let mut waiting = waiting.into_iter();
     if let (Some(first), Some(a)) = (waiting.next(), started.attach) {
         let _ = first.send(AttachHandoff {
@@ -425,7 +440,10 @@ fn spawn_monitor(b: Arc<Backend>, id: String) {
             }
             b.container_event("die", &record, &[("exitCode", code.to_string())]);
             if record.config.auto_remove {
-                if b.containers.remove(&id, true).is_ok() {
+                // `list` removes exited auto-remove containers too: whoever wins, the
+                // container is gone and waiters for `removed` must hear of it
+                let _ = b.containers.remove(&id, true);
+                if b.containers.resolve(&id).is_err() {
                     remove_side_state(&b, &id, true);
                     b.container_event("destroy", &record, &[]);
                 }
@@ -617,7 +635,7 @@ pub async fn prune(b: &Arc<Backend>, q: &Query) -> ApiResult<Reply> {
     let b2 = b.clone();
     let removed = blocking(move || {
         let mut removed = Vec::new();
-        for r in b2.containers.list(true)? {
+        for r in crate::containers::observed(&b2)? {
             if r.state.status == Status::Running || !filters.labels_match(&r.labels) {
                 continue;
             }

@@ -52,6 +52,9 @@ pub struct Extra {
     pub stop_timeout: Option<i64>,
     /// The config as the client sent it, for inspect.
     pub exposed_ports: Vec<String>,
+    /// `HostConfig.ConsoleSize` (rows, columns): the TTY's size from the first moment.
+    #[serde(default)]
+    pub console_size: Option<(u16, u16)>,
     #[serde(default)]
     pub restart_count: i64,
     /// Set by stop/kill through the API; cleared by start.
@@ -133,6 +136,13 @@ pub fn translate(
         extra.exposed_ports = ports.keys().cloned().collect();
     }
     extra.stop_timeout = body["StopTimeout"].as_i64();
+    if let Some([h, w]) = host["ConsoleSize"].as_array().map(Vec::as_slice) {
+        let (h, w) = (h.as_u64().unwrap_or(0), w.as_u64().unwrap_or(0));
+        if h > 0 && w > 0 {
+            extra.console_size =
+                Some((h.min(u16::MAX as u64) as u16, w.min(u16::MAX as u64) as u16));
+        }
+    }
 
     // storage: binds, mounts, tmpfs, anonymous volumes
     for b in strings(&host["Binds"]) {

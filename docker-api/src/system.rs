@@ -99,7 +99,7 @@ fn os_name() -> String {
 pub async fn info(b: &Arc<Backend>) -> ApiResult<Reply> {
     let b2 = b.clone();
     let (records, images) = blocking(move || {
-        let r = b2.containers.list(true)?;
+        let r = crate::containers::observed(&b2)?;
         let i = b2.store.list_images()?.len();
         Ok((r, i))
     })
@@ -215,7 +215,7 @@ pub async fn events(b: &Arc<Backend>, q: &Query) -> ApiResult<Reply> {
 pub async fn df(b: &Arc<Backend>) -> ApiResult<Reply> {
     let b2 = b.clone();
     let v = blocking(move || {
-        let records = b2.containers.list(true)?;
+        let records = crate::containers::observed(&b2)?;
         let mut images = Vec::new();
         let mut layers = 0u64;
         for rec in b2.store.list_images()? {
