@@ -218,15 +218,20 @@ pub async fn df(b: &Arc<Backend>) -> ApiResult<Reply> {
         let records = crate::containers::observed(&b2)?;
         let mut images = Vec::new();
         let mut layers = 0u64;
+        let mut names: std::collections::BTreeMap<_, Vec<String>> = Default::default();
         for rec in b2.store.list_images()? {
-            let Ok(img) = b2.store.image(&rec.target) else {
+            let e = names.entry(rec.target.clone()).or_default();
+            e.extend(rec.reference.iter().map(|r| r.familiar()));
+        }
+        for (target, tags) in names {
+            let Ok(img) = b2.store.image(&target) else {
                 continue;
             };
             let id = img.id().to_string();
             let used = records.iter().filter(|r| r.image_id == id).count();
             layers += img.size();
             images.push(json!({
-                "Id": id, "ParentId": "", "RepoTags": rec.reference.iter().map(|r| r.familiar()).collect::<Vec<_>>(),
+                "Id": id, "ParentId": "", "RepoTags": tags,
                 "RepoDigests": [], "Created": time::unix_seconds(img.config.created().as_deref().unwrap_or("")),
                 "Size": img.size(), "SharedSize": -1, "VirtualSize": img.size(), "Labels": {}, "Containers": used,
             }));

@@ -74,6 +74,9 @@ fn cli_version_info_run_rm_exit_codes_stdin_and_events() {
     assert!(o.status.success());
     assert_eq!(String::from_utf8_lossy(&o.stdout), "PIPED THROUGH BERTH\n");
 
+    let df = s.ok(&["system", "df", "--format", "{{.Type}} {{.TotalCount}}"]);
+    assert!(df.lines().any(|l| l == "Images 1"), "{df}");
+
     // --rm containers are gone when run returns, in Docker's and in berth's view
     assert_eq!(s.ok(&["ps", "-a", "-q"]), "");
     assert!(s.containers().ids().unwrap().is_empty());
