@@ -32,4 +32,4 @@ mod volumes;
 pub use backend::{Backend, OpenError};
 pub use error::ApiError;
 pub use http::{API_VERSION, MIN_API_VERSION};
-pub use server::serve;
+pub use server::{serve, serve_io};

@@ -27,19 +27,25 @@ const MAX_JSON_BODY: usize = 8 << 20;
 pub async fn serve(listener: UnixListener, backend: Arc<Backend>) -> std::io::Result<()> {
     loop {
         let (stream, _) = listener.accept().await?;
-        let backend = backend.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |req| {
-                let backend = backend.clone();
-                async move { Ok::<_, std::convert::Infallible>(handle(backend, req).await) }
-            });
-            // errors here are clients going away mid-request; nothing to report to anyone
-            let _ = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades()
-                .await;
-        });
+        tokio::spawn(serve_io(stream, backend.clone()));
     }
+}
+
+/// Serves one connection of any transport (a TLS stream over TCP, for the mutual-TLS
+/// listener berthd may add) until the client closes it.
+pub async fn serve_io<S>(io: S, backend: Arc<Backend>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req| {
+        let backend = backend.clone();
+        async move { Ok::<_, std::convert::Infallible>(handle(backend, req).await) }
+    });
+    // errors here are clients going away mid-request; nothing to report to anyone
+    let _ = http1::Builder::new()
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades()
+        .await;
 }
 
 async fn handle(b: Arc<Backend>, req: Request<Incoming>) -> Reply {
