@@ -5,6 +5,7 @@
 # --data-root, --exec-root, socket and bridge, --iptables=false; both servers are stopped and
 # everything they made is removed on exit. Needs: hyperfine, docker.io, busybox-static, root.
 #   sudo bench/docker-api.sh [RUNS]
+#   PROFILE=debug sudo bench/docker-api.sh 3     # a quick check of the script itself
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 runs=${1:-30}
@@ -12,11 +13,14 @@ target=${CARGO_TARGET_DIR:-$repo/target}
 command -v hyperfine >/dev/null || { echo "install hyperfine" >&2; exit 2; }
 command -v dockerd >/dev/null || { echo "install Debian's docker.io" >&2; exit 2; }
 
-(cd "$repo" && cargo build --quiet --release -p berth-docker-api -p berth-runtime -p berth-shim --bins)
+profile=${PROFILE:-release}
+flag=--release
+[ "$profile" = release ] || flag=
+(cd "$repo" && cargo build --quiet $flag -p berth-docker-api -p berth-runtime -p berth-shim --bins)
 work=$(mktemp -d /tmp/berth-bench-dapi.XXXXXX)
 mkdir -p "$work/bin"
 for b in berth-docker-api berth-runc berth-shim berth-init; do
-    strip -o "$work/bin/$b" "$target/release/$b"
+    strip -o "$work/bin/$b" "$target/$profile/$b"
 done
 
 ip_forward=$(cat /proc/sys/net/ipv4/ip_forward)
