@@ -80,8 +80,14 @@ fn cli_version_info_run_rm_exit_codes_stdin_and_events() {
     // --rm containers are gone when run returns, in Docker's and in berth's view
     assert_eq!(s.ok(&["ps", "-a", "-q"]), "");
     assert!(s.containers().ids().unwrap().is_empty());
-    let o = s.docker(&["run", "--rm", "nosuchimage:1"]);
+    // (never pulled: no test traffic leaves the machine)
+    let o = s.docker(&["run", "--pull", "never", "--rm", "nosuchimage:1"]);
     assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("No such image"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 
     let events = s.ok(&[
         "events",
