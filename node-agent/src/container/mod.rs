@@ -42,7 +42,7 @@ use berth_image::{Snapshotter, Store};
 
 pub use exec::{ConsoleSocket, ExecOptions};
 pub use logs::LogOptions;
-pub use network::{NetworkCreate, SharedNetworks, scope as network_scope_of};
+pub use network::{NetworkCreate, Scope, SharedNetworks, scope};
 pub use options::{MountKind, MountSpec, NetworkMode, RunOptions};
 pub use record::{Record, Status};
 pub use start::{Launched, Started};
@@ -244,7 +244,7 @@ impl Containers {
 
     /// The shim's state dir (socket, log, exit record): `<run-root>/../shims/<id>`. Not
     /// under the data root because a unix socket path must stay under 108 bytes.
-    pub(crate) fn shim_dir(&self, id: &str) -> PathBuf {
+    pub fn shim_dir(&self, id: &str) -> PathBuf {
         self.config
             .run_root
             .parent()

@@ -195,7 +195,7 @@ impl Worker {
         })?;
         let mut nopts = cfg.network.clone().unwrap_or_else(|| {
             let mut o = NetworkOptions::new(&state_dir);
-            o.table = container::network_scope_of(&data_root).table;
+            o.table = container::scope(&data_root).table;
             o
         });
         nopts.state_dir = state_dir;

@@ -1,0 +1,226 @@
+//! [`Backend`]: the berth objects the API is mapped onto — the node agent's [`Containers`],
+//! the image [`Store`], [`Volumes`] and one long-lived [`Networks`] (shared with the
+//! container layer, so its embedded DNS learns every container) — plus what only the API
+//! needs: the event bus, exec sessions, attach requests waiting for a start, and small side
+//! records (restart policy, labels of networks and volumes) under `<data-root>/docker-api/`.
+//! It never re-implements a container, image, volume or network operation.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use berth_image::Store;
+use berth_network::networks::{Networks, Options as NetOptions};
+use berth_node_agent::container::{Config, Containers, SharedNetworks, scope};
+use berth_node_agent::volume::Volumes;
+use serde::{Serialize, de::DeserializeOwned};
+use tokio::sync::oneshot;
+
+use crate::create::Extra;
+use crate::error::{ApiError, ApiResult};
+use crate::events::Bus;
+use crate::exec::ExecSession;
+
+/// Errors opening a backend.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("containers under {path}: {source}")]
+    Containers {
+        path: PathBuf,
+        #[source]
+        source: berth_node_agent::container::ContainerError,
+    },
+    #[error("volumes under {path}: {source}")]
+    Volumes {
+        path: PathBuf,
+        #[source]
+        source: berth_node_agent::volume::VolumeError,
+    },
+    #[error("networks under {path}: {source}")]
+    Networks {
+        path: PathBuf,
+        #[source]
+        source: berth_network::networks::NetworksError,
+    },
+    #[error("create directory {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// An attach stream handed from `start` to the attach request waiting for it.
+pub struct AttachHandoff {
+    pub shim: berth_shim::ShimHandle,
+    pub attach: berth_shim::Attach,
+}
+
+pub struct Backend {
+    pub(crate) containers: Containers,
+    pub(crate) store: Store,
+    pub(crate) volumes: Volumes,
+    pub(crate) networks: Arc<Networks>,
+    pub(crate) config: Config,
+    /// `<data-root>/docker-api`.
+    pub(crate) state_dir: PathBuf,
+    /// The berth id of this data root's default network (Docker's `bridge`).
+    pub(crate) default_network: String,
+    pub(crate) events: Bus,
+    pub(crate) execs: Mutex<HashMap<String, Arc<ExecSession>>>,
+    pub(crate) pending_attach: Mutex<HashMap<String, Vec<oneshot::Sender<AttachHandoff>>>>,
+    /// Serializes read-modify-write of the side records.
+    pub(crate) meta_lock: Mutex<()>,
+}
+
+impl std::fmt::Debug for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Backend")
+            .field("data_root", &self.config.data_root)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Backend {
+    /// Opens berth's objects under `config.data_root`. Must run inside a tokio runtime:
+    /// the shared [`Networks`] lives on it (its DNS listeners are tasks). Networks that
+    /// exist already get their bridges, rules and DNS back (as after a restart).
+    pub async fn open(config: Config) -> Result<Backend, OpenError> {
+        let root = config.data_root.clone();
+        let net_dir = root.join("network");
+        let state_dir = root.join("docker-api");
+        for d in [&net_dir, &state_dir] {
+            std::fs::create_dir_all(d).map_err(|source| OpenError::Io {
+                path: d.clone(),
+                source,
+            })?;
+        }
+        let sc = scope(&root);
+        let mut opts = NetOptions::new(net_dir.clone());
+        opts.table = sc.table.clone();
+        let networks = Arc::new(Networks::open(opts).map_err(|source| OpenError::Networks {
+            path: net_dir.clone(),
+            source,
+        })?);
+        if !networks.networks().is_empty() {
+            networks
+                .restore()
+                .await
+                .map_err(|source| OpenError::Networks {
+                    path: net_dir,
+                    source,
+                })?;
+        }
+        let containers = Containers::open(config.clone())
+            .map_err(|source| OpenError::Containers {
+                path: root.clone(),
+                source,
+            })?
+            .with_shared_networks(SharedNetworks {
+                networks: networks.clone(),
+                runtime: tokio::runtime::Handle::current(),
+            });
+        let store = containers.store().clone();
+        let volumes = Volumes::open(&root).map_err(|source| OpenError::Volumes {
+            path: root.clone(),
+            source,
+        })?;
+        Ok(Backend {
+            containers,
+            store,
+            volumes,
+            networks,
+            config,
+            state_dir,
+            default_network: sc.default_network,
+            events: Bus::default(),
+            execs: Mutex::new(HashMap::new()),
+            pending_attach: Mutex::new(HashMap::new()),
+            meta_lock: Mutex::new(()),
+        })
+    }
+
+    pub fn data_root(&self) -> &Path {
+        &self.config.data_root
+    }
+
+    pub fn containers(&self) -> &Containers {
+        &self.containers
+    }
+
+    /// Removes every network of this data root and its nft table (the end of a test or
+    /// an uninstall); containers must be gone first.
+    pub async fn remove_networks(self: &Arc<Self>) -> ApiResult<()> {
+        let b = self.clone();
+        blocking(move || Ok(b.containers.remove_networks()?)).await
+    }
+
+    /// Publishes a container event with Docker's attributes (name, image, labels).
+    pub(crate) fn container_event(
+        &self,
+        action: &str,
+        record: &berth_node_agent::container::Record,
+        extra: &[(&str, String)],
+    ) {
+        let mut attrs: BTreeMap<String, String> = record.labels.clone();
+        attrs.insert("name".into(), record.name.clone());
+        attrs.insert("image".into(), record.config.image.clone());
+        for (k, v) in extra {
+            attrs.insert((*k).to_string(), v.clone());
+        }
+        self.events.publish("container", action, &record.id, attrs);
+    }
+
+    fn meta_path(&self, kind: &str, key: &str) -> PathBuf {
+        self.state_dir.join(kind).join(format!("{key}.json"))
+    }
+
+    /// A side record, if any.
+    pub(crate) fn meta<T: DeserializeOwned>(&self, kind: &str, key: &str) -> Option<T> {
+        let bytes = std::fs::read(self.meta_path(kind, key)).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    pub(crate) fn put_meta<T: Serialize>(&self, kind: &str, key: &str, v: &T) -> ApiResult<()> {
+        let path = self.meta_path(kind, key);
+        let dir = path.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir)
+            .map_err(|e| ApiError::internal(format!("create {}: {e}", dir.display())))?;
+        let json = serde_json::to_vec_pretty(v).map_err(|e| ApiError::internal(e.to_string()))?;
+        berth_node_agent::container::record::write_atomic(&path, &json)?;
+        Ok(())
+    }
+
+    pub(crate) fn drop_meta(&self, kind: &str, key: &str) {
+        let _ = std::fs::remove_file(self.meta_path(kind, key));
+    }
+
+    pub(crate) fn extra(&self, id: &str) -> Extra {
+        self.meta("containers", id).unwrap_or_default()
+    }
+
+    /// Changes a container's side record under the lock.
+    pub(crate) fn update_extra(&self, id: &str, f: impl FnOnce(&mut Extra)) {
+        let _g = self.meta_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let mut e = self.extra(id);
+        f(&mut e);
+        let _ = self.put_meta("containers", id, &e);
+    }
+}
+
+/// Runs blocking berth code (file locks, shim sockets, fork/exec) off the async workers.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> ApiResult<T> + Send + 'static,
+) -> ApiResult<T> {
+    tokio::task::spawn_blocking(f).await?
+}
+
+/// 64 random hex characters (ids of networks, volumes and exec sessions).
+pub(crate) fn random_id() -> String {
+    use std::io::Read;
+    let mut bytes = [0u8; 32];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        let _ = f.read_exact(&mut bytes);
+    }
+    hex::encode(bytes)
+}

@@ -1,0 +1,118 @@
+//! Times as Docker's API shows them: berth records RFC 3339 strings, lists want Unix
+//! seconds, and `Status` columns want "Up 5 minutes" / "Exited (0) 2 seconds ago". Pure.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Parses `YYYY-MM-DDTHH:MM:SS[.frac](Z|±HH:MM)` into Unix seconds and nanoseconds.
+pub fn parse_rfc3339(s: &str) -> Option<(i64, u32)> {
+    let b = s.as_bytes();
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    let mut rest = &s[19..];
+    let mut nanos = 0u32;
+    if let Some(frac) = rest.strip_prefix('.') {
+        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
+        let mut n: u64 = frac[..digits.min(9)].parse().ok()?;
+        for _ in digits.min(9)..9 {
+            n *= 10;
+        }
+        nanos = n as u32;
+        rest = &frac[digits..];
+    }
+    let offset = match rest {
+        "Z" | "z" => 0,
+        o if o.len() == 6 => {
+            let sign = if o.starts_with('-') { -1 } else { 1 };
+            sign * (o[1..3].parse::<i64>().ok()? * 3600 + o[4..6].parse::<i64>().ok()? * 60)
+        }
+        _ => return None,
+    };
+    Some((
+        days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec - offset,
+        nanos,
+    ))
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146097 + doe - 719468
+}
+
+pub fn unix_seconds(s: &str) -> i64 {
+    parse_rfc3339(s).map_or(0, |(s, _)| s)
+}
+
+pub fn now_seconds() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+pub fn now_nanos() -> i128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i128)
+}
+
+/// Docker's human durations: "Less than a second", "5 seconds", "About a minute", …
+pub fn human_duration(secs: i64) -> String {
+    let s = secs.max(0);
+    match s {
+        0 => "Less than a second".into(),
+        1 => "1 second".into(),
+        2..60 => format!("{s} seconds"),
+        60..120 => "About a minute".into(),
+        120..3600 => format!("{} minutes", s / 60),
+        3600..7200 => "About an hour".into(),
+        7200..172800 => format!("{} hours", s / 3600),
+        _ => format!("{} days", s / 86400),
+    }
+}
+
+/// A `since`/`until` query value: Unix seconds (with an optional fraction) or RFC 3339.
+pub fn parse_timestamp(v: &str) -> Option<f64> {
+    if let Ok(f) = v.parse::<f64>() {
+        return Some(f);
+    }
+    parse_rfc3339(v).map(|(s, n)| s as f64 + n as f64 / 1e9)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_round_trip() {
+        assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some((0, 0)));
+        assert_eq!(
+            parse_rfc3339("2026-11-22T13:10:35.5Z"),
+            Some((1_795_353_035, 500_000_000))
+        );
+        assert_eq!(
+            parse_rfc3339("2026-11-22T14:10:35+01:00").map(|x| x.0),
+            Some(1_795_353_035)
+        );
+        let now = berth_shim::time::now_rfc3339();
+        assert!((unix_seconds(&now) - now_seconds()).abs() <= 1);
+        assert_eq!(parse_rfc3339("yesterday"), None);
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(human_duration(0), "Less than a second");
+        assert_eq!(human_duration(5), "5 seconds");
+        assert_eq!(human_duration(90), "About a minute");
+        assert_eq!(human_duration(600), "10 minutes");
+        assert_eq!(parse_timestamp("12.5"), Some(12.5));
+    }
+}

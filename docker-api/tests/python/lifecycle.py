@@ -1,0 +1,54 @@
+"""A scripted lifecycle through the Docker SDK for Python (docker-py) against berth.
+
+Run by tests/python_sdk.rs with DOCKER_HOST pointing at the server; prints OK at the end.
+"""
+import time
+
+import docker
+
+client = docker.from_env(timeout=60)
+assert client.ping()
+assert client.version()["Platform"]["Name"] == "berth"
+assert any("busybox:latest" in i.tags for i in client.images.list())
+
+vol = client.volumes.create("sdkvol", labels={"made-by": "sdk"})
+net = client.networks.create("sdknet", labels={"made-by": "sdk"})
+assert client.volumes.get("sdkvol").attrs["Labels"]["made-by"] == "sdk"
+assert [n.name for n in client.networks.list(names=["sdknet"])] == ["sdknet"]
+
+ctr = client.containers.run(
+    "busybox",
+    ["sh", "-c", "echo sdk-hello; echo data > /data/f; exec sleep 600"],
+    detach=True,
+    name="sdk1",
+    labels={"suite": "sdk"},
+    network="sdknet",
+    volumes={"sdkvol": {"bind": "/data", "mode": "rw"}},
+    environment={"GREETING": "hi"},
+)
+deadline = time.time() + 20
+while b"sdk-hello" not in ctr.logs():
+    assert time.time() < deadline, "no output"
+    time.sleep(0.05)
+ctr.reload()
+assert ctr.status == "running", ctr.status
+assert "sdknet" in ctr.attrs["NetworkSettings"]["Networks"]
+assert [c.name for c in client.containers.list(filters={"label": "suite=sdk"})] == ["sdk1"]
+
+res = ctr.exec_run(["sh", "-c", "echo $GREETING; cat /data/f; echo oops >&2; exit 4"], demux=True)
+assert res.exit_code == 4, res
+assert res.output == (b"hi\ndata\n", b"oops\n"), res.output
+
+ctr.stop(timeout=1)
+ctr.reload()
+assert ctr.status == "exited", ctr.status
+assert ctr.wait()["StatusCode"] == 137
+
+out = client.containers.run("busybox", ["echo", "one-shot"], remove=True)
+assert out == b"one-shot\n", out
+
+ctr.remove()
+net.remove()
+vol.remove()
+assert client.containers.list(all=True) == []
+print("OK")
