@@ -168,6 +168,10 @@ pub fn translate(
                         source,
                         destination: target,
                         read_only: ro,
+                        propagation: opt_str(&m["BindOptions"]["Propagation"]),
+                        // unlike `Binds`, a `Mounts` bind refuses a missing source (as Docker)
+                        create_host_path: false,
+                        no_copy: false,
                     });
                 }
                 "volume" => match opt_str(&m["Source"]) {
@@ -176,6 +180,9 @@ pub fn translate(
                         source,
                         destination: target,
                         read_only: ro,
+                        propagation: None,
+                        create_host_path: false,
+                        no_copy: m["VolumeOptions"]["NoCopy"].as_bool().unwrap_or(false),
                     }),
                     None => opts
                         .mounts
@@ -339,6 +346,9 @@ fn anonymous(
         source: name,
         destination: dest.to_string(),
         read_only,
+        propagation: None,
+        create_host_path: false,
+        no_copy: false,
     })
 }
 

@@ -245,6 +245,7 @@ pub async fn create(b: &Arc<Backend>, body: Bytes) -> ApiResult<Reply> {
             mtu: v["Options"]["com.docker.network.driver.mtu"]
                 .as_str()
                 .and_then(|m| m.parse().ok()),
+            ..NetworkConfig::default()
         })
         .await;
     if let Err(e) = created {

@@ -124,6 +124,7 @@ pub fn run_step(step: &RunStep<'_>) -> Result<RunResult, BuildError> {
         mounts: Vec::new(),
         etc_files: Some(etc_files),
         init_binary: None,
+        devices: Vec::new(),
     })
     .map_err(|e| BuildError::Internal(format!("OCI spec of a build step: {e}")))?;
     let mut spec = serde_json::to_value(&spec)

@@ -427,35 +427,10 @@ impl Inner {
                     .expect("entry"),
             );
             if running {
-                self.register_dns(&r);
                 self.clone().watch_exit(task_id, r.id.clone(), 1);
             }
         }
         Ok(())
-    }
-
-    /// Registers the DNS names of a running container adopted after a restart (the
-    /// network layer's registry lives in memory).
-    fn register_dns(&self, r: &Record) {
-        for att in &r.config.networks {
-            let Some(ep) = r.endpoints.iter().find(|e| e.network == att.network) else {
-                continue;
-            };
-            let mut aliases = att.aliases.clone();
-            aliases.push(r.short_id().to_string());
-            self.networks.registry().register(
-                &att.network,
-                &r.id,
-                berth_network::dns::DnsEntry {
-                    container_name: r.name.clone(),
-                    service: att.service.clone(),
-                    aliases,
-                    ipv4: ep.ip.parse().ok(),
-                    upstreams: r.config.dns.iter().filter_map(|d| d.parse().ok()).collect(),
-                    ..Default::default()
-                },
-            );
-        }
     }
 
     /// Waits (on a blocking thread) for the container's exit through its shim, then
@@ -1159,7 +1134,9 @@ impl Inner {
         // no new connections by name while it stops
         if let Ok(r) = self.containers.resolve(&id) {
             for ep in &r.endpoints {
-                self.networks.registry().unregister(&ep.network, &r.id);
+                if let Err(e) = self.networks.unregister_names(&ep.network, &r.id).await {
+                    tracing::debug!(container = %r.id, "dropping DNS names before the stop: {e}");
+                }
             }
         }
         let containers = self.containers.clone();
