@@ -190,6 +190,40 @@ impl Networks {
         })
     }
 
+    /// Re-reads IPAM, firewall and name state from the state directory. A `Networks` that
+    /// lives long (berthd's) calls it each time it takes the host-wide network lock, since a
+    /// daemonless `berth` command may have changed the files in between; writing its older
+    /// copy back would lose that command's addresses, rules or names. Changes nothing in the
+    /// kernel: the next change applies the whole berth table from the state read here.
+    pub fn reload(&self) -> Result<(), NetworksError> {
+        let ipam = Ipam::open(self.opts.state_dir.join("ipam.json"), self.opts.pool.clone())?;
+        let path = self.opts.state_dir.join("networks.json");
+        let state: FirewallState = match std::fs::read(&path) {
+            Ok(b) => serde_json::from_slice(&b).map_err(|source| NetworksError::Corrupt {
+                path: path.clone(),
+                source,
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => FirewallState::default(),
+            Err(source) => return Err(NetworksError::State { path, source }),
+        };
+        let dns_path = self.opts.state_dir.join(crate::dns::state::STATE_FILE);
+        if dns_path.exists() {
+            let mut names = DnsState::load(&dns_path).map_err(|source| NetworksError::State {
+                path: dns_path.clone(),
+                source,
+            })?;
+            names.port = self.opts.dns_port;
+            names.host_upstreams = self.opts.host_upstreams.clone();
+            *self.names.lock().expect("names lock") = names;
+        }
+        *self.ipam.lock().expect("ipam lock") = ipam;
+        self.firewall
+            .lock()
+            .expect("firewall lock")
+            .set_state_unapplied(state);
+        Ok(())
+    }
+
     /// A copy of what `berth-dns` serves.
     pub fn dns_state(&self) -> DnsState {
         self.names.lock().expect("names lock").clone()

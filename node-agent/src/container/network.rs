@@ -245,6 +245,7 @@ impl Containers {
     ) -> Result<T, ContainerError> {
         let _lock = self.network_lock()?;
         if let Some(shared) = &self.shared_networks {
+            shared.networks.reload().map_err(|e| net_err(id, e))?;
             return shared.runtime.block_on(f(&shared.networks));
         }
         let state_dir = self.config.data_root.join("network");

@@ -1206,7 +1206,7 @@ impl Inner {
             if r.external {
                 continue;
             }
-            let lock = resources::host_lock(&self.network_lock)
+            let lock = resources::host_lock(&self.network_lock, &self.networks)
                 .await
                 .map_err(|reason| WorkerError::Project {
                     project: project.into(),

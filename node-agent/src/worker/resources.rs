@@ -194,7 +194,7 @@ pub(crate) async fn ensure_network(
         ));
     }
     let (cfg, warnings) = network_config(id, def)?;
-    let lock = host_lock(lock_path).await?;
+    let lock = host_lock(lock_path, nets).await?;
     let made = nets
         .create_network(&cfg)
         .await
@@ -275,12 +275,19 @@ pub(crate) fn note_volume(
 }
 
 /// Takes the host-wide network lock (shared with CLI processes) off the async workers.
-pub(crate) async fn host_lock(path: &Path) -> Result<crate::container::FileLock, String> {
+/// Takes the host-wide network lock, then re-reads the network state another process may
+/// have changed while it was not held (see `Networks::reload`).
+pub(crate) async fn host_lock(
+    path: &Path,
+    networks: &Networks,
+) -> Result<crate::container::FileLock, String> {
     let path = path.to_path_buf();
-    tokio::task::spawn_blocking(move || crate::container::FileLock::acquire(&path))
+    let lock = tokio::task::spawn_blocking(move || crate::container::FileLock::acquire(&path))
         .await
         .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())?;
+    networks.reload().map_err(|e| e.to_string())?;
+    Ok(lock)
 }
 
 #[cfg(test)]
