@@ -1,7 +1,8 @@
 //! Turning the text of one Compose file into a `serde_yaml::Value` plus its source map:
 //! serde_yaml builds the value under our hostile-input bounds (nesting depth, alias
-//! expansion — counted while the value is built, so nothing is expanded past the bound),
-//! then YAML merge keys (`<<`) are resolved. Several `---` documents in one file merge as
+//! expansion — counted while the value is built, so nothing is expanded past the bound;
+//! a text with many flow openers has its depth checked before libyaml reads it), then
+//! YAML merge keys (`<<`) are resolved. Several `---` documents in one file merge as
 //! successive files would. Positions are indexed only if something asks for one (see
 //! `source_map`). Reads no files: the caller passes the text.
 

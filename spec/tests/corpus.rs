@@ -1,7 +1,9 @@
 //! Every Compose file of the shared corpus (`/work/shared/corpus/compose/*/*`) must load
 //! as a document and then as an `App`, or fail with an error that is genuinely the file's
-//! fault. The expected failures are listed below with their reasons (and in
-//! `docs/compat.md`). Skips with a message when the corpus directory is absent.
+//! fault — rejected by Docker Compose v2 as well. The expected failures are listed below
+//! with their reasons (and, with Compose's own check for each, in `docs/compat.md`).
+//! Override files are also loaded onto their base file, as Compose users run them.
+//! Skips with a message when the corpus directory is absent.
 //!
 //! Each file is loaded alone, as `docker compose -f FILE config` would load it in an empty
 //! directory: no `.env`, no sibling files. Service `env_file`s are not read (they are not
@@ -30,10 +32,10 @@ const DOCUMENT_FAILURES: &[(&str, &str)] = &[(
     "invalid YAML: a quoted scalar followed by more text (`- 'your_pdf_folder_path':/app/pdf`)",
 )];
 
-const NEEDS_DOTENV: &str =
-    "needs its project's .env: an unset variable leaves a required part empty";
-const OVERLAY: &str =
-    "an override file, meant to be merged onto its base file: alone it lacks what the base defines";
+const NEEDS_DOTENV: &str = "needs its project's .env: an unset variable leaves a required part \
+     empty (Compose's volume, port and duration parsing rejects it the same way)";
+const OVERLAY: &str = "an override file, meant to be merged onto its base file: alone it lacks \
+     what the base defines (Compose's consistency check rejects it alone too)";
 const REPLICAS: &str = "container_name together with deploy.replicas: 2 (Compose rejects it too)";
 
 /// Files that load as documents but are not valid projects on their own.
