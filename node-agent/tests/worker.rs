@@ -613,6 +613,7 @@ fn down_stops_in_reverse_dependency_waves() {
         svc("top", Some("mid")),
         svc("side", Some("base"))
     );
+    let mut rx = worker.subscribe();
     env.rt()
         .block_on(worker.apply(env.assignments(&yaml, Desired::Running)));
     for s in ["base", "mid", "top", "side"] {
@@ -648,9 +649,25 @@ fn down_stops_in_reverse_dependency_waves() {
             .position(|x| *x == l)
             .unwrap_or_else(|| panic!("{l} missing in {lines:?}"))
     };
-    // started in waves: base before mid and side, mid before top
-    assert!(pos("start-base") < pos("start-mid") && pos("start-base") < pos("start-side"));
-    assert!(pos("start-mid") < pos("start-top"));
+    // started in waves: base before mid and side, mid before top ("started" as Compose
+    // means it: the process runs, not that it has written its first line yet)
+    let mut started = Vec::new();
+    while let Ok(r) = rx.try_recv() {
+        if r.state == Observed::Running {
+            started.push(
+                r.task_id
+                    .trim_start_matches("wkwaves-")
+                    .replace("-task", ""),
+            );
+        }
+    }
+    let at = |s: &str| started.iter().position(|x| x == s).unwrap();
+    assert!(
+        at("base") < at("mid") && at("base") < at("side"),
+        "{started:?}"
+    );
+    assert!(at("mid") < at("top"), "{started:?}");
+    assert!(pos("start-base") < pos("stop-base"));
     // stopped in reverse waves: top and side first, then mid, then base
     assert!(pos("stop-top") < pos("stop-mid"), "{lines:?}");
     assert!(pos("stop-mid") < pos("stop-base"), "{lines:?}");

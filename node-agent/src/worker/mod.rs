@@ -157,6 +157,8 @@ struct Entry {
     warnings: String,
     /// The container launched ahead of its start wave (see [`Containers::launch`]).
     launched: Option<container::Launched>,
+    /// Found by [`Worker::open`] and not yet named by an `apply`.
+    adopted: bool,
 }
 
 impl Entry {
@@ -175,6 +177,7 @@ impl Entry {
             rejected: None,
             warnings: String::new(),
             launched: None,
+            adopted: false,
         }
     }
 }
@@ -249,11 +252,10 @@ impl Worker {
                 e.desired = a.desired;
                 e.project = a.project.clone();
                 e.service = a.service.clone();
-                if e.started.is_none() && e.status.state != Observed::Preparing {
-                    // adopted: whatever it is doing now counts as started at this value
-                    if e.status.container_id.is_some() && e.run > 0 {
-                        e.started = Some(a.restarts);
-                    }
+                if std::mem::take(&mut e.adopted) && e.run > 0 {
+                    // adopted after it ran: whatever it does now counts as started at
+                    // this value (running stays running, exited stays exited)
+                    e.started = Some(a.restarts);
                 }
                 by_project
                     .entry(a.project.clone())
@@ -401,6 +403,7 @@ impl Inner {
                 }
             };
             let mut e = Entry::new(&task_id, &project, &service, desired);
+            e.adopted = true;
             e.status.state = state;
             e.status.exit_code = exit;
             e.status.container_id = Some(r.id.clone());
