@@ -47,6 +47,8 @@ cleanup() {
     kill "$dockerd_pid" 2>/dev/null || true
     wait "$dockerd_pid" 2>/dev/null || true
     umount -R "$work/docker" 2>/dev/null || true
+    # dockerd leaves its default network namespace mounted in the exec root
+    umount "$work/docker-exec/netns/default" 2>/dev/null || true
     ip link del "$bridge" 2>/dev/null || true
     rm -rf "$work"
 }
