@@ -73,7 +73,7 @@ for d in "$berth" "$docker"; do
     tar -C "$rootfs" -c . | $d import -c 'CMD ["sh"]' - busybox:latest >/dev/null
 done
 # the default bridge network on both, then with no network (namespace only)
-hyperfine -N --warmup 3 --runs "$runs" \
+hyperfine -N --warmup 3 --runs "$runs" ${EXPORT_JSON:+--export-json "$EXPORT_JSON"} \
     -n "berth: docker run --rm busybox true" "$berth run --rm busybox true" \
     -n "dockerd: docker run --rm busybox true" "$docker run --rm busybox true" \
     -n "berth: --network none" "$berth run --rm --network none busybox true" \
