@@ -88,16 +88,12 @@ impl Backend {
     pub async fn open(config: Config) -> Result<Backend, OpenError> {
         let root = config.data_root.clone();
         let net_dir = root.join("network");
-        let state_dir = root.join("docker-api");
-        for d in [&net_dir, &state_dir] {
-            std::fs::create_dir_all(d).map_err(|source| OpenError::Io {
-                path: d.clone(),
-                source,
-            })?;
-        }
-        let sc = scope(&root);
+        std::fs::create_dir_all(&net_dir).map_err(|source| OpenError::Io {
+            path: net_dir.clone(),
+            source,
+        })?;
         let mut opts = NetOptions::new(net_dir.clone());
-        opts.table = sc.table.clone();
+        opts.table = scope(&root).table;
         let networks = Arc::new(Networks::open(opts).map_err(|source| OpenError::Networks {
             path: net_dir.clone(),
             source,
@@ -111,6 +107,19 @@ impl Backend {
                     source,
                 })?;
         }
+        Backend::open_shared(config, networks)
+    }
+
+    /// Like [`Backend::open`], on networks the caller already opened and restored: berthd
+    /// passes its node agent's, so one process holds one copy of the network state.
+    pub fn open_shared(config: Config, networks: Arc<Networks>) -> Result<Backend, OpenError> {
+        let root = config.data_root.clone();
+        let state_dir = root.join("docker-api");
+        std::fs::create_dir_all(&state_dir).map_err(|source| OpenError::Io {
+            path: state_dir.clone(),
+            source,
+        })?;
+        let sc = scope(&root);
         let containers = Containers::open(config.clone())
             .map_err(|source| OpenError::Containers {
                 path: root.clone(),
