@@ -162,7 +162,9 @@ impl Controller {
             let sleep = match (wait, until_wakeup) {
                 (Some(a), Some(b)) => a.min(b),
                 (a, b) => a.or(b).unwrap_or(Duration::from_secs(60)),
-            };
+            }
+            // A wakeup already due must not turn the loop into a spin.
+            .max(Duration::from_millis(10));
             tokio::select! {
                 _ = changes.changed() => {}
                 _ = tokio::time::sleep(sleep) => {}

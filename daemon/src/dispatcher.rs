@@ -115,44 +115,50 @@ impl Dispatcher {
     /// must still be stopped or removed. A task that is not wanted and already ended is
     /// left out, so the agent removes its container.
     fn assignments_of(&self, node: &str) -> Assignments {
-        let picked: Vec<(Task, Option<AppSource>)> = self.controller.read(|state: &State| {
-            state
-                .tasks
-                .values()
-                .filter(|t| t.node.as_deref() == Some(node))
-                .filter(|t| t.is_live() || !t.status.state.is_terminal())
-                .map(|t| {
-                    let app = state.apps.get(&t.app).map(|a| {
-                        (
+        let (picked, sources): (Vec<Task>, HashMap<String, AppSource>) =
+            self.controller.read(|state: &State| {
+                let tasks: Vec<Task> = state
+                    .tasks
+                    .values()
+                    .filter(|t| t.node.as_deref() == Some(node))
+                    .filter(|t| t.is_live() || !t.status.state.is_terminal())
+                    .cloned()
+                    .collect();
+                // One copy of each app's document, not one per task.
+                let mut sources = HashMap::new();
+                for t in &tasks {
+                    if sources.contains_key(&t.app) {
+                        continue;
+                    }
+                    if let Some(a) = state.apps.get(&t.app) {
+                        let source = (
                             a.spec.document.clone(),
                             a.spec.working_dir.clone(),
                             a.spec.config_files.clone(),
-                        )
-                    });
-                    (t.clone(), app)
-                })
-                .collect()
-        });
+                        );
+                        sources.insert(t.app.clone(), source);
+                    }
+                }
+                (tasks, sources)
+            });
         let mut out = Vec::with_capacity(picked.len());
         let mut apps = self.apps.lock().unwrap_or_else(|e| e.into_inner());
         let mut dirs: BTreeMap<String, (String, Vec<String>)> = BTreeMap::new();
-        for (task, app) in picked {
-            if let Some((document, dir, files)) = app {
-                let fresh = apps
-                    .get(&task.app)
-                    .is_none_or(|(seen, _)| *seen != document);
-                if fresh {
-                    match serde_json::from_value::<berth_spec::App>(document.clone()) {
-                        Ok(parsed) => {
-                            apps.insert(task.app.clone(), (document, Arc::new(parsed)));
-                        }
-                        Err(e) => {
-                            tracing::error!(app = %task.app, error = %e, "the app document does not parse");
-                        }
+        for (name, (document, dir, files)) in sources {
+            let fresh = apps.get(&name).is_none_or(|(seen, _)| *seen != document);
+            if fresh {
+                match serde_json::from_value::<berth_spec::App>(document.clone()) {
+                    Ok(parsed) => {
+                        apps.insert(name.clone(), (document, Arc::new(parsed)));
+                    }
+                    Err(e) => {
+                        tracing::error!(app = %name, error = %e, "the app document does not parse");
                     }
                 }
-                dirs.insert(task.app.clone(), (dir, files));
             }
+            dirs.insert(name, (dir, files));
+        }
+        for task in picked {
             let model = apps
                 .get(&task.app)
                 .map(|(_, a)| a.clone())
