@@ -39,6 +39,11 @@ impl Agent {
         self.worker.containers()
     }
 
+    /// The node's networks, shared with the Docker API so one process holds one copy.
+    pub fn networks(&self) -> &std::sync::Arc<berth_network::networks::Networks> {
+        self.worker.networks()
+    }
+
     /// Removes what the worker made for `project` (networks; volumes on request). Call it
     /// once the project's tasks are gone.
     pub async fn remove_project(

@@ -43,6 +43,21 @@ pub struct Config {
     pub run_root: PathBuf,
     /// Where `berth-runc`, `berth-shim` and `berth-init` are.
     pub libexec_dir: PathBuf,
+    /// The unix socket of the Docker Engine API, or `None` for no Docker API.
+    pub docker_socket: Option<PathBuf>,
+}
+
+/// Where the Docker Engine API listens by default: `docker.sock` beside berthd's own unix
+/// socket (`/run/berth/docker.sock` by default), so daemons on other sockets never share
+/// one; none when berthd listens on TCP. `none` turns it off.
+pub fn docker_socket_for(host: &str, flag: Option<&str>) -> Option<PathBuf> {
+    match flag {
+        Some("none") | Some("") => None,
+        Some(path) => Some(PathBuf::from(path.strip_prefix("unix://").unwrap_or(path))),
+        None => host
+            .strip_prefix("unix://")
+            .map(|p| std::path::Path::new(p).with_file_name("docker.sock")),
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +86,8 @@ pub enum DaemonError {
     },
     #[error("signal handler: {0}")]
     Signal(std::io::Error),
+    #[error("Docker API: {0}")]
+    DockerApi(#[from] berth_docker_api::OpenError),
 }
 
 /// Runs the daemon until SIGTERM or SIGINT.
@@ -154,12 +171,50 @@ pub async fn run_until(
         tracing::info!(%addr, "metrics served");
     }
 
+    if let Some(path) = &config.docker_socket {
+        let backend = berth_docker_api::Backend::open_shared(
+            node.agent.containers().config().clone(),
+            node.agent.networks().clone(),
+        )?;
+        let listener = server::bind_unix(path)?;
+        tracing::info!(socket = %path.display(), "Docker Engine API listening");
+        let path = path.clone();
+        tokio::spawn(async move {
+            if let Err(e) = berth_docker_api::serve(listener, Arc::new(backend)).await {
+                tracing::error!(socket = %path.display(), "Docker Engine API stopped: {e}");
+            }
+        });
+    }
+
     let listener = Listener::bind(&config.host).await?;
     tracing::info!(host = %config.host, data_root = %config.data_root.display(), "berthd listening");
     let served = listener.serve(node, stop).await;
     let _ = shutdown_tx.send(true);
+    if let Some(path) = &config.docker_socket {
+        let _ = std::fs::remove_file(path);
+    }
     drop(lock);
     served?;
     tracing::info!("berthd stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod docker_socket_tests {
+    use super::docker_socket_for;
+    use std::path::PathBuf;
+
+    #[test]
+    fn beside_the_api_socket_unless_told() {
+        assert_eq!(
+            docker_socket_for("unix:///run/berth/berth.sock", None),
+            Some(PathBuf::from("/run/berth/docker.sock"))
+        );
+        assert_eq!(docker_socket_for("tcp://127.0.0.1:2376", None), None);
+        assert_eq!(docker_socket_for("unix:///run/berth/berth.sock", Some("none")), None);
+        assert_eq!(
+            docker_socket_for("tcp://0:1", Some("unix:///tmp/d.sock")),
+            Some(PathBuf::from("/tmp/d.sock"))
+        );
+    }
 }

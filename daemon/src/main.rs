@@ -23,6 +23,10 @@ struct Args {
     /// Log filter: error, warn, info, debug, trace, or a tracing directive list.
     #[arg(long, env = "BERTH_LOG", default_value = "info")]
     log_level: String,
+    /// The Docker Engine API's unix socket (`docker.sock` beside the `-H` socket by default;
+    /// `none` turns it off). Point Docker clients at it with DOCKER_HOST=unix://PATH.
+    #[arg(long, env = "BERTH_DOCKER_HOST")]
+    docker_host: Option<String>,
     /// The OCI runtime's state root.
     #[arg(long, default_value = "/run/berth/runc")]
     run_root: PathBuf,
@@ -65,7 +69,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let docker_socket = berth_daemon::docker_socket_for(&args.host, args.docker_host.as_deref());
     let config = berth_daemon::Config {
+        docker_socket,
         data_root: args.data_root,
         host: args.host,
         metrics_addr: args.metrics_addr,

@@ -109,7 +109,7 @@ impl Listener {
     }
 }
 
-fn bind_unix(path: &Path) -> Result<tokio::net::UnixListener, ServerError> {
+pub(crate) fn bind_unix(path: &Path) -> Result<tokio::net::UnixListener, ServerError> {
     let io = |op, path: &Path| {
         let path = path.to_owned();
         move |source| ServerError::Io { op, path, source }
