@@ -203,6 +203,42 @@ impl Registry {
             .map(|(_, e)| e.container_name.clone())
     }
 
+    /// The networks whose names the endpoint with address `peer` on `network` may resolve:
+    /// `network` first, then every other network its container (the same namespace) is on,
+    /// in name order, as Docker resolves across all of a container's networks. The
+    /// gateway a container asks is its first network's, so without this it could not find
+    /// peers it shares only a second network with.
+    pub fn networks_of(&self, network: &str, peer: IpAddr) -> Vec<String> {
+        let nets = self.networks.read().expect("registry lock");
+        let mut out = vec![network.to_string()];
+        let netns = nets.get(network).and_then(|n| {
+            n.entries
+                .iter()
+                .find(|(_, e)| {
+                    e.ipv4.map(IpAddr::V4) == Some(peer) || e.ipv6.map(IpAddr::V6) == Some(peer)
+                })
+                .and_then(|(_, e)| e.netns.clone())
+        });
+        let Some(ns) = netns else {
+            return out;
+        };
+        let mut others: Vec<&String> = nets
+            .iter()
+            .filter(|(id, n)| {
+                id.as_str() != network
+                    && n.entries.iter().any(|(_, e)| {
+                        e.netns
+                            .as_ref()
+                            .is_some_and(|o| o.dev == ns.dev && o.ino == ns.ino)
+                    })
+            })
+            .map(|(id, _)| id)
+            .collect();
+        others.sort();
+        out.extend(others.into_iter().cloned());
+        out
+    }
+
     /// The `dns:` servers of the endpoint with address `ip` on `network`, if any.
     pub(crate) fn upstreams_of(&self, network: &str, ip: IpAddr) -> Vec<IpAddr> {
         let nets = self.networks.read().expect("registry lock");
@@ -231,6 +267,28 @@ mod tests {
             upstreams: vec![],
             netns: None,
         }
+    }
+
+    #[test]
+    fn a_container_on_two_networks_resolves_names_of_both() {
+        let r = Registry::new();
+        let ns = NetnsId {
+            path: "/proc/1/ns/net".into(),
+            dev: 4,
+            ino: 4026531992,
+        };
+        let mut web = entry("app-web-1", "web", [10, 0, 0, 2]);
+        web.netns = Some(ns.clone());
+        let mut web_back = entry("app-web-1", "web", [10, 1, 0, 2]);
+        web_back.netns = Some(ns);
+        r.register("front", "w", web);
+        r.register("back", "w", web_back);
+        r.register("back", "d", entry("app-db-1", "db", [10, 1, 0, 3]));
+        r.register("other", "x", entry("app-x-1", "x", [10, 2, 0, 3]));
+        let peer = IpAddr::from([10, 0, 0, 2]);
+        assert_eq!(r.networks_of("front", peer), vec!["front", "back"]);
+        // a peer berth does not know (or without a namespace) keeps to the network asked
+        assert_eq!(r.networks_of("front", IpAddr::from([10, 0, 0, 9])), vec!["front"]);
     }
 
     #[test]

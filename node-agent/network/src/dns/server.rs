@@ -299,7 +299,12 @@ impl Responder {
         if let Some(source) = &self.source {
             source.refresh();
         }
-        if let Some(resp) = answer_locally(&self.registry, &self.network, &query) {
+        let local = self
+            .registry
+            .networks_of(&self.network, peer)
+            .iter()
+            .find_map(|network| answer_locally(&self.registry, network, &query));
+        if let Some(resp) = local {
             return match transport {
                 Transport::Tcp => resp.to_vec().ok(),
                 Transport::Udp => encode_for_udp(resp, usize::from(query.max_payload())),
