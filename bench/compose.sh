@@ -25,6 +25,7 @@ if [ -z "${BERTH_BIN_DIR:-}" ]; then
 fi
 bindir=${BERTH_BIN_DIR:-$target/release}
 work=$(mktemp -d /tmp/berth-bench-compose.XXXXXX)
+trap 'rm -rf "$work"' EXIT # replaced by the full cleanup once daemons run
 mkdir -p "$work/bin" "$work/proj"
 for b in berth berthd berth-runc berth-shim berth-init; do strip -o "$work/bin/$b" "$bindir/$b"; done
 
