@@ -25,6 +25,7 @@ if [ -z "${BERTH_BIN_DIR:-}" ]; then
 fi
 bindir=${BERTH_BIN_DIR:-$target/release}
 work=$(mktemp -d /tmp/berth-bench-compose.XXXXXX)
+trap 'rm -rf "$work"' EXIT # replaced by the full cleanup once daemons run
 mkdir -p "$work/bin" "$work/proj"
 for b in berth berthd berth-runc berth-shim berth-init; do strip -o "$work/bin/$b" "$bindir/$b"; done
 
@@ -84,15 +85,27 @@ for a in $(/bin/busybox --list); do [ "$a" = busybox ] || ln -s busybox "$rootfs
 printf 'root:x:0:0:root:/root:/bin/sh\n' >"$rootfs/etc/passwd"
 tar -C "$rootfs" -c . | $docker import -c 'CMD ["sh"]' - busybox:latest >/dev/null
 
+ratio() { # NAME INCUMBENT: medians and berth/incumbent from the hyperfine JSON
+    python3 - "$work/$1.json" "$1" "$2" <<'PY'
+import json, sys
+path, name, other = sys.argv[1:]
+r = {x["command"]: x for x in json.load(open(path))["results"]}
+b, d = r["berth"], r[other]
+print(f"{name:5s} median: berth {b['median']:.3f} s, {other} {d['median']:.3f} s, ratio {b['median']/d['median']:.3f}")
+PY
+}
+
 cd "$work/proj"
 echo "== up -d (all 10 running), from nothing each run"
 hyperfine --runs "$runs" --export-json "$work/up.json" \
     -n berth --prepare "$berth down -t 1 >/dev/null 2>&1 || true" "$berth up -d" \
     -n docker-compose --prepare "$compose down -t 1 >/dev/null 2>&1 || true" "$compose up -d"
+ratio up docker-compose
 echo "== down (stop grace as the file says: the default 10 s)"
 hyperfine --runs "$down_runs" --export-json "$work/down.json" \
     -n berth --prepare "$berth up -d >/dev/null 2>&1" "$berth down" \
     -n docker-compose --prepare "$compose up -d >/dev/null 2>&1" "$compose down"
+ratio down docker-compose
 
 echo "== scale one service 10 → 50 until converged"
 $compose down -t 1 >/dev/null 2>&1 || true
@@ -100,20 +113,13 @@ $berth up -d
 $docker swarm init --advertise-addr 127.0.0.1 >/dev/null
 $docker service create -q --name bench-scale --replicas 10 busybox:latest httpd -f -p 80 >/dev/null
 hyperfine --runs "$runs" --export-json "$work/scale.json" \
-    -n berth --prepare "$berth scale svc9=10" "$berth scale svc9=50" \
-    -n docker-swarm --prepare "$docker service scale -q bench-scale=10 >/dev/null" "$docker service scale -q bench-scale=50"
+    -n berth --prepare "$berth scale svc9=10 >/dev/null" "$berth scale svc9=50 >/dev/null" \
+    -n docker-swarm --prepare "$docker service scale bench-scale=10 >/dev/null" "$docker service scale bench-scale=50 >/dev/null"
+ratio scale docker-swarm
 
 sleep 5 # let berthd settle before reading its idle memory
 rss=$(awk '/VmRSS/ {print $2}' "/proc/$berthd_pid/status")
 dockerd_rss=$(awk '/VmRSS/ {print $2}' "/proc/$dockerd_pid/status")
 containerd_rss=$(for p in $(pgrep -P "$dockerd_pid" containerd); do awk '/VmRSS/ {print $2}' "/proc/$p/status"; done | awk '{s+=$1} END {print s+0}')
 
-python3 - "$work" "$rss" "$dockerd_rss" "$containerd_rss" <<'PY'
-import json, sys
-work, rss, drss, crss = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-for name, other in (("up", "docker-compose"), ("down", "docker-compose"), ("scale", "docker-swarm")):
-    r = {x["command"]: x for x in json.load(open(f"{work}/{name}.json"))["results"]}
-    b, d = r["berth"], r[other]
-    print(f"{name:5s} median: berth {b['median']:.3f} s, {other} {d['median']:.3f} s, ratio {b['median']/d['median']:.3f}")
-print(f"idle berthd RSS (after the runs, one app deployed): {rss/1024:.1f} MiB; dockerd {drss/1024:.1f} MiB + containerd {crss/1024:.1f} MiB")
-PY
+echo "idle berthd RSS (after the runs, one app deployed): $((rss / 1024)) MiB; dockerd $((dockerd_rss / 1024)) MiB + containerd $((containerd_rss / 1024)) MiB"

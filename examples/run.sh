@@ -65,16 +65,19 @@ webapp)
     "${berth[@]}" exec -T api wget -q -O- http://kv:6379/state
     ;;
 workers)
-    say "one name, three workers: the client's requests land on different replicas"
-    sleep 3
-    "${berth[@]}" logs --no-log-prefix --tail 6 client
+    say "one name, three workers: \`worker\` resolves to every replica"
+    "${berth[@]}" exec -T client nslookup worker
+    say "the client asks the pool by that name (berth logs client)"
+    sleep 2
+    "${berth[@]}" logs --no-log-prefix --tail 3 client
     ;;
 two-networks)
     say "the front answers on the published port"
     fetch "http://127.0.0.1:${FRONT_PORT:-8081}/"
     say "on the private network the API reaches the store by name"
     "${berth[@]}" exec -T api wget -q -O- http://store:6379/
-    say "the store has no port on the host: only the front is exposed"
+    say "only the front is exposed: berth port front 8080, berth port store 6379"
     "${berth[@]}" port front 8080
+    "${berth[@]}" port store 6379 2>&1 || true
     ;;
 esac
