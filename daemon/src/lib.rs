@@ -211,7 +211,10 @@ mod docker_socket_tests {
             Some(PathBuf::from("/run/berth/docker.sock"))
         );
         assert_eq!(docker_socket_for("tcp://127.0.0.1:2376", None), None);
-        assert_eq!(docker_socket_for("unix:///run/berth/berth.sock", Some("none")), None);
+        assert_eq!(
+            docker_socket_for("unix:///run/berth/berth.sock", Some("none")),
+            None
+        );
         assert_eq!(
             docker_socket_for("tcp://0:1", Some("unix:///tmp/d.sock")),
             Some(PathBuf::from("/tmp/d.sock"))

@@ -28,7 +28,7 @@ pub enum OpenError {
     Containers {
         path: PathBuf,
         #[source]
-        source: berth_node_agent::container::ContainerError,
+        source: Box<berth_node_agent::container::ContainerError>,
     },
     #[error("volumes under {path}: {source}")]
     Volumes {
@@ -123,7 +123,7 @@ impl Backend {
         let containers = Containers::open(config.clone())
             .map_err(|source| OpenError::Containers {
                 path: root.clone(),
-                source,
+                source: Box::new(source),
             })?
             .with_shared_networks(SharedNetworks {
                 networks: networks.clone(),

@@ -6,8 +6,8 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
-mod compose;
 mod build;
+mod compose;
 mod config;
 mod container;
 mod image;

@@ -196,7 +196,10 @@ impl Networks {
     /// copy back would lose that command's addresses, rules or names. Changes nothing in the
     /// kernel: the next change applies the whole berth table from the state read here.
     pub fn reload(&self) -> Result<(), NetworksError> {
-        let ipam = Ipam::open(self.opts.state_dir.join("ipam.json"), self.opts.pool.clone())?;
+        let ipam = Ipam::open(
+            self.opts.state_dir.join("ipam.json"),
+            self.opts.pool.clone(),
+        )?;
         let path = self.opts.state_dir.join("networks.json");
         let state: FirewallState = match std::fs::read(&path) {
             Ok(b) => serde_json::from_slice(&b).map_err(|source| NetworksError::Corrupt {

@@ -288,7 +288,10 @@ mod tests {
         let peer = IpAddr::from([10, 0, 0, 2]);
         assert_eq!(r.networks_of("front", peer), vec!["front", "back"]);
         // a peer berth does not know (or without a namespace) keeps to the network asked
-        assert_eq!(r.networks_of("front", IpAddr::from([10, 0, 0, 9])), vec!["front"]);
+        assert_eq!(
+            r.networks_of("front", IpAddr::from([10, 0, 0, 9])),
+            vec!["front"]
+        );
     }
 
     #[test]
