@@ -24,7 +24,9 @@ use rustls::pki_types::{CertificateDer, CertificateSigningRequestDer, PrivateKey
 use time::OffsetDateTime;
 
 use crate::files::{private_dir, write_with_mode};
-use crate::identity::{IdentityError, NODE_URI_PREFIX, NodeId, NodeIdentity, ROLE_URI_PREFIX, Role};
+use crate::identity::{
+    IdentityError, NODE_URI_PREFIX, NodeId, NodeIdentity, ROLE_URI_PREFIX, Role,
+};
 use crate::token::CaFingerprint;
 
 /// Default lifetime of a node certificate.
@@ -236,8 +238,8 @@ impl ClusterCa {
     }
 
     fn from_parts(cert_der: CertificateDer<'static>, key: KeyPair) -> Result<Self, CaError> {
-        let params =
-            CertificateParams::from_ca_cert_der(&cert_der).map_err(crypto("read the CA certificate"))?;
+        let params = CertificateParams::from_ca_cert_der(&cert_der)
+            .map_err(crypto("read the CA certificate"))?;
         // Re-signing yields a different byte string (ECDSA is randomized) but the same subject,
         // key identifier and key: all that issuing needs. `cert_der` stays the original.
         let issuer = params
@@ -384,8 +386,12 @@ impl NodeCredentials {
         write_with_mode(&cert_path, self.cert.to_pem().as_bytes(), 0o644)
             .map_err(io_err("write", &cert_path))?;
         let ca_path = dir.join(CA_CERT_FILE);
-        write_with_mode(&ca_path, pem_encode("CERTIFICATE", &self.ca_der).as_bytes(), 0o644)
-            .map_err(io_err("write", &ca_path))
+        write_with_mode(
+            &ca_path,
+            pem_encode("CERTIFICATE", &self.ca_der).as_bytes(),
+            0o644,
+        )
+        .map_err(io_err("write", &ca_path))
     }
 
     /// Loads a bundle [`NodeCredentials::save`] wrote.

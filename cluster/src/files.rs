@@ -9,7 +9,10 @@ use std::path::Path;
 
 /// Creates `dir` (and its parents) with mode 0700 if it does not exist yet.
 pub(crate) fn private_dir(dir: &Path) -> io::Result<()> {
-    fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
 }
 
 /// Writes `bytes` to `path` atomically (temporary file + rename) with the given mode.

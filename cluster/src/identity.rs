@@ -144,10 +144,9 @@ pub struct NodeIdentity {
 impl NodeIdentity {
     /// Reads the identity out of a DER certificate (see the module doc for the encoding).
     pub fn from_cert_der(der: &[u8]) -> Result<Self, IdentityError> {
-        let (_, cert) =
-            X509Certificate::from_der(der).map_err(|e| IdentityError::Unparsable {
-                reason: e.to_string(),
-            })?;
+        let (_, cert) = X509Certificate::from_der(der).map_err(|e| IdentityError::Unparsable {
+            reason: e.to_string(),
+        })?;
         let mut node: Option<&str> = None;
         let mut role: Option<&str> = None;
         let san = cert
@@ -168,7 +167,9 @@ impl NodeIdentity {
             }
         }
         let node_id = NodeId::new(node.ok_or(IdentityError::Missing { what: "node URI" })?)?;
-        let role: Role = role.ok_or(IdentityError::Missing { what: "role URI" })?.parse()?;
+        let role: Role = role
+            .ok_or(IdentityError::Missing { what: "role URI" })?
+            .parse()?;
 
         let cn = cert.subject().iter_common_name().next();
         let cn = cn.and_then(|a| a.as_str().ok()).unwrap_or_default();
@@ -283,7 +284,11 @@ mod tests {
         assert!(!needs_renewal(start, end, start));
         assert!(!needs_renewal(start, end, start + 59 * DAY));
         assert!(!needs_renewal(start, end, start + 60 * DAY));
-        assert!(needs_renewal(start, end, start + 60 * DAY + Duration::from_secs(1)));
+        assert!(needs_renewal(
+            start,
+            end,
+            start + 60 * DAY + Duration::from_secs(1)
+        ));
         assert!(needs_renewal(start, end, end));
         assert!(needs_renewal(start, end, end + DAY));
         assert!(needs_renewal(end, start, start), "inverted window");

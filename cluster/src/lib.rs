@@ -11,12 +11,12 @@
 
 pub mod ca;
 pub mod identity;
-pub mod token;
 pub mod tls;
+pub mod token;
 
 mod files;
 
 pub use ca::{CaError, ClusterCa, NodeCertRequest, NodeCertificate, NodeCredentials, NodeKey};
 pub use identity::{IdentityError, NodeId, NodeIdentity, Role, needs_renewal};
-pub use token::{CaFingerprint, JoinSecrets, JoinToken, TokenError};
 pub use tls::{TlsError, client_config, peer_identity, server_config, server_name};
+pub use token::{CaFingerprint, JoinSecrets, JoinToken, TokenError};

@@ -50,9 +50,10 @@ fn roots(ca: &CertificateDer<'static>) -> Result<Arc<RootCertStore>, TlsError> {
 /// cluster CA, and presents this node's certificate. TLS 1.3 only: every peer is berth.
 pub fn server_config(creds: &NodeCredentials) -> Result<Arc<ServerConfig>, TlsError> {
     let provider = provider();
-    let verifier = WebPkiClientVerifier::builder_with_provider(roots(&creds.ca_der)?, provider.clone())
-        .build()
-        .map_err(|e| TlsError::Verifier(e.to_string()))?;
+    let verifier =
+        WebPkiClientVerifier::builder_with_provider(roots(&creds.ca_der)?, provider.clone())
+            .build()
+            .map_err(|e| TlsError::Verifier(e.to_string()))?;
     let config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(TlsError::Credentials)?
@@ -66,9 +67,10 @@ pub fn server_config(creds: &NodeCredentials) -> Result<Arc<ServerConfig>, TlsEr
 /// certificate. Dial with [`server_name`] of the node you expect, or its address.
 pub fn client_config(creds: &NodeCredentials) -> Result<Arc<ClientConfig>, TlsError> {
     let provider = provider();
-    let verifier = WebPkiServerVerifier::builder_with_provider(roots(&creds.ca_der)?, provider.clone())
-        .build()
-        .map_err(|e| TlsError::Verifier(e.to_string()))?;
+    let verifier =
+        WebPkiServerVerifier::builder_with_provider(roots(&creds.ca_der)?, provider.clone())
+            .build()
+            .map_err(|e| TlsError::Verifier(e.to_string()))?;
     let config = ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(TlsError::Credentials)?
@@ -88,7 +90,9 @@ pub fn server_name(id: &NodeId) -> ServerName<'static> {
 
 /// The identity of the peer of a completed handshake, from its end-entity certificate (the
 /// first of `peer_certificates()`, which rustls has already verified against the CA).
-pub fn peer_identity(peer_certificates: Option<&[CertificateDer<'_>]>) -> Result<NodeIdentity, TlsError> {
+pub fn peer_identity(
+    peer_certificates: Option<&[CertificateDer<'_>]>,
+) -> Result<NodeIdentity, TlsError> {
     let leaf = peer_certificates
         .and_then(|certs| certs.first())
         .ok_or(TlsError::NoPeerCertificate)?;

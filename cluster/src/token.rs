@@ -62,7 +62,8 @@ pub enum TokenError {
 fn base32() -> Encoding {
     let mut spec = Specification::new();
     spec.symbols.push_str("abcdefghijklmnopqrstuvwxyz234567");
-    spec.encoding().expect("a 32-symbol alphabet is a valid base32 specification")
+    spec.encoding()
+        .expect("a 32-symbol alphabet is a valid base32 specification")
 }
 
 fn decode_exact<const N: usize>(part: &'static str, text: &str) -> Result<[u8; N], TokenError> {
@@ -330,7 +331,11 @@ mod tests {
         let text = token.to_string();
         assert!(text.starts_with("BERTH-1-"), "{text}");
         assert_eq!(text.len(), "BERTH-1-".len() + 52 + 1 + 32, "{text}");
-        assert!(text[8..].bytes().all(|b| b == b'-' || b.is_ascii_lowercase() || b.is_ascii_digit()));
+        assert!(
+            text[8..]
+                .bytes()
+                .all(|b| b == b'-' || b.is_ascii_lowercase() || b.is_ascii_digit())
+        );
         let parsed: JoinToken = text.parse().unwrap();
         assert_eq!(parsed, token);
         assert_eq!(parsed.fingerprint(), fp(1));
@@ -349,11 +354,26 @@ mod tests {
             ("", "BERTH-1-<fingerprint>-<secret>"),
             ("SWMTKN-1-a-b", "BERTH-1-<fingerprint>-<secret>"),
             ("BERTH-1-abc", "BERTH-1-<fingerprint>-<secret>"),
-            (&good.replace("BERTH-1-", "BERTH-2-"), "version 2 is not supported"),
-            (&format!("BERTH-1-{}-{secret_part}", fp_part.to_uppercase()), "fingerprint is not valid"),
-            (&format!("BERTH-1-{}-{secret_part}", &fp_part[..44]), "fingerprint is not valid"),
-            (&format!("BERTH-1-{fp_part}-{}", &secret_part[..24]), "secret is not valid"),
-            (&format!("BERTH-1-{fp_part}-{secret_part}-x"), "BERTH-1-<fingerprint>-<secret>"),
+            (
+                &good.replace("BERTH-1-", "BERTH-2-"),
+                "version 2 is not supported",
+            ),
+            (
+                &format!("BERTH-1-{}-{secret_part}", fp_part.to_uppercase()),
+                "fingerprint is not valid",
+            ),
+            (
+                &format!("BERTH-1-{}-{secret_part}", &fp_part[..44]),
+                "fingerprint is not valid",
+            ),
+            (
+                &format!("BERTH-1-{fp_part}-{}", &secret_part[..24]),
+                "secret is not valid",
+            ),
+            (
+                &format!("BERTH-1-{fp_part}-{secret_part}-x"),
+                "BERTH-1-<fingerprint>-<secret>",
+            ),
         ];
         for (text, want) in cases {
             let err = text.parse::<JoinToken>().unwrap_err().to_string();
@@ -370,8 +390,14 @@ mod tests {
         assert_eq!(secrets.role_for(&manager, fp(3)).unwrap(), Role::Manager);
         assert_eq!(secrets.role_for(&worker, fp(3)).unwrap(), Role::Worker);
         let other = JoinSecrets::generate().unwrap().token(Role::Manager, fp(3));
-        assert!(matches!(secrets.role_for(&other, fp(3)), Err(TokenError::InvalidSecret)));
-        assert!(matches!(secrets.role_for(&manager, fp(4)), Err(TokenError::CaMismatch { .. })));
+        assert!(matches!(
+            secrets.role_for(&other, fp(3)),
+            Err(TokenError::InvalidSecret)
+        ));
+        assert!(matches!(
+            secrets.role_for(&manager, fp(4)),
+            Err(TokenError::CaMismatch { .. })
+        ));
     }
 
     #[test]
@@ -380,7 +406,10 @@ mod tests {
         let old_worker = secrets.token(Role::Worker, fp(5));
         let manager = secrets.token(Role::Manager, fp(5));
         secrets.rotate(Role::Worker).unwrap();
-        assert!(matches!(secrets.role_for(&old_worker, fp(5)), Err(TokenError::InvalidSecret)));
+        assert!(matches!(
+            secrets.role_for(&old_worker, fp(5)),
+            Err(TokenError::InvalidSecret)
+        ));
         let new_worker = secrets.token(Role::Worker, fp(5));
         assert_ne!(new_worker, old_worker);
         assert_eq!(secrets.role_for(&new_worker, fp(5)).unwrap(), Role::Worker);
@@ -389,7 +418,9 @@ mod tests {
 
     #[test]
     fn verify_ca_accepts_only_the_named_certificate() {
-        let token = JoinSecrets::generate().unwrap().token(Role::Worker, CaFingerprint::of_cert(b"root"));
+        let token = JoinSecrets::generate()
+            .unwrap()
+            .token(Role::Worker, CaFingerprint::of_cert(b"root"));
         token.verify_ca(b"root").unwrap();
         let err = token.verify_ca(b"impostor").unwrap_err();
         assert!(err.to_string().contains("refusing to trust it"), "{err}");
@@ -410,7 +441,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let secrets = JoinSecrets::generate().unwrap();
         secrets.save(dir.path()).unwrap();
-        let mode = fs::metadata(dir.path().join(SECRETS_FILE)).unwrap().permissions().mode();
+        let mode = fs::metadata(dir.path().join(SECRETS_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
         let loaded = JoinSecrets::load(dir.path()).unwrap();
         let token = secrets.token(Role::Worker, fp(7));

@@ -8,8 +8,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, SystemTime};
 
 use berth_cluster::{
-    CaError, ClusterCa, JoinSecrets, NodeCertRequest, NodeCredentials, NodeId, NodeIdentity, NodeKey,
-    Role,
+    CaError, ClusterCa, JoinSecrets, NodeCertRequest, NodeCredentials, NodeId, NodeIdentity,
+    NodeKey, Role,
 };
 use x509_parser::prelude::{FromDer, X509Certificate};
 
@@ -30,10 +30,19 @@ fn init_persists_the_ca_privately_and_load_reads_it_back() {
     let now = SystemTime::now();
     let ca = ClusterCa::init(&ca_dir, now).unwrap();
 
-    let mode = |name: &str| fs::metadata(ca_dir.join(name)).unwrap().permissions().mode() & 0o777;
+    let mode = |name: &str| {
+        fs::metadata(ca_dir.join(name))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
     assert_eq!(mode("ca.key"), 0o600);
     assert_eq!(mode("ca.crt"), 0o644);
-    assert_eq!(fs::metadata(&ca_dir).unwrap().permissions().mode() & 0o777, 0o700);
+    assert_eq!(
+        fs::metadata(&ca_dir).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
 
     let loaded = ClusterCa::load(&ca_dir).unwrap();
     assert_eq!(loaded.cert_der(), ca.cert_der());
@@ -52,19 +61,28 @@ fn init_persists_the_ca_privately_and_load_reads_it_back() {
     // A second init over it is refused instead of silently replacing the cluster's identity.
     let err = ClusterCa::init(&ca_dir, now).unwrap_err();
     assert!(matches!(err, CaError::AlreadyInitialized { .. }), "{err}");
-    assert_eq!(ClusterCa::load(&ca_dir).unwrap().fingerprint(), ca.fingerprint());
+    assert_eq!(
+        ClusterCa::load(&ca_dir).unwrap().fingerprint(),
+        ca.fingerprint()
+    );
 }
 
 #[test]
 fn load_reports_missing_and_corrupt_files() {
     let dir = tempfile::tempdir().unwrap();
     let err = ClusterCa::load(dir.path()).unwrap_err().to_string();
-    assert!(err.contains("cannot read") && err.contains("ca.crt"), "{err}");
+    assert!(
+        err.contains("cannot read") && err.contains("ca.crt"),
+        "{err}"
+    );
 
     ClusterCa::init(dir.path(), SystemTime::now()).unwrap();
     fs::write(dir.path().join("ca.key"), "not a key").unwrap();
     let err = ClusterCa::load(dir.path()).unwrap_err().to_string();
-    assert!(err.contains("ca.key") && err.contains("not a valid PEM private key"), "{err}");
+    assert!(
+        err.contains("ca.key") && err.contains("not a valid PEM private key"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -89,23 +107,41 @@ fn node_certificates_carry_id_role_addresses_and_lifetime() {
     let now = SystemTime::now();
     let ca = ClusterCa::init(dir.path(), now).unwrap();
     let creds = ca
-        .issue_with_new_key(&request("mgr-1", Role::Manager, &["10.1.2.3", "fd00::7"]), now)
+        .issue_with_new_key(
+            &request("mgr-1", Role::Manager, &["10.1.2.3", "fd00::7"]),
+            now,
+        )
         .unwrap();
 
     let id = &creds.cert.identity;
     assert_eq!(id.node_id.as_str(), "mgr-1");
     assert_eq!(id.role, Role::Manager);
     let lifetime = id.not_after.duration_since(now).unwrap();
-    assert!(lifetime.abs_diff(90 * DAY) < Duration::from_secs(2), "{lifetime:?}");
+    assert!(
+        lifetime.abs_diff(90 * DAY) < Duration::from_secs(2),
+        "{lifetime:?}"
+    );
 
     let (_, leaf) = X509Certificate::from_der(&creds.cert.der).unwrap();
     assert!(!leaf.is_ca());
-    let ou: Vec<_> = leaf.subject().iter_organizational_unit().map(|a| a.as_str().unwrap()).collect();
+    let ou: Vec<_> = leaf
+        .subject()
+        .iter_organizational_unit()
+        .map(|a| a.as_str().unwrap())
+        .collect();
     assert_eq!(ou, ["manager"]);
     let san = leaf.subject_alternative_name().unwrap().unwrap();
-    let names: Vec<String> = san.value.general_names.iter().map(|n| n.to_string()).collect();
+    let names: Vec<String> = san
+        .value
+        .general_names
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
     for want in ["berth://node/mgr-1", "berth://role/manager", "mgr-1"] {
-        assert!(names.iter().any(|n| n.contains(want)), "{want} in {names:?}");
+        assert!(
+            names.iter().any(|n| n.contains(want)),
+            "{want} in {names:?}"
+        );
     }
     let ips: Vec<&[u8]> = san
         .value
@@ -138,9 +174,14 @@ fn lifetime_is_configurable_and_drives_renewal() {
         .with_node_cert_lifetime(30 * DAY)
         .unwrap();
     assert_eq!(ca.node_cert_lifetime(), 30 * DAY);
-    let creds = ca.issue_with_new_key(&request("w1", Role::Worker, &[]), now).unwrap();
+    let creds = ca
+        .issue_with_new_key(&request("w1", Role::Worker, &[]), now)
+        .unwrap();
     let lifetime = creds.cert.identity.not_after.duration_since(now).unwrap();
-    assert!(lifetime.abs_diff(30 * DAY) < Duration::from_secs(2), "{lifetime:?}");
+    assert!(
+        lifetime.abs_diff(30 * DAY) < Duration::from_secs(2),
+        "{lifetime:?}"
+    );
 
     assert!(!creds.cert.needs_renewal(now));
     assert!(!creds.cert.needs_renewal(now + 19 * DAY));
@@ -165,13 +206,18 @@ fn csr_issuance_keeps_the_nodes_key_and_the_managers_decision() {
     let key = NodeKey::generate().unwrap();
     let csr = key.csr(&NodeId::new("evil").unwrap()).unwrap();
     let cert = ca
-        .issue_for_csr(&csr, &request("worker-7", Role::Worker, &["192.0.2.9"]), now)
+        .issue_for_csr(
+            &csr,
+            &request("worker-7", Role::Worker, &["192.0.2.9"]),
+            now,
+        )
         .unwrap();
     assert_eq!(cert.identity.node_id.as_str(), "worker-7");
     assert_eq!(cert.identity.role, Role::Worker);
 
     let (_, leaf) = X509Certificate::from_der(&cert.der).unwrap();
-    let (_, key_in_csr) = x509_parser::certification_request::X509CertificationRequest::from_der(&csr).unwrap();
+    let (_, key_in_csr) =
+        x509_parser::certification_request::X509CertificationRequest::from_der(&csr).unwrap();
     assert_eq!(
         leaf.public_key().raw,
         key_in_csr.certification_request_info.subject_pki.raw,
@@ -179,7 +225,11 @@ fn csr_issuance_keeps_the_nodes_key_and_the_managers_decision() {
     );
 
     let err = ca
-        .issue_for_csr(&b"garbage".to_vec().into(), &request("w", Role::Worker, &[]), now)
+        .issue_for_csr(
+            &b"garbage".to_vec().into(),
+            &request("w", Role::Worker, &[]),
+            now,
+        )
         .unwrap_err()
         .to_string();
     assert!(err.contains("read the CSR"), "{err}");
@@ -190,10 +240,16 @@ fn node_credentials_round_trip_through_files() {
     let dir = tempfile::tempdir().unwrap();
     let now = SystemTime::now();
     let ca = ClusterCa::init(&dir.path().join("ca"), now).unwrap();
-    let creds = ca.issue_with_new_key(&request("n1", Role::Worker, &["127.0.0.1"]), now).unwrap();
+    let creds = ca
+        .issue_with_new_key(&request("n1", Role::Worker, &["127.0.0.1"]), now)
+        .unwrap();
     let node_dir = dir.path().join("node");
     creds.save(&node_dir).unwrap();
-    let mode = fs::metadata(node_dir.join("node.key")).unwrap().permissions().mode() & 0o777;
+    let mode = fs::metadata(node_dir.join("node.key"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
     assert_eq!(mode, 0o600);
     let loaded = NodeCredentials::load(&node_dir).unwrap();
     assert_eq!(loaded.ca_der, creds.ca_der);
@@ -214,12 +270,18 @@ fn joining_node_verifies_the_ca_against_the_token() {
     // What a joining node does with the token text and the CA a manager shows it.
     let token: berth_cluster::JoinToken = text.parse().unwrap();
     token.verify_ca(ca.cert_der()).unwrap();
-    let err = token.verify_ca(impostor.cert_der()).unwrap_err().to_string();
+    let err = token
+        .verify_ca(impostor.cert_der())
+        .unwrap_err()
+        .to_string();
     assert!(err.contains(&ca.fingerprint().to_string()), "{err}");
     assert!(err.contains(&impostor.fingerprint().to_string()), "{err}");
 
     // What the manager does with the token the node presents.
-    assert_eq!(secrets.role_for(&token, ca.fingerprint()).unwrap(), Role::Worker);
+    assert_eq!(
+        secrets.role_for(&token, ca.fingerprint()).unwrap(),
+        Role::Worker
+    );
     assert!(secrets.role_for(&token, impostor.fingerprint()).is_err());
 }
 
@@ -228,8 +290,15 @@ fn identity_parsing_rejects_foreign_certificates() {
     // A certificate without berth's SAN URIs (here: the CA root itself) has no node identity.
     let dir = tempfile::tempdir().unwrap();
     let ca = ClusterCa::init(dir.path(), SystemTime::now()).unwrap();
-    let err = NodeIdentity::from_cert_der(ca.cert_der()).unwrap_err().to_string();
-    assert!(err.contains("no subject alternative name") || err.contains("no node URI"), "{err}");
-    let err = NodeIdentity::from_cert_der(b"junk").unwrap_err().to_string();
+    let err = NodeIdentity::from_cert_der(ca.cert_der())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("no subject alternative name") || err.contains("no node URI"),
+        "{err}"
+    );
+    let err = NodeIdentity::from_cert_der(b"junk")
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("cannot be parsed"), "{err}");
 }
