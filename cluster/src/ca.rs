@@ -187,9 +187,10 @@ impl ClusterCa {
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)
             .map_err(crypto("generate the CA key"))?;
         let mut params = CertificateParams::default();
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "berth cluster CA");
+        params.distinguished_name.push(
+            DnType::CommonName,
+            format!("berth cluster CA {}", random_hex(4)?),
+        );
         params
             .distinguished_name
             .push(DnType::OrganizationName, "berth");
@@ -428,6 +429,17 @@ fn read_cert_pem(path: &Path) -> Result<CertificateDer<'static>, CaError> {
 
 fn pem_encode(tag: &str, der: &[u8]) -> String {
     pem::encode(&pem::Pem::new(tag, der.to_vec()))
+}
+
+/// A random tag for the root's name: two clusters' roots never share a subject, so a verifier
+/// shown a certificate of the other cluster reports an unknown issuer rather than trying the
+/// wrong key.
+fn random_hex(len: usize) -> Result<String, CaError> {
+    let mut bytes = vec![0u8; len];
+    SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| CaError::Random)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// A random positive 128-bit serial: unique without coordination between managers.

@@ -18,5 +18,8 @@ mod files;
 
 pub use ca::{CaError, ClusterCa, NodeCertRequest, NodeCertificate, NodeCredentials, NodeKey};
 pub use identity::{IdentityError, NodeId, NodeIdentity, Role, needs_renewal};
-pub use tls::{TlsError, client_config, peer_identity, server_config, server_name};
+pub use tls::{
+    TlsError, client_config, cluster_ca_from_join, join_client_config, join_server_config,
+    peer_identity, server_config, server_name,
+};
 pub use token::{CaFingerprint, JoinSecrets, JoinToken, TokenError};
