@@ -9,10 +9,13 @@
 //! call it on a certificate a TLS verifier (or the CA itself) has already vouched for.
 
 use std::fmt;
+use std::net::IpAddr;
 use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use x509_parser::extensions::GeneralName;
+
+use crate::ca::NodeCertRequest;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 /// Prefix of the SAN URI naming a node.
@@ -137,6 +140,8 @@ impl FromStr for NodeId {
 pub struct NodeIdentity {
     pub node_id: NodeId,
     pub role: Role,
+    /// The advertise addresses (IP SANs).
+    pub addresses: Vec<IpAddr>,
     pub not_before: SystemTime,
     pub not_after: SystemTime,
 }
@@ -149,6 +154,7 @@ impl NodeIdentity {
         })?;
         let mut node: Option<&str> = None;
         let mut role: Option<&str> = None;
+        let mut addresses = Vec::new();
         let san = cert
             .subject_alternative_name()
             .map_err(|e| IdentityError::Unparsable {
@@ -158,12 +164,16 @@ impl NodeIdentity {
                 what: "subject alternative name",
             })?;
         for name in &san.value.general_names {
-            if let GeneralName::URI(uri) = name {
-                if let Some(id) = uri.strip_prefix(NODE_URI_PREFIX) {
-                    set_once(&mut node, id, "node URI")?;
-                } else if let Some(r) = uri.strip_prefix(ROLE_URI_PREFIX) {
-                    set_once(&mut role, r, "role URI")?;
+            match name {
+                GeneralName::URI(uri) => {
+                    if let Some(id) = uri.strip_prefix(NODE_URI_PREFIX) {
+                        set_once(&mut node, id, "node URI")?;
+                    } else if let Some(r) = uri.strip_prefix(ROLE_URI_PREFIX) {
+                        set_once(&mut role, r, "role URI")?;
+                    }
                 }
+                GeneralName::IPAddress(bytes) => addresses.push(ip_from_san(bytes)?),
+                _ => {}
             }
         }
         let node_id = NodeId::new(node.ok_or(IdentityError::Missing { what: "node URI" })?)?;
@@ -194,6 +204,7 @@ impl NodeIdentity {
         Ok(NodeIdentity {
             node_id,
             role,
+            addresses,
             not_before: unix_to_system(validity.not_before.timestamp()),
             not_after: unix_to_system(validity.not_after.timestamp()),
         })
@@ -209,6 +220,17 @@ impl NodeIdentity {
                 actual: self.role,
                 required,
             })
+        }
+    }
+
+    /// The request that renews this certificate unchanged (same id, role and addresses). A
+    /// manager handling a renewal takes the identity from the caller's verified certificate,
+    /// never from the CSR.
+    pub fn renewal_request(&self) -> NodeCertRequest {
+        NodeCertRequest {
+            node_id: self.node_id.clone(),
+            role: self.role,
+            addresses: self.addresses.clone(),
         }
     }
 
@@ -240,6 +262,18 @@ fn set_once<'a>(
         return Err(IdentityError::Ambiguous { what });
     }
     Ok(())
+}
+
+fn ip_from_san(bytes: &[u8]) -> Result<IpAddr, IdentityError> {
+    if let Ok(v4) = <[u8; 4]>::try_from(bytes) {
+        Ok(IpAddr::from(v4))
+    } else if let Ok(v6) = <[u8; 16]>::try_from(bytes) {
+        Ok(IpAddr::from(v6))
+    } else {
+        Err(IdentityError::Unparsable {
+            reason: format!("an IP address SAN of {} bytes", bytes.len()),
+        })
+    }
 }
 
 fn unix_to_system(secs: i64) -> SystemTime {

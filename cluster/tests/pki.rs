@@ -116,6 +116,8 @@ fn node_certificates_carry_id_role_addresses_and_lifetime() {
     let id = &creds.cert.identity;
     assert_eq!(id.node_id.as_str(), "mgr-1");
     assert_eq!(id.role, Role::Manager);
+    let want: Vec<IpAddr> = vec!["10.1.2.3".parse().unwrap(), "fd00::7".parse().unwrap()];
+    assert_eq!(id.addresses, want);
     let lifetime = id.not_after.duration_since(now).unwrap();
     assert!(
         lifetime.abs_diff(90 * DAY) < Duration::from_secs(2),
@@ -175,7 +177,7 @@ fn lifetime_is_configurable_and_drives_renewal() {
         .unwrap();
     assert_eq!(ca.node_cert_lifetime(), 30 * DAY);
     let creds = ca
-        .issue_with_new_key(&request("w1", Role::Worker, &[]), now)
+        .issue_with_new_key(&request("w1", Role::Worker, &["10.0.0.1"]), now)
         .unwrap();
     let lifetime = creds.cert.identity.not_after.duration_since(now).unwrap();
     assert!(
@@ -186,6 +188,19 @@ fn lifetime_is_configurable_and_drives_renewal() {
     assert!(!creds.cert.needs_renewal(now));
     assert!(!creds.cert.needs_renewal(now + 19 * DAY));
     assert!(creds.cert.needs_renewal(now + 21 * DAY));
+
+    // Renewal: a new key, the same identity, a fresh window.
+    let later = now + 21 * DAY;
+    let key = NodeKey::generate().unwrap();
+    let csr = key.csr(&creds.cert.identity.node_id).unwrap();
+    let renewed = ca
+        .issue_for_csr(&csr, &creds.cert.identity.renewal_request(), later)
+        .unwrap();
+    assert_eq!(renewed.identity.node_id, creds.cert.identity.node_id);
+    assert_eq!(renewed.identity.role, creds.cert.identity.role);
+    assert_eq!(renewed.identity.addresses, creds.cert.identity.addresses);
+    assert!(renewed.identity.not_after > creds.cert.identity.not_after);
+    assert!(!renewed.needs_renewal(later));
     assert!(creds.cert.needs_renewal(now + 31 * DAY));
 
     let err = ClusterCa::load(dir.path())
