@@ -22,6 +22,7 @@ use rcgen::{
 use ring::rand::{SecureRandom, SystemRandom};
 use rustls::pki_types::{CertificateDer, CertificateSigningRequestDer, PrivateKeyDer};
 use time::OffsetDateTime;
+use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::files::{private_dir, write_with_mode};
 use crate::identity::{
@@ -66,6 +67,8 @@ pub enum CaError {
     },
     #[error("the system random number generator failed")]
     Random,
+    #[error("the CA private key does not belong to the CA certificate")]
+    KeyMismatch,
     #[error("node certificate lifetime must be at least one minute")]
     LifetimeTooShort,
     #[error("issued certificate does not read back: {0}")]
@@ -239,6 +242,14 @@ impl ClusterCa {
     }
 
     fn from_parts(cert_der: CertificateDer<'static>, key: KeyPair) -> Result<Self, CaError> {
+        // A key that does not belong to the root would sign certificates no peer accepts.
+        let (_, parsed) = X509Certificate::from_der(&cert_der).map_err(|e| CaError::Crypto {
+            action: "read the CA certificate",
+            source: rcgen::Error::X509(e.to_string()),
+        })?;
+        if parsed.public_key().raw != key.public_key_der().as_slice() {
+            return Err(CaError::KeyMismatch);
+        }
         let params = CertificateParams::from_ca_cert_der(&cert_der)
             .map_err(crypto("read the CA certificate"))?;
         // Re-signing yields a different byte string (ECDSA is randomized) but the same subject,

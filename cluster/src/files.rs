@@ -17,7 +17,9 @@ pub(crate) fn private_dir(dir: &Path) -> io::Result<()> {
 
 /// Writes `bytes` to `path` atomically (temporary file + rename) with the given mode.
 pub(crate) fn write_with_mode(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
-    let tmp = path.with_extension("tmp");
+    let mut tmp_name = path.file_name().unwrap_or_default().to_owned();
+    tmp_name.push(".tmp");
+    let tmp = path.with_file_name(tmp_name);
     let _ = fs::remove_file(&tmp);
     let mut file = OpenOptions::new()
         .write(true)

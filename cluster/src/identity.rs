@@ -27,7 +27,7 @@ pub const ROLE_URI_PREFIX: &str = "berth://role/";
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
     #[error(
-        "invalid node id {id:?}: use 1 to 63 lowercase letters, digits or '-', not starting or ending with '-'"
+        "invalid node id {id:?}: use 1 to 63 lowercase letters, digits or '-', not starting or ending with '-', not only digits"
     )]
     InvalidNodeId { id: String },
     #[error("unknown node role {role:?}: expected manager or worker")]
@@ -109,7 +109,9 @@ impl NodeId {
             && !id.ends_with('-')
             && id
                 .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            // An all-digit name is not a valid DNS name for TLS (it reads like an address).
+            && !id.bytes().all(|b| b.is_ascii_digit());
         if valid {
             Ok(NodeId(id))
         } else {
@@ -294,7 +296,7 @@ mod tests {
     fn node_ids_are_dns_labels() {
         assert!(NodeId::new("node-1").is_ok());
         assert!(NodeId::new("a").is_ok());
-        for bad in ["", "-a", "a-", "Node", "a.b", "a/b", &"x".repeat(64)] {
+        for bad in ["", "-a", "a-", "Node", "a.b", "a/b", "123", &"x".repeat(64)] {
             let err = NodeId::new(bad).unwrap_err();
             assert!(err.to_string().contains("invalid node id"), "{bad}: {err}");
         }

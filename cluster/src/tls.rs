@@ -240,3 +240,19 @@ impl ServerCertVerifier for TokenPinnedVerifier {
             .supported_schemes()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_node_id_is_a_dns_server_name() {
+        for id in ["a", "node-1", "1node", "1-2", "0a", &"x".repeat(63)] {
+            let id = NodeId::new(id).unwrap();
+            match server_name(&id) {
+                ServerName::DnsName(name) => assert_eq!(name.as_ref(), id.as_str()),
+                other => panic!("{id}: {other:?}"),
+            }
+        }
+    }
+}

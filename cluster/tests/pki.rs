@@ -317,3 +317,14 @@ fn identity_parsing_rejects_foreign_certificates() {
         .to_string();
     assert!(err.contains("cannot be parsed"), "{err}");
 }
+
+#[test]
+fn load_refuses_a_key_that_is_not_the_roots() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = SystemTime::now();
+    ClusterCa::init(&dir.path().join("a"), now).unwrap();
+    ClusterCa::init(&dir.path().join("b"), now).unwrap();
+    fs::copy(dir.path().join("b/ca.key"), dir.path().join("a/ca.key")).unwrap();
+    let err = ClusterCa::load(&dir.path().join("a")).unwrap_err();
+    assert!(matches!(err, CaError::KeyMismatch), "{err}");
+}
