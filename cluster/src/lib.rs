@@ -1,0 +1,25 @@
+//! berth-cluster: the security foundation of a multi-host berth cluster.
+//!
+//! Owns the cluster certificate authority made at `cluster init` ([`ca`]), the identity a node
+//! certificate carries — node id, role, validity and the renewal rule ([`identity`]), the join
+//! tokens that let a new node verify the cluster and prove it was invited ([`token`]), and the
+//! mutual-TLS configurations every node-to-node connection uses ([`tls`]).
+//!
+//! Pure library code: it reads and writes only the directories its callers name, and never
+//! opens a connection itself. Storing the CA key in the replicated store, renewing
+//! certificates on a timer and enforcing roles per API call belong to `berthd`.
+
+pub mod ca;
+pub mod identity;
+pub mod tls;
+pub mod token;
+
+mod files;
+
+pub use ca::{CaError, ClusterCa, NodeCertRequest, NodeCertificate, NodeCredentials, NodeKey};
+pub use identity::{IdentityError, NodeId, NodeIdentity, Role, needs_renewal};
+pub use tls::{
+    TlsError, client_config, cluster_ca_from_join, join_client_config, join_server_config,
+    peer_identity, server_config, server_name,
+};
+pub use token::{CaFingerprint, JoinSecrets, JoinToken, TokenError};
