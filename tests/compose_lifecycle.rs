@@ -214,3 +214,56 @@ services:
     assert!(String::from_utf8_lossy(&o.stdout).contains("working"));
     assert!(env.ps(&[]).is_empty(), "the app was not stopped");
 }
+
+const BUILT: &str = r#"
+services:
+  app:
+    build:
+      context: ./app
+      args:
+        GREETING: built-by-berth
+    command: ["sh", "-c", "cat /greeting; exec sleep 3600"]
+"#;
+
+#[test]
+fn up_builds_a_missing_image_and_build_rebuilds_it() {
+    let env = Env::with_daemon("cmp-build", BUILT);
+    let app = env.dir.join("app");
+    std::fs::create_dir_all(&app).expect("context dir");
+    std::fs::write(
+        app.join("Dockerfile"),
+        "FROM busybox:latest\nARG GREETING\nRUN echo \"$GREETING\" > /greeting\n",
+    )
+    .expect("Dockerfile");
+    // the image `cmp-build-app` does not exist: plain `up` builds it (as Compose does)
+    env.ok(&["up", "-d"]);
+    env.wait_for(
+        "the built image's file in logs",
+        Duration::from_secs(20),
+        || env.ok(&["logs", "app"]).contains("built-by-berth"),
+    );
+    let ps = env.ps(&[]);
+    assert_eq!(ps.len(), 1, "{ps:?}");
+    assert!(
+        ps[0]["Image"]
+            .as_str()
+            .unwrap_or("")
+            .contains("cmp-build-app"),
+        "{ps:?}"
+    );
+
+    // `--no-build` with the image present changes nothing; `--build` rebuilds from the cache
+    env.ok(&["up", "-d", "--no-build"]);
+    let out = env.run(&["up", "-d", "--build"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("CACHED"),
+        "a rebuild of an unchanged step hits the cache: {err}"
+    );
+    env.ok(&["down"]);
+}

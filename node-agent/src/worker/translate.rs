@@ -45,12 +45,13 @@ pub type Rejection = String;
 pub fn translate(a: &Assignment, svc: &Service) -> Result<Translated, Rejection> {
     let mut w = Vec::new();
     let mut o = RunOptions {
-        image: svc.image.clone().ok_or_else(|| {
-            format!(
-                "service {}: no image (and building is not done by the agent)",
-                a.service
-            )
-        })?,
+        // a service that is only built runs the image `berth up` built for it, named as
+        // Compose names it
+        image: match (&svc.image, &svc.build) {
+            (Some(image), _) => image.clone(),
+            (None, Some(_)) => format!("{}-{}", a.project, a.service),
+            (None, None) => return Err(format!("service {}: no image and no build", a.service)),
+        },
         entrypoint: svc.entrypoint.clone(),
         cmd: svc.command.clone().unwrap_or_default(),
         env: svc

@@ -49,6 +49,12 @@ pub struct UpArgs {
     /// Create the containers without starting them
     #[arg(long)]
     pub no_start: bool,
+    /// Build the images of services with a `build:` section before starting
+    #[arg(long, conflicts_with = "no_build")]
+    pub build: bool,
+    /// Never build: a service whose image is missing fails instead
+    #[arg(long)]
+    pub no_build: bool,
     /// Stop every container when any container stops (attached mode)
     #[arg(long, conflicts_with = "detach")]
     pub abort_on_container_exit: bool,
@@ -76,6 +82,7 @@ pub fn run(ctx: &Context, args: UpArgs) -> anyhow::Result<ExitCode> {
             bail!("no such service: {name}");
         }
     }
+    build_images(ctx, app, &args)?;
     let session = Session::open(&ctx.conn)?;
     let mut display = Display::new(ctx.progress, "Running");
     for name in app.networks.keys() {
@@ -408,6 +415,53 @@ fn ending(tasks: &[v1::Task], abort: bool, exit_code_from: Option<&str>) -> Opti
         .iter()
         .any(|t| is_current(t) && t.desired() == v1::DesiredState::DesiredRunning && !stopped(&t));
     (!tasks.is_empty() && !live).then_some(Ending::AllExited)
+}
+
+/// Builds, on this machine's store, the images of the selected services that have a
+/// `build:` section: all of them with `--build`, those with `pull_policy: build`, and those
+/// whose image is missing — as Compose does; none with `--no-build`.
+fn build_images(ctx: &Context, app: &berth_spec::App, args: &UpArgs) -> anyhow::Result<()> {
+    if args.no_build {
+        return Ok(());
+    }
+    let selected = |name: &String| args.services.is_empty() || args.services.contains(name);
+    let store = berth_image::Store::open(ctx.conn.data_root.join("image")).with_context(|| {
+        format!(
+            "opening the image store under {}",
+            ctx.conn.data_root.display()
+        )
+    })?;
+    let wanted: Vec<String> = berth_build::compose::buildable(app)
+        .into_iter()
+        .filter(selected)
+        .filter(|name| {
+            let always = app.services[name].pull_policy.as_deref() == Some("build");
+            let missing = store
+                .lookup(&berth_build::compose::image_name(app, name))
+                .is_err();
+            args.build || always || missing
+        })
+        .collect();
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    let daemon = crate::cli::DaemonFlags {
+        data_root: ctx.conn.data_root.clone(),
+    };
+    let quiet = ctx.progress == super::progress::Mode::Quiet;
+    let env = crate::cli::build::build_env(&daemon, quiet)?;
+    let built = berth_build::compose::build_services(
+        &env,
+        app,
+        &wanted,
+        &berth_build::compose::ComposeBuildOptions::default(),
+    )?;
+    for image in built {
+        if !quiet {
+            eprintln!("Built {} ({})", image.image, image.service);
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
