@@ -85,9 +85,10 @@ pub fn logs(ctx: &Context, args: &LogsArgs) -> anyhow::Result<ExitCode> {
             .map_err(status_error)?
             .into_inner();
         let mut prefixer = LogPrefixer::new([], color);
+        let mut interrupt = interrupt()?;
         loop {
             tokio::select! {
-                _ = tokio::signal::ctrl_c() => break,
+                _ = interrupt.recv() => break,
                 line = stream.message() => match line.map_err(status_error)? {
                     Some(line) => print_line(&mut prefixer, &line, args.timestamps, !args.no_log_prefix),
                     None => break,
@@ -98,6 +99,13 @@ pub fn logs(ctx: &Context, args: &LogsArgs) -> anyhow::Result<ExitCode> {
     })?;
     let _ = std::io::stdout().flush();
     Ok(ExitCode::SUCCESS)
+}
+
+/// A Ctrl-C listener for a whole stream: a signal that arrives while the loop is busy stays
+/// pending on it instead of being missed.
+fn interrupt() -> anyhow::Result<tokio::signal::unix::Signal> {
+    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .map_err(|e| anyhow::anyhow!("listening for Ctrl-C: {e}"))
 }
 
 /// Writes one log line to stdout, prefixed and timestamped as asked.
@@ -130,9 +138,10 @@ pub fn events(ctx: &Context, args: &EventsArgs) -> anyhow::Result<ExitCode> {
             .await
             .map_err(status_error)?
             .into_inner();
+        let mut interrupt = interrupt()?;
         loop {
             tokio::select! {
-                _ = tokio::signal::ctrl_c() => break,
+                _ = interrupt.recv() => break,
                 event = stream.message() => match event.map_err(status_error)? {
                     Some(event) => {
                         let text = if args.json { event_json(&event) } else { event_line(&event) };

@@ -335,9 +335,13 @@ fn attach(session: &Session, project: &str, args: &UpArgs) -> anyhow::Result<Exi
         let mut prefixer = LogPrefixer::new([], color);
         let mut poll = tokio::time::interval(Duration::from_millis(250));
         let mut ps_client = compose.clone();
+        // One listener for the whole stream: a signal that arrives while a branch below is
+        // awaiting (the `ps` poll) stays pending on it instead of being missed.
+        let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+            .context("listening for Ctrl-C")?;
         loop {
             tokio::select! {
-                _ = tokio::signal::ctrl_c() => return Ok(Ending::Interrupted),
+                _ = interrupt.recv() => return Ok(Ending::Interrupted),
                 line = stream.message() => match line {
                     Ok(Some(line)) => logs::print_line(&mut prefixer, &line, false, true),
                     Ok(None) => return Ok(Ending::AllExited),
