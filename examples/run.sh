@@ -3,7 +3,7 @@
 # fresh machine (root; Rust toolchain; Debian's busybox-static). Everything lives in a
 # temporary data root with its own daemon and socket, removed at the end.
 #
-#   sudo examples/run.sh [webapp|workers|two-networks]      # default: webapp
+#   sudo examples/run.sh [webapp|workers|two-networks|built-app]      # default: webapp
 #   BERTH_BIN_DIR=target/debug sudo -E examples/run.sh      # use binaries built already
 set -euo pipefail
 
@@ -11,7 +11,7 @@ example=${1:-webapp}
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(dirname "$here")
 dir=$here/$example
-[[ -f $dir/compose.yaml ]] || { echo "run.sh: no example named $example (webapp, workers, two-networks)" >&2; exit 2; }
+[[ -f $dir/compose.yaml ]] || { echo "run.sh: no example named $example (webapp, workers, two-networks, built-app)" >&2; exit 2; }
 [[ $(id -u) == 0 ]] || { echo "run.sh: run as root (containers need it): sudo $0 $*" >&2; exit 2; }
 [[ -x /bin/busybox ]] || { echo "run.sh: apt-get install busybox-static" >&2; exit 2; }
 
@@ -70,6 +70,11 @@ workers)
     say "the client asks the pool by that name (berth logs client)"
     sleep 2
     "${berth[@]}" logs --no-log-prefix --tail 3 client
+    ;;
+built-app)
+    say "berth built the image (berth images) and its front answers on the published port"
+    "$bin/berth" --data-root "$root" images | grep built-app || true
+    fetch "http://127.0.0.1:${BUILT_PORT:-8082}/"
     ;;
 two-networks)
     say "the front answers on the published port"

@@ -215,42 +215,36 @@ services:
     assert!(env.ps(&[]).is_empty(), "the app was not stopped");
 }
 
-const BUILT: &str = r#"
-services:
-  app:
-    build:
-      context: ./app
-      args:
-        GREETING: built-by-berth
-    command: ["sh", "-c", "cat /greeting; exec sleep 3600"]
-"#;
-
 #[test]
 fn up_builds_a_missing_image_and_build_rebuilds_it() {
-    let env = Env::with_daemon("cmp-build", BUILT);
-    let app = env.dir.join("app");
-    std::fs::create_dir_all(&app).expect("context dir");
-    std::fs::write(
-        app.join("Dockerfile"),
-        "FROM busybox:latest\nARG GREETING\nRUN echo \"$GREETING\" > /greeting\n",
-    )
-    .expect("Dockerfile");
-    // the image `cmp-build-app` does not exist: plain `up` builds it (as Compose does)
-    env.ok(&["up", "-d"]);
-    env.wait_for(
-        "the built image's file in logs",
-        Duration::from_secs(20),
-        || env.ok(&["logs", "app"]).contains("built-by-berth"),
-    );
+    // examples/built-app, on a port of its own
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/built-app");
+    let compose = std::fs::read_to_string(example.join("compose.yaml")).expect("example");
+    let env = Env::with_daemon("cmp-build", &compose.replace("8082}", "18082}"));
+    copy_dir(&example.join("app"), &env.dir.join("app"));
+    // the image `cmp-build-web` (`-p` names the project) does not exist: plain `up` builds
+    // it, as Compose does
+    env.ok(&["up", "-d", "--wait", "--wait-timeout", "60"]);
     let ps = env.ps(&[]);
     assert_eq!(ps.len(), 1, "{ps:?}");
     assert!(
         ps[0]["Image"]
             .as_str()
             .unwrap_or("")
-            .contains("cmp-build-app"),
+            .contains("cmp-build-web"),
         "{ps:?}"
     );
+    let page = env.ok(&[
+        "exec",
+        "-T",
+        "web",
+        "wget",
+        "-q",
+        "-O-",
+        "http://127.0.0.1:8080/",
+    ]);
+    assert!(page.contains("<h1>built-app</h1>"), "COPY: {page}");
+    assert!(page.contains("<p>built by berth</p>"), "ARG + RUN: {page}");
 
     // `--no-build` with the image present changes nothing; `--build` rebuilds from the cache
     env.ok(&["up", "-d", "--no-build"]);
@@ -266,4 +260,12 @@ fn up_builds_a_missing_image_and_build_rebuilds_it() {
         "a rebuild of an unchanged step hits the cache: {err}"
     );
     env.ok(&["down"]);
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read_dir") {
+        let entry = entry.expect("entry");
+        std::fs::copy(entry.path(), to.join(entry.file_name())).expect("copy");
+    }
 }
