@@ -83,9 +83,17 @@ impl Env {
 
     /// Runs berth to completion, bounded: a hung command fails the test instead of hanging.
     fn run(&self, args: &[&str]) -> Output {
+        // the single-container verbs live under `berth container`
+        let group: &[&str] = match args.first() {
+            Some(&("run" | "rm" | "port" | "exec" | "stop" | "inspect" | "ps" | "logs")) => {
+                &["container"]
+            }
+            _ => &[],
+        };
         Command::new("timeout")
             .args(["--kill-after=5", "120", BERTH, "--data-root"])
             .arg(self.root.path())
+            .args(group)
             .args(args)
             .stdin(Stdio::null())
             .output()
