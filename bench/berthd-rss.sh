@@ -65,7 +65,8 @@ report "berthd (idle)" "$berthd_pid"
 
 if command -v dockerd >/dev/null; then
     dockerd --data-root "$WORK/docker" --exec-root "$WORK/docker-exec" \
-        --pidfile "$WORK/docker.pid" -H "unix://$WORK/docker.sock" >"$WORK/dockerd.log" 2>&1 &
+        --pidfile "$WORK/docker.pid" -H "unix://$WORK/docker.sock" --bridge=none --iptables=false \
+        --ip-masq=false >"$WORK/dockerd.log" 2>&1 &
     dockerd_pid=$!
     wait_for 60 docker -H "unix://$WORK/docker.sock" info
     sleep "$IDLE"

@@ -20,7 +20,7 @@ ip_forward=$(cat /proc/sys/net/ipv4/ip_forward)
 had_docker0=$(ip link show docker0 >/dev/null 2>&1 && echo yes || echo no)
 sock=$work/docker.sock
 dockerd --data-root "$work/docker" --exec-root "$work/docker-exec" --pidfile "$work/docker.pid" \
-    -H "unix://$sock" >"$work/dockerd.log" 2>&1 &
+    -H "unix://$sock" --iptables=false --ip-masq=false >"$work/dockerd.log" 2>&1 &
 dockerd_pid=$!
 docker="docker -H unix://$sock"
 stop_docker() {
