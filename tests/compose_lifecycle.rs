@@ -246,7 +246,10 @@ fn up_builds_a_missing_image_and_build_rebuilds_it() {
     assert!(page.contains("<h1>built-app</h1>"), "COPY: {page}");
     assert!(page.contains("<p>built by berth</p>"), "ARG + RUN: {page}");
 
-    // `--no-build` with the image present changes nothing; `--build` rebuilds from the cache
+    let first_id = ps[0]["ID"].clone();
+
+    // `--no-build` with the image present changes nothing; `--build` rebuilds from the cache,
+    // the same image, so the container stays
     env.ok(&["up", "-d", "--no-build"]);
     let out = env.run(&["up", "-d", "--build"]);
     assert!(
@@ -258,6 +261,34 @@ fn up_builds_a_missing_image_and_build_rebuilds_it() {
     assert!(
         err.contains("CACHED"),
         "a rebuild of an unchanged step hits the cache: {err}"
+    );
+    assert_eq!(
+        env.ps(&[])[0]["ID"],
+        first_id,
+        "an unchanged image keeps its container"
+    );
+
+    // a changed source file: `up --build` makes a new image and recreates the service on it
+    std::fs::write(env.dir.join("app/index.html"), "<h1>edited</h1>\n").expect("edit");
+    env.ok(&["up", "-d", "--build", "--wait", "--wait-timeout", "60"]);
+    // the replaced container may still be stopping for a moment
+    env.wait_for("the rebuilt image serving", Duration::from_secs(30), || {
+        let out = env.run(&[
+            "exec",
+            "-T",
+            "web",
+            "wget",
+            "-q",
+            "-O-",
+            "http://127.0.0.1:8080/",
+        ]);
+        String::from_utf8_lossy(&out.stdout).contains("<h1>edited</h1>")
+    });
+    let ps = env.ps(&[]);
+    assert_eq!(ps.len(), 1, "{ps:?}");
+    assert_ne!(
+        ps[0]["ID"], first_id,
+        "a rebuilt image recreates the container"
     );
     env.ok(&["down"]);
 }

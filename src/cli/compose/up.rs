@@ -69,7 +69,8 @@ pub struct UpArgs {
 }
 
 pub fn run(ctx: &Context, args: UpArgs) -> anyhow::Result<ExitCode> {
-    let loaded = project::load(&ctx.project)?;
+    let mut loaded = project::load(&ctx.project)?;
+    build_images(ctx, &mut loaded.app, &args)?;
     let app = &loaded.app;
     let scale = parse_scale(&args.scale)?;
     for name in args
@@ -82,7 +83,6 @@ pub fn run(ctx: &Context, args: UpArgs) -> anyhow::Result<ExitCode> {
             bail!("no such service: {name}");
         }
     }
-    build_images(ctx, app, &args)?;
     let session = Session::open(&ctx.conn)?;
     let mut display = Display::new(ctx.progress, "Running");
     for name in app.networks.keys() {
@@ -424,10 +424,37 @@ fn ending(tasks: &[v1::Task], abort: bool, exit_code_from: Option<&str>) -> Opti
 /// Builds, on this machine's store, the images of the selected services that have a
 /// `build:` section: all of them with `--build`, those with `pull_policy: build`, and those
 /// whose image is missing — as Compose does; none with `--no-build`.
-fn build_images(ctx: &Context, app: &berth_spec::App, args: &UpArgs) -> anyhow::Result<()> {
-    if args.no_build {
-        return Ok(());
+fn build_images(ctx: &Context, app: &mut berth_spec::App, args: &UpArgs) -> anyhow::Result<()> {
+    if !args.no_build {
+        build_missing(ctx, app, args)?;
     }
+    stamp_image_ids(ctx, app)
+}
+
+/// Labels each built service with the id of the image it runs (`com.docker.compose.image`,
+/// as Compose does), so a rebuilt image changes the service's configuration hash and `up`
+/// recreates its containers, while an unchanged image leaves them alone.
+fn stamp_image_ids(ctx: &Context, app: &mut berth_spec::App) -> anyhow::Result<()> {
+    let store = berth_image::Store::open(ctx.conn.data_root.join("image")).with_context(|| {
+        format!(
+            "opening the image store under {}",
+            ctx.conn.data_root.display()
+        )
+    })?;
+    for name in berth_build::compose::buildable(app) {
+        let image = berth_build::compose::image_name(app, &name);
+        if let Ok(id) = store.lookup(&image) {
+            if let Some(service) = app.services.get_mut(&name) {
+                service
+                    .labels
+                    .insert("com.docker.compose.image".into(), id.to_string());
+            }
+        }
+    }
+    Ok(())
+}
+
+fn build_missing(ctx: &Context, app: &berth_spec::App, args: &UpArgs) -> anyhow::Result<()> {
     let selected = |name: &String| args.services.is_empty() || args.services.contains(name);
     let store = berth_image::Store::open(ctx.conn.data_root.join("image")).with_context(|| {
         format!(
