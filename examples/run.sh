@@ -73,7 +73,7 @@ workers)
     ;;
 built-app)
     say "berth built the image (berth images) and its front answers on the published port"
-    "$bin/berth" --data-root "$root" images | grep built-app || true
+    "${berth[@]}" images
     fetch "http://127.0.0.1:${BUILT_PORT:-8082}/"
     ;;
 two-networks)
