@@ -68,13 +68,19 @@ pub async fn attach(
             .flatten();
             match h {
                 Some(h) => h,
-                None => return,
+                None => {
+                    tracing::warn!(container = %id, "attach: the container's shim did not answer");
+                    return;
+                }
             }
         } else {
             match handoff_rx {
                 Some(rx) => match rx.await {
                     Ok(h) => h,
-                    Err(_) => return,
+                    Err(_) => {
+                        tracing::debug!(container = %id, "attach: the container never started");
+                        return;
+                    }
                 },
                 None => return,
             }
@@ -119,15 +125,22 @@ async fn pump(
             let shim = h.shim.clone();
             let (in_tx, in_rx) = std::sync::mpsc::channel::<Option<Vec<u8>>>();
             tokio::task::spawn_blocking(move || {
-                let Ok(mut input) = shim.attach(true, true) else {
-                    return;
+                let mut input = match shim.attach(true, true) {
+                    Ok(i) => i,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "attach: cannot open the container's stdin");
+                        return;
+                    }
                 };
                 while let Ok(Some(data)) = in_rx.recv() {
-                    if input.write_stdin(&data).is_err() {
+                    if let Err(e) = input.write_stdin(&data) {
+                        tracing::debug!(error = %e, "attach: stdin closed by the container");
                         return;
                     }
                 }
-                let _ = input.close_stdin();
+                if let Err(e) = input.close_stdin() {
+                    tracing::warn!(error = %e, "attach: cannot close the container's stdin");
+                }
             });
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 8192];

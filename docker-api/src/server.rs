@@ -41,17 +41,25 @@ where
         let backend = backend.clone();
         async move { Ok::<_, std::convert::Infallible>(handle(backend, req).await) }
     });
-    // errors here are clients going away mid-request; nothing to report to anyone
-    let _ = http1::Builder::new()
+    // mostly clients going away mid-request; kept at debug for diagnosing the rest
+    if let Err(e) = http1::Builder::new()
         .serve_connection(TokioIo::new(io), service)
         .with_upgrades()
-        .await;
+        .await
+    {
+        tracing::debug!(error = %e, "connection ended with an error");
+    }
 }
 
 async fn handle(b: Arc<Backend>, req: Request<Incoming>) -> Reply {
+    let (method, path) = (req.method().clone(), req.uri().path().to_string());
+    tracing::debug!(%method, %path, "request");
     match route(b, req).await {
         Ok(r) => r,
-        Err(e) => http::error_reply(&e),
+        Err(e) => {
+            tracing::debug!(%method, %path, error = %e, "request refused");
+            http::error_reply(&e)
+        }
     }
 }
 

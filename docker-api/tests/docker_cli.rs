@@ -58,10 +58,11 @@ fn cli_version_info_run_rm_exit_codes_stdin_and_events() {
 
     // stdin through the attach connection
     let mut child = s
-        .client("docker")
+        .bounded("docker")
         .args(["run", "--rm", "-i", "busybox", "tr", "a-z", "A-Z"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     child
@@ -71,7 +72,12 @@ fn cli_version_info_run_rm_exit_codes_stdin_and_events() {
         .write_all(b"piped through berth\n")
         .unwrap();
     let o = child.wait_with_output().unwrap();
-    assert!(o.status.success());
+    assert!(
+        o.status.success(),
+        "docker run -i: {} {}",
+        o.status,
+        String::from_utf8_lossy(&o.stderr)
+    );
     assert_eq!(String::from_utf8_lossy(&o.stdout), "PIPED THROUGH BERTH\n");
 
     let df = s.ok(&["system", "df", "--format", "{{.Type}} {{.TotalCount}}"]);

@@ -140,9 +140,18 @@ impl Server {
 
     /// `docker ARGS`, bounded: a hung command fails the test instead of hanging it.
     pub fn docker(&self, args: &[&str]) -> Output {
+        self.bounded("docker")
+            .args(args)
+            .output()
+            .expect("run docker")
+    }
+
+    /// A client command killed after two minutes, so a hang fails the test (exit 124
+    /// or 137) instead of stalling the run; add the client's arguments.
+    pub fn bounded(&self, program: &str) -> Command {
         let mut c = self.client("timeout");
-        c.args(["--kill-after=5", "120", "docker"]).args(args);
-        c.output().expect("run docker")
+        c.args(["--kill-after=5", "120", program]);
+        c
     }
 
     /// `docker ARGS`, which must succeed; its stdout.
@@ -178,6 +187,16 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // the server's own account of what went wrong, which CI shows with the panic
+            let log =
+                std::fs::read_to_string(self.root.path().join("server.log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(60).collect();
+            eprintln!("--- berth-docker-api log (last {} lines) ---", tail.len());
+            for l in tail.into_iter().rev() {
+                eprintln!("{l}");
+            }
+        }
         let c = self.containers();
         for id in c.ids().unwrap_or_default() {
             let _ = c.remove(&id, true);
