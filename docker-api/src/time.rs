@@ -3,49 +3,21 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// Parses `YYYY-MM-DDTHH:MM:SS[.frac](Z|±HH:MM)` into Unix seconds and nanoseconds.
+/// Parses an RFC 3339 time into Unix seconds and nanoseconds (the shim's parser).
 pub fn parse_rfc3339(s: &str) -> Option<(i64, u32)> {
-    let b = s.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[13] != b':' || b[16] != b':' {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
-    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    let mut rest = &s[19..];
-    let mut nanos = 0u32;
-    if let Some(frac) = rest.strip_prefix('.') {
-        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
-        let mut n: u64 = frac[..digits.min(9)].parse().ok()?;
-        for _ in digits.min(9)..9 {
-            n *= 10;
+    let t = berth_shim::time::parse_rfc3339(s)?;
+    Some(match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => (d.as_secs() as i64, d.subsec_nanos()),
+        Err(e) => {
+            let d = e.duration();
+            let (secs, nanos) = (d.as_secs() as i64, d.subsec_nanos());
+            if nanos == 0 {
+                (-secs, 0)
+            } else {
+                (-secs - 1, 1_000_000_000 - nanos)
+            }
         }
-        nanos = n as u32;
-        rest = &frac[digits..];
-    }
-    let offset = match rest {
-        "Z" | "z" => 0,
-        o if o.len() == 6 => {
-            let sign = if o.starts_with('-') { -1 } else { 1 };
-            sign * (o[1..3].parse::<i64>().ok()? * 3600 + o[4..6].parse::<i64>().ok()? * 60)
-        }
-        _ => return None,
-    };
-    Some((
-        days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec - offset,
-        nanos,
-    ))
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146097 + doe - 719468
+    })
 }
 
 pub fn unix_seconds(s: &str) -> i64 {

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use berth_image::{Digest, Platform, Reference, Snapshotter, Store, media_types};
+use berth_image::{Digest, Platform, Reference, Snapshotter, Store, media_types, now_rfc3339};
 use serde_json::{Map, Value, json};
 
 use crate::cache::{Cache, State, chain};
@@ -1245,47 +1245,12 @@ fn write_image(
     Ok((id, manifest_digest))
 }
 
-/// Now as RFC 3339 in UTC with nanoseconds.
-pub fn now_rfc3339() -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    format_rfc3339(now.as_secs() as i64, now.subsec_nanos())
-}
-
-/// Civil date from days since the epoch (Howard Hinnant's algorithm).
-fn format_rfc3339(secs: i64, nanos: u32) -> String {
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = if m <= 2 { y + 1 } else { y };
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{nanos:09}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn dates_and_env() {
-        assert_eq!(format_rfc3339(0, 0), "1970-01-01T00:00:00.000000000Z");
-        assert_eq!(
-            format_rfc3339(1_700_000_000, 5),
-            "2023-11-14T22:13:20.000000005Z"
-        );
+    fn env_edits() {
         let mut c = json!({"Env": ["A=1", "PATH=/bin"]});
         set_env(&mut c, "A", "2");
         assert_eq!(env_get(&c, "A").as_deref(), Some("2"));

@@ -5,14 +5,12 @@
 //! whiteout, a `trusted.overlay.opaque=y` directory gets a `.wh..wh..opq` entry, and
 //! overlayfs' own `trusted.overlay.*` attributes are dropped.
 
-use std::collections::HashMap;
 use std::fs;
 use std::io::{self, Write};
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use berth_image::archive::tree::{Tree, append_tree};
 use berth_image::digest::DigestWriter;
 use berth_image::unpack::{UnpackOptions, unpack_layer};
 use berth_image::{Digest, Snapshotter, Store, media_types};
@@ -123,144 +121,9 @@ pub fn ensure_unpacked(
     result.map(|()| dest)
 }
 
-/// A tar header for `meta` (mode, owner, mtime, no size yet).
-pub fn header_from(meta: &fs::Metadata) -> tar::Header {
-    let mut h = tar::Header::new_gnu();
-    h.set_mode(meta.mode() & 0o7777);
-    h.set_uid(u64::from(meta.uid()));
-    h.set_gid(u64::from(meta.gid()));
-    h.set_mtime(meta.mtime().max(0) as u64);
-    h.set_size(0);
-    h
-}
-
-/// Appends a directory entry.
-pub fn append_dir(out: &mut TarOut<'_>, path: &str, mut h: tar::Header) -> io::Result<()> {
-    h.set_entry_type(tar::EntryType::Directory);
-    h.set_size(0);
-    out.append_data(
-        &mut h,
-        format!("{}/", path.trim_end_matches('/')),
-        io::empty(),
-    )
-}
+pub use berth_image::archive::tree::{append_dir, header_from};
 
 /// Writes the changes an overlay upper dir holds as an OCI layer.
 pub fn append_upper(out: &mut TarOut<'_>, upper: &Path) -> io::Result<()> {
-    let mut links: HashMap<(u64, u64), String> = HashMap::new();
-    let mut stack = vec![String::new()];
-    while let Some(rel) = stack.pop() {
-        let dir = if rel.is_empty() {
-            upper.to_path_buf()
-        } else {
-            upper.join(&rel)
-        };
-        let mut entries: Vec<_> = fs::read_dir(&dir)?.collect::<io::Result<Vec<_>>>()?;
-        entries.sort_by_key(|e| e.file_name());
-        let mut subdirs = Vec::new();
-        for entry in entries {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let rel_path = if rel.is_empty() {
-                name.clone()
-            } else {
-                format!("{rel}/{name}")
-            };
-            let path = entry.path();
-            let meta = fs::symlink_metadata(&path)?;
-            let ft = meta.file_type();
-            if ft.is_char_device() && meta.rdev() == 0 {
-                // Deleted in this step.
-                let wh = match rel_path.rsplit_once('/') {
-                    Some((parent, base)) => format!("{parent}/.wh.{base}"),
-                    None => format!(".wh.{rel_path}"),
-                };
-                let mut h = tar::Header::new_gnu();
-                h.set_entry_type(tar::EntryType::Regular);
-                h.set_mode(0o600);
-                h.set_size(0);
-                out.append_data(&mut h, &wh, io::empty())?;
-                continue;
-            }
-            let mut h = header_from(&meta);
-            append_xattrs(out, &path)?;
-            if ft.is_dir() {
-                append_dir(out, &rel_path, h)?;
-                if is_opaque(&path) {
-                    let mut wh = tar::Header::new_gnu();
-                    wh.set_entry_type(tar::EntryType::Regular);
-                    wh.set_mode(0o600);
-                    wh.set_size(0);
-                    out.append_data(&mut wh, format!("{rel_path}/.wh..wh..opq"), io::empty())?;
-                }
-                subdirs.push(rel_path);
-            } else if ft.is_symlink() {
-                h.set_entry_type(tar::EntryType::Symlink);
-                let target = fs::read_link(&path)?;
-                out.append_link(&mut h, &rel_path, &target)?;
-            } else if ft.is_file() {
-                if meta.nlink() > 1 {
-                    let key = (meta.dev(), meta.ino());
-                    if let Some(first) = links.get(&key) {
-                        h.set_entry_type(tar::EntryType::Link);
-                        out.append_link(&mut h, &rel_path, first)?;
-                        continue;
-                    }
-                    links.insert(key, rel_path.clone());
-                }
-                h.set_entry_type(tar::EntryType::Regular);
-                h.set_size(meta.len());
-                out.append_data(&mut h, &rel_path, fs::File::open(&path)?)?;
-            } else if ft.is_char_device() || ft.is_block_device() || ft.is_fifo() {
-                let kind = if ft.is_char_device() {
-                    tar::EntryType::Char
-                } else if ft.is_block_device() {
-                    tar::EntryType::Block
-                } else {
-                    tar::EntryType::Fifo
-                };
-                h.set_entry_type(kind);
-                h.set_device_major(libc::major(meta.rdev()))?;
-                h.set_device_minor(libc::minor(meta.rdev()))?;
-                out.append_data(&mut h, &rel_path, io::empty())?;
-            }
-            // Sockets cannot be stored in a layer; Docker drops them too.
-        }
-        stack.extend(subdirs.into_iter().rev());
-    }
-    Ok(())
-}
-
-fn is_opaque(path: &Path) -> bool {
-    let mut buf = [0u8; 8];
-    matches!(
-        rustix::fs::lgetxattr(path, "trusted.overlay.opaque", &mut buf),
-        Ok(1) if buf[0] == b'y'
-    )
-}
-
-/// Records a file's extended attributes (not overlayfs' own) as PAX records.
-pub fn append_xattrs(out: &mut TarOut<'_>, path: &Path) -> io::Result<()> {
-    let mut names = vec![0u8; 4096];
-    let n = match rustix::fs::llistxattr(path, &mut names) {
-        Ok(n) => n,
-        Err(rustix::io::Errno::OPNOTSUPP) | Err(rustix::io::Errno::RANGE) => return Ok(()),
-        Err(e) => return Err(e.into()),
-    };
-    let mut records: Vec<(String, Vec<u8>)> = Vec::new();
-    for name in names[..n].split(|&b| b == 0).filter(|n| !n.is_empty()) {
-        if name.starts_with(b"trusted.overlay.") {
-            continue;
-        }
-        let key = String::from_utf8_lossy(name).into_owned();
-        let mut value = vec![0u8; 65536];
-        if let Ok(len) = rustix::fs::lgetxattr(path, std::ffi::OsStr::from_bytes(name), &mut value)
-        {
-            value.truncate(len);
-            records.push((format!("SCHILY.xattr.{key}"), value));
-        }
-    }
-    if !records.is_empty() {
-        out.append_pax_extensions(records.iter().map(|(k, v)| (k.as_str(), v.as_slice())))?;
-    }
-    Ok(())
+    append_tree(out, upper, Tree::OverlayUpper)
 }

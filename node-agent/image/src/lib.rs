@@ -21,6 +21,7 @@ pub mod store;
 pub mod testing;
 pub mod unpack;
 
+pub use archive::now_rfc3339;
 pub use digest::{Digest, DigestError};
 pub use gc::{GcOptions, GcReport};
 pub use images::{Image, ImageRecord};

@@ -1,8 +1,13 @@
-//! Wall-clock timestamps in RFC 3339 with nanoseconds, the format Docker's json-file log
-//! driver writes (Go's `time.RFC3339Nano`: UTC, trailing zeros of the fraction dropped).
-//! Pure formatting only; this module never reads clocks other than `SystemTime::now`.
+//! Wall-clock timestamps in RFC 3339, the one implementation berth's crates share: the
+//! shim's log records, container and volume records, Docker API times and log filters.
+//! Output follows Go's `time.RFC3339Nano`, as Docker's json-file log driver writes it
+//! (UTC, trailing zeros of the fraction dropped); input accepts `Z` or a `±hh:mm` offset.
+//! Calendar arithmetic is the `time` crate's.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 
 /// The current time formatted as RFC 3339 with nanoseconds, in UTC.
 pub fn now_rfc3339() -> String {
@@ -10,47 +15,27 @@ pub fn now_rfc3339() -> String {
 }
 
 /// Formats `t` like Go's `RFC3339Nano` in UTC, e.g. `2024-05-01T12:00:00.123456789Z`.
+/// Instants outside years 0–9999 (which RFC 3339 cannot write) are clamped to the epoch.
 pub fn format_rfc3339(t: SystemTime) -> String {
-    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = d.as_secs();
-    let nanos = d.subsec_nanos();
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    let (y, m, day) = civil_from_days(days);
-    let mut out = format!(
-        "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}",
-        rem / 3600,
-        (rem / 60) % 60,
-        rem % 60
-    );
-    if nanos != 0 {
-        let frac = format!("{nanos:09}");
-        out.push('.');
-        out.push_str(frac.trim_end_matches('0'));
-    }
-    out.push('Z');
-    out
+    OffsetDateTime::from(t)
+        .format(&Rfc3339)
+        .unwrap_or_else(|_| "1970-01-01T00:00:00Z".to_string())
 }
 
-/// Converts days since 1970-01-01 to a proleptic Gregorian (year, month, day), after
-/// Howard Hinnant's `civil_from_days`, so that no calendar crate is linked into the shim.
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
+/// Parses an RFC 3339 time (`Z` or a numeric offset) into the instant it names.
+pub fn parse_rfc3339(text: &str) -> Option<SystemTime> {
+    let t = OffsetDateTime::parse(text, &Rfc3339).ok()?;
+    let nanos = t.unix_timestamp_nanos();
+    if nanos >= 0 {
+        Some(UNIX_EPOCH + Duration::from_nanos(u64::try_from(nanos).ok()?))
+    } else {
+        UNIX_EPOCH.checked_sub(Duration::from_nanos(u64::try_from(-nanos).ok()?))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[test]
     fn epoch_and_known_dates() {
@@ -61,5 +46,21 @@ mod tests {
         assert_eq!(format_rfc3339(t), "2023-11-14T22:13:20.123456789Z");
         let t = UNIX_EPOCH + Duration::new(4_107_542_399, 1);
         assert_eq!(format_rfc3339(t), "2100-02-28T23:59:59.000000001Z");
+    }
+
+    #[test]
+    fn parses_what_it_writes_and_offsets() {
+        let t = UNIX_EPOCH + Duration::new(1_700_000_000, 123_456_789);
+        assert_eq!(parse_rfc3339(&format_rfc3339(t)), Some(t));
+        assert_eq!(
+            parse_rfc3339("2024-05-01T14:00:00.5+02:00"),
+            Some(UNIX_EPOCH + Duration::new(1_714_564_800, 500_000_000))
+        );
+        assert_eq!(
+            parse_rfc3339("1969-12-31T23:59:59Z"),
+            UNIX_EPOCH.checked_sub(Duration::from_secs(1))
+        );
+        assert_eq!(parse_rfc3339("yesterday"), None);
+        assert_eq!(parse_rfc3339("2024-13-01T00:00:00Z"), None);
     }
 }

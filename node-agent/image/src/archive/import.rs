@@ -3,11 +3,7 @@
 //! diff_id is the sha256 of the uncompressed tar exactly as given (tar input) or as berth
 //! writes it (directory input: sorted, deterministic, owners/modes/times/xattrs kept).
 
-use std::collections::HashMap;
-use std::fs;
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 
 use serde_json::{Map, Value, json};
@@ -127,92 +123,10 @@ fn import_with(
     })
 }
 
-/// Writes `dir` as a tar stream: entries sorted by name, paths relative without `./`,
-/// hardlinks as links to the first occurrence, symlinks not followed, sockets skipped.
+/// Writes `dir` as a tar stream (see [`super::tree`] for the entries' order and form).
 pub fn write_dir_tar(dir: &Path, out: &mut dyn Write) -> io::Result<()> {
     let mut builder = tar::Builder::new(out);
     builder.follow_symlinks(false);
-    let mut seen: HashMap<(u64, u64), std::path::PathBuf> = HashMap::new();
-    let mut stack = vec![std::path::PathBuf::new()];
-    while let Some(rel) = stack.pop() {
-        let full = dir.join(&rel);
-        let mut names: Vec<_> = fs::read_dir(&full)?.collect::<io::Result<Vec<_>>>()?;
-        names.sort_by_key(|e| e.file_name());
-        // Directories are walked depth-first in name order: push in reverse.
-        let mut subdirs = Vec::new();
-        for entry in names {
-            let rel_path = rel.join(entry.file_name());
-            let path = entry.path();
-            let meta = fs::symlink_metadata(&path)?;
-            let ft = meta.file_type();
-            let mut header = tar::Header::new_gnu();
-            header.set_mode(meta.mode() & 0o7777);
-            header.set_uid(u64::from(meta.uid()));
-            header.set_gid(u64::from(meta.gid()));
-            header.set_mtime(meta.mtime().max(0) as u64);
-            header.set_size(0);
-            append_xattrs(&mut builder, &path)?;
-            if ft.is_dir() {
-                header.set_entry_type(tar::EntryType::Directory);
-                builder.append_data(&mut header, &rel_path, io::empty())?;
-                subdirs.push(rel_path);
-            } else if ft.is_symlink() {
-                header.set_entry_type(tar::EntryType::Symlink);
-                let target = fs::read_link(&path)?;
-                builder.append_link(&mut header, &rel_path, &target)?;
-            } else if ft.is_file() {
-                let key = (meta.dev(), meta.ino());
-                if meta.nlink() > 1 {
-                    if let Some(first) = seen.get(&key) {
-                        header.set_entry_type(tar::EntryType::Link);
-                        builder.append_link(&mut header, &rel_path, first)?;
-                        continue;
-                    }
-                    seen.insert(key, rel_path.clone());
-                }
-                header.set_entry_type(tar::EntryType::Regular);
-                header.set_size(meta.len());
-                builder.append_data(&mut header, &rel_path, fs::File::open(&path)?)?;
-            } else if ft.is_char_device() || ft.is_block_device() || ft.is_fifo() {
-                let kind = if ft.is_char_device() {
-                    tar::EntryType::Char
-                } else if ft.is_block_device() {
-                    tar::EntryType::Block
-                } else {
-                    tar::EntryType::Fifo
-                };
-                header.set_entry_type(kind);
-                let rdev = meta.rdev();
-                header.set_device_major(libc::major(rdev))?;
-                header.set_device_minor(libc::minor(rdev))?;
-                builder.append_data(&mut header, &rel_path, io::empty())?;
-            }
-        }
-        stack.extend(subdirs.into_iter().rev());
-    }
+    super::tree::append_tree(&mut builder, dir, super::tree::Tree::Plain)?;
     builder.into_inner()?.flush()
-}
-
-/// Records a file's extended attributes as PAX `SCHILY.xattr.*` records for the next entry.
-fn append_xattrs(builder: &mut tar::Builder<&mut dyn Write>, path: &Path) -> io::Result<()> {
-    let mut names = vec![0u8; 4096];
-    let n = match rustix::fs::llistxattr(path, &mut names) {
-        Ok(n) => n,
-        Err(rustix::io::Errno::OPNOTSUPP) | Err(rustix::io::Errno::RANGE) => return Ok(()),
-        Err(e) => return Err(e.into()),
-    };
-    let mut records: Vec<(String, Vec<u8>)> = Vec::new();
-    for name in names[..n].split(|&b| b == 0).filter(|n| !n.is_empty()) {
-        let key = String::from_utf8_lossy(name).into_owned();
-        let mut value = vec![0u8; 65536];
-        if let Ok(len) = rustix::fs::lgetxattr(path, std::ffi::OsStr::from_bytes(name), &mut value)
-        {
-            value.truncate(len);
-            records.push((format!("SCHILY.xattr.{key}"), value));
-        }
-    }
-    if !records.is_empty() {
-        builder.append_pax_extensions(records.iter().map(|(k, v)| (k.as_str(), v.as_slice())))?;
-    }
-    Ok(())
 }

@@ -20,10 +20,12 @@ pub mod import;
 pub mod load;
 pub mod save;
 mod time;
+pub mod tree;
 
 pub use import::{ImportOptions, Imported, import_dir, import_tar};
 pub use load::{LoadedImage, load_dir, load_tar};
 pub use save::{SaveFormat, save};
+pub use time::now_rfc3339;
 
 /// Errors of loading, saving and importing images.
 #[derive(Debug, thiserror::Error)]
