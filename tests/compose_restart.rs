@@ -31,8 +31,15 @@ fn crashing_services_restart_per_policy() {
     env.wait_for("`always` restarted twice", Duration::from_secs(90), || {
         env.out_lines("always").len() >= 3
     });
+    let mut seen = 0;
     env.wait_for("`limited` started 4 times", Duration::from_secs(90), || {
-        env.out_lines("limited").len() >= 4
+        let n = env.out_lines("limited").len();
+        if n != seen {
+            // shown if the wait fails: how far the restarts got, and the tasks' states
+            eprintln!("`limited` started {n} times: {:?}", env.ps(&["-a"]));
+            seen = n;
+        }
+        n >= 4
     });
     // having given up, `limited` stays exited with its code and is not started again,
     // while `always` keeps coming back
