@@ -11,6 +11,7 @@ pub mod firewall;
 pub mod ipam;
 pub mod netlink;
 pub mod networks;
+pub mod overlay;
 
 /// Address types of the network API (subnets), for callers that build requests.
 pub use ipnetwork;

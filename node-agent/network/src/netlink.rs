@@ -16,11 +16,15 @@ use std::path::{Path, PathBuf};
 use futures::TryStreamExt;
 use ipnetwork::IpNetwork;
 use nix::sched::CloneFlags;
+use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags, AddressHeaderFlags};
 use rtnetlink::packet_route::link::{InfoData, InfoKind, InfoVeth};
+use rtnetlink::packet_route::neighbour::{
+    NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
+};
 use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteType};
 use rtnetlink::{
-    Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder,
+    Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth, LinkVxlan, RouteMessageBuilder,
 };
 
 /// Errors of netlink requests and namespace entry, naming the operation and the object.
@@ -363,6 +367,199 @@ impl Netlink {
         }
         Ok(out)
     }
+}
+
+/// One static entry of a link's neighbour table (ARP/NDP: address → MAC) or forwarding
+/// database (FDB: MAC → the remote tunnel endpoint that has it), as netlink lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NeighbourEntry {
+    pub address: IpAddr,
+    pub mac: [u8; 6],
+    /// The kernel's own message, which is what deleting the entry takes.
+    message: NeighbourMessage,
+}
+
+impl Netlink {
+    /// Creates VXLAN device `name` (VNI `vni`, source address `local`, UDP `port`, no
+    /// learning, ARP answered from the neighbour table) as a port of `bridge`, with `mtu`,
+    /// and brings it up; an existing device of that name is reused. Returns its index.
+    pub async fn ensure_vxlan(
+        &self,
+        name: &str,
+        vni: u32,
+        local: Ipv4Addr,
+        port: u16,
+        bridge: u32,
+        mtu: Option<u32>,
+    ) -> Result<u32, NetlinkError> {
+        if self.link_index(name).await?.is_none() {
+            let mut msg = LinkVxlan::new(name, vni)
+                .local(local)
+                .port(port)
+                .learning(false)
+                .proxy(true)
+                .controller(bridge);
+            if let Some(mtu) = mtu {
+                msg = msg.mtu(mtu);
+            }
+            match self.handle.link().add(msg.up().build()).execute().await {
+                Ok(()) => {}
+                Err(e) if errno(&e) == Some(libc::EEXIST) => {}
+                Err(e) => return Err(request(format!("create vxlan {name} (vni {vni})"))(e)),
+            }
+        }
+        let index = self.require_index(name).await?;
+        self.set_link(index, mtu, true).await?;
+        Ok(index)
+    }
+
+    /// The static neighbour entries (address → MAC) of link `index`.
+    pub async fn neighbours(&self, index: u32) -> Result<Vec<NeighbourEntry>, NetlinkError> {
+        let mut out = Vec::new();
+        for family in [AddressFamily::Inet, AddressFamily::Inet6] {
+            let mut list = self
+                .handle
+                .neighbours()
+                .get()
+                .set_address_family(family)
+                .execute();
+            while let Some(msg) = list
+                .try_next()
+                .await
+                .map_err(request(format!("list neighbours of link {index}")))?
+            {
+                if msg.header.ifindex != index || msg.header.state != NeighbourState::Permanent {
+                    continue;
+                }
+                if let (Some(address), Some(mac)) = (neighbour_ip(&msg), neighbour_mac(&msg)) {
+                    out.push(NeighbourEntry {
+                        address,
+                        mac,
+                        message: msg,
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Adds (or replaces) a static neighbour entry `address` → `mac` on link `index`.
+    pub async fn add_neighbour(
+        &self,
+        index: u32,
+        address: IpAddr,
+        mac: [u8; 6],
+    ) -> Result<(), NetlinkError> {
+        self.handle
+            .neighbours()
+            .add(index, address)
+            .link_layer_address(&mac)
+            .state(NeighbourState::Permanent)
+            .replace()
+            .execute()
+            .await
+            .map_err(request(format!("add neighbour {address} on link {index}")))
+    }
+
+    /// The forwarding entries of VXLAN link `index` that send a MAC to a remote endpoint.
+    pub async fn fdb_entries(&self, index: u32) -> Result<Vec<NeighbourEntry>, NetlinkError> {
+        let mut out = Vec::new();
+        let mut list = self
+            .handle
+            .neighbours()
+            .get()
+            .set_address_family(AddressFamily::Bridge)
+            .execute();
+        while let Some(msg) = list
+            .try_next()
+            .await
+            .map_err(request(format!("list forwarding entries of link {index}")))?
+        {
+            if msg.header.ifindex != index || !msg.header.flags.contains(NeighbourFlags::Own) {
+                continue;
+            }
+            if let (Some(address), Some(mac)) = (neighbour_ip(&msg), neighbour_mac(&msg)) {
+                out.push(NeighbourEntry {
+                    address,
+                    mac,
+                    message: msg,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Adds (or replaces) the forwarding entry sending `mac` to tunnel endpoint `remote`
+    /// on VXLAN link `index`.
+    pub async fn add_fdb(
+        &self,
+        index: u32,
+        mac: [u8; 6],
+        remote: IpAddr,
+    ) -> Result<(), NetlinkError> {
+        self.handle
+            .neighbours()
+            .add_bridge(index, &mac)
+            .flags(NeighbourFlags::Own)
+            .state(NeighbourState::Permanent)
+            .destination(remote)
+            .replace()
+            .execute()
+            .await
+            .map_err(request(format!(
+                "add forwarding entry {} via {remote} on link {index}",
+                format_mac(&mac)
+            )))
+    }
+
+    /// Deletes a neighbour or forwarding entry listed by [`Netlink::neighbours`] or
+    /// [`Netlink::fdb_entries`]; one already gone is fine.
+    pub async fn delete_neighbour(&self, entry: &NeighbourEntry) -> Result<(), NetlinkError> {
+        match self
+            .handle
+            .neighbours()
+            .del(entry.message.clone())
+            .execute()
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(e) if errno(&e) == Some(libc::ENOENT) => Ok(()),
+            Err(e) => Err(request(format!(
+                "delete entry {} / {}",
+                entry.address,
+                format_mac(&entry.mac)
+            ))(e)),
+        }
+    }
+}
+
+fn neighbour_ip(msg: &NeighbourMessage) -> Option<IpAddr> {
+    msg.attributes.iter().find_map(|a| match a {
+        NeighbourAttribute::Destination(NeighbourAddress::Inet(v4)) => Some(IpAddr::V4(*v4)),
+        NeighbourAttribute::Destination(NeighbourAddress::Inet6(v6)) => Some(IpAddr::V6(*v6)),
+        // forwarding entries (AF_BRIDGE) carry the remote address as raw bytes
+        NeighbourAttribute::Destination(NeighbourAddress::Other(b)) => match b.len() {
+            4 => <[u8; 4]>::try_from(b.as_slice()).ok().map(IpAddr::from),
+            16 => <[u8; 16]>::try_from(b.as_slice()).ok().map(IpAddr::from),
+            _ => None,
+        },
+        _ => None,
+    })
+}
+
+fn neighbour_mac(msg: &NeighbourMessage) -> Option<[u8; 6]> {
+    msg.attributes.iter().find_map(|a| match a {
+        NeighbourAttribute::LinkLayerAddress(b) => b.as_slice().try_into().ok(),
+        _ => None,
+    })
+}
+
+/// `aa:bb:cc:dd:ee:ff`.
+pub fn format_mac(mac: &[u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 /// Opens network namespace `path` (`/proc/<pid>/ns/net`, `/run/netns/<name>`).
