@@ -10,6 +10,7 @@
 
 pub mod archive;
 pub mod digest;
+pub mod distribution;
 mod fsutil;
 pub mod gc;
 pub mod images;

@@ -242,6 +242,9 @@ pub struct ClientOptions {
     /// Where to look for extra CA certificates (`<dir>/<host[:port]>/*.crt`), e.g.
     /// [`super::transport::default_certs_dirs`].
     pub certs_dirs: Vec<std::path::PathBuf>,
+    /// A complete TLS configuration to use instead of the system's roots: a cluster peer's
+    /// mutual-TLS client config (its CA as the only root, the node's certificate).
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 impl Default for ClientOptions {
@@ -252,6 +255,7 @@ impl Default for ClientOptions {
             retry: RetryPolicy::default(),
             user_agent: format!("berth/{}", env!("CARGO_PKG_VERSION")),
             certs_dirs: Vec::new(),
+            tls: None,
         }
     }
 }
@@ -318,6 +322,9 @@ impl RegistryClient {
                 address_error(format!("bad CA certificate {}: {e}", path.display()))
             })?;
             builder = builder.add_root_certificate(certificate);
+        }
+        if let Some(tls) = &options.tls {
+            builder = builder.use_preconfigured_tls((**tls).clone());
         }
         let http = builder
             .build()
