@@ -129,11 +129,13 @@ pub fn run(ctx: &Context, args: UpArgs) -> anyhow::Result<ExitCode> {
     for orphan in &deployed.orphans {
         display.set("Service", orphan, "Removed (orphan)", true);
     }
-    let expected: BTreeMap<String, u32> = deployed
+    // replicas and configuration hash per service: until the orchestrator has replaced a
+    // changed service's tasks, the old ones still run and must not count
+    let expected: BTreeMap<String, (u32, String)> = deployed
         .services
         .iter()
         .filter(|s| s.change() != v1::service_change::Change::Removed)
-        .map(|s| (s.service.clone(), s.replicas))
+        .map(|s| (s.service.clone(), (s.replicas, s.config_hash.clone())))
         .collect();
     let goal = if args.no_start {
         Goal::Created
@@ -244,12 +246,13 @@ pub fn restarts(service: &berth_spec::model::Service) -> bool {
     by_restart || by_deploy
 }
 
-/// Polls the app's tasks until each expected service has its replicas at the goal. A failed
-/// task of a service that is not restarted ends the wait at once.
+/// Polls the app's tasks until each expected service has its replicas, of the deployed
+/// configuration, at the goal. A failed task of a service that is not restarted ends the
+/// wait at once.
 fn converge(
     session: &Session,
     project: &str,
-    expected: &BTreeMap<String, u32>,
+    expected: &BTreeMap<String, (u32, String)>,
     restarting: &BTreeSet<String>,
     goal: Goal,
     deadline: Option<Instant>,
@@ -280,7 +283,10 @@ fn converge(
                 }
             }
             display.set("Container", &name, &text, ok);
-            if ok {
+            let deployed = expected
+                .get(&task.service)
+                .is_none_or(|(_, hash)| hash.is_empty() || *hash == task.config_hash);
+            if ok && deployed {
                 *done.entry(task.service.as_str()).or_default() += 1;
             }
         }
@@ -295,7 +301,7 @@ fn converge(
         }
         let converged = expected
             .iter()
-            .all(|(svc, n)| done.get(svc.as_str()).copied().unwrap_or(0) >= *n);
+            .all(|(svc, (n, _))| done.get(svc.as_str()).copied().unwrap_or(0) >= *n);
         if converged {
             return Ok(());
         }
