@@ -132,21 +132,41 @@ async fn pump(
                         return;
                     }
                 };
-                while let Ok(Some(data)) = in_rx.recv() {
-                    if let Err(e) = input.write_stdin(&data) {
-                        tracing::debug!(error = %e, "attach: stdin closed by the container");
-                        return;
+                tracing::debug!("attach: stdin attached");
+                loop {
+                    match in_rx.recv() {
+                        Ok(Some(data)) => {
+                            if let Err(e) = input.write_stdin(&data) {
+                                tracing::debug!(error = %e, "attach: stdin closed by the container");
+                                return;
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(_) => {
+                            tracing::debug!("attach: the client's input ended without an end mark");
+                            break;
+                        }
                     }
                 }
-                if let Err(e) = input.close_stdin() {
-                    tracing::warn!(error = %e, "attach: cannot close the container's stdin");
+                match input.close_stdin() {
+                    Ok(()) => tracing::debug!("attach: stdin closed after the client's input ended"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "attach: cannot close the container's stdin")
+                    }
                 }
             });
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 8192];
                 loop {
                     match reader.read(&mut buf).await {
-                        Ok(0) | Err(_) => break,
+                        Ok(0) => {
+                            tracing::debug!("attach: the client closed its input");
+                            break;
+                        }
+                        Err(e) => {
+                            tracing::debug!(error = %e, "attach: reading the client's input failed");
+                            break;
+                        }
                         Ok(n) => {
                             if in_tx.send(Some(buf[..n].to_vec())).is_err() {
                                 return;
