@@ -14,6 +14,7 @@
 mod archive;
 mod attach;
 mod backend;
+mod build;
 mod containers;
 mod create;
 mod error;
