@@ -60,7 +60,6 @@ pub struct Backend {
     pub(crate) containers: Containers,
     pub(crate) store: Store,
     pub(crate) volumes: Volumes,
-    pub(crate) networks: Arc<Networks>,
     pub(crate) config: Config,
     /// `<data-root>/docker-api`.
     pub(crate) state_dir: PathBuf,
@@ -126,7 +125,7 @@ impl Backend {
                 source: Box::new(source),
             })?
             .with_shared_networks(SharedNetworks {
-                networks: networks.clone(),
+                networks,
                 runtime: tokio::runtime::Handle::current(),
             });
         let store = containers.store().clone();
@@ -138,7 +137,6 @@ impl Backend {
             containers,
             store,
             volumes,
-            networks,
             config,
             state_dir,
             default_network: sc.default_network,
@@ -208,11 +206,17 @@ impl Backend {
         self.meta("containers", id).unwrap_or_default()
     }
 
-    /// Changes a container's side record under the lock.
+    /// Changes a container's side record under the lock. An update that changes nothing
+    /// writes nothing: every start clears `stopped_by_user`, and a durable write (two
+    /// fsyncs) on each `docker run` is a cost with no effect.
     pub(crate) fn update_extra(&self, id: &str, f: impl FnOnce(&mut Extra)) {
         let _g = self.meta_lock.lock().unwrap_or_else(|e| e.into_inner());
         let mut e = self.extra(id);
+        let before = serde_json::to_vec(&e).ok();
         f(&mut e);
+        if before.is_some() && serde_json::to_vec(&e).ok() == before {
+            return;
+        }
         let _ = self.put_meta("containers", id, &e);
     }
 }

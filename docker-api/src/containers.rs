@@ -260,6 +260,7 @@ pub async fn create(b: &Arc<Backend>, q: &Query, body: Bytes) -> ApiResult<Reply
     let mut plan = create::translate(&v, q.get("name"), &mut LiveSupplies)?;
     if let NetworkMode::Bridge(n) = &plan.options.network {
         let id = crate::networks::resolve(b, n)
+            .await?
             .ok_or_else(|| ApiError::not_found(format!("network {n} not found")))?;
         plan.options.network = if id == b.default_network {
             NetworkMode::Default

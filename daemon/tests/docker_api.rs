@@ -1,7 +1,9 @@
-//! berthd's Docker Engine API on TCP with mutual TLS, driven by the real docker CLI with
-//! `--tlsverify` (root, real containers). Certificates are made here with rcgen: one CA for
-//! the server and its clients, and a second CA whose client must be refused. berthd also
-//! refuses at startup to serve the Docker API on TCP without client verification.
+//! berthd's Docker Engine API (root, real containers): on TCP with mutual TLS, driven by the
+//! real docker CLI with `--tlsverify` — certificates are made here with rcgen: one CA for
+//! the server and its clients, and a second CA whose client must be refused; berthd refuses
+//! at startup to serve it on TCP without client verification. And on its unix socket, the
+//! networks of a project deployed through berthd's Compose API (what `berth up` does) are
+//! listed by `docker network ls` with the Compose labels.
 //!
 //! The drop guard stops berthd, removes every container and the data root's networks (its
 //! bridge and nft table), and puts `ip_forward` back.
@@ -170,6 +172,12 @@ impl Daemon {
     }
 
     fn start(&mut self, extra: &[&str], addr: SocketAddr) {
+        self.start_until(extra, &format!("listen on {addr}"), || {
+            TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+        });
+    }
+
+    fn start_until(&mut self, extra: &[&str], what: &str, ready: impl Fn() -> bool) {
         let log = std::fs::File::create(self.root.path().join("berthd.log")).expect("log");
         let child = self
             .command()
@@ -181,13 +189,13 @@ impl Daemon {
             .expect("spawn berthd");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        while !ready() {
             if let Some(s) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("berthd exited with {s}: {}", self.log());
             }
             assert!(
                 Instant::now() < deadline,
-                "berthd did not listen on {addr}: {}",
+                "berthd did not {what}: {}",
                 self.log()
             );
             std::thread::sleep(Duration::from_millis(50));
@@ -212,13 +220,14 @@ impl Drop for Daemon {
         if std::thread::panicking() {
             eprintln!("--- berthd log ---\n{}", self.log());
         }
-        let containers = self.containers();
-        for id in containers.ids().unwrap_or_default() {
-            let _ = containers.remove(&id, true);
-        }
+        // berthd first, so its reconciler recreates nothing
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+        let containers = self.containers();
+        for id in containers.ids().unwrap_or_default() {
+            let _ = containers.remove(&id, true);
         }
         let _ = containers.remove_networks();
         if let Some(v) = self.ip_forward.take() {
@@ -348,4 +357,104 @@ fn docker_cli_over_mutual_tls_and_refused_clients() {
     let o = bounded(c, 40);
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(String::from_utf8_lossy(&o.stdout), "OK");
+}
+
+#[test]
+fn docker_lists_berth_up_networks_with_compose_labels() {
+    use berth_api::v1;
+    use berth_api::v1::compose_client::ComposeClient;
+
+    let mut daemon = Daemon::new();
+    let api = format!("unix://{}/berth.sock", daemon.root.path().display());
+    let docker_sock = daemon.root.path().join("docker.sock");
+    let ready_sock = docker_sock.clone();
+    daemon.start_until(&[], "serve docker.sock", move || {
+        std::os::unix::net::UnixStream::connect(&ready_sock).is_ok()
+    });
+    let project = format!("dnet{}", std::process::id());
+    let app = serde_json::json!({
+        "name": "",
+        "services": {"web": {
+            "image": "busybox:latest",
+            "command": ["sh", "-c", "exec sleep 3600"],
+            "networks": {"default": null},
+            "stop_grace_period": "1s",
+        }},
+        "networks": {"default": {}},
+    })
+    .to_string();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let deployed = rt.block_on(async {
+        let channel = berth_api::connect(&api).await?;
+        tokio::time::timeout(
+            Duration::from_secs(60),
+            ComposeClient::new(channel).deploy(v1::DeployRequest {
+                project: project.clone(),
+                app_json: app,
+                working_dir: "/nonexistent".into(),
+                config_files: vec!["/nonexistent/compose.yaml".into()],
+                options: None,
+            }),
+        )
+        .await
+        .map_err(|e| anyhow_like(format!("deploy timed out: {e}")))?
+        .map_err(|e| anyhow_like(format!("deploy: {e}")))
+    });
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        deployed.expect("deploy");
+        let docker_config = daemon.root.path().join("docker-config");
+        std::fs::create_dir_all(&docker_config).unwrap();
+        let host = format!("unix://{}", docker_sock.display());
+        let want = format!("{project}_default");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let mut c = Command::new("timeout");
+            c.args(["--kill-after=5", "60", "docker", "-H", &host])
+                .args(["network", "ls", "--filter"])
+                .arg(format!("label=com.docker.compose.project={project}"))
+                .args([
+                    "--format",
+                    "{{.Name}} {{.Label \"com.docker.compose.network\"}}",
+                ])
+                .env("DOCKER_CONFIG", &docker_config)
+                .env_remove("DOCKER_HOST")
+                .env_remove("DOCKER_CONTEXT");
+            let o = bounded(c, 90);
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+            let out = String::from_utf8_lossy(&o.stdout).trim().to_string();
+            if out == format!("{want} default") {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the project network never showed up labelled: {out:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }));
+    // the project goes first (its container and network), whatever happened above
+    let _ = rt.block_on(async {
+        let channel = berth_api::connect(&api).await.ok()?;
+        tokio::time::timeout(
+            Duration::from_secs(60),
+            ComposeClient::new(channel).remove(v1::RemoveRequest {
+                project: project.clone(),
+                remove_volumes: true,
+                timeout_seconds: Some(1),
+                ..Default::default()
+            }),
+        )
+        .await
+        .ok()
+    });
+    if let Err(p) = result {
+        std::panic::resume_unwind(p);
+    }
+}
+
+fn anyhow_like(s: String) -> Box<dyn std::error::Error + Send + Sync> {
+    s.into()
 }
