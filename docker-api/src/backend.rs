@@ -198,6 +198,29 @@ impl Backend {
         Ok(())
     }
 
+    /// Writes a side record atomically (temporary file, rename) but without fsync: for
+    /// records a crash makes moot anyway — an `AutoRemove` container's (`docker run --rm`)
+    /// dies with the machine and is removed on its exit.
+    pub(crate) fn put_meta_volatile<T: Serialize>(
+        &self,
+        kind: &str,
+        key: &str,
+        v: &T,
+    ) -> ApiResult<()> {
+        let path = self.meta_path(kind, key);
+        let dir = path.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir)
+            .map_err(|e| ApiError::internal(format!("create {}: {e}", dir.display())))?;
+        let json = serde_json::to_vec_pretty(v).map_err(|e| ApiError::internal(e.to_string()))?;
+        let tmp = dir.join(format!(".{key}.json.{}", &random_id()[..8]));
+        std::fs::write(&tmp, &json)
+            .and_then(|()| std::fs::rename(&tmp, &path))
+            .map_err(|e| {
+                let _ = std::fs::remove_file(&tmp);
+                ApiError::internal(format!("write {}: {e}", path.display()))
+            })
+    }
+
     pub(crate) fn drop_meta(&self, kind: &str, key: &str) {
         let _ = std::fs::remove_file(self.meta_path(kind, key));
     }
