@@ -66,6 +66,10 @@ pub fn docker_listen_for(
                 let beside = std::path::Path::new(p).with_file_name("docker.sock");
                 berth_docker_api::parse_listen(&beside.to_string_lossy(), tls).map(Some)
             }
+            // TLS files with nothing to apply them to are a mistake, not a no-op
+            None if tls != &berth_docker_api::TlsFiles::default() => {
+                Err(berth_docker_api::TlsError::TlsWithoutTcp)
+            }
             None => Ok(None),
         },
     }
@@ -267,5 +271,10 @@ mod docker_listen_tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("without client verification"), "{e}");
+        let tls = TlsFiles {
+            ca: Some("/ca.pem".into()),
+            ..TlsFiles::default()
+        };
+        assert!(docker_listen_for("tcp://127.0.0.1:1", None, &tls).is_err());
     }
 }

@@ -57,6 +57,8 @@ pub enum TlsError {
     Unverified { addr: String, missing: String },
     #[error("--docker-tlscacert/--docker-tlscert/--docker-tlskey apply to tcp:// only, not {0}")]
     TlsOnUnix(String),
+    #[error("--docker-tlscacert/--docker-tlscert/--docker-tlskey need --docker-host tcp://IP:PORT")]
+    TlsWithoutTcp,
     #[error("Docker API address {addr:?}: {reason}")]
     Address { addr: String, reason: String },
     #[error("read {what} {path}: {source}")]
