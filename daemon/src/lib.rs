@@ -43,20 +43,35 @@ pub struct Config {
     pub run_root: PathBuf,
     /// Where `berth-runc`, `berth-shim` and `berth-init` are.
     pub libexec_dir: PathBuf,
-    /// The unix socket of the Docker Engine API, or `None` for no Docker API.
-    pub docker_socket: Option<PathBuf>,
+    /// Where the Docker Engine API listens (a unix socket, or TCP with mutual TLS), or
+    /// `None` for no Docker API.
+    pub docker: Option<berth_docker_api::Listen>,
 }
 
-/// Where the Docker Engine API listens by default: `docker.sock` beside berthd's own unix
-/// socket (`/run/berth/docker.sock` by default), so daemons on other sockets never share
-/// one; none when berthd listens on TCP. `none` turns it off.
-pub fn docker_socket_for(host: &str, flag: Option<&str>) -> Option<PathBuf> {
+/// Where the Docker Engine API listens: `--docker-host` (`unix:///PATH`, a path, or
+/// `tcp://IP:PORT`, which needs all three TLS files: a Docker API without client
+/// verification is refused), by default `docker.sock` beside berthd's own unix socket
+/// (`/run/berth/docker.sock`), so daemons on other sockets never share one; none when berthd
+/// listens on TCP and no `--docker-host` is given. `none` turns it off.
+pub fn docker_listen_for(
+    host: &str,
+    flag: Option<&str>,
+    tls: &berth_docker_api::TlsFiles,
+) -> Result<Option<berth_docker_api::Listen>, berth_docker_api::TlsError> {
     match flag {
-        Some("none") | Some("") => None,
-        Some(path) => Some(PathBuf::from(path.strip_prefix("unix://").unwrap_or(path))),
-        None => host
-            .strip_prefix("unix://")
-            .map(|p| std::path::Path::new(p).with_file_name("docker.sock")),
+        Some("none") | Some("") => Ok(None),
+        Some(addr) => berth_docker_api::parse_listen(addr, tls).map(Some),
+        None => match host.strip_prefix("unix://") {
+            Some(p) => {
+                let beside = std::path::Path::new(p).with_file_name("docker.sock");
+                berth_docker_api::parse_listen(&beside.to_string_lossy(), tls).map(Some)
+            }
+            // TLS files with nothing to apply them to are a mistake, not a no-op
+            None if tls != &berth_docker_api::TlsFiles::default() => {
+                Err(berth_docker_api::TlsError::TlsWithoutTcp)
+            }
+            None => Ok(None),
+        },
     }
 }
 
@@ -88,6 +103,8 @@ pub enum DaemonError {
     Signal(std::io::Error),
     #[error("Docker API: {0}")]
     DockerApi(#[from] berth_docker_api::OpenError),
+    #[error("Docker API: {0}")]
+    DockerTls(#[from] berth_docker_api::TlsError),
 }
 
 /// Runs the daemon until SIGTERM or SIGINT.
@@ -171,26 +188,45 @@ pub async fn run_until(
         tracing::info!(%addr, "metrics served");
     }
 
-    if let Some(path) = &config.docker_socket {
-        let backend = berth_docker_api::Backend::open_shared(
+    if let Some(listen) = &config.docker {
+        let backend = Arc::new(berth_docker_api::Backend::open_shared(
             node.agent.containers().config().clone(),
             node.agent.networks().clone(),
-        )?;
-        let listener = server::bind_unix(path)?;
-        tracing::info!(socket = %path.display(), "Docker Engine API listening");
-        let path = path.clone();
-        tokio::spawn(async move {
-            if let Err(e) = berth_docker_api::serve(listener, Arc::new(backend)).await {
-                tracing::error!(socket = %path.display(), "Docker Engine API stopped: {e}");
+        )?);
+        match listen {
+            berth_docker_api::Listen::Unix(path) => {
+                let listener = server::bind_unix(path)?;
+                tracing::info!(socket = %path.display(), "Docker Engine API listening");
+                let path = path.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = berth_docker_api::serve(listener, backend).await {
+                        tracing::error!(socket = %path.display(), "Docker Engine API stopped: {e}");
+                    }
+                });
             }
-        });
+            berth_docker_api::Listen::Tcp {
+                addr,
+                ca,
+                cert,
+                key,
+            } => {
+                let listener = berth_docker_api::TlsListener::bind(*addr, ca, cert, key).await?;
+                tracing::info!(%addr, "Docker Engine API listening (mutual TLS)");
+                let addr = *addr;
+                tokio::spawn(async move {
+                    if let Err(e) = listener.serve(backend).await {
+                        tracing::error!(%addr, "Docker Engine API stopped: {e}");
+                    }
+                });
+            }
+        }
     }
 
     let listener = Listener::bind(&config.host).await?;
     tracing::info!(host = %config.host, data_root = %config.data_root.display(), "berthd listening");
     let served = listener.serve(node, stop).await;
     let _ = shutdown_tx.send(true);
-    if let Some(path) = &config.docker_socket {
+    if let Some(berth_docker_api::Listen::Unix(path)) = &config.docker {
         let _ = std::fs::remove_file(path);
     }
     drop(lock);
@@ -200,24 +236,45 @@ pub async fn run_until(
 }
 
 #[cfg(test)]
-mod docker_socket_tests {
-    use super::docker_socket_for;
-    use std::path::PathBuf;
+mod docker_listen_tests {
+    use super::docker_listen_for;
+    use berth_docker_api::{Listen, TlsFiles};
 
     #[test]
     fn beside_the_api_socket_unless_told() {
+        let none = TlsFiles::default();
+        let unix = |p: &str| Some(Listen::Unix(p.into()));
         assert_eq!(
-            docker_socket_for("unix:///run/berth/berth.sock", None),
-            Some(PathBuf::from("/run/berth/docker.sock"))
+            docker_listen_for("unix:///run/berth/berth.sock", None, &none).unwrap(),
+            unix("/run/berth/docker.sock")
         );
-        assert_eq!(docker_socket_for("tcp://127.0.0.1:2376", None), None);
         assert_eq!(
-            docker_socket_for("unix:///run/berth/berth.sock", Some("none")),
+            docker_listen_for("tcp://127.0.0.1:2376", None, &none).unwrap(),
             None
         );
         assert_eq!(
-            docker_socket_for("tcp://0:1", Some("unix:///tmp/d.sock")),
-            Some(PathBuf::from("/tmp/d.sock"))
+            docker_listen_for("unix:///run/berth/berth.sock", Some("none"), &none).unwrap(),
+            None
         );
+        assert_eq!(
+            docker_listen_for("tcp://0:1", Some("unix:///tmp/d.sock"), &none).unwrap(),
+            unix("/tmp/d.sock")
+        );
+    }
+
+    #[test]
+    fn tcp_without_client_verification_is_refused() {
+        let e = docker_listen_for(
+            "unix:///run/berth/berth.sock",
+            Some("tcp://127.0.0.1:2376"),
+            &TlsFiles::default(),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("without client verification"), "{e}");
+        let tls = TlsFiles {
+            ca: Some("/ca.pem".into()),
+            ..TlsFiles::default()
+        };
+        assert!(docker_listen_for("tcp://127.0.0.1:1", None, &tls).is_err());
     }
 }

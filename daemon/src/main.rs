@@ -23,10 +23,20 @@ struct Args {
     /// Log filter: error, warn, info, debug, trace, or a tracing directive list.
     #[arg(long, env = "BERTH_LOG", default_value = "info")]
     log_level: String,
-    /// The Docker Engine API's unix socket (`docker.sock` beside the `-H` socket by default;
-    /// `none` turns it off). Point Docker clients at it with DOCKER_HOST=unix://PATH.
+    /// Where the Docker Engine API listens: unix:///PATH (`docker.sock` beside the `-H`
+    /// socket by default), or tcp://IP:PORT with --docker-tlscacert, --docker-tlscert and
+    /// --docker-tlskey (clients must present a certificate from that CA); `none` turns it off.
     #[arg(long, env = "BERTH_DOCKER_HOST")]
     docker_host: Option<String>,
+    /// The CA (PEM) whose certificates Docker API clients on tcp:// must present.
+    #[arg(long, env = "BERTH_DOCKER_TLSCACERT")]
+    docker_tlscacert: Option<PathBuf>,
+    /// The Docker API's TLS server certificate chain (PEM), for tcp://.
+    #[arg(long, env = "BERTH_DOCKER_TLSCERT")]
+    docker_tlscert: Option<PathBuf>,
+    /// The Docker API's TLS private key (PEM), for tcp://.
+    #[arg(long, env = "BERTH_DOCKER_TLSKEY")]
+    docker_tlskey: Option<PathBuf>,
     /// The OCI runtime's state root.
     #[arg(long, default_value = "/run/berth/runc")]
     run_root: PathBuf,
@@ -69,9 +79,21 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let docker_socket = berth_daemon::docker_socket_for(&args.host, args.docker_host.as_deref());
+    let tls = berth_docker_api::TlsFiles {
+        ca: args.docker_tlscacert.clone(),
+        cert: args.docker_tlscert.clone(),
+        key: args.docker_tlskey.clone(),
+    };
+    let docker =
+        match berth_daemon::docker_listen_for(&args.host, args.docker_host.as_deref(), &tls) {
+            Ok(docker) => docker,
+            Err(e) => {
+                eprintln!("berthd: {e}");
+                return ExitCode::from(2);
+            }
+        };
     let config = berth_daemon::Config {
-        docker_socket,
+        docker,
         data_root: args.data_root,
         host: args.host,
         metrics_addr: args.metrics_addr,

@@ -60,7 +60,6 @@ pub struct Backend {
     pub(crate) containers: Containers,
     pub(crate) store: Store,
     pub(crate) volumes: Volumes,
-    pub(crate) networks: Arc<Networks>,
     pub(crate) config: Config,
     /// `<data-root>/docker-api`.
     pub(crate) state_dir: PathBuf,
@@ -126,7 +125,7 @@ impl Backend {
                 source: Box::new(source),
             })?
             .with_shared_networks(SharedNetworks {
-                networks: networks.clone(),
+                networks,
                 runtime: tokio::runtime::Handle::current(),
             });
         let store = containers.store().clone();
@@ -138,7 +137,6 @@ impl Backend {
             containers,
             store,
             volumes,
-            networks,
             config,
             state_dir,
             default_network: sc.default_network,
@@ -200,6 +198,29 @@ impl Backend {
         Ok(())
     }
 
+    /// Writes a side record atomically (temporary file, rename) but without fsync: for
+    /// records a crash makes moot anyway — an `AutoRemove` container's (`docker run --rm`)
+    /// dies with the machine and is removed on its exit.
+    pub(crate) fn put_meta_volatile<T: Serialize>(
+        &self,
+        kind: &str,
+        key: &str,
+        v: &T,
+    ) -> ApiResult<()> {
+        let path = self.meta_path(kind, key);
+        let dir = path.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir)
+            .map_err(|e| ApiError::internal(format!("create {}: {e}", dir.display())))?;
+        let json = serde_json::to_vec_pretty(v).map_err(|e| ApiError::internal(e.to_string()))?;
+        let tmp = dir.join(format!(".{key}.json.{}", &random_id()[..8]));
+        std::fs::write(&tmp, &json)
+            .and_then(|()| std::fs::rename(&tmp, &path))
+            .map_err(|e| {
+                let _ = std::fs::remove_file(&tmp);
+                ApiError::internal(format!("write {}: {e}", path.display()))
+            })
+    }
+
     pub(crate) fn drop_meta(&self, kind: &str, key: &str) {
         let _ = std::fs::remove_file(self.meta_path(kind, key));
     }
@@ -208,11 +229,17 @@ impl Backend {
         self.meta("containers", id).unwrap_or_default()
     }
 
-    /// Changes a container's side record under the lock.
+    /// Changes a container's side record under the lock. An update that changes nothing
+    /// writes nothing: every start clears `stopped_by_user`, and a durable write (two
+    /// fsyncs) on each `docker run` is a cost with no effect.
     pub(crate) fn update_extra(&self, id: &str, f: impl FnOnce(&mut Extra)) {
         let _g = self.meta_lock.lock().unwrap_or_else(|e| e.into_inner());
         let mut e = self.extra(id);
+        let before = serde_json::to_vec(&e).ok();
         f(&mut e);
+        if before.is_some() && serde_json::to_vec(&e).ok() == before {
+            return;
+        }
         let _ = self.put_meta("containers", id, &e);
     }
 }

@@ -260,6 +260,7 @@ pub async fn create(b: &Arc<Backend>, q: &Query, body: Bytes) -> ApiResult<Reply
     let mut plan = create::translate(&v, q.get("name"), &mut LiveSupplies)?;
     if let NetworkMode::Bridge(n) = &plan.options.network {
         let id = crate::networks::resolve(b, n)
+            .await?
             .ok_or_else(|| ApiError::not_found(format!("network {n} not found")))?;
         plan.options.network = if id == b.default_network {
             NetworkMode::Default
@@ -271,7 +272,11 @@ pub async fn create(b: &Arc<Backend>, q: &Query, body: Bytes) -> ApiResult<Reply
     let anonymous = plan.extra.anonymous_volumes.clone();
     let record = blocking(move || {
         let r = b2.containers.create(plan.options)?;
-        b2.put_meta("containers", &r.id, &plan.extra)?;
+        if r.config.auto_remove {
+            b2.put_meta_volatile("containers", &r.id, &plan.extra)?;
+        } else {
+            b2.put_meta("containers", &r.id, &plan.extra)?;
+        }
         Ok(r)
     })
     .await?;

@@ -399,6 +399,16 @@ fn client(reference: &Reference, auth: Option<&str>) -> ApiResult<RegistryClient
     .map_err(|e| ApiError::internal(e.to_string()))
 }
 
+/// A registry client for `reference` with `berth login`'s credentials (builds' base images).
+pub(crate) fn registry_client(reference: &Reference) -> ApiResult<RegistryClient> {
+    client(reference, None)
+}
+
+/// Pull progress as Docker's JSON lines on `tx` (a build's stream).
+pub(crate) fn pull_observer(tx: mpsc::UnboundedSender<Bytes>) -> impl Observer {
+    Progress { tx, push: false }
+}
+
 /// Turns pull/push events into Docker's JSON progress lines.
 struct Progress {
     tx: mpsc::UnboundedSender<Bytes>,
@@ -479,7 +489,7 @@ fn error_line(message: &str) -> Bytes {
 }
 
 /// A JSON-lines stream fed from an unbounded channel (progress observers cannot await).
-fn progress_stream() -> (mpsc::UnboundedSender<Bytes>, Reply) {
+pub(crate) fn progress_stream() -> (mpsc::UnboundedSender<Bytes>, Reply) {
     let (tx, mut rx) = mpsc::unbounded_channel::<Bytes>();
     let (btx, body) = http::channel();
     tokio::spawn(async move {

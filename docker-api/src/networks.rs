@@ -1,17 +1,19 @@
-//! `/networks/…`: Docker networks are berth bridge networks (a network's Docker name is
-//! its berth id), plus this data root's default network shown as Docker's `bridge`, and
-//! the `host` and `none` modes shown as the networks Docker lists for them. Labels, the
-//! Docker id and creation time live in a side record; bridges, addresses, firewall rules
-//! and DNS are berth-network's.
+//! `/networks/…`: Docker networks are berth bridge networks, one set of records for every
+//! client. A network's Docker name is its berth id (this data root's default network is
+//! Docker's `bridge`), its Docker id `network_hash` of that, and its labels and creation
+//! time live in berth-network's own record — so `docker network ls` shows networks made by
+//! `berth network create` and `berth up` (with the `com.docker.compose.*` labels), and
+//! `berth network ls` shows networks made here. Listing and creating go through the
+//! container layer's network operations (under the data root's network lock, re-reading
+//! the records other processes changed); this module only shapes Docker's JSON and
+//! filters. `host` and `none` are shown as the networks Docker lists for those modes.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use berth_network::ipam::NetworkRequest;
-use berth_network::networks::NetworkConfig;
+use berth_node_agent::container::{NetworkCreate, network_hash};
 use bytes::Bytes;
 use hyper::StatusCode;
-use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::backend::{Backend, blocking};
@@ -19,25 +21,12 @@ use crate::error::{ApiError, ApiResult};
 use crate::filters::Filters;
 use crate::http::{self, Query, Reply, ok_json};
 
-/// What Docker knows of a network that berth does not.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct NetworkMeta {
-    pub id: String,
-    pub created: String,
-    pub labels: BTreeMap<String, String>,
-    pub options: BTreeMap<String, String>,
-    pub attachable: bool,
-}
+/// Go clients decode `Created` as a time; the zero time stands for "unknown".
+const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
 
-/// The Docker id of berth network `berth_id`: recorded, or derived from the name.
-pub fn docker_id(b: &Backend, berth_id: &str) -> String {
-    if let Some(m) = b.meta::<NetworkMeta>("networks", berth_id) {
-        return m.id;
-    }
-    use sha2::Digest as _;
-    hex::encode(sha2::Sha256::digest(
-        format!("{}\0{berth_id}", b.data_root().display()).as_bytes(),
-    ))
+/// The Docker id of berth network `berth_id`.
+pub fn docker_id(_b: &Backend, berth_id: &str) -> String {
+    network_hash(berth_id)
 }
 
 /// The Docker name of berth network `berth_id`.
@@ -49,97 +38,84 @@ pub fn docker_name(b: &Backend, berth_id: &str) -> String {
     }
 }
 
-/// The berth id of a network named or id'd (or id-prefixed) `query`, if it exists or is
-/// the default network.
-pub fn resolve(b: &Backend, query: &str) -> Option<String> {
-    if query == "bridge" || query == b.default_network {
-        return Some(b.default_network.clone());
-    }
-    let nets = b.networks.networks();
-    if nets.contains_key(query) {
-        return Some(query.to_string());
-    }
-    let mut found = nets
-        .keys()
-        .filter(|id| docker_id(b, id).starts_with(query) && query.len() >= 3);
-    match (found.next(), found.next()) {
-        (Some(id), None) => Some(id.clone()),
-        _ => None,
-    }
-}
-
-fn network_json(b: &Backend, berth_id: &str, with_containers: bool) -> Value {
-    let meta: NetworkMeta = b.meta("networks", berth_id).unwrap_or_default();
-    let net = b.networks.network(berth_id);
-    let config: Vec<Value> = net
-        .iter()
-        .map(|n| json!({"Subnet": n.subnet_v4.to_string(), "Gateway": n.gateway_v4.to_string()}))
-        .collect();
-    let mut containers = serde_json::Map::new();
-    if with_containers {
-        for r in b.containers.records().unwrap_or_default() {
-            for ep in r.endpoints.iter().filter(|e| e.network == berth_id) {
-                containers.insert(
-                    r.id.clone(),
-                    json!({
-                        "Name": r.name, "EndpointID": "", "MacAddress": ep.mac,
-                        "IPv4Address": format!("{}/{}", ep.ip, ep.prefix_len), "IPv6Address": "",
-                    }),
-                );
-            }
+/// Every network as the container layer shows it (the records on disk, re-read), with the
+/// fields Docker clients need filled in. Blocking.
+fn all_networks(b: &Backend) -> ApiResult<Vec<Value>> {
+    let mut nets = b.containers.network_list()?;
+    for n in &mut nets {
+        if n["Created"].as_str().is_none_or(str::is_empty) {
+            n["Created"] = json!(ZERO_TIME);
+        }
+        let obj = n.as_object_mut().expect("network JSON is an object");
+        for (k, v) in [
+            ("Ingress", json!(false)),
+            ("ConfigFrom", json!({"Network": ""})),
+            ("ConfigOnly", json!(false)),
+            ("Attachable", json!(false)),
+            ("Options", json!({})),
+            ("Labels", json!({})),
+            ("Containers", json!({})),
+        ] {
+            obj.entry(k).or_insert(v);
         }
     }
-    json!({
-        "Name": docker_name(b, berth_id),
-        "Id": docker_id(b, berth_id),
-        "Created": if meta.created.is_empty() { "0001-01-01T00:00:00Z".to_string() } else { meta.created.clone() },
-        "Scope": "local",
-        "Driver": "bridge",
-        "EnableIPv6": net.as_ref().is_some_and(|n| n.subnet_v6.is_some()),
-        "IPAM": {"Driver": "default", "Options": {}, "Config": config},
-        "Internal": net.as_ref().is_some_and(|n| n.internal),
-        "Attachable": meta.attachable,
-        "Ingress": false,
-        "ConfigFrom": {"Network": ""},
-        "ConfigOnly": false,
-        "Containers": containers,
-        "Options": meta.options,
-        "Labels": meta.labels,
-    })
+    Ok(nets)
 }
 
-fn pseudo(name: &str, driver: &str, b: &Backend) -> Value {
-    use sha2::Digest as _;
-    json!({
-        "Name": name,
-        "Id": hex::encode(sha2::Sha256::digest(format!("{}\0{name}", b.data_root().display()).as_bytes())),
-        "Created": "0001-01-01T00:00:00Z", "Scope": "local", "Driver": driver, "EnableIPv6": false,
-        "IPAM": {"Driver": "default", "Options": null, "Config": []},
-        "Internal": false, "Attachable": false, "Ingress": false, "ConfigFrom": {"Network": ""},
-        "ConfigOnly": false, "Containers": {}, "Options": {}, "Labels": {},
-    })
-}
-
-fn all_networks(b: &Backend, with_containers: bool) -> Vec<Value> {
-    let mut ids: Vec<String> = b.networks.networks().keys().cloned().collect();
-    if !ids.contains(&b.default_network) {
-        ids.insert(0, b.default_network.clone());
+/// The berth id of the network `v` (one of [`all_networks`]).
+fn berth_id(b: &Backend, v: &Value) -> String {
+    match v["Name"].as_str().unwrap_or_default() {
+        "bridge" => b.default_network.clone(),
+        name => name.to_string(),
     }
-    let mut out: Vec<Value> = ids
-        .iter()
-        .map(|id| network_json(b, id, with_containers))
-        .collect();
-    out.push(pseudo("host", "host", b));
-    out.push(pseudo("none", "null", b));
-    out
+}
+
+/// The network named, id'd or id-prefixed (at least 3 characters) `query`. Blocking.
+fn find(b: &Backend, query: &str) -> ApiResult<Option<Value>> {
+    let query = if query == b.default_network {
+        "bridge"
+    } else {
+        query
+    };
+    let nets = all_networks(b)?;
+    if let Some(n) = nets.iter().find(|n| n["Name"] == query) {
+        return Ok(Some(n.clone()));
+    }
+    let mut by_id = nets
+        .into_iter()
+        .filter(|n| query.len() >= 3 && n["Id"].as_str().is_some_and(|id| id.starts_with(query)));
+    Ok(match (by_id.next(), by_id.next()) {
+        (Some(n), None) => Some(n),
+        _ => None,
+    })
+}
+
+/// The berth id of the bridge network named or id'd `query` (not `host`/`none`).
+pub async fn resolve(b: &Arc<Backend>, query: &str) -> ApiResult<Option<String>> {
+    if query == "bridge" || query == b.default_network {
+        return Ok(Some(b.default_network.clone()));
+    }
+    let b2 = b.clone();
+    let q = query.to_string();
+    blocking(move || {
+        Ok(find(&b2, &q)?
+            .filter(|n| n["Driver"] == "bridge")
+            .map(|n| berth_id(&b2, &n)))
+    })
+    .await
 }
 
 pub async fn list(b: &Arc<Backend>, q: &Query) -> ApiResult<Reply> {
     let f = Filters::parse(q.get("filters"))?;
     let b2 = b.clone();
-    let nets = blocking(move || Ok(all_networks(&b2, false))).await?;
+    let nets = blocking(move || all_networks(&b2)).await?;
     let out: Vec<Value> = nets
         .into_iter()
+        .map(|mut n| {
+            // as Docker's list: containers only in inspect
+            n["Containers"] = json!({});
+            n
+        })
         .filter(|n| {
             let name = n["Name"].as_str().unwrap_or("");
             let id = n["Id"].as_str().unwrap_or("");
@@ -158,23 +134,15 @@ pub async fn list(b: &Arc<Backend>, q: &Query) -> ApiResult<Reply> {
 }
 
 pub async fn inspect(b: &Arc<Backend>, q_id: &str) -> ApiResult<Reply> {
-    if let Some(p) = ["host", "none"].iter().find(|p| **p == q_id) {
-        return Ok(ok_json(&pseudo(
-            p,
-            if *p == "host" { "host" } else { "null" },
-            b,
-        )));
-    }
-    let id =
-        resolve(b, q_id).ok_or_else(|| ApiError::not_found(format!("network {q_id} not found")))?;
     let b2 = b.clone();
-    let v = blocking(move || Ok(network_json(&b2, &id, true))).await?;
-    Ok(ok_json(&v))
+    let q = q_id.to_string();
+    let v = blocking(move || find(&b2, &q)).await?;
+    v.map(|v| ok_json(&v))
+        .ok_or_else(|| ApiError::not_found(format!("network {q_id} not found")))
 }
 
-pub async fn create(b: &Arc<Backend>, body: Bytes) -> ApiResult<Reply> {
-    let v: Value = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("invalid network config: {e}")))?;
+/// Pure: the container layer's network request for a Docker `POST /networks/create` body.
+pub(crate) fn create_request(v: &Value) -> ApiResult<NetworkCreate> {
     let name = v["Name"]
         .as_str()
         .filter(|n| !n.is_empty())
@@ -193,74 +161,58 @@ pub async fn create(b: &Arc<Backend>, body: Bytes) -> ApiResult<Reply> {
             )));
         }
     }
-    if matches!(name.as_str(), "bridge" | "host" | "none") || resolve(b, &name).is_some() {
+    let mut subnets = Vec::new();
+    let mut gateways = Vec::new();
+    for c in v["IPAM"]["Config"].as_array().cloned().unwrap_or_default() {
+        if let Some(subnet) = c["Subnet"].as_str().filter(|s| !s.is_empty()) {
+            subnets.push(subnet.to_string());
+            if let Some(gw) = c["Gateway"].as_str().filter(|g| !g.is_empty()) {
+                gateways.push(gw.to_string());
+            }
+        }
+    }
+    let mtu = match v["Options"]["com.docker.network.driver.mtu"].as_str() {
+        Some(m) => Some(
+            m.parse::<u32>()
+                .map_err(|_| ApiError::bad_request(format!("invalid MTU {m:?}")))?,
+        ),
+        None => None,
+    };
+    Ok(NetworkCreate {
+        name,
+        internal: v["Internal"].as_bool().unwrap_or(false),
+        ipv6: v["EnableIPv6"].as_bool().unwrap_or(false),
+        subnets,
+        gateways,
+        mtu,
+        labels: serde_json::from_value(v["Labels"].clone()).unwrap_or_default(),
+    })
+}
+
+pub async fn create(b: &Arc<Backend>, body: Bytes) -> ApiResult<Reply> {
+    let v: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("invalid network config: {e}")))?;
+    let request = create_request(&v)?;
+    let name = request.name.clone();
+    if matches!(name.as_str(), "bridge" | "host" | "none" | "default")
+        || resolve(b, &name).await?.is_some()
+    {
         return Err(ApiError::conflict(format!(
             "network with name {name} already exists"
         )));
     }
-    let mut request = NetworkRequest {
-        enable_ipv6: v["EnableIPv6"].as_bool().unwrap_or(false),
-        ..NetworkRequest::default()
-    };
-    for c in v["IPAM"]["Config"].as_array().cloned().unwrap_or_default() {
-        let subnet = c["Subnet"].as_str().unwrap_or("");
-        if subnet.is_empty() {
-            continue;
-        }
-        let parsed: ipnetwork::IpNetwork = subnet
-            .parse()
-            .map_err(|_| ApiError::bad_request(format!("invalid subnet {subnet:?}")))?;
-        let gw = c["Gateway"].as_str().filter(|g| !g.is_empty());
-        match parsed {
-            ipnetwork::IpNetwork::V4(n) => {
-                request.subnet_v4 = Some(n);
-                request.gateway_v4 = gw
-                    .map(|g| g.parse())
-                    .transpose()
-                    .map_err(|_| ApiError::bad_request("invalid IPv4 gateway"))?;
-            }
-            ipnetwork::IpNetwork::V6(n) => {
-                request.subnet_v6 = Some(n);
-                request.gateway_v6 = gw
-                    .map(|g| g.parse())
-                    .transpose()
-                    .map_err(|_| ApiError::bad_request("invalid IPv6 gateway"))?;
-            }
-        }
-    }
-    let meta = NetworkMeta {
-        id: crate::backend::random_id(),
-        created: berth_shim::time::now_rfc3339(),
-        labels: serde_json::from_value(v["Labels"].clone()).unwrap_or_default(),
-        options: serde_json::from_value(v["Options"].clone()).unwrap_or_default(),
-        attachable: v["Attachable"].as_bool().unwrap_or(false),
-    };
-    b.put_meta("networks", &name, &meta)?;
-    let created = b
-        .networks
-        .create_network(&NetworkConfig {
-            id: name.clone(),
-            request,
-            internal: v["Internal"].as_bool().unwrap_or(false),
-            mtu: v["Options"]["com.docker.network.driver.mtu"]
-                .as_str()
-                .and_then(|m| m.parse().ok()),
-            ..NetworkConfig::default()
-        })
-        .await;
-    if let Err(e) = created {
-        b.drop_meta("networks", &name);
-        return Err(e.into());
-    }
+    let b2 = b.clone();
+    let made = blocking(move || Ok(b2.containers.network_create(&request)?)).await?;
+    let id = made["Id"].as_str().unwrap_or_default().to_string();
     b.events.publish(
         "network",
         "create",
-        &meta.id,
+        &id,
         BTreeMap::from([("name".to_string(), name), ("type".into(), "bridge".into())]),
     );
     Ok(http::json_reply(
         StatusCode::CREATED,
-        &json!({"Id": meta.id, "Warning": ""}),
+        &json!({"Id": id, "Warning": ""}),
     ))
 }
 
@@ -289,15 +241,15 @@ async fn remove_one(b: &Arc<Backend>, id: &str) -> ApiResult<()> {
             users.join(", ")
         )));
     }
-    let docker = docker_id(b, id);
-    if b.networks.network(id).is_some() {
-        b.networks.remove_network(id).await?;
-    }
+    let b2 = b.clone();
+    let id2 = id.to_string();
+    blocking(move || Ok(b2.containers.network_remove(&id2)?)).await?;
+    // a side record of an earlier version of this API, if any
     b.drop_meta("networks", id);
     b.events.publish(
         "network",
         "destroy",
-        &docker,
+        &docker_id(b, id),
         BTreeMap::from([("name".to_string(), docker_name(b, id))]),
     );
     Ok(())
@@ -311,6 +263,7 @@ pub async fn remove(b: &Arc<Backend>, q_id: &str) -> ApiResult<Reply> {
         ));
     }
     let id = resolve(b, q_id)
+        .await?
         .filter(|id| *id != b.default_network)
         .ok_or_else(|| ApiError::not_found(format!("network {q_id} not found")))?;
     remove_one(b, &id).await?;
@@ -319,17 +272,22 @@ pub async fn remove(b: &Arc<Backend>, q_id: &str) -> ApiResult<Reply> {
 
 pub async fn prune(b: &Arc<Backend>, q: &Query) -> ApiResult<Reply> {
     let f = Filters::parse(q.get("filters"))?;
+    let b2 = b.clone();
+    let nets = blocking(move || all_networks(&b2)).await?;
     let mut deleted = Vec::new();
-    for id in b.networks.networks().keys() {
-        if *id == b.default_network {
+    for n in nets {
+        let name = n["Name"].as_str().unwrap_or_default();
+        if matches!(name, "bridge" | "host" | "none") {
             continue;
         }
-        let meta: NetworkMeta = b.meta("networks", id).unwrap_or_default();
-        if !f.labels_match(&meta.labels) {
+        let labels: BTreeMap<String, String> =
+            serde_json::from_value(n["Labels"].clone()).unwrap_or_default();
+        if !f.labels_match(&labels) {
             continue;
         }
-        if remove_one(b, id).await.is_ok() {
-            deleted.push(id.clone());
+        let id = berth_id(b, &n);
+        if remove_one(b, &id).await.is_ok() {
+            deleted.push(id);
         }
     }
     Ok(ok_json(&json!({"NetworksDeleted": deleted})))
@@ -352,6 +310,7 @@ pub async fn connect(
         .ok_or_else(|| ApiError::bad_request("no Container given"))?
         .to_string();
     let net = resolve(b, q_net)
+        .await?
         .ok_or_else(|| ApiError::not_found(format!("network {q_net} not found")))?;
     let aliases: Vec<String> = v["EndpointConfig"]["Aliases"]
         .as_array()

@@ -18,7 +18,7 @@ use tokio::net::UnixListener;
 use crate::backend::{Backend, random_id};
 use crate::error::{ApiError, ApiResult};
 use crate::http::{self, Query, Reply};
-use crate::{archive, attach, containers, exec, images, networks, system, volumes};
+use crate::{archive, attach, build, containers, exec, images, networks, system, volumes};
 
 /// Largest JSON request body accepted (container configs are a few kB).
 const MAX_JSON_BODY: usize = 8 << 20;
@@ -262,7 +262,12 @@ async fn route(b: Arc<Backend>, mut req: Request<Incoming>) -> ApiResult<Reply> 
                 _ => Err(ApiError::not_found("page not found")),
             }
         }
-        (["build"], _) | (["build", ..], _) => Err(not_yet("image build")),
+        (["build"], &Method::POST) => {
+            let tar = spool_body(b, req).await?;
+            build::build(b, &q, tar).await
+        }
+        (["build", "prune"], &Method::POST) => build::prune(b).await,
+        (["build", ..], _) => Err(ApiError::not_found("page not found")),
         (["commit"], _) => Err(not_yet("commit")),
 
         (["networks"] | ["networks", ""], &Method::GET) => networks::list(b, &q).await,

@@ -97,6 +97,13 @@ fn versions_ping_and_docker_error_shapes() {
     assert_eq!(st, 409, "used by a container: {text}");
     let (st, _) = request(&s, "DELETE", "/containers/twice", None);
     assert_eq!(st, 204);
-    let (st, _) = request(&s, "POST", "/build", None);
+    // a build without a context streams Docker's error object, not a bare HTTP error
+    let (st, text) = request(&s, "POST", "/build", None);
+    assert_eq!(st, 200);
+    assert!(
+        text.contains("\"errorDetail\"") && text.contains("Dockerfile"),
+        "{text}"
+    );
+    let (st, _) = request(&s, "POST", "/swarm/init", None);
     assert_eq!(st, 501);
 }

@@ -47,6 +47,37 @@ assert ctr.wait()["StatusCode"] == 137
 out = client.containers.run("busybox", ["echo", "one-shot"], remove=True)
 assert out == b"one-shot\n", out
 
+# images.build: a tar context through POST /build, then a container of the result
+import io
+import tarfile
+
+buf = io.BytesIO()
+with tarfile.open(fileobj=buf, mode="w") as tar:
+    dockerfile = b'FROM busybox\nARG WORD=x\nRUN echo "$WORD" > /word\nCMD ["cat", "/word"]\n'
+    info = tarfile.TarInfo("Dockerfile")
+    info.size = len(dockerfile)
+    tar.addfile(info, io.BytesIO(dockerfile))
+buf.seek(0)
+image, logs = client.images.build(
+    fileobj=buf, custom_context=True, tag="sdkbuilt:1", buildargs={"WORD": "sdk-built"}, rm=True
+)
+assert "sdkbuilt:1" in image.tags, image.tags
+assert any("Step" in chunk.get("stream", "") for chunk in logs)
+out = client.containers.run("sdkbuilt:1", remove=True)
+assert out == b"sdk-built\n", out
+try:
+    bad = io.BytesIO()
+    with tarfile.open(fileobj=bad, mode="w") as tar:
+        dockerfile = b"FROM busybox\nRUN exit 5\n"
+        info = tarfile.TarInfo("Dockerfile")
+        info.size = len(dockerfile)
+        tar.addfile(info, io.BytesIO(dockerfile))
+    bad.seek(0)
+    client.images.build(fileobj=bad, custom_context=True)
+    raise AssertionError("a failing RUN built")
+except docker.errors.BuildError as e:
+    assert "non-zero code: 5" in str(e), str(e)
+
 ctr.remove()
 net.remove()
 vol.remove()

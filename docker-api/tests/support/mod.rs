@@ -32,14 +32,23 @@ fn ensure_binaries() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         let dir = bin_dir();
-        if ["berth-runc", "berth-shim", "berth-init"]
+        if ["berth-runc", "berth-shim", "berth-init", "berth-dns"]
             .iter()
             .all(|b| dir.join(b).is_file())
         {
             return;
         }
         let status = Command::new(env!("CARGO"))
-            .args(["build", "-p", "berth-runtime", "-p", "berth-shim", "--bins"])
+            .args([
+                "build",
+                "-p",
+                "berth-runtime",
+                "-p",
+                "berth-shim",
+                "-p",
+                "berth-network",
+                "--bins",
+            ])
             .status()
             .expect("cargo build");
         assert!(status.success(), "building the runtime and the shim failed");

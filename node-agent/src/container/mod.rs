@@ -42,7 +42,7 @@ use berth_image::{Snapshotter, Store};
 
 pub use exec::{ConsoleSocket, ExecOptions};
 pub use logs::LogOptions;
-pub use network::{NetworkCreate, Scope, SharedNetworks, scope};
+pub use network::{NetworkCreate, Scope, SharedNetworks, network_hash, scope};
 pub use options::{MountKind, MountSpec, NetworkMode, RunOptions};
 pub use record::{Record, Status};
 pub use start::{Launched, Started};

@@ -193,14 +193,7 @@ pub(crate) async fn ensure_network(
             "network {id} declared as external, but could not be found"
         ));
     }
-    let (cfg, warnings) = network_config(id, def)?;
-    let lock = host_lock(lock_path, nets).await?;
-    let made = nets
-        .create_network(&cfg)
-        .await
-        .map_err(|e| format!("network {id}: {e}"));
-    drop(lock);
-    let net = made?;
+    let (mut cfg, warnings) = network_config(id, def)?;
     let mut labels: BTreeMap<String, String> = def
         .labels
         .iter()
@@ -208,6 +201,16 @@ pub(crate) async fn ensure_network(
         .collect();
     labels.insert(LABEL_PROJECT.into(), project.into());
     labels.insert(LABEL_NETWORK.into(), key.into());
+    // kept with the network too, so Docker clients (`docker network ls`) group it by project
+    cfg.labels = labels.clone();
+    cfg.created = berth_shim::time::now_rfc3339();
+    let lock = host_lock(lock_path, nets).await?;
+    let made = nets
+        .create_network(&cfg)
+        .await
+        .map_err(|e| format!("network {id}: {e}"));
+    drop(lock);
+    let net = made?;
     store.update(project, |r| {
         r.networks.insert(
             id.to_string(),
