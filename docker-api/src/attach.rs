@@ -149,7 +149,9 @@ async fn pump(
                     }
                 }
                 match input.close_stdin() {
-                    Ok(()) => tracing::debug!("attach: stdin closed after the client's input ended"),
+                    Ok(()) => {
+                        tracing::debug!("attach: stdin closed after the client's input ended")
+                    }
                     Err(e) => {
                         tracing::warn!(error = %e, "attach: cannot close the container's stdin")
                     }

@@ -165,6 +165,43 @@ fn stdin_once_closes_the_containers_stdin() {
     shim.delete(false).unwrap();
 }
 
+/// A client that only feeds stdin never reads the output the shim also sends it; closing
+/// such a socket with data unread makes the shim's next read fail with ECONNRESET instead
+/// of seeing EOF. That is still the end of the client's input, and with `stdin_once` the
+/// container's stdin must close (the hang of `docker run -i` under load).
+#[test]
+fn a_stdin_client_that_goes_away_with_output_unread_still_closes_stdin() {
+    let fx = Fixture::new("stdinreset", &["sh", "-c", "cat; echo eof-seen"]);
+    let mut args = fx.args();
+    args.stdin = true;
+    let shim = fx.spawn_with(args);
+    // the output reader the API keeps (it never writes), and a stdin-only client
+    let _output = shim.attach(true, true).unwrap();
+    shim.start().unwrap();
+    let mut input = shim.attach(true, true).unwrap();
+    input.write_stdin(b"echoed\n").unwrap();
+    // the echo reaches the log, so its frame sits unread in `input`'s socket
+    let deadline = std::time::Instant::now() + LIMIT;
+    while fx.lines("stdout").is_empty() {
+        assert!(std::time::Instant::now() < deadline, "no echo");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    // closed without a shutdown first: the shim's read fails with ECONNRESET, no EOF
+    drop(input);
+    let (tx, rx) = mpsc::channel();
+    let waiter = shim.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(waiter.wait());
+    });
+    let exit = rx
+        .recv_timeout(LIMIT)
+        .expect("the container's stdin was never closed")
+        .unwrap();
+    assert_eq!(exit.code, 0);
+    assert_eq!(fx.lines("stdout"), vec!["echoed\n", "eof-seen\n"]);
+    shim.delete(false).unwrap();
+}
+
 #[test]
 fn log_rotation_keeps_at_most_n_files_of_at_most_the_max_size() {
     let fx = Fixture::new("rotate", &["seq", "1", "3000"]);

@@ -66,6 +66,10 @@ impl Supervisor {
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(_) => {
+                        // A client that closes with our output unread makes this read fail
+                        // (ECONNRESET) instead of returning EOF; its input has ended all the
+                        // same, and with `stdin_once` the container must see that.
+                        self.client_eof(i);
                         self.clients[i].gone = true;
                         break;
                     }
