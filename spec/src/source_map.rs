@@ -472,8 +472,8 @@ fn index_into(text: &str, file: &Path, map: &mut Places) -> Result<(), Error> {
             }
         }
         match event {
-            Event::Scalar(_, _, anchor, _) => {
-                value_seen(&mut stack, map, &prefix, here, 1);
+            Event::Scalar(text, _, anchor, _) => {
+                value_seen(&mut stack, map, &prefix, here, 1, Some(&text));
                 total += 1;
                 if anchor > 0 {
                     anchor_sizes.insert(anchor, 1);
@@ -491,7 +491,7 @@ fn index_into(text: &str, file: &Path, map: &mut Places) -> Result<(), Error> {
                         ),
                     });
                 }
-                value_seen(&mut stack, map, &prefix, here, size);
+                value_seen(&mut stack, map, &prefix, here, size, None);
             }
             Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _) => {
                 if stack.len() >= MAX_DEPTH {
@@ -565,9 +565,25 @@ fn current_seg(stack: &[Frame]) -> Option<PathSeg> {
     }
 }
 
-/// A scalar or alias value was read at `here`.
-fn value_seen(stack: &mut [Frame], map: &mut Places, prefix: &[PathSeg], here: Place, size: u64) {
+/// A scalar (`text`) or alias value was read at `here`.
+///
+/// A scalar item of a sequence is also placed under its own name (`depends_on: [db]` →
+/// `depends_on.db`, `environment: [A=1]` → `environment.A`): the model turns these lists
+/// into maps, and its errors name the map's key.
+fn value_seen(
+    stack: &mut [Frame],
+    map: &mut Places,
+    prefix: &[PathSeg],
+    here: Place,
+    size: u64,
+    text: Option<&str>,
+) {
     if let Some(Frame::Sequence { index, .. }) = stack.last() {
+        if let Some(name) = text.map(|t| t.split_once('=').map_or(t, |(name, _)| name)) {
+            let mut path = prefix.to_vec();
+            path.push(PathSeg::Key(name.to_string()));
+            map.entry(path).or_insert_with(|| here.clone());
+        }
         let mut path = prefix.to_vec();
         path.push(PathSeg::Index(*index));
         map.insert(path, here);
