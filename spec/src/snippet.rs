@@ -50,8 +50,7 @@ pub fn excerpt(location: &Location, text: &str, color: bool) -> Option<String> {
     if location.line == 0 {
         return None;
     }
-    let raw = text.split('\n').nth(location.line - 1)?;
-    let raw = raw.strip_suffix('\r').unwrap_or(raw);
+    let raw = yaml_lines(text).nth(location.line - 1)?;
     let raw = if location.line == 1 {
         raw.strip_prefix('\u{feff}').unwrap_or(raw)
     } else {
@@ -115,6 +114,15 @@ pub fn excerpt(location: &Location, text: &str, color: bool) -> Option<String> {
         "^".repeat(caret_width)
     );
     Some(out)
+}
+
+/// The lines of a YAML text: a line break is `\r\n`, `\n` or a lone `\r`, as both parsers
+/// count them.
+fn yaml_lines(text: &str) -> impl Iterator<Item = &str> {
+    text.split('\n').flat_map(|line| {
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        line.split('\r')
+    })
 }
 
 /// Whether `before` (the line up to the column) leaves a flow collection open, so that
@@ -242,6 +250,28 @@ mod tests {
             excerpt(&at(1, 4), "\u{feff}a:\tb\r\nc: d\r\n", false).unwrap(),
             "  |\n1 | a:    b\n  |       ^\n"
         );
+    }
+
+    #[test]
+    fn a_lone_carriage_return_breaks_the_line() {
+        assert_eq!(
+            excerpt(&at(2, 1), "a: b\rc: d\r\ne: f", false).unwrap(),
+            "  |\n2 | c: d\n  | ^\n"
+        );
+        assert_eq!(
+            excerpt(&at(3, 1), "a: b\rc: d\r\ne: f", false).unwrap(),
+            "  |\n3 | e: f\n  | ^\n"
+        );
+    }
+
+    #[test]
+    fn any_place_in_any_text_renders_without_panicking() {
+        use proptest::prelude::*;
+        let texts = "(?s).{0,200}";
+        proptest!(|(text in texts, line in 0usize..30, column in 0usize..300, color: bool)| {
+            let shown = excerpt(&at(line, column), &text, color);
+            prop_assert_eq!(shown.is_some(), line >= 1 && line <= yaml_lines(&text).count());
+        });
     }
 
     #[test]
