@@ -11,7 +11,9 @@ use berth_spec::snippet::excerpt;
 use berth_spec::{Location, LoadOptions, load_document};
 use libfuzzer_sys::fuzz_target;
 
-/// Renders the excerpt of a place in the input, which must be on one of its lines.
+/// Renders the excerpt of a place in the input, which must be on one of its lines (libyaml
+/// reports an error at the end of a text without a final line break one line past it; the
+/// loader moves it back — found by this target).
 fn show(location: Option<&Location>, text: &str) {
     if let Some(location) = location {
         let _ = excerpt(location, text, location.column % 2 == 0);

@@ -50,15 +50,24 @@ pub fn excerpt(location: &Location, text: &str, color: bool) -> Option<String> {
     if location.line == 0 {
         return None;
     }
-    let raw = yaml_lines(text).nth(location.line - 1)?;
-    let raw = if location.line == 1 {
+    let count = yaml_lines(text).count();
+    let (line, column) = if location.line == count + 1 {
+        // libyaml ends a last line that has no line break before reporting an error at
+        // the end of the stream, one line past the text: show the end of the last line
+        let last = yaml_lines(text).last().unwrap_or("");
+        (count, last.chars().count() + 1)
+    } else {
+        (location.line, location.column)
+    };
+    let raw = yaml_lines(text).nth(line - 1)?;
+    let raw = if line == 1 {
         raw.strip_prefix('\u{feff}').unwrap_or(raw)
     } else {
         raw
     };
     let chars: Vec<char> = raw.chars().collect();
     // a column past the end (an error at the end of the line) points just after it
-    let start = location.column.max(1).min(chars.len() + 1) - 1;
+    let start = column.max(1).min(chars.len() + 1) - 1;
     let width = token_width(&chars[start..], in_flow(&chars[..start]));
 
     // what is shown: the whole line, or a window around the column of a very long one
@@ -97,7 +106,7 @@ pub fn excerpt(location: &Location, text: &str, color: bool) -> Option<String> {
     }
     let caret_width = caret_width.clamp(1, MAX_SHOWN);
 
-    let number = location.line.to_string();
+    let number = line.to_string();
     let blank = " ".repeat(number.len());
     let (g, c, r) = if color {
         (GUTTER, CARET, RESET)
@@ -270,7 +279,7 @@ mod tests {
         let texts = "(?s).{0,200}";
         proptest!(|(text in texts, line in 0usize..30, column in 0usize..300, color: bool)| {
             let shown = excerpt(&at(line, column), &text, color);
-            prop_assert_eq!(shown.is_some(), line >= 1 && line <= yaml_lines(&text).count());
+            prop_assert_eq!(shown.is_some(), line >= 1 && line <= yaml_lines(&text).count() + 1);
         });
     }
 
@@ -286,8 +295,18 @@ mod tests {
             excerpt(&at(2, 99), text, false).unwrap(),
             "  |\n2 |   web: [\n  |         ^\n"
         );
-        assert_eq!(excerpt(&at(4, 1), text, false), None);
+        assert_eq!(excerpt(&at(5, 1), text, false), None);
         assert_eq!(excerpt(&at(0, 0), text, false), None);
+    }
+
+    #[test]
+    fn the_end_of_a_text_without_a_final_line_break() {
+        // libyaml reports errors at the end of such a text one line past it
+        assert_eq!(
+            excerpt(&at(4, 1), "services:\n 00:8080\"\n$", false).unwrap(),
+            "  |\n3 | $\n  |  ^\n"
+        );
+        assert_eq!(excerpt(&at(2, 1), "", false).unwrap(), "  |\n1 | \n  | ^\n");
     }
 
     #[test]

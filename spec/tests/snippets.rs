@@ -192,3 +192,18 @@ fn warnings_have_excerpts_too() {
         ]
     );
 }
+
+/// Found by the `load` fuzz target: libyaml reports an error at the end of a text without
+/// a final line break one line past the text; the loader places it at the end of the last
+/// line.
+#[test]
+fn error_at_the_end_of_a_text_without_a_final_line_break() {
+    assert_eq!(
+        error_text("services:\n 00:8080\"\n$"),
+        "/p/compose.yaml:3:2: could not find expected ':'
+  |
+3 | $
+  |  ^
+"
+    );
+}
