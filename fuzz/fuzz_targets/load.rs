@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 
 use berth_spec::snippet::excerpt;
-use berth_spec::{Location, LoadOptions, load_document};
+use berth_spec::{LoadOptions, Location, load_document};
 use libfuzzer_sys::fuzz_target;
 
 /// Renders the excerpt of a place in the input, which must be on one of its lines (libyaml
@@ -21,7 +21,10 @@ fn show(location: Option<&Location>, text: &str) {
         let lines = text
             .split(['\n', '\r', '\u{85}', '\u{2028}', '\u{2029}'])
             .count();
-        assert!(location.line <= lines, "{location} in a text of {lines} lines");
+        assert!(
+            location.line <= lines,
+            "{location} in a text of {lines} lines"
+        );
     }
 }
 

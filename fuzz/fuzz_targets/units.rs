@@ -10,7 +10,11 @@ fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
     if let Ok(d) = parse_duration(&text) {
         let printed = format_duration(d);
-        assert_eq!(parse_duration(&printed), Ok(d), "{text:?} printed as {printed:?}");
+        assert_eq!(
+            parse_duration(&printed),
+            Ok(d),
+            "{text:?} printed as {printed:?}"
+        );
     }
     let _ = parse_bytes(&text);
 });
