@@ -16,7 +16,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(mut parsed) = parse(&text, file) else {
         return;
     };
-    let lookup = |name: &str| (name.len() % 2 == 0).then(|| format!("v{name}"));
+    let lookup = |name: &str| name.len().is_multiple_of(2).then(|| format!("v{name}"));
     let _ = interpolate_value(&mut parsed.value, &lookup, &mut |_, _| {});
     let mut load =
         |_: &Path| -> Result<Parsed, Error> { Err(Error::Project("no other files".into())) };
