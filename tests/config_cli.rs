@@ -133,7 +133,7 @@ fn warnings_do_not_fail_and_errors_are_one_line() {
     assert_eq!(err.lines().count(), 4, "{err}");
     assert!(
         err.lines().next().unwrap().ends_with(
-            "compose.yaml:3:5: required variable IMG is missing a value: image required"
+            "compose.yaml:3:12: required variable IMG is missing a value: image required"
         ),
         "{err}"
     );
@@ -240,10 +240,10 @@ fn located_errors_show_the_line_and_carets() {
         ),
         (
             "services:\n  web:\n    image: ${IMG:?set IMG}\n",
-            "berth: /p/compose.yaml:3:5: required variable IMG is missing a value: set IMG
+            "berth: /p/compose.yaml:3:12: required variable IMG is missing a value: set IMG
   |
 3 |     image: ${IMG:?set IMG}
-  |     ^^^^^
+  |            ^^^^^^^^^^^^^^^
 ",
         ),
         (

@@ -154,8 +154,8 @@ fn in_flow(before: &[char]) -> bool {
 }
 
 /// How many characters the carets cover: the YAML token starting here — a quoted scalar
-/// up to its closing quote, else up to a space, a `: `, or in a flow collection a `,`,
-/// `]` or `}` — at least one.
+/// up to its closing quote, else a plain scalar up to a `: `, a ` #`, the end of the line
+/// or, in a flow collection, a `,`, `]` or `}` — at least one.
 fn token_width(rest: &[char], flow: bool) -> usize {
     let Some(&first) = rest.first() else {
         return 1;
@@ -179,19 +179,24 @@ fn token_width(rest: &[char], flow: bool) -> usize {
         }
         return rest.len();
     }
-    if first == '-' && rest.get(1).is_none_or(|c| c.is_whitespace()) {
+    if first.is_whitespace() || (first == '-' && rest.get(1).is_none_or(|c| c.is_whitespace())) {
         return 1;
     }
+    // a plain scalar runs on over single spaces, up to `: `, ` #` or the end of the line
     let mut i = 0;
     while i < rest.len() {
         let c = rest[i];
-        let ends = c.is_whitespace()
-            || (flow && matches!(c, ',' | ']' | '}'))
-            || (c == ':' && rest.get(i + 1).is_none_or(|n| n.is_whitespace()));
+        let next = rest.get(i + 1);
+        let ends = (flow && matches!(c, ',' | ']' | '}'))
+            || (c == ':' && next.is_none_or(|n| n.is_whitespace()))
+            || (c.is_whitespace() && next.is_none_or(|n| *n == '#'));
         if ends {
             break;
         }
         i += 1;
+    }
+    while i > 1 && rest[i - 1].is_whitespace() {
+        i -= 1;
     }
     i.max(1)
 }
@@ -231,7 +236,10 @@ mod tests {
         let width = |s: &str, flow| token_width(&s.chars().collect::<Vec<_>>(), flow);
         assert_eq!(width("web, db]", true), 3);
         assert_eq!(width("db]", true), 2);
-        assert_eq!(width("${A:-x}, b", false), 8);
+        assert_eq!(width("${A:-x}, b", false), 10);
+        assert_eq!(width("${A:?need an image}  # why", false), 19);
+        assert_eq!(width("imagee: x", false), 6);
+        assert_eq!(width(" x", false), 1);
         assert_eq!(width("'it''s': x", false), 7);
         assert_eq!(width(r#""a\"b" x"#, false), 6);
         assert_eq!(width("\"open", false), 5);

@@ -97,12 +97,13 @@ fn bad_duration() {
 
 #[test]
 fn required_and_malformed_interpolation() {
+    // an error about a value points at the value, not at its key
     assert_eq!(
         error_text("services:\n  web:\n    image: ${IMG:?need an image}\n"),
-        "/p/compose.yaml:3:5: required variable IMG is missing a value: need an image
+        "/p/compose.yaml:3:12: required variable IMG is missing a value: need an image
   |
 3 |     image: ${IMG:?need an image}
-  |     ^^^^^
+  |            ^^^^^^^^^^^^^^^^^^^^^
 "
     );
     assert_eq!(
@@ -179,10 +180,10 @@ fn warnings_have_excerpts_too() {
     assert_eq!(
         shown,
         [
-            "/p/compose.yaml:4:5: the \"TAG_UNSET_IN_TEST\" variable is not set, defaulting to a blank string
+            "/p/compose.yaml:4:12: the \"TAG_UNSET_IN_TEST\" variable is not set, defaulting to a blank string
   |
 4 |     image: nginx:${TAG_UNSET_IN_TEST}
-  |     ^^^^^
+  |            ^^^^^^^^^^^^^^^^^^^^^^^^^^
 ",
             "/p/compose.yaml:1:1: the attribute `version` is obsolete, it will be ignored, please remove it to avoid potential confusion
   |
