@@ -78,12 +78,16 @@ pub fn load_raw(
     options.services = services.to_vec();
     options.interpolate = interpolate;
     if flags.files.iter().any(|f| f.as_os_str() == "-") {
-        // read here rather than by the loader, so an excerpt can quote it
-        let mut text = String::new();
-        std::io::stdin()
-            .read_to_string(&mut text)
-            .context("reading the Compose file from stdin")?;
-        options.stdin = Some(STDIN_TEXT.get_or_init(|| text).clone());
+        // read here rather than by the loader, so an excerpt can quote it; once per
+        // process, as stdin can be read only once
+        if STDIN_TEXT.get().is_none() {
+            let mut text = String::new();
+            std::io::stdin()
+                .read_to_string(&mut text)
+                .context("reading the Compose file from stdin")?;
+            let _ = STDIN_TEXT.set(text);
+        }
+        options.stdin = STDIN_TEXT.get().cloned();
     }
     let raw = load_document(&options)?;
     for warning in &raw.warnings {
