@@ -1,6 +1,8 @@
 //! `berth config` as a user runs it: the real binary on projects in temporary directories.
 //! Checks the facets (`--services`, `--volumes`, `--profiles`, `--images`, `--hash`,
-//! `--environment`), `-q`, `-o`, `--no-interpolate`, warnings on stderr and one-line errors.
+//! `--environment`), `-q`, `-o`, `--no-interpolate`, warnings on stderr, one-line errors
+//! and the source excerpt (line and carets) after an error or warning with a place.
+//! Every child runs under `timeout`, so a hang fails the test instead of stalling it.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -15,8 +17,15 @@ fn project(files: &[(&str, &str)]) -> tempfile::TempDir {
     dir
 }
 
+/// `berth` bounded in time: `timeout` kills it after 60 s.
+fn bounded_berth() -> Command {
+    let mut command = Command::new("timeout");
+    command.args(["--kill-after=5", "60", env!("CARGO_BIN_EXE_berth")]);
+    command
+}
+
 fn berth(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_berth"))
+    bounded_berth()
         .args(args)
         .current_dir(dir)
         .env_remove("COMPOSE_PROJECT_NAME")
@@ -120,17 +129,23 @@ fn warnings_do_not_fail_and_errors_are_one_line() {
     let o = berth(dir.path(), &["config"]);
     assert!(!o.status.success());
     let err = stderr(&o);
-    assert_eq!(err.lines().count(), 1, "{err}");
+    // one line of error, then the excerpt
+    assert_eq!(err.lines().count(), 4, "{err}");
     assert!(
-        err.contains("compose.yaml:3:5: required variable IMG is missing a value: image required"),
+        err.lines().next().unwrap().ends_with(
+            "compose.yaml:3:12: required variable IMG is missing a value: image required"
+        ),
         "{err}"
     );
 
     let dir = project(&[("compose.yaml", "services:\n  web: [\n")]);
     let o = berth(dir.path(), &["config"]);
     assert!(!o.status.success());
-    assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
-    assert!(stderr(&o).contains("compose.yaml:"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).lines().next().unwrap().contains("compose.yaml:"),
+        "{}",
+        stderr(&o)
+    );
 
     let o = berth(dir.path(), &["-f", "missing.yaml", "config"]);
     assert!(!o.status.success());
@@ -168,7 +183,7 @@ fn a_dependency_disabled_by_profiles_is_an_error() {
 fn compose_file_from_stdin() {
     use std::io::Write as _;
     let dir = project(&[]);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
+    let mut child = bounded_berth()
         .args(["-f", "-", "-p", "piped", "config", "--services"])
         .current_dir(dir.path())
         .stdin(std::process::Stdio::piped())
@@ -185,4 +200,128 @@ fn compose_file_from_stdin() {
     let o = child.wait_with_output().unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(stdout(&o), "a\nb\n");
+}
+
+/// Runs `berth config -q` on a one-file project and returns stderr with the project
+/// directory shown as `/p`.
+fn config_stderr(text: &str) -> (bool, String) {
+    let dir = project(&[("compose.yaml", text)]);
+    let o = berth(dir.path(), &["-p", "p", "config", "-q"]);
+    let err = stderr(&o).replace(&dir.path().display().to_string(), "/p");
+    (o.status.success(), err)
+}
+
+#[test]
+fn located_errors_show_the_line_and_carets() {
+    let cases = [
+        (
+            "services:\n  web:\n    image: nginx\n    imagee: x\n",
+            "berth: /p/compose.yaml:4:5: unknown key `services.web.imagee`
+  |
+4 |     imagee: x
+  |     ^^^^^^
+",
+        ),
+        (
+            "services:\n  web:\n    image: nginx\n    ports:\n      - \"8080:80\"\n      - \"80:80:80:80x\"\n",
+            "berth: /p/compose.yaml:6:9: services.web.ports[1]: invalid IP address: 80:80
+  |
+6 |       - \"80:80:80:80x\"
+  |         ^^^^^^^^^^^^^^
+",
+        ),
+        (
+            "services:\n  web:\n    image: nginx\n    volumes: [\"./a:/a\", \":/data\"]\n",
+            "berth: /p/compose.yaml:4:25: services.web.volumes[1]: invalid spec: :/data: empty section between colons
+  |
+4 |     volumes: [\"./a:/a\", \":/data\"]
+  |                         ^^^^^^^^
+",
+        ),
+        (
+            "services:\n  web:\n    image: ${IMG:?set IMG}\n",
+            "berth: /p/compose.yaml:3:12: required variable IMG is missing a value: set IMG
+  |
+3 |     image: ${IMG:?set IMG}
+  |            ^^^^^^^^^^^^^^^
+",
+        ),
+        (
+            "services:\n  a:\n    image: x\n    depends_on: [b]\n  b:\n    image: x\n    depends_on: [a]\n",
+            "berth: /p/compose.yaml:4:5: services.a.depends_on: dependency cycle between services: a -> b -> a
+  |
+4 |     depends_on: [b]
+  |     ^^^^^^^^^^
+",
+        ),
+        (
+            "services:\n  web:\n    image: x\n    depends_on:\n      - cache\n      - db\n  cache:\n    image: y\n",
+            "berth: /p/compose.yaml:6:9: services.web.depends_on.db: service \"web\" depends on undefined service \"db\"
+  |
+6 |       - db
+  |         ^^
+",
+        ),
+        (
+            "services:\n  web:\n\timage: x\n",
+            "berth: /p/compose.yaml:3:1: found character that cannot start any token
+  |
+3 |     image: x
+  | ^^^^
+",
+        ),
+    ];
+    for (text, expected) in cases {
+        let (ok, err) = config_stderr(text);
+        assert!(!ok, "{text}");
+        assert_eq!(err, expected, "{text}");
+    }
+}
+
+#[test]
+fn warnings_show_the_line_and_carets_and_errors_without_a_place_do_not() {
+    let (ok, err) = config_stderr("version: \"3.9\"\nservices:\n  web:\n    image: x\n");
+    assert!(ok, "{err}");
+    assert_eq!(
+        err,
+        "warning: /p/compose.yaml:1:1: the attribute `version` is obsolete, it will be ignored, please remove it to avoid potential confusion
+  |
+1 | version: \"3.9\"
+  | ^^^^^^^
+"
+    );
+    let dir = project(&[]);
+    let o = berth(dir.path(), &["-f", "absent.yaml", "config", "-q"]);
+    assert!(!o.status.success());
+    assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
+}
+
+#[test]
+fn an_error_in_a_file_from_stdin_quotes_stdin() {
+    use std::io::Write as _;
+    let dir = project(&[]);
+    let mut child = bounded_berth()
+        .args(["-f", "-", "-p", "piped", "config", "-q"])
+        .current_dir(dir.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"services:\n  b:\n    image: x\n    restart: sometimes\n")
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    let mut lines = err.lines();
+    assert!(lines.next().unwrap().starts_with("berth: -:4:5: "), "{err}");
+    assert_eq!(
+        lines.collect::<Vec<_>>(),
+        ["  |", "4 |     restart: sometimes", "  |     ^^^^^^^"],
+        "{err}"
+    );
 }

@@ -26,7 +26,9 @@ fn run(dir: &Path, extra: &[&str]) -> (String, String, bool) {
     args.push("config".into());
     args.extend(extra.iter().map(|s| s.to_string()));
     // A clean environment: only what the fixture's files define.
-    let out = Command::new(env!("CARGO_BIN_EXE_berth"))
+    // bounded: `timeout` kills a hung berth, so the test fails instead of stalling
+    let out = Command::new("timeout")
+        .args(["--kill-after=5", "60", env!("CARGO_BIN_EXE_berth")])
         .args(&args)
         .current_dir(dir)
         .env_clear()

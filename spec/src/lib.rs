@@ -17,6 +17,7 @@ pub mod normalize;
 pub mod path;
 pub mod profiles;
 pub mod rebase;
+pub mod snippet;
 pub mod source_map;
 pub mod validate;
 pub mod yaml;

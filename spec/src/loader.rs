@@ -467,7 +467,7 @@ impl Session<'_> {
         for (name, path) in unset {
             if self.warned.insert(name.clone()) {
                 self.warnings.push(Warning {
-                    location: Some(parsed.source_map.locate(&path)),
+                    location: Some(parsed.source_map.locate_value(&path)),
                     message: format!(
                         "the \"{name}\" variable is not set, defaulting to a blank string"
                     ),
@@ -475,7 +475,7 @@ impl Session<'_> {
             }
         }
         result.map_err(|(err, path)| {
-            let location = parsed.source_map.locate(&path);
+            let location = parsed.source_map.locate_value(&path);
             match err {
                 InterpolateError::Required { variable, message } => Error::RequiredVariable {
                     location,

@@ -70,6 +70,8 @@ struct Place {
     file: Arc<Path>,
     line: usize,
     column: usize,
+    /// Where a mapping entry's scalar value starts (line, column), when it has one.
+    value: Option<(usize, usize)>,
 }
 
 impl Place {
@@ -111,6 +113,7 @@ impl SourceMap {
             file: Arc::from(location.file.as_path()),
             line: location.line,
             column: location.column,
+            value: None,
         };
         self.push(Op::Insert(path, place));
     }
@@ -126,6 +129,19 @@ impl SourceMap {
 
     pub fn is_empty(&self) -> bool {
         self.places().is_empty()
+    }
+
+    /// Where the scalar value at exactly `path` starts (`image: ${X:?}` → the `$`), else
+    /// `locate(path)`: for errors about a value rather than its key.
+    pub fn locate_value(&self, path: &[PathSeg]) -> Location {
+        match self.places().get(path) {
+            Some(Place {
+                file,
+                value: Some((line, column)),
+                ..
+            }) => Location::at(file.to_path_buf(), *line, *column),
+            _ => self.locate(path),
+        }
     }
 
     /// The place of the deepest known prefix of `path`, else the default file.
@@ -405,6 +421,7 @@ fn index_into(text: &str, file: &Path, map: &mut Places) -> Result<(), Error> {
         file: shared.clone(),
         line,
         column: col + 1,
+        value: None,
     };
     let mut complex_depth = 0usize;
 
@@ -472,8 +489,8 @@ fn index_into(text: &str, file: &Path, map: &mut Places) -> Result<(), Error> {
             }
         }
         match event {
-            Event::Scalar(_, _, anchor, _) => {
-                value_seen(&mut stack, map, &prefix, here, 1);
+            Event::Scalar(text, _, anchor, _) => {
+                value_seen(&mut stack, map, &prefix, here, 1, Some(&text));
                 total += 1;
                 if anchor > 0 {
                     anchor_sizes.insert(anchor, 1);
@@ -491,7 +508,7 @@ fn index_into(text: &str, file: &Path, map: &mut Places) -> Result<(), Error> {
                         ),
                     });
                 }
-                value_seen(&mut stack, map, &prefix, here, size);
+                value_seen(&mut stack, map, &prefix, here, size, None);
             }
             Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _) => {
                 if stack.len() >= MAX_DEPTH {
@@ -565,9 +582,40 @@ fn current_seg(stack: &[Frame]) -> Option<PathSeg> {
     }
 }
 
-/// A scalar or alias value was read at `here`.
-fn value_seen(stack: &mut [Frame], map: &mut Places, prefix: &[PathSeg], here: Place, size: u64) {
+/// A scalar (`text`) or alias value was read at `here`.
+///
+/// A scalar item of a sequence is also placed under its own name (`depends_on: [db]` →
+/// `depends_on.db`, `environment: [A=1]` → `environment.A`): the model turns these lists
+/// into maps, and its errors name the map's key.
+fn value_seen(
+    stack: &mut [Frame],
+    map: &mut Places,
+    prefix: &[PathSeg],
+    here: Place,
+    size: u64,
+    text: Option<&str>,
+) {
+    if let (
+        Some(Frame::Mapping {
+            key: Some(key),
+            expect_key: false,
+            ..
+        }),
+        Some(_),
+    ) = (stack.last(), text)
+    {
+        let mut path = prefix.to_vec();
+        path.push(PathSeg::Key(key.clone()));
+        if let Some(place) = map.get_mut(&path) {
+            place.value = Some((here.line, here.column));
+        }
+    }
     if let Some(Frame::Sequence { index, .. }) = stack.last() {
+        if let Some(name) = text.map(|t| t.split_once('=').map_or(t, |(name, _)| name)) {
+            let mut path = prefix.to_vec();
+            path.push(PathSeg::Key(name.to_string()));
+            map.entry(path).or_insert_with(|| here.clone());
+        }
         let mut path = prefix.to_vec();
         path.push(PathSeg::Index(*index));
         map.insert(path, here);
@@ -599,6 +647,29 @@ mod tests {
 
     fn key(k: &str) -> PathSeg {
         PathSeg::Key(k.to_string())
+    }
+
+    #[test]
+    fn values_and_scalar_items_are_located() {
+        let text = "s:\n  w:\n    image: ${X:?}\n    deps: [db, \"c\"]\n    env:\n      - A=1\n    m: {k: v}\n";
+        let map = SourceMap::lazy(text, Path::new("f"));
+        let at = |path: &[PathSeg], value: bool| {
+            let l = if value {
+                map.locate_value(path)
+            } else {
+                map.locate(path)
+            };
+            (l.line, l.column)
+        };
+        let w = |k: &str| vec![key("s"), key("w"), key(k)];
+        assert_eq!(at(&w("image"), false), (3, 5));
+        assert_eq!(at(&w("image"), true), (3, 12));
+        // a mapping value has no scalar start: its key
+        assert_eq!(at(&w("m"), true), (7, 5));
+        assert_eq!(at(&[w("m"), vec![key("k")]].concat(), true), (7, 12));
+        assert_eq!(at(&[w("deps"), vec![key("db")]].concat(), false), (4, 12));
+        assert_eq!(at(&[w("deps"), vec![key("c")]].concat(), false), (4, 16));
+        assert_eq!(at(&[w("env"), vec![key("A")]].concat(), false), (6, 9));
     }
 
     #[test]

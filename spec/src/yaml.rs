@@ -37,7 +37,9 @@ pub fn parse(text: &str, file: &Path) -> Result<Parsed, Error> {
             nodes: &nodes,
             depth: 0,
         };
-        let mut value: Value = seed.deserialize(document).map_err(|e| syntax(&e, file))?;
+        let mut value: Value = seed
+            .deserialize(document)
+            .map_err(|e| syntax(&e, file, text))?;
         apply_merge_keys(&mut value).map_err(|message| Error::Syntax {
             location: Location::file(file),
             message,
@@ -229,7 +231,7 @@ fn duplicate_key(key: &Value) -> String {
     }
 }
 
-fn syntax(err: &serde_yaml::Error, file: &Path) -> Error {
+fn syntax(err: &serde_yaml::Error, file: &Path, text: &str) -> Error {
     let mut message = err.to_string();
     // serde_yaml appends " at line L column C"; the location carries that already.
     if let Some(cut) = message.find(" at line ") {
@@ -242,10 +244,25 @@ fn syntax(err: &serde_yaml::Error, file: &Path) -> Error {
         }
     }
     let location = match err.location() {
-        Some(l) => Location::at(file, l.line(), l.column()),
+        Some(l) => {
+            let (line, column) = within_text(text, l.line(), l.column());
+            Location::at(file, line, column)
+        }
         None => Location::file(file),
     };
     Error::Syntax { location, message }
+}
+
+/// libyaml closes a last line that has no line break before it reports an error at the end
+/// of the stream, one line past the text: that place is the end of the last line.
+fn within_text(text: &str, line: usize, column: usize) -> (usize, usize) {
+    let breaks =
+        text.matches('\n').count() + text.matches('\r').count() - text.matches("\r\n").count();
+    if line <= breaks + 1 {
+        return (line, column);
+    }
+    let last = text.rsplit(['\n', '\r']).next().unwrap_or("");
+    (breaks + 1, last.chars().count() + 1)
 }
 
 /// Resolves YAML merge keys (`<<: *a` and `<<: [*a, *b]`): explicit keys win, then the
@@ -331,6 +348,19 @@ mod tests {
     fn bad_merge_key() {
         let err = parse_str("a: {<<: 3}\n").unwrap_err();
         assert!(err.to_string().contains("merge key"), "{err}");
+    }
+
+    #[test]
+    fn an_error_at_the_end_of_a_text_without_a_final_line_break_is_on_its_last_line() {
+        // found by the `load` fuzz target: libyaml said 4:1 for this three-line text
+        let err = parse("services:\n 00:8080\"\n$", Path::new("/p/c.yaml")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "/p/c.yaml:3:2: could not find expected ':'"
+        );
+        assert_eq!(within_text("a\r\nb", 2, 2), (2, 2));
+        assert_eq!(within_text("a\rbc", 3, 1), (2, 3));
+        assert_eq!(within_text("", 2, 1), (1, 1));
     }
 
     #[test]

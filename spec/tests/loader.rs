@@ -184,7 +184,7 @@ fn required_variable_error_names_variable_file_and_line() {
     assert_eq!(
         err.to_string(),
         format!(
-            "{}:3:5: required variable IMAGE is missing a value: set IMAGE",
+            "{}:3:12: required variable IMAGE is missing a value: set IMAGE",
             p.path("compose.yaml").display()
         )
     );
@@ -192,7 +192,7 @@ fn required_variable_error_names_variable_file_and_line() {
     let err = p.load(|_| {}).unwrap_err();
     assert!(
         err.to_string()
-            .contains("compose.yaml:3:5: invalid interpolation format"),
+            .contains("compose.yaml:3:12: invalid interpolation format"),
         "{err}"
     );
 }

@@ -1,15 +1,18 @@
 //! `berth config`: load the project as Docker Compose would and print it in canonical
 //! form (YAML by default, `--format json`), or one facet of it (`--services`, `--volumes`,
 //! `--profiles`, `--images`, `--hash`, `--environment`), or nothing (`-q`, validate only).
-//! Warnings go to stderr as `warning: …` lines and never fail the command.
+//! Warnings go to stderr as `warning: …` lines and never fail the command. An error or
+//! warning with a place in a file is followed by that line of the file and carets under
+//! the place, as rustc prints them (coloured only when stderr is a terminal).
 
-use std::io::Write;
-use std::path::PathBuf;
+use std::io::{IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::OnceLock;
 
 use anyhow::Context;
 use berth_spec::model::Service;
-use berth_spec::{App, LoadOptions, PathSeg, RawProject, load_document};
+use berth_spec::{App, LoadOptions, Location, PathSeg, RawProject, Warning, load_document};
 use clap::{Args, ValueEnum};
 use serde_yaml::Value;
 use sha2::{Digest, Sha256};
@@ -74,11 +77,52 @@ pub fn load_raw(
     options.profiles = flags.profiles.clone();
     options.services = services.to_vec();
     options.interpolate = interpolate;
+    if flags.files.iter().any(|f| f.as_os_str() == "-") {
+        // read here rather than by the loader, so an excerpt can quote it; once per
+        // process, as stdin can be read only once
+        if STDIN_TEXT.get().is_none() {
+            let mut text = String::new();
+            std::io::stdin()
+                .read_to_string(&mut text)
+                .context("reading the Compose file from stdin")?;
+            let _ = STDIN_TEXT.set(text);
+        }
+        options.stdin = STDIN_TEXT.get().cloned();
+    }
     let raw = load_document(&options)?;
     for warning in &raw.warnings {
-        eprintln!("warning: {warning}");
+        print_warning(warning);
     }
     Ok(raw)
+}
+
+/// The Compose file read from stdin (`-f -`), kept for excerpts.
+static STDIN_TEXT: OnceLock<String> = OnceLock::new();
+
+fn print_warning(warning: &Warning) {
+    eprintln!("warning: {warning}");
+    if let Some(excerpt) = warning.located().and_then(excerpt_at) {
+        eprint!("{excerpt}");
+    }
+}
+
+/// The lines of the file at `location` with carets under it, or `None` when the file
+/// cannot be read again (or has changed so that the line is gone).
+fn excerpt_at(location: &Location) -> Option<String> {
+    let text = if location.file == Path::new("-") {
+        STDIN_TEXT.get()?.clone()
+    } else {
+        std::fs::read_to_string(&location.file).ok()?
+    };
+    let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    berth_spec::snippet::excerpt(location, &text, color)
+}
+
+/// The excerpt for an error of the loader that has a place in a file: what a command
+/// prints after the error's one line.
+pub fn excerpt_for(err: &anyhow::Error) -> Option<String> {
+    let spec_error = err.downcast_ref::<berth_spec::Error>()?;
+    excerpt_at(spec_error.location()?)
 }
 
 /// Types, normalizes and validates a loaded document (printing the model's warnings).
@@ -92,12 +136,25 @@ pub fn to_app(raw: &RawProject, document: Value) -> anyhow::Result<App> {
         &locate,
     )?;
     for warning in &warnings {
-        eprintln!("warning: {warning}");
+        print_warning(warning);
     }
     Ok(app)
 }
 
 pub fn run(flags: &ProjectFlags, args: &ConfigArgs) -> anyhow::Result<ExitCode> {
+    match run_config(flags, args) {
+        Err(err) => match excerpt_for(&err) {
+            Some(excerpt) => {
+                eprint!("berth: {}\n{excerpt}", super::one_line(&err));
+                Ok(ExitCode::from(1))
+            }
+            None => Err(err),
+        },
+        done => done,
+    }
+}
+
+fn run_config(flags: &ProjectFlags, args: &ConfigArgs) -> anyhow::Result<ExitCode> {
     let raw = load_raw(flags, &args.services, !args.no_interpolate)?;
     let mut document = raw.document.clone();
     if !args.services.is_empty() {

@@ -13,10 +13,13 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
     let file = Path::new("/fuzz/compose.yaml");
-    let Ok(mut parsed) = parse(&text, file) else { return };
-    let lookup = |name: &str| (name.len() % 2 == 0).then(|| format!("v{name}"));
+    let Ok(mut parsed) = parse(&text, file) else {
+        return;
+    };
+    let lookup = |name: &str| name.len().is_multiple_of(2).then(|| format!("v{name}"));
     let _ = interpolate_value(&mut parsed.value, &lookup, &mut |_, _| {});
-    let mut load = |_: &Path| -> Result<Parsed, Error> { Err(Error::Project("no other files".into())) };
+    let mut load =
+        |_: &Path| -> Result<Parsed, Error> { Err(Error::Project("no other files".into())) };
     let _ = extends::apply_extends(&mut parsed, file, &mut load);
     let mut doc = merge_documents(parsed.value.clone(), parsed.value.clone()).value;
     let _ = profiles::apply_profiles(&mut doc, &["p".to_string()], &[]);
