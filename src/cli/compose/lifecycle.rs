@@ -124,8 +124,8 @@ pub fn action(
     Ok(ExitCode::SUCCESS)
 }
 
-/// `rm`: removes the services' stopped containers by setting their replica count to zero
-/// (the next `up` restores the file's count); running ones are refused unless `--stop`.
+/// `rm`: removes the services' stopped containers (the services stay stopped until `start`
+/// or `up` makes new ones); running ones are refused unless `--stop`.
 pub fn rm(ctx: &Context, args: &RmArgs) -> anyhow::Result<ExitCode> {
     let project = project::name(&ctx.project)?;
     let session = Session::open(&ctx.conn)?;
@@ -151,28 +151,32 @@ pub fn rm(ctx: &Context, args: &RmArgs) -> anyhow::Result<ExitCode> {
             names.join(", ")
         );
     }
-    // scaling the services to zero removes their tasks and containers
-    let mut replicas = std::collections::BTreeMap::new();
-    for t in &tasks {
-        replicas.insert(t.service.clone(), 0u32);
+    if args.stop && !running.is_empty() {
+        session.call(compose.service_action(v1::ServiceActionRequest {
+            project: project.clone(),
+            action: v1::Action::Stop as i32,
+            services: args.services.clone(),
+            timeout_seconds: None,
+            signal: String::new(),
+        }))?;
     }
-    if replicas.is_empty() {
+    // the daemon removes the stopped containers (those a `stop` kept, and those that ended)
+    let removed = session
+        .call(compose.service_action(v1::ServiceActionRequest {
+            project: project.clone(),
+            action: v1::Action::Remove as i32,
+            services: args.services.clone(),
+            timeout_seconds: None,
+            signal: String::new(),
+        }))?
+        .containers;
+    if removed.is_empty() {
         eprintln!("No stopped containers");
         return Ok(ExitCode::SUCCESS);
     }
-    session.call(compose.scale(v1::ScaleRequest {
-        project: project.clone(),
-        replicas: replicas.into_iter().collect(),
-        no_deps: true,
-    }))?;
     let mut display = Display::new(ctx.progress, "Running");
-    for t in &tasks {
-        display.set(
-            "Container",
-            &super::up::container_name(&project, t),
-            "Removed",
-            true,
-        );
+    for c in &removed {
+        display.set("Container", c, "Removed", true);
     }
     Ok(ExitCode::SUCCESS)
 }
