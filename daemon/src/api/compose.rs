@@ -913,7 +913,7 @@ impl Compose for ComposeService {
                     for t in s
                         .tasks
                         .values()
-                        .filter(|t| t.app == a.spec.name && current(t))
+                        .filter(|t| t.app == a.spec.name && (current(t) || kept_stopped(t)))
                     {
                         tasks += 1;
                         *counts.entry(compose_status(t.status.state)).or_default() += 1;
@@ -1271,6 +1271,11 @@ fn current(t: &Task) -> bool {
     t.is_live() || (!t.status.state.is_terminal() && t.desired != DesiredState::Remove)
 }
 
+/// A task a `stop` shut down: its container is kept, and counts as `exited` in `ls`.
+fn kept_stopped(t: &Task) -> bool {
+    t.stopped_by_user && t.desired == DesiredState::Shutdown
+}
+
 /// Compose's words for a container's state in `ls`.
 fn compose_status(state: TaskState) -> &'static str {
     match state {
@@ -1335,10 +1340,25 @@ mod tests {
             forced.services["b"].config_hash
         );
 
+        // b is an orphan: kept as it was (spec and document), unless remove_orphans
         let three = serde_json::json!({"services": {"a": {"image": "busybox"}}});
-        let (_, changes) =
-            plan_deploy(&request(three, Default::default()), Some(&after), 5).unwrap();
+        let (kept, changes) =
+            plan_deploy(&request(three.clone(), Default::default()), Some(&after), 5).unwrap();
+        assert!(changes.iter().all(|c| c.service != "b"), "{changes:?}");
+        assert_eq!(kept.services["b"], after.services["b"]);
+        assert_eq!(
+            kept.document["services"]["b"],
+            after.document["services"]["b"]
+        );
+        assert_eq!(orphans_of(&after, Some(&kept)), Vec::<String>::new());
+        let remove = v1::DeployOptions {
+            remove_orphans: true,
+            ..Default::default()
+        };
+        let (gone, changes) = plan_deploy(&request(three, remove), Some(&after), 6).unwrap();
         assert_eq!(change(&changes, "b"), Change::Removed);
+        assert!(!gone.services.contains_key("b"));
+        assert_eq!(orphans_of(&gone, Some(&after)), ["b"]);
     }
 
     #[test]

@@ -206,7 +206,7 @@ pub fn scale(ctx: &Context, args: &ScaleArgs) -> anyhow::Result<ExitCode> {
             .call(compose.ps(v1::PsRequest {
                 project: project.clone(),
                 services: replicas.keys().cloned().collect(),
-                all: false,
+                all: true,
             }))?
             .tasks;
         let mut all = true;
@@ -220,13 +220,12 @@ pub fn scale(ctx: &Context, args: &ScaleArgs) -> anyhow::Result<ExitCode> {
                 .iter()
                 .filter(|t| &t.service == svc && super::up::is_current(t))
                 .count() as u32;
-            // and the containers of removed replicas are gone, not merely unwanted
-            let alive = tasks
+            // and the containers of removed replicas are gone, not merely stopped
+            let containers = tasks
                 .iter()
-                .filter(|t| &t.service == svc)
-                .filter(|t| super::query::container_state(t) == "running")
+                .filter(|t| &t.service == svc && !t.container_id.is_empty())
                 .count() as u32;
-            let ok = running == *n && current == *n && alive == *n;
+            let ok = running == *n && current == *n && containers == *n;
             all &= ok;
             display.set("Service", svc, &format!("{running}/{n} running"), ok);
         }
