@@ -21,13 +21,14 @@ done
 
 # BERTH_BIN_DIR: use release binaries built already instead of building them here
 if [ -z "${BERTH_BIN_DIR:-}" ]; then
-    (cd "$repo" && cargo build --quiet --release -p berth -p berth-daemon -p berth-runtime -p berth-shim --bins)
+    (cd "$repo" && cargo build --quiet --release -p berth -p berth-daemon -p berth-runtime -p berth-shim -p berth-network --bins)
 fi
 bindir=${BERTH_BIN_DIR:-$target/release}
 work=$(mktemp -d /tmp/berth-bench-compose.XXXXXX)
 trap 'rm -rf "$work"' EXIT # replaced by the full cleanup once daemons run
 mkdir -p "$work/bin" "$work/proj"
-for b in berth berthd berth-runc berth-shim berth-init; do strip -o "$work/bin/$b" "$bindir/$b"; done
+# berthd finds its helpers next to itself; berth-dns serves the networks' embedded DNS
+for b in berth berthd berth-runc berth-shim berth-init berth-dns; do strip -o "$work/bin/$b" "$bindir/$b"; done
 
 # the file: svc0 ← svc1 ← … ← svc9, one network, busybox httpd
 {

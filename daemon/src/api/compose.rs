@@ -91,15 +91,18 @@ impl ComposeService {
         }
     }
 
+    /// How long stopping `services` may take: the agent stops them in reverse dependency
+    /// waves, each container with its own `stop_grace_period` (the timeout does not reach
+    /// the agent yet), so in the worst case (a chain of containers that ignore the stop
+    /// signal) one grace period after another.
     fn grace(app: &AppSpec, services: &[String], timeout: Option<u32>) -> Duration {
-        let longest = services
+        let timeout = timeout.map_or(0, |t| u64::from(t) * 1000);
+        let total: u64 = services
             .iter()
             .filter_map(|s| app.services.get(s))
-            .map(|s| s.stop_grace_period)
-            .max()
-            .unwrap_or(10_000);
-        let grace = timeout.map(|t| u64::from(t) * 1000).unwrap_or(longest);
-        Duration::from_millis(grace) + STOP_SLACK
+            .map(|s| s.stop_grace_period.max(timeout))
+            .sum();
+        Duration::from_millis(total.max(timeout)) + STOP_SLACK
     }
 
     async fn stop_services(
