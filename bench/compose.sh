@@ -62,8 +62,14 @@ cleanup() {
         kill "$dockerd_pid"; wait "$dockerd_pid" 2>/dev/null
         ip link del docker_gwbridge 2>/dev/null
     fi
-    umount -R "$work/docker" 2>/dev/null
-    umount -R "$work/berth" 2>/dev/null
+    # whatever a failed `down` left: the containers' rootfs mounts (deepest first), the
+    # data root's nft table and its networks' bridges (named in berth-network's state)
+    grep -o " $work/[^ ]*" /proc/mounts | sort -r | xargs -r -n1 umount 2>/dev/null
+    table=berth_$(printf '%s' "$work/berth" | sha256sum | cut -c1-8)
+    nft delete table inet "$table" 2>/dev/null
+    for br in $(grep -o '"br-[0-9a-f]*"' "$work/berth/network/networks.json" 2>/dev/null | tr -d '"'); do
+        ip link del "$br" 2>/dev/null
+    done
     echo "$ip_forward" >/proc/sys/net/ipv4/ip_forward
     rm -rf "$work"
 }
