@@ -21,13 +21,14 @@ done
 
 # BERTH_BIN_DIR: use release binaries built already instead of building them here
 if [ -z "${BERTH_BIN_DIR:-}" ]; then
-    (cd "$repo" && cargo build --quiet --release -p berth -p berth-daemon -p berth-runtime -p berth-shim --bins)
+    (cd "$repo" && cargo build --quiet --release -p berth -p berth-daemon -p berth-runtime -p berth-shim -p berth-network --bins)
 fi
 bindir=${BERTH_BIN_DIR:-$target/release}
 work=$(mktemp -d /tmp/berth-bench-compose.XXXXXX)
 trap 'rm -rf "$work"' EXIT # replaced by the full cleanup once daemons run
 mkdir -p "$work/bin" "$work/proj"
-for b in berth berthd berth-runc berth-shim berth-init; do strip -o "$work/bin/$b" "$bindir/$b"; done
+# berthd finds its helpers next to itself; berth-dns serves the networks' embedded DNS
+for b in berth berthd berth-runc berth-shim berth-init berth-dns; do strip -o "$work/bin/$b" "$bindir/$b"; done
 
 # the file: svc0 ← svc1 ← … ← svc9, one network, busybox httpd
 {
@@ -61,8 +62,14 @@ cleanup() {
         kill "$dockerd_pid"; wait "$dockerd_pid" 2>/dev/null
         ip link del docker_gwbridge 2>/dev/null
     fi
-    umount -R "$work/docker" 2>/dev/null
-    umount -R "$work/berth" 2>/dev/null
+    # whatever a failed `down` left: the containers' rootfs mounts (deepest first), the
+    # data root's nft table and its networks' bridges (named in berth-network's state)
+    grep -o " $work/[^ ]*" /proc/mounts | sort -r | xargs -r -n1 umount 2>/dev/null
+    table=berth_$(printf '%s' "$work/berth" | sha256sum | cut -c1-8)
+    nft delete table inet "$table" 2>/dev/null
+    for br in $(grep -o '"br-[0-9a-f]*"' "$work/berth/network/networks.json" 2>/dev/null | tr -d '"'); do
+        ip link del "$br" 2>/dev/null
+    done
     echo "$ip_forward" >/proc/sys/net/ipv4/ip_forward
     rm -rf "$work"
 }

@@ -225,6 +225,7 @@ fn command_kind(command: &Command) -> &'static str {
         Command::DaemonRestarted => "daemon_restarted",
         Command::SetUpdateState { .. } => "set_update_state",
         Command::RollbackService { .. } => "rollback_service",
+        Command::DeployAppNoStart(_) => "deploy_app_no_start",
     }
 }
 

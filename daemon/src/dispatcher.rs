@@ -112,8 +112,9 @@ impl Dispatcher {
     }
 
     /// The tasks `node` should hold: every live task placed there, and every task that
-    /// must still be stopped or removed. A task that is not wanted and already ended is
-    /// left out, so the agent removes its container.
+    /// must still be stopped or removed, and every task a `stop` shut down (its container
+    /// is kept). Any other task that is not wanted and already ended is left out, so the
+    /// agent removes its container.
     fn assignments_of(&self, node: &str) -> Assignments {
         let (picked, sources): (Vec<Task>, HashMap<String, AppSource>) =
             self.controller.read(|state: &State| {
@@ -121,7 +122,7 @@ impl Dispatcher {
                     .tasks
                     .values()
                     .filter(|t| t.node.as_deref() == Some(node))
-                    .filter(|t| t.is_live() || !t.status.state.is_terminal())
+                    .filter(|t| t.is_live() || !t.status.state.is_terminal() || kept(t))
                     .cloned()
                     .collect();
                 // One copy of each app's document, not one per task.
@@ -178,6 +179,12 @@ impl Dispatcher {
         }
         Arc::new(out)
     }
+}
+
+/// A task `berth stop` shut down keeps its container (for `ps -a`, `logs` and a later
+/// `start`) until `rm`, `down` or a removal of its service.
+fn kept(t: &Task) -> bool {
+    t.stopped_by_user && t.desired == berth_controller::store::DesiredState::Shutdown
 }
 
 /// Whether two sets ask the agent for the same thing (the observed status, which changes

@@ -97,8 +97,13 @@ pub(crate) fn reconcile(s: &Service<'_>, plan: &mut Plan, ids: &mut dyn FnMut() 
         return;
     }
     let gone = lost_tasks(s, plan);
+    let blocked = if s.record.created_only {
+        Some("created by `up --no-start`: `berth start` starts it".to_owned())
+    } else {
+        dependencies::blocked(s.app, s.spec, s.index)
+    };
     let mut creator = Creator {
-        blocked: dependencies::blocked(s.app, s.spec, s.index),
+        blocked,
         dependency_restart: dependencies::latest_restart(s.app, s.spec, s.index),
         ids,
         service: s,

@@ -386,6 +386,8 @@ fn unless_stopped_stays_stopped_across_a_daemon_restart_and_always_comes_back() 
     sim.run_for(20_000, 1_000);
     assert!(sim.running("a").is_empty() && sim.running("u").is_empty());
     assert!(sim.tasks("a").iter().all(|t| t.stopped_by_user));
+    let stopped_a = sim.tasks("a")[0].id.clone();
+    let stopped_u = sim.tasks("u")[0].id.clone();
 
     sim.apply(Command::DaemonRestarted);
     sim.settle();
@@ -393,6 +395,11 @@ fn unless_stopped_stays_stopped_across_a_daemon_restart_and_always_comes_back() 
         sim.running("a").len(),
         1,
         "always: back after the daemon restart"
+    );
+    assert_eq!(
+        sim.running("a")[0].id,
+        stopped_a,
+        "the same task (container)"
     );
     assert!(sim.running("u").is_empty(), "unless-stopped: stays stopped");
 
@@ -402,6 +409,50 @@ fn unless_stopped_stays_stopped_across_a_daemon_restart_and_always_comes_back() 
     });
     sim.settle();
     assert_eq!(sim.running("u").len(), 1);
+    assert_eq!(
+        sim.running("u")[0].id,
+        stopped_u,
+        "start revives the stopped task"
+    );
+    assert_eq!(sim.tasks("u").len(), 1, "no new task for a started service");
+}
+
+#[test]
+fn up_no_start_creates_held_tasks_that_start_releases() {
+    let mut sim = Sim::new(1);
+    sim.apply(Command::DeployAppNoStart(app(vec![
+        ("db", service("h1", 1)),
+        ("web", service("h1", 2)),
+    ])));
+    sim.settle();
+    for name in ["db", "web"] {
+        let tasks = sim.tasks(name);
+        assert!(!tasks.is_empty());
+        assert!(
+            tasks
+                .iter()
+                .all(|t| t.desired == DesiredState::Ready && t.node.is_some()),
+            "{tasks:?}"
+        );
+        assert!(sim.running(name).is_empty());
+    }
+    let ids: Vec<String> = sim.tasks("web").iter().map(|t| t.id.clone()).collect();
+    sim.apply(Command::StartService {
+        app: "shop".into(),
+        service: "web".into(),
+    });
+    sim.settle();
+    let mut running: Vec<String> = sim.running("web").iter().map(|t| t.id.clone()).collect();
+    running.sort();
+    assert_eq!(running, ids, "the created tasks start, no new ones");
+    assert!(sim.running("db").is_empty(), "db was not started");
+    // a plain deploy releases the rest
+    sim.apply(Command::DeployApp(app(vec![
+        ("db", service("h1", 1)),
+        ("web", service("h1", 2)),
+    ])));
+    sim.settle();
+    assert_eq!(sim.running("db").len(), 1);
 }
 
 #[test]

@@ -61,7 +61,8 @@ pub enum Command {
         app: String,
         service: String,
     },
-    /// `berth start` after a stop.
+    /// `berth start` after a stop (or `up --no-start`): the tasks the stop shut down start
+    /// again with their containers; tasks held by `--no-start` are released.
     StartService {
         app: String,
         service: String,
@@ -81,6 +82,9 @@ pub enum Command {
         reason: String,
         at: Timestamp,
     },
+    /// `up --no-start`: like `DeployApp`, but the new tasks of services that run nothing
+    /// yet are created and held before their start until `StartService`.
+    DeployAppNoStart(AppSpec),
 }
 
 /// Where a service's rolling update stands.

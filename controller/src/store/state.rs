@@ -33,6 +33,10 @@ pub struct ServiceRecord {
     pub update: UpdateState,
     /// The user stopped the service; nothing is restarted until it is started again.
     pub stopped_by_user: bool,
+    /// Deployed with `up --no-start`: its new tasks are created (containers made) and held
+    /// before their start until `StartService`.
+    #[serde(default)]
+    pub created_only: bool,
 }
 
 type Outcome = Result<Applied, ApplyError>;
@@ -65,7 +69,8 @@ impl State {
     /// Applies one command; on error the state is unchanged.
     pub fn apply_command(&mut self, command: Command) -> Outcome {
         match command {
-            Command::DeployApp(spec) => self.deploy(spec),
+            Command::DeployApp(spec) => self.deploy(spec, false),
+            Command::DeployAppNoStart(spec) => self.deploy(spec, true),
             Command::RemoveApp { name } => match self.apps.remove(&name) {
                 Some(_) => Ok(Applied::changed(1)),
                 None => Err(ApplyError::UnknownApp { app: name }),
@@ -159,11 +164,14 @@ impl State {
             }
             Command::StopService { app, service } => self.stop_service(&app, &service),
             Command::StartService { app, service } => {
-                self.record_mut(&app, &service)?.stopped_by_user = false;
-                Ok(Applied::changed(1))
+                let record = self.record_mut(&app, &service)?;
+                record.stopped_by_user = false;
+                record.created_only = false;
+                Ok(Applied::changed(1 + self.revive(&app, &service)))
             }
             Command::DaemonRestarted => {
                 let mut changed = 0;
+                let mut revived = Vec::new();
                 for app in self.apps.values_mut() {
                     for (name, record) in &mut app.services {
                         let always = app
@@ -173,9 +181,13 @@ impl State {
                             .is_some_and(|s| s.restart.condition == RestartCondition::Always);
                         if record.stopped_by_user && always {
                             record.stopped_by_user = false;
+                            revived.push((app.spec.name.clone(), name.clone()));
                             changed += 1;
                         }
                     }
+                }
+                for (app, service) in revived {
+                    changed += self.revive(&app, &service);
                 }
                 Ok(Applied::changed(changed))
             }
@@ -214,7 +226,9 @@ impl State {
         }
     }
 
-    fn deploy(&mut self, spec: AppSpec) -> Outcome {
+    /// `no_start` (`up --no-start`): services without a live task get their tasks created
+    /// and held before their start, and services a `stop` left stopped stay stopped.
+    fn deploy(&mut self, spec: AppSpec, no_start: bool) -> Outcome {
         let invalid = |reason: String| ApplyError::InvalidApp {
             app: spec.name.clone(),
             reason,
@@ -236,29 +250,48 @@ impl State {
         }
         let old = self.apps.remove(&spec.name);
         let mut services = BTreeMap::new();
+        let mut revive = Vec::new();
         for (name, service) in &spec.services {
             let before = old
                 .as_ref()
                 .and_then(|old| Some((old.spec.services.get(name)?, old.services.get(name)?)));
-            let record = match before {
+            let stopped = before.is_some_and(|(_, r)| r.stopped_by_user);
+            let live = self
+                .tasks
+                .values()
+                .any(|t| t.app == spec.name && t.service == *name && t.is_live());
+            let mut record = match before {
                 Some((old_spec, old_record)) if old_spec.config_hash == service.config_hash => {
-                    ServiceRecord {
-                        stopped_by_user: false,
-                        ..old_record.clone()
-                    }
+                    old_record.clone()
                 }
-                Some((old_spec, _)) => ServiceRecord {
+                Some((old_spec, old_record)) => ServiceRecord {
                     previous: Some(old_spec.clone()),
                     update: UpdateState::Pending,
-                    stopped_by_user: false,
+                    ..old_record.clone()
                 },
                 None => ServiceRecord::default(),
             };
+            if no_start {
+                record.created_only = record.created_only || (!live && !stopped);
+            } else {
+                // `up` starts what a `stop` left stopped, as Compose does: the same tasks
+                // (and containers) come back
+                record.stopped_by_user = false;
+                record.created_only = false;
+                if stopped {
+                    revive.push(name.clone());
+                }
+            }
             services.insert(name.clone(), record);
         }
+        let app = spec.name.clone();
         self.apps
             .insert(spec.name.clone(), AppRecord { spec, services });
-        Ok(Applied::changed(1))
+        let mut changed = 1;
+        for service in revive {
+            changed += self.revive(&app, &service);
+        }
+        Ok(Applied::changed(changed))
     }
 
     fn create_tasks(&mut self, tasks: Vec<Task>) -> Outcome {
@@ -391,6 +424,42 @@ impl State {
             }
         }
         Ok(Applied::changed(changed))
+    }
+
+    /// Brings back the tasks a `stop` shut down, with the containers they kept: desired
+    /// `Ready` (the orchestrator releases them once their dependencies hold, so they start
+    /// in dependency order), observed `Assigned` again. Only here may a task leave a
+    /// terminal state: the container it stands for still exists and starts again.
+    fn revive(&mut self, app: &str, service: &str) -> usize {
+        let mut changed = 0;
+        for task in self.tasks.values_mut() {
+            if task.app != app
+                || task.service != service
+                || !task.stopped_by_user
+                || task.desired != DesiredState::Shutdown
+                || task.node.is_none()
+            {
+                continue;
+            }
+            task.desired = DesiredState::Ready;
+            task.stopped_by_user = false;
+            task.waiting_for = None;
+            if matches!(
+                task.status.state,
+                TaskState::Shutdown | TaskState::Complete | TaskState::Failed
+            ) {
+                task.status = TaskStatus {
+                    state: TaskState::Assigned,
+                    health: super::task::Health::None,
+                    exit_code: None,
+                    message: String::new(),
+                    timestamp: task.status.timestamp,
+                };
+                task.started_at = None;
+            }
+            changed += 1;
+        }
+        changed
     }
 
     fn check_tasks_exist<'a>(

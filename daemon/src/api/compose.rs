@@ -64,28 +64,7 @@ impl ComposeService {
 
     /// This node's containers of `project` (all services, or those in `services`).
     async fn records(&self, project: &str, services: &[String]) -> Result<Vec<Record>, Status> {
-        let containers = self.node.agent.containers().clone();
-        let project = project.to_owned();
-        let services: BTreeSet<String> = services.iter().cloned().collect();
-        tokio::task::spawn_blocking(move || {
-            let mut records = containers
-                .records()
-                .map_err(|e| Status::internal(e.to_string()))?;
-            records.retain(|r| {
-                r.labels.get(LABEL_PROJECT) == Some(&project)
-                    && (services.is_empty()
-                        || r.labels
-                            .get(LABEL_SERVICE)
-                            .is_some_and(|s| services.contains(s)))
-            });
-            for r in &mut records {
-                containers.observe(r);
-            }
-            records.sort_by(|a, b| a.name.cmp(&b.name));
-            Ok(records)
-        })
-        .await
-        .map_err(|e| Status::internal(e.to_string()))?
+        project_records(self.node.agent.containers().clone(), project, services).await
     }
 
     /// Waits until `done` holds on the applied state, or the deadline.
@@ -112,15 +91,18 @@ impl ComposeService {
         }
     }
 
+    /// How long stopping `services` may take: the agent stops them in reverse dependency
+    /// waves, each container with its own `stop_grace_period` (the timeout does not reach
+    /// the agent yet), so in the worst case (a chain of containers that ignore the stop
+    /// signal) one grace period after another.
     fn grace(app: &AppSpec, services: &[String], timeout: Option<u32>) -> Duration {
-        let longest = services
+        let timeout = timeout.map_or(0, |t| u64::from(t) * 1000);
+        let total: u64 = services
             .iter()
             .filter_map(|s| app.services.get(s))
-            .map(|s| s.stop_grace_period)
-            .max()
-            .unwrap_or(10_000);
-        let grace = timeout.map(|t| u64::from(t) * 1000).unwrap_or(longest);
-        Duration::from_millis(grace) + STOP_SLACK
+            .map(|s| s.stop_grace_period.max(timeout))
+            .sum();
+        Duration::from_millis(total.max(timeout)) + STOP_SLACK
     }
 
     async fn stop_services(
@@ -148,6 +130,307 @@ impl ComposeService {
                 .all(|t| t.app != name || !set.contains(&t.service) || t.status.state.is_terminal())
         })
         .await
+    }
+}
+
+impl ComposeService {
+    /// `down` without `--remove-orphans` while the app has services the file no longer
+    /// names: the file's services go, the orphans stay deployed (and so do the networks
+    /// and volumes they may use).
+    async fn remove_keeping(
+        &self,
+        app: &AppSpec,
+        orphans: &[String],
+        request: &v1::RemoveRequest,
+    ) -> Result<Response<v1::RemoveResponse>, Status> {
+        let gone: Vec<String> = app
+            .services
+            .keys()
+            .filter(|n| !orphans.contains(n))
+            .cloned()
+            .collect();
+        let containers: Vec<String> = self
+            .records(&app.name, &gone)
+            .await?
+            .into_iter()
+            .map(|r| r.name)
+            .collect();
+        let mut kept = app.clone();
+        kept.services.retain(|n, _| orphans.contains(n));
+        if let Some(services) = kept
+            .document
+            .get_mut("services")
+            .and_then(|s| s.as_object_mut())
+        {
+            services.retain(|n, _| orphans.contains(n));
+        }
+        self.node
+            .controller
+            .propose(Command::DeployApp(kept))
+            .await
+            .map_err(status)?;
+        let name = app.name.clone();
+        let set: BTreeSet<String> = gone.iter().cloned().collect();
+        self.wait_until(Self::grace(app, &gone, request.timeout_seconds), move |s| {
+            !s.tasks
+                .values()
+                .any(|t| t.app == name && set.contains(&t.service))
+        })
+        .await?;
+        let deadline = tokio::time::Instant::now() + STOP_SLACK;
+        while !self.records(&app.name, &gone).await?.is_empty() {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Status::deadline_exceeded(format!(
+                    "containers of project {:?} are still present",
+                    app.name
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let orphan_containers = self
+            .records(&app.name, orphans)
+            .await?
+            .into_iter()
+            .map(|r| r.name)
+            .collect();
+        self.node.events.app("remove", &app.name, "");
+        Ok(Response::new(v1::RemoveResponse {
+            containers,
+            orphans: orphans.to_vec(),
+            orphan_containers,
+            ..Default::default()
+        }))
+    }
+
+    /// `rm`: the stopped containers of `services` go (their tasks are removed); the
+    /// services stay stopped until `start` or `up` makes new ones.
+    async fn remove_stopped(
+        &self,
+        app: &AppSpec,
+        services: &[String],
+    ) -> Result<Vec<String>, Status> {
+        let set: BTreeSet<String> = services.iter().cloned().collect();
+        let name = app.name.clone();
+        let doomed: Vec<(String, String)> = self.node.controller.read(|s| {
+            s.tasks
+                .values()
+                .filter(|t| t.app == name && set.contains(&t.service))
+                .filter(|t| t.status.state.is_terminal() && t.desired != DesiredState::Remove)
+                .map(|t| (t.id.clone(), t.service.clone()))
+                .collect()
+        });
+        let records = convert::by_task(self.records(&app.name, services).await?, &app.name);
+        let removed: Vec<String> = doomed
+            .iter()
+            .filter_map(|(id, _)| records.get(id).map(|r| r.name.clone()))
+            .collect();
+        // A service whose containers ended on their own is marked stopped first, so that
+        // removing its tasks does not make the orchestrator start new ones.
+        let touched: BTreeSet<&String> = doomed.iter().map(|(_, s)| s).collect();
+        for service in touched {
+            let running = self.node.controller.read(|s| {
+                s.tasks.values().any(|t| {
+                    t.app == name && &t.service == service && !t.status.state.is_terminal()
+                })
+            });
+            if !running {
+                self.node
+                    .controller
+                    .propose(Command::StopService {
+                        app: name.clone(),
+                        service: service.clone(),
+                    })
+                    .await
+                    .map_err(status)?;
+            }
+        }
+        if doomed.is_empty() {
+            return Ok(removed);
+        }
+        let ids: BTreeSet<String> = doomed.into_iter().map(|(id, _)| id).collect();
+        self.node
+            .controller
+            .propose(Command::SetDesired(
+                ids.iter()
+                    .map(|id| (id.clone(), DesiredState::Remove))
+                    .collect(),
+            ))
+            .await
+            .map_err(status)?;
+        let watched = ids.clone();
+        self.wait_until(STOP_SLACK, move |s| {
+            !watched.iter().any(|id| s.tasks.contains_key(id))
+        })
+        .await?;
+        let deadline = tokio::time::Instant::now() + STOP_SLACK;
+        loop {
+            let left = self
+                .records(&app.name, services)
+                .await?
+                .into_iter()
+                .any(|r| r.labels.get(LABEL_TASK).is_some_and(|t| ids.contains(t)));
+            if !left {
+                return Ok(removed);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Status::deadline_exceeded(
+                    "the stopped containers are still present",
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// `pause` / `unpause`: freezes or thaws the cgroups of the services' running
+    /// containers through the runtime (cgroup v1 freezer or v2 `cgroup.freeze`).
+    async fn freeze(
+        &self,
+        app: &AppSpec,
+        services: &[String],
+        on: bool,
+    ) -> Result<Vec<String>, Status> {
+        let run_root = self.node.agent.containers().config().run_root.clone();
+        let running: Vec<Record> = self
+            .records(&app.name, services)
+            .await?
+            .into_iter()
+            .filter(|r| r.state.status == berth_node_agent::container::Status::Running)
+            .collect();
+        tokio::task::spawn_blocking(move || {
+            let mut names = Vec::new();
+            for r in running {
+                if convert::is_paused(&run_root, &r.id) == on {
+                    continue;
+                }
+                let result = if on {
+                    berth_runtime::ops::pause(&run_root, &r.id)
+                } else {
+                    berth_runtime::ops::resume(&run_root, &r.id)
+                };
+                result.map_err(|e| Status::internal(format!("container {}: {e}", r.name)))?;
+                names.push(r.name);
+            }
+            Ok::<_, Status>(names)
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+    }
+}
+
+/// This node's containers of `project` (all services, or those in `services`), by name.
+async fn project_records(
+    containers: berth_node_agent::container::Containers,
+    project: &str,
+    services: &[String],
+) -> Result<Vec<Record>, Status> {
+    let project = project.to_owned();
+    let services: BTreeSet<String> = services.iter().cloned().collect();
+    tokio::task::spawn_blocking(move || {
+        let mut records = containers
+            .records()
+            .map_err(|e| Status::internal(e.to_string()))?;
+        records.retain(|r| {
+            r.labels.get(LABEL_PROJECT) == Some(&project)
+                && (services.is_empty()
+                    || r.labels
+                        .get(LABEL_SERVICE)
+                        .is_some_and(|s| services.contains(s)))
+        });
+        for r in &mut records {
+            containers.observe(r);
+        }
+        records.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(records)
+    })
+    .await
+    .map_err(|e| Status::internal(e.to_string()))?
+}
+
+/// The log followers of one `Logs` call: which containers are being read, and the time of
+/// the last line sent from each (a container started again is read on from there).
+#[derive(Clone, Default)]
+struct Followers {
+    state: Arc<std::sync::Mutex<HashMap<String, (bool, String)>>>,
+}
+
+impl Followers {
+    fn active(&self, id: &str) -> bool {
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.get(id).is_some_and(|(active, _)| *active)
+    }
+
+    fn idle(&self) -> bool {
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.values().all(|(active, _)| !active)
+    }
+
+    /// Streams the container's log into `tx` on a blocking thread (the container layer
+    /// reads and follows with blocking I/O).
+    fn spawn(
+        &self,
+        containers: berth_node_agent::container::Containers,
+        record: Record,
+        mut options: LogOptions,
+        until: Option<u64>,
+        tx: mpsc::Sender<Result<v1::LogLine, Status>>,
+    ) {
+        let last = {
+            let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            let entry = state.entry(record.id.clone()).or_default();
+            entry.0 = true;
+            entry.1.clone()
+        };
+        if !last.is_empty() {
+            options.since = Some(last.clone());
+            options.tail = None;
+        }
+        let state = self.state.clone();
+        let service = record
+            .labels
+            .get(LABEL_SERVICE)
+            .cloned()
+            .unwrap_or_default();
+        let task_id = record.labels.get(LABEL_TASK).cloned().unwrap_or_default();
+        tokio::task::spawn_blocking(move || {
+            let mut seen = last;
+            let result = containers.logs(&record.id, &options, |line| {
+                if !seen.is_empty() && line.time.as_str() <= seen.as_str() {
+                    return !tx.is_closed();
+                }
+                seen.clone_from(&line.time);
+                let timestamp = crate::timefmt::parse_ms(&line.time).unwrap_or(0);
+                if until.is_some_and(|u| timestamp > u) {
+                    return !tx.is_closed();
+                }
+                let stream = match line.stream {
+                    berth_shim::log::Stream::Stdout => v1::Stream::Stdout,
+                    berth_shim::log::Stream::Stderr => v1::Stream::Stderr,
+                };
+                let text = line.log.strip_suffix('\n').unwrap_or(&line.log);
+                tx.blocking_send(Ok(v1::LogLine {
+                    container_name: record.name.clone(),
+                    service: service.clone(),
+                    stream: stream as i32,
+                    timestamp,
+                    line: text.as_bytes().to_vec(),
+                    task_id: task_id.clone(),
+                }))
+                .is_ok()
+            });
+            match result {
+                // a followed container can be removed under the reader (replaced after a
+                // restart, scaled down): the others keep streaming
+                Err(e) if options.follow => {
+                    tracing::debug!(container = %record.id, error = %e, "log follower ended");
+                }
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(Status::internal(e.to_string())));
+                }
+                Ok(()) => {}
+            }
+            let mut state = state.lock().unwrap_or_else(|e| e.into_inner());
+            state.insert(record.id.clone(), (false, seen));
+        });
     }
 }
 
@@ -182,11 +465,6 @@ pub(crate) fn plan_deploy(
     now: u64,
 ) -> Result<(AppSpec, Vec<v1::ServiceChange>), Status> {
     let options = request.options.clone().unwrap_or_default();
-    if options.no_start {
-        return Err(Status::invalid_argument(
-            "--no-start is not supported by berthd yet",
-        ));
-    }
     if options.force_recreate && options.no_recreate {
         return Err(Status::invalid_argument(
             "--force-recreate and --no-recreate cannot be combined",
@@ -277,18 +555,74 @@ pub(crate) fn plan_deploy(
         });
     }
     if let Some(existing) = existing {
-        for name in existing.services.keys() {
-            if !spec.services.contains_key(name) {
+        let orphans: Vec<&String> = existing
+            .services
+            .keys()
+            .filter(|name| !spec.services.contains_key(*name))
+            .collect();
+        for name in orphans {
+            if options.remove_orphans {
                 changes.push(v1::ServiceChange {
                     service: name.clone(),
                     change: Change::Removed as i32,
                     config_hash: String::new(),
                     replicas: 0,
                 });
+            } else {
+                // Compose keeps an orphan's containers unless told otherwise: the service
+                // stays deployed as it was, with its part of the earlier document
+                keep_orphan(&mut spec, existing, name);
             }
         }
     }
     Ok((spec, changes))
+}
+
+/// The services of `existing` that `spec` no longer has: the orphans.
+pub(crate) fn orphans_of(spec: &AppSpec, existing: Option<&AppSpec>) -> Vec<String> {
+    existing
+        .map(|e| {
+            e.services
+                .keys()
+                .filter(|n| !spec.services.contains_key(*n))
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Carries service `name` of `existing` into `spec`: its spec, its entry in the document,
+/// and the networks and volumes of the earlier document that the new one lacks (so its
+/// container can still be recreated as it was).
+fn keep_orphan(spec: &mut AppSpec, existing: &AppSpec, name: &str) {
+    let Some(old) = existing.services.get(name) else {
+        return;
+    };
+    spec.services.insert(name.to_owned(), old.clone());
+    for section in ["services", "networks", "volumes"] {
+        let Some(from) = existing.document.get(section).and_then(|v| v.as_object()) else {
+            continue;
+        };
+        let Some(doc) = spec.document.as_object_mut() else {
+            return;
+        };
+        let to = doc
+            .entry(section)
+            .or_insert_with(|| serde_json::Value::Object(Default::default()));
+        let Some(to) = to.as_object_mut() else {
+            continue;
+        };
+        for (key, value) in from {
+            let wanted = if section == "services" {
+                key == name
+            } else {
+                true
+            };
+            if wanted && !to.contains_key(key) {
+                to.insert(key.clone(), value.clone());
+            }
+        }
+    }
 }
 
 #[tonic::async_trait]
@@ -307,42 +641,41 @@ impl Compose for ComposeService {
             .controller
             .read(|s| s.apps.get(&request.project).map(|a| a.spec.clone()));
         let (spec, changes) = plan_deploy(&request, existing.as_ref(), now_ms())?;
-        let restarted: Vec<String> = match &existing {
-            Some(e) => self.node.controller.read(|s| {
-                e.services
-                    .keys()
-                    .filter(|n| {
-                        s.service_record(&e.name, n)
-                            .is_some_and(|r| r.stopped_by_user)
+        let options = request.options.unwrap_or_default();
+        // The services no longer in the file: removed with `remove_orphans`, else kept
+        // (and named, for the warning `up` prints).
+        let orphans: Vec<String> = if options.remove_orphans {
+            changes
+                .iter()
+                .filter(|c| c.change == Change::Removed as i32)
+                .map(|c| c.service.clone())
+                .collect()
+        } else {
+            let mut current = spec.clone();
+            let file: BTreeSet<String> =
+                serde_json::from_str::<serde_json::Value>(&request.app_json)
+                    .ok()
+                    .and_then(|v| {
+                        v.get("services")?
+                            .as_object()
+                            .map(|o| o.keys().cloned().collect())
                     })
-                    .cloned()
-                    .collect()
-            }),
-            None => Vec::new(),
+                    .unwrap_or_default();
+            current.services.retain(|n, _| file.contains(n));
+            orphans_of(&current, existing.as_ref())
         };
-        let orphans: Vec<String> = changes
-            .iter()
-            .filter(|c| c.change == Change::Removed as i32)
-            .map(|c| c.service.clone())
-            .collect();
+        // Services a `stop` left stopped start again (the same containers), in the same
+        // command; `--no-start` creates without starting.
+        let command = if options.no_start {
+            Command::DeployAppNoStart(spec.clone())
+        } else {
+            Command::DeployApp(spec.clone())
+        };
         self.node
             .controller
-            .propose(Command::DeployApp(spec.clone()))
+            .propose(command)
             .await
             .map_err(status)?;
-        // `up` starts services a `stop` left stopped, as Compose does.
-        for service in restarted {
-            if spec.services.contains_key(&service) {
-                self.node
-                    .controller
-                    .propose(Command::StartService {
-                        app: spec.name.clone(),
-                        service,
-                    })
-                    .await
-                    .map_err(status)?;
-            }
-        }
         self.node.events.app("deploy", &spec.name, "");
         Ok(Response::new(v1::DeployResponse {
             project: spec.name,
@@ -365,6 +698,20 @@ impl Compose for ComposeService {
             .node
             .controller
             .read(|s| s.apps.get(&project).map(|a| a.spec.clone()));
+        if let Some(app) = &app {
+            let orphans: Vec<String> = if request.remove_orphans || request.services.is_empty() {
+                Vec::new()
+            } else {
+                app.services
+                    .keys()
+                    .filter(|n| !request.services.contains(n))
+                    .cloned()
+                    .collect()
+            };
+            if !orphans.is_empty() {
+                return self.remove_keeping(app, &orphans, &request).await;
+            }
+        }
         let containers: Vec<String> = self
             .records(&project, &[])
             .await?
@@ -415,6 +762,7 @@ impl Compose for ComposeService {
             containers,
             networks,
             volumes,
+            ..Default::default()
         }))
     }
 
@@ -530,9 +878,22 @@ impl Compose for ComposeService {
                 }));
             }
             Action::Pause | Action::Unpause => {
-                return Err(Status::unimplemented(
-                    "pause and unpause are not supported by berth's container layer yet",
-                ));
+                let containers = self
+                    .freeze(&app, &services, action == Action::Pause)
+                    .await?;
+                for service in &services {
+                    let word = if action == Action::Pause {
+                        "pause"
+                    } else {
+                        "unpause"
+                    };
+                    self.node.events.app(word, &app.name, service);
+                }
+                return Ok(Response::new(v1::ServiceActionResponse { containers }));
+            }
+            Action::Remove => {
+                let containers = self.remove_stopped(&app, &services).await?;
+                return Ok(Response::new(v1::ServiceActionResponse { containers }));
             }
         }
         Ok(Response::new(v1::ServiceActionResponse {
@@ -555,7 +916,7 @@ impl Compose for ComposeService {
                     for t in s
                         .tasks
                         .values()
-                        .filter(|t| t.app == a.spec.name && current(t))
+                        .filter(|t| t.app == a.spec.name && (current(t) || kept_stopped(t)))
                     {
                         tasks += 1;
                         *counts.entry(compose_status(t.status.state)).or_default() += 1;
@@ -612,8 +973,21 @@ impl Compose for ComposeService {
                         .unwrap_or("");
                     convert::task(t, image, records.get(&t.id))
                 })
-                .collect()
+                .collect::<Vec<_>>()
         });
+        let run_root = self.node.agent.containers().config().run_root.clone();
+        let tasks = tokio::task::spawn_blocking(move || {
+            let mut tasks = tasks;
+            for t in &mut tasks {
+                if t.container_status == "running" && convert::is_paused(&run_root, &t.container_id)
+                {
+                    t.container_status = "paused".into();
+                }
+            }
+            tasks
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?;
         Ok(Response::new(v1::PsResponse { tasks }))
     }
 
@@ -634,41 +1008,55 @@ impl Compose for ComposeService {
             tail: request.tail.map(|n| n as usize),
             since: request.since.map(crate::timefmt::format_ms),
         };
+        let followers = Followers::default();
         for record in records {
-            let containers = self.node.agent.containers().clone();
-            let tx = tx.clone();
-            let options = options.clone();
+            followers.spawn(
+                self.node.agent.containers().clone(),
+                record,
+                options.clone(),
+                request.until,
+                tx.clone(),
+            );
+        }
+        if request.follow {
+            // Containers that appear later (scale up, a restart by policy, `start` after a
+            // stop) are followed too, from their first line, until the client goes away or
+            // the app is removed.
+            let node = self.node.clone();
+            let project = app.name.clone();
             let until = request.until;
-            let service = record
-                .labels
-                .get(LABEL_SERVICE)
-                .cloned()
-                .unwrap_or_default();
-            let task_id = record.labels.get(LABEL_TASK).cloned().unwrap_or_default();
-            // The container layer reads and follows logs with blocking I/O.
-            tokio::task::spawn_blocking(move || {
-                let result = containers.logs(&record.id, &options, |line| {
-                    let timestamp = crate::timefmt::parse_ms(&line.time).unwrap_or(0);
-                    if until.is_some_and(|u| timestamp > u) {
-                        return !tx.is_closed();
+            let since = options.since.clone();
+            tokio::spawn(async move {
+                let mut changes = node.controller.watch();
+                loop {
+                    tokio::select! {
+                        _ = tx.closed() => return,
+                        r = changes.changed() => if r.is_err() { return },
+                        _ = tokio::time::sleep(Duration::from_millis(500)) => {}
                     }
-                    let stream = match line.stream {
-                        berth_shim::log::Stream::Stdout => v1::Stream::Stdout,
-                        berth_shim::log::Stream::Stderr => v1::Stream::Stderr,
+                    if node.controller.read(|s| !s.apps.contains_key(&project)) && followers.idle()
+                    {
+                        return;
+                    }
+                    let containers = node.agent.containers().clone();
+                    let Ok(records) =
+                        project_records(containers.clone(), &project, &services).await
+                    else {
+                        continue;
                     };
-                    let text = line.log.strip_suffix('\n').unwrap_or(&line.log);
-                    tx.blocking_send(Ok(v1::LogLine {
-                        container_name: record.name.clone(),
-                        service: service.clone(),
-                        stream: stream as i32,
-                        timestamp,
-                        line: text.as_bytes().to_vec(),
-                        task_id: task_id.clone(),
-                    }))
-                    .is_ok()
-                });
-                if let Err(e) = result {
-                    let _ = tx.blocking_send(Err(Status::internal(e.to_string())));
+                    for record in records {
+                        if record.state.status != berth_node_agent::container::Status::Running
+                            || followers.active(&record.id)
+                        {
+                            continue;
+                        }
+                        let options = LogOptions {
+                            follow: true,
+                            tail: None,
+                            since: since.clone(),
+                        };
+                        followers.spawn(containers.clone(), record, options, until, tx.clone());
+                    }
                 }
             });
         }
@@ -886,6 +1274,11 @@ fn current(t: &Task) -> bool {
     t.is_live() || (!t.status.state.is_terminal() && t.desired != DesiredState::Remove)
 }
 
+/// A task a `stop` shut down: its container is kept, and counts as `exited` in `ls`.
+fn kept_stopped(t: &Task) -> bool {
+    t.stopped_by_user && t.desired == DesiredState::Shutdown
+}
+
 /// Compose's words for a container's state in `ls`.
 fn compose_status(state: TaskState) -> &'static str {
     match state {
@@ -950,10 +1343,25 @@ mod tests {
             forced.services["b"].config_hash
         );
 
+        // b is an orphan: kept as it was (spec and document), unless remove_orphans
         let three = serde_json::json!({"services": {"a": {"image": "busybox"}}});
-        let (_, changes) =
-            plan_deploy(&request(three, Default::default()), Some(&after), 5).unwrap();
+        let (kept, changes) =
+            plan_deploy(&request(three.clone(), Default::default()), Some(&after), 5).unwrap();
+        assert!(changes.iter().all(|c| c.service != "b"), "{changes:?}");
+        assert_eq!(kept.services["b"], after.services["b"]);
+        assert_eq!(
+            kept.document["services"]["b"],
+            after.document["services"]["b"]
+        );
+        assert_eq!(orphans_of(&after, Some(&kept)), Vec::<String>::new());
+        let remove = v1::DeployOptions {
+            remove_orphans: true,
+            ..Default::default()
+        };
+        let (gone, changes) = plan_deploy(&request(three, remove), Some(&after), 6).unwrap();
         assert_eq!(change(&changes, "b"), Change::Removed);
+        assert!(!gone.services.contains_key("b"));
+        assert_eq!(orphans_of(&gone, Some(&after)), ["b"]);
     }
 
     #[test]

@@ -85,6 +85,12 @@ fn parse_port(spec: &str) -> Vec<v1::PortBinding> {
         .collect()
 }
 
+/// Whether the runtime has the container's cgroup frozen (`pause`).
+pub fn is_paused(run_root: &std::path::Path, id: &str) -> bool {
+    berth_runtime::ops::state(run_root, id)
+        .is_ok_and(|s| s.status == berth_runtime::state::Status::Paused)
+}
+
 /// The containers of `project` on this node, by task id.
 pub fn by_task(records: Vec<Record>, project: &str) -> HashMap<String, Record> {
     records
@@ -110,7 +116,11 @@ pub fn task(t: &Task, image: &str, record: Option<&Record>) -> v1::Task {
         desired: desired(t.desired) as i32,
         state: state(t.status.state) as i32,
         health: health(t.status.health) as i32,
-        exit_code: t.status.exit_code,
+        // an exited container's own status is the truth; the task's report may lag it
+        exit_code: record
+            .filter(|r| r.state.status == berth_node_agent::container::Status::Exited)
+            .map(|r| r.state.exit_code)
+            .or(t.status.exit_code),
         container_id: record.map(|r| r.id.clone()).unwrap_or_default(),
         container_name: record.map(|r| r.name.clone()).unwrap_or_default(),
         ports: record.map(ports).unwrap_or_default(),

@@ -159,6 +159,9 @@ struct Entry {
     launched: Option<container::Launched>,
     /// Found by [`Worker::open`] and not yet named by an `apply`.
     adopted: bool,
+    /// The controller shut it down (`berth stop`): its container starts again in place
+    /// when it is desired running, whatever way its last run ended.
+    stopped: bool,
 }
 
 impl Entry {
@@ -178,6 +181,7 @@ impl Entry {
             warnings: String::new(),
             launched: None,
             adopted: false,
+            stopped: false,
         }
     }
 }
@@ -250,6 +254,9 @@ impl Worker {
                     e
                 });
                 e.desired = a.desired;
+                if a.desired == Desired::Shutdown {
+                    e.stopped = true;
+                }
                 e.project = a.project.clone();
                 e.service = a.service.clone();
                 if std::mem::take(&mut e.adopted) && e.run > 0 {
@@ -934,7 +941,7 @@ impl Inner {
         let (shut_down, launched) = self
             .with_entry(task_id, |e| {
                 (
-                    e.status.state == Observed::Shutdown,
+                    e.status.state == Observed::Shutdown || e.stopped,
                     e.launched.as_ref().is_some_and(|l| l.id() == container_id),
                 )
             })
@@ -946,6 +953,10 @@ impl Inner {
                 Some(at) => a.restarts > at || shut_down,
             };
         if !may_start {
+            return;
+        }
+        if launch_only && launched {
+            // an overlapping `apply` launched it already: its start wave runs it
             return;
         }
         self.report(task_id, |s| {
@@ -986,6 +997,7 @@ impl Inner {
                     .with_entry(task_id, |e| {
                         e.run += 1;
                         e.started = Some(a.restarts);
+                        e.stopped = false;
                         e.run
                     })
                     .unwrap_or(0);

@@ -45,12 +45,24 @@ pub fn run(ctx: &Context, args: &DownArgs) -> anyhow::Result<ExitCode> {
             .collect(),
         None => Vec::new(),
     };
+    // the file's services: the daemon keeps the others (orphans) unless --remove-orphans;
+    // without a readable file (`down -p NAME` elsewhere) everything goes
+    let services: Vec<String> = if args.remove_orphans {
+        Vec::new()
+    } else {
+        super::project::load(&ctx.project)
+            .ok()
+            .filter(|l| l.app.name == project)
+            .map(|l| l.app.services.keys().cloned().collect())
+            .unwrap_or_default()
+    };
     let mut display = Display::new(ctx.progress, "Running");
     let removed = match session.rt.block_on(compose.remove(v1::RemoveRequest {
         project: project.clone(),
         remove_volumes: args.volumes,
         remove_orphans: args.remove_orphans,
         timeout_seconds: args.timeout,
+        services,
     })) {
         Ok(answer) => answer.into_inner(),
         // nothing deployed under this name: nothing to remove, as in Compose
@@ -65,6 +77,16 @@ pub fn run(ctx: &Context, args: &DownArgs) -> anyhow::Result<ExitCode> {
     };
     for c in &removed.containers {
         display.set("Container", c, "Removed", true);
+    }
+    if !removed.orphan_containers.is_empty() {
+        let mut names = removed.orphan_containers.clone();
+        names.sort();
+        eprintln!(
+            "WARN[0000] Found orphan containers ([{}]) for this project. If you removed or \
+             renamed this service in your compose file, you can run this command with the \
+             --remove-orphans flag to clean it up.",
+            names.join(" ")
+        );
     }
     for v in &removed.volumes {
         display.set("Volume", v, "Removed", true);

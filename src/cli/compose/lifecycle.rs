@@ -124,8 +124,8 @@ pub fn action(
     Ok(ExitCode::SUCCESS)
 }
 
-/// `rm`: removes the services' stopped containers by setting their replica count to zero
-/// (the next `up` restores the file's count); running ones are refused unless `--stop`.
+/// `rm`: removes the services' stopped containers (the services stay stopped until `start`
+/// or `up` makes new ones); running ones are refused unless `--stop`.
 pub fn rm(ctx: &Context, args: &RmArgs) -> anyhow::Result<ExitCode> {
     let project = project::name(&ctx.project)?;
     let session = Session::open(&ctx.conn)?;
@@ -151,28 +151,32 @@ pub fn rm(ctx: &Context, args: &RmArgs) -> anyhow::Result<ExitCode> {
             names.join(", ")
         );
     }
-    // scaling the services to zero removes their tasks and containers
-    let mut replicas = std::collections::BTreeMap::new();
-    for t in &tasks {
-        replicas.insert(t.service.clone(), 0u32);
+    if args.stop && !running.is_empty() {
+        session.call(compose.service_action(v1::ServiceActionRequest {
+            project: project.clone(),
+            action: v1::Action::Stop as i32,
+            services: args.services.clone(),
+            timeout_seconds: None,
+            signal: String::new(),
+        }))?;
     }
-    if replicas.is_empty() {
+    // the daemon removes the stopped containers (those a `stop` kept, and those that ended)
+    let removed = session
+        .call(compose.service_action(v1::ServiceActionRequest {
+            project: project.clone(),
+            action: v1::Action::Remove as i32,
+            services: args.services.clone(),
+            timeout_seconds: None,
+            signal: String::new(),
+        }))?
+        .containers;
+    if removed.is_empty() {
         eprintln!("No stopped containers");
         return Ok(ExitCode::SUCCESS);
     }
-    session.call(compose.scale(v1::ScaleRequest {
-        project: project.clone(),
-        replicas: replicas.into_iter().collect(),
-        no_deps: true,
-    }))?;
     let mut display = Display::new(ctx.progress, "Running");
-    for t in &tasks {
-        display.set(
-            "Container",
-            &super::up::container_name(&project, t),
-            "Removed",
-            true,
-        );
+    for c in &removed {
+        display.set("Container", c, "Removed", true);
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -202,7 +206,7 @@ pub fn scale(ctx: &Context, args: &ScaleArgs) -> anyhow::Result<ExitCode> {
             .call(compose.ps(v1::PsRequest {
                 project: project.clone(),
                 services: replicas.keys().cloned().collect(),
-                all: false,
+                all: true,
             }))?
             .tasks;
         let mut all = true;
@@ -216,13 +220,12 @@ pub fn scale(ctx: &Context, args: &ScaleArgs) -> anyhow::Result<ExitCode> {
                 .iter()
                 .filter(|t| &t.service == svc && super::up::is_current(t))
                 .count() as u32;
-            // and the containers of removed replicas are gone, not merely unwanted
-            let alive = tasks
+            // and the containers of removed replicas are gone, not merely stopped
+            let containers = tasks
                 .iter()
-                .filter(|t| &t.service == svc)
-                .filter(|t| super::query::container_state(t) == "running")
+                .filter(|t| &t.service == svc && !t.container_id.is_empty())
                 .count() as u32;
-            let ok = running == *n && current == *n && alive == *n;
+            let ok = running == *n && current == *n && containers == *n;
             all &= ok;
             display.set("Service", svc, &format!("{running}/{n} running"), ok);
         }

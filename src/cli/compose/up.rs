@@ -126,8 +126,19 @@ pub fn run(ctx: &Context, args: UpArgs) -> anyhow::Result<ExitCode> {
     for name in app.volumes.keys() {
         display.set("Volume", &format!("{}_{name}", app.name), "Created", true);
     }
-    for orphan in &deployed.orphans {
-        display.set("Service", orphan, "Removed (orphan)", true);
+    if args.remove_orphans {
+        for orphan in &deployed.orphans {
+            display.set("Service", orphan, "Removed (orphan)", true);
+        }
+    } else if !deployed.orphans.is_empty() {
+        let tasks = session
+            .call(compose.ps(PsRequest {
+                project: app.name.clone(),
+                services: deployed.orphans.clone(),
+                all: true,
+            }))?
+            .tasks;
+        orphan_warning(&app.name, &tasks);
     }
     // replicas and configuration hash per service: until the orchestrator has replaced a
     // changed service's tasks, the old ones still run and must not count
@@ -168,6 +179,26 @@ pub fn run(ctx: &Context, args: UpArgs) -> anyhow::Result<ExitCode> {
     attach(&session, &app.name, &args)
 }
 
+/// Compose's warning about containers of services the file no longer has.
+pub fn orphan_warning(project: &str, tasks: &[v1::Task]) {
+    let mut names: Vec<String> = tasks
+        .iter()
+        .filter(|t| !t.container_name.is_empty())
+        .map(|t| container_name(project, t))
+        .collect();
+    names.sort();
+    names.dedup();
+    if names.is_empty() {
+        return;
+    }
+    eprintln!(
+        "WARN[0000] Found orphan containers ([{}]) for this project. If you removed or renamed \
+         this service in your compose file, you can run this command with the \
+         --remove-orphans flag to clean it up.",
+        names.join(" ")
+    );
+}
+
 /// What `up` waits for before it returns (detached) or attaches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Goal {
@@ -206,6 +237,10 @@ pub fn task_progress(task: &v1::Task, goal: Goal) -> (String, bool) {
             if !task.message.is_empty() =>
         {
             (format!("Waiting ({})", task.message), goal == Goal::Created)
+        }
+        // held before its start (`--no-start`) once its container exists
+        TaskState::TaskPreparing if goal == Goal::Created && task.container_status == "created" => {
+            ("Created".into(), true)
         }
         TaskState::TaskPreparing => ("Creating".into(), false),
         TaskState::TaskStarting => ("Starting".into(), goal == Goal::Created),
