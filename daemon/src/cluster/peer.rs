@@ -252,7 +252,10 @@ impl ClusterPeer for PeerService {
             return Err(forbidden(&caller));
         }
         match controller.propose_local(bytes).await {
-            Ok(reply) => Ok(Response::new(ProposeResponse { reply })),
+            Ok(reply) => Ok(Response::new(ProposeResponse {
+                reply,
+                applied_index: controller.status().applied,
+            })),
             // Not in this member's log: the caller may safely try the new leader.
             Err(RaftError::NotLeader { leader }) => Err(Status::unavailable(format!(
                 "not the leader (leader: {leader})"

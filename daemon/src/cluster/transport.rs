@@ -151,7 +151,11 @@ impl Forward for Forwarder {
                     });
                     request.set_timeout(Duration::from_secs(10));
                     match self.0.client(address).propose(request).await {
-                        Ok(reply) => return Ok(reply.into_inner().reply),
+                        Ok(reply) => {
+                            let reply = reply.into_inner();
+                            wait_applied(controller, reply.applied_index).await;
+                            return Ok(reply.reply);
+                        }
                         Err(status) if status.code() == tonic::Code::PermissionDenied => {
                             return Err(ControllerError::Forbidden(status.message().to_owned()));
                         }
@@ -175,5 +179,21 @@ impl Forward for Forwarder {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         })
+    }
+}
+
+/// Waits (up to 5 s) until this member applied `index`, so a caller that wrote through the
+/// leader reads its write here.
+async fn wait_applied(controller: &Controller, index: u64) {
+    let mut watch = controller.watch();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while watch.borrow_and_update().applied < index {
+        if tokio::time::timeout_at(deadline, watch.changed())
+            .await
+            .is_err()
+        {
+            tracing::debug!(index, "this member lags behind the leader");
+            return;
+        }
     }
 }
