@@ -229,3 +229,67 @@ fn a_node_with_a_certificate_of_another_ca_is_refused() {
     let error = anonymous.expect_err("a caller without a certificate was heard");
     assert!(error.contains("Unauthenticated"), "{error}");
 }
+
+#[test]
+fn a_promoted_worker_votes_and_writes_and_a_demoted_one_no_longer_does() {
+    let rig = Rig::new(3);
+    let advertise = rig.nodes[0].ip.clone();
+    rig.ok(0, &["cluster", "init", "--advertise-addr", &advertise]);
+    join(&rig, 1, &token(&rig, 0, "manager"));
+    join(&rig, 2, &token(&rig, 0, "worker"));
+    let ids: Vec<String> = (0..3).map(|i| rig.id_of(i)).collect();
+    let member = |i: usize| {
+        std::fs::read_to_string(rig.nodes[i].data_root().join("cluster/member.json"))
+            .unwrap_or_default()
+    };
+    let manager_key = |i: usize| {
+        rig.nodes[i]
+            .data_root()
+            .join("cluster/manager.key")
+            .exists()
+    };
+    let write = |r: &Rig| r.berth(2, &["node", "update", "--label-add", "k=v", &ids[2]]);
+    let refused = write(&rig);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("role worker"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    assert!(!manager_key(2));
+
+    rig.ok(0, &["node", "promote", &ids[2]]);
+    rig.wait_for(
+        "the promoted node to hold a manager certificate",
+        Duration::from_secs(60),
+        |r| {
+            let seen = r.nodes_seen_by(0);
+            let reachable = seen.iter().any(|n| {
+                n["ID"].as_str() == Some(&ids[2])
+                    && n["ManagerStatus"] != ""
+                    && n["Role"] == "manager"
+            });
+            reachable && member(2).contains("\"manager\"") && manager_key(2)
+        },
+    );
+    rig.wait_for(
+        "the promoted node's writes to be accepted",
+        Duration::from_secs(30),
+        |r| write(r).status.success(),
+    );
+
+    rig.ok(0, &["node", "demote", &ids[2]]);
+    rig.wait_for(
+        "the demoted node to hold a worker certificate",
+        Duration::from_secs(60),
+        |r| member(2).contains("\"worker\"") && !manager_key(2) && r.nodes_seen_by(2).len() == 3,
+    );
+    rig.wait_for(
+        "the demoted node's writes to be refused",
+        Duration::from_secs(30),
+        |r| {
+            let out = write(r);
+            !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("role worker")
+        },
+    );
+}
