@@ -857,6 +857,56 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_learner_replicates_without_a_vote_and_is_promoted_and_removed() {
+        let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+        let mesh = Mesh::default();
+        let start = |id: u64, voters: Vec<u64>, learners: Vec<u64>| {
+            let config = RaftConfig {
+                id,
+                initial_voters: voters,
+                initial_learners: learners,
+                tick: Duration::from_millis(10),
+                ..RaftConfig::single(id, dirs[id as usize - 1].path().to_owned())
+            };
+            let handle = RaftHandle::start(config, Kv::default(), mesh.clone()).unwrap();
+            mesh.peers.write().unwrap().insert(id, handle.input.clone());
+            handle
+        };
+        let members = vec![start(1, vec![1, 2], vec![]), start(2, vec![1, 2], vec![])];
+        let rt = runtime();
+        let leader = &members[wait_for_leader(&members, &[]) as usize - 1];
+        // Member 3 starts from the configuration it is told, then is added as a learner.
+        let learner = start(3, vec![1, 2], vec![]);
+        rt.block_on(leader.add_learner(3)).unwrap();
+        rt.block_on(leader.propose(b"x=1".to_vec())).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while learner.read(|kv| kv.map.get("x").cloned()) != Some("1".into()) {
+            assert!(Instant::now() < deadline, "the learner did not catch up");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(leader.membership().learners, vec![3]);
+        assert!(
+            leader
+                .heard_from(3)
+                .is_some_and(|d| d < Duration::from_secs(5))
+        );
+        // A learner's proposals are refused with the leader named (the daemon forwards).
+        match rt.block_on(learner.propose(b"y=1".to_vec())) {
+            Err(RaftError::NotLeader { leader: named }) => assert_eq!(named, leader.status().id),
+            other => panic!("expected NotLeader, got {other:?}"),
+        }
+        rt.block_on(leader.add_voter(3)).unwrap();
+        let mut voters = leader.membership().voters;
+        voters.sort();
+        assert_eq!(voters, vec![1, 2, 3]);
+        assert!(leader.membership().learners.is_empty());
+        rt.block_on(leader.remove_member(3)).unwrap();
+        let mut voters = leader.membership().voters;
+        voters.sort();
+        assert_eq!(voters, vec![1, 2]);
+    }
+
     fn wait_for_leader(members: &[RaftHandle<Kv>], excluded: &[u64]) -> u64 {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
