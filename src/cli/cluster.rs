@@ -61,8 +61,8 @@ pub enum ClusterCommand {
     },
     /// Leave the cluster; this node goes back to running alone
     Leave {
-        /// Leave even as a manager
-        #[arg(short, long)]
+        /// Leave even as a manager (long only: `-f` names Compose files)
+        #[arg(long)]
         force: bool,
     },
 }

@@ -56,8 +56,8 @@ pub enum NodeCommand {
     },
     /// Remove nodes from the cluster
     Rm {
-        /// Remove a node that still looks ready
-        #[arg(short, long)]
+        /// Remove a node that still looks ready (long only: `-f` names Compose files)
+        #[arg(long)]
         force: bool,
         #[arg(required = true)]
         nodes: Vec<String>,
