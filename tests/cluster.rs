@@ -292,4 +292,15 @@ fn a_promoted_worker_votes_and_writes_and_a_demoted_one_no_longer_does() {
             !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("role worker")
         },
     );
+
+    // The worker leaves: it runs alone again, and the cluster forgets it.
+    rig.ok(2, &["cluster", "leave"]);
+    let alone = rig.nodes_seen_by(2);
+    assert_eq!(alone.len(), 1, "{alone:?}");
+    assert_eq!(alone[0]["RaftID"], 0);
+    rig.wait_for(
+        "the cluster to forget the node that left",
+        Duration::from_secs(30),
+        |r| r.nodes_seen_by(0).len() == 2,
+    );
 }

@@ -78,11 +78,12 @@ fn raft_id_of(state: &State, node: &str) -> Option<u64> {
         .filter(|id| *id != 0)
 }
 
-/// Whether a worker may propose `command`: registering itself, or the status of tasks placed
-/// on it.
+/// Whether a worker may propose `command`: registering or removing itself (`cluster
+/// leave`), or the status of tasks placed on it.
 fn worker_may_propose(state: &State, node: &str, command: &Command) -> bool {
     match command {
         Command::RegisterNode(n) => n.id == node,
+        Command::RemoveNode { id } => id == node,
         Command::TaskStatusUpdate(updates) => updates.iter().all(|(id, _)| {
             state
                 .tasks
@@ -342,5 +343,8 @@ mod tests {
             "w1",
             &Command::RemoveApp { name: "app".into() }
         ));
+        let remove = |id: &str| Command::RemoveNode { id: id.into() };
+        assert!(worker_may_propose(&state, "w1", &remove("w1")));
+        assert!(!worker_may_propose(&state, "w1", &remove("w2")));
     }
 }
