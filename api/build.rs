@@ -5,6 +5,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
         "proto/berth/v1/compose.proto",
         "proto/berth/v1/system.proto",
+        "proto/berth/v1/cluster.proto",
     ];
     for file in files {
         println!("cargo:rerun-if-changed={file}");

@@ -241,6 +241,23 @@ impl ClusterCa {
         Self::from_parts(cert_der, key)
     }
 
+    /// A CA from its root certificate and key in PEM (as a sealed store keeps them).
+    pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Self, CaError> {
+        let origin = Path::new("<sealed cluster secrets>");
+        let cert_der = parse_cert_pem(cert_pem, origin)?;
+        let key = KeyPair::from_pem(key_pem).map_err(|e| CaError::BadPem {
+            path: origin.to_owned(),
+            what: "private key",
+            reason: e.to_string(),
+        })?;
+        Self::from_parts(cert_der, key)
+    }
+
+    /// The CA's private key, PEM: only for sealing into the replicated store.
+    pub fn key_pem(&self) -> String {
+        self.key.serialize_pem()
+    }
+
     fn from_parts(cert_der: CertificateDer<'static>, key: KeyPair) -> Result<Self, CaError> {
         // A key that does not belong to the root would sign certificates no peer accepts.
         let (_, parsed) = X509Certificate::from_der(&cert_der).map_err(|e| CaError::Crypto {
@@ -423,7 +440,12 @@ impl NodeCredentials {
 
 fn read_cert_pem(path: &Path) -> Result<CertificateDer<'static>, CaError> {
     let text = fs::read_to_string(path).map_err(io_err("read", path))?;
-    let block = pem::parse(&text).map_err(|e| CaError::BadPem {
+    parse_cert_pem(&text, path)
+}
+
+/// A certificate from PEM text; `path` names its origin in errors.
+pub fn parse_cert_pem(text: &str, path: &Path) -> Result<CertificateDer<'static>, CaError> {
+    let block = pem::parse(text).map_err(|e| CaError::BadPem {
         path: path.to_owned(),
         what: "certificate",
         reason: e.to_string(),

@@ -11,13 +11,17 @@
 
 pub mod ca;
 pub mod identity;
+pub mod seal;
 pub mod tls;
 pub mod token;
 
 mod files;
 
-pub use ca::{CaError, ClusterCa, NodeCertRequest, NodeCertificate, NodeCredentials, NodeKey};
+pub use ca::{
+    CaError, ClusterCa, NodeCertRequest, NodeCertificate, NodeCredentials, NodeKey, parse_cert_pem,
+};
 pub use identity::{IdentityError, NodeId, NodeIdentity, Role, needs_renewal};
+pub use seal::{ManagerKey, SealError};
 pub use tls::{
     TlsError, client_config, cluster_ca_from_join, join_client_config, join_server_config,
     peer_identity, server_config, server_name,

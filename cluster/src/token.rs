@@ -259,32 +259,15 @@ impl JoinSecrets {
         }
     }
 
-    /// Persists the secrets in `dir/join-secrets` with mode 0600.
-    pub fn save(&self, dir: &Path) -> Result<(), TokenError> {
-        let io = |action, path: &Path| {
-            let path = path.to_owned();
-            move |source| TokenError::Io {
-                action,
-                path,
-                source,
-            }
-        };
-        private_dir(dir).map_err(io("create", dir))?;
-        let path = dir.join(SECRETS_FILE);
-        let text = format!("manager {}\nworker {}\n", self.manager, self.worker);
-        write_with_mode(&path, text.as_bytes(), 0o600).map_err(io("write", &path))
+    /// The secrets as text (`manager <secret>\nworker <secret>\n`), for a sealed store.
+    pub fn to_text(&self) -> String {
+        format!("manager {}\nworker {}\n", self.manager, self.worker)
     }
 
-    /// Loads secrets [`JoinSecrets::save`] wrote.
-    pub fn load(dir: &Path) -> Result<Self, TokenError> {
-        let path = dir.join(SECRETS_FILE);
-        let text = fs::read_to_string(&path).map_err(|source| TokenError::Io {
-            action: "read",
-            path: path.clone(),
-            source,
-        })?;
+    /// Reads the text form of [`JoinSecrets::to_text`]; `origin` names where it came from.
+    pub fn from_text(text: &str, origin: &Path) -> Result<Self, TokenError> {
         let bad = |reason: String| TokenError::BadSecretsFile {
-            path: path.clone(),
+            path: origin.to_owned(),
             reason,
         };
         let (mut manager, mut worker) = (None, None);
@@ -307,6 +290,32 @@ impl JoinSecrets {
             manager: manager.ok_or_else(|| bad("no manager secret".into()))?,
             worker: worker.ok_or_else(|| bad("no worker secret".into()))?,
         })
+    }
+
+    /// Persists the secrets in `dir/join-secrets` with mode 0600.
+    pub fn save(&self, dir: &Path) -> Result<(), TokenError> {
+        let io = |action, path: &Path| {
+            let path = path.to_owned();
+            move |source| TokenError::Io {
+                action,
+                path,
+                source,
+            }
+        };
+        private_dir(dir).map_err(io("create", dir))?;
+        let path = dir.join(SECRETS_FILE);
+        write_with_mode(&path, self.to_text().as_bytes(), 0o600).map_err(io("write", &path))
+    }
+
+    /// Loads secrets [`JoinSecrets::save`] wrote.
+    pub fn load(dir: &Path) -> Result<Self, TokenError> {
+        let path = dir.join(SECRETS_FILE);
+        let text = fs::read_to_string(&path).map_err(|source| TokenError::Io {
+            action: "read",
+            path: path.clone(),
+            source,
+        })?;
+        Self::from_text(&text, &path)
     }
 }
 

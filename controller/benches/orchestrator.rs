@@ -33,6 +33,7 @@ fn converged() -> State {
             },
             status: NodeStatus::Ready,
             address: String::new(),
+            raft_id: 0,
         };
         state.apply_command(Command::RegisterNode(node)).unwrap();
     }

@@ -47,6 +47,7 @@ fn cluster() -> Vec<Node> {
             },
             status: NodeStatus::Ready,
             address: String::new(),
+            raft_id: 0,
         })
         .collect()
 }

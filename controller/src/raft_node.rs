@@ -17,12 +17,13 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use protobuf::Message as _;
-use raft::eraftpb::{ConfChange, ConfChangeV2, Entry, EntryType, Message};
+pub use raft::eraftpb::Message;
+use raft::eraftpb::{ConfChange, ConfChangeType, ConfChangeV2, ConfState, Entry, EntryType};
 use raft::{Config, RawNode, StateRole, Storage as _};
 use tokio::sync::oneshot;
 
@@ -68,6 +69,9 @@ pub struct RaftConfig {
     pub dir: PathBuf,
     /// The voters of a brand-new group; ignored once the storage holds a configuration.
     pub initial_voters: Vec<u64>,
+    /// The learners of a brand-new group (a member joining an existing group starts from
+    /// the configuration it was told about and catches up from the leader's log).
+    pub initial_learners: Vec<u64>,
     pub tick: Duration,
     pub election_ticks: usize,
     pub heartbeat_ticks: usize,
@@ -83,6 +87,7 @@ impl RaftConfig {
             id,
             dir,
             initial_voters: vec![id],
+            initial_learners: Vec::new(),
             tick: Duration::from_millis(100),
             election_ticks: 10,
             heartbeat_ticks: 2,
@@ -106,6 +111,8 @@ pub enum RaftError {
     LeadershipLost,
     #[error("the raft loop has stopped")]
     Stopped,
+    #[error("another membership change is still in progress; try again")]
+    ConfChangeBusy,
 }
 
 enum Input {
@@ -114,6 +121,11 @@ enum Input {
         reply: oneshot::Sender<Result<Vec<u8>, RaftError>>,
     },
     Step(Box<Message>),
+    ConfChange {
+        change: ConfChange,
+        reply: oneshot::Sender<Result<Vec<u8>, RaftError>>,
+    },
+    TransferLeader(u64),
     Stop,
 }
 
@@ -123,7 +135,23 @@ pub struct RaftHandle<S> {
     state: Arc<RwLock<S>>,
     status: Arc<RwLock<Status>>,
     watch: tokio::sync::watch::Receiver<Status>,
+    shared: Arc<Shared>,
     thread: Option<JoinHandle<Result<(), RaftError>>>,
+}
+
+/// What the loop publishes besides [`Status`]: the membership and when each peer was last
+/// heard from (the leader's liveness signal for every member, voter or learner).
+#[derive(Default)]
+struct Shared {
+    conf: RwLock<ConfState>,
+    heard: Mutex<HashMap<u64, Instant>>,
+}
+
+/// The group's membership as this member applied it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Membership {
+    pub voters: Vec<u64>,
+    pub learners: Vec<u64>,
 }
 
 /// A cheap view of the member for reads and health.
@@ -164,10 +192,15 @@ impl<S: StateMachine> RaftHandle<S> {
         if fresh {
             let conf = raft::eraftpb::ConfState {
                 voters: config.initial_voters.clone(),
+                learners: config.initial_learners.clone(),
                 ..Default::default()
             };
             storage.set_conf_state(&conf)?;
         }
+        let shared = Arc::new(Shared {
+            conf: RwLock::new(storage.conf_state().clone()),
+            heard: Mutex::new(HashMap::new()),
+        });
         let raft_config = Config {
             id: config.id,
             election_tick: config.election_ticks,
@@ -201,6 +234,7 @@ impl<S: StateMachine> RaftHandle<S> {
             ..Status::default()
         });
         let mut member = Member {
+            shared: shared.clone(),
             watch: watch_tx,
             node,
             config,
@@ -227,8 +261,58 @@ impl<S: StateMachine> RaftHandle<S> {
             state,
             status,
             watch,
+            shared,
             thread: Some(thread),
         })
+    }
+
+    /// Proposes a membership change (leader only); resolves once it is applied here.
+    pub async fn propose_conf_change(&self, change: ConfChange) -> Result<(), RaftError> {
+        let (reply, answer) = oneshot::channel();
+        self.input
+            .send(Input::ConfChange { change, reply })
+            .map_err(|_| RaftError::Stopped)?;
+        answer.await.map_err(|_| RaftError::Stopped)?.map(|_| ())
+    }
+
+    /// Asks the leader to hand leadership to voter `id` (before it leaves the group itself).
+    pub fn transfer_leader(&self, id: u64) -> Result<(), RaftError> {
+        self.input
+            .send(Input::TransferLeader(id))
+            .map_err(|_| RaftError::Stopped)
+    }
+
+    /// Makes `id` a voter (adding it, or promoting a learner).
+    pub async fn add_voter(&self, id: u64) -> Result<(), RaftError> {
+        self.propose_conf_change(change(ConfChangeType::AddNode, id))
+            .await
+    }
+
+    /// Makes `id` a learner (adding it, or demoting a voter).
+    pub async fn add_learner(&self, id: u64) -> Result<(), RaftError> {
+        self.propose_conf_change(change(ConfChangeType::AddLearnerNode, id))
+            .await
+    }
+
+    /// Removes `id` from the group.
+    pub async fn remove_member(&self, id: u64) -> Result<(), RaftError> {
+        self.propose_conf_change(change(ConfChangeType::RemoveNode, id))
+            .await
+    }
+
+    /// The voters and learners as this member applied them.
+    pub fn membership(&self) -> Membership {
+        let conf = self.shared.conf.read().unwrap_or_else(|e| e.into_inner());
+        Membership {
+            voters: conf.voters.clone(),
+            learners: conf.learners.clone(),
+        }
+    }
+
+    /// How long ago a message from member `id` arrived here, if one ever did.
+    pub fn heard_from(&self, id: u64) -> Option<Duration> {
+        let heard = self.shared.heard.lock().unwrap_or_else(|e| e.into_inner());
+        heard.get(&id).map(Instant::elapsed)
     }
 
     /// Appends a command to the log; resolves with the state machine's reply once it is
@@ -290,6 +374,7 @@ impl<S> Drop for RaftHandle<S> {
 type Reply = oneshot::Sender<Result<Vec<u8>, RaftError>>;
 
 struct Member<S, T> {
+    shared: Arc<Shared>,
     node: RawNode<DiskStorage>,
     config: RaftConfig,
     state: Arc<RwLock<S>>,
@@ -312,8 +397,21 @@ impl<S: StateMachine, T: Transport> Member<S, T> {
             match inbox.recv_timeout(timeout) {
                 Ok(Input::Propose { data, reply }) => self.propose(data, reply),
                 Ok(Input::Step(message)) => {
+                    if message.from != raft::INVALID_ID {
+                        self.shared
+                            .heard
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .insert(message.from, Instant::now());
+                    }
                     if let Err(e) = self.node.step(*message) {
                         tracing::debug!(error = %e, "dropped a raft message");
+                    }
+                }
+                Ok(Input::ConfChange { change, reply }) => self.propose_conf_change(change, reply),
+                Ok(Input::TransferLeader(id)) => {
+                    if self.node.raft.state == StateRole::Leader {
+                        self.node.transfer_leader(id);
                     }
                 }
                 Ok(Input::Stop) | Err(RecvTimeoutError::Disconnected) => return Ok(()),
@@ -353,6 +451,44 @@ impl<S: StateMachine, T: Transport> Member<S, T> {
         }
     }
 
+    fn propose_conf_change(&mut self, change: ConfChange, reply: Reply) {
+        if self.node.raft.state != StateRole::Leader {
+            let leader = self.node.raft.leader_id;
+            let _ = reply.send(Err(RaftError::NotLeader { leader }));
+            return;
+        }
+        if self.node.raft.has_pending_conf() {
+            let _ = reply.send(Err(RaftError::ConfChangeBusy));
+            return;
+        }
+        let id = self.next_proposal;
+        self.next_proposal += 1;
+        match self
+            .node
+            .propose_conf_change(context(self.config.id, id), change)
+        {
+            Ok(()) => {
+                self.pending.insert(id, reply);
+            }
+            Err(e) => {
+                let _ = reply.send(Err(e.into()));
+            }
+        }
+    }
+
+    fn reply(&mut self, context: &[u8], answer: Result<Vec<u8>, RaftError>) {
+        if let Some((node, id)) = parse_context(context) {
+            if node == self.config.id {
+                if let Some(waiter) = self.pending.remove(&id) {
+                    // A proposer that reads the status after its reply must see its own
+                    // entry applied.
+                    self.publish_status();
+                    let _ = waiter.send(answer);
+                }
+            }
+        }
+    }
+
     fn on_ready(&mut self) -> Result<(), RaftError> {
         if !self.node.has_ready() {
             return Ok(());
@@ -368,6 +504,8 @@ impl<S: StateMachine, T: Transport> Member<S, T> {
             let snapshot = ready.snapshot().clone();
             let index = snapshot.get_metadata().index;
             self.node.mut_store().apply_snapshot(&snapshot)?;
+            *self.shared.conf.write().unwrap_or_else(|e| e.into_inner()) =
+                snapshot.get_metadata().get_conf_state().clone();
             self.write_state()
                 .restore(snapshot.get_data())
                 .map_err(|message| RaftError::Restore { index, message })?;
@@ -402,31 +540,29 @@ impl<S: StateMachine, T: Transport> Member<S, T> {
             match entry.get_entry_type() {
                 EntryType::EntryNormal => {
                     if entry.data.is_empty() {
-                        continue; // a new leader's no-op
+                        // A new leader's no-op, or a membership change raft-rs turned into
+                        // one because another was still pending.
+                        self.reply(&entry.context, Err(RaftError::ConfChangeBusy));
+                        continue;
                     }
                     let reply = self.write_state().apply(entry.index, &entry.data);
-                    if let Some((node, id)) = parse_context(&entry.context) {
-                        if node == self.config.id {
-                            if let Some(waiter) = self.pending.remove(&id) {
-                                // A proposer that reads the status after its reply must
-                                // see its own entry applied.
-                                self.publish_status();
-                                let _ = waiter.send(Ok(reply));
-                            }
-                        }
-                    }
+                    self.reply(&entry.context, Ok(reply));
                 }
                 EntryType::EntryConfChange => {
                     let change =
                         ConfChange::parse_from_bytes(&entry.data).map_err(raft::Error::from)?;
                     let conf = self.node.apply_conf_change(&change)?;
                     self.node.mut_store().set_conf_state(&conf)?;
+                    *self.shared.conf.write().unwrap_or_else(|e| e.into_inner()) = conf;
+                    self.reply(&entry.context, Ok(Vec::new()));
                 }
                 EntryType::EntryConfChangeV2 => {
                     let change =
                         ConfChangeV2::parse_from_bytes(&entry.data).map_err(raft::Error::from)?;
                     let conf = self.node.apply_conf_change(&change)?;
                     self.node.mut_store().set_conf_state(&conf)?;
+                    *self.shared.conf.write().unwrap_or_else(|e| e.into_inner()) = conf;
+                    self.reply(&entry.context, Ok(Vec::new()));
                 }
             }
         }
@@ -482,6 +618,33 @@ impl<S: StateMachine, T: Transport> Member<S, T> {
     fn write_state(&self) -> std::sync::RwLockWriteGuard<'_, S> {
         self.state.write().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+fn change(kind: ConfChangeType, id: u64) -> ConfChange {
+    let mut change = ConfChange::default();
+    change.set_change_type(kind);
+    change.node_id = id;
+    change
+}
+
+/// A Raft message as it travels between members.
+pub fn encode_message(message: &Message) -> Vec<u8> {
+    message.write_to_bytes().unwrap_or_default()
+}
+
+/// A Raft message received from a peer.
+pub fn decode_message(bytes: &[u8]) -> Result<Message, RaftError> {
+    Message::parse_from_bytes(bytes).map_err(|e| RaftError::Raft(raft::Error::from(e)))
+}
+
+/// Whether a message only answers the leader (what a learner ever sends): the one kind a
+/// member without a vote may deliver.
+pub fn is_response(message: &Message) -> bool {
+    use raft::eraftpb::MessageType::*;
+    matches!(
+        message.get_msg_type(),
+        MsgAppendResponse | MsgHeartbeatResponse | MsgUnreachable | MsgSnapStatus
+    )
 }
 
 /// Entry context: the proposing member's id and its proposal id, so only that member replies.
@@ -692,6 +855,56 @@ mod tests {
             assert!(Instant::now() < deadline, "old leader did not catch up");
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    #[test]
+    fn a_learner_replicates_without_a_vote_and_is_promoted_and_removed() {
+        let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+        let mesh = Mesh::default();
+        let start = |id: u64, voters: Vec<u64>, learners: Vec<u64>| {
+            let config = RaftConfig {
+                id,
+                initial_voters: voters,
+                initial_learners: learners,
+                tick: Duration::from_millis(10),
+                ..RaftConfig::single(id, dirs[id as usize - 1].path().to_owned())
+            };
+            let handle = RaftHandle::start(config, Kv::default(), mesh.clone()).unwrap();
+            mesh.peers.write().unwrap().insert(id, handle.input.clone());
+            handle
+        };
+        let members = vec![start(1, vec![1, 2], vec![]), start(2, vec![1, 2], vec![])];
+        let rt = runtime();
+        let leader = &members[wait_for_leader(&members, &[]) as usize - 1];
+        // Member 3 starts from the configuration it is told, then is added as a learner.
+        let learner = start(3, vec![1, 2], vec![]);
+        rt.block_on(leader.add_learner(3)).unwrap();
+        rt.block_on(leader.propose(b"x=1".to_vec())).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while learner.read(|kv| kv.map.get("x").cloned()) != Some("1".into()) {
+            assert!(Instant::now() < deadline, "the learner did not catch up");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(leader.membership().learners, vec![3]);
+        assert!(
+            leader
+                .heard_from(3)
+                .is_some_and(|d| d < Duration::from_secs(5))
+        );
+        // A learner's proposals are refused with the leader named (the daemon forwards).
+        match rt.block_on(learner.propose(b"y=1".to_vec())) {
+            Err(RaftError::NotLeader { leader: named }) => assert_eq!(named, leader.status().id),
+            other => panic!("expected NotLeader, got {other:?}"),
+        }
+        rt.block_on(leader.add_voter(3)).unwrap();
+        let mut voters = leader.membership().voters;
+        voters.sort();
+        assert_eq!(voters, vec![1, 2, 3]);
+        assert!(leader.membership().learners.is_empty());
+        rt.block_on(leader.remove_member(3)).unwrap();
+        let mut voters = leader.membership().voters;
+        voters.sort();
+        assert_eq!(voters, vec![1, 2]);
     }
 
     fn wait_for_leader(members: &[RaftHandle<Kv>], excluded: &[u64]) -> u64 {

@@ -13,7 +13,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use berth_controller::orchestrator;
-use berth_controller::raft_node::{NoPeers, RaftConfig, RaftError, RaftHandle, Status};
+use berth_controller::raft_node::{
+    Membership, Message, NoPeers, RaftConfig, RaftError, RaftHandle, Status, Transport,
+};
 use berth_controller::scheduler;
 use berth_controller::store::{self, Applied, ApplyError, Command, State, Timestamp};
 use tokio::sync::watch;
@@ -38,6 +40,24 @@ pub enum ControllerError {
     Raft(#[from] RaftError),
     #[error("{0}")]
     Refused(#[from] ApplyError),
+    /// The leader refused a forwarded write for the caller's role.
+    #[error("{0}")]
+    Forbidden(String),
+    /// A write could not reach a leader.
+    #[error("{0}")]
+    Unreachable(String),
+}
+
+/// Carries a write this member cannot commit itself (it is a follower or a learner) to the
+/// leader; the cluster layer implements it over mutual TLS.
+pub trait Forward: Send + Sync + 'static {
+    fn forward<'a>(
+        &'a self,
+        controller: &'a Controller,
+        command: Vec<u8>,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Vec<u8>, ControllerError>> + Send + 'a>,
+    >;
 }
 
 /// Milliseconds since the Unix epoch.
@@ -57,6 +77,7 @@ pub struct Controller {
     counter: AtomicU64,
     salt: String,
     metrics: Arc<Metrics>,
+    forwarder: std::sync::OnceLock<Arc<dyn Forward>>,
 }
 
 impl Controller {
@@ -71,9 +92,26 @@ impl Controller {
             source,
         })?;
         let config = RaftConfig::single(1, dir.to_owned());
-        let raft = RaftHandle::start(config, State::default(), NoPeers).map_err(|source| {
+        Self::open_with(config, NoPeers, node_id, metrics, true).await
+    }
+
+    /// Opens the Raft member of `config` with `transport`; with `wait_for_leadership`, waits
+    /// (up to 10 s) until it leads, as a sole voter does at once.
+    pub async fn open_with<T: Transport>(
+        config: RaftConfig,
+        transport: T,
+        node_id: &str,
+        metrics: Arc<Metrics>,
+        wait_for_leadership: bool,
+    ) -> Result<Arc<Controller>, ControllerError> {
+        let dir = config.dir.clone();
+        std::fs::create_dir_all(&dir).map_err(|source| ControllerError::CreateDir {
+            dir: dir.clone(),
+            source,
+        })?;
+        let raft = RaftHandle::start(config, State::default(), transport).map_err(|source| {
             ControllerError::Open {
-                dir: dir.to_owned(),
+                dir: dir.clone(),
                 source,
             }
         })?;
@@ -84,7 +122,11 @@ impl Controller {
             counter: AtomicU64::new(1),
             salt,
             metrics,
+            forwarder: std::sync::OnceLock::new(),
         });
+        if !wait_for_leadership {
+            return Ok(controller);
+        }
         let mut watch = controller.raft.watch();
         // A sole voter elects itself at once; wait for that so the first proposal succeeds.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -103,10 +145,61 @@ impl Controller {
         &self.node_id
     }
 
-    /// Proposes one command; answers once it is committed and applied here.
+    /// Sends writes this member cannot commit to the leader from now on.
+    pub fn set_forwarder(&self, forwarder: Arc<dyn Forward>) {
+        let _ = self.forwarder.set(forwarder);
+    }
+
+    /// Proposes encoded command bytes on this member only (no forwarding): the leader's side
+    /// of a forwarded write.
+    pub async fn propose_local(&self, command: Vec<u8>) -> Result<Vec<u8>, RaftError> {
+        self.raft.propose(command).await
+    }
+
+    /// Hands a Raft message from a peer to this member.
+    pub fn step(&self, message: Message) -> Result<(), RaftError> {
+        self.raft.step(message)
+    }
+
+    pub fn membership(&self) -> Membership {
+        self.raft.membership()
+    }
+
+    /// How long ago member `raft_id` was last heard from.
+    pub fn heard_from(&self, raft_id: u64) -> Option<Duration> {
+        self.raft.heard_from(raft_id)
+    }
+
+    /// The Raft member, for membership changes.
+    pub fn raft(&self) -> &RaftHandle<State> {
+        &self.raft
+    }
+
+    /// Proposes one command; answers once it is committed and applied here. A member that is
+    /// not the leader forwards it when a forwarder is set.
     pub async fn propose(&self, command: Command) -> Result<Applied, ControllerError> {
         let kind = command_kind(&command);
-        let reply = self.raft.propose(store::encode(&command)).await?;
+        let bytes = store::encode(&command);
+        let reply = match self.forwarder.get() {
+            None => self.raft.propose(bytes).await?,
+            Some(forwarder) => {
+                // A member without a known leader holds proposals until one is elected;
+                // bound that so a lost quorum answers instead of hanging the caller.
+                let local =
+                    tokio::time::timeout(Duration::from_secs(10), self.raft.propose(bytes.clone()))
+                        .await;
+                match local {
+                    Ok(Err(RaftError::NotLeader { .. })) => forwarder.forward(self, bytes).await?,
+                    Ok(other) => other?,
+                    Err(_) => {
+                        return Err(ControllerError::Unreachable(
+                            "no Raft leader was elected within 10 s (is a majority of the managers up?)"
+                                .into(),
+                        ));
+                    }
+                }
+            }
+        };
         self.metrics.proposals.inc();
         let applied = store::decode_reply(&reply);
         if let Err(e) = &applied {
@@ -226,6 +319,7 @@ fn command_kind(command: &Command) -> &'static str {
         Command::SetUpdateState { .. } => "set_update_state",
         Command::RollbackService { .. } => "rollback_service",
         Command::DeployAppNoStart(_) => "deploy_app_no_start",
+        Command::SetClusterSecrets(_) => "set_cluster_secrets",
     }
 }
 

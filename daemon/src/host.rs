@@ -112,6 +112,7 @@ pub fn node(id: &str) -> Node {
         },
         status: NodeStatus::Ready,
         address: String::new(),
+        raft_id: 0,
     }
 }
 

@@ -9,6 +9,7 @@
 
 pub mod agent;
 pub mod api;
+pub mod cluster;
 pub mod controller;
 pub mod dispatcher;
 pub mod events;
@@ -105,7 +106,14 @@ pub enum DaemonError {
     DockerApi(#[from] berth_docker_api::OpenError),
     #[error("Docker API: {0}")]
     DockerTls(#[from] berth_docker_api::TlsError),
+    #[error("cluster: {0}")]
+    Cluster(#[from] cluster::ClusterError),
 }
+
+/// Set when berthd stopped to start again (it joined or left a cluster, or its role
+/// changed): `main` then executes itself anew with the same arguments.
+pub static RESTART_REQUESTED: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
 
 /// Runs the daemon until SIGTERM or SIGINT.
 pub async fn run(config: Config) -> Result<(), DaemonError> {
@@ -136,12 +144,54 @@ pub async fn run_until(
     let events = Arc::new(Events::default());
     let (shutdown_tx, shutdown) = watch::channel(false);
 
-    let controller =
-        Controller::open(&config.data_root.join("raft"), &node_id, metrics.clone()).await?;
-    controller
-        .propose(Command::RegisterNode(host::node(&node_id)))
-        .await?;
-    controller.propose(Command::DaemonRestarted).await?;
+    cluster::admin::apply_pending_reset(&config.data_root).map_err(cluster::ClusterError::from)?;
+    let opened = cluster::open(&config.data_root, &node_id).await?;
+    let cluster = opened.cluster.clone();
+    let controller = match opened.raft {
+        // A lone node: the one-member group it always was.
+        None => {
+            let controller =
+                Controller::open(&config.data_root.join("raft"), &node_id, metrics.clone()).await?;
+            controller
+                .propose(Command::RegisterNode(host::node(&node_id)))
+                .await?;
+            controller.propose(Command::DaemonRestarted).await?;
+            controller
+        }
+        // A cluster member: registration waits for a leader in the background, so a node
+        // restarting while the quorum is down still serves reads.
+        Some((raft, transport)) => {
+            let peers = transport.0.clone();
+            let controller =
+                Controller::open_with(raft, transport, &node_id, metrics.clone(), false).await?;
+            controller.set_forwarder(Arc::new(cluster::transport::Forwarder(peers)));
+            controller
+        }
+    };
+    let _ = cluster.controller.set(controller.clone());
+    if let Some((listener, tls)) = opened.listener {
+        let service = berth_api::v1::cluster_peer_server::ClusterPeerServer::new(
+            cluster::peer::PeerService::new(cluster.clone()),
+        )
+        .max_decoding_message_size(cluster::transport::MAX_MESSAGE)
+        .max_encoding_message_size(cluster::transport::MAX_MESSAGE);
+        let incoming = cluster::tls_io::incoming(listener, tls);
+        let mut stop_peers = shutdown.clone();
+        tokio::spawn(async move {
+            let served = tonic::transport::Server::builder()
+                .tcp_nodelay(true)
+                .add_service(service)
+                .serve_with_incoming_shutdown(incoming, async move {
+                    let _ = stop_peers.changed().await;
+                })
+                .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "the cluster listener stopped");
+            }
+        });
+        cluster::membership::spawn(cluster.clone(), controller.clone(), shutdown.clone());
+        tracing::info!(advertise = ?cluster.member.as_ref().map(|m| m.advertise), "cluster member");
+    }
     let status = controller.status();
     tracing::info!(node = %node_id, applied = status.applied, term = status.term, "controller ready");
 
@@ -224,7 +274,16 @@ pub async fn run_until(
 
     let listener = Listener::bind(&config.host).await?;
     tracing::info!(host = %config.host, data_root = %config.data_root.display(), "berthd listening");
-    let served = listener.serve(node, stop).await;
+    let restart = cluster.restart.clone();
+    let stop = async move {
+        tokio::select! {
+            () = stop => {}
+            () = restart.notified() => {
+                RESTART_REQUESTED.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+    };
+    let served = listener.serve(node, cluster, stop).await;
     let _ = shutdown_tx.send(true);
     if let Some(berth_docker_api::Listen::Unix(path)) = &config.docker {
         let _ = std::fs::remove_file(path);

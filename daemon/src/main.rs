@@ -103,6 +103,17 @@ fn main() -> ExitCode {
     let result = runtime.block_on(berth_daemon::run(config));
     // Blocking readers (a followed log) must not hold the exit up.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    if result.is_ok() && berth_daemon::RESTART_REQUESTED.load(std::sync::atomic::Ordering::SeqCst) {
+        // Joined or left a cluster, or changed role: start again as the same command.
+        use std::os::unix::process::CommandExt;
+        let mut args = std::env::args_os();
+        let _ = args.next();
+        let error = std::process::Command::new("/proc/self/exe")
+            .args(args)
+            .exec();
+        eprintln!("berthd: restarting: {error}");
+        return ExitCode::FAILURE;
+    }
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

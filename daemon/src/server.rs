@@ -12,6 +12,8 @@ use berth_api::v1::system_server::SystemServer;
 use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
 
 use crate::api::{ComposeService, Node, SystemService};
+use crate::cluster::Cluster;
+use crate::cluster::admin::AdminService;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -65,11 +67,15 @@ impl Listener {
     pub async fn serve(
         self,
         node: Arc<Node>,
+        cluster: Arc<Cluster>,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServerError> {
         let router = tonic::transport::Server::builder()
             .add_service(ComposeServer::new(ComposeService::new(node.clone())))
-            .add_service(SystemServer::new(SystemService::new(node)));
+            .add_service(SystemServer::new(SystemService::new(node)))
+            .add_service(berth_api::v1::cluster_server::ClusterServer::new(
+                AdminService::new(cluster),
+            ));
         // Graceful shutdown waits for open connections; a client following logs would hold
         // it forever, so connections get a short grace and are then dropped.
         let (stopped_tx, stopped) = tokio::sync::oneshot::channel::<()>();

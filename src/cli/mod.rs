@@ -7,11 +7,13 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 mod build;
+mod cluster;
 mod compose;
 mod config;
 mod container;
 mod image;
 mod network;
+mod node;
 mod registry;
 mod version;
 mod volume;
@@ -118,6 +120,10 @@ pub enum Command {
     Network(container::Passthrough),
     /// Manage volumes
     Volume(container::Passthrough),
+    /// Manage the cluster: init, join-token, join, leave
+    Cluster(cluster::ClusterArgs),
+    /// Manage the cluster's nodes: ls, inspect, update, promote, demote, rm
+    Node(node::NodeArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -155,6 +161,8 @@ pub fn main() -> ExitCode {
         Command::Push(args) => registry::push_cmd(&args, &cli.daemon.data_root),
         Command::Login(args) => registry::login_cmd(&args),
         Command::Logout(args) => registry::logout_cmd(&args),
+        Command::Cluster(args) => cluster::run(args),
+        Command::Node(args) => node::run(args),
         Command::Network(_) | Command::Volume(_) => Err(anyhow::anyhow!(
             "network and volume commands take only --data-root before the command name"
         )),

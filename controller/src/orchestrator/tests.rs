@@ -178,6 +178,7 @@ fn node(id: &str) -> Node {
         },
         status: NodeStatus::Ready,
         address: String::new(),
+        raft_id: 0,
     }
 }
 

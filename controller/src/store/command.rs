@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::app::AppSpec;
 use super::node::{Availability, Node, NodeStatus, Role};
+use super::state::ClusterSecrets;
 use super::task::{DesiredState, NodeId, Task, TaskId, TaskState, TaskStatus, Timestamp};
 
 /// Every change to the store. Each is validated against the state it is applied to; ids and
@@ -85,6 +86,8 @@ pub enum Command {
     /// `up --no-start`: like `DeployApp`, but the new tasks of services that run nothing
     /// yet are created and held before their start until `StartService`.
     DeployAppNoStart(AppSpec),
+    /// `cluster init` and join-token rotation: the cluster's CA and sealed secrets.
+    SetClusterSecrets(ClusterSecrets),
 }
 
 /// Where a service's rolling update stands.

@@ -18,8 +18,13 @@ pub struct Node {
     pub platform: Platform,
     pub resources: NodeResources,
     pub status: NodeStatus,
+    /// The node's cluster address (`ip:port` of its mutual-TLS listener); empty alone.
     #[serde(default)]
     pub address: String,
+    /// The node's member id in the Raft group (voter for a manager, learner for a worker);
+    /// 0 for a node that is not a member.
+    #[serde(default)]
+    pub raft_id: u64,
 }
 
 impl Node {

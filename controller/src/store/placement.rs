@@ -177,6 +177,7 @@ mod tests {
             resources: NodeResources::default(),
             status: NodeStatus::Ready,
             address: String::new(),
+            raft_id: 0,
         }
     }
 

@@ -17,6 +17,20 @@ pub struct State {
     pub apps: BTreeMap<String, AppRecord>,
     pub nodes: BTreeMap<NodeId, Node>,
     pub tasks: BTreeMap<TaskId, Task>,
+    /// The cluster's CA and join secrets once `cluster init` ran; absent on a lone node.
+    #[serde(default)]
+    pub cluster: Option<ClusterSecrets>,
+}
+
+/// What managers need to admit nodes, replicated with the rest of the state. The CA key and
+/// the join secrets are sealed with a key only managers hold: workers replicate the log too
+/// (as learners) and must not be able to mint certificates.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterSecrets {
+    /// The root certificate, PEM (public).
+    pub ca_cert_pem: String,
+    /// The sealed CA key and join secrets (opaque to the store).
+    pub sealed: String,
 }
 
 /// An app's current spec plus what the controller remembers about each service.
@@ -92,10 +106,22 @@ impl State {
                 match self.nodes.get_mut(&node.id) {
                     // What the operator decided survives a re-registration.
                     Some(known) => {
+                        let raft_id = if node.raft_id == 0 {
+                            known.raft_id
+                        } else {
+                            node.raft_id
+                        };
+                        let address = if node.address.is_empty() {
+                            std::mem::take(&mut known.address)
+                        } else {
+                            node.address
+                        };
                         *known = Node {
                             availability: known.availability,
                             labels: std::mem::take(&mut known.labels),
                             role: known.role,
+                            raft_id,
+                            address,
                             ..node
                         };
                     }
@@ -131,6 +157,10 @@ impl State {
             },
             Command::NodeStatus { id, status } => {
                 self.node_mut(&id)?.status = status;
+                Ok(Applied::changed(1))
+            }
+            Command::SetClusterSecrets(secrets) => {
+                self.cluster = Some(secrets);
                 Ok(Applied::changed(1))
             }
             Command::CreateTasks(tasks) => self.create_tasks(tasks),

@@ -20,6 +20,7 @@ fn node(id: &str) -> Node {
         },
         status: NodeStatus::Ready,
         address: "10.0.0.1:4243".into(),
+        raft_id: 0,
     }
 }
 

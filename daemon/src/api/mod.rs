@@ -45,6 +45,7 @@ pub(crate) fn status(error: ControllerError) -> Status {
             | ApplyError::Decode { .. } => Status::invalid_argument(e.to_string()),
             _ => Status::failed_precondition(e.to_string()),
         },
+        ControllerError::Forbidden(message) => Status::permission_denied(message),
         other => Status::unavailable(other.to_string()),
     }
 }

@@ -1,0 +1,306 @@
+//! Multi-host clusters in the rig (`tests/cluster_rig`): real berthd processes in their own
+//! network namespaces on a test bridge, joined over mutual TLS. Root only.
+
+mod cluster_rig;
+
+use std::time::{Duration, Instant};
+
+use cluster_rig::Rig;
+
+fn token(rig: &Rig, i: usize, role: &str) -> String {
+    rig.ok(i, &["cluster", "join-token", role, "-q"])
+        .trim()
+        .to_owned()
+}
+
+/// Node `i` joins through node 0.
+fn join(rig: &Rig, i: usize, token: &str) {
+    let advertise = rig.nodes[i].ip.clone();
+    let manager = rig.nodes[0].ip.clone();
+    rig.ok(
+        i,
+        &[
+            "cluster",
+            "join",
+            "--token",
+            token,
+            "--advertise-addr",
+            &advertise,
+            &manager,
+        ],
+    );
+}
+
+/// Which rig index leads, as node `from` sees it.
+fn leader(rig: &Rig, from: usize, ids: &[String]) -> Option<usize> {
+    let nodes = rig.nodes_seen_by(from);
+    let id = nodes.iter().find(|n| n["ManagerStatus"] == "leader")?["ID"]
+        .as_str()?
+        .to_owned();
+    ids.iter().position(|x| *x == id)
+}
+
+/// Live tasks per rig index, and how many nodes hold some, as node `from` sees it.
+fn tasks_by_node(rig: &Rig, from: usize, ids: &[String]) -> Vec<u64> {
+    let nodes = rig.nodes_seen_by(from);
+    ids.iter()
+        .map(|id| {
+            nodes
+                .iter()
+                .find(|n| n["ID"].as_str() == Some(id))
+                .and_then(|n| n["Tasks"].as_u64())
+                .unwrap_or(0)
+        })
+        .collect()
+}
+
+fn running(rig: &Rig, from: usize, compose: &str) -> usize {
+    let out = rig.berth(
+        from,
+        &["-f", compose, "-p", "spread", "ps", "--format", "json"],
+    );
+    if !out.status.success() {
+        return 0;
+    }
+    let all: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    all.iter().filter(|c| c["State"] == "running").count()
+}
+
+const APP: &str = "services:\n  web:\n    image: busybox:latest\n    command: [\"sleep\", \"3600\"]\n    deploy:\n      replicas: 6\n";
+
+#[test]
+fn a_cluster_forms_spreads_an_app_and_survives_its_leader_a_worker_and_a_drain() {
+    let mut rig = Rig::new(4);
+    // Form: node 0 initializes, 1 and 2 join as managers, 3 as a worker.
+    let advertise = rig.nodes[0].ip.clone();
+    rig.ok(0, &["cluster", "init", "--advertise-addr", &advertise]);
+    let manager = token(&rig, 0, "manager");
+    join(&rig, 1, &manager);
+    join(&rig, 2, &manager);
+    let worker = token(&rig, 0, "worker");
+    assert_ne!(manager, worker);
+    join(&rig, 3, &worker);
+    let ids: Vec<String> = (0..4).map(|i| rig.id_of(i)).collect();
+    assert!(ids.iter().all(|id| !id.is_empty()), "{ids:?}");
+    rig.wait_for("4 ready nodes, 3 managers", Duration::from_secs(30), |r| {
+        let nodes = r.nodes_seen_by(0);
+        nodes.len() == 4
+            && nodes.iter().all(|n| n["Status"] == "ready")
+            && nodes.iter().filter(|n| n["Role"] == "manager").count() == 3
+    });
+    // Every node, the worker included, sees the same replicated membership.
+    rig.wait_for("the worker sees every node", Duration::from_secs(10), |r| {
+        r.nodes_seen_by(3).len() == 4
+    });
+
+    // A worker cannot call a manager API: its writes are refused by the leader.
+    let compose_w = rig.compose(3, APP);
+    let compose_w = compose_w.to_str().unwrap();
+    let refused = rig.berth(3, &["-f", compose_w, "-p", "spread", "up", "-d"]);
+    assert!(!refused.status.success());
+    let text = String::from_utf8_lossy(&refused.stderr);
+    assert!(text.contains("role worker"), "{text}");
+
+    // Deploy through a manager; the tasks spread over several nodes and all run.
+    let compose = rig.compose(1, APP);
+    let compose = compose.to_str().unwrap().to_owned();
+    rig.ok(1, &["-f", &compose, "-p", "spread", "up", "-d"]);
+    rig.wait_for("6 running replicas", Duration::from_secs(90), |r| {
+        running(r, 1, &compose) == 6
+    });
+    let spread = tasks_by_node(&rig, 0, &ids);
+    assert!(
+        spread.iter().filter(|n| **n > 0).count() >= 3,
+        "tasks on too few nodes: {spread:?}"
+    );
+    assert!(spread[3] > 0, "the worker runs tasks: {spread:?}");
+
+    // kill -9 the leader: a new one is elected within seconds, the API keeps answering and
+    // the acknowledged deploy is still there; the dead node's tasks come back elsewhere.
+    let old = leader(&rig, 0, &ids).expect("a leader");
+    let survivor = (0..3).find(|i| *i != old).unwrap();
+    rig.kill9(old);
+    let killed = Instant::now();
+    rig.wait_for("a new leader", Duration::from_secs(10), |r| {
+        leader(r, survivor, &ids).is_some_and(|l| l != old)
+    });
+    let failover = killed.elapsed();
+    assert!(
+        failover < Duration::from_secs(5),
+        "failover took {failover:?}"
+    );
+    rig.wait_for(
+        "the dead manager down, 6 running elsewhere",
+        Duration::from_secs(60),
+        |r| {
+            let spread = tasks_by_node(r, survivor, &ids);
+            spread[old] == 0 && running(r, survivor, &compose) == 6
+        },
+    );
+
+    // kill -9 the worker: its tasks reappear on the managers left.
+    rig.kill9(3);
+    rig.wait_for(
+        "the worker down, its tasks elsewhere",
+        Duration::from_secs(60),
+        |r| {
+            let nodes = r.nodes_seen_by(survivor);
+            let down = nodes
+                .iter()
+                .any(|n| n["ID"].as_str() == Some(&ids[3]) && n["Status"] == "down");
+            down && tasks_by_node(r, survivor, &ids)[3] == 0 && running(r, survivor, &compose) == 6
+        },
+    );
+
+    // Drain one of the two managers left: everything moves to the other.
+    let other = (0..3).find(|i| *i != old && *i != survivor).unwrap();
+    rig.ok(
+        survivor,
+        &["node", "update", "--availability", "drain", &ids[other]],
+    );
+    rig.wait_for("the drained node empty", Duration::from_secs(60), |r| {
+        let spread = tasks_by_node(r, survivor, &ids);
+        spread[other] == 0 && spread[survivor] == 6 && running(r, survivor, &compose) == 6
+    });
+    let _ = rig.berth(
+        survivor,
+        &["-f", &compose, "-p", "spread", "down", "-t", "1"],
+    );
+}
+
+/// Calls `ClusterPeer.Raft` with an empty batch on `addr` under `tls`, from the host's foot
+/// on the rig's bridge.
+fn call_raft(
+    addr: std::net::SocketAddr,
+    tls: std::sync::Arc<rustls::ClientConfig>,
+) -> Result<(), String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let connector = tokio_rustls::TlsConnector::from(tls);
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect_timeout(Duration::from_secs(5))
+            .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+                let connector = connector.clone();
+                async move {
+                    let tcp = tokio::net::TcpStream::connect(addr).await?;
+                    let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+                    let tls = connector.connect(name, tcp).await?;
+                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tls))
+                }
+            }))
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        let mut client = berth_api::v1::cluster_peer_client::ClusterPeerClient::new(channel);
+        let mut request = tonic::Request::new(berth_api::v1::RaftBatch { messages: vec![] });
+        request.set_timeout(Duration::from_secs(5));
+        tokio::time::timeout(Duration::from_secs(10), client.raft(request))
+            .await
+            .map_err(|_| "timed out".to_string())?
+            .map(|_| ())
+            .map_err(|s| format!("{:?}: {}", s.code(), s.message()))
+    })
+}
+
+#[test]
+fn a_node_with_a_certificate_of_another_ca_is_refused() {
+    let rig = Rig::new(2);
+    // Two separate clusters: A on node 0, B on node 1.
+    for i in 0..2 {
+        let advertise = rig.nodes[i].ip.clone();
+        rig.ok(i, &["cluster", "init", "--advertise-addr", &advertise]);
+    }
+    let tls_dir = |i: usize| rig.nodes[i].data_root().join("cluster").join("tls");
+    let a = berth_cluster::NodeCredentials::load(&tls_dir(0)).expect("A's credentials");
+    let addr: std::net::SocketAddr = format!("{}:4245", rig.nodes[0].ip).parse().unwrap();
+    // A's own certificate is accepted.
+    call_raft(addr, berth_cluster::client_config(&a).unwrap()).expect("a member of A is heard");
+    // B's certificate, even by a client that trusts A's root, is refused by A.
+    let mut b = berth_cluster::NodeCredentials::load(&tls_dir(1)).expect("B's credentials");
+    b.ca_der = a.ca_der.clone();
+    let refused = call_raft(addr, berth_cluster::client_config(&b).unwrap());
+    assert!(refused.is_err(), "a certificate of another CA was accepted");
+    // No certificate at all: the handshake is allowed (joining), the call is not.
+    let join: berth_cluster::JoinToken = token(&rig, 0, "worker").parse().unwrap();
+    let anonymous = call_raft(addr, berth_cluster::join_client_config(&join).unwrap());
+    let error = anonymous.expect_err("a caller without a certificate was heard");
+    assert!(error.contains("Unauthenticated"), "{error}");
+}
+
+#[test]
+fn a_promoted_worker_votes_and_writes_and_a_demoted_one_no_longer_does() {
+    let rig = Rig::new(3);
+    let advertise = rig.nodes[0].ip.clone();
+    rig.ok(0, &["cluster", "init", "--advertise-addr", &advertise]);
+    join(&rig, 1, &token(&rig, 0, "manager"));
+    join(&rig, 2, &token(&rig, 0, "worker"));
+    let ids: Vec<String> = (0..3).map(|i| rig.id_of(i)).collect();
+    let member = |i: usize| {
+        std::fs::read_to_string(rig.nodes[i].data_root().join("cluster/member.json"))
+            .unwrap_or_default()
+    };
+    let manager_key = |i: usize| {
+        rig.nodes[i]
+            .data_root()
+            .join("cluster/manager.key")
+            .exists()
+    };
+    let write = |r: &Rig| r.berth(2, &["node", "update", "--label-add", "k=v", &ids[2]]);
+    let refused = write(&rig);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("role worker"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    assert!(!manager_key(2));
+
+    rig.ok(0, &["node", "promote", &ids[2]]);
+    rig.wait_for(
+        "the promoted node to hold a manager certificate",
+        Duration::from_secs(60),
+        |r| {
+            let seen = r.nodes_seen_by(0);
+            let reachable = seen.iter().any(|n| {
+                n["ID"].as_str() == Some(&ids[2])
+                    && n["ManagerStatus"] != ""
+                    && n["Role"] == "manager"
+            });
+            reachable && member(2).contains("\"manager\"") && manager_key(2)
+        },
+    );
+    rig.wait_for(
+        "the promoted node's writes to be accepted",
+        Duration::from_secs(30),
+        |r| write(r).status.success(),
+    );
+
+    rig.ok(0, &["node", "demote", &ids[2]]);
+    rig.wait_for(
+        "the demoted node to hold a worker certificate",
+        Duration::from_secs(60),
+        |r| member(2).contains("\"worker\"") && !manager_key(2) && r.nodes_seen_by(2).len() == 3,
+    );
+    rig.wait_for(
+        "the demoted node's writes to be refused",
+        Duration::from_secs(30),
+        |r| {
+            let out = write(r);
+            !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("role worker")
+        },
+    );
+
+    // The worker leaves: it runs alone again, and the cluster forgets it.
+    rig.ok(2, &["cluster", "leave"]);
+    let alone = rig.nodes_seen_by(2);
+    assert_eq!(alone.len(), 1, "{alone:?}");
+    assert_eq!(alone[0]["RaftID"], 0);
+    rig.wait_for(
+        "the cluster to forget the node that left",
+        Duration::from_secs(30),
+        |r| r.nodes_seen_by(0).len() == 2,
+    );
+}
