@@ -236,7 +236,11 @@ pub fn task_progress(task: &v1::Task, goal: Goal) -> (String, bool) {
         TaskState::TaskNew | TaskState::TaskPending | TaskState::TaskAssigned
             if !task.message.is_empty() =>
         {
-            (format!("Waiting ({})", task.message), goal == Goal::Created)
+            // held (by depends_on or --no-start): created once its container exists
+            (
+                format!("Waiting ({})", task.message),
+                goal == Goal::Created && !task.container_id.is_empty(),
+            )
         }
         // held before its start (`--no-start`) once its container exists
         TaskState::TaskPreparing if goal == Goal::Created && task.container_status == "created" => {
