@@ -43,6 +43,8 @@ fn python_sdk_lifecycle() {
         .client("timeout")
         .args(["--kill-after=5", "180"])
         .arg(&py)
+        // unbuffered, so a run cut short by the timeout still shows how far it got
+        .arg("-u")
         .arg(script)
         .output()
         .unwrap();

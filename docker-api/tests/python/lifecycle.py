@@ -6,16 +6,24 @@ import time
 
 import docker
 
+
+def step(what):
+    """Progress on stdout: a run cut short by the test's timeout shows where it stood."""
+    print(f"step: {what}", flush=True)
+
+
 client = docker.from_env(timeout=60)
 assert client.ping()
 assert client.version()["Platform"]["Name"] == "berth"
 assert any("busybox:latest" in i.tags for i in client.images.list())
 
+step("volumes and networks")
 vol = client.volumes.create("sdkvol", labels={"made-by": "sdk"})
 net = client.networks.create("sdknet", labels={"made-by": "sdk"})
 assert client.volumes.get("sdkvol").attrs["Labels"]["made-by"] == "sdk"
 assert [n.name for n in client.networks.list(names=["sdknet"])] == ["sdknet"]
 
+step("run detached")
 ctr = client.containers.run(
     "busybox",
     ["sh", "-c", "echo sdk-hello; echo data > /data/f; exec sleep 600"],
@@ -35,15 +43,18 @@ assert ctr.status == "running", ctr.status
 assert "sdknet" in ctr.attrs["NetworkSettings"]["Networks"]
 assert [c.name for c in client.containers.list(filters={"label": "suite=sdk"})] == ["sdk1"]
 
+step("exec")
 res = ctr.exec_run(["sh", "-c", "echo $GREETING; cat /data/f; echo oops >&2; exit 4"], demux=True)
 assert res.exit_code == 4, res
 assert res.output == (b"hi\ndata\n", b"oops\n"), res.output
 
+step("stop and wait")
 ctr.stop(timeout=1)
 ctr.reload()
 assert ctr.status == "exited", ctr.status
 assert ctr.wait()["StatusCode"] == 137
 
+step("run --rm")
 out = client.containers.run("busybox", ["echo", "one-shot"], remove=True)
 assert out == b"one-shot\n", out
 
@@ -58,13 +69,16 @@ with tarfile.open(fileobj=buf, mode="w") as tar:
     info.size = len(dockerfile)
     tar.addfile(info, io.BytesIO(dockerfile))
 buf.seek(0)
+step("build")
 image, logs = client.images.build(
     fileobj=buf, custom_context=True, tag="sdkbuilt:1", buildargs={"WORD": "sdk-built"}, rm=True
 )
 assert "sdkbuilt:1" in image.tags, image.tags
 assert any("Step" in chunk.get("stream", "") for chunk in logs)
+step("run the built image")
 out = client.containers.run("sdkbuilt:1", remove=True)
 assert out == b"sdk-built\n", out
+step("failing build")
 try:
     bad = io.BytesIO()
     with tarfile.open(fileobj=bad, mode="w") as tar:
@@ -78,6 +92,7 @@ try:
 except docker.errors.BuildError as e:
     assert "non-zero code: 5" in str(e), str(e)
 
+step("cleanup")
 ctr.remove()
 net.remove()
 vol.remove()

@@ -96,6 +96,8 @@ impl Server {
         std::fs::create_dir_all(&docker_config).expect("docker config dir");
         let log = std::fs::File::create(root.path().join("server.log")).expect("log");
         let child = Command::new(SERVER)
+            // every request in the log a failing test prints
+            .env("RUST_LOG", "berth_docker_api=debug")
             .arg("--socket")
             .arg(&socket)
             .arg("--data-root")
