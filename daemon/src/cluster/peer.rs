@@ -29,6 +29,21 @@ pub struct PeerService {
 }
 
 impl PeerService {
+    /// The managers' sealing key, in text, for a node that will be a manager; nothing for
+    /// a worker (workers copy the log but must not open the sealed secrets).
+    fn manager_key_for(&self, manager: bool) -> String {
+        if !manager {
+            return String::new();
+        }
+        self.cluster
+            .manager_key
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|k| k.to_text())
+            .unwrap_or_default()
+    }
+
     pub fn new(cluster: Arc<Cluster>) -> Self {
         PeerService { cluster }
     }
@@ -171,17 +186,7 @@ impl ClusterPeer for PeerService {
                 .collect()
         });
         let membership = controller.membership();
-        let manager_key = match role {
-            CertRole::Manager => self
-                .cluster
-                .manager_key
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .as_ref()
-                .map(|k| k.to_text())
-                .unwrap_or_default(),
-            CertRole::Worker => String::new(),
-        };
+        let manager_key = self.manager_key_for(role == CertRole::Manager);
         Ok(Response::new(PeerJoinResponse {
             cert_der: cert.der.to_vec(),
             ca_der: secrets.ca.cert_der().to_vec(),
@@ -289,17 +294,7 @@ impl ClusterPeer for PeerService {
             .ca
             .issue_for_csr(&csr, &wanted, SystemTime::now())
             .map_err(|e| Status::invalid_argument(format!("certificate request: {e}")))?;
-        let manager_key = match role {
-            Role::Manager => self
-                .cluster
-                .manager_key
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .as_ref()
-                .map(|k| k.to_text())
-                .unwrap_or_default(),
-            Role::Worker => String::new(),
-        };
+        let manager_key = self.manager_key_for(role == Role::Manager);
         Ok(Response::new(RenewResponse {
             cert_der: cert.der.to_vec(),
             role: role.as_str().to_owned(),
