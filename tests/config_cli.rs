@@ -325,3 +325,32 @@ fn an_error_in_a_file_from_stdin_quotes_stdin() {
         "{err}"
     );
 }
+
+#[test]
+fn every_verb_that_loads_a_project_quotes_the_place_of_its_error() {
+    let text = "services:\n  web:\n    image: busybox\n    ports:\n      - \"99999:80\"\n";
+    let expected = "berth: /p/compose.yaml:5:9: services.web.ports[0]: invalid hostPort: 99999
+  |
+5 |       - \"99999:80\"
+  |         ^^^^^^^^^^
+";
+    let dir = project(&[("compose.yaml", text)]);
+    for verb in [&["up", "-d"][..], &["run", "web", "true"], &["build"]] {
+        let mut args = vec!["-p", "p"];
+        args.extend_from_slice(verb);
+        // the file is refused before any daemon is asked; a socket nobody serves makes sure
+        // no test daemon could be started or reached if that ever changed
+        let o = bounded_berth()
+            .args(&args)
+            .current_dir(dir.path())
+            .env("BERTH_HOST", "unix:///nonexistent/berth.sock")
+            .env_remove("COMPOSE_PROJECT_NAME")
+            .env_remove("COMPOSE_FILE")
+            .env_remove("COMPOSE_PROFILES")
+            .output()
+            .unwrap();
+        assert!(!o.status.success(), "{verb:?}");
+        let err = stderr(&o).replace(&dir.path().display().to_string(), "/p");
+        assert_eq!(err, expected, "{verb:?}");
+    }
+}

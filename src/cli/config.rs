@@ -142,19 +142,6 @@ pub fn to_app(raw: &RawProject, document: Value) -> anyhow::Result<App> {
 }
 
 pub fn run(flags: &ProjectFlags, args: &ConfigArgs) -> anyhow::Result<ExitCode> {
-    match run_config(flags, args) {
-        Err(err) => match excerpt_for(&err) {
-            Some(excerpt) => {
-                eprint!("berth: {}\n{excerpt}", super::one_line(&err));
-                Ok(ExitCode::from(1))
-            }
-            None => Err(err),
-        },
-        done => done,
-    }
-}
-
-fn run_config(flags: &ProjectFlags, args: &ConfigArgs) -> anyhow::Result<ExitCode> {
     let raw = load_raw(flags, &args.services, !args.no_interpolate)?;
     let mut document = raw.document.clone();
     if !args.services.is_empty() {

@@ -178,9 +178,19 @@ pub fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("berth: {}", one_line(&err));
+            report(&err);
             ExitCode::from(1)
         }
+    }
+}
+
+/// Prints an error for the user: its one line and, when the loader placed it in a Compose
+/// file, the lines of that file with carets under the place (every verb that loads a
+/// project reports its errors this way).
+pub fn report(err: &anyhow::Error) {
+    eprintln!("berth: {}", one_line(err));
+    if let Some(excerpt) = config::excerpt_for(err) {
+        eprint!("{excerpt}");
     }
 }
 

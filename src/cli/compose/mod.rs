@@ -227,7 +227,7 @@ pub fn dispatch(argv: &[OsString]) -> Option<ExitCode> {
     Some(match run(&ctx, cli.verb) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("berth: {}", super::one_line(&err));
+            super::report(&err);
             ExitCode::from(1)
         }
     })
