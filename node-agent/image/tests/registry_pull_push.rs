@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use berth_image::registry::progress::{BlobOutcome, Event, Observer, Silent};
 use berth_image::registry::pull::{PullError, PullOptions, parse_platform, pull};
-use berth_image::registry::push::{PushOptions, push};
+use berth_image::registry::push::{PushOptions, PushReport, push};
 use berth_image::registry::{ClientOptions, Credentials, RegistryClient, UploadMode};
 use berth_image::{Digest, Reference, Store};
 use support::images::{
@@ -28,6 +28,20 @@ fn client(registry: &TestRegistry, credentials: Option<(&str, &str)>) -> Registr
             ..ClientOptions::default()
         },
     )
+    .unwrap()
+}
+
+/// Pushes `reference` from `source` with the default options, silently; the test fails if
+/// the push does.
+async fn push_all(client: &RegistryClient, source: &Store, reference: &Reference) -> PushReport {
+    push(
+        client,
+        source,
+        reference,
+        &PushOptions::default(),
+        Arc::new(Silent),
+    )
+    .await
     .unwrap()
 }
 
@@ -193,15 +207,7 @@ async fn second_push_uploads_nothing_and_other_repos_mount() {
     let digest = make_image(&store, &format!("{host}/demo/app:v1"), &three_layers());
     let client = client(&registry, None);
     let first = Reference::parse(&format!("{host}/demo/app:v1")).unwrap();
-    push(
-        &client,
-        &store,
-        &first,
-        &PushOptions::default(),
-        Arc::new(Silent),
-    )
-    .await
-    .unwrap();
+    push_all(&client, &store, &first).await;
 
     let recorder = Arc::new(Recorder::default());
     let again = push(
@@ -250,15 +256,7 @@ async fn index_pull_selects_the_platform() {
     let index = make_index(&source, &name, &["amd64", "arm64"]);
     let reference = Reference::parse(&name).unwrap();
     let client = client(&registry, None);
-    let report = push(
-        &client,
-        &source,
-        &reference,
-        &PushOptions::default(),
-        Arc::new(Silent),
-    )
-    .await
-    .unwrap();
+    let report = push_all(&client, &source, &reference).await;
     assert_eq!(report.digest.as_ref(), Some(&index));
     assert!(!report.platform_only);
 
@@ -343,15 +341,7 @@ async fn tampered_layer_fails_verification_and_leaves_no_image() {
     let digest = make_image(&source, &name, &three_layers());
     let reference = Reference::parse(&name).unwrap();
     let client = client(&registry, None);
-    push(
-        &client,
-        &source,
-        &reference,
-        &PushOptions::default(),
-        Arc::new(Silent),
-    )
-    .await
-    .unwrap();
+    push_all(&client, &source, &reference).await;
     let berth_image::Manifest::Image(manifest) = source.read_manifest(&digest).unwrap() else {
         panic!("expected an image manifest");
     };
@@ -433,15 +423,7 @@ async fn interrupted_pull_resumes_and_completes() {
     let big = Digest::from_oci(manifest.layers()[0].digest()).unwrap();
     let reference = Reference::parse(&name).unwrap();
     let client = Arc::new(client(&registry, None));
-    push(
-        &client,
-        &source,
-        &reference,
-        &PushOptions::default(),
-        Arc::new(Silent),
-    )
-    .await
-    .unwrap();
+    push_all(&client, &source, &reference).await;
 
     let (dir, target) = open_store();
     let (reached_tx, reached_rx) = mpsc::channel();
@@ -527,15 +509,7 @@ async fn concurrent_pulls_of_one_image_into_one_store_both_succeed() {
     );
     let reference = Reference::parse(&name).unwrap();
     let client = client(&registry, None);
-    push(
-        &client,
-        &source,
-        &reference,
-        &PushOptions::default(),
-        Arc::new(Silent),
-    )
-    .await
-    .unwrap();
+    push_all(&client, &source, &reference).await;
     let (_b, target) = open_store();
     // The second pull finds the first one's ingests locked and waits for them.
     let options = PullOptions::default();
@@ -579,15 +553,7 @@ async fn docker_schema2_and_manifest_lists_round_trip() {
         ),
     ] {
         let reference = Reference::parse(name).unwrap();
-        push(
-            &client,
-            &source,
-            &reference,
-            &PushOptions::default(),
-            Arc::new(Silent),
-        )
-        .await
-        .unwrap();
+        push_all(&client, &source, &reference).await;
         // The registry serves it back with its Docker media type and the same digest.
         let fetched = client
             .get_manifest(reference.repository(), "1")
@@ -641,15 +607,7 @@ async fn https_registry_with_a_private_ca_from_certs_d() {
     .unwrap();
     trusted.verify_login().await.unwrap();
     assert_eq!(trusted.endpoint().await.unwrap().scheme(), "https");
-    push(
-        &trusted,
-        &source,
-        &reference,
-        &PushOptions::default(),
-        Arc::new(Silent),
-    )
-    .await
-    .unwrap();
+    push_all(&trusted, &source, &reference).await;
     let (_b, target) = open_store();
     let report = pull(
         &trusted,
