@@ -63,14 +63,10 @@ fn a_partitioned_minority_refuses_writes_the_majority_serves_them_and_healing_re
 
     // The majority accepts writes, marks the cut node down and runs its tasks elsewhere.
     rig.ok(majority[1], &["service", "scale", "part_web=4"]);
-    rig.wait_for(
-        "4 running on the majority",
-        Duration::from_secs(90),
-        |r| {
-            let tasks = running(r, majority[0], "part_web");
-            tasks.len() == 4 && tasks.iter().all(|(_, node)| *node != cut_id)
-        },
-    );
+    rig.wait_for("4 running on the majority", Duration::from_secs(90), |r| {
+        let tasks = running(r, majority[0], "part_web");
+        tasks.len() == 4 && tasks.iter().all(|(_, node)| *node != cut_id)
+    });
 
     // The minority refuses writes with a clear error, bounded in time.
     let refused = rig.berth(minority, &["service", "scale", "part_web=5"]);

@@ -123,7 +123,10 @@ fn updates_roll_one_task_at_a_time_and_a_failing_version_rolls_back() {
         if hash != v1 {
             break hash;
         }
-        assert!(started.elapsed() < Duration::from_secs(30), "v2 never deployed");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "v2 never deployed"
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
     loop {
@@ -165,16 +168,21 @@ fn updates_roll_one_task_at_a_time_and_a_failing_version_rolls_back() {
         .iter()
         .map(|t| t["ID"].as_str().unwrap().to_owned())
         .collect();
-    assert_eq!(other_before, other_after, "an unchanged service was touched");
+    assert_eq!(
+        other_before, other_after,
+        "an unchanged service was touched"
+    );
     rig.wait_for("the update completed", Duration::from_secs(20), |r| {
         service_row(r, 2, WEB)["UpdateState"] == "completed"
     });
 
     // `service rollback` returns to v1.
     rig.ok(1, &["service", "rollback", WEB]);
-    rig.wait_for("3 healthy v1 replicas again", Duration::from_secs(90), |r| {
-        up_with(r, 0, WEB, &v1) == 3 && live(&r.service_tasks(0, WEB)).len() == 3
-    });
+    rig.wait_for(
+        "3 healthy v1 replicas again",
+        Duration::from_secs(90),
+        |r| up_with(r, 0, WEB, &v1) == 3 && live(&r.service_tasks(0, WEB)).len() == 3,
+    );
     assert_eq!(web_hash(&rig, 2), v1);
     rig.wait_for("the rollback completed", Duration::from_secs(20), |r| {
         service_row(r, 0, WEB)["UpdateState"] == "rollback_completed"
@@ -248,9 +256,13 @@ fn service_ps_says_why_a_task_cannot_be_placed_until_it_can() {
     // once a node qualifies, the task is placed and runs
     let id = rig.id_of(0);
     rig.ok(0, &["node", "update", "--label-add", "zone=mars", &id]);
-    rig.wait_for("the task placed and running", Duration::from_secs(60), |r| {
-        r.service_tasks(0, "place_mars")
-            .iter()
-            .any(|t| t["Live"] == true && t["CurrentState"] == "Running" && t["Error"] == "")
-    });
+    rig.wait_for(
+        "the task placed and running",
+        Duration::from_secs(60),
+        |r| {
+            r.service_tasks(0, "place_mars")
+                .iter()
+                .any(|t| t["Live"] == true && t["CurrentState"] == "Running" && t["Error"] == "")
+        },
+    );
 }

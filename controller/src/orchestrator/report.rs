@@ -208,7 +208,10 @@ mod tests {
     #[test]
     fn names_resolve_by_app_and_service_or_a_unique_service() {
         let state = state_with(&[("shop", &["web", "db"]), ("my_blog", &["web", "cache"])]);
-        assert_eq!(resolve(&state, "shop_web").unwrap(), ("shop".into(), "web".into()));
+        assert_eq!(
+            resolve(&state, "shop_web").unwrap(),
+            ("shop".into(), "web".into())
+        );
         assert_eq!(
             resolve(&state, "my_blog_web").unwrap(),
             ("my_blog".into(), "web".into())
