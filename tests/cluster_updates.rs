@@ -266,3 +266,93 @@ fn service_ps_says_why_a_task_cannot_be_placed_until_it_can() {
         },
     );
 }
+
+/// Live tasks of `service` per node id, as node 0 sees them.
+fn placed(rig: &Rig, service: &str) -> std::collections::BTreeMap<String, usize> {
+    let mut out = std::collections::BTreeMap::new();
+    for t in live(&rig.service_tasks(0, service)) {
+        if t["CurrentState"] == "Running" {
+            *out.entry(t["NodeID"].as_str().unwrap_or_default().to_owned())
+                .or_default() += 1;
+        }
+    }
+    out
+}
+
+#[test]
+fn global_label_spread_binpack_and_per_node_caps_place_across_nodes() {
+    let rig = Rig::new(3);
+    rig.form_cluster(3);
+    let ids: Vec<String> = (0..3).map(|i| rig.id_of(i)).collect();
+    rig.ok(0, &["node", "update", "--label-add", "zone=a", &ids[0]]);
+    rig.ok(0, &["node", "update", "--label-add", "zone=b", &ids[1]]);
+    rig.ok(0, &["node", "update", "--label-add", "zone=b", &ids[2]]);
+    let compose = rig.compose(
+        0,
+        r#"services:
+  agent:
+    image: busybox:latest
+    command: ["sleep", "3600"]
+    deploy:
+      mode: global
+  zoned:
+    image: busybox:latest
+    command: ["sleep", "3600"]
+    deploy:
+      replicas: 4
+      placement:
+        preferences:
+          - spread: node.labels.zone
+  packed:
+    image: busybox:latest
+    command: ["sleep", "3600"]
+    deploy:
+      replicas: 2
+      placement:
+        x-berth-strategy: binpack
+  capped:
+    image: busybox:latest
+    command: ["sleep", "3600"]
+    deploy:
+      replicas: 4
+      placement:
+        max_replicas_per_node: 1
+"#,
+    );
+    let compose = compose.to_str().unwrap().to_owned();
+    // one `capped` task can never run, so `up -d` would wait: leave it in the background
+    let _up = rig.spawn_berth(0, &["-f", &compose, "-p", "place", "up", "-d"]);
+    rig.wait_for(
+        "every placeable task running",
+        Duration::from_secs(120),
+        |r| {
+            placed(r, "place_agent").values().sum::<usize>() == 3
+                && placed(r, "place_zoned").values().sum::<usize>() == 4
+                && placed(r, "place_packed").values().sum::<usize>() == 2
+                && placed(r, "place_capped").values().sum::<usize>() == 3
+        },
+    );
+    // global: one on each node
+    let agent = placed(&rig, "place_agent");
+    assert!(ids.iter().all(|id| agent.get(id) == Some(&1)), "{agent:?}");
+    // spread over the zone label: zone a (one node) gets as many as zone b (two nodes)
+    let zoned = placed(&rig, "place_zoned");
+    let zone_a = zoned.get(&ids[0]).copied().unwrap_or(0);
+    assert_eq!(zone_a, 2, "{zoned:?}");
+    // binpack: both on one node
+    let packed = placed(&rig, "place_packed");
+    assert_eq!(packed.len(), 1, "{packed:?}");
+    // the cap: one per node, the fourth says why it waits
+    let capped = placed(&rig, "place_capped");
+    assert!(capped.values().all(|n| *n == 1), "{capped:?}");
+    let waiting: Vec<String> = live(&rig.service_tasks(0, "place_capped"))
+        .iter()
+        .filter_map(|t| t["Error"].as_str().filter(|e| !e.is_empty()))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(waiting.len(), 1, "{waiting:?}");
+    assert!(
+        waiting[0].contains("3 nodes already run max_replicas_per_node (1)"),
+        "{waiting:?}"
+    );
+}
