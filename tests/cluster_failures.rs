@@ -114,9 +114,7 @@ fn restarting_every_node_keeps_the_app_and_its_tasks() {
     for i in 0..3 {
         rig.stop(i);
     }
-    for i in 0..3 {
-        rig.start(i);
-    }
+    rig.start_all(&[0, 1, 2]);
     rig.wait_for("a leader again", Duration::from_secs(30), |r| {
         r.leader_seen_by(0).is_some()
     });

@@ -183,6 +183,30 @@ impl Rig {
 
     /// Starts (or restarts) node `i`'s berthd and waits until it answers.
     pub fn start(&mut self, i: usize) {
+        self.spawn_daemon(i);
+        self.wait_answering(i);
+    }
+
+    /// Starts the berthds of `nodes` all at once, then waits until each answers (so none
+    /// stays silent long enough for a leader to mark it down).
+    pub fn start_all(&mut self, nodes: &[usize]) {
+        for i in nodes {
+            self.spawn_daemon(*i);
+        }
+        for i in nodes {
+            self.wait_answering(*i);
+        }
+    }
+
+    fn wait_answering(&self, i: usize) {
+        self.wait_for(
+            &format!("berthd {i} to answer"),
+            Duration::from_secs(30),
+            |r| r.nodes[i].socket.exists() && r.berth(i, &["node", "ls"]).status.success(),
+        );
+    }
+
+    fn spawn_daemon(&mut self, i: usize) {
         let node = &mut self.nodes[i];
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -209,11 +233,6 @@ impl Rig {
             .spawn()
             .expect("start berthd");
         node.child = Some(child);
-        self.wait_for(
-            &format!("berthd {i} to answer"),
-            Duration::from_secs(30),
-            |r| r.nodes[i].socket.exists() && r.berth(i, &["node", "ls"]).status.success(),
-        );
     }
 
     /// `berth ARGS… -H <node i>` bounded to 120 s.
