@@ -6,6 +6,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/berth/v1/compose.proto",
         "proto/berth/v1/system.proto",
         "proto/berth/v1/cluster.proto",
+        "proto/berth/v1/service.proto",
     ];
     for file in files {
         println!("cargo:rerun-if-changed={file}");

@@ -17,6 +17,7 @@ pub mod host;
 pub mod lock;
 pub mod metrics;
 pub mod server;
+pub mod services;
 pub mod timefmt;
 
 use std::net::SocketAddr;

@@ -70,11 +70,15 @@ impl Listener {
         cluster: Arc<Cluster>,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServerError> {
+        let services_controller = node.controller.clone();
         let router = tonic::transport::Server::builder()
             .add_service(ComposeServer::new(ComposeService::new(node.clone())))
             .add_service(SystemServer::new(SystemService::new(node)))
             .add_service(berth_api::v1::cluster_server::ClusterServer::new(
                 AdminService::new(cluster),
+            ))
+            .add_service(berth_api::v1::services_server::ServicesServer::new(
+                crate::services::ServicesService::new(services_controller),
             ));
         // Graceful shutdown waits for open connections; a client following logs would hold
         // it forever, so connections get a short grace and are then dropped.

@@ -15,6 +15,7 @@ mod image;
 mod network;
 mod node;
 mod registry;
+mod service;
 mod version;
 mod volume;
 
@@ -124,6 +125,8 @@ pub enum Command {
     Cluster(cluster::ClusterArgs),
     /// Manage the cluster's nodes: ls, inspect, update, promote, demote, rm
     Node(node::NodeArgs),
+    /// Manage services across the cluster: ls, ps, inspect, scale, rollback
+    Service(service::ServiceArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -163,6 +166,7 @@ pub fn main() -> ExitCode {
         Command::Logout(args) => registry::logout_cmd(&args),
         Command::Cluster(args) => cluster::run(args),
         Command::Node(args) => node::run(args),
+        Command::Service(args) => service::run(args),
         Command::Network(_) | Command::Volume(_) => Err(anyhow::anyhow!(
             "network and volume commands take only --data-root before the command name"
         )),

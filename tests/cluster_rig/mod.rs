@@ -183,6 +183,30 @@ impl Rig {
 
     /// Starts (or restarts) node `i`'s berthd and waits until it answers.
     pub fn start(&mut self, i: usize) {
+        self.spawn_daemon(i);
+        self.wait_answering(i);
+    }
+
+    /// Starts the berthds of `nodes` all at once, then waits until each answers (so none
+    /// stays silent long enough for a leader to mark it down).
+    pub fn start_all(&mut self, nodes: &[usize]) {
+        for i in nodes {
+            self.spawn_daemon(*i);
+        }
+        for i in nodes {
+            self.wait_answering(*i);
+        }
+    }
+
+    fn wait_answering(&self, i: usize) {
+        self.wait_for(
+            &format!("berthd {i} to answer"),
+            Duration::from_secs(30),
+            |r| r.nodes[i].socket.exists() && r.berth(i, &["node", "ls"]).status.success(),
+        );
+    }
+
+    fn spawn_daemon(&mut self, i: usize) {
         let node = &mut self.nodes[i];
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -209,11 +233,6 @@ impl Rig {
             .spawn()
             .expect("start berthd");
         node.child = Some(child);
-        self.wait_for(
-            &format!("berthd {i} to answer"),
-            Duration::from_secs(30),
-            |r| r.nodes[i].socket.exists() && r.berth(i, &["node", "ls"]).status.success(),
-        );
     }
 
     /// `berth ARGS… -H <node i>` bounded to 120 s.
@@ -226,7 +245,7 @@ impl Rig {
             .arg(node.data_root());
         // The Compose verbs take their flags before the verb; the cluster groups after.
         match args.first() {
-            Some(&"node") | Some(&"cluster") => {
+            Some(&"node") | Some(&"cluster") | Some(&"service") => {
                 command
                     .arg(args[0])
                     .arg("-H")
@@ -312,6 +331,130 @@ impl Rig {
         let path = self.nodes[i].root.join("compose.yaml");
         std::fs::write(&path, text).expect("compose.yaml");
         path
+    }
+}
+
+/// A `berth` command running in the background (bounded by `timeout`), killed when dropped.
+pub struct Background(Option<Child>);
+
+impl Background {
+    /// Waits for it to end (it is bounded by its own timeout); its output.
+    pub fn finish(mut self) -> Output {
+        let child = self.0.take().expect("child");
+        child.wait_with_output().expect("wait berth")
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Rig {
+    /// Node `i` joins the cluster node 0 formed, with a token of `role`.
+    pub fn join(&self, i: usize, role: &str) {
+        let token = self.ok(0, &["cluster", "join-token", role, "-q"]);
+        let advertise = self.nodes[i].ip.clone();
+        let manager = self.nodes[0].ip.clone();
+        self.ok(
+            i,
+            &[
+                "cluster",
+                "join",
+                "--token",
+                token.trim(),
+                "--advertise-addr",
+                &advertise,
+                &manager,
+            ],
+        );
+    }
+
+    /// Forms a cluster of every node: node 0 initializes, the first `managers` nodes are
+    /// managers, the rest workers; waits until every node is ready as seen from node 0.
+    pub fn form_cluster(&self, managers: usize) {
+        let advertise = self.nodes[0].ip.clone();
+        self.ok(0, &["cluster", "init", "--advertise-addr", &advertise]);
+        for i in 1..self.nodes.len() {
+            self.join(i, if i < managers { "manager" } else { "worker" });
+        }
+        let count = self.nodes.len();
+        self.wait_for("every node ready", Duration::from_secs(60), |r| {
+            let nodes = r.nodes_seen_by(0);
+            nodes.len() == count
+                && nodes.iter().all(|n| n["Status"] == "ready")
+                && nodes.iter().filter(|n| n["Role"] == "manager").count() == managers
+        });
+    }
+
+    /// The rig index of the leader as node `from` sees it.
+    pub fn leader_seen_by(&self, from: usize) -> Option<usize> {
+        let nodes = self.nodes_seen_by(from);
+        let id = nodes.iter().find(|n| n["ManagerStatus"] == "leader")?["ID"]
+            .as_str()?
+            .to_owned();
+        (0..self.nodes.len()).find(|i| self.id_of(*i) == id)
+    }
+
+    /// Starts `berth ARGS…` on node `i` in the background, bounded to 120 s.
+    pub fn spawn_berth(&self, i: usize, args: &[&str]) -> Background {
+        let node = &self.nodes[i];
+        let child = Command::new("timeout")
+            .args(["--kill-after=5", "120", BERTH])
+            .arg("--data-root")
+            .arg(node.data_root())
+            .arg("-H")
+            .arg(node.host())
+            .args(args)
+            .current_dir(&node.root)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn berth");
+        Background(Some(child))
+    }
+
+    /// `service ps --format json` of `service` as node `i` sees it (empty on failure).
+    pub fn service_tasks(&self, i: usize, service: &str) -> Vec<serde_json::Value> {
+        let out = self.berth(i, &["service", "ps", "--format", "json", service]);
+        if !out.status.success() {
+            return Vec::new();
+        }
+        serde_json::from_slice(&out.stdout).unwrap_or_default()
+    }
+
+    /// Stops node `i`'s berthd gracefully (SIGTERM; SIGKILL after 20 s). Its containers keep
+    /// running, as they do across any daemon restart.
+    pub fn stop(&mut self, i: usize) {
+        let Some(mut child) = self.nodes[i].child.take() else {
+            return;
+        };
+        // SAFETY: kill(2) on the berthd this rig started (nsenter executes it in place).
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while matches!(child.try_wait(), Ok(None)) {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.wait();
+    }
+
+    /// Cuts node `i` off the rig's bridge (its veth's bridge end goes down): a partition.
+    pub fn cut(&self, i: usize) {
+        sh(&["ip", "link", "set", &format!("brg{}v{i}", self.tag), "down"]);
+    }
+
+    /// Puts node `i` back on the bridge.
+    pub fn heal(&self, i: usize) {
+        sh(&["ip", "link", "set", &format!("brg{}v{i}", self.tag), "up"]);
     }
 }
 

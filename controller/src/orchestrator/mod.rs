@@ -9,6 +9,7 @@
 //! that a global service's task is created for its node.
 
 mod dependencies;
+pub mod report;
 mod restart;
 mod service;
 mod update;

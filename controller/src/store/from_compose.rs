@@ -15,7 +15,10 @@ use super::app::{
     PublishedPort, Resources, ServiceSpec, UpdateConfig, UpdateOrder,
 };
 use super::node::Platform;
-use super::placement::{Constraint, Placement};
+use super::placement::{Constraint, Placement, Strategy};
+
+/// The `deploy.placement` extension that picks the scoring strategy.
+pub const STRATEGY_KEY: &str = "x-berth-strategy";
 use super::restart::RestartPolicy;
 use super::state::MAX_REPLICAS;
 
@@ -234,6 +237,20 @@ fn placement(name: &str, service: &Service) -> Result<Placement, FromComposeErro
         .max_replicas_per_node
         .map(|n| u32::try_from(n).unwrap_or(u32::MAX))
         .unwrap_or(0);
+    // Compose has no field for the scoring strategy: berth reads it from an extension of
+    // `deploy.placement`, which other tools ignore.
+    if let Some(value) = declared.extensions.get(STRATEGY_KEY) {
+        placement.strategy = match value.as_str() {
+            Some("spread") => Strategy::Spread,
+            Some("binpack") => Strategy::Binpack,
+            _ => {
+                return Err(bad(
+                    name,
+                    format!("deploy.placement.{STRATEGY_KEY} {value:?}: use spread or binpack"),
+                ));
+            }
+        };
+    }
     Ok(placement)
 }
 
@@ -388,6 +405,26 @@ mod tests {
         assert_eq!(built.image, "shop-built");
         assert_eq!(built.replicas, 2);
         assert!(!built.healthcheck);
+    }
+
+    #[test]
+    fn the_placement_extension_picks_binpack() {
+        let packed = app(serde_json::json!({
+            "services": {
+                "b": {"image": "busybox",
+                      "deploy": {"placement": {"x-berth-strategy": "binpack"}}},
+                "s": {"image": "busybox"}
+            }
+        }));
+        let spec = app_spec("p", &packed, &IndexMap::new()).unwrap();
+        assert_eq!(spec.services["b"].placement.strategy, Strategy::Binpack);
+        assert_eq!(spec.services["s"].placement.strategy, Strategy::Spread);
+        let wrong = app(serde_json::json!({
+            "services": {"b": {"image": "busybox",
+                               "deploy": {"placement": {"x-berth-strategy": "fill"}}}}
+        }));
+        let err = app_spec("p", &wrong, &IndexMap::new()).unwrap_err();
+        assert!(err.to_string().contains("use spread or binpack"), "{err}");
     }
 
     #[test]

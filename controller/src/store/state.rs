@@ -51,6 +51,11 @@ pub struct ServiceRecord {
     /// before their start until `StartService`.
     #[serde(default)]
     pub created_only: bool,
+    /// The Compose definition (the service's entry in the app document) that went with
+    /// `previous`: agents build containers from the document, so a rollback must put it
+    /// back too, or the rolled-back tasks would run the failed definition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_document: Option<serde_json::Value>,
 }
 
 type Outcome = Result<Applied, ApplyError>;
@@ -247,6 +252,16 @@ impl State {
                 };
                 let failed = std::mem::replace(current, previous);
                 entry.previous = Some(failed);
+                let services = record
+                    .spec
+                    .document
+                    .get_mut("services")
+                    .and_then(|s| s.as_object_mut());
+                if let (Some(services), Some(definition)) =
+                    (services, entry.previous_document.take())
+                {
+                    entry.previous_document = services.insert(service.clone(), definition);
+                }
                 entry.update = UpdateState::RollingBack {
                     started_at: at,
                     reason,
@@ -296,6 +311,10 @@ impl State {
                 }
                 Some((old_spec, old_record)) => ServiceRecord {
                     previous: Some(old_spec.clone()),
+                    previous_document: old
+                        .as_ref()
+                        .and_then(|old| old.spec.document.get("services")?.get(name))
+                        .cloned(),
                     update: UpdateState::Pending,
                     ..old_record.clone()
                 },

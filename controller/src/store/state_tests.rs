@@ -250,6 +250,7 @@ fn a_redeploy_keeps_the_previous_spec_of_changed_services_only() {
     second
         .services
         .insert("db".into(), ServiceSpec::new("db", "d1"));
+    second.document["services"]["web"]["image"] = "img:2".into();
     state.apply_command(Command::DeployApp(second)).unwrap();
     let web = state.service_record("shop", "web").unwrap();
     assert_eq!(web.update, UpdateState::Pending);
@@ -267,8 +268,12 @@ fn a_redeploy_keeps_the_previous_spec_of_changed_services_only() {
         })
         .unwrap();
     assert_eq!(state.service("shop", "web").unwrap().config_hash, "h1");
+    // the agents build from the document: its entry for the service rolls back too
+    let document = &state.apps["shop"].spec.document;
+    assert_eq!(document["services"]["web"]["image"], "img");
     let web = state.service_record("shop", "web").unwrap();
     assert_eq!(web.previous.as_ref().unwrap().config_hash, "h2");
+    assert_eq!(web.previous_document.as_ref().unwrap()["image"], "img:2");
     assert_eq!(
         web.update,
         UpdateState::RollingBack {
