@@ -407,8 +407,8 @@ fn remotes(
                 continue;
             }
             let mut aliases = Vec::new();
-            if let Some(svc) = app.and_then(|a| a.services.get(&t.service)) {
-                let key = service_networks(app.expect("app"))
+            if let Some((app, svc)) = app.and_then(|a| Some((a, a.services.get(&t.service)?))) {
+                let key = service_networks(app)
                     .get(&t.service)
                     .and_then(|l| l.iter().find(|(_, id)| id == net).map(|(k, _)| k.clone()));
                 if let Some(sn) = key.and_then(|k| svc.networks.get(&k).cloned().flatten()) {
@@ -700,5 +700,47 @@ mod tests {
         // the host network is left alone
         let h = rewrite(&node_task(task("t8", "h", Some("n1"), TaskState::Assigned)), &overlay).unwrap();
         assert!(Arc::ptr_eq(&h.app, &app));
+    }
+
+    #[test]
+    fn each_node_sees_the_other_nodes_tasks_and_names_only_running_ones() {
+        let app = app();
+        let apps = BTreeMap::from([("shop".to_owned(), app.clone())]);
+        let mut state = state_with(
+            &app,
+            vec![
+                task("t1", "a", Some("n1"), TaskState::Running),
+                task("t2", "a", Some("n2"), TaskState::Running),
+                task("t3", "a", Some("n2"), TaskState::Starting),
+                task("t4", "a", Some("n2"), TaskState::Failed),
+            ],
+        );
+        for (id, addr) in [("n1", "192.0.2.1:4245"), ("n2", "192.0.2.2:4245")] {
+            let node: berth_controller::store::Node = serde_json::from_value(serde_json::json!({
+                "id": id, "hostname": id, "role": "manager", "availability": "active",
+                "platform": {"os": "linux", "architecture": "x86_64"},
+                "resources": {"nano_cpus": 0, "memory": 0},
+                "status": "ready", "address": addr, "raft_id": 2
+            }))
+            .expect("node");
+            state.nodes.insert(id.into(), node);
+        }
+        state.overlay.apply(allocate(&state, &apps));
+        let seen = remotes(&state, &apps, "n1");
+        let (_, remote) = &seen["shop_default"];
+        // t2 and t3 run (or start) on n2; t1 is local; t4 is finished
+        assert_eq!(remote.endpoints.len(), 2, "{remote:?}");
+        assert!(remote.endpoints.iter().all(|e| e.node == IpAddr::from([192, 0, 2, 2])));
+        let t2 = state.overlay.address("t2", "shop_default").unwrap();
+        assert!(remote.endpoints.iter().any(|e| e.ip == IpAddr::V4(t2)
+            && e.mac == berth_network::bridge::mac_for(t2)));
+        // only the running one answers in DNS, by its service name
+        assert_eq!(remote.names.len(), 1);
+        let entry = &remote.names["peer-t2"];
+        assert_eq!(entry.service.as_deref(), Some("a"));
+        assert_eq!(entry.ipv4, Some(t2));
+        // from n2, only t1 is remote
+        let seen = remotes(&state, &apps, "n2");
+        assert_eq!(seen["shop_default"].1.endpoints.len(), 1);
     }
 }

@@ -1,0 +1,237 @@
+//! Networking and images across the nodes of a cluster, in the rig (`tests/cluster_rig`):
+//! an app's services on different nodes reach each other by name over the overlay (VXLAN
+//! between the nodes' namespaces), its published port answers on the node that runs it,
+//! and the image imported on one node only runs on the other, fetched from its peer.
+//! Root only; everything lives in the rig's namespaces and goes with them.
+
+mod cluster_rig;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use cluster_rig::Rig;
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// `berth ps --format json` of project `p` as node `from` sees it.
+fn ps(rig: &Rig, from: usize, compose: &str, p: &str) -> Vec<serde_json::Value> {
+    let out = rig.berth(from, &["-f", compose, "-p", p, "ps", "--format", "json"]);
+    if !out.status.success() {
+        return Vec::new();
+    }
+    serde_json::from_slice(&out.stdout).unwrap_or_default()
+}
+
+fn running(rig: &Rig, from: usize, compose: &str, p: &str, service: &str) -> bool {
+    ps(rig, from, compose, p)
+        .iter()
+        .any(|c| c["Service"] == service && c["State"] == "running")
+}
+
+/// `wget` of `url` inside service `svc`'s container on node `i`, bounded; its output, or
+/// what went wrong.
+fn fetch_in(
+    rig: &Rig,
+    i: usize,
+    compose: &str,
+    p: &str,
+    svc: &str,
+    url: &str,
+) -> Result<String, String> {
+    // exec runs the process from the CLI with the node's runtime state, so it needs the
+    // node's run root as well as its data root
+    let node = &rig.nodes[i];
+    let out = Command::new("timeout")
+        .args(["--kill-after=5", "30", cluster_rig::BERTH])
+        .arg("--data-root")
+        .arg(node.data_root())
+        .arg("-H")
+        .arg(node.host())
+        .args(["-f", compose, "-p", p, "exec", "-T", svc])
+        .args(["timeout", "5", "wget", "-q", "-O", "-", url])
+        .env("BERTH_RUN_ROOT", node.root.join("run"))
+        .current_dir(&node.root)
+        .stdin(Stdio::null())
+        .output()
+        .expect("berth exec");
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!(
+            "{}: {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+/// Links, forwarding and neighbour entries of every node, for failure messages.
+fn overlay_state(rig: &Rig) -> String {
+    let mut out = String::new();
+    for node in &rig.nodes {
+        for args in [
+            &["ip", "-n", &node.ns, "-d", "-br", "link"][..],
+            &["ip", "-n", &node.ns, "-br", "addr"][..],
+            &["bridge", "-n", &node.ns, "fdb", "show"][..],
+            &["ip", "-n", &node.ns, "neigh", "show"][..],
+        ] {
+            let o = Command::new("timeout")
+                .arg("10")
+                .args(args)
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default();
+            out.push_str(&format!("$ {}\n{o}", args.join(" ")));
+        }
+        let dns = std::fs::read_to_string(node.data_root().join("network").join("dns.json"))
+            .unwrap_or_default();
+        out.push_str(&format!("dns.json: {dns}\n"));
+    }
+    out
+}
+
+fn app(a_node: &str, b_node: &str) -> String {
+    format!(
+        r#"services:
+  a:
+    image: busybox:latest
+    command: ["sh", "-c", "mkdir -p /www && echo hello-from-a > /www/index.html && exec httpd -f -p 80 -h /www"]
+    ports: ["18080:80"]
+    networks:
+      default:
+        aliases: [web]
+    deploy:
+      placement:
+        constraints: ["node.id == {a_node}"]
+  b:
+    image: busybox:latest
+    command: ["sleep", "3600"]
+    deploy:
+      placement:
+        constraints: ["node.id == {b_node}"]
+"#
+    )
+}
+
+#[test]
+fn services_on_two_nodes_reach_each_other_by_name_and_the_image_comes_from_the_peer() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    // busybox only on node 0: node 1 must fetch it from node 0's image service
+    let rig = Rig::with_busybox_on(2, |i| i == 0);
+    let advertise = rig.nodes[0].ip.clone();
+    rig.ok(0, &["cluster", "init", "--advertise-addr", &advertise]);
+    let token = rig
+        .ok(0, &["cluster", "join-token", "worker", "-q"])
+        .trim()
+        .to_owned();
+    let (ip1, ip0) = (rig.nodes[1].ip.clone(), rig.nodes[0].ip.clone());
+    rig.ok(
+        1,
+        &[
+            "cluster",
+            "join",
+            "--token",
+            &token,
+            "--advertise-addr",
+            &ip1,
+            &ip0,
+        ],
+    );
+    rig.wait_for("2 ready nodes", Duration::from_secs(30), |r| {
+        let nodes = r.nodes_seen_by(0);
+        nodes.len() == 2 && nodes.iter().all(|n| n["Status"] == "ready")
+    });
+    let ids: Vec<String> = (0..2).map(|i| rig.id_of(i)).collect();
+    assert!(ids.iter().all(|id| !id.is_empty()), "{ids:?}");
+
+    let compose = rig.compose(0, &app(&ids[0], &ids[1]));
+    let compose = compose.to_str().unwrap().to_owned();
+    // node 1 runs b from the same file (exec names its local container)
+    let compose1 = rig.compose(1, &app(&ids[0], &ids[1]));
+    let compose1 = compose1.to_str().unwrap().to_owned();
+    rig.ok(0, &["-f", &compose, "-p", "ovl", "up", "-d"]);
+    rig.wait_for("a and b running", Duration::from_secs(120), |r| {
+        running(r, 0, &compose, "ovl", "a") && running(r, 0, &compose, "ovl", "b")
+    });
+
+    // the image was not on node 1 before: it came from node 0
+    let store = berth_image::Store::open(rig.nodes[1].data_root().join("image")).expect("store");
+    let busybox = berth_image::Reference::parse("busybox:latest").expect("ref");
+    assert!(store.resolve(&busybox).is_ok(), "busybox is not on node 1");
+    let names: Vec<String> = store
+        .list_images()
+        .expect("images")
+        .iter()
+        .filter_map(|i| i.reference.as_ref().map(ToString::to_string))
+        .collect();
+    assert!(
+        names.iter().all(|n| !n.contains(":4246/")),
+        "the peer's name was left behind: {names:?}"
+    );
+
+    // b (node 1) reaches a (node 0) by service name, alias and tasks.<service>, over VXLAN
+    for name in ["a", "web", "tasks.a"] {
+        let url = format!("http://{name}/");
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let got = loop {
+            match fetch_in(&rig, 1, &compose1, "ovl", "b", &url) {
+                Ok(page) => break page,
+                Err(e) if std::time::Instant::now() > deadline => panic!(
+                    "b cannot fetch {url}: {e}\n{}\n{}",
+                    overlay_state(&rig),
+                    rig.logs()
+                ),
+                Err(_) => std::thread::sleep(Duration::from_millis(300)),
+            }
+        };
+        assert_eq!(got.trim(), "hello-from-a", "{name}");
+    }
+    // the overlay is real: node 1 has the VXLAN port and a static entry for a's MAC
+    let links = Command::new("timeout")
+        .args(["10", "ip", "-n", &rig.nodes[1].ns, "-d", "link", "show"])
+        .output()
+        .expect("ip link");
+    let links = String::from_utf8_lossy(&links.stdout).into_owned();
+    assert!(
+        links.contains("bvx-") && links.contains("vxlan id"),
+        "{links}"
+    );
+
+    // a's published port answers on the node that runs it
+    let page = Command::new("timeout")
+        .args([
+            "10",
+            "busybox",
+            "wget",
+            "-q",
+            "-O",
+            "-",
+            &format!("http://{ip0}:18080/"),
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .expect("wget");
+    assert_eq!(
+        String::from_utf8_lossy(&page.stdout).trim(),
+        "hello-from-a",
+        "{}",
+        String::from_utf8_lossy(&page.stderr)
+    );
+
+    // down: the containers go, and with them the VXLAN port on node 1
+    rig.ok(0, &["-f", &compose, "-p", "ovl", "down"]);
+    rig.wait_for("the VXLAN port removed", Duration::from_secs(60), |r| {
+        let out = Command::new("timeout")
+            .args(["10", "ip", "-n", &r.nodes[1].ns, "link", "show"])
+            .output()
+            .expect("ip link");
+        !String::from_utf8_lossy(&out.stdout).contains("bvx-")
+    });
+}
