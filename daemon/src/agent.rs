@@ -96,7 +96,8 @@ impl Agent {
                 match &hook {
                     None => worker.apply(current.iter().map(assignment).collect()).await,
                     Some(h) => {
-                        let (list, key) = h.prepare(&current, worker.containers(), assignment).await;
+                        let (list, key) =
+                            h.prepare(&current, worker.containers(), assignment).await;
                         if dispatched || last_key.as_ref() != Some(&key) {
                             worker.apply(list).await;
                             last_key = Some(key);

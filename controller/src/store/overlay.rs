@@ -84,10 +84,8 @@ impl OverlayState {
                 used.entry(net.as_str()).or_default().insert(*ip);
             }
         }
-        let mut used: BTreeMap<String, BTreeSet<Ipv4Addr>> = used
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v))
-            .collect();
+        let mut used: BTreeMap<String, BTreeSet<Ipv4Addr>> =
+            used.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
         for (task, net, ip) in change.addresses {
             if !self.networks.contains_key(&net) {
                 continue;

@@ -64,7 +64,11 @@ impl Hook {
                 format!("{:?}", t.task.desired),
                 t.task.spec_hash.clone(),
                 t.task.restart_count,
-                overlay.addresses.get(&t.task.id).cloned().unwrap_or_default(),
+                overlay
+                    .addresses
+                    .get(&t.task.id)
+                    .cloned()
+                    .unwrap_or_default(),
             ));
             out.push(convert(&t));
         }
@@ -80,7 +84,9 @@ impl Hook {
             if !matches!(a.desired, Desired::Running | Desired::Ready) {
                 continue;
             }
-            let Some(svc) = a.service_spec() else { continue };
+            let Some(svc) = a.service_spec() else {
+                continue;
+            };
             let Ok(t) = berth_node_agent::worker::translate::translate(a, svc) else {
                 continue;
             };
@@ -92,7 +98,10 @@ impl Hook {
         for image in images {
             {
                 let failed = self.failed.lock().await;
-                if failed.get(&image).is_some_and(|at| at.elapsed() < RETRY_AFTER) {
+                if failed
+                    .get(&image)
+                    .is_some_and(|at| at.elapsed() < RETRY_AFTER)
+                {
                     continue;
                 }
             }
@@ -133,7 +142,9 @@ pub async fn start(
             shutdown.clone(),
         ),
         std::net::IpAddr::V6(_) => {
-            tracing::warn!("overlay networks need an IPv4 advertise address; tasks on other nodes are unreachable")
+            tracing::warn!(
+                "overlay networks need an IPv4 advertise address; tasks on other nodes are unreachable"
+            )
         }
     }
     let image_root = cluster.data_root.join("image");

@@ -122,7 +122,8 @@ impl PeerImages {
         let mut tried = Vec::new();
         for peer in self.peers() {
             let host = peer.to_string();
-            let remote = Reference::parse(&format!("{host}/{image}")).map_err(|e| bad(e.to_string()))?;
+            let remote =
+                Reference::parse(&format!("{host}/{image}")).map_err(|e| bad(e.to_string()))?;
             let client = match RegistryClient::new(
                 &host,
                 ClientOptions {
@@ -143,12 +144,12 @@ impl PeerImages {
             .await;
             match pulled {
                 Ok(Ok(report)) => {
-                    store
-                        .put_image(&local, &report.digest)
-                        .map_err(|source| ImagesError::Store {
+                    store.put_image(&local, &report.digest).map_err(|source| {
+                        ImagesError::Store {
                             image: image.to_owned(),
                             source,
-                        })?;
+                        }
+                    })?;
                     // the peer's address is no name a user gave it
                     let _ = store.untag(&remote);
                     tracing::info!(%image, %peer, "image fetched from a peer");

@@ -34,7 +34,7 @@ use berth_network::networks::Networks;
 use berth_network::overlay::{self, Overlay, RemoteEndpoint};
 use berth_node_agent::worker::naming;
 use berth_spec::App;
-use berth_spec::model::network::{IpamPool, Network, ServiceNetwork};
+use berth_spec::model::network::{IpamPool, ServiceNetwork};
 use tokio::sync::watch;
 
 use crate::controller::Controller;
@@ -65,10 +65,13 @@ pub enum NetworkError {
     },
 }
 
+/// Service → its overlay networks as `(Compose key, network id)`.
+pub type ServiceNetworks = BTreeMap<String, Vec<(String, String)>>;
+
 /// The overlay networks each service of `app` is on: service → `(key, network id)`. Services
 /// on the host's network, none, or another container's have none; external networks are
 /// left alone.
-pub fn service_networks(app: &App) -> BTreeMap<String, Vec<(String, String)>> {
+pub fn service_networks(app: &App) -> ServiceNetworks {
     let mut out = BTreeMap::new();
     for (name, svc) in &app.services {
         match svc.network_mode.as_deref() {
@@ -147,7 +150,7 @@ pub fn allocate(state: &State, apps: &BTreeMap<String, Arc<App>>) -> OverlayChan
         .filter_map(|n| parse_subnet(&n.subnet))
         .collect();
     let mut nets: BTreeMap<String, OverlayNetwork> = o.networks.clone();
-    let mut per_app: BTreeMap<&str, BTreeMap<String, Vec<(String, String)>>> = BTreeMap::new();
+    let mut per_app: BTreeMap<&str, ServiceNetworks> = BTreeMap::new();
     for (name, app) in apps {
         if !state.apps.contains_key(name) {
             continue;
@@ -259,7 +262,7 @@ pub fn rewrite(task: &NodeTask, overlay: &OverlayState) -> Option<NodeTask> {
         let Some(net) = overlay.networks.get(id) else {
             continue;
         };
-        let def = app.networks.entry(key.clone()).or_insert_with(Network::default);
+        let def = app.networks.entry(key.clone()).or_default();
         def.driver = None;
         def.ipam.config = vec![IpamPool {
             subnet: Some(net.subnet.clone()),
@@ -617,7 +620,7 @@ mod tests {
             Some(Ipv4Addr::new(10, 99, 0, 2))
         );
         assert!(state.overlay.address("t3", "shop_front").is_none());
-        assert!(state.overlay.addresses.get("t4").is_none());
+        assert!(!state.overlay.addresses.contains_key("t4"));
         // nothing more to do; a removed task gives its address back
         assert!(allocate(&state, &apps).is_empty());
         state.tasks.remove("t2");
@@ -674,7 +677,11 @@ mod tests {
                     subnet: "10.208.3.0/24".into(),
                 },
             )],
-            addresses: vec![("t1".into(), "shop_default".into(), Ipv4Addr::new(10, 208, 3, 7))],
+            addresses: vec![(
+                "t1".into(),
+                "shop_default".into(),
+                Ipv4Addr::new(10, 208, 3, 7),
+            )],
             ..OverlayChange::default()
         });
         let node_task = |t: Task| NodeTask {
@@ -695,10 +702,26 @@ mod tests {
         let sn = out.app.services["a"].networks["default"].clone().unwrap();
         assert_eq!(sn.ipv4_address.as_deref(), Some("10.208.3.7"));
         // no address yet: held back, unless the worker already has it
-        assert!(rewrite(&node_task(task("t9", "a", Some("n1"), TaskState::Assigned)), &overlay).is_none());
-        assert!(rewrite(&node_task(task("t9", "a", Some("n1"), TaskState::Running)), &overlay).is_some());
+        assert!(
+            rewrite(
+                &node_task(task("t9", "a", Some("n1"), TaskState::Assigned)),
+                &overlay
+            )
+            .is_none()
+        );
+        assert!(
+            rewrite(
+                &node_task(task("t9", "a", Some("n1"), TaskState::Running)),
+                &overlay
+            )
+            .is_some()
+        );
         // the host network is left alone
-        let h = rewrite(&node_task(task("t8", "h", Some("n1"), TaskState::Assigned)), &overlay).unwrap();
+        let h = rewrite(
+            &node_task(task("t8", "h", Some("n1"), TaskState::Assigned)),
+            &overlay,
+        )
+        .unwrap();
         assert!(Arc::ptr_eq(&h.app, &app));
     }
 
@@ -730,10 +753,19 @@ mod tests {
         let (_, remote) = &seen["shop_default"];
         // t2 and t3 run (or start) on n2; t1 is local; t4 is finished
         assert_eq!(remote.endpoints.len(), 2, "{remote:?}");
-        assert!(remote.endpoints.iter().all(|e| e.node == IpAddr::from([192, 0, 2, 2])));
+        assert!(
+            remote
+                .endpoints
+                .iter()
+                .all(|e| e.node == IpAddr::from([192, 0, 2, 2]))
+        );
         let t2 = state.overlay.address("t2", "shop_default").unwrap();
-        assert!(remote.endpoints.iter().any(|e| e.ip == IpAddr::V4(t2)
-            && e.mac == berth_network::bridge::mac_for(t2)));
+        assert!(
+            remote
+                .endpoints
+                .iter()
+                .any(|e| e.ip == IpAddr::V4(t2) && e.mac == berth_network::bridge::mac_for(t2))
+        );
         // only the running one answers in DNS, by its service name
         assert_eq!(remote.names.len(), 1);
         let entry = &remote.names["peer-t2"];
