@@ -31,6 +31,54 @@ fn running(rig: &Rig, from: usize, compose: &str, p: &str, service: &str) -> boo
         .any(|c| c["Service"] == service && c["State"] == "running")
 }
 
+/// `berth ARGS…` on node `i` with its run root too (exec and build run containers from the
+/// CLI), bounded to 120 s.
+fn berth_local(rig: &Rig, i: usize, args: &[&str]) -> std::process::Output {
+    let node = &rig.nodes[i];
+    Command::new("timeout")
+        .args(["--kill-after=5", "120", cluster_rig::BERTH])
+        .arg("--data-root")
+        .arg(node.data_root())
+        .arg("-H")
+        .arg(node.host())
+        .args(args)
+        .env("BERTH_RUN_ROOT", node.root.join("run"))
+        .current_dir(&node.root)
+        .stdin(Stdio::null())
+        .output()
+        .expect("berth")
+}
+
+/// Forms a cluster of node 0 (manager) and node 1 (worker); the node ids.
+fn form(rig: &Rig) -> Vec<String> {
+    let advertise = rig.nodes[0].ip.clone();
+    rig.ok(0, &["cluster", "init", "--advertise-addr", &advertise]);
+    let token = rig
+        .ok(0, &["cluster", "join-token", "worker", "-q"])
+        .trim()
+        .to_owned();
+    let (ip1, ip0) = (rig.nodes[1].ip.clone(), rig.nodes[0].ip.clone());
+    rig.ok(
+        1,
+        &[
+            "cluster",
+            "join",
+            "--token",
+            &token,
+            "--advertise-addr",
+            &ip1,
+            &ip0,
+        ],
+    );
+    rig.wait_for("2 ready nodes", Duration::from_secs(30), |r| {
+        let nodes = r.nodes_seen_by(0);
+        nodes.len() == 2 && nodes.iter().all(|n| n["Status"] == "ready")
+    });
+    let ids: Vec<String> = (0..2).map(|i| rig.id_of(i)).collect();
+    assert!(ids.iter().all(|id| !id.is_empty()), "{ids:?}");
+    ids
+}
+
 /// `wget` of `url` inside service `svc`'s container on node `i`, bounded; its output, or
 /// what went wrong.
 fn fetch_in(
@@ -41,22 +89,13 @@ fn fetch_in(
     svc: &str,
     url: &str,
 ) -> Result<String, String> {
-    // exec runs the process from the CLI with the node's runtime state, so it needs the
-    // node's run root as well as its data root
-    let node = &rig.nodes[i];
-    let out = Command::new("timeout")
-        .args(["--kill-after=5", "30", cluster_rig::BERTH])
-        .arg("--data-root")
-        .arg(node.data_root())
-        .arg("-H")
-        .arg(node.host())
-        .args(["-f", compose, "-p", p, "exec", "-T", svc])
-        .args(["timeout", "5", "wget", "-q", "-O", "-", url])
-        .env("BERTH_RUN_ROOT", node.root.join("run"))
-        .current_dir(&node.root)
-        .stdin(Stdio::null())
-        .output()
-        .expect("berth exec");
+    let out = berth_local(
+        rig,
+        i,
+        &[
+            "-f", compose, "-p", p, "exec", "-T", svc, "timeout", "5", "wget", "-q", "-O", "-", url,
+        ],
+    );
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
@@ -125,31 +164,8 @@ fn services_on_two_nodes_reach_each_other_by_name_and_the_image_comes_from_the_p
     }
     // busybox only on node 0: node 1 must fetch it from node 0's image service
     let rig = Rig::with_busybox_on(2, |i| i == 0);
-    let advertise = rig.nodes[0].ip.clone();
-    rig.ok(0, &["cluster", "init", "--advertise-addr", &advertise]);
-    let token = rig
-        .ok(0, &["cluster", "join-token", "worker", "-q"])
-        .trim()
-        .to_owned();
-    let (ip1, ip0) = (rig.nodes[1].ip.clone(), rig.nodes[0].ip.clone());
-    rig.ok(
-        1,
-        &[
-            "cluster",
-            "join",
-            "--token",
-            &token,
-            "--advertise-addr",
-            &ip1,
-            &ip0,
-        ],
-    );
-    rig.wait_for("2 ready nodes", Duration::from_secs(30), |r| {
-        let nodes = r.nodes_seen_by(0);
-        nodes.len() == 2 && nodes.iter().all(|n| n["Status"] == "ready")
-    });
-    let ids: Vec<String> = (0..2).map(|i| rig.id_of(i)).collect();
-    assert!(ids.iter().all(|id| !id.is_empty()), "{ids:?}");
+    let ids = form(&rig);
+    let ip0 = rig.nodes[0].ip.clone();
 
     let compose = rig.compose(0, &app(&ids[0], &ids[1]));
     let compose = compose.to_str().unwrap().to_owned();
@@ -234,4 +250,63 @@ fn services_on_two_nodes_reach_each_other_by_name_and_the_image_comes_from_the_p
             .expect("ip link");
         !String::from_utf8_lossy(&out.stdout).contains("bvx-")
     });
+}
+
+#[test]
+fn an_image_built_on_one_node_runs_on_another() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let rig = Rig::with_busybox_on(2, |i| i == 0);
+    let ids = form(&rig);
+    let app = format!(
+        r#"services:
+  c:
+    build:
+      context: .
+      dockerfile_inline: |
+        FROM busybox:latest
+        RUN echo built-on-node-0 > /built
+    command: ["sleep", "3600"]
+    deploy:
+      placement:
+        constraints: ["node.id == {}"]
+"#,
+        ids[1]
+    );
+    let compose = rig.compose(0, &app);
+    let compose = compose.to_str().unwrap().to_owned();
+    let compose1 = rig.compose(1, &app);
+    let compose1 = compose1.to_str().unwrap().to_owned();
+    // built on node 0 (where berth runs), placed on node 1, which has neither the image
+    // nor its base
+    let up = berth_local(
+        &rig,
+        0,
+        &["-f", &compose, "-p", "bld", "up", "-d", "--build"],
+    );
+    assert!(
+        up.status.success(),
+        "up --build: {}\n{}",
+        String::from_utf8_lossy(&up.stderr),
+        rig.logs()
+    );
+    rig.wait_for("c running on node 1", Duration::from_secs(120), |r| {
+        running(r, 0, &compose, "bld", "c")
+    });
+    let out = berth_local(
+        &rig,
+        1,
+        &[
+            "-f", &compose1, "-p", "bld", "exec", "-T", "c", "cat", "/built",
+        ],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "built-on-node-0",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    rig.ok(0, &["-f", &compose, "-p", "bld", "down"]);
 }
