@@ -96,9 +96,16 @@ impl Agent {
                 match &hook {
                     None => worker.apply(current.iter().map(assignment).collect()).await,
                     Some(h) => {
-                        let (list, key) =
-                            h.prepare(&current, worker.containers(), assignment).await;
-                        if dispatched || last_key.as_ref() != Some(&key) {
+                        let prepared = h
+                            .prepare(
+                                &current,
+                                worker.containers(),
+                                assignment,
+                                last_key.as_ref(),
+                                dispatched,
+                            )
+                            .await;
+                        if let Some((list, key)) = prepared {
                             worker.apply(list).await;
                             last_key = Some(key);
                         }

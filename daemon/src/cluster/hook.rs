@@ -45,35 +45,59 @@ impl Hook {
         self.controller.watch()
     }
 
-    /// The worker's assignments for `tasks`, and the key that says whether they changed.
+    /// The worker's assignments for `tasks` and their key, or `None` when the key is
+    /// `last` and nothing was dispatched (a status report, another node's change): most
+    /// applied changes end here without touching the app models.
     pub async fn prepare(
         &self,
         tasks: &[NodeTask],
         containers: &Containers,
         convert: impl Fn(&NodeTask) -> Assignment,
-    ) -> (Vec<Assignment>, Key) {
-        let overlay = self.controller.read(|s| s.overlay.clone());
+        last: Option<&Key>,
+        dispatched: bool,
+    ) -> Option<(Vec<Assignment>, Key)> {
+        let key: Key = self.controller.read(|s| {
+            tasks
+                .iter()
+                .map(|t| {
+                    (
+                        t.task.id.clone(),
+                        format!("{:?}", t.task.desired),
+                        t.task.spec_hash.clone(),
+                        t.task.restart_count,
+                        s.overlay
+                            .addresses
+                            .get(&t.task.id)
+                            .cloned()
+                            .unwrap_or_default(),
+                    )
+                })
+                .collect()
+        });
+        if !dispatched && last == Some(&key) {
+            return None;
+        }
+        let overlay = self.controller.read(|s| {
+            let mut o = s.overlay.clone();
+            o.addresses
+                .retain(|id, _| tasks.iter().any(|t| t.task.id == *id));
+            o
+        });
         let mut out = Vec::with_capacity(tasks.len());
-        let mut key = Vec::with_capacity(tasks.len());
+        let mut fresh = Vec::new();
         for t in tasks {
             let Some(t) = network::rewrite(t, &overlay) else {
                 continue;
             };
-            key.push((
-                t.task.id.clone(),
-                format!("{:?}", t.task.desired),
-                t.task.spec_hash.clone(),
-                t.task.restart_count,
-                overlay
-                    .addresses
-                    .get(&t.task.id)
-                    .cloned()
-                    .unwrap_or_default(),
-            ));
-            out.push(convert(&t));
+            let a = convert(&t);
+            // a task the worker already runs has its image
+            if t.task.status.state <= berth_controller::store::TaskState::Assigned {
+                fresh.push(a.clone());
+            }
+            out.push(a);
         }
-        self.fetch_missing(&out, containers).await;
-        (out, key)
+        self.fetch_missing(&fresh, containers).await;
+        Some((out, key))
     }
 
     /// Fetches from peers each image a live task needs and the store lacks.
