@@ -163,7 +163,7 @@ fn services_on_two_nodes_reach_each_other_by_name_and_the_image_comes_from_the_p
         return;
     }
     // busybox only on node 0: node 1 must fetch it from node 0's image service
-    let rig = Rig::with_busybox_on(2, |i| i == 0);
+    let mut rig = Rig::with_busybox_on(2, |i| i == 0);
     let ids = form(&rig);
     let ip0 = rig.nodes[0].ip.clone();
 
@@ -241,15 +241,52 @@ fn services_on_two_nodes_reach_each_other_by_name_and_the_image_comes_from_the_p
         String::from_utf8_lossy(&page.stderr)
     );
 
-    // down: the containers go, and with them the VXLAN port on node 1
-    rig.ok(0, &["-f", &compose, "-p", "ovl", "down"]);
-    rig.wait_for("the VXLAN port removed", Duration::from_secs(60), |r| {
-        let out = Command::new("timeout")
-            .args(["10", "ip", "-n", &r.nodes[1].ns, "link", "show"])
-            .output()
-            .expect("ip link");
-        !String::from_utf8_lossy(&out.stdout).contains("bvx-")
+    // node 1 dies: node 0 forgets where b was (forwarding entry and name)
+    assert!(
+        b_mac_on_node0(&rig).is_some(),
+        "node 0 has no forwarding entry for b\n{}",
+        overlay_state(&rig)
+    );
+    rig.kill9(1);
+    rig.wait_for("node 0 drops b's entry", Duration::from_secs(30), |r| {
+        b_mac_on_node0(r).is_none()
     });
+    let dns = std::fs::read_to_string(rig.nodes[0].data_root().join("network/dns.json"))
+        .expect("dns.json");
+    assert!(
+        !dns.contains("\"peer-"),
+        "b's name outlived its node: {dns}"
+    );
+
+    // back again: b runs on node 1 again and is reachable again
+    rig.start(1);
+    rig.wait_for("b reachable again", Duration::from_secs(90), |r| {
+        fetch_in(r, 1, &compose1, "ovl", "b", "http://a/").is_ok_and(|p| p.trim() == "hello-from-a")
+    });
+
+    // down: the containers go, and with them the VXLAN ports
+    rig.ok(0, &["-f", &compose, "-p", "ovl", "down"]);
+    rig.wait_for("the VXLAN ports removed", Duration::from_secs(60), |r| {
+        r.nodes.iter().all(|n| {
+            let out = Command::new("timeout")
+                .args(["10", "ip", "-n", &n.ns, "link", "show"])
+                .output()
+                .expect("ip link");
+            !String::from_utf8_lossy(&out.stdout).contains("bvx-")
+        })
+    });
+}
+
+/// The MAC of a remote endpoint in node 0's VXLAN forwarding table (b's), if any.
+fn b_mac_on_node0(rig: &Rig) -> Option<String> {
+    let out = Command::new("timeout")
+        .args(["10", "bridge", "-n", &rig.nodes[0].ns, "fdb", "show"])
+        .output()
+        .expect("bridge fdb");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find(|l| l.contains("dev bvx-") && l.contains(" dst "))
+        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
 }
 
 #[test]
