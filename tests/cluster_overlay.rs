@@ -152,6 +152,9 @@ fn app(a_node: &str, b_node: &str) -> String {
     deploy:
       placement:
         constraints: ["node.id == {b_node}"]
+networks:
+  default:
+    driver: overlay
 "#
     )
 }
