@@ -264,6 +264,8 @@ pub fn rewrite(task: &NodeTask, overlay: &OverlayState) -> Option<NodeTask> {
         };
         let def = app.networks.entry(key.clone()).or_default();
         def.driver = None;
+        // IPv6 would be allocated per node, not cluster-wide: overlays are IPv4 only
+        def.enable_ipv6 = None;
         def.ipam.config = vec![IpamPool {
             subnet: Some(net.subnet.clone()),
             gateway: gateway(&net.subnet).map(|g| g.to_string()),
