@@ -89,13 +89,19 @@ fn fetch_in(
     svc: &str,
     url: &str,
 ) -> Result<String, String> {
-    let out = berth_local(
+    exec_in(
         rig,
         i,
-        &[
-            "-f", compose, "-p", p, "exec", "-T", svc, "timeout", "5", "wget", "-q", "-O", "-", url,
-        ],
-    );
+        &["-f", compose, "-p", p, "exec", "-T", svc],
+        &["timeout", "5", "wget", "-q", "-O", "-", url],
+    )
+}
+
+/// `berth exec` of `command` with `exec` (`-f … exec -T svc`) on node `i`; its stdout, or
+/// what went wrong.
+fn exec_in(rig: &Rig, i: usize, exec: &[&str], command: &[&str]) -> Result<String, String> {
+    let args: Vec<&str> = exec.iter().chain(command).copied().collect();
+    let out = berth_local(rig, i, &args);
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
@@ -106,6 +112,18 @@ fn fetch_in(
             String::from_utf8_lossy(&out.stderr)
         ))
     }
+}
+
+/// The overlay addresses `nslookup NAME` answers (the resolver's own lines left out).
+fn resolved(output: &str) -> std::collections::BTreeSet<String> {
+    output
+        .split("Name:")
+        .skip(1)
+        .flat_map(|answer| answer.lines())
+        .filter_map(|l| l.trim().strip_prefix("Address:"))
+        .map(|a| a.trim().to_owned())
+        .filter(|a| a.starts_with("10.208."))
+        .collect()
 }
 
 /// Links, forwarding and neighbour entries of every node, for failure messages.
@@ -152,6 +170,11 @@ fn app(a_node: &str, b_node: &str) -> String {
     deploy:
       placement:
         constraints: ["node.id == {b_node}"]
+  c:
+    image: busybox:latest
+    command: ["sleep", "3600"]
+    deploy:
+      mode: global
 networks:
   default:
     driver: overlay
@@ -212,6 +235,26 @@ fn services_on_two_nodes_reach_each_other_by_name_and_the_image_comes_from_the_p
         };
         assert_eq!(got.trim(), "hello-from-a", "{name}");
     }
+    // a global service's name answers with its tasks on both nodes, from either node
+    rig.wait_for("c running on both nodes", Duration::from_secs(60), |r| {
+        ps(r, 0, &compose, "ovl")
+            .iter()
+            .filter(|c| c["Service"] == "c" && c["State"] == "running")
+            .count()
+            == 2
+    });
+    let exec_b = ["-f", compose1.as_str(), "-p", "ovl", "exec", "-T", "b"];
+    let mut last = String::new();
+    let found = (0..100).any(|_| {
+        last = exec_in(&rig, 1, &exec_b, &["nslookup", "tasks.c"]).unwrap_or_else(|e| e);
+        let ok = resolved(&last).len() == 2;
+        if !ok {
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        ok
+    });
+    assert!(found, "tasks.c from b: {last}\n{}", overlay_state(&rig));
+
     // the overlay is real: node 1 has the VXLAN port and a static entry for a's MAC
     let links = Command::new("timeout")
         .args(["10", "ip", "-n", &rig.nodes[1].ns, "-d", "link", "show"])
