@@ -7,6 +7,7 @@
 //! Only type conversions and the two flows live here; reconciling is the worker's.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use berth_controller::store::{self, DesiredState, TaskId, TaskState, TaskStatus};
 use berth_node_agent::container::Containers;
@@ -69,6 +70,17 @@ impl Agent {
 
     /// Runs the two flows of `session` until `shutdown` turns true.
     pub fn run(&self, session: Session, shutdown: watch::Receiver<bool>) {
+        self.run_with(session, shutdown, None)
+    }
+
+    /// [`Agent::run`], with a cluster's `hook` (overlay addresses, peer images) between the
+    /// dispatcher and the worker.
+    pub fn run_with(
+        &self,
+        session: Session,
+        shutdown: watch::Receiver<bool>,
+        hook: Option<Arc<crate::cluster::hook::Hook>>,
+    ) {
         let Session {
             mut assignments,
             reports,
@@ -76,11 +88,38 @@ impl Agent {
         let worker = self.worker.clone();
         let mut stop = shutdown.clone();
         tokio::spawn(async move {
+            let mut state_changes = hook.as_ref().map(|h| h.changes());
+            let mut last_key = None;
+            let mut dispatched = true;
             loop {
                 let current = assignments.borrow_and_update().clone();
-                worker.apply(current.iter().map(assignment).collect()).await;
+                match &hook {
+                    None => worker.apply(current.iter().map(assignment).collect()).await,
+                    Some(h) => {
+                        let prepared = h
+                            .prepare(
+                                &current,
+                                worker.containers(),
+                                assignment,
+                                last_key.as_ref(),
+                                dispatched,
+                            )
+                            .await;
+                        if let Some((list, key)) = prepared {
+                            worker.apply(list).await;
+                            last_key = Some(key);
+                        }
+                    }
+                }
                 tokio::select! {
-                    r = assignments.changed() => if r.is_err() { return },
+                    r = assignments.changed() => {
+                        if r.is_err() { return }
+                        dispatched = true;
+                    }
+                    r = changed(&mut state_changes) => {
+                        if r.is_err() { return }
+                        dispatched = false;
+                    }
                     _ = stop.changed() => return,
                 }
             }
@@ -114,6 +153,14 @@ impl Agent {
                 }
             }
         });
+    }
+}
+
+/// The next change of `rx`; never, without one.
+async fn changed<T>(rx: &mut Option<watch::Receiver<T>>) -> Result<(), watch::error::RecvError> {
+    match rx {
+        Some(rx) => rx.changed().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -204,7 +204,14 @@ pub async fn run_until(
         metrics.clone(),
         shutdown.clone(),
     );
-    agent.run(dispatcher.session(&node_id), shutdown.clone());
+    let hook = cluster::hook::start(
+        &cluster,
+        &controller,
+        agent.networks().clone(),
+        shutdown.clone(),
+    )
+    .await?;
+    agent.run_with(dispatcher.session(&node_id), shutdown.clone(), hook);
     tokio::spawn(controller.clone().run(shutdown.clone()));
 
     let node = Arc::new(api::Node {

@@ -112,6 +112,11 @@ pub struct Rig {
 impl Rig {
     /// `count` namespaces on a new bridge, each with busybox imported and a berthd running.
     pub fn new(count: usize) -> Rig {
+        Rig::with_busybox_on(count, |_| true)
+    }
+
+    /// Like [`Rig::new`], with busybox imported only on the nodes `busybox` picks.
+    pub fn with_busybox_on(count: usize, busybox: impl Fn(usize) -> bool) -> Rig {
         ensure_binaries();
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let tag = format!("{:x}", (std::process::id() & 0xfff) * 16 + n);
@@ -170,12 +175,14 @@ impl Rig {
             ]);
             sh(&["ip", "-n", &ns, "link", "set", "eth0", "up"]);
             sh(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
-            let store = Store::open(rig.nodes[i].data_root().join("image")).expect("store");
-            berth_image::testing::import_busybox(
-                &store,
-                &Reference::parse("busybox:latest").expect("ref"),
-            )
-            .expect("import busybox (apt-get install busybox-static)");
+            if busybox(i) {
+                let store = Store::open(rig.nodes[i].data_root().join("image")).expect("store");
+                berth_image::testing::import_busybox(
+                    &store,
+                    &Reference::parse("busybox:latest").expect("ref"),
+                )
+                .expect("import busybox (apt-get install busybox-static)");
+            }
             rig.start(i);
         }
         rig

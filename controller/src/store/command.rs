@@ -88,6 +88,8 @@ pub enum Command {
     DeployAppNoStart(AppSpec),
     /// `cluster init` and join-token rotation: the cluster's CA and sealed secrets.
     SetClusterSecrets(ClusterSecrets),
+    /// The overlay allocator's decisions (VNIs, subnets, task addresses) and releases.
+    Overlay(super::overlay::OverlayChange),
 }
 
 /// Where a service's rolling update stands.

@@ -9,6 +9,7 @@ mod app;
 mod command;
 pub mod from_compose;
 mod node;
+pub mod overlay;
 pub mod placement;
 mod restart;
 mod state;

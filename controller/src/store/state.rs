@@ -20,6 +20,9 @@ pub struct State {
     /// The cluster's CA and join secrets once `cluster init` ran; absent on a lone node.
     #[serde(default)]
     pub cluster: Option<ClusterSecrets>,
+    /// Overlay networks of a cluster: VNIs, subnets, task addresses.
+    #[serde(default)]
+    pub overlay: super::overlay::OverlayState,
 }
 
 /// What managers need to admit nodes, replicated with the rest of the state. The CA key and
@@ -168,6 +171,7 @@ impl State {
                 self.cluster = Some(secrets);
                 Ok(Applied::changed(1))
             }
+            Command::Overlay(change) => Ok(Applied::changed(self.overlay.apply(change))),
             Command::CreateTasks(tasks) => self.create_tasks(tasks),
             Command::AssignTasks(assignments) => self.assign(assignments),
             Command::SetDesired(changes) => self.set_desired(changes),

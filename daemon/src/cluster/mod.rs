@@ -20,8 +20,11 @@
 //! A lone node (no `member.json`) runs none of this beyond the admin service.
 
 pub mod admin;
+pub mod hook;
+pub mod images;
 pub mod member;
 pub mod membership;
+pub mod network;
 pub mod peer;
 pub mod tls_io;
 pub mod transport;
