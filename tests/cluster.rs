@@ -304,3 +304,122 @@ fn a_promoted_worker_votes_and_writes_and_a_demoted_one_no_longer_does() {
         |r| r.nodes_seen_by(0).len() == 2,
     );
 }
+
+/// The certificate node `addr` presents on the cluster port, fetched with a TLS handshake
+/// from the host under `tls` (bounded).
+fn served_certificate(
+    addr: std::net::SocketAddr,
+    tls: std::sync::Arc<rustls::ClientConfig>,
+) -> Result<Vec<u8>, String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let handshake = async {
+            let tcp = tokio::net::TcpStream::connect(addr)
+                .await
+                .map_err(|e| e.to_string())?;
+            let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+            let tls = tokio_rustls::TlsConnector::from(tls)
+                .connect(name, tcp)
+                .await
+                .map_err(|e| e.to_string())?;
+            tls.get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .map(|c| c.to_vec())
+                .ok_or_else(|| "no certificate".to_string())
+        };
+        tokio::time::timeout(Duration::from_secs(10), handshake)
+            .await
+            .map_err(|_| "timed out".to_string())?
+    })
+}
+
+#[test]
+fn certificates_renew_themselves_before_expiry_without_a_restart() {
+    let rig = Rig::new(3);
+    let advertise = rig.nodes[0].ip.clone();
+    // Three-minute certificates: with the 5-minute clock-skew allowance a certificate is due
+    // about 20 s after it was issued.
+    rig.ok(
+        0,
+        &[
+            "cluster",
+            "init",
+            "--advertise-addr",
+            &advertise,
+            "--cert-expiry",
+            "3m",
+        ],
+    );
+    let manager = token(&rig, 0, "manager");
+    join(&rig, 1, &manager);
+    let worker = token(&rig, 0, "worker");
+    join(&rig, 2, &worker);
+    rig.wait_for("3 ready nodes", Duration::from_secs(30), |r| {
+        let nodes = r.nodes_seen_by(0);
+        nodes.len() == 3 && nodes.iter().all(|n| n["Status"] == "ready")
+    });
+    let tls_dir = |i: usize| rig.nodes[i].data_root().join("cluster").join("tls");
+    let load = |i: usize| berth_cluster::NodeCredentials::load(&tls_dir(i)).expect("credentials");
+    let first: Vec<_> = (0..3).map(load).collect();
+    for creds in &first {
+        let id = &creds.cert.identity;
+        let window = id.not_after.duration_since(id.not_before).unwrap();
+        assert_eq!(
+            window,
+            Duration::from_secs(180 + 300),
+            "lifetime + skew allowance"
+        );
+    }
+    let starts = |i: usize| rig.nodes[i].log().matches("controller ready").count();
+    let started: Vec<usize> = (0..3).map(starts).collect();
+
+    // Every node renews on its own, stores the new certificate and presents it on the
+    // cluster port at once.
+    let observer = berth_cluster::client_config(&first[0]).unwrap();
+    rig.wait_for(
+        "every node renewed and serving its new certificate",
+        Duration::from_secs(120),
+        |r| {
+            (0..3).all(|i| {
+                let addr = format!("{}:4245", r.nodes[i].ip).parse().unwrap();
+                let Ok(served) = served_certificate(addr, observer.clone()) else {
+                    return false;
+                };
+                let on_disk = berth_cluster::NodeCredentials::load(&tls_dir(i))
+                    .map(|c| c.cert.der.to_vec())
+                    .unwrap_or_default();
+                served != first[i].cert.der.to_vec() && served == on_disk
+            })
+        },
+    );
+    for (i, creds) in first.iter().enumerate() {
+        let now = load(i);
+        assert_eq!(now.cert.identity.node_id, creds.cert.identity.node_id);
+        assert_eq!(now.cert.identity.role, creds.cert.identity.role);
+        assert!(now.cert.identity.not_after > creds.cert.identity.not_after);
+        assert_eq!(starts(i), started[i], "node {i} restarted to renew");
+        assert!(
+            rig.nodes[i]
+                .log()
+                .contains("renewed this node's certificate")
+        );
+    }
+
+    // The cluster keeps working on the new certificates: a write through the second manager
+    // reaches the worker's replica.
+    let worker_id = rig.id_of(2);
+    rig.ok(
+        1,
+        &["node", "update", "--label-add", "renewed=yes", &worker_id],
+    );
+    rig.wait_for("the worker sees the write", Duration::from_secs(20), |r| {
+        r.nodes_seen_by(2)
+            .iter()
+            .any(|n| n["ID"].as_str() == Some(&worker_id) && n["Labels"]["renewed"] == "yes")
+    });
+}

@@ -36,6 +36,10 @@ pub enum ClusterCommand {
         /// Address other nodes reach this one on: IP[:PORT] (port 4245 by default)
         #[arg(long, value_name = "IP[:PORT]")]
         advertise_addr: String,
+        /// Lifetime of node certificates (e.g. 2160h, 30m; at least 3m); every node renews
+        /// its own once a third of it is left
+        #[arg(long, value_name = "DURATION", default_value = "2160h")]
+        cert_expiry: String,
     },
     /// Print (or rotate) the token that joins a worker or a manager
     JoinToken {
@@ -130,8 +134,16 @@ pub fn run(args: ClusterArgs) -> anyhow::Result<ExitCode> {
     let client = Client::open(&args.host)?;
     let mut cluster = client.cluster.clone();
     match args.command {
-        ClusterCommand::Init { advertise_addr } => {
-            let answer = client.call(cluster.init(InitRequest { advertise_addr }))?;
+        ClusterCommand::Init {
+            advertise_addr,
+            cert_expiry,
+        } => {
+            let lifetime = berth_spec::model::units::parse_duration(&cert_expiry)
+                .map_err(|e| anyhow::anyhow!("--cert-expiry {cert_expiry:?}: {e}"))?;
+            let answer = client.call(cluster.init(InitRequest {
+                advertise_addr,
+                cert_expiry_secs: lifetime.as_secs(),
+            }))?;
             wait_restarted(&args.host, "as a manager", |c| {
                 let mut cluster = c.cluster.clone();
                 c.call(cluster.join_token(JoinTokenRequest {

@@ -124,7 +124,8 @@ impl cluster_server::Cluster for AdminService {
     async fn init(&self, request: Request<InitRequest>) -> Result<Response<InitResponse>, Status> {
         self.not_in_cluster()?;
         let controller = self.controller()?.clone();
-        let advertise = parse_addr(&request.into_inner().advertise_addr)
+        let request = request.into_inner();
+        let advertise = parse_addr(&request.advertise_addr)
             .map_err(|e| Status::invalid_argument(format!("--advertise-addr: {e}")))?;
         let node_id = NodeId::new(self.cluster.node_id.clone())
             .map_err(|e| Status::failed_precondition(format!("this node's id: {e}")))?;
@@ -134,8 +135,14 @@ impl cluster_server::Cluster for AdminService {
         let scratch = dir.join("ca-init");
         let _ = std::fs::remove_dir_all(&scratch);
         let ca = ClusterCa::init(&scratch, SystemTime::now())
-            .map_err(|e| Status::internal(format!("cluster CA: {e}")))?;
+            .map_err(|e| Status::internal(format!("cluster CA: {e}")));
         let _ = std::fs::remove_dir_all(&scratch);
+        let mut ca = ca?;
+        if request.cert_expiry_secs != 0 {
+            ca = ca
+                .with_node_cert_lifetime(std::time::Duration::from_secs(request.cert_expiry_secs))
+                .map_err(|e| Status::invalid_argument(format!("--cert-expiry: {e}")))?;
+        }
         let join = JoinSecrets::generate().map_err(|e| Status::internal(e.to_string()))?;
         let key = ManagerKey::generate().map_err(|e| Status::internal(e.to_string()))?;
         let sealed = seal(&key, &ca, &join).map_err(internal("sealing the cluster secrets"))?;
