@@ -423,3 +423,222 @@ fn certificates_renew_themselves_before_expiry_without_a_restart() {
             .any(|n| n["ID"].as_str() == Some(&worker_id) && n["Labels"]["renewed"] == "yes")
     });
 }
+
+/// A service that records what it finds of its secret and config into `out` (a bind mount).
+fn secrets_app(out: &std::path::Path, placement: &str) -> String {
+    format!(
+        r#"services:
+  web:
+    image: busybox:latest
+    command: ["sh", "-c", "stat -c '%a %u %g' /run/secrets/pw > /out/mode; cat /run/secrets/pw > /out/secret; grep ' /run/secrets/pw ' /proc/mounts > /out/mount; cat /etc/app.conf > /out/config; touch /out/done; sleep 3600"]
+    volumes:
+      - {out}:/out
+    secrets:
+      - source: pw
+        uid: "1000"
+        gid: "1001"
+        mode: 0400
+    configs:
+      - source: conf
+        target: /etc/app.conf
+    deploy:
+      replicas: 1
+{placement}
+secrets:
+  pw:
+    file: ./pw.txt
+configs:
+  conf:
+    content: "greeting=hello"
+"#,
+        out = out.display()
+    )
+}
+
+/// Whether any regular file under `dir` contains `needle`.
+fn found_under(dir: &std::path::Path, needle: &[u8]) -> Vec<std::path::PathBuf> {
+    let mut hits = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            if kind.is_dir() {
+                stack.push(entry.path());
+            } else if kind.is_file() {
+                if let Ok(bytes) = std::fs::read(entry.path()) {
+                    if bytes.windows(needle.len()).any(|w| w == needle) {
+                        hits.push(entry.path());
+                    }
+                }
+            }
+        }
+    }
+    hits
+}
+
+/// Deploys [`secrets_app`] through node `via` and checks what the container found: the
+/// secret with its owner and mode from a tmpfs, the config at its target. Returns the secret.
+fn deploy_secrets(rig: &Rig, via: usize, placement: &str) -> (String, std::path::PathBuf) {
+    let secret = format!(
+        "pw-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    let root = &rig.nodes[via].root;
+    std::fs::write(root.join("pw.txt"), &secret).unwrap();
+    let out = root.join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let compose = rig.compose(via, &secrets_app(&out, placement));
+    let compose = compose.to_str().unwrap().to_owned();
+    rig.ok(via, &["-f", &compose, "-p", "sec", "up", "-d"]);
+    rig.wait_for("the container's report", Duration::from_secs(90), |_| {
+        out.join("done").exists()
+    });
+    let read = |f: &str| std::fs::read_to_string(out.join(f)).unwrap();
+    assert_eq!(read("secret"), secret);
+    assert_eq!(read("mode").trim(), "400 1000 1001");
+    let mount = read("mount");
+    assert!(mount.contains(" tmpfs ") && mount.contains("ro"), "{mount}");
+    assert_eq!(read("config"), "greeting=hello");
+    (secret, std::path::PathBuf::from(compose))
+}
+
+#[test]
+fn a_lone_node_mounts_file_secrets_from_tmpfs_and_never_stores_them_in_clear() {
+    let rig = Rig::new(1);
+    let (secret, compose) = deploy_secrets(&rig, 0, "");
+    let leaks = found_under(&rig.nodes[0].data_root(), secret.as_bytes());
+    assert!(leaks.is_empty(), "the secret is stored in clear: {leaks:?}");
+    // `down` unmounts the task's tmpfs.
+    rig.ok(
+        0,
+        &[
+            "-f",
+            compose.to_str().unwrap(),
+            "-p",
+            "sec",
+            "down",
+            "-t",
+            "1",
+        ],
+    );
+    rig.wait_for("the tmpfs gone", Duration::from_secs(30), |r| {
+        cluster_rig::mounts_under(&r.nodes[0].root.join("files")).is_empty()
+    });
+}
+
+/// Calls `ClusterPeer.TaskFiles` for `task` on `addr` under `tls`; the secret `pw` it got.
+fn call_task_files(
+    addr: std::net::SocketAddr,
+    tls: std::sync::Arc<rustls::ClientConfig>,
+    task: &str,
+) -> Result<Vec<u8>, String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let task = task.to_owned();
+    rt.block_on(async move {
+        let connector = tokio_rustls::TlsConnector::from(tls);
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect_timeout(Duration::from_secs(5))
+            .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+                let connector = connector.clone();
+                async move {
+                    let tcp = tokio::net::TcpStream::connect(addr).await?;
+                    let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+                    let tls = connector.connect(name, tcp).await?;
+                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tls))
+                }
+            }))
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        let mut client = berth_api::v1::cluster_peer_client::ClusterPeerClient::new(channel);
+        let mut request = tonic::Request::new(berth_api::v1::TaskFilesRequest { task_id: task });
+        request.set_timeout(Duration::from_secs(5));
+        tokio::time::timeout(Duration::from_secs(10), client.task_files(request))
+            .await
+            .map_err(|_| "timed out".to_string())?
+            .map(|r| {
+                r.into_inner()
+                    .secrets
+                    .get("pw")
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .map_err(|s| format!("{:?}: {}", s.code(), s.message()))
+    })
+}
+
+#[test]
+fn a_secret_reaches_only_the_worker_that_runs_its_task_and_the_log_holds_ciphertext() {
+    let rig = Rig::new(3);
+    let advertise = rig.nodes[0].ip.clone();
+    rig.ok(0, &["cluster", "init", "--advertise-addr", &advertise]);
+    let worker = token(&rig, 0, "worker");
+    join(&rig, 1, &worker);
+    join(&rig, 2, &worker);
+    rig.wait_for("3 ready nodes", Duration::from_secs(30), |r| {
+        let nodes = r.nodes_seen_by(0);
+        nodes.len() == 3 && nodes.iter().all(|n| n["Status"] == "ready")
+    });
+    // On a worker: the worker holds no key and must ask the manager for its task's files.
+    let placement = "      placement:\n        constraints: [\"node.role == worker\"]";
+    let (secret, _) = deploy_secrets(&rig, 0, placement);
+    let with_files = |i: usize| {
+        std::fs::read_dir(rig.nodes[i].root.join("files"))
+            .map(|d| d.flatten().map(|e| e.file_name()).collect::<Vec<_>>())
+            .unwrap_or_default()
+    };
+    let (runs, idle) = if with_files(1).is_empty() {
+        (2, 1)
+    } else {
+        (1, 2)
+    };
+    let tasks = with_files(runs);
+    assert_eq!(
+        tasks.len(),
+        1,
+        "one task's tmpfs on the worker that runs it"
+    );
+    assert!(with_files(idle).is_empty(), "the idle worker got files");
+    let task = tasks[0].to_str().unwrap().to_owned();
+
+    // Every node's data root — the Raft log and snapshots of the manager and both workers'
+    // replicas included — holds the secret only sealed.
+    for i in 0..3 {
+        let leaks = found_under(&rig.nodes[i].data_root(), secret.as_bytes());
+        assert!(
+            leaks.is_empty(),
+            "node {i} stores the secret in clear: {leaks:?}"
+        );
+    }
+
+    // The manager hands a task's files to the node it is placed on, and to no other.
+    let tls_dir = |i: usize| rig.nodes[i].data_root().join("cluster").join("tls");
+    let creds = |i: usize| berth_cluster::NodeCredentials::load(&tls_dir(i)).unwrap();
+    let manager: std::net::SocketAddr = format!("{}:4245", rig.nodes[0].ip).parse().unwrap();
+    let got = call_task_files(
+        manager,
+        berth_cluster::client_config(&creds(runs)).unwrap(),
+        &task,
+    )
+    .expect("the worker running the task gets its files");
+    assert_eq!(got, secret.as_bytes());
+    let refused = call_task_files(
+        manager,
+        berth_cluster::client_config(&creds(idle)).unwrap(),
+        &task,
+    )
+    .expect_err("another worker got the task's secret");
+    assert!(refused.contains("PermissionDenied"), "{refused}");
+}

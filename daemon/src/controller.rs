@@ -320,6 +320,7 @@ fn command_kind(command: &Command) -> &'static str {
         Command::RollbackService { .. } => "rollback_service",
         Command::DeployAppNoStart(_) => "deploy_app_no_start",
         Command::SetClusterSecrets(_) => "set_cluster_secrets",
+        Command::SetAppFiles { .. } => "set_app_files",
     }
 }
 

@@ -195,8 +195,20 @@ pub async fn run_until(
     let status = controller.status();
     tracing::info!(node = %node_id, applied = status.applied, term = status.term, "controller ready");
 
-    let agent =
-        Arc::new(Agent::open(&config.data_root, &config.run_root, &config.libexec_dir).await?);
+    let files: Arc<dyn berth_node_agent::task_files::FileSource> =
+        Arc::new(cluster::files::Source {
+            cluster: cluster.clone(),
+            controller: controller.clone(),
+        });
+    let agent = Arc::new(
+        Agent::open(
+            &config.data_root,
+            &config.run_root,
+            &config.libexec_dir,
+            Some(files),
+        )
+        .await?,
+    );
     let dispatcher = Dispatcher::start(
         controller.clone(),
         events.clone(),

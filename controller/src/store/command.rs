@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::app::AppSpec;
 use super::node::{Availability, Node, NodeStatus, Role};
-use super::state::ClusterSecrets;
+use super::state::{AppFiles, ClusterSecrets};
 use super::task::{DesiredState, NodeId, Task, TaskId, TaskState, TaskStatus, Timestamp};
 
 /// Every change to the store. Each is validated against the state it is applied to; ids and
@@ -88,6 +88,12 @@ pub enum Command {
     DeployAppNoStart(AppSpec),
     /// `cluster init` and join-token rotation: the cluster's CA and sealed secrets.
     SetClusterSecrets(ClusterSecrets),
+    /// An app's Compose secrets and configs, each sealed (the store never sees a content);
+    /// replaces what the app had.
+    SetAppFiles {
+        app: String,
+        files: AppFiles,
+    },
 }
 
 /// Where a service's rolling update stands.

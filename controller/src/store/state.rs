@@ -20,6 +20,19 @@ pub struct State {
     /// The cluster's CA and join secrets once `cluster init` ran; absent on a lone node.
     #[serde(default)]
     pub cluster: Option<ClusterSecrets>,
+    /// Each app's sealed secrets and configs, by app name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub files: BTreeMap<String, AppFiles>,
+}
+
+/// An app's Compose secrets and configs by top-level key, each sealed by the daemon with
+/// the managers' key (opaque text to the store).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppFiles {
+    #[serde(default)]
+    pub secrets: BTreeMap<String, String>,
+    #[serde(default)]
+    pub configs: BTreeMap<String, String>,
 }
 
 /// What managers need to admit nodes, replicated with the rest of the state. The CA key and
@@ -86,7 +99,10 @@ impl State {
             Command::DeployApp(spec) => self.deploy(spec, false),
             Command::DeployAppNoStart(spec) => self.deploy(spec, true),
             Command::RemoveApp { name } => match self.apps.remove(&name) {
-                Some(_) => Ok(Applied::changed(1)),
+                Some(_) => {
+                    self.files.remove(&name);
+                    Ok(Applied::changed(1))
+                }
                 None => Err(ApplyError::UnknownApp { app: name }),
             },
             Command::ScaleService {
@@ -161,6 +177,10 @@ impl State {
             }
             Command::SetClusterSecrets(secrets) => {
                 self.cluster = Some(secrets);
+                Ok(Applied::changed(1))
+            }
+            Command::SetAppFiles { app, files } => {
+                self.files.insert(app, files);
                 Ok(Applied::changed(1))
             }
             Command::CreateTasks(tasks) => self.create_tasks(tasks),

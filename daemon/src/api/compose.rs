@@ -671,6 +671,12 @@ impl Compose for ComposeService {
         } else {
             Command::DeployApp(spec.clone())
         };
+        // Secrets and configs are sealed here: their contents never reach the log in clear.
+        if let Some(files) =
+            crate::cluster::files::seal_for_deploy(&self.node.data_root, &spec.name, request.files)?
+        {
+            self.node.controller.propose(files).await.map_err(status)?;
+        }
         self.node
             .controller
             .propose(command)
@@ -1300,6 +1306,7 @@ mod tests {
             working_dir: "/src".into(),
             config_files: vec!["/src/compose.yaml".into()],
             options: Some(options),
+            files: Default::default(),
         }
     }
 

@@ -144,7 +144,11 @@ impl cluster_server::Cluster for AdminService {
                 .map_err(|e| Status::invalid_argument(format!("--cert-expiry: {e}")))?;
         }
         let join = JoinSecrets::generate().map_err(|e| Status::internal(e.to_string()))?;
-        let key = ManagerKey::generate().map_err(|e| Status::internal(e.to_string()))?;
+        // A lone node that already sealed app secrets keeps its key, so they stay readable.
+        let key = match ManagerKey::load(&dir).map_err(|e| Status::internal(e.to_string()))? {
+            Some(key) => key,
+            None => ManagerKey::generate().map_err(|e| Status::internal(e.to_string()))?,
+        };
         let sealed = seal(&key, &ca, &join).map_err(internal("sealing the cluster secrets"))?;
         controller
             .propose(Command::SetClusterSecrets(sealed))

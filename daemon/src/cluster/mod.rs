@@ -13,6 +13,8 @@
 //!   the caller's role taken from its certificate;
 //! - [`admin`]: the operator's `Cluster` service on the local socket (init, join, tokens,
 //!   leave, nodes);
+//! - [`files`]: Compose secrets and configs, sealed in the store, opened for the tasks
+//!   placed on this node;
 //! - [`membership`]: the leader's loop that keeps the Raft configuration in step with the
 //!   node records and marks silent nodes down, and every node's check that its certificate
 //!   matches its role.
@@ -20,6 +22,7 @@
 //! A lone node (no `member.json`) runs none of this beyond the admin service.
 
 pub mod admin;
+pub mod files;
 pub mod member;
 pub mod membership;
 pub mod peer;

@@ -9,7 +9,7 @@ use std::time::SystemTime;
 use berth_api::v1::cluster_peer_server::ClusterPeer;
 use berth_api::v1::{
     PeerJoinRequest, PeerJoinResponse, ProposeRequest, ProposeResponse, RaftAck, RaftBatch,
-    RaftMember, RenewRequest, RenewResponse,
+    RaftMember, RenewRequest, RenewResponse, TaskFilesRequest, TaskFilesResponse,
 };
 use berth_cluster::{NodeCertRequest, NodeId, NodeIdentity, Role as CertRole};
 use berth_controller::raft_node::{RaftError, decode_message, is_response};
@@ -299,6 +299,45 @@ impl ClusterPeer for PeerService {
             cert_der: cert.der.to_vec(),
             role: role.as_str().to_owned(),
             manager_key,
+        }))
+    }
+
+    async fn task_files(
+        &self,
+        request: Request<TaskFilesRequest>,
+    ) -> Result<Response<TaskFilesResponse>, Status> {
+        let caller = identity(&request)?;
+        let controller = self.controller()?;
+        let task_id = request.into_inner().task_id;
+        let key = self
+            .cluster
+            .manager_key
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or_else(|| Status::failed_precondition("this node is not a manager"))?;
+        // Only the node a task is placed on gets its secrets.
+        let placed = controller.read(|s| {
+            s.tasks
+                .get(&task_id)
+                .map(|t| t.node.as_deref() == Some(caller.node_id.as_str()))
+        });
+        match placed {
+            None => return Err(Status::not_found(format!("no task {task_id}"))),
+            Some(false) => {
+                return Err(Status::permission_denied(format!(
+                    "task {task_id} is not placed on node {}",
+                    caller.node_id
+                )));
+            }
+            Some(true) => {}
+        }
+        let files = controller
+            .read(|s| super::files::open_for_task(s, &key, &task_id))
+            .map_err(Status::failed_precondition)?;
+        Ok(Response::new(TaskFilesResponse {
+            secrets: files.secrets.into_iter().collect(),
+            configs: files.configs.into_iter().collect(),
         }))
     }
 }
