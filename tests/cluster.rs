@@ -642,3 +642,68 @@ fn a_secret_reaches_only_the_worker_that_runs_its_task_and_the_log_holds_ciphert
     .expect_err("another worker got the task's secret");
     assert!(refused.contains("PermissionDenied"), "{refused}");
 }
+
+#[test]
+fn a_survivor_re_forms_the_cluster_after_losing_its_quorum() {
+    let mut rig = Rig::new(4);
+    let advertise = rig.nodes[0].ip.clone();
+    rig.ok(0, &["cluster", "init", "--advertise-addr", &advertise]);
+    let manager = token(&rig, 0, "manager");
+    join(&rig, 1, &manager);
+    join(&rig, 2, &manager);
+    rig.wait_for("3 ready managers", Duration::from_secs(30), |r| {
+        let nodes = r.nodes_seen_by(0);
+        nodes.len() == 3
+            && nodes
+                .iter()
+                .all(|n| n["Status"] == "ready" && n["Role"] == "manager")
+    });
+    let compose = rig.compose(0, APP);
+    let compose = compose.to_str().unwrap().to_owned();
+    rig.ok(0, &["-f", &compose, "-p", "spread", "up", "-d"]);
+    rig.wait_for("6 running replicas", Duration::from_secs(90), |r| {
+        running(r, 0, &compose) == 6
+    });
+    let me = rig.id_of(0);
+
+    // Two of three managers die: no quorum is left.
+    rig.kill9(1);
+    rig.kill9(2);
+    rig.ok(0, &["cluster", "init", "--force-new-cluster"]);
+    rig.wait_for(
+        "a one-manager cluster led by the survivor",
+        Duration::from_secs(30),
+        |r| {
+            let nodes = r.nodes_seen_by(0);
+            nodes.len() == 1
+                && nodes[0]["ID"] == me.as_str()
+                && nodes[0]["ManagerStatus"] == "leader"
+        },
+    );
+    // The app survived, and the replicas of the dropped managers run again here.
+    rig.wait_for("6 running replicas again", Duration::from_secs(90), |r| {
+        running(r, 0, &compose) == 6 && tasks_by_node(r, 0, std::slice::from_ref(&me))[0] == 6
+    });
+    // The re-formed cluster admits new members and takes writes with them.
+    let manager = token(&rig, 0, "manager");
+    join(&rig, 3, &manager);
+    rig.wait_for("2 ready managers", Duration::from_secs(30), |r| {
+        let nodes = r.nodes_seen_by(0);
+        nodes.len() == 2
+            && nodes
+                .iter()
+                .all(|n| n["Status"] == "ready" && n["Role"] == "manager")
+    });
+    let new = rig.id_of(3);
+    rig.ok(3, &["node", "update", "--label-add", "joined=after", &new]);
+    rig.wait_for(
+        "the survivor sees the write",
+        Duration::from_secs(20),
+        |r| {
+            r.nodes_seen_by(0)
+                .iter()
+                .any(|n| n["ID"].as_str() == Some(&new) && n["Labels"]["joined"] == "after")
+        },
+    );
+    let _ = rig.berth(0, &["-f", &compose, "-p", "spread", "down", "-t", "1"]);
+}

@@ -113,7 +113,17 @@ pub enum RaftError {
     Stopped,
     #[error("another membership change is still in progress; try again")]
     ConfChangeBusy,
+    #[error("no leader confirmed this read within {0:?} (no quorum?)")]
+    ReadTimeout(Duration),
 }
+
+/// A file in the Raft directory written when a member was made the only voter of its group
+/// (`--force-new-cluster`): the last log index at that moment. Membership changes up to it
+/// belong to the group that was lost and are not applied again when the log is replayed.
+pub const FORCED_CONF_FILE: &str = "force-conf-through";
+
+/// How long a ReadIndex request may wait for the leader's confirmation.
+pub const READ_INDEX_TIMEOUT: Duration = Duration::from_secs(1);
 
 enum Input {
     Propose {
@@ -126,6 +136,9 @@ enum Input {
         reply: oneshot::Sender<Result<Vec<u8>, RaftError>>,
     },
     TransferLeader(u64),
+    /// A linearizable read barrier: answered with the commit index the leader confirmed,
+    /// once this member has applied that far.
+    ReadIndex(oneshot::Sender<Result<u64, RaftError>>),
     Stop,
 }
 
@@ -217,6 +230,10 @@ impl<S: StateMachine> RaftHandle<S> {
             crate::raft_log::TracingDrain,
             slog::o!("raft_id" => config.id),
         );
+        let keep_conf_through = std::fs::read_to_string(config.dir.join(FORCED_CONF_FILE))
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap_or(0);
         let mut node = RawNode::new(&raft_config, storage, &logger)?;
         let sole_voter = node.raft.prs().conf().voters().ids().iter().eq([config.id]);
         if sole_voter {
@@ -245,6 +262,9 @@ impl<S: StateMachine> RaftHandle<S> {
             waiting: Vec::new(),
             next_proposal: 1,
             applied,
+            keep_conf_through,
+            reads: HashMap::new(),
+            confirmed_reads: Vec::new(),
         };
         let thread = std::thread::Builder::new()
             .name("raft".into())
@@ -332,6 +352,18 @@ impl<S: StateMachine> RaftHandle<S> {
             .map_err(|_| RaftError::Stopped)
     }
 
+    /// A linearizable read barrier (Raft's ReadIndex): resolves once this member has applied
+    /// everything committed before the call, as confirmed by the leader with a quorum. A
+    /// [`RaftHandle::read`] after it sees every write acknowledged before the barrier began,
+    /// wherever it was made. Fails after [`READ_INDEX_TIMEOUT`] without a leader and quorum.
+    pub async fn read_barrier(&self) -> Result<u64, RaftError> {
+        let (reply, answer) = oneshot::channel();
+        self.input
+            .send(Input::ReadIndex(reply))
+            .map_err(|_| RaftError::Stopped)?;
+        answer.await.map_err(|_| RaftError::Stopped)?
+    }
+
     /// Reads the applied state.
     pub fn read<R>(&self, f: impl FnOnce(&S) -> R) -> R {
         f(&self.state.read().unwrap_or_else(|e| e.into_inner()))
@@ -387,7 +419,15 @@ struct Member<S, T> {
     waiting: Vec<(Vec<u8>, Reply)>,
     next_proposal: u64,
     applied: u64,
+    /// See [`FORCED_CONF_FILE`]; 0 when the group was never re-formed.
+    keep_conf_through: u64,
+    /// ReadIndex requests sent, keyed by the id in their context, with when they expire.
+    reads: HashMap<u64, (ReadReply, Instant)>,
+    /// Reads the leader confirmed at an index this member has not applied yet.
+    confirmed_reads: Vec<(u64, ReadReply)>,
 }
+
+type ReadReply = oneshot::Sender<Result<u64, RaftError>>;
 
 impl<S: StateMachine, T: Transport> Member<S, T> {
     fn run(&mut self, inbox: mpsc::Receiver<Input>) -> Result<(), RaftError> {
@@ -414,6 +454,7 @@ impl<S: StateMachine, T: Transport> Member<S, T> {
                         self.node.transfer_leader(id);
                     }
                 }
+                Ok(Input::ReadIndex(reply)) => self.read_index(reply),
                 Ok(Input::Stop) | Err(RecvTimeoutError::Disconnected) => return Ok(()),
                 Err(RecvTimeoutError::Timeout) => {}
             }
@@ -447,6 +488,48 @@ impl<S: StateMachine, T: Transport> Member<S, T> {
             }
             Err(e) => {
                 let _ = reply.send(Err(e.into()));
+            }
+        }
+    }
+
+    fn read_index(&mut self, reply: ReadReply) {
+        let leader = self.node.raft.leader_id;
+        if leader == raft::INVALID_ID {
+            // raft-rs would drop it: say so at once, the caller retries.
+            let _ = reply.send(Err(RaftError::NotLeader { leader }));
+            return;
+        }
+        let id = self.next_proposal;
+        self.next_proposal += 1;
+        // A request lost with a leader change is answered by its deadline.
+        self.node.read_index(context(self.config.id, id));
+        self.reads
+            .insert(id, (reply, Instant::now() + READ_INDEX_TIMEOUT));
+    }
+
+    /// Confirmed reads whose index is applied are answered; expired ones fail.
+    fn settle_reads(&mut self) {
+        let applied = self.applied;
+        let (done, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.confirmed_reads)
+            .into_iter()
+            .partition(|(index, _)| *index <= applied);
+        self.confirmed_reads = waiting;
+        for (index, reply) in done {
+            let _ = reply.send(Ok(index));
+        }
+        if self.reads.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let expired: Vec<u64> = self
+            .reads
+            .iter()
+            .filter(|(_, (_, deadline))| *deadline <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            if let Some((reply, _)) = self.reads.remove(&id) {
+                let _ = reply.send(Err(RaftError::ReadTimeout(READ_INDEX_TIMEOUT)));
             }
         }
     }
@@ -491,9 +574,21 @@ impl<S: StateMachine, T: Transport> Member<S, T> {
 
     fn on_ready(&mut self) -> Result<(), RaftError> {
         if !self.node.has_ready() {
+            self.settle_reads();
             return Ok(());
         }
         let mut ready = self.node.ready();
+        for read in ready.take_read_states() {
+            let Some((node, id)) = parse_context(&read.request_ctx) else {
+                continue;
+            };
+            if node != self.config.id {
+                continue;
+            }
+            if let Some((reply, _)) = self.reads.remove(&id) {
+                self.confirmed_reads.push((read.index, reply));
+            }
+        }
         if let Some(soft) = ready.ss() {
             if soft.raft_state != StateRole::Leader && !self.pending.is_empty() {
                 self.fail_all(|| RaftError::LeadershipLost);
@@ -526,6 +621,7 @@ impl<S: StateMachine, T: Transport> Member<S, T> {
         self.node.advance_apply();
         self.maybe_compact()?;
         self.publish_status();
+        self.settle_reads();
         if self.node.raft.leader_id != raft::INVALID_ID && !self.waiting.is_empty() {
             for (data, reply) in std::mem::take(&mut self.waiting) {
                 self.propose(data, reply);
@@ -547,6 +643,13 @@ impl<S: StateMachine, T: Transport> Member<S, T> {
                     }
                     let reply = self.write_state().apply(entry.index, &entry.data);
                     self.reply(&entry.context, Ok(reply));
+                }
+                EntryType::EntryConfChange | EntryType::EntryConfChangeV2
+                    if entry.index <= self.keep_conf_through =>
+                {
+                    // A change of the group that was lost: the configuration stays the one
+                    // the member was re-formed with.
+                    self.reply(&entry.context, Ok(Vec::new()));
                 }
                 EntryType::EntryConfChange => {
                     let change =
@@ -611,6 +714,12 @@ impl<S: StateMachine, T: Transport> Member<S, T> {
             let _ = reply.send(Err(error()));
         }
         for (_, reply) in self.waiting.drain(..) {
+            let _ = reply.send(Err(error()));
+        }
+        for (_, (reply, _)) in self.reads.drain() {
+            let _ = reply.send(Err(error()));
+        }
+        for (_, reply) in self.confirmed_reads.drain(..) {
             let _ = reply.send(Err(error()));
         }
     }
@@ -854,6 +963,53 @@ mod tests {
         while old.read(|kv| kv.map.get("x").cloned()) != Some("3".into()) {
             assert!(Instant::now() < deadline, "old leader did not catch up");
             std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn read_index_sees_acknowledged_writes_and_a_cut_off_member_refuses_to_read() {
+        let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+        let mesh = Mesh::default();
+        let members: Vec<RaftHandle<Kv>> = (1..=3u64)
+            .map(|id| {
+                let config = RaftConfig {
+                    id,
+                    initial_voters: vec![1, 2, 3],
+                    tick: Duration::from_millis(10),
+                    ..RaftConfig::single(id, dirs[id as usize - 1].path().to_owned())
+                };
+                let handle = RaftHandle::start(config, Kv::default(), mesh.clone()).unwrap();
+                mesh.peers.write().unwrap().insert(id, handle.input.clone());
+                handle
+            })
+            .collect();
+        let rt = runtime();
+        let leader = wait_for_leader(&members, &[]);
+        let leading = &members[leader as usize - 1];
+        for i in 0..20 {
+            rt.block_on(leading.propose(format!("k{i}={i}").into_bytes()))
+                .unwrap();
+            let committed = leading.status().commit;
+            // Right after the write is acknowledged, every member's barrier covers it.
+            for member in &members {
+                let index = rt.block_on(member.read_barrier()).unwrap();
+                assert!(index >= committed, "read index {index} < {committed}");
+                let seen = member.read(|kv| kv.map.get(&format!("k{i}")).cloned());
+                assert_eq!(seen, Some(i.to_string()), "member {}", member.status().id);
+            }
+        }
+        // A follower cut off from the others cannot confirm a read: it fails instead of
+        // answering from a state that may be stale.
+        let follower = members.iter().find(|m| m.status().id != leader).unwrap();
+        mesh.down.write().unwrap().insert(follower.status().id);
+        match rt.block_on(follower.read_barrier()) {
+            Err(RaftError::ReadTimeout(_)) | Err(RaftError::NotLeader { .. }) => {}
+            other => panic!("a cut-off member read: {other:?}"),
+        }
+        mesh.down.write().unwrap().clear();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while rt.block_on(follower.read_barrier()).is_err() {
+            assert!(Instant::now() < deadline, "healed member cannot read again");
         }
     }
 

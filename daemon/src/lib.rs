@@ -47,6 +47,9 @@ pub struct Config {
     /// Where the Docker Engine API listens (a unix socket, or TCP with mutual TLS), or
     /// `None` for no Docker API.
     pub docker: Option<berth_docker_api::Listen>,
+    /// `--local-reads`: answer the read APIs from this node's applied state instead of a
+    /// linearizable ReadIndex read.
+    pub local_reads: bool,
 }
 
 /// Where the Docker Engine API listens: `--docker-host` (`unix:///PATH`, a path, or
@@ -145,6 +148,7 @@ pub async fn run_until(
     let (shutdown_tx, shutdown) = watch::channel(false);
 
     cluster::admin::apply_pending_reset(&config.data_root).map_err(cluster::ClusterError::from)?;
+    cluster::admin::apply_pending_force(&config.data_root).map_err(cluster::ClusterError::from)?;
     let opened = cluster::open(&config.data_root, &node_id).await?;
     let cluster = opened.cluster.clone();
     let controller = match opened.raft {
@@ -168,6 +172,7 @@ pub async fn run_until(
             controller
         }
     };
+    controller.set_local_reads(config.local_reads);
     let _ = cluster.controller.set(controller.clone());
     if let Some((listener, tls)) = opened.listener {
         let service = berth_api::v1::cluster_peer_server::ClusterPeerServer::new(

@@ -912,6 +912,7 @@ impl Compose for ComposeService {
         request: Request<v1::ListAppsRequest>,
     ) -> Result<Response<v1::ListAppsResponse>, Status> {
         self.node.metrics.api_requests.inc();
+        self.node.controller.read_barrier().await.map_err(status)?;
         let all = request.into_inner().all;
         let apps = self.node.controller.read(|s| {
             s.apps
@@ -954,6 +955,7 @@ impl Compose for ComposeService {
         request: Request<v1::PsRequest>,
     ) -> Result<Response<v1::PsResponse>, Status> {
         self.node.metrics.api_requests.inc();
+        self.node.controller.read_barrier().await.map_err(status)?;
         let request = request.into_inner();
         let app = self.app(&request.project)?;
         let services: BTreeSet<String> =

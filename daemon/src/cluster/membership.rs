@@ -173,6 +173,19 @@ async fn watch_loop(
             });
         }
         let status = controller.status();
+        let forced = member::dir(&cluster.data_root).join(super::admin::FORCED);
+        if status.is_leader && forced.exists() {
+            // Re-formed by --force-new-cluster: the managers left behind go before the
+            // configuration follows the records again (it would add them back as voters).
+            match drop_other_managers(&controller, &cluster.node_id).await {
+                Ok(()) => {
+                    let _ = std::fs::remove_file(&forced);
+                    tracing::warn!("the cluster was re-formed with this node as its only manager");
+                }
+                Err(e) => tracing::warn!(error = %e, "removing the managers left behind"),
+            }
+            continue;
+        }
         if status.is_leader {
             let since = *leader_since.get_or_insert_with(Instant::now);
             lead(&controller, me.raft_id, &cluster.node_id, since).await;
@@ -307,6 +320,25 @@ async fn refresh(
         .save(&member::tls_dir(&cluster.data_root))
         .map_err(|e| e.to_string())?;
     Ok(renewed.creds.cert.identity.not_after)
+}
+
+/// Removes the node records of every manager but `me`.
+async fn drop_other_managers(controller: &Controller, me: &str) -> Result<(), String> {
+    let others: Vec<String> = controller.read(|s| {
+        s.nodes
+            .values()
+            .filter(|n| n.role == Role::Manager && n.id != me)
+            .map(|n| n.id.clone())
+            .collect()
+    });
+    for id in others {
+        controller
+            .propose(Command::RemoveNode { id: id.clone() })
+            .await
+            .map_err(|e| format!("node {id}: {e}"))?;
+        tracing::info!(node = %id, "removed a manager left behind");
+    }
+    Ok(())
 }
 
 /// Gets a certificate for `role` from the leader, stores it (and the managers' key, or
