@@ -707,3 +707,32 @@ fn a_survivor_re_forms_the_cluster_after_losing_its_quorum() {
     );
     let _ = rig.berth(0, &["-f", &compose, "-p", "spread", "down", "-t", "1"]);
 }
+
+#[test]
+fn a_removed_nodes_certificate_is_refused() {
+    let rig = Rig::new(2);
+    let advertise = rig.nodes[0].ip.clone();
+    rig.ok(0, &["cluster", "init", "--advertise-addr", &advertise]);
+    let worker = token(&rig, 0, "worker");
+    join(&rig, 1, &worker);
+    rig.wait_for("2 ready nodes", Duration::from_secs(30), |r| {
+        let nodes = r.nodes_seen_by(0);
+        nodes.len() == 2 && nodes.iter().all(|n| n["Status"] == "ready")
+    });
+    let tls_dir = |i: usize| rig.nodes[i].data_root().join("cluster").join("tls");
+    let creds = |i: usize| berth_cluster::NodeCredentials::load(&tls_dir(i)).unwrap();
+    let addr: std::net::SocketAddr = format!("{}:4245", rig.nodes[0].ip).parse().unwrap();
+    call_raft(addr, berth_cluster::client_config(&creds(1)).unwrap())
+        .expect("the worker is heard while it is a member");
+    let removed = rig.id_of(1);
+    rig.ok(0, &["node", "rm", "--force", &removed]);
+    // Its certificate has not expired, and still chains to the CA: the deny list refuses it.
+    let refused = call_raft(addr, berth_cluster::client_config(&creds(1)).unwrap())
+        .expect_err("a removed node's certificate was accepted");
+    assert!(
+        refused.contains("PermissionDenied") && refused.contains("revoked"),
+        "{refused}"
+    );
+    call_raft(addr, berth_cluster::client_config(&creds(0)).unwrap())
+        .expect("a member's certificate is still heard");
+}

@@ -365,6 +365,7 @@ fn command_kind(command: &Command) -> &'static str {
         Command::DeployAppNoStart(_) => "deploy_app_no_start",
         Command::SetClusterSecrets(_) => "set_cluster_secrets",
         Command::SetAppFiles { .. } => "set_app_files",
+        Command::RevokeNode { .. } => "revoke_node",
     }
 }
 

@@ -94,6 +94,12 @@ pub enum Command {
         app: String,
         files: AppFiles,
     },
+    /// A removed node: certificates of `id` issued before `at` (ms since the epoch) are
+    /// refused from now on (the cluster's deny list).
+    RevokeNode {
+        id: NodeId,
+        at: Timestamp,
+    },
 }
 
 /// Where a service's rolling update stands.

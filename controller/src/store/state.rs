@@ -9,7 +9,7 @@ use super::app::{AppSpec, Mode, ServiceSpec};
 use super::command::{Applied, ApplyError, Command, UpdateState};
 use super::node::Node;
 use super::restart::RestartCondition;
-use super::task::{DesiredState, NodeId, Task, TaskId, TaskState, TaskStatus};
+use super::task::{DesiredState, NodeId, Task, TaskId, TaskState, TaskStatus, Timestamp};
 use crate::raft_node::StateMachine;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -23,6 +23,10 @@ pub struct State {
     /// Each app's sealed secrets and configs, by app name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub files: BTreeMap<String, AppFiles>,
+    /// The deny list: node id → when it was removed (ms since the epoch); its certificates
+    /// issued before then are refused.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub revoked: BTreeMap<NodeId, Timestamp>,
 }
 
 /// An app's Compose secrets and configs by top-level key, each sealed by the daemon with
@@ -181,6 +185,11 @@ impl State {
             }
             Command::SetAppFiles { app, files } => {
                 self.files.insert(app, files);
+                Ok(Applied::changed(1))
+            }
+            Command::RevokeNode { id, at } => {
+                let entry = self.revoked.entry(id).or_insert(at);
+                *entry = (*entry).max(at);
                 Ok(Applied::changed(1))
             }
             Command::CreateTasks(tasks) => self.create_tasks(tasks),

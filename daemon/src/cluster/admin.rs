@@ -593,7 +593,15 @@ impl cluster_server::Cluster for AdminService {
             )));
         }
         controller
-            .propose(Command::RemoveNode { id })
+            .propose(Command::RemoveNode { id: id.clone() })
+            .await
+            .map_err(crate::api::status)?;
+        // Its certificate stays valid until it expires: deny it from now on.
+        controller
+            .propose(Command::RevokeNode {
+                id,
+                at: crate::controller::now_ms(),
+            })
             .await
             .map_err(crate::api::status)?;
         Ok(Response::new(NodeRemoveResponse {}))

@@ -336,6 +336,13 @@ async fn drop_other_managers(controller: &Controller, me: &str) -> Result<(), St
             .propose(Command::RemoveNode { id: id.clone() })
             .await
             .map_err(|e| format!("node {id}: {e}"))?;
+        controller
+            .propose(Command::RevokeNode {
+                id: id.clone(),
+                at: crate::controller::now_ms(),
+            })
+            .await
+            .map_err(|e| format!("node {id}: {e}"))?;
         tracing::info!(node = %id, "removed a manager left behind");
     }
     Ok(())
