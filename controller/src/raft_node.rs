@@ -15,7 +15,7 @@
 //! through [`RaftHandle`], whose `propose` is async and resolves when the command is applied.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
@@ -121,6 +121,34 @@ pub enum RaftError {
 /// (`--force-new-cluster`): the last log index at that moment. Membership changes up to it
 /// belong to the group that was lost and are not applied again when the log is replayed.
 pub const FORCED_CONF_FILE: &str = "force-conf-through";
+
+/// Re-forms the group stored in `dir` (stopped) around member `id` alone, after the others
+/// were lost with the quorum (`--force-new-cluster`): the stored configuration becomes `id` as
+/// the only voter (learners stay), and [`FORCED_CONF_FILE`] keeps the log's membership
+/// changes so far from being applied again. The log and snapshot are kept: the next start
+/// elects `id` with everything it had. Returns the new configuration.
+pub fn force_sole_voter(dir: &Path, id: u64) -> Result<Membership, RaftError> {
+    let (mut storage, _) = DiskStorage::open(dir)?;
+    let mut conf = storage.conf_state().clone();
+    conf.voters = vec![id];
+    conf.learners.retain(|l| *l != id);
+    conf.voters_outgoing.clear();
+    conf.learners_next.clear();
+    conf.auto_leave = false;
+    storage.set_conf_state(&conf)?;
+    let through = dir.join(FORCED_CONF_FILE);
+    std::fs::write(&through, storage.last_log_index().to_string()).map_err(|source| {
+        RaftError::Storage(StorageFault::Io {
+            path: through,
+            op: "write",
+            source,
+        })
+    })?;
+    Ok(Membership {
+        voters: conf.voters,
+        learners: conf.learners,
+    })
+}
 
 /// How long a ReadIndex request may wait for the leader's confirmation.
 pub const READ_INDEX_TIMEOUT: Duration = Duration::from_secs(1);
@@ -1011,6 +1039,70 @@ mod tests {
         while rt.block_on(follower.read_barrier()).is_err() {
             assert!(Instant::now() < deadline, "healed member cannot read again");
         }
+    }
+
+    #[test]
+    fn a_survivor_forced_to_be_the_sole_voter_leads_with_its_state() {
+        let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+        let mesh = Mesh::default();
+        let start = |id: u64, mesh: &Mesh| {
+            let config = RaftConfig {
+                id,
+                initial_voters: vec![1, 2, 3],
+                tick: Duration::from_millis(10),
+                ..RaftConfig::single(id, dirs[id as usize - 1].path().to_owned())
+            };
+            let handle = RaftHandle::start(config, Kv::default(), mesh.clone()).unwrap();
+            mesh.peers.write().unwrap().insert(id, handle.input.clone());
+            handle
+        };
+        let members: Vec<RaftHandle<Kv>> = (1..=3u64).map(|id| start(id, &mesh)).collect();
+        let rt = runtime();
+        let leader = wait_for_leader(&members, &[]);
+        rt.block_on(members[leader as usize - 1].propose(b"kept=yes".to_vec()))
+            .unwrap();
+        // Every member has it; then all stop, and only member 3 comes back.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while members[2].read(|kv| kv.map.get("kept").cloned()).is_none() {
+            assert!(Instant::now() < deadline, "member 3 did not replicate");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        for member in members {
+            member.stop().unwrap();
+        }
+        let alone = Mesh::default();
+        // Without the force it cannot elect itself: 2 of 3 voters are gone.
+        let stuck = start(3, &alone);
+        std::thread::sleep(Duration::from_millis(500));
+        assert!(!stuck.status().is_leader);
+        stuck.stop().unwrap();
+        let conf = force_sole_voter(dirs[2].path(), 3).unwrap();
+        assert_eq!(conf.voters, vec![3]);
+        let survivor = start(3, &alone);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !survivor.status().is_leader {
+            assert!(Instant::now() < deadline, "the survivor did not lead");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(survivor.membership().voters, vec![3]);
+        assert_eq!(
+            survivor.read(|kv| kv.map.get("kept").cloned()),
+            Some("yes".into())
+        );
+        assert_eq!(
+            rt.block_on(survivor.propose(b"kept=still".to_vec()))
+                .unwrap(),
+            b"yes"
+        );
+        // Replaying the old membership changes after another restart keeps it alone.
+        survivor.stop().unwrap();
+        let again = start(3, &alone);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !again.status().is_leader {
+            assert!(Instant::now() < deadline, "no leader after restart");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(again.membership().voters, vec![3]);
     }
 
     #[test]

@@ -137,28 +137,11 @@ pub fn apply_pending_force(data_root: &std::path::Path) -> Result<(), member::Me
     let Some(me) = Member::load(data_root)? else {
         return Err(fault(&"this node is not in a cluster"));
     };
-    let (mut storage, _) = berth_controller::durable::DiskStorage::open(&data_root.join("raft"))
+    let conf = berth_controller::raft_node::force_sole_voter(&data_root.join("raft"), me.raft_id)
         .map_err(|e| fault(&e))?;
-    let mut conf = storage.conf_state().clone();
-    conf.voters = vec![me.raft_id];
-    conf.learners.retain(|id| *id != me.raft_id);
-    conf.voters_outgoing.clear();
-    conf.learners_next.clear();
-    conf.auto_leave = false;
-    storage.set_conf_state(&conf).map_err(|e| fault(&e))?;
-    let last = storage.last_log_index();
-    drop(storage);
-    let through = data_root
-        .join("raft")
-        .join(berth_controller::raft_node::FORCED_CONF_FILE);
-    std::fs::write(&through, last.to_string()).map_err(|e| member::MemberError::Io {
-        op: "write",
-        path: through,
-        source: e,
-    })?;
     Member {
-        voters: conf.voters.clone(),
-        learners: conf.learners.clone(),
+        voters: conf.voters,
+        learners: conf.learners,
         ..me
     }
     .save(data_root)?;
