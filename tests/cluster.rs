@@ -304,3 +304,435 @@ fn a_promoted_worker_votes_and_writes_and_a_demoted_one_no_longer_does() {
         |r| r.nodes_seen_by(0).len() == 2,
     );
 }
+
+/// The certificate node `addr` presents on the cluster port, fetched with a TLS handshake
+/// from the host under `tls` (bounded).
+fn served_certificate(
+    addr: std::net::SocketAddr,
+    tls: std::sync::Arc<rustls::ClientConfig>,
+) -> Result<Vec<u8>, String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let handshake = async {
+            let tcp = tokio::net::TcpStream::connect(addr)
+                .await
+                .map_err(|e| e.to_string())?;
+            let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+            let tls = tokio_rustls::TlsConnector::from(tls)
+                .connect(name, tcp)
+                .await
+                .map_err(|e| e.to_string())?;
+            tls.get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .map(|c| c.to_vec())
+                .ok_or_else(|| "no certificate".to_string())
+        };
+        tokio::time::timeout(Duration::from_secs(10), handshake)
+            .await
+            .map_err(|_| "timed out".to_string())?
+    })
+}
+
+#[test]
+fn certificates_renew_themselves_before_expiry_without_a_restart() {
+    let rig = Rig::new(3);
+    let advertise = rig.nodes[0].ip.clone();
+    // Three-minute certificates: with the 5-minute clock-skew allowance a certificate is due
+    // about 20 s after it was issued.
+    rig.ok(
+        0,
+        &[
+            "cluster",
+            "init",
+            "--advertise-addr",
+            &advertise,
+            "--cert-expiry",
+            "3m",
+        ],
+    );
+    let manager = token(&rig, 0, "manager");
+    join(&rig, 1, &manager);
+    let worker = token(&rig, 0, "worker");
+    join(&rig, 2, &worker);
+    rig.wait_for("3 ready nodes", Duration::from_secs(30), |r| {
+        let nodes = r.nodes_seen_by(0);
+        nodes.len() == 3 && nodes.iter().all(|n| n["Status"] == "ready")
+    });
+    let tls_dir = |i: usize| rig.nodes[i].data_root().join("cluster").join("tls");
+    let load = |i: usize| berth_cluster::NodeCredentials::load(&tls_dir(i)).expect("credentials");
+    let first: Vec<_> = (0..3).map(load).collect();
+    for creds in &first {
+        let id = &creds.cert.identity;
+        let window = id.not_after.duration_since(id.not_before).unwrap();
+        assert_eq!(
+            window,
+            Duration::from_secs(180 + 300),
+            "lifetime + skew allowance"
+        );
+    }
+    let starts = |i: usize| rig.nodes[i].log().matches("controller ready").count();
+    let started: Vec<usize> = (0..3).map(starts).collect();
+
+    // Every node renews on its own, stores the new certificate and presents it on the
+    // cluster port at once.
+    let observer = berth_cluster::client_config(&first[0]).unwrap();
+    rig.wait_for(
+        "every node renewed and serving its new certificate",
+        Duration::from_secs(120),
+        |r| {
+            (0..3).all(|i| {
+                let addr = format!("{}:4245", r.nodes[i].ip).parse().unwrap();
+                let Ok(served) = served_certificate(addr, observer.clone()) else {
+                    return false;
+                };
+                let on_disk = berth_cluster::NodeCredentials::load(&tls_dir(i))
+                    .map(|c| c.cert.der.to_vec())
+                    .unwrap_or_default();
+                served != first[i].cert.der.to_vec() && served == on_disk
+            })
+        },
+    );
+    for (i, creds) in first.iter().enumerate() {
+        let now = load(i);
+        assert_eq!(now.cert.identity.node_id, creds.cert.identity.node_id);
+        assert_eq!(now.cert.identity.role, creds.cert.identity.role);
+        assert!(now.cert.identity.not_after > creds.cert.identity.not_after);
+        assert_eq!(starts(i), started[i], "node {i} restarted to renew");
+        assert!(
+            rig.nodes[i]
+                .log()
+                .contains("renewed this node's certificate")
+        );
+    }
+
+    // The cluster keeps working on the new certificates: a write through the second manager
+    // reaches the worker's replica.
+    let worker_id = rig.id_of(2);
+    rig.ok(
+        1,
+        &["node", "update", "--label-add", "renewed=yes", &worker_id],
+    );
+    rig.wait_for("the worker sees the write", Duration::from_secs(20), |r| {
+        r.nodes_seen_by(2)
+            .iter()
+            .any(|n| n["ID"].as_str() == Some(&worker_id) && n["Labels"]["renewed"] == "yes")
+    });
+}
+
+/// A service that records what it finds of its secret and config into `out` (a bind mount).
+fn secrets_app(out: &std::path::Path, placement: &str) -> String {
+    format!(
+        r#"services:
+  web:
+    image: busybox:latest
+    command: ["sh", "-c", "stat -c '%a %u %g' /run/secrets/pw > /out/mode; cat /run/secrets/pw > /out/secret; grep ' /run/secrets/pw ' /proc/mounts > /out/mount; cat /etc/app.conf > /out/config; touch /out/done; sleep 3600"]
+    volumes:
+      - {out}:/out
+    secrets:
+      - source: pw
+        uid: "1000"
+        gid: "1001"
+        mode: 0400
+    configs:
+      - source: conf
+        target: /etc/app.conf
+    deploy:
+      replicas: 1
+{placement}
+secrets:
+  pw:
+    file: ./pw.txt
+configs:
+  conf:
+    content: "greeting=hello"
+"#,
+        out = out.display()
+    )
+}
+
+/// Whether any regular file under `dir` contains `needle`.
+fn found_under(dir: &std::path::Path, needle: &[u8]) -> Vec<std::path::PathBuf> {
+    let mut hits = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            if kind.is_dir() {
+                stack.push(entry.path());
+            } else if kind.is_file() {
+                if let Ok(bytes) = std::fs::read(entry.path()) {
+                    if bytes.windows(needle.len()).any(|w| w == needle) {
+                        hits.push(entry.path());
+                    }
+                }
+            }
+        }
+    }
+    hits
+}
+
+/// Deploys [`secrets_app`] through node `via` and checks what the container found: the
+/// secret with its owner and mode from a tmpfs, the config at its target. Returns the secret.
+fn deploy_secrets(rig: &Rig, via: usize, placement: &str) -> (String, std::path::PathBuf) {
+    let secret = format!(
+        "pw-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    let root = &rig.nodes[via].root;
+    std::fs::write(root.join("pw.txt"), &secret).unwrap();
+    let out = root.join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let compose = rig.compose(via, &secrets_app(&out, placement));
+    let compose = compose.to_str().unwrap().to_owned();
+    rig.ok(via, &["-f", &compose, "-p", "sec", "up", "-d"]);
+    rig.wait_for("the container's report", Duration::from_secs(90), |_| {
+        out.join("done").exists()
+    });
+    let read = |f: &str| std::fs::read_to_string(out.join(f)).unwrap();
+    assert_eq!(read("secret"), secret);
+    assert_eq!(read("mode").trim(), "400 1000 1001");
+    let mount = read("mount");
+    assert!(mount.contains(" tmpfs ") && mount.contains("ro"), "{mount}");
+    assert_eq!(read("config"), "greeting=hello");
+    (secret, std::path::PathBuf::from(compose))
+}
+
+#[test]
+fn a_lone_node_mounts_file_secrets_from_tmpfs_and_never_stores_them_in_clear() {
+    let rig = Rig::new(1);
+    let (secret, compose) = deploy_secrets(&rig, 0, "");
+    let leaks = found_under(&rig.nodes[0].data_root(), secret.as_bytes());
+    assert!(leaks.is_empty(), "the secret is stored in clear: {leaks:?}");
+    // `down` unmounts the task's tmpfs.
+    rig.ok(
+        0,
+        &[
+            "-f",
+            compose.to_str().unwrap(),
+            "-p",
+            "sec",
+            "down",
+            "-t",
+            "1",
+        ],
+    );
+    rig.wait_for("the tmpfs gone", Duration::from_secs(30), |r| {
+        cluster_rig::mounts_under(&r.nodes[0].root.join("files")).is_empty()
+    });
+}
+
+/// Calls `ClusterPeer.TaskFiles` for `task` on `addr` under `tls`; the secret `pw` it got.
+fn call_task_files(
+    addr: std::net::SocketAddr,
+    tls: std::sync::Arc<rustls::ClientConfig>,
+    task: &str,
+) -> Result<Vec<u8>, String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let task = task.to_owned();
+    rt.block_on(async move {
+        let connector = tokio_rustls::TlsConnector::from(tls);
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect_timeout(Duration::from_secs(5))
+            .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+                let connector = connector.clone();
+                async move {
+                    let tcp = tokio::net::TcpStream::connect(addr).await?;
+                    let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+                    let tls = connector.connect(name, tcp).await?;
+                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tls))
+                }
+            }))
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        let mut client = berth_api::v1::cluster_peer_client::ClusterPeerClient::new(channel);
+        let mut request = tonic::Request::new(berth_api::v1::TaskFilesRequest { task_id: task });
+        request.set_timeout(Duration::from_secs(5));
+        tokio::time::timeout(Duration::from_secs(10), client.task_files(request))
+            .await
+            .map_err(|_| "timed out".to_string())?
+            .map(|r| {
+                r.into_inner()
+                    .secrets
+                    .get("pw")
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .map_err(|s| format!("{:?}: {}", s.code(), s.message()))
+    })
+}
+
+#[test]
+fn a_secret_reaches_only_the_worker_that_runs_its_task_and_the_log_holds_ciphertext() {
+    let rig = Rig::new(3);
+    let advertise = rig.nodes[0].ip.clone();
+    rig.ok(0, &["cluster", "init", "--advertise-addr", &advertise]);
+    let worker = token(&rig, 0, "worker");
+    join(&rig, 1, &worker);
+    join(&rig, 2, &worker);
+    rig.wait_for("3 ready nodes", Duration::from_secs(30), |r| {
+        let nodes = r.nodes_seen_by(0);
+        nodes.len() == 3 && nodes.iter().all(|n| n["Status"] == "ready")
+    });
+    // On a worker: the worker holds no key and must ask the manager for its task's files.
+    let placement = "      placement:\n        constraints: [\"node.role == worker\"]";
+    let (secret, _) = deploy_secrets(&rig, 0, placement);
+    let with_files = |i: usize| {
+        std::fs::read_dir(rig.nodes[i].root.join("files"))
+            .map(|d| d.flatten().map(|e| e.file_name()).collect::<Vec<_>>())
+            .unwrap_or_default()
+    };
+    let (runs, idle) = if with_files(1).is_empty() {
+        (2, 1)
+    } else {
+        (1, 2)
+    };
+    let tasks = with_files(runs);
+    assert_eq!(
+        tasks.len(),
+        1,
+        "one task's tmpfs on the worker that runs it"
+    );
+    assert!(with_files(idle).is_empty(), "the idle worker got files");
+    let task = tasks[0].to_str().unwrap().to_owned();
+
+    // Every node's data root — the Raft log and snapshots of the manager and both workers'
+    // replicas included — holds the secret only sealed.
+    for i in 0..3 {
+        let leaks = found_under(&rig.nodes[i].data_root(), secret.as_bytes());
+        assert!(
+            leaks.is_empty(),
+            "node {i} stores the secret in clear: {leaks:?}"
+        );
+    }
+
+    // The manager hands a task's files to the node it is placed on, and to no other.
+    let tls_dir = |i: usize| rig.nodes[i].data_root().join("cluster").join("tls");
+    let creds = |i: usize| berth_cluster::NodeCredentials::load(&tls_dir(i)).unwrap();
+    let manager: std::net::SocketAddr = format!("{}:4245", rig.nodes[0].ip).parse().unwrap();
+    let got = call_task_files(
+        manager,
+        berth_cluster::client_config(&creds(runs)).unwrap(),
+        &task,
+    )
+    .expect("the worker running the task gets its files");
+    assert_eq!(got, secret.as_bytes());
+    let refused = call_task_files(
+        manager,
+        berth_cluster::client_config(&creds(idle)).unwrap(),
+        &task,
+    )
+    .expect_err("another worker got the task's secret");
+    assert!(refused.contains("PermissionDenied"), "{refused}");
+}
+
+#[test]
+fn a_survivor_re_forms_the_cluster_after_losing_its_quorum() {
+    let mut rig = Rig::new(4);
+    let advertise = rig.nodes[0].ip.clone();
+    rig.ok(0, &["cluster", "init", "--advertise-addr", &advertise]);
+    let manager = token(&rig, 0, "manager");
+    join(&rig, 1, &manager);
+    join(&rig, 2, &manager);
+    rig.wait_for("3 ready managers", Duration::from_secs(30), |r| {
+        let nodes = r.nodes_seen_by(0);
+        nodes.len() == 3
+            && nodes
+                .iter()
+                .all(|n| n["Status"] == "ready" && n["Role"] == "manager")
+    });
+    let compose = rig.compose(0, APP);
+    let compose = compose.to_str().unwrap().to_owned();
+    rig.ok(0, &["-f", &compose, "-p", "spread", "up", "-d"]);
+    rig.wait_for("6 running replicas", Duration::from_secs(90), |r| {
+        running(r, 0, &compose) == 6
+    });
+    let me = rig.id_of(0);
+
+    // Two of three managers die: no quorum is left.
+    rig.kill9(1);
+    rig.kill9(2);
+    rig.ok(0, &["cluster", "init", "--force-new-cluster"]);
+    rig.wait_for(
+        "a one-manager cluster led by the survivor",
+        Duration::from_secs(30),
+        |r| {
+            let nodes = r.nodes_seen_by(0);
+            nodes.len() == 1
+                && nodes[0]["ID"] == me.as_str()
+                && nodes[0]["ManagerStatus"] == "leader"
+        },
+    );
+    // The app survived, and the replicas of the dropped managers run again here.
+    rig.wait_for("6 running replicas again", Duration::from_secs(90), |r| {
+        running(r, 0, &compose) == 6 && tasks_by_node(r, 0, std::slice::from_ref(&me))[0] == 6
+    });
+    // The re-formed cluster admits new members and takes writes with them.
+    let manager = token(&rig, 0, "manager");
+    join(&rig, 3, &manager);
+    rig.wait_for("2 ready managers", Duration::from_secs(30), |r| {
+        let nodes = r.nodes_seen_by(0);
+        nodes.len() == 2
+            && nodes
+                .iter()
+                .all(|n| n["Status"] == "ready" && n["Role"] == "manager")
+    });
+    let new = rig.id_of(3);
+    rig.ok(3, &["node", "update", "--label-add", "joined=after", &new]);
+    rig.wait_for(
+        "the survivor sees the write",
+        Duration::from_secs(20),
+        |r| {
+            r.nodes_seen_by(0)
+                .iter()
+                .any(|n| n["ID"].as_str() == Some(&new) && n["Labels"]["joined"] == "after")
+        },
+    );
+    let _ = rig.berth(0, &["-f", &compose, "-p", "spread", "down", "-t", "1"]);
+}
+
+#[test]
+fn a_removed_nodes_certificate_is_refused() {
+    let rig = Rig::new(2);
+    let advertise = rig.nodes[0].ip.clone();
+    rig.ok(0, &["cluster", "init", "--advertise-addr", &advertise]);
+    let worker = token(&rig, 0, "worker");
+    join(&rig, 1, &worker);
+    rig.wait_for("2 ready nodes", Duration::from_secs(30), |r| {
+        let nodes = r.nodes_seen_by(0);
+        nodes.len() == 2 && nodes.iter().all(|n| n["Status"] == "ready")
+    });
+    let tls_dir = |i: usize| rig.nodes[i].data_root().join("cluster").join("tls");
+    let creds = |i: usize| berth_cluster::NodeCredentials::load(&tls_dir(i)).unwrap();
+    let addr: std::net::SocketAddr = format!("{}:4245", rig.nodes[0].ip).parse().unwrap();
+    call_raft(addr, berth_cluster::client_config(&creds(1)).unwrap())
+        .expect("the worker is heard while it is a member");
+    let removed = rig.id_of(1);
+    rig.ok(0, &["node", "rm", "--force", &removed]);
+    // Its certificate has not expired, and still chains to the CA: the deny list refuses it.
+    let refused = call_raft(addr, berth_cluster::client_config(&creds(1)).unwrap())
+        .expect_err("a removed node's certificate was accepted");
+    assert!(
+        refused.contains("PermissionDenied") && refused.contains("revoked"),
+        "{refused}"
+    );
+    call_raft(addr, berth_cluster::client_config(&creds(0)).unwrap())
+        .expect("a member's certificate is still heard");
+}

@@ -37,6 +37,10 @@ pub const CA_LIFETIME: Duration = Duration::from_secs(20 * 365 * 24 * 3600);
 /// Node certificates start this much before "now", so a peer whose clock runs slightly behind
 /// does not reject a certificate issued a moment ago.
 pub const CLOCK_SKEW_ALLOWANCE: Duration = Duration::from_secs(300);
+/// The shortest node certificate lifetime. The validity window includes the clock-skew
+/// allowance, so a lifetime under half of it (150 s) would already be in its last third —
+/// due for renewal — when issued; three minutes leaves a short but real renewal period.
+pub const MIN_NODE_CERT_LIFETIME: Duration = Duration::from_secs(180);
 
 const CA_CERT_FILE: &str = "ca.crt";
 const CA_KEY_FILE: &str = "ca.key";
@@ -69,7 +73,7 @@ pub enum CaError {
     Random,
     #[error("the CA private key does not belong to the CA certificate")]
     KeyMismatch,
-    #[error("node certificate lifetime must be at least one minute")]
+    #[error("node certificate lifetime must be at least three minutes")]
     LifetimeTooShort,
     #[error("issued certificate does not read back: {0}")]
     Identity(#[from] IdentityError),
@@ -282,9 +286,10 @@ impl ClusterCa {
         })
     }
 
-    /// Sets the lifetime of node certificates issued from now on (default 90 days).
+    /// Sets the lifetime of node certificates issued from now on (default 90 days), at least
+    /// [`MIN_NODE_CERT_LIFETIME`].
     pub fn with_node_cert_lifetime(mut self, lifetime: Duration) -> Result<Self, CaError> {
-        if lifetime < Duration::from_secs(60) {
+        if lifetime < MIN_NODE_CERT_LIFETIME {
             return Err(CaError::LifetimeTooShort);
         }
         self.node_cert_lifetime = lifetime;

@@ -18,12 +18,14 @@ pub mod token;
 mod files;
 
 pub use ca::{
-    CaError, ClusterCa, NodeCertRequest, NodeCertificate, NodeCredentials, NodeKey, parse_cert_pem,
+    CaError, ClusterCa, MIN_NODE_CERT_LIFETIME, NodeCertRequest, NodeCertificate, NodeCredentials,
+    NodeKey, parse_cert_pem,
 };
 pub use identity::{IdentityError, NodeId, NodeIdentity, Role, needs_renewal};
 pub use seal::{ManagerKey, SealError};
 pub use tls::{
-    TlsError, client_config, cluster_ca_from_join, join_client_config, join_server_config,
-    peer_identity, server_config, server_name,
+    LiveCert, TlsError, client_config, client_config_live, cluster_ca_from_join,
+    join_client_config, join_server_config, join_server_config_live, peer_identity, server_config,
+    server_config_live, server_name,
 };
 pub use token::{CaFingerprint, JoinSecrets, JoinToken, TokenError};

@@ -15,13 +15,14 @@
 //! This module builds configurations only; sockets, accept loops and per-call role checks
 //! belong to the caller.
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
-use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::{ResolvesClientCert, WebPkiServerVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::server::WebPkiClientVerifier;
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
 use rustls::{
     CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig,
     SignatureScheme,
@@ -61,34 +62,51 @@ fn roots(ca: &CertificateDer<'static>) -> Result<Arc<RootCertStore>, TlsError> {
 /// A server configuration that requires every client to present a certificate issued by the
 /// cluster CA, and presents this node's certificate. TLS 1.3 only: every peer is berth.
 pub fn server_config(creds: &NodeCredentials) -> Result<Arc<ServerConfig>, TlsError> {
+    server_config_live(&creds.ca_der, LiveCert::new(creds)?)
+}
+
+/// [`server_config`] presenting whatever certificate `live` holds at each handshake.
+pub fn server_config_live(
+    ca: &CertificateDer<'static>,
+    live: Arc<LiveCert>,
+) -> Result<Arc<ServerConfig>, TlsError> {
     let provider = provider();
-    let verifier =
-        WebPkiClientVerifier::builder_with_provider(roots(&creds.ca_der)?, provider.clone())
-            .build()
-            .map_err(|e| TlsError::Verifier(e.to_string()))?;
-    let config = ServerConfig::builder_with_provider(provider)
+    let verifier = WebPkiClientVerifier::builder_with_provider(roots(ca)?, provider.clone())
+        .build()
+        .map_err(|e| TlsError::Verifier(e.to_string()))?;
+    let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(TlsError::Credentials)?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(chain(creds), creds.key.private_key_der())
-        .map_err(TlsError::Credentials)?;
+        .with_cert_resolver(live);
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
     Ok(Arc::new(config))
 }
 
 /// A client configuration that trusts only the cluster CA and presents this node's
 /// certificate. Dial with [`server_name`] of the node you expect, or its address.
 pub fn client_config(creds: &NodeCredentials) -> Result<Arc<ClientConfig>, TlsError> {
+    client_config_live(&creds.ca_der, LiveCert::new(creds)?)
+}
+
+/// [`client_config`] presenting whatever certificate `live` holds at each handshake.
+pub fn client_config_live(
+    ca: &CertificateDer<'static>,
+    live: Arc<LiveCert>,
+) -> Result<Arc<ClientConfig>, TlsError> {
     let provider = provider();
-    let verifier =
-        WebPkiServerVerifier::builder_with_provider(roots(&creds.ca_der)?, provider.clone())
-            .build()
-            .map_err(|e| TlsError::Verifier(e.to_string()))?;
-    let config = ClientConfig::builder_with_provider(provider)
+    let verifier = WebPkiServerVerifier::builder_with_provider(roots(ca)?, provider.clone())
+        .build()
+        .map_err(|e| TlsError::Verifier(e.to_string()))?;
+    let mut config = ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(TlsError::Credentials)?
         .with_webpki_verifier(verifier)
-        .with_client_auth_cert(vec![creds.cert.der.clone()], creds.key.private_key_der())
-        .map_err(TlsError::Credentials)?;
+        .with_client_cert_resolver(live);
+    // A resumed session would carry the certificate of its first handshake: after a renewal
+    // every connection must show the new one.
+    config.resumption = rustls::client::Resumption::disabled();
     Ok(Arc::new(config))
 }
 
@@ -117,19 +135,90 @@ pub fn peer_identity(
 /// [`TlsError::NoPeerCertificate`], so every handler but the join call must refuse them. A
 /// certificate from another CA is still refused during the handshake.
 pub fn join_server_config(creds: &NodeCredentials) -> Result<Arc<ServerConfig>, TlsError> {
+    join_server_config_live(&creds.ca_der, LiveCert::new(creds)?)
+}
+
+/// [`join_server_config`] presenting whatever certificate `live` holds at each handshake.
+pub fn join_server_config_live(
+    ca: &CertificateDer<'static>,
+    live: Arc<LiveCert>,
+) -> Result<Arc<ServerConfig>, TlsError> {
     let provider = provider();
-    let verifier =
-        WebPkiClientVerifier::builder_with_provider(roots(&creds.ca_der)?, provider.clone())
-            .allow_unauthenticated()
-            .build()
-            .map_err(|e| TlsError::Verifier(e.to_string()))?;
-    let config = ServerConfig::builder_with_provider(provider)
+    let verifier = WebPkiClientVerifier::builder_with_provider(roots(ca)?, provider.clone())
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| TlsError::Verifier(e.to_string()))?;
+    let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(TlsError::Credentials)?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(chain(creds), creds.key.private_key_der())
-        .map_err(TlsError::Credentials)?;
+        .with_cert_resolver(live);
+    // Every connection is verified afresh (no resumed session keeps a stale certificate).
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
     Ok(Arc::new(config))
+}
+
+/// This node's certificate and key as the TLS configurations present them, replaceable while
+/// they are in use: after a renewal [`LiveCert::replace`] makes every later handshake (as a
+/// server and as a client) show the new certificate, without rebuilding listeners or
+/// channels. Connections already open keep the certificate they were made with.
+#[derive(Debug)]
+pub struct LiveCert {
+    current: RwLock<Arc<CertifiedKey>>,
+}
+
+impl LiveCert {
+    pub fn new(creds: &NodeCredentials) -> Result<Arc<Self>, TlsError> {
+        Ok(Arc::new(LiveCert {
+            current: RwLock::new(certified(creds)?),
+        }))
+    }
+
+    /// Presents `creds` from the next handshake on. The key must match the certificate.
+    pub fn replace(&self, creds: &NodeCredentials) -> Result<(), TlsError> {
+        let next = certified(creds)?;
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = next;
+        Ok(())
+    }
+
+    /// The end-entity certificate presented now.
+    pub fn cert_der(&self) -> CertificateDer<'static> {
+        self.get().cert[0].clone()
+    }
+
+    fn get(&self) -> Arc<CertifiedKey> {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+fn certified(creds: &NodeCredentials) -> Result<Arc<CertifiedKey>, TlsError> {
+    CertifiedKey::from_der(chain(creds), creds.key.private_key_der(), &provider())
+        .map(Arc::new)
+        .map_err(TlsError::Credentials)
+}
+
+impl ResolvesServerCert for LiveCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.get())
+    }
+}
+
+impl ResolvesClientCert for LiveCert {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[SignatureScheme],
+    ) -> Option<Arc<CertifiedKey>> {
+        Some(self.get())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
 }
 
 /// The client configuration of a node joining with `token`: it has no certificate yet and

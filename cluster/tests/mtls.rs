@@ -8,9 +8,10 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use berth_cluster::{
-    ClusterCa, IdentityError, JoinSecrets, JoinToken, NodeCertRequest, NodeCredentials, NodeId,
-    NodeIdentity, Role, TlsError, client_config, cluster_ca_from_join, join_client_config,
-    join_server_config, peer_identity, server_config, server_name,
+    ClusterCa, IdentityError, JoinSecrets, JoinToken, LiveCert, NodeCertRequest, NodeCredentials,
+    NodeId, NodeIdentity, Role, TlsError, client_config, client_config_live, cluster_ca_from_join,
+    join_client_config, join_server_config, join_server_config_live, peer_identity, server_config,
+    server_name,
 };
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -414,4 +415,48 @@ async fn the_join_listener_still_verifies_clients_that_present_a_certificate() {
     let err = out.server.unwrap_err();
     assert!(err.contains("UnknownIssuer"), "{err}");
     assert!(out.client.is_err());
+}
+
+#[tokio::test]
+async fn renewed_certificates_replace_expired_ones_in_configurations_already_in_use() {
+    let c = cluster();
+    let now = SystemTime::now();
+    // Both ends start with certificates that expired long ago, as a node that slept through
+    // its renewal window would.
+    let server_old = node(&c.ca, "mgr-8", Role::Manager, now - 200 * DAY);
+    let client_old = node(&c.ca, "wrk-8", Role::Worker, now - 200 * DAY);
+    let server_live = LiveCert::new(&server_old).unwrap();
+    let client_live = LiveCert::new(&client_old).unwrap();
+    let server = join_server_config_live(&server_old.ca_der, server_live.clone()).unwrap();
+    let client = client_config_live(&client_old.ca_der, client_live.clone()).unwrap();
+
+    let out = connect(server.clone(), client.clone(), name("mgr-8")).await;
+    assert!(
+        out.client.is_err() && out.server.is_err(),
+        "expired certificates were accepted"
+    );
+
+    // Renewal: new keys and certificates, swapped into the same configurations.
+    let server_new = node(&c.ca, "mgr-8", Role::Manager, now);
+    let client_new = node(&c.ca, "wrk-8", Role::Worker, now);
+    server_live.replace(&server_new).unwrap();
+    client_live.replace(&client_new).unwrap();
+    assert_eq!(server_live.cert_der(), server_new.cert.der);
+
+    let out = connect(server, client, name("mgr-8")).await;
+    let seen_by_server = out.server.unwrap();
+    let seen_by_client = out.client.unwrap();
+    assert_eq!(seen_by_server.node_id.as_str(), "wrk-8");
+    assert!(seen_by_server.not_after > now);
+    assert_eq!(seen_by_client.node_id.as_str(), "mgr-8");
+    assert!(seen_by_client.not_after > now);
+
+    // A key that does not match the certificate is refused and the current one kept.
+    let mismatched = NodeCredentials {
+        ca_der: client_new.ca_der.clone(),
+        cert: client_new.cert.clone(),
+        key: client_old.key,
+    };
+    assert!(client_live.replace(&mismatched).is_err());
+    assert_eq!(client_live.cert_der(), client_new.cert.der);
 }

@@ -15,7 +15,7 @@
 //! through [`RaftHandle`], whose `propose` is async and resolves when the command is applied.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
@@ -113,7 +113,45 @@ pub enum RaftError {
     Stopped,
     #[error("another membership change is still in progress; try again")]
     ConfChangeBusy,
+    #[error("no leader confirmed this read within {0:?} (no quorum?)")]
+    ReadTimeout(Duration),
 }
+
+/// A file in the Raft directory written when a member was made the only voter of its group
+/// (`--force-new-cluster`): the last log index at that moment. Membership changes up to it
+/// belong to the group that was lost and are not applied again when the log is replayed.
+pub const FORCED_CONF_FILE: &str = "force-conf-through";
+
+/// Re-forms the group stored in `dir` (stopped) around member `id` alone, after the others
+/// were lost with the quorum (`--force-new-cluster`): the stored configuration becomes `id` as
+/// the only voter (learners stay), and [`FORCED_CONF_FILE`] keeps the log's membership
+/// changes so far from being applied again. The log and snapshot are kept: the next start
+/// elects `id` with everything it had. Returns the new configuration.
+pub fn force_sole_voter(dir: &Path, id: u64) -> Result<Membership, RaftError> {
+    let (mut storage, _) = DiskStorage::open(dir)?;
+    let mut conf = storage.conf_state().clone();
+    conf.voters = vec![id];
+    conf.learners.retain(|l| *l != id);
+    conf.voters_outgoing.clear();
+    conf.learners_next.clear();
+    conf.auto_leave = false;
+    storage.set_conf_state(&conf)?;
+    let through = dir.join(FORCED_CONF_FILE);
+    std::fs::write(&through, storage.last_log_index().to_string()).map_err(|source| {
+        RaftError::Storage(StorageFault::Io {
+            path: through,
+            op: "write",
+            source,
+        })
+    })?;
+    Ok(Membership {
+        voters: conf.voters,
+        learners: conf.learners,
+    })
+}
+
+/// How long a ReadIndex request may wait for the leader's confirmation.
+pub const READ_INDEX_TIMEOUT: Duration = Duration::from_secs(1);
 
 enum Input {
     Propose {
@@ -126,6 +164,9 @@ enum Input {
         reply: oneshot::Sender<Result<Vec<u8>, RaftError>>,
     },
     TransferLeader(u64),
+    /// A linearizable read barrier: answered with the commit index the leader confirmed,
+    /// once this member has applied that far.
+    ReadIndex(oneshot::Sender<Result<u64, RaftError>>),
     Stop,
 }
 
@@ -217,6 +258,10 @@ impl<S: StateMachine> RaftHandle<S> {
             crate::raft_log::TracingDrain,
             slog::o!("raft_id" => config.id),
         );
+        let keep_conf_through = std::fs::read_to_string(config.dir.join(FORCED_CONF_FILE))
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap_or(0);
         let mut node = RawNode::new(&raft_config, storage, &logger)?;
         let sole_voter = node.raft.prs().conf().voters().ids().iter().eq([config.id]);
         if sole_voter {
@@ -245,6 +290,9 @@ impl<S: StateMachine> RaftHandle<S> {
             waiting: Vec::new(),
             next_proposal: 1,
             applied,
+            keep_conf_through,
+            reads: HashMap::new(),
+            confirmed_reads: Vec::new(),
         };
         let thread = std::thread::Builder::new()
             .name("raft".into())
@@ -332,6 +380,18 @@ impl<S: StateMachine> RaftHandle<S> {
             .map_err(|_| RaftError::Stopped)
     }
 
+    /// A linearizable read barrier (Raft's ReadIndex): resolves once this member has applied
+    /// everything committed before the call, as confirmed by the leader with a quorum. A
+    /// [`RaftHandle::read`] after it sees every write acknowledged before the barrier began,
+    /// wherever it was made. Fails after [`READ_INDEX_TIMEOUT`] without a leader and quorum.
+    pub async fn read_barrier(&self) -> Result<u64, RaftError> {
+        let (reply, answer) = oneshot::channel();
+        self.input
+            .send(Input::ReadIndex(reply))
+            .map_err(|_| RaftError::Stopped)?;
+        answer.await.map_err(|_| RaftError::Stopped)?
+    }
+
     /// Reads the applied state.
     pub fn read<R>(&self, f: impl FnOnce(&S) -> R) -> R {
         f(&self.state.read().unwrap_or_else(|e| e.into_inner()))
@@ -387,7 +447,15 @@ struct Member<S, T> {
     waiting: Vec<(Vec<u8>, Reply)>,
     next_proposal: u64,
     applied: u64,
+    /// See [`FORCED_CONF_FILE`]; 0 when the group was never re-formed.
+    keep_conf_through: u64,
+    /// ReadIndex requests sent, keyed by the id in their context, with when they expire.
+    reads: HashMap<u64, (ReadReply, Instant)>,
+    /// Reads the leader confirmed at an index this member has not applied yet.
+    confirmed_reads: Vec<(u64, ReadReply)>,
 }
+
+type ReadReply = oneshot::Sender<Result<u64, RaftError>>;
 
 impl<S: StateMachine, T: Transport> Member<S, T> {
     fn run(&mut self, inbox: mpsc::Receiver<Input>) -> Result<(), RaftError> {
@@ -414,6 +482,7 @@ impl<S: StateMachine, T: Transport> Member<S, T> {
                         self.node.transfer_leader(id);
                     }
                 }
+                Ok(Input::ReadIndex(reply)) => self.read_index(reply),
                 Ok(Input::Stop) | Err(RecvTimeoutError::Disconnected) => return Ok(()),
                 Err(RecvTimeoutError::Timeout) => {}
             }
@@ -447,6 +516,48 @@ impl<S: StateMachine, T: Transport> Member<S, T> {
             }
             Err(e) => {
                 let _ = reply.send(Err(e.into()));
+            }
+        }
+    }
+
+    fn read_index(&mut self, reply: ReadReply) {
+        let leader = self.node.raft.leader_id;
+        if leader == raft::INVALID_ID {
+            // raft-rs would drop it: say so at once, the caller retries.
+            let _ = reply.send(Err(RaftError::NotLeader { leader }));
+            return;
+        }
+        let id = self.next_proposal;
+        self.next_proposal += 1;
+        // A request lost with a leader change is answered by its deadline.
+        self.node.read_index(context(self.config.id, id));
+        self.reads
+            .insert(id, (reply, Instant::now() + READ_INDEX_TIMEOUT));
+    }
+
+    /// Confirmed reads whose index is applied are answered; expired ones fail.
+    fn settle_reads(&mut self) {
+        let applied = self.applied;
+        let (done, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.confirmed_reads)
+            .into_iter()
+            .partition(|(index, _)| *index <= applied);
+        self.confirmed_reads = waiting;
+        for (index, reply) in done {
+            let _ = reply.send(Ok(index));
+        }
+        if self.reads.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let expired: Vec<u64> = self
+            .reads
+            .iter()
+            .filter(|(_, (_, deadline))| *deadline <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            if let Some((reply, _)) = self.reads.remove(&id) {
+                let _ = reply.send(Err(RaftError::ReadTimeout(READ_INDEX_TIMEOUT)));
             }
         }
     }
@@ -491,9 +602,21 @@ impl<S: StateMachine, T: Transport> Member<S, T> {
 
     fn on_ready(&mut self) -> Result<(), RaftError> {
         if !self.node.has_ready() {
+            self.settle_reads();
             return Ok(());
         }
         let mut ready = self.node.ready();
+        for read in ready.take_read_states() {
+            let Some((node, id)) = parse_context(&read.request_ctx) else {
+                continue;
+            };
+            if node != self.config.id {
+                continue;
+            }
+            if let Some((reply, _)) = self.reads.remove(&id) {
+                self.confirmed_reads.push((read.index, reply));
+            }
+        }
         if let Some(soft) = ready.ss() {
             if soft.raft_state != StateRole::Leader && !self.pending.is_empty() {
                 self.fail_all(|| RaftError::LeadershipLost);
@@ -526,6 +649,7 @@ impl<S: StateMachine, T: Transport> Member<S, T> {
         self.node.advance_apply();
         self.maybe_compact()?;
         self.publish_status();
+        self.settle_reads();
         if self.node.raft.leader_id != raft::INVALID_ID && !self.waiting.is_empty() {
             for (data, reply) in std::mem::take(&mut self.waiting) {
                 self.propose(data, reply);
@@ -547,6 +671,13 @@ impl<S: StateMachine, T: Transport> Member<S, T> {
                     }
                     let reply = self.write_state().apply(entry.index, &entry.data);
                     self.reply(&entry.context, Ok(reply));
+                }
+                EntryType::EntryConfChange | EntryType::EntryConfChangeV2
+                    if entry.index <= self.keep_conf_through =>
+                {
+                    // A change of the group that was lost: the configuration stays the one
+                    // the member was re-formed with.
+                    self.reply(&entry.context, Ok(Vec::new()));
                 }
                 EntryType::EntryConfChange => {
                     let change =
@@ -611,6 +742,12 @@ impl<S: StateMachine, T: Transport> Member<S, T> {
             let _ = reply.send(Err(error()));
         }
         for (_, reply) in self.waiting.drain(..) {
+            let _ = reply.send(Err(error()));
+        }
+        for (_, (reply, _)) in self.reads.drain() {
+            let _ = reply.send(Err(error()));
+        }
+        for (_, reply) in self.confirmed_reads.drain(..) {
             let _ = reply.send(Err(error()));
         }
     }
@@ -855,6 +992,117 @@ mod tests {
             assert!(Instant::now() < deadline, "old leader did not catch up");
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    #[test]
+    fn read_index_sees_acknowledged_writes_and_a_cut_off_member_refuses_to_read() {
+        let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+        let mesh = Mesh::default();
+        let members: Vec<RaftHandle<Kv>> = (1..=3u64)
+            .map(|id| {
+                let config = RaftConfig {
+                    id,
+                    initial_voters: vec![1, 2, 3],
+                    tick: Duration::from_millis(10),
+                    ..RaftConfig::single(id, dirs[id as usize - 1].path().to_owned())
+                };
+                let handle = RaftHandle::start(config, Kv::default(), mesh.clone()).unwrap();
+                mesh.peers.write().unwrap().insert(id, handle.input.clone());
+                handle
+            })
+            .collect();
+        let rt = runtime();
+        let leader = wait_for_leader(&members, &[]);
+        let leading = &members[leader as usize - 1];
+        for i in 0..20 {
+            rt.block_on(leading.propose(format!("k{i}={i}").into_bytes()))
+                .unwrap();
+            let committed = leading.status().commit;
+            // Right after the write is acknowledged, every member's barrier covers it.
+            for member in &members {
+                let index = rt.block_on(member.read_barrier()).unwrap();
+                assert!(index >= committed, "read index {index} < {committed}");
+                let seen = member.read(|kv| kv.map.get(&format!("k{i}")).cloned());
+                assert_eq!(seen, Some(i.to_string()), "member {}", member.status().id);
+            }
+        }
+        // A follower cut off from the others cannot confirm a read: it fails instead of
+        // answering from a state that may be stale.
+        let follower = members.iter().find(|m| m.status().id != leader).unwrap();
+        mesh.down.write().unwrap().insert(follower.status().id);
+        match rt.block_on(follower.read_barrier()) {
+            Err(RaftError::ReadTimeout(_)) | Err(RaftError::NotLeader { .. }) => {}
+            other => panic!("a cut-off member read: {other:?}"),
+        }
+        mesh.down.write().unwrap().clear();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while rt.block_on(follower.read_barrier()).is_err() {
+            assert!(Instant::now() < deadline, "healed member cannot read again");
+        }
+    }
+
+    #[test]
+    fn a_survivor_forced_to_be_the_sole_voter_leads_with_its_state() {
+        let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+        let mesh = Mesh::default();
+        let start = |id: u64, mesh: &Mesh| {
+            let config = RaftConfig {
+                id,
+                initial_voters: vec![1, 2, 3],
+                tick: Duration::from_millis(10),
+                ..RaftConfig::single(id, dirs[id as usize - 1].path().to_owned())
+            };
+            let handle = RaftHandle::start(config, Kv::default(), mesh.clone()).unwrap();
+            mesh.peers.write().unwrap().insert(id, handle.input.clone());
+            handle
+        };
+        let members: Vec<RaftHandle<Kv>> = (1..=3u64).map(|id| start(id, &mesh)).collect();
+        let rt = runtime();
+        let leader = wait_for_leader(&members, &[]);
+        rt.block_on(members[leader as usize - 1].propose(b"kept=yes".to_vec()))
+            .unwrap();
+        // Every member has it; then all stop, and only member 3 comes back.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while members[2].read(|kv| kv.map.get("kept").cloned()).is_none() {
+            assert!(Instant::now() < deadline, "member 3 did not replicate");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        for member in members {
+            member.stop().unwrap();
+        }
+        let alone = Mesh::default();
+        // Without the force it cannot elect itself: 2 of 3 voters are gone.
+        let stuck = start(3, &alone);
+        std::thread::sleep(Duration::from_millis(500));
+        assert!(!stuck.status().is_leader);
+        stuck.stop().unwrap();
+        let conf = force_sole_voter(dirs[2].path(), 3).unwrap();
+        assert_eq!(conf.voters, vec![3]);
+        let survivor = start(3, &alone);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !survivor.status().is_leader {
+            assert!(Instant::now() < deadline, "the survivor did not lead");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(survivor.membership().voters, vec![3]);
+        assert_eq!(
+            survivor.read(|kv| kv.map.get("kept").cloned()),
+            Some("yes".into())
+        );
+        assert_eq!(
+            rt.block_on(survivor.propose(b"kept=still".to_vec()))
+                .unwrap(),
+            b"yes"
+        );
+        // Replaying the old membership changes after another restart keeps it alone.
+        survivor.stop().unwrap();
+        let again = start(3, &alone);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !again.status().is_leader {
+            assert!(Instant::now() < deadline, "no leader after restart");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(again.membership().voters, vec![3]);
     }
 
     #[test]

@@ -91,6 +91,7 @@ async fn run(count: usize) {
             node_id: id,
             member: Some(member),
             peers: Some(peers),
+            live_cert: None,
             manager_key: RwLock::new(None),
             controller: std::sync::OnceLock::new(),
             restart: Arc::new(tokio::sync::Notify::new()),

@@ -29,9 +29,11 @@ impl Agent {
         data_root: &Path,
         run_root: &Path,
         libexec_dir: &Path,
+        files: Option<std::sync::Arc<dyn berth_node_agent::task_files::FileSource>>,
     ) -> Result<Agent, WorkerError> {
         let mut config = WorkerConfig::new(data_root, libexec_dir);
         config.run_root = run_root.to_owned();
+        config.files = files;
         let worker = Worker::open(config).await?;
         Ok(Agent { worker })
     }

@@ -78,6 +78,9 @@ pub struct Controller {
     salt: String,
     metrics: Arc<Metrics>,
     forwarder: std::sync::OnceLock<Arc<dyn Forward>>,
+    /// `berthd --local-reads`: the read APIs answer from the applied state without a
+    /// ReadIndex round (faster, possibly stale on a follower).
+    local_reads: std::sync::atomic::AtomicBool,
 }
 
 impl Controller {
@@ -123,6 +126,7 @@ impl Controller {
             salt,
             metrics,
             forwarder: std::sync::OnceLock::new(),
+            local_reads: std::sync::atomic::AtomicBool::new(false),
         });
         if !wait_for_leadership {
             return Ok(controller);
@@ -210,6 +214,46 @@ impl Controller {
     }
 
     /// Reads the applied state.
+    /// Makes the read APIs answer from the applied state (no ReadIndex).
+    pub fn set_local_reads(&self, local: bool) {
+        self.local_reads
+            .store(local, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// What the read APIs call before they read: waits (ReadIndex) until this member has
+    /// applied every write acknowledged before the call anywhere in the cluster, so a read on
+    /// a follower is linearizable. Retries while an election runs, at most ~5 s, then fails
+    /// (a minority cut off from the leader cannot serve such reads). Nothing to wait for with
+    /// `--local-reads`, on a learner (a worker may not ask the leader; it reads its replica)
+    /// and on the leader of a one-member group.
+    pub async fn read_barrier(&self) -> Result<(), ControllerError> {
+        if self.local_reads.load(std::sync::atomic::Ordering::Relaxed) {
+            return Ok(());
+        }
+        let membership = self.raft.membership();
+        let me = self.raft.status().id;
+        if !membership.voters.contains(&me) || membership.voters == [me] {
+            return Ok(());
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            match self.raft.read_barrier().await {
+                Ok(_) => return Ok(()),
+                Err(e @ (RaftError::NotLeader { .. } | RaftError::ReadTimeout(_)))
+                | Err(e @ RaftError::LeadershipLost) => {
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(ControllerError::Unreachable(format!(
+                            "a linearizable read needs a leader and a quorum: {e} \
+                             (berthd --local-reads answers from this node's replica)"
+                        )));
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
     pub fn read<R>(&self, f: impl FnOnce(&State) -> R) -> R {
         self.raft.read(f)
     }
@@ -321,6 +365,8 @@ fn command_kind(command: &Command) -> &'static str {
         Command::DeployAppNoStart(_) => "deploy_app_no_start",
         Command::SetClusterSecrets(_) => "set_cluster_secrets",
         Command::Overlay(_) => "overlay",
+        Command::SetAppFiles { .. } => "set_app_files",
+        Command::RevokeNode { .. } => "revoke_node",
     }
 }
 

@@ -48,6 +48,9 @@ pub struct Config {
     /// Where the Docker Engine API listens (a unix socket, or TCP with mutual TLS), or
     /// `None` for no Docker API.
     pub docker: Option<berth_docker_api::Listen>,
+    /// `--local-reads`: answer the read APIs from this node's applied state instead of a
+    /// linearizable ReadIndex read.
+    pub local_reads: bool,
 }
 
 /// Where the Docker Engine API listens: `--docker-host` (`unix:///PATH`, a path, or
@@ -146,6 +149,7 @@ pub async fn run_until(
     let (shutdown_tx, shutdown) = watch::channel(false);
 
     cluster::admin::apply_pending_reset(&config.data_root).map_err(cluster::ClusterError::from)?;
+    cluster::admin::apply_pending_force(&config.data_root).map_err(cluster::ClusterError::from)?;
     let opened = cluster::open(&config.data_root, &node_id).await?;
     let cluster = opened.cluster.clone();
     let controller = match opened.raft {
@@ -169,6 +173,7 @@ pub async fn run_until(
             controller
         }
     };
+    controller.set_local_reads(config.local_reads);
     let _ = cluster.controller.set(controller.clone());
     if let Some((listener, tls)) = opened.listener {
         let service = berth_api::v1::cluster_peer_server::ClusterPeerServer::new(
@@ -196,8 +201,20 @@ pub async fn run_until(
     let status = controller.status();
     tracing::info!(node = %node_id, applied = status.applied, term = status.term, "controller ready");
 
-    let agent =
-        Arc::new(Agent::open(&config.data_root, &config.run_root, &config.libexec_dir).await?);
+    let files: Arc<dyn berth_node_agent::task_files::FileSource> =
+        Arc::new(cluster::files::Source {
+            cluster: cluster.clone(),
+            controller: controller.clone(),
+        });
+    let agent = Arc::new(
+        Agent::open(
+            &config.data_root,
+            &config.run_root,
+            &config.libexec_dir,
+            Some(files),
+        )
+        .await?,
+    );
     let dispatcher = Dispatcher::start(
         controller.clone(),
         events.clone(),

@@ -40,6 +40,10 @@ struct Args {
     /// The OCI runtime's state root.
     #[arg(long, default_value = "/run/berth/runc")]
     run_root: PathBuf,
+    /// Answer reads (ps, ls, node ls) from this node's replica of the cluster state, which a
+    /// follower may hold slightly behind, instead of a linearizable read through the leader
+    #[arg(long, env = "BERTH_LOCAL_READS")]
+    local_reads: bool,
 }
 
 /// `BERTH_LIBEXEC_DIR`, else the directory of berthd itself.
@@ -99,6 +103,7 @@ fn main() -> ExitCode {
         metrics_addr: args.metrics_addr,
         run_root: args.run_root,
         libexec_dir: libexec_dir(),
+        local_reads: args.local_reads,
     };
     let result = runtime.block_on(berth_daemon::run(config));
     // Blocking readers (a followed log) must not hold the exit up.

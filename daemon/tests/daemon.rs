@@ -256,6 +256,7 @@ async fn deploy(channel: &Channel, project: &str, replicas: u32) -> v1::DeployRe
             working_dir: "/nonexistent".into(),
             config_files: vec!["/nonexistent/compose.yaml".into()],
             options: None,
+            files: Default::default(),
         })
         .await
         .expect("deploy")

@@ -397,6 +397,7 @@ fn docker_lists_berth_up_networks_with_compose_labels() {
                 working_dir: "/nonexistent".into(),
                 config_files: vec!["/nonexistent/compose.yaml".into()],
                 options: None,
+                files: Default::default(),
             }),
         )
         .await

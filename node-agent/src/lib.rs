@@ -12,5 +12,6 @@
 //! The agent never depends on the controller; it talks to it through the API types only.
 
 pub mod container;
+pub mod task_files;
 pub mod volume;
 pub mod worker;

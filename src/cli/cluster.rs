@@ -34,8 +34,21 @@ pub enum ClusterCommand {
     /// Make this node the first manager of a new cluster
     Init {
         /// Address other nodes reach this one on: IP[:PORT] (port 4245 by default)
-        #[arg(long, value_name = "IP[:PORT]")]
+        #[arg(
+            long,
+            value_name = "IP[:PORT]",
+            required_unless_present = "force_new_cluster",
+            default_value = ""
+        )]
         advertise_addr: String,
+        /// On a manager of a cluster that lost its quorum: re-form a one-manager cluster from
+        /// this node's state; the other managers are dropped (they must join again)
+        #[arg(long)]
+        force_new_cluster: bool,
+        /// Lifetime of node certificates (e.g. 2160h, 30m; at least 3m); every node renews
+        /// its own once a third of it is left
+        #[arg(long, value_name = "DURATION", default_value = "2160h")]
+        cert_expiry: String,
     },
     /// Print (or rotate) the token that joins a worker or a manager
     JoinToken {
@@ -130,8 +143,18 @@ pub fn run(args: ClusterArgs) -> anyhow::Result<ExitCode> {
     let client = Client::open(&args.host)?;
     let mut cluster = client.cluster.clone();
     match args.command {
-        ClusterCommand::Init { advertise_addr } => {
-            let answer = client.call(cluster.init(InitRequest { advertise_addr }))?;
+        ClusterCommand::Init {
+            advertise_addr,
+            cert_expiry,
+            force_new_cluster,
+        } => {
+            let lifetime = berth_spec::model::units::parse_duration(&cert_expiry)
+                .map_err(|e| anyhow::anyhow!("--cert-expiry {cert_expiry:?}: {e}"))?;
+            let answer = client.call(cluster.init(InitRequest {
+                advertise_addr,
+                cert_expiry_secs: lifetime.as_secs(),
+                force_new_cluster,
+            }))?;
             wait_restarted(&args.host, "as a manager", |c| {
                 let mut cluster = c.cluster.clone();
                 c.call(cluster.join_token(JoinTokenRequest {
@@ -140,10 +163,17 @@ pub fn run(args: ClusterArgs) -> anyhow::Result<ExitCode> {
                 }))
                 .is_ok_and(|t| !t.manager_addr.is_empty())
             })?;
-            println!(
-                "Cluster initialized: node {} is now a manager on {}.",
-                answer.node_id, answer.advertise_addr
-            );
+            if force_new_cluster {
+                println!(
+                    "Cluster re-formed: node {} on {} is its only manager; the other managers were removed.",
+                    answer.node_id, answer.advertise_addr
+                );
+            } else {
+                println!(
+                    "Cluster initialized: node {} is now a manager on {}.",
+                    answer.node_id, answer.advertise_addr
+                );
+            }
             println!();
             println!("To add a worker, run on it:");
             println!(

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
+mod app_files;
 mod build;
 mod cluster;
 mod compose;

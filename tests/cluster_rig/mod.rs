@@ -506,5 +506,27 @@ impl Drop for Rig {
         let _ = Command::new("timeout")
             .args(["20", "ip", "link", "del", &self.bridge])
             .status();
+        // The tmpfs of secrets and configs the nodes mounted for their tasks.
+        for node in &self.nodes {
+            for point in mounts_under(&node.root) {
+                let _ = Command::new("timeout")
+                    .args(["20", "umount", "-l"])
+                    .arg(&point)
+                    .status();
+            }
+        }
     }
+}
+
+/// Mount points at or below `dir`, deepest first.
+pub fn mounts_under(dir: &Path) -> Vec<String> {
+    let prefix = dir.display().to_string();
+    let mut points: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(str::to_owned))
+        .filter(|p| p.starts_with(&prefix))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    points
 }

@@ -219,6 +219,11 @@ impl DiskStorage {
         &self.conf_state
     }
 
+    /// The index of the last entry in the log (or of the snapshot when the log is empty).
+    pub fn last_log_index(&self) -> u64 {
+        self.last()
+    }
+
     /// Size of the write-ahead log, for deciding when to compact.
     pub fn wal_bytes(&self) -> Result<u64, StorageFault> {
         Ok(self.wal.len()?)

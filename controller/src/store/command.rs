@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::app::AppSpec;
 use super::node::{Availability, Node, NodeStatus, Role};
-use super::state::ClusterSecrets;
+use super::state::{AppFiles, ClusterSecrets};
 use super::task::{DesiredState, NodeId, Task, TaskId, TaskState, TaskStatus, Timestamp};
 
 /// Every change to the store. Each is validated against the state it is applied to; ids and
@@ -90,6 +90,18 @@ pub enum Command {
     SetClusterSecrets(ClusterSecrets),
     /// The overlay allocator's decisions (VNIs, subnets, task addresses) and releases.
     Overlay(super::overlay::OverlayChange),
+    /// An app's Compose secrets and configs, each sealed (the store never sees a content);
+    /// replaces what the app had.
+    SetAppFiles {
+        app: String,
+        files: AppFiles,
+    },
+    /// A removed node: certificates of `id` issued before `at` (ms since the epoch) are
+    /// refused from now on (the cluster's deny list).
+    RevokeNode {
+        id: NodeId,
+        at: Timestamp,
+    },
 }
 
 /// Where a service's rolling update stands.

@@ -25,6 +25,6 @@ pub use node::{Availability, Node, NodeResources, NodeStatus, Platform, Role};
 pub use placement::{Constraint, ConstraintError, ConstraintKey, ConstraintOp, Placement};
 pub use restart::{RestartCondition, RestartPolicy, RestartPolicyError};
 pub use state::{
-    AppRecord, ClusterSecrets, MAX_REPLICAS, ServiceRecord, State, decode_reply, encode,
+    AppFiles, AppRecord, ClusterSecrets, MAX_REPLICAS, ServiceRecord, State, decode_reply, encode,
 };
 pub use task::{DesiredState, Health, NodeId, Task, TaskId, TaskState, TaskStatus, Timestamp};

@@ -9,7 +9,7 @@ use super::app::{AppSpec, Mode, ServiceSpec};
 use super::command::{Applied, ApplyError, Command, UpdateState};
 use super::node::Node;
 use super::restart::RestartCondition;
-use super::task::{DesiredState, NodeId, Task, TaskId, TaskState, TaskStatus};
+use super::task::{DesiredState, NodeId, Task, TaskId, TaskState, TaskStatus, Timestamp};
 use crate::raft_node::StateMachine;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -23,6 +23,23 @@ pub struct State {
     /// Overlay networks of a cluster: VNIs, subnets, task addresses.
     #[serde(default)]
     pub overlay: super::overlay::OverlayState,
+    /// Each app's sealed secrets and configs, by app name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub files: BTreeMap<String, AppFiles>,
+    /// The deny list: node id → when it was removed (ms since the epoch); its certificates
+    /// issued before then are refused.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub revoked: BTreeMap<NodeId, Timestamp>,
+}
+
+/// An app's Compose secrets and configs by top-level key, each sealed by the daemon with
+/// the managers' key (opaque text to the store).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppFiles {
+    #[serde(default)]
+    pub secrets: BTreeMap<String, String>,
+    #[serde(default)]
+    pub configs: BTreeMap<String, String>,
 }
 
 /// What managers need to admit nodes, replicated with the rest of the state. The CA key and
@@ -94,7 +111,10 @@ impl State {
             Command::DeployApp(spec) => self.deploy(spec, false),
             Command::DeployAppNoStart(spec) => self.deploy(spec, true),
             Command::RemoveApp { name } => match self.apps.remove(&name) {
-                Some(_) => Ok(Applied::changed(1)),
+                Some(_) => {
+                    self.files.remove(&name);
+                    Ok(Applied::changed(1))
+                }
                 None => Err(ApplyError::UnknownApp { app: name }),
             },
             Command::ScaleService {
@@ -172,6 +192,15 @@ impl State {
                 Ok(Applied::changed(1))
             }
             Command::Overlay(change) => Ok(Applied::changed(self.overlay.apply(change))),
+            Command::SetAppFiles { app, files } => {
+                self.files.insert(app, files);
+                Ok(Applied::changed(1))
+            }
+            Command::RevokeNode { id, at } => {
+                let entry = self.revoked.entry(id).or_insert(at);
+                *entry = (*entry).max(at);
+                Ok(Applied::changed(1))
+            }
             Command::CreateTasks(tasks) => self.create_tasks(tasks),
             Command::AssignTasks(assignments) => self.assign(assignments),
             Command::SetDesired(changes) => self.set_desired(changes),

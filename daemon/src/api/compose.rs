@@ -671,6 +671,12 @@ impl Compose for ComposeService {
         } else {
             Command::DeployApp(spec.clone())
         };
+        // Secrets and configs are sealed here: their contents never reach the log in clear.
+        if let Some(files) =
+            crate::cluster::files::seal_for_deploy(&self.node.data_root, &spec.name, request.files)?
+        {
+            self.node.controller.propose(files).await.map_err(status)?;
+        }
         self.node
             .controller
             .propose(command)
@@ -906,6 +912,7 @@ impl Compose for ComposeService {
         request: Request<v1::ListAppsRequest>,
     ) -> Result<Response<v1::ListAppsResponse>, Status> {
         self.node.metrics.api_requests.inc();
+        self.node.controller.read_barrier().await.map_err(status)?;
         let all = request.into_inner().all;
         let apps = self.node.controller.read(|s| {
             s.apps
@@ -948,6 +955,7 @@ impl Compose for ComposeService {
         request: Request<v1::PsRequest>,
     ) -> Result<Response<v1::PsResponse>, Status> {
         self.node.metrics.api_requests.inc();
+        self.node.controller.read_barrier().await.map_err(status)?;
         let request = request.into_inner();
         let app = self.app(&request.project)?;
         let services: BTreeSet<String> =
@@ -1300,6 +1308,7 @@ mod tests {
             working_dir: "/src".into(),
             config_files: vec!["/src/compose.yaml".into()],
             options: Some(options),
+            files: Default::default(),
         }
     }
 

@@ -51,6 +51,41 @@ impl AdminService {
     }
 
     /// Restarts berthd shortly, once the reply is on its way.
+    /// `cluster init --force-new-cluster`: on a manager, marks the Raft log to start as a
+    /// one-voter group and restarts into it.
+    async fn force_new_cluster(&self) -> Result<Response<InitResponse>, Status> {
+        let me = self.cluster.member.as_ref().ok_or_else(|| {
+            Status::failed_precondition("--force-new-cluster: this node is not in a cluster")
+        })?;
+        if me.role != "manager" || !self.cluster.is_manager() {
+            return Err(Status::failed_precondition(
+                "--force-new-cluster: only a manager can re-form the cluster",
+            ));
+        }
+        let controller = self.controller()?;
+        let secrets = controller
+            .read(|s| self.cluster.secrets(s))
+            .map_err(Status::failed_precondition)?;
+        let data_root = &self.cluster.data_root;
+        std::fs::write(data_root.join(FORCE_NEW), b"")
+            .map_err(|e| Status::internal(format!("marking the raft log: {e}")))?;
+        tracing::warn!("re-forming the cluster with this node as its only manager; restarting");
+        self.restart_soon();
+        let fingerprint = secrets.ca.fingerprint();
+        Ok(Response::new(InitResponse {
+            node_id: self.cluster.node_id.clone(),
+            worker_token: secrets
+                .join
+                .token(CertRole::Worker, fingerprint)
+                .to_string(),
+            manager_token: secrets
+                .join
+                .token(CertRole::Manager, fingerprint)
+                .to_string(),
+            advertise_addr: me.advertise.to_string(),
+        }))
+    }
+
     fn restart_soon(&self) {
         let restart = self.cluster.restart.clone();
         tokio::spawn(async move {
@@ -80,6 +115,40 @@ pub fn apply_pending_reset(data_root: &std::path::Path) -> Result<(), member::Me
         path: marker,
         source,
     })
+}
+
+/// Marker: the next start makes this member the only voter of its Raft group.
+const FORCE_NEW: &str = "raft-force-new-cluster";
+/// Marker: once leader, remove the records of the managers left behind.
+pub const FORCED: &str = "forced-new-cluster";
+
+/// At start, before the Raft log is opened: honour a pending `--force-new-cluster` — the
+/// stored configuration becomes this member alone as voter (learners stay), so it elects
+/// itself with the log it has.
+pub fn apply_pending_force(data_root: &std::path::Path) -> Result<(), member::MemberError> {
+    let marker = data_root.join(FORCE_NEW);
+    if !marker.exists() {
+        return Ok(());
+    }
+    let fault = |e: &dyn std::fmt::Display| member::MemberError::Parse {
+        path: data_root.join("raft"),
+        message: format!("re-forming the cluster: {e}"),
+    };
+    let Some(me) = Member::load(data_root)? else {
+        return Err(fault(&"this node is not in a cluster"));
+    };
+    let conf = berth_controller::raft_node::force_sole_voter(&data_root.join("raft"), me.raft_id)
+        .map_err(|e| fault(&e))?;
+    Member {
+        voters: conf.voters,
+        learners: conf.learners,
+        ..me
+    }
+    .save(data_root)?;
+    let io = |op, path: std::path::PathBuf, source| member::MemberError::Io { op, path, source };
+    let forced = member::dir(data_root).join(FORCED);
+    std::fs::write(&forced, b"").map_err(|e| io("write", forced, e))?;
+    std::fs::remove_file(&marker).map_err(|e| io("remove", marker, e))
 }
 
 fn mark_reset(data_root: &std::path::Path, suffix: &str) -> Result<(), Status> {
@@ -122,9 +191,13 @@ fn word<T: serde::Serialize>(value: &T) -> String {
 #[tonic::async_trait]
 impl cluster_server::Cluster for AdminService {
     async fn init(&self, request: Request<InitRequest>) -> Result<Response<InitResponse>, Status> {
+        let request = request.into_inner();
+        if request.force_new_cluster {
+            return self.force_new_cluster().await;
+        }
         self.not_in_cluster()?;
         let controller = self.controller()?.clone();
-        let advertise = parse_addr(&request.into_inner().advertise_addr)
+        let advertise = parse_addr(&request.advertise_addr)
             .map_err(|e| Status::invalid_argument(format!("--advertise-addr: {e}")))?;
         let node_id = NodeId::new(self.cluster.node_id.clone())
             .map_err(|e| Status::failed_precondition(format!("this node's id: {e}")))?;
@@ -134,10 +207,20 @@ impl cluster_server::Cluster for AdminService {
         let scratch = dir.join("ca-init");
         let _ = std::fs::remove_dir_all(&scratch);
         let ca = ClusterCa::init(&scratch, SystemTime::now())
-            .map_err(|e| Status::internal(format!("cluster CA: {e}")))?;
+            .map_err(|e| Status::internal(format!("cluster CA: {e}")));
         let _ = std::fs::remove_dir_all(&scratch);
+        let mut ca = ca?;
+        if request.cert_expiry_secs != 0 {
+            ca = ca
+                .with_node_cert_lifetime(std::time::Duration::from_secs(request.cert_expiry_secs))
+                .map_err(|e| Status::invalid_argument(format!("--cert-expiry: {e}")))?;
+        }
         let join = JoinSecrets::generate().map_err(|e| Status::internal(e.to_string()))?;
-        let key = ManagerKey::generate().map_err(|e| Status::internal(e.to_string()))?;
+        // A lone node that already sealed app secrets keeps its key, so they stay readable.
+        let key = match ManagerKey::load(&dir).map_err(|e| Status::internal(e.to_string()))? {
+            Some(key) => key,
+            None => ManagerKey::generate().map_err(|e| Status::internal(e.to_string()))?,
+        };
         let sealed = seal(&key, &ca, &join).map_err(internal("sealing the cluster secrets"))?;
         controller
             .propose(Command::SetClusterSecrets(sealed))
@@ -359,6 +442,10 @@ impl cluster_server::Cluster for AdminService {
         _request: Request<NodeListRequest>,
     ) -> Result<Response<NodeListResponse>, Status> {
         let controller = self.controller()?;
+        controller
+            .read_barrier()
+            .await
+            .map_err(crate::api::status)?;
         let status = controller.status();
         let me = &self.cluster.node_id;
         let nodes = controller.read(|s| {
@@ -489,7 +576,15 @@ impl cluster_server::Cluster for AdminService {
             )));
         }
         controller
-            .propose(Command::RemoveNode { id })
+            .propose(Command::RemoveNode { id: id.clone() })
+            .await
+            .map_err(crate::api::status)?;
+        // Its certificate stays valid until it expires: deny it from now on.
+        controller
+            .propose(Command::RevokeNode {
+                id,
+                at: crate::controller::now_ms(),
+            })
             .await
             .map_err(crate::api::status)?;
         Ok(Response::new(NodeRemoveResponse {}))

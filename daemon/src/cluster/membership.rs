@@ -8,17 +8,19 @@
 //!   tasks elsewhere; heard again, it is ready again;
 //! - on every node: the address book follows the node records, and when the store says this
 //!   node's role is not the one its certificate carries (promote, demote), it gets a new
-//!   certificate and restarts with it.
+//!   certificate and restarts with it; when its certificate enters the last third of its
+//!   lifetime (the renewal rule of `berth_cluster::identity`), it gets a new one for the same
+//!   role and swaps it into the live TLS configurations — no restart.
 //!
 //! Decisions are small pure functions ([`conf_change`], [`liveness`]); the loops only read,
 //! propose and wait.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use berth_api::v1::RenewRequest;
-use berth_cluster::{ManagerKey, NodeCertificate, NodeCredentials, NodeId, NodeKey};
+use berth_cluster::{ManagerKey, NodeCertificate, NodeCredentials, NodeId, NodeIdentity, NodeKey};
 use berth_controller::raft_node::Membership;
 use berth_controller::store::{Command, NodeStatus, Role, State};
 use rustls::pki_types::CertificateDer;
@@ -171,6 +173,19 @@ async fn watch_loop(
             });
         }
         let status = controller.status();
+        let forced = member::dir(&cluster.data_root).join(super::admin::FORCED);
+        if status.is_leader && forced.exists() {
+            // Re-formed by --force-new-cluster: the managers left behind go before the
+            // configuration follows the records again (it would add them back as voters).
+            match drop_other_managers(&controller, &cluster.node_id).await {
+                Ok(()) => {
+                    let _ = std::fs::remove_file(&forced);
+                    tracing::warn!("the cluster was re-formed with this node as its only manager");
+                }
+                Err(e) => tracing::warn!(error = %e, "removing the managers left behind"),
+            }
+            continue;
+        }
         if status.is_leader {
             let since = *leader_since.get_or_insert_with(Instant::now);
             lead(&controller, me.raft_id, &cluster.node_id, since).await;
@@ -179,6 +194,21 @@ async fn watch_loop(
         }
         let role = controller.read(|s| s.nodes.get(&cluster.node_id).map(|n| n.role));
         let due = last_renewal.is_none_or(|at| at.elapsed() > Duration::from_secs(5));
+        let expiring = cluster
+            .live_cert
+            .as_ref()
+            .and_then(|live| NodeIdentity::from_cert_der(&live.cert_der()).ok())
+            .is_some_and(|identity| identity.needs_renewal(SystemTime::now()));
+        if expiring && due && role.is_none_or(|r| r.as_str() == me.role) {
+            last_renewal = Some(Instant::now());
+            match refresh(&cluster, &controller, &me).await {
+                Ok(not_after) => tracing::info!(
+                    valid_until = ?not_after,
+                    "renewed this node's certificate before it expires"
+                ),
+                Err(e) => tracing::warn!(error = %e, "renewing this node's certificate; retrying"),
+            }
+        }
         if let Some(role) = role {
             if role.as_str() != me.role && due {
                 last_renewal = Some(Instant::now());
@@ -230,14 +260,15 @@ async fn lead(controller: &Controller, me: u64, node_id: &str, since: Instant) {
     }
 }
 
-/// Gets a certificate for `role` from the leader, stores it (and the managers' key, or
-/// forgets it) and the new role in `member.json`.
-async fn renew(
-    cluster: &Cluster,
-    controller: &Controller,
-    me: &Member,
-    role: Role,
-) -> Result<(), String> {
+/// A new certificate from the leader (for the role the store holds), its key, and the
+/// managers' key the leader sent (empty for a worker).
+struct Renewed {
+    creds: NodeCredentials,
+    role: String,
+    manager_key: String,
+}
+
+async fn fetch_certificate(cluster: &Cluster, controller: &Controller) -> Result<Renewed, String> {
     let peers = cluster.peers.as_ref().ok_or("not in a cluster")?;
     let leader = controller.status().leader;
     let address = peers.address(leader).ok_or("no leader known")?;
@@ -254,21 +285,86 @@ async fn renew(
         .await
         .map_err(|s| s.message().to_owned())?
         .into_inner();
+    let old =
+        NodeCredentials::load(&member::tls_dir(&cluster.data_root)).map_err(|e| e.to_string())?;
+    let cert = NodeCertificate::from_der(CertificateDer::from(answer.cert_der))
+        .map_err(|e| e.to_string())?;
+    Ok(Renewed {
+        creds: NodeCredentials {
+            ca_der: old.ca_der,
+            cert,
+            key,
+        },
+        role: answer.role,
+        manager_key: answer.manager_key,
+    })
+}
+
+/// Renews this node's certificate for the role it holds: stores the new credentials and
+/// presents them from the next handshake on. Returns the new expiry.
+async fn refresh(
+    cluster: &Cluster,
+    controller: &Controller,
+    me: &Member,
+) -> Result<SystemTime, String> {
+    let live = cluster.live_cert.as_ref().ok_or("not in a cluster")?;
+    let renewed = fetch_certificate(cluster, controller).await?;
+    if renewed.role != me.role {
+        // The record changed role meanwhile: the role path renews and restarts.
+        return Err(format!("the leader issued a {} certificate", renewed.role));
+    }
+    // Live first: if the new pair is unusable, nothing on disk changed either.
+    live.replace(&renewed.creds).map_err(|e| e.to_string())?;
+    renewed
+        .creds
+        .save(&member::tls_dir(&cluster.data_root))
+        .map_err(|e| e.to_string())?;
+    Ok(renewed.creds.cert.identity.not_after)
+}
+
+/// Removes the node records of every manager but `me`.
+async fn drop_other_managers(controller: &Controller, me: &str) -> Result<(), String> {
+    let others: Vec<String> = controller.read(|s| {
+        s.nodes
+            .values()
+            .filter(|n| n.role == Role::Manager && n.id != me)
+            .map(|n| n.id.clone())
+            .collect()
+    });
+    for id in others {
+        controller
+            .propose(Command::RemoveNode { id: id.clone() })
+            .await
+            .map_err(|e| format!("node {id}: {e}"))?;
+        controller
+            .propose(Command::RevokeNode {
+                id: id.clone(),
+                at: crate::controller::now_ms(),
+            })
+            .await
+            .map_err(|e| format!("node {id}: {e}"))?;
+        tracing::info!(node = %id, "removed a manager left behind");
+    }
+    Ok(())
+}
+
+/// Gets a certificate for `role` from the leader, stores it (and the managers' key, or
+/// forgets it) and the new role in `member.json`.
+async fn renew(
+    cluster: &Cluster,
+    controller: &Controller,
+    me: &Member,
+    role: Role,
+) -> Result<(), String> {
+    let answer = fetch_certificate(cluster, controller).await?;
     if answer.role != role.as_str() {
         return Err(format!("the leader issued a {} certificate", answer.role));
     }
     let data_root = &cluster.data_root;
-    let tls_dir = member::tls_dir(data_root);
-    let old = NodeCredentials::load(&tls_dir).map_err(|e| e.to_string())?;
-    let cert = NodeCertificate::from_der(CertificateDer::from(answer.cert_der))
+    answer
+        .creds
+        .save(&member::tls_dir(data_root))
         .map_err(|e| e.to_string())?;
-    NodeCredentials {
-        ca_der: old.ca_der,
-        cert,
-        key,
-    }
-    .save(&tls_dir)
-    .map_err(|e| e.to_string())?;
     let dir = member::dir(data_root);
     if answer.manager_key.is_empty() {
         ManagerKey::forget(&dir).map_err(|e| e.to_string())?;

@@ -13,6 +13,8 @@
 //!   the caller's role taken from its certificate;
 //! - [`admin`]: the operator's `Cluster` service on the local socket (init, join, tokens,
 //!   leave, nodes);
+//! - [`files`]: Compose secrets and configs, sealed in the store, opened for the tasks
+//!   placed on this node;
 //! - [`membership`]: the leader's loop that keeps the Raft configuration in step with the
 //!   node records and marks silent nodes down, and every node's check that its certificate
 //!   matches its role.
@@ -22,6 +24,7 @@
 pub mod admin;
 pub mod hook;
 pub mod images;
+pub mod files;
 pub mod member;
 pub mod membership;
 pub mod network;
@@ -34,7 +37,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use berth_cluster::{ClusterCa, JoinSecrets, ManagerKey, NodeCredentials};
+use berth_cluster::{ClusterCa, JoinSecrets, LiveCert, ManagerKey, NodeCredentials};
 use berth_controller::raft_node::RaftConfig;
 use berth_controller::store::{ClusterSecrets, State};
 use tokio::sync::Notify;
@@ -77,6 +80,9 @@ pub struct Cluster {
     /// `Some` once the node is in a cluster (read at start; joining or leaving restarts).
     pub member: Option<Member>,
     pub peers: Option<Arc<Peers>>,
+    /// The certificate every TLS configuration of this node presents; renewal replaces it
+    /// in place (`Some` in a cluster).
+    pub live_cert: Option<Arc<LiveCert>>,
     pub manager_key: RwLock<Option<ManagerKey>>,
     /// Set once the controller is open.
     pub controller: std::sync::OnceLock<Arc<Controller>>,
@@ -112,7 +118,7 @@ pub fn raft_config(raft_dir: &Path, member: &Member) -> RaftConfig {
 pub async fn open(data_root: &Path, node_id: &str) -> Result<Opened, ClusterError> {
     let member = Member::load(data_root)?;
     let manager_key = ManagerKey::load(&member::dir(data_root))?;
-    let (mut peers, mut raft, mut listener) = (None, None, None);
+    let (mut peers, mut raft, mut listener, mut live_cert) = (None, None, None, None);
     if let Some(member) = &member {
         let tls_dir = member::tls_dir(data_root);
         let creds =
@@ -120,11 +126,16 @@ pub async fn open(data_root: &Path, node_id: &str) -> Result<Opened, ClusterErro
                 dir: tls_dir.clone(),
                 source,
             })?;
-        let book = Peers::new(berth_cluster::client_config(&creds)?);
+        let live = LiveCert::new(&creds)?;
+        let book = Peers::new(berth_cluster::client_config_live(
+            &creds.ca_der,
+            live.clone(),
+        )?);
         for peer in &member.peers {
             book.set_address(peer.raft_id, peer.address);
         }
-        let server = berth_cluster::join_server_config(&creds)?;
+        let server = berth_cluster::join_server_config_live(&creds.ca_der, live.clone())?;
+        live_cert = Some(live);
         let bound = tokio::net::TcpListener::bind(member.advertise)
             .await
             .map_err(|source| ClusterError::Listen {
@@ -143,6 +154,7 @@ pub async fn open(data_root: &Path, node_id: &str) -> Result<Opened, ClusterErro
         node_id: node_id.to_owned(),
         member,
         peers,
+        live_cert,
         manager_key: RwLock::new(manager_key),
         controller: std::sync::OnceLock::new(),
         restart: Arc::new(Notify::new()),
@@ -161,6 +173,8 @@ pub struct Secrets {
 }
 
 const SECRETS_SEPARATOR: &str = "\n--- join secrets ---\n";
+/// Followed by the node certificate lifetime in seconds (absent in clusters made before it).
+const LIFETIME_SEPARATOR: &str = "\n--- node certificate lifetime ---\n";
 
 impl Cluster {
     pub fn controller(&self) -> Option<&Arc<Controller>> {
@@ -186,10 +200,26 @@ impl Cluster {
             .ok_or("this node is not part of a cluster")?;
         let plain = key.open(&stored.sealed).map_err(|e| e.to_string())?;
         let plain = String::from_utf8(plain).map_err(|e| e.to_string())?;
-        let (key_pem, join) = plain
+        let (key_pem, rest) = plain
             .split_once(SECRETS_SEPARATOR)
             .ok_or("the sealed cluster secrets are malformed")?;
-        let ca = ClusterCa::from_pem(&stored.ca_cert_pem, key_pem).map_err(|e| e.to_string())?;
+        let (join, lifetime) = match rest.split_once(LIFETIME_SEPARATOR) {
+            Some((join, secs)) => {
+                let secs: u64 = secs
+                    .trim()
+                    .parse()
+                    .map_err(|_| "the sealed certificate lifetime is malformed")?;
+                (join, Some(Duration::from_secs(secs)))
+            }
+            None => (rest, None),
+        };
+        let mut ca =
+            ClusterCa::from_pem(&stored.ca_cert_pem, key_pem).map_err(|e| e.to_string())?;
+        if let Some(lifetime) = lifetime {
+            ca = ca
+                .with_node_cert_lifetime(lifetime)
+                .map_err(|e| e.to_string())?;
+        }
         let join = JoinSecrets::from_text(join, Path::new("<sealed join secrets>"))
             .map_err(|e| e.to_string())?;
         Ok(Secrets { ca, join })
@@ -202,7 +232,12 @@ pub fn seal(
     ca: &ClusterCa,
     join: &JoinSecrets,
 ) -> Result<ClusterSecrets, String> {
-    let plain = format!("{}{SECRETS_SEPARATOR}{}", ca.key_pem(), join.to_text());
+    let plain = format!(
+        "{}{SECRETS_SEPARATOR}{}{LIFETIME_SEPARATOR}{}",
+        ca.key_pem(),
+        join.to_text(),
+        ca.node_cert_lifetime().as_secs()
+    );
     Ok(ClusterSecrets {
         ca_cert_pem: ca.cert_pem(),
         sealed: key.seal(plain.as_bytes()).map_err(|e| e.to_string())?,

@@ -9,7 +9,7 @@ use std::time::SystemTime;
 use berth_api::v1::cluster_peer_server::ClusterPeer;
 use berth_api::v1::{
     PeerJoinRequest, PeerJoinResponse, ProposeRequest, ProposeResponse, RaftAck, RaftBatch,
-    RaftMember, RenewRequest, RenewResponse,
+    RaftMember, RenewRequest, RenewResponse, TaskFilesRequest, TaskFilesResponse,
 };
 use berth_cluster::{NodeCertRequest, NodeId, NodeIdentity, Role as CertRole};
 use berth_controller::raft_node::{RaftError, decode_message, is_response};
@@ -61,6 +61,38 @@ fn identity<T>(request: &Request<T>) -> Result<NodeIdentity, Status> {
         .get::<PeerInfo>()
         .and_then(|info| info.identity.clone())
         .ok_or_else(|| Status::unauthenticated("this call needs a node certificate of the cluster"))
+}
+
+/// Whether the deny list refuses `identity`'s certificate: its node was removed after the
+/// certificate was issued (a node that joins again gets a newer one).
+fn revoked(state: &State, identity: &NodeIdentity) -> bool {
+    let Some(at) = state.revoked.get(identity.node_id.as_str()) else {
+        return false;
+    };
+    let issued = identity.not_before + berth_cluster::ca::CLOCK_SKEW_ALLOWANCE;
+    let issued_ms = issued
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    issued_ms <= *at
+}
+
+impl PeerService {
+    /// The caller's verified identity, unless its certificate is on the deny list.
+    fn admitted<T>(&self, request: &Request<T>) -> Result<NodeIdentity, Status> {
+        let caller = identity(request)?;
+        if self
+            .cluster
+            .controller()
+            .is_some_and(|c| c.read(|s| revoked(s, &caller)))
+        {
+            return Err(Status::permission_denied(format!(
+                "the certificate of node {} was revoked when it was removed from the cluster",
+                caller.node_id
+            )));
+        }
+        Ok(caller)
+    }
 }
 
 fn cert_role(role: Role) -> CertRole {
@@ -200,7 +232,7 @@ impl ClusterPeer for PeerService {
     }
 
     async fn raft(&self, request: Request<RaftBatch>) -> Result<Response<RaftAck>, Status> {
-        let caller = identity(&request)?;
+        let caller = self.admitted(&request)?;
         let controller = self.controller()?;
         let (expected, role) = controller.read(|s| {
             (
@@ -247,7 +279,7 @@ impl ClusterPeer for PeerService {
         &self,
         request: Request<ProposeRequest>,
     ) -> Result<Response<ProposeResponse>, Status> {
-        let caller = identity(&request)?;
+        let caller = self.admitted(&request)?;
         let controller = self.controller()?;
         let bytes = request.into_inner().command;
         let command: Command = serde_json::from_slice(&bytes)
@@ -274,7 +306,7 @@ impl ClusterPeer for PeerService {
         &self,
         request: Request<RenewRequest>,
     ) -> Result<Response<RenewResponse>, Status> {
-        let caller = identity(&request)?;
+        let caller = self.admitted(&request)?;
         let controller = self.controller()?;
         let role = controller
             .read(|s| s.nodes.get(caller.node_id.as_str()).map(|n| n.role))
@@ -301,12 +333,81 @@ impl ClusterPeer for PeerService {
             manager_key,
         }))
     }
+
+    async fn task_files(
+        &self,
+        request: Request<TaskFilesRequest>,
+    ) -> Result<Response<TaskFilesResponse>, Status> {
+        let caller = self.admitted(&request)?;
+        let controller = self.controller()?;
+        let task_id = request.into_inner().task_id;
+        let key = self
+            .cluster
+            .manager_key
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or_else(|| Status::failed_precondition("this node is not a manager"))?;
+        // Only the node a task is placed on gets its secrets.
+        let placed = controller.read(|s| {
+            s.tasks
+                .get(&task_id)
+                .map(|t| t.node.as_deref() == Some(caller.node_id.as_str()))
+        });
+        match placed {
+            None => return Err(Status::not_found(format!("no task {task_id}"))),
+            Some(false) => {
+                return Err(Status::permission_denied(format!(
+                    "task {task_id} is not placed on node {}",
+                    caller.node_id
+                )));
+            }
+            Some(true) => {}
+        }
+        let files = controller
+            .read(|s| super::files::open_for_task(s, &key, &task_id))
+            .map_err(Status::failed_precondition)?;
+        Ok(Response::new(TaskFilesResponse {
+            secrets: files.secrets.into_iter().collect(),
+            configs: files.configs.into_iter().collect(),
+        }))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use berth_controller::store::{DesiredState, Task, TaskState, TaskStatus};
+
+    #[test]
+    fn the_deny_list_refuses_certificates_issued_before_the_removal_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let t0 = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000);
+        let ca = berth_cluster::ClusterCa::init(dir.path(), t0).unwrap();
+        let issue = |at| {
+            ca.issue_with_new_key(
+                &NodeCertRequest {
+                    node_id: NodeId::new("wrk-1").unwrap(),
+                    role: CertRole::Worker,
+                    addresses: vec![],
+                },
+                at,
+            )
+            .unwrap()
+            .cert
+            .identity
+        };
+        let old = issue(t0);
+        let rejoined = issue(t0 + std::time::Duration::from_secs(60));
+        let mut state = State::default();
+        assert!(!revoked(&state, &old));
+        state.revoked.insert("wrk-1".into(), 1_800_000_010_000);
+        assert!(revoked(&state, &old));
+        assert!(!revoked(&state, &rejoined));
+        let mut other = old.clone();
+        other.node_id = NodeId::new("wrk-2").unwrap();
+        assert!(!revoked(&state, &other));
+    }
 
     #[test]
     fn a_worker_reports_only_its_own_tasks_and_registers_only_itself() {

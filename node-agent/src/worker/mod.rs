@@ -82,6 +82,9 @@ pub struct WorkerConfig {
     /// Settings of the node's networks (pool, nft table, DNS port); `None`: the data
     /// root's defaults (table `berth` for `/var/lib/berth`, `berth_<hash>` otherwise).
     pub network: Option<NetworkOptions>,
+    /// Where the contents of Compose secrets and configs come from (`task_files`); without
+    /// one, a task that uses any is rejected.
+    pub files: Option<Arc<dyn crate::task_files::FileSource>>,
 }
 
 impl WorkerConfig {
@@ -98,6 +101,7 @@ impl WorkerConfig {
                 insecure_registries: Vec::new(),
             },
             network: None,
+            files: None,
         }
     }
 
@@ -131,6 +135,9 @@ struct Inner {
     tasks: Mutex<BTreeMap<String, Entry>>,
     data_root: PathBuf,
     network_lock: PathBuf,
+    files: Option<Arc<dyn crate::task_files::FileSource>>,
+    /// Per-task tmpfs mounts of secrets and configs, next to the runtime's root.
+    files_root: PathBuf,
 }
 
 /// What the worker knows of one task.
@@ -234,6 +241,12 @@ impl Worker {
             tasks: Mutex::new(BTreeMap::new()),
             data_root,
             network_lock,
+            files: cfg.files.clone(),
+            files_root: cfg
+                .run_root
+                .parent()
+                .unwrap_or(Path::new("/run/berth"))
+                .join("files"),
         });
         inner.clone().adopt().await?;
         Ok(Worker { inner })
@@ -759,6 +772,8 @@ impl Inner {
             .service_spec()
             .ok_or_else(|| format!("service {} is not in the app", a.service))?;
         let mut t = translate::translate(a, svc)?;
+        self.mount_task_files(task_id, a, svc, &mut t.options.mounts)
+            .await?;
         let policy = PullPolicy::parse(svc.pull_policy.as_deref())?;
         image::ensure(
             &self.containers,
@@ -825,6 +840,33 @@ impl Inner {
         let record = blocking(move || containers.create(opts)).await?;
         tracing::debug!(task = task_id, container = %record.id, "created");
         Ok((record.id, t.warnings))
+    }
+
+    /// Secrets and configs: fetched for this task, written to its tmpfs, bind-mounted.
+    async fn mount_task_files(
+        &self,
+        task_id: &str,
+        a: &Assignment,
+        svc: &berth_spec::model::Service,
+        mounts: &mut Vec<container::options::MountSpec>,
+    ) -> Result<(), String> {
+        let wanted = crate::task_files::wanted(&a.app, svc)?;
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let source = self
+            .files
+            .as_ref()
+            .ok_or("secrets and configs are not available on this node")?;
+        let files = source.fetch(task_id, &a.project).await?;
+        let (root, id) = (self.files_root.clone(), task_id.to_owned());
+        let specs = tokio::task::spawn_blocking(move || {
+            crate::task_files::materialize(&root, &id, &wanted, &files)
+        })
+        .await
+        .map_err(|e| format!("background task failed: {e}"))??;
+        mounts.extend(specs);
+        Ok(())
     }
 
     /// A container holding the name this task's container needs: one of a task the worker
@@ -1196,6 +1238,7 @@ impl Inner {
                 self.report(task_id, |s| s.message = message);
             }
         }
+        crate::task_files::release(&self.files_root, task_id);
         self.report(task_id, |s| {
             s.state = Observed::Removed;
             s.container_id = None;

@@ -389,7 +389,6 @@ fn unsupported(svc: &Service, w: &mut Vec<String>) {
     warn(svc.cpu_rt_runtime != 0, "cpu_rt_runtime");
     warn(svc.cpuset.is_some(), "cpuset");
     warn(svc.cpu_shares != 0, "cpu_shares");
-    warn(!svc.configs.is_empty(), "configs");
     warn(svc.credential_spec.is_some(), "credential_spec");
     warn(!svc.device_cgroup_rules.is_empty(), "device_cgroup_rules");
     warn(!svc.external_links.is_empty(), "external_links");
@@ -412,7 +411,6 @@ fn unsupported(svc: &Service, w: &mut Vec<String>) {
     warn(svc.pid.is_some(), "pid");
     warn(svc.platform.is_some(), "platform");
     warn(svc.runtime.is_some(), "runtime");
-    warn(!svc.secrets.is_empty(), "secrets");
     warn(!svc.storage_opt.is_empty(), "storage_opt");
     warn(svc.userns_mode.is_some(), "userns_mode");
     warn(svc.uts.is_some(), "uts");

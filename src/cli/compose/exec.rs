@@ -183,6 +183,7 @@ pub fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<ExitCode> {
                     services: deps.clone(),
                     ..Default::default()
                 }),
+                files: crate::cli::app_files::collect(app)?,
             }),
         )?;
         wait_running(&session, &app.name, &deps)?;

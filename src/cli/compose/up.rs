@@ -115,6 +115,7 @@ pub fn run(ctx: &Context, args: UpArgs) -> anyhow::Result<ExitCode> {
             no_start: args.no_start,
             pull: args.pull.clone().unwrap_or_default(),
         }),
+        files: crate::cli::app_files::collect(app)?,
     };
     let mut compose = session.compose.clone();
     let deployed = session
