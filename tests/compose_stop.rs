@@ -274,3 +274,65 @@ services:
     env.ok(&["down", "--remove-orphans", "-t", "1"]);
     assert!(env.ps(&["-a"]).is_empty());
 }
+
+/// `a` ← `b` ignore SIGTERM on purpose (so they keep their grace period); `deaf` is a
+/// PID 1 without a handler (the kernel drops the signal).
+const STUBBORN: &str = r#"
+services:
+  a:
+    image: busybox:latest
+    command: ["sh", "-c", "trap '' TERM; echo a up; while :; do sleep 1; done"]
+    stop_grace_period: 60s
+  b:
+    image: busybox:latest
+    command: ["sh", "-c", "trap '' TERM; echo b up; while :; do sleep 1; done"]
+    stop_grace_period: 60s
+    depends_on: [a]
+  deaf:
+    image: busybox:latest
+    command: ["httpd", "-f", "-p", "8080", "-h", "/etc"]
+    stop_grace_period: 60s
+    depends_on: [b]
+"#;
+
+fn all_running(env: &Env, n: usize) -> bool {
+    let c = containers(env);
+    c.len() == n && c.values().all(|(_, s)| s == "running")
+}
+
+#[test]
+fn timeout_reaches_the_containers_and_a_deaf_init_is_not_waited_for() {
+    let env = Env::with_daemon("cmp-stopt", STUBBORN);
+    env.ok(&["up", "-d"]);
+    env.wait_for("all three running", Duration::from_secs(60), || {
+        all_running(&env, 3)
+    });
+    // each grace period is 60 s: only `-t 1` reaching the agent makes this quick
+    let t0 = std::time::Instant::now();
+    env.ok(&["stop", "-t", "1", "a", "b"]);
+    let took = t0.elapsed();
+    assert!(took < Duration::from_secs(30), "stop -t 1 took {took:?}");
+    assert_eq!(state_of(&env, "a"), "exited");
+    assert_eq!(state_of(&env, "b"), "exited");
+
+    env.ok(&["start"]);
+    env.wait_for("all three running again", Duration::from_secs(60), || {
+        all_running(&env, 3)
+    });
+    // no -t: httpd as PID 1 never receives SIGTERM, so it is killed without waiting
+    let t0 = std::time::Instant::now();
+    env.ok(&["stop", "deaf"]);
+    let took = t0.elapsed();
+    assert!(
+        took < Duration::from_secs(30),
+        "stop of a deaf init took {took:?}"
+    );
+    assert_eq!(state_of(&env, "deaf"), "exited");
+    assert_eq!(state_of(&env, "b"), "running");
+
+    let t0 = std::time::Instant::now();
+    env.ok(&["down", "-t", "1"]);
+    let took = t0.elapsed();
+    assert!(took < Duration::from_secs(30), "down -t 1 took {took:?}");
+    assert!(env.ps(&["-a"]).is_empty());
+}

@@ -144,6 +144,7 @@ fn assignment(task: &NodeTask) -> Assignment {
         app: task.app.clone(),
         working_dir: PathBuf::from(&task.working_dir),
         config_files: task.config_files.iter().map(PathBuf::from).collect(),
+        stop_timeout: task.stop_timeout,
     }
 }
 

@@ -9,6 +9,7 @@
 //! container.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -27,6 +28,9 @@ pub struct NodeTask {
     pub app: Arc<berth_spec::App>,
     pub working_dir: String,
     pub config_files: Vec<String>,
+    /// `-t` of the `stop`/`down`/`restart`/`up` that asked for this task's stop: seconds
+    /// between the stop signal and the kill, over the service's `stop_grace_period`.
+    pub stop_timeout: Option<Duration>,
 }
 
 /// The tasks of one node; replaced whole on every change.
@@ -47,6 +51,24 @@ pub struct Dispatcher {
     /// app is removed so its tasks can still be stopped with the model they ran with.
     apps: Mutex<HashMap<String, (serde_json::Value, Arc<berth_spec::App>)>>,
     reports: mpsc::Sender<(TaskId, TaskStatus)>,
+    /// Open [`Hold`]s: while any is open nothing is published, so commands proposed
+    /// together reach the agents together.
+    holds: AtomicUsize,
+    /// One publisher at a time: a set computed earlier must never overwrite a later one.
+    publishing: Mutex<()>,
+    /// Stop timeouts per task, set by the API before it proposes the stop.
+    stop_timeouts: Mutex<HashMap<TaskId, Duration>>,
+}
+
+/// Holds back publishing until dropped (see [`Dispatcher::hold`]).
+pub struct Hold(Arc<Dispatcher>);
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        if self.0.holds.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.publish();
+        }
+    }
 }
 
 /// What a task's app contributes to its assignment: document, working dir, config files.
@@ -70,6 +92,9 @@ impl Dispatcher {
             nodes: Mutex::new(HashMap::new()),
             apps: Mutex::new(HashMap::new()),
             reports,
+            holds: AtomicUsize::new(0),
+            publishing: Mutex::new(()),
+            stop_timeouts: Mutex::new(HashMap::new()),
         });
         tokio::spawn(publish_loop(dispatcher.clone(), shutdown.clone()));
         tokio::spawn(batch_loop(controller, events, metrics, inbox, shutdown));
@@ -90,7 +115,37 @@ impl Dispatcher {
         }
     }
 
+    /// Nothing reaches the agents until the returned guard is dropped; then everything
+    /// committed meanwhile goes out in one set. `stop` proposes one `StopService` per
+    /// service under a hold, so every stop flag is recorded before any container is
+    /// signalled, and the agent stops the services together in reverse dependency waves
+    /// instead of one service after another in the order the commands were committed.
+    pub fn hold(self: &Arc<Self>) -> Hold {
+        self.holds.fetch_add(1, Ordering::SeqCst);
+        Hold(self.clone())
+    }
+
+    /// Stop `tasks` with `timeout` between the stop signal and the kill (`None`: their
+    /// services' `stop_grace_period`). Call it before proposing their stop.
+    pub fn set_stop_timeout<'a>(
+        &self,
+        tasks: impl IntoIterator<Item = &'a TaskId>,
+        timeout: Option<Duration>,
+    ) {
+        let mut map = self.stop_timeouts.lock().unwrap_or_else(|e| e.into_inner());
+        for id in tasks {
+            match timeout {
+                Some(t) => map.insert(id.clone(), t),
+                None => map.remove(id),
+            };
+        }
+    }
+
     fn publish(&self) {
+        if self.holds.load(Ordering::SeqCst) > 0 {
+            return;
+        }
+        let _one = self.publishing.lock().unwrap_or_else(|e| e.into_inner());
         let nodes: Vec<NodeId> = {
             let nodes = self.nodes.lock().unwrap_or_else(|e| e.into_inner());
             nodes.keys().cloned().collect()
@@ -140,8 +195,15 @@ impl Dispatcher {
                         sources.insert(t.app.clone(), source);
                     }
                 }
+                let mut timeouts = self.stop_timeouts.lock().unwrap_or_else(|e| e.into_inner());
+                timeouts.retain(|id, _| state.tasks.contains_key(id));
                 (tasks, sources)
             });
+        let timeouts = self
+            .stop_timeouts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         let mut out = Vec::with_capacity(picked.len());
         let mut apps = self.apps.lock().unwrap_or_else(|e| e.into_inner());
         let mut dirs: BTreeMap<String, (String, Vec<String>)> = BTreeMap::new();
@@ -171,6 +233,7 @@ impl Dispatcher {
                 });
             let (working_dir, config_files) = dirs.get(&task.app).cloned().unwrap_or_default();
             out.push(NodeTask {
+                stop_timeout: timeouts.get(&task.id).copied(),
                 task,
                 app: model,
                 working_dir,
@@ -196,6 +259,7 @@ fn same_assignments(a: &[NodeTask], b: &[NodeTask]) -> bool {
                 && x.task.desired == y.task.desired
                 && x.task.spec_hash == y.task.spec_hash
                 && x.task.restart_count == y.task.restart_count
+                && x.stop_timeout == y.stop_timeout
                 && Arc::ptr_eq(&x.app, &y.app)
         })
 }

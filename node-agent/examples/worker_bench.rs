@@ -95,6 +95,7 @@ fn main() {
             app: app.clone(),
             working_dir: dir.clone(),
             config_files: vec![file.clone()],
+            stop_timeout: None,
         })
         .collect();
 

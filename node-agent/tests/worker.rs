@@ -141,6 +141,7 @@ impl Env {
                 app: app.clone(),
                 working_dir: dir.clone(),
                 config_files: vec![file.clone()],
+                stop_timeout: None,
             })
             .collect()
     }
@@ -588,6 +589,37 @@ services:
     let again = running(&worker, &env, "polite");
     assert_eq!(again.container_id, polite.container_id);
     assert_eq!(again.exit_code, None);
+}
+
+#[test]
+fn an_init_that_cannot_receive_the_stop_signal_is_killed_without_waiting() {
+    let env = Env::new("wkdeaf");
+    let worker = env.open();
+    // busybox sleep as PID 1 has no SIGTERM handler: the kernel drops the signal, so the
+    // 30 s grace period could only be waited out, never used
+    let yaml = r#"
+services:
+  deaf:
+    image: busybox
+    network_mode: none
+    command: ["sleep", "3600"]
+    stop_grace_period: 30s
+"#;
+    env.rt()
+        .block_on(worker.apply(env.assignments(yaml, Desired::Running)));
+    running(&worker, &env, "deaf");
+    let t0 = Instant::now();
+    env.rt()
+        .block_on(worker.apply(env.assignments(yaml, Desired::Shutdown)));
+    let deaf = wait_status(&worker, &env.task("deaf"), "shut down", 30, |r| {
+        r.state == Observed::Shutdown
+    });
+    assert_eq!(deaf.exit_code, Some(137));
+    let took = t0.elapsed();
+    assert!(
+        took < Duration::from_secs(10),
+        "waited {took:?} for nothing"
+    );
 }
 
 #[test]

@@ -92,17 +92,31 @@ impl ComposeService {
     }
 
     /// How long stopping `services` may take: the agent stops them in reverse dependency
-    /// waves, each container with its own `stop_grace_period` (the timeout does not reach
-    /// the agent yet), so in the worst case (a chain of containers that ignore the stop
-    /// signal) one grace period after another.
+    /// waves, each container with `timeout` (else its own `stop_grace_period`), so in the
+    /// worst case (a chain of containers that ignore the stop signal) one after another.
     fn grace(app: &AppSpec, services: &[String], timeout: Option<u32>) -> Duration {
-        let timeout = timeout.map_or(0, |t| u64::from(t) * 1000);
+        let timeout = timeout.map(|t| u64::from(t) * 1000);
         let total: u64 = services
             .iter()
             .filter_map(|s| app.services.get(s))
-            .map(|s| s.stop_grace_period.max(timeout))
+            .map(|s| timeout.unwrap_or(s.stop_grace_period))
             .sum();
-        Duration::from_millis(total.max(timeout)) + STOP_SLACK
+        Duration::from_millis(total) + STOP_SLACK
+    }
+
+    /// Hands `timeout` (`-t`) to the agents for the current tasks of `services` of `app`
+    /// (all services when `None`); without one they stop with their grace period. Called
+    /// before the stop is proposed, so it is there when the agent acts.
+    fn stop_timeout(&self, app: &str, services: Option<&BTreeSet<String>>, timeout: Option<u32>) {
+        let ids: Vec<String> = self.node.controller.read(|s| {
+            s.tasks
+                .values()
+                .filter(|t| t.app == app && services.is_none_or(|set| set.contains(&t.service)))
+                .map(|t| t.id.clone())
+                .collect()
+        });
+        let timeout = timeout.map(|t| Duration::from_secs(u64::from(t)));
+        self.node.dispatcher.set_stop_timeout(&ids, timeout);
     }
 
     async fn stop_services(
@@ -111,19 +125,25 @@ impl ComposeService {
         services: &[String],
         timeout: Option<u32>,
     ) -> Result<(), Status> {
-        for service in services {
-            self.node
-                .controller
-                .propose(Command::StopService {
-                    app: app.name.clone(),
-                    service: service.clone(),
-                })
-                .await
-                .map_err(status)?;
-            self.node.events.app("stop", &app.name, service);
+        let set: BTreeSet<String> = services.iter().cloned().collect();
+        self.stop_timeout(&app.name, Some(&set), timeout);
+        {
+            // every service's stop is recorded before the agent signals any container:
+            // it then stops them together, in reverse dependency waves
+            let _hold = self.node.dispatcher.hold();
+            for service in services {
+                self.node
+                    .controller
+                    .propose(Command::StopService {
+                        app: app.name.clone(),
+                        service: service.clone(),
+                    })
+                    .await
+                    .map_err(status)?;
+                self.node.events.app("stop", &app.name, service);
+            }
         }
         let name = app.name.clone();
-        let set: BTreeSet<String> = services.iter().cloned().collect();
         self.wait_until(Self::grace(app, services, timeout), move |s| {
             s.tasks
                 .values()
@@ -155,6 +175,8 @@ impl ComposeService {
             .into_iter()
             .map(|r| r.name)
             .collect();
+        let gone_set: BTreeSet<String> = gone.iter().cloned().collect();
+        self.stop_timeout(&app.name, Some(&gone_set), request.timeout_seconds);
         let mut kept = app.clone();
         kept.services.retain(|n, _| orphans.contains(n));
         if let Some(services) = kept
@@ -666,6 +688,9 @@ impl Compose for ComposeService {
         };
         // Services a `stop` left stopped start again (the same containers), in the same
         // command; `--no-start` creates without starting.
+        if existing.is_some() {
+            self.stop_timeout(&spec.name, None, options.timeout_seconds);
+        }
         let command = if options.no_start {
             Command::DeployAppNoStart(spec.clone())
         } else {
@@ -719,6 +744,7 @@ impl Compose for ComposeService {
             .map(|r| r.name)
             .collect();
         if let Some(app) = &app {
+            self.stop_timeout(&app.name, None, request.timeout_seconds);
             self.node
                 .controller
                 .propose(Command::RemoveApp {

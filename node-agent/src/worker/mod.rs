@@ -1142,9 +1142,12 @@ impl Inner {
             return;
         };
         let grace = a
-            .and_then(|a| a.service_spec())
-            .and_then(|s| s.stop_grace_period)
-            .map(|d| d.as_std())
+            .and_then(|a| a.stop_timeout)
+            .or_else(|| {
+                a.and_then(|a| a.service_spec())
+                    .and_then(|s| s.stop_grace_period)
+                    .map(|d| d.as_std())
+            })
             .unwrap_or(DEFAULT_GRACE);
         // no new connections by name while it stops
         if let Ok(r) = self.containers.resolve(&id) {

@@ -116,6 +116,7 @@ mod tests {
             app: Arc::new(app),
             working_dir: "/srv/shop".into(),
             config_files: vec!["/srv/shop/compose.yaml".into(), "/srv/shop/o.yaml".into()],
+            stop_timeout: None,
         }
     }
 

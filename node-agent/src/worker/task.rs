@@ -98,6 +98,9 @@ pub struct Assignment {
     pub working_dir: PathBuf,
     /// The Compose files (`com.docker.compose.project.config_files`).
     pub config_files: Vec<PathBuf>,
+    /// Time between the stop signal and the kill when this task is stopped, over the
+    /// service's `stop_grace_period` (`-t` of `stop`, `down`, `restart`, `up`).
+    pub stop_timeout: Option<std::time::Duration>,
 }
 
 impl Assignment {
