@@ -336,3 +336,55 @@ fn timeout_reaches_the_containers_and_a_deaf_init_is_not_waited_for() {
     assert!(took < Duration::from_secs(30), "down -t 1 took {took:?}");
     assert!(env.ps(&["-a"]).is_empty());
 }
+
+const ANON: &str = r#"
+services:
+  keep:
+    image: busybox:latest
+    command: ["sh", "-c", "trap 'exit 0' TERM; date > /data/f; while :; do sleep 1; done"]
+    volumes: ["/data"]
+"#;
+
+fn anonymous_volumes(env: &Env) -> usize {
+    std::fs::read_dir(env.root.path().join("volumes"))
+        .map(|d| {
+            d.filter(|e| {
+                e.as_ref()
+                    .is_ok_and(|e| e.file_name().to_string_lossy().starts_with("anon-"))
+            })
+            .count()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn start_returns_once_running_and_rm_keeps_anonymous_volumes_unless_v() {
+    let env = Env::with_daemon("cmp-anon", ANON);
+    env.ok(&["up", "-d"]);
+    assert_eq!(anonymous_volumes(&env), 1);
+    env.ok(&["stop", "-t", "1"]);
+    assert_eq!(state_of(&env, "keep"), "exited");
+    // `start` answers once the container runs again, not when the daemon accepted it
+    env.ok(&["start"]);
+    assert_eq!(state_of(&env, "keep"), "running");
+    env.ok(&["restart", "-t", "1"]);
+    assert_eq!(state_of(&env, "keep"), "running");
+
+    // rm without -v keeps the anonymous volume (as Compose does)
+    env.ok(&["stop", "-t", "1"]);
+    env.ok(&["rm", "-f"]);
+    assert!(containers(&env).is_empty());
+    assert_eq!(anonymous_volumes(&env), 1, "rm without -v removed it");
+    // a new container gets a volume of its own; rm -v takes that one with it
+    env.ok(&["up", "-d"]);
+    assert_eq!(anonymous_volumes(&env), 2);
+    env.ok(&["stop", "-t", "1"]);
+    env.ok(&["rm", "-f", "-v"]);
+    assert_eq!(anonymous_volumes(&env), 1, "rm -v kept it");
+    // down -v takes what earlier removals kept
+    env.ok(&["up", "-d"]);
+    env.ok(&["down", "-t", "1"]);
+    assert_eq!(anonymous_volumes(&env), 2, "down without -v removed it");
+    env.ok(&["down", "-v"]);
+    assert_eq!(anonymous_volumes(&env), 0, "down -v left anonymous volumes");
+}

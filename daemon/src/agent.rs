@@ -145,6 +145,8 @@ fn assignment(task: &NodeTask) -> Assignment {
         working_dir: PathBuf::from(&task.working_dir),
         config_files: task.config_files.iter().map(PathBuf::from).collect(),
         stop_timeout: task.stop_timeout,
+        launch_ahead: task.held_for_dependencies,
+        keep_volumes: task.keep_volumes,
     }
 }
 

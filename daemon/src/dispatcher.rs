@@ -8,12 +8,12 @@
 //! agent would carry the same two flows over the network. The dispatcher never touches a
 //! container.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use berth_controller::store::{NodeId, State, Task, TaskId, TaskState, TaskStatus};
+use berth_controller::store::{DesiredState, NodeId, State, Task, TaskId, TaskState, TaskStatus};
 use tokio::sync::{mpsc, watch};
 
 use crate::controller::Controller;
@@ -31,6 +31,11 @@ pub struct NodeTask {
     /// `-t` of the `stop`/`down`/`restart`/`up` that asked for this task's stop: seconds
     /// between the stop signal and the kill, over the service's `stop_grace_period`.
     pub stop_timeout: Option<Duration>,
+    /// Held at `Ready` only until its `depends_on` conditions hold (not by `up
+    /// --no-start`): the agent may launch its container ahead of the release.
+    pub held_for_dependencies: bool,
+    /// Its anonymous volumes stay when it is removed (`rm`/`down` without `-v`).
+    pub keep_volumes: bool,
 }
 
 /// The tasks of one node; replaced whole on every change.
@@ -58,6 +63,8 @@ pub struct Dispatcher {
     publishing: Mutex<()>,
     /// Stop timeouts per task, set by the API before it proposes the stop.
     stop_timeouts: Mutex<HashMap<TaskId, Duration>>,
+    /// Tasks whose anonymous volumes stay when they are removed (`rm`/`down` without `-v`).
+    keep_volumes: Mutex<HashSet<TaskId>>,
 }
 
 /// Holds back publishing until dropped (see [`Dispatcher::hold`]).
@@ -74,8 +81,6 @@ impl Drop for Hold {
 /// What a task's app contributes to its assignment: document, working dir, config files.
 type AppSource = (serde_json::Value, String, Vec<String>);
 
-/// Reports arriving within this window after the first are proposed together.
-const BATCH_WINDOW: Duration = Duration::from_millis(20);
 const BATCH_MAX: usize = 512;
 
 impl Dispatcher {
@@ -95,6 +100,7 @@ impl Dispatcher {
             holds: AtomicUsize::new(0),
             publishing: Mutex::new(()),
             stop_timeouts: Mutex::new(HashMap::new()),
+            keep_volumes: Mutex::new(HashSet::new()),
         });
         tokio::spawn(publish_loop(dispatcher.clone(), shutdown.clone()));
         tokio::spawn(batch_loop(controller, events, metrics, inbox, shutdown));
@@ -139,6 +145,26 @@ impl Dispatcher {
                 None => map.remove(id),
             };
         }
+        drop(map);
+        // to the agents now: a task that ends may leave the set before its stop is seen
+        self.publish();
+    }
+
+    /// Whether `tasks` keep their anonymous volumes when removed (Compose's `rm` and
+    /// `down` keep them unless `-v`). Call it before proposing their removal.
+    pub fn set_keep_volumes<'a>(&self, tasks: impl IntoIterator<Item = &'a TaskId>, keep: bool) {
+        let mut set = self.keep_volumes.lock().unwrap_or_else(|e| e.into_inner());
+        for id in tasks {
+            if keep {
+                set.insert(id.clone());
+            } else {
+                set.remove(id);
+            }
+        }
+        drop(set);
+        // to the agents now: a removed task that ended leaves the set, and the agent
+        // removes it with what it last received
+        self.publish();
     }
 
     fn publish(&self) {
@@ -171,7 +197,7 @@ impl Dispatcher {
     /// is kept). Any other task that is not wanted and already ended is left out, so the
     /// agent removes its container.
     fn assignments_of(&self, node: &str) -> Assignments {
-        let (picked, sources): (Vec<Task>, HashMap<String, AppSource>) =
+        let (picked, held, sources): (Vec<Task>, HashSet<TaskId>, HashMap<String, AppSource>) =
             self.controller.read(|state: &State| {
                 let tasks: Vec<Task> = state
                     .tasks
@@ -179,6 +205,18 @@ impl Dispatcher {
                     .filter(|t| t.node.as_deref() == Some(node))
                     .filter(|t| t.is_live() || !t.status.state.is_terminal() || kept(t))
                     .cloned()
+                    .collect();
+                let held = tasks
+                    .iter()
+                    .filter(|t| t.desired == DesiredState::Ready && t.waiting_for.is_some())
+                    .filter(|t| {
+                        !state
+                            .apps
+                            .get(&t.app)
+                            .and_then(|a| a.services.get(&t.service))
+                            .is_some_and(|r| r.created_only || r.stopped_by_user)
+                    })
+                    .map(|t| t.id.clone())
                     .collect();
                 // One copy of each app's document, not one per task.
                 let mut sources = HashMap::new();
@@ -197,10 +235,20 @@ impl Dispatcher {
                 }
                 let mut timeouts = self.stop_timeouts.lock().unwrap_or_else(|e| e.into_inner());
                 timeouts.retain(|id, _| state.tasks.contains_key(id));
-                (tasks, sources)
+                drop(timeouts);
+                self.keep_volumes
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .retain(|id| state.tasks.contains_key(id));
+                (tasks, held, sources)
             });
         let timeouts = self
             .stop_timeouts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let keep = self
+            .keep_volumes
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
@@ -234,6 +282,8 @@ impl Dispatcher {
             let (working_dir, config_files) = dirs.get(&task.app).cloned().unwrap_or_default();
             out.push(NodeTask {
                 stop_timeout: timeouts.get(&task.id).copied(),
+                held_for_dependencies: held.contains(&task.id),
+                keep_volumes: keep.contains(&task.id),
                 task,
                 app: model,
                 working_dir,
@@ -247,7 +297,7 @@ impl Dispatcher {
 /// A task `berth stop` shut down keeps its container (for `ps -a`, `logs` and a later
 /// `start`) until `rm`, `down` or a removal of its service.
 fn kept(t: &Task) -> bool {
-    t.stopped_by_user && t.desired == berth_controller::store::DesiredState::Shutdown
+    t.stopped_by_user && t.desired == DesiredState::Shutdown
 }
 
 /// Whether two sets ask the agent for the same thing (the observed status, which changes
@@ -260,6 +310,8 @@ fn same_assignments(a: &[NodeTask], b: &[NodeTask]) -> bool {
                 && x.task.spec_hash == y.task.spec_hash
                 && x.task.restart_count == y.task.restart_count
                 && x.stop_timeout == y.stop_timeout
+                && x.held_for_dependencies == y.held_for_dependencies
+                && x.keep_volumes == y.keep_volumes
                 && Arc::ptr_eq(&x.app, &y.app)
         })
 }
@@ -288,12 +340,14 @@ async fn batch_loop(
             r = inbox.recv() => match r { Some(r) => r, None => return },
             _ = shutdown.changed() => return,
         };
+        // No window to wait out: what queued while the previous batch was being committed
+        // goes together, and a lone report (the `Running` a dependent's start waits for)
+        // is proposed at once.
         let mut batch = vec![first];
-        let deadline = tokio::time::Instant::now() + BATCH_WINDOW;
         while batch.len() < BATCH_MAX {
-            match tokio::time::timeout_at(deadline, inbox.recv()).await {
-                Ok(Some(report)) => batch.push(report),
-                _ => break,
+            match inbox.try_recv() {
+                Ok(report) => batch.push(report),
+                Err(_) => break,
             }
         }
         metrics.status_reports.add(batch.len() as u64);

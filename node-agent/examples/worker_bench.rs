@@ -96,6 +96,8 @@ fn main() {
             working_dir: dir.clone(),
             config_files: vec![file.clone()],
             stop_timeout: None,
+            launch_ahead: false,
+            keep_volumes: false,
         })
         .collect();
 

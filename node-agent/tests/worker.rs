@@ -142,6 +142,8 @@ impl Env {
                 working_dir: dir.clone(),
                 config_files: vec![file.clone()],
                 stop_timeout: None,
+                launch_ahead: false,
+                keep_volumes: false,
             })
             .collect()
     }

@@ -119,6 +119,19 @@ impl ComposeService {
         self.node.dispatcher.set_stop_timeout(&ids, timeout);
     }
 
+    /// Whether the current tasks of `services` of `app` (all when `None`) keep their
+    /// anonymous volumes once removed: Compose's `rm` and `down` keep them unless `-v`.
+    fn keep_volumes(&self, app: &str, services: Option<&BTreeSet<String>>, keep: bool) {
+        let ids: Vec<String> = self.node.controller.read(|s| {
+            s.tasks
+                .values()
+                .filter(|t| t.app == app && services.is_none_or(|set| set.contains(&t.service)))
+                .map(|t| t.id.clone())
+                .collect()
+        });
+        self.node.dispatcher.set_keep_volumes(&ids, keep);
+    }
+
     async fn stop_services(
         &self,
         app: &AppSpec,
@@ -153,7 +166,47 @@ impl ComposeService {
     }
 }
 
+/// How long `start` and `restart` wait for the services to run (dependencies that must
+/// become healthy first may take a while).
+const START_WAIT: Duration = Duration::from_secs(300);
+
 impl ComposeService {
+    /// After `StartService`: waits until every live task of `services` runs or has ended,
+    /// or is held for a dependency that will not come (outside `services` and not running),
+    /// so `start` returns once the containers run, as Compose's does.
+    async fn wait_started(&self, app: &AppSpec, services: &[String]) -> Result<(), Status> {
+        let set: BTreeSet<String> = services.iter().cloned().collect();
+        let spec = app.clone();
+        self.wait_until(START_WAIT, move |s| {
+            let up = |service: &str| {
+                s.tasks.values().any(|t| {
+                    t.app == spec.name
+                        && t.service == service
+                        && matches!(t.status.state, TaskState::Running | TaskState::Complete)
+                })
+            };
+            let stuck = |service: &str| {
+                spec.services.get(service).is_some_and(|svc| {
+                    svc.depends_on.keys().any(|dep| {
+                        !set.contains(dep) && spec.services.contains_key(dep) && !up(dep)
+                    })
+                })
+            };
+            s.tasks
+                .values()
+                .filter(|t| t.app == spec.name && set.contains(&t.service) && t.is_live())
+                .all(|t| {
+                    t.status.state == TaskState::Running
+                        || t.status.state.is_terminal()
+                        || (t.desired == DesiredState::Ready
+                            && t.waiting_for.is_some()
+                            && stuck(&t.service))
+                })
+        })
+        .await
+        .map_err(|_| Status::deadline_exceeded("timed out waiting for the services to start"))
+    }
+
     /// `down` without `--remove-orphans` while the app has services the file no longer
     /// names: the file's services go, the orphans stay deployed (and so do the networks
     /// and volumes they may use).
@@ -177,6 +230,7 @@ impl ComposeService {
             .collect();
         let gone_set: BTreeSet<String> = gone.iter().cloned().collect();
         self.stop_timeout(&app.name, Some(&gone_set), request.timeout_seconds);
+        self.keep_volumes(&app.name, Some(&gone_set), !request.remove_volumes);
         let mut kept = app.clone();
         kept.services.retain(|n, _| orphans.contains(n));
         if let Some(services) = kept
@@ -230,6 +284,7 @@ impl ComposeService {
         &self,
         app: &AppSpec,
         services: &[String],
+        remove_volumes: bool,
     ) -> Result<Vec<String>, Status> {
         let set: BTreeSet<String> = services.iter().cloned().collect();
         let name = app.name.clone();
@@ -270,6 +325,7 @@ impl ComposeService {
             return Ok(removed);
         }
         let ids: BTreeSet<String> = doomed.into_iter().map(|(id, _)| id).collect();
+        self.node.dispatcher.set_keep_volumes(&ids, !remove_volumes);
         self.node
             .controller
             .propose(Command::SetDesired(
@@ -745,6 +801,7 @@ impl Compose for ComposeService {
             .collect();
         if let Some(app) = &app {
             self.stop_timeout(&app.name, None, request.timeout_seconds);
+            self.keep_volumes(&app.name, None, !request.remove_volumes);
             self.node
                 .controller
                 .propose(Command::RemoveApp {
@@ -853,6 +910,7 @@ impl Compose for ComposeService {
                         .map_err(status)?;
                     self.node.events.app("start", &app.name, service);
                 }
+                self.wait_started(&app, &services).await?;
             }
             Action::Stop => {
                 self.stop_services(&app, &services, request.timeout_seconds)
@@ -872,6 +930,7 @@ impl Compose for ComposeService {
                         .map_err(status)?;
                     self.node.events.app("restart", &app.name, service);
                 }
+                self.wait_started(&app, &services).await?;
             }
             Action::Kill => {
                 let signal = if request.signal.is_empty() {
@@ -918,7 +977,9 @@ impl Compose for ComposeService {
                 return Ok(Response::new(v1::ServiceActionResponse { containers }));
             }
             Action::Remove => {
-                let containers = self.remove_stopped(&app, &services).await?;
+                let containers = self
+                    .remove_stopped(&app, &services, request.remove_volumes)
+                    .await?;
                 return Ok(Response::new(v1::ServiceActionResponse { containers }));
             }
         }

@@ -676,6 +676,11 @@ impl Inner {
                     self.clone()
                         .start_task(task_id, &a, &container_id, step == Step::Launch)
                         .await;
+                } else if step == Step::Launch && a.launch_ahead {
+                    // held for its dependencies: ready to run the moment it is released
+                    self.clone()
+                        .start_task(task_id, &a, &container_id, true)
+                        .await;
                 }
             }
         }
@@ -707,7 +712,7 @@ impl Inner {
                     // the configuration changed: recreate
                     let status = self.with_entry(task_id, |e| e.status.clone())?;
                     self.stop_container(task_id, Some(a), &status, true).await;
-                    let _ = self.remove_container(&r.id).await;
+                    let _ = self.remove_container(&r.id, false).await;
                     self.report(task_id, |s| {
                         s.container_id = None;
                         s.exit_code = None;
@@ -863,7 +868,7 @@ impl Inner {
                 if let Some(status) = status.filter(|s| s.container_id.as_deref() == Some(&r.id)) {
                     self.stop_container(&owner, assignment.as_ref(), &status, true)
                         .await;
-                    self.remove_container(&r.id).await?;
+                    self.remove_container(&r.id, false).await?;
                     self.report(&owner, |s| {
                         s.container_id = None;
                         s.health = Health::None;
@@ -959,11 +964,15 @@ impl Inner {
             // an overlapping `apply` launched it already: its start wave runs it
             return;
         }
-        self.report(task_id, |s| {
-            s.state = Observed::Starting;
-            s.exit_code = None;
-            s.health = Health::None;
-        });
+        // a task launched while held for its dependencies is not starting yet
+        let held = self.with_entry(task_id, |e| e.desired == Desired::Ready) == Some(true);
+        if !held {
+            self.report(task_id, |s| {
+                s.state = Observed::Starting;
+                s.exit_code = None;
+                s.health = Health::None;
+            });
+        }
         let containers = self.containers.clone();
         let q = container_id.to_string();
         if launch_only {
@@ -1167,13 +1176,18 @@ impl Inner {
         }
     }
 
-    async fn remove_container(&self, id: &str) -> Result<(), String> {
+    /// Removes the container, and its anonymous volumes unless `keep_volumes` (then they
+    /// stay recorded with the project, for `remove_project` with volumes).
+    async fn remove_container(&self, id: &str, keep_volumes: bool) -> Result<(), String> {
         let containers = self.containers.clone();
         let q = id.to_string();
         let record = blocking(move || containers.resolve(&q)).await?;
         let containers = self.containers.clone();
         let q = id.to_string();
         blocking(move || containers.remove(&q, true)).await?;
+        if keep_volumes {
+            return Ok(());
+        }
         // anonymous volumes go with their container
         let vols = crate::volume::Volumes::open(&self.data_root).map_err(|e| e.to_string())?;
         for m in &record.mounts {
@@ -1195,7 +1209,8 @@ impl Inner {
     async fn remove_task(&self, task_id: &str, a: Option<&Assignment>, status: &StatusReport) {
         if let Some(id) = status.container_id.clone() {
             self.stop_container(task_id, a, status, true).await;
-            if let Err(message) = self.remove_container(&id).await {
+            let keep = a.is_some_and(|a| a.keep_volumes);
+            if let Err(message) = self.remove_container(&id, keep).await {
                 self.report(task_id, |s| s.message = message);
             }
         }

@@ -353,7 +353,9 @@ fn converge(
             };
             bail!("{project} did not reach the goal in time{detail}");
         }
-        std::thread::sleep(Duration::from_millis(100));
+        // short: the answer is read from the daemon's memory, and every poll interval
+        // is time added to `up`
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -427,6 +429,7 @@ fn attach(session: &Session, project: &str, args: &UpArgs) -> anyhow::Result<Exi
         services: Vec::new(),
         timeout_seconds: args.timeout,
         signal: String::new(),
+        remove_volumes: false,
     }))?;
     Ok(ExitCode::from(code.clamp(0, 255) as u8))
 }
