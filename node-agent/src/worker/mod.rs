@@ -43,6 +43,9 @@ use resources::ProjectStore;
 use task::now_ms;
 use translate::Networking;
 
+/// Stack of a container's exit-watch thread: it only connects to the shim and waits.
+const EXIT_WATCH_STACK: usize = 256 * 1024;
+
 /// Docker's default `stop_grace_period`.
 const DEFAULT_GRACE: Duration = Duration::from_secs(10);
 
@@ -443,17 +446,38 @@ impl Inner {
         Ok(())
     }
 
-    /// Waits (on a blocking thread) for the container's exit through its shim, then
-    /// reports it.
+    /// Waits for the container's exit through its shim, then reports it. The wait blocks
+    /// for the container's whole life, so it runs on a small thread of its own, not on the
+    /// runtime's blocking pool: one waiter per container would exhaust the pool (and
+    /// starve every other blocking call) on a node with many containers.
     fn watch_exit(self: Arc<Self>, task_id: String, container_id: String, run: u64) {
         let shim_dir = self.containers.shim_dir(&container_id);
-        tokio::spawn(async move {
-            let _ = tokio::task::spawn_blocking(move || {
-                if let Ok(shim) = berth_shim::ShimHandle::connect(&shim_dir) {
-                    let _ = shim.wait();
+        let wait = |shim_dir: PathBuf| {
+            if let Ok(shim) = berth_shim::ShimHandle::connect(&shim_dir) {
+                let _ = shim.wait();
+            }
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let own = std::thread::Builder::new()
+            .name("exit-watch".into())
+            .stack_size(EXIT_WATCH_STACK)
+            .spawn({
+                let shim_dir = shim_dir.clone();
+                move || {
+                    wait(shim_dir);
+                    let _ = tx.send(());
                 }
-            })
-            .await;
+            });
+        tokio::spawn(async move {
+            match own {
+                Ok(_) => {
+                    let _ = rx.await;
+                }
+                Err(e) => {
+                    tracing::debug!(task = %task_id, "no thread for the exit watch ({e}); using the blocking pool");
+                    let _ = tokio::task::spawn_blocking(move || wait(shim_dir)).await;
+                }
+            }
             self.on_exit(&task_id, &container_id, run).await;
         });
     }
