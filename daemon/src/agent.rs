@@ -67,6 +67,15 @@ impl Agent {
         Ok((networks, volumes))
     }
 
+    /// Whether the worker still holds any of `tasks` (it lets go of a removed task only
+    /// once its container and, unless kept, its anonymous volumes are gone).
+    pub fn holds_any(&self, tasks: &std::collections::BTreeSet<String>) -> bool {
+        self.worker
+            .observed()
+            .iter()
+            .any(|r| tasks.contains(&r.task_id))
+    }
+
     /// Runs the two flows of `session` until `shutdown` turns true.
     pub fn run(&self, session: Session, shutdown: watch::Receiver<bool>) {
         let Session {

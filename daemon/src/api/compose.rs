@@ -346,7 +346,8 @@ impl ComposeService {
                 .records(&app.name, services)
                 .await?
                 .into_iter()
-                .any(|r| r.labels.get(LABEL_TASK).is_some_and(|t| ids.contains(t)));
+                .any(|r| r.labels.get(LABEL_TASK).is_some_and(|t| ids.contains(t)))
+                || self.node.agent.holds_any(&ids);
             if !left {
                 return Ok(removed);
             }
@@ -799,6 +800,14 @@ impl Compose for ComposeService {
             .into_iter()
             .map(|r| r.name)
             .collect();
+        // the worker lets go of a task once its container and volumes are dealt with
+        let ids: BTreeSet<String> = self.node.controller.read(|s| {
+            s.tasks
+                .values()
+                .filter(|t| t.app == project)
+                .map(|t| t.id.clone())
+                .collect()
+        });
         if let Some(app) = &app {
             self.stop_timeout(&app.name, None, request.timeout_seconds);
             self.keep_volumes(&app.name, None, !request.remove_volumes);
@@ -821,7 +830,7 @@ impl Compose for ComposeService {
         // remove the project's networks (and volumes).
         let deadline = tokio::time::Instant::now() + STOP_SLACK;
         loop {
-            if self.records(&project, &[]).await?.is_empty() {
+            if self.records(&project, &[]).await?.is_empty() && !self.node.agent.holds_any(&ids) {
                 break;
             }
             if tokio::time::Instant::now() >= deadline {

@@ -165,6 +165,9 @@ struct Entry {
     /// The controller shut it down (`berth stop`): its container starts again in place
     /// when it is desired running, whatever way its last run ended.
     stopped: bool,
+    /// The configuration hash and container the last successful prepare vouched for.
+    prepared: Option<String>,
+    prepared_container: Option<String>,
 }
 
 impl Entry {
@@ -185,6 +188,8 @@ impl Entry {
             launched: None,
             adopted: false,
             stopped: false,
+            prepared: None,
+            prepared_container: None,
         }
     }
 }
@@ -690,9 +695,36 @@ impl Inner {
                     // made in its wave, once the service whose namespace it joins runs
                     return;
                 }
+                if desired == Desired::Running {
+                    // running, watched, and of this configuration: nothing to do, and no
+                    // need to read the container from disk (every `apply` of a project
+                    // passes over all its tasks, wave after wave)
+                    let settled = self
+                        .with_entry(task_id, |e| {
+                            e.status.state == Observed::Running
+                                && e.status.container_id.is_some()
+                                && e.run > 0
+                                && e.exited_run != e.run
+                                && e.prepared.as_deref() == Some(a.config_hash.as_str())
+                                && e.status.container_id == e.prepared_container
+                        })
+                        .unwrap_or(false);
+                    if settled {
+                        if step == Step::Reconcile {
+                            if let Some(id) = status.container_id.as_deref() {
+                                self.ensure_health(task_id, &a, id).await;
+                            }
+                        }
+                        return;
+                    }
+                }
                 let Some(container_id) = self.clone().prepare(task_id, &a).await else {
                     return;
                 };
+                self.with_entry(task_id, |e| {
+                    e.prepared = Some(a.config_hash.clone());
+                    e.prepared_container = Some(container_id.clone());
+                });
                 if step == Step::Prepare {
                     return;
                 }
