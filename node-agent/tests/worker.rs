@@ -975,3 +975,58 @@ services:
             .is_err()
     );
 }
+
+#[test]
+fn a_task_held_for_its_dependencies_is_launched_ahead_without_running() {
+    let env = Env::new("wkahead");
+    let worker = env.open();
+    let yaml = r#"
+services:
+  held:
+    image: busybox
+    network_mode: none
+    command: ["sleep", "3600"]
+"#;
+    let mut reports = worker.subscribe();
+    let mut held = env.assignments(yaml, Desired::Ready);
+    held[0].launch_ahead = true;
+    env.rt().block_on(worker.apply(held));
+    let ready = wait_status(&worker, &env.task("held"), "prepared", 60, |r| {
+        r.state == Observed::Ready
+    });
+    let id = ready.container_id.expect("container id");
+    // launched: its shim answers, while the program itself has not started
+    let shim_dir = worker.containers().shim_dir(&id);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while berth_shim::ShimHandle::connect(&shim_dir).is_err() {
+        assert!(Instant::now() < deadline, "never launched ahead");
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    let mut record = worker.containers().resolve(&id).expect("record");
+    worker.containers().observe(&mut record);
+    assert_ne!(
+        record.state.status,
+        berth_node_agent::container::Status::Running,
+        "a held task runs"
+    );
+    while let Ok(r) = reports.try_recv() {
+        assert_ne!(
+            r.state,
+            Observed::Starting,
+            "a held task was reported starting"
+        );
+    }
+    // released: the same container runs
+    env.rt()
+        .block_on(worker.apply(env.assignments(yaml, Desired::Running)));
+    let run = running(&worker, &env, "held");
+    assert_eq!(run.container_id.as_deref(), Some(id.as_str()));
+    // removed, the worker forgets the task
+    env.rt()
+        .block_on(worker.apply(env.assignments(yaml, Desired::Remove)));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !worker.observed().is_empty() {
+        assert!(Instant::now() < deadline, "never removed");
+        std::thread::sleep(Duration::from_millis(30));
+    }
+}
