@@ -274,3 +274,117 @@ services:
     env.ok(&["down", "--remove-orphans", "-t", "1"]);
     assert!(env.ps(&["-a"]).is_empty());
 }
+
+/// `a` ← `b` ignore SIGTERM on purpose (so they keep their grace period); `deaf` is a
+/// PID 1 without a handler (the kernel drops the signal).
+const STUBBORN: &str = r#"
+services:
+  a:
+    image: busybox:latest
+    command: ["sh", "-c", "trap '' TERM; echo a up; while :; do sleep 1; done"]
+    stop_grace_period: 60s
+  b:
+    image: busybox:latest
+    command: ["sh", "-c", "trap '' TERM; echo b up; while :; do sleep 1; done"]
+    stop_grace_period: 60s
+    depends_on: [a]
+  deaf:
+    image: busybox:latest
+    command: ["httpd", "-f", "-p", "8080", "-h", "/etc"]
+    stop_grace_period: 60s
+    depends_on: [b]
+"#;
+
+fn all_running(env: &Env, n: usize) -> bool {
+    let c = containers(env);
+    c.len() == n && c.values().all(|(_, s)| s == "running")
+}
+
+#[test]
+fn timeout_reaches_the_containers_and_a_deaf_init_is_not_waited_for() {
+    let env = Env::with_daemon("cmp-stopt", STUBBORN);
+    env.ok(&["up", "-d"]);
+    env.wait_for("all three running", Duration::from_secs(60), || {
+        all_running(&env, 3)
+    });
+    // each grace period is 60 s: only `-t 1` reaching the agent makes this quick
+    let t0 = std::time::Instant::now();
+    env.ok(&["stop", "-t", "1", "a", "b"]);
+    let took = t0.elapsed();
+    assert!(took < Duration::from_secs(30), "stop -t 1 took {took:?}");
+    assert_eq!(state_of(&env, "a"), "exited");
+    assert_eq!(state_of(&env, "b"), "exited");
+
+    env.ok(&["start"]);
+    env.wait_for("all three running again", Duration::from_secs(60), || {
+        all_running(&env, 3)
+    });
+    // no -t: httpd as PID 1 never receives SIGTERM, so it is killed without waiting
+    let t0 = std::time::Instant::now();
+    env.ok(&["stop", "deaf"]);
+    let took = t0.elapsed();
+    assert!(
+        took < Duration::from_secs(30),
+        "stop of a deaf init took {took:?}"
+    );
+    assert_eq!(state_of(&env, "deaf"), "exited");
+    assert_eq!(state_of(&env, "b"), "running");
+
+    let t0 = std::time::Instant::now();
+    env.ok(&["down", "-t", "1"]);
+    let took = t0.elapsed();
+    assert!(took < Duration::from_secs(30), "down -t 1 took {took:?}");
+    assert!(env.ps(&["-a"]).is_empty());
+}
+
+const ANON: &str = r#"
+services:
+  keep:
+    image: busybox:latest
+    command: ["sh", "-c", "trap 'exit 0' TERM; date > /data/f; while :; do sleep 1; done"]
+    volumes: ["/data"]
+"#;
+
+fn anonymous_volumes(env: &Env) -> usize {
+    std::fs::read_dir(env.root.path().join("volumes"))
+        .map(|d| {
+            d.filter(|e| {
+                e.as_ref()
+                    .is_ok_and(|e| e.file_name().to_string_lossy().starts_with("anon-"))
+            })
+            .count()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn start_returns_once_running_and_rm_keeps_anonymous_volumes_unless_v() {
+    let env = Env::with_daemon("cmp-anon", ANON);
+    env.ok(&["up", "-d"]);
+    assert_eq!(anonymous_volumes(&env), 1);
+    env.ok(&["stop", "-t", "1"]);
+    assert_eq!(state_of(&env, "keep"), "exited");
+    // `start` answers once the container runs again, not when the daemon accepted it
+    env.ok(&["start"]);
+    assert_eq!(state_of(&env, "keep"), "running");
+    env.ok(&["restart", "-t", "1"]);
+    assert_eq!(state_of(&env, "keep"), "running");
+
+    // rm without -v keeps the anonymous volume (as Compose does)
+    env.ok(&["stop", "-t", "1"]);
+    env.ok(&["rm", "-f"]);
+    assert!(containers(&env).is_empty());
+    assert_eq!(anonymous_volumes(&env), 1, "rm without -v removed it");
+    // a new container gets a volume of its own; rm -v takes that one with it
+    env.ok(&["up", "-d"]);
+    assert_eq!(anonymous_volumes(&env), 2);
+    env.ok(&["stop", "-t", "1"]);
+    env.ok(&["rm", "-f", "-v"]);
+    assert_eq!(anonymous_volumes(&env), 1, "rm -v kept it");
+    // down -v takes what earlier removals kept
+    env.ok(&["up", "-d"]);
+    env.ok(&["down", "-t", "1"]);
+    assert_eq!(anonymous_volumes(&env), 2, "down without -v removed it");
+    env.ok(&["down", "-v"]);
+    assert_eq!(anonymous_volumes(&env), 0, "down -v left anonymous volumes");
+}

@@ -70,6 +70,15 @@ impl Agent {
         Ok((networks, volumes))
     }
 
+    /// Whether the worker still holds any of `tasks` (it lets go of a removed task only
+    /// once its container and, unless kept, its anonymous volumes are gone).
+    pub fn holds_any(&self, tasks: &std::collections::BTreeSet<String>) -> bool {
+        self.worker
+            .observed()
+            .iter()
+            .any(|r| tasks.contains(&r.task_id))
+    }
+
     /// Runs the two flows of `session` until `shutdown` turns true.
     pub fn run(&self, session: Session, shutdown: watch::Receiver<bool>) {
         self.run_with(session, shutdown, None)
@@ -193,6 +202,9 @@ fn assignment(task: &NodeTask) -> Assignment {
         app: task.app.clone(),
         working_dir: PathBuf::from(&task.working_dir),
         config_files: task.config_files.iter().map(PathBuf::from).collect(),
+        stop_timeout: task.stop_timeout,
+        launch_ahead: task.held_for_dependencies,
+        keep_volumes: task.keep_volumes,
     }
 }
 

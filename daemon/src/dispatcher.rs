@@ -8,11 +8,12 @@
 //! agent would carry the same two flows over the network. The dispatcher never touches a
 //! container.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use berth_controller::store::{NodeId, State, Task, TaskId, TaskState, TaskStatus};
+use berth_controller::store::{DesiredState, NodeId, State, Task, TaskId, TaskState, TaskStatus};
 use tokio::sync::{mpsc, watch};
 
 use crate::controller::Controller;
@@ -27,6 +28,14 @@ pub struct NodeTask {
     pub app: Arc<berth_spec::App>,
     pub working_dir: String,
     pub config_files: Vec<String>,
+    /// `-t` of the `stop`/`down`/`restart`/`up` that asked for this task's stop: seconds
+    /// between the stop signal and the kill, over the service's `stop_grace_period`.
+    pub stop_timeout: Option<Duration>,
+    /// Held at `Ready` only until its `depends_on` conditions hold (not by `up
+    /// --no-start`): the agent may launch its container ahead of the release.
+    pub held_for_dependencies: bool,
+    /// Its anonymous volumes stay when it is removed (`rm`/`down` without `-v`).
+    pub keep_volumes: bool,
 }
 
 /// The tasks of one node; replaced whole on every change.
@@ -47,13 +56,31 @@ pub struct Dispatcher {
     /// app is removed so its tasks can still be stopped with the model they ran with.
     apps: Mutex<HashMap<String, (serde_json::Value, Arc<berth_spec::App>)>>,
     reports: mpsc::Sender<(TaskId, TaskStatus)>,
+    /// Open [`Hold`]s: while any is open nothing is published, so commands proposed
+    /// together reach the agents together.
+    holds: AtomicUsize,
+    /// One publisher at a time: a set computed earlier must never overwrite a later one.
+    publishing: Mutex<()>,
+    /// Stop timeouts per task, set by the API before it proposes the stop.
+    stop_timeouts: Mutex<HashMap<TaskId, Duration>>,
+    /// Tasks whose anonymous volumes stay when they are removed (`rm`/`down` without `-v`).
+    keep_volumes: Mutex<HashSet<TaskId>>,
+}
+
+/// Holds back publishing until dropped (see [`Dispatcher::hold`]).
+pub struct Hold(Arc<Dispatcher>);
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        if self.0.holds.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.publish();
+        }
+    }
 }
 
 /// What a task's app contributes to its assignment: document, working dir, config files.
 type AppSource = (serde_json::Value, String, Vec<String>);
 
-/// Reports arriving within this window after the first are proposed together.
-const BATCH_WINDOW: Duration = Duration::from_millis(20);
 const BATCH_MAX: usize = 512;
 
 impl Dispatcher {
@@ -70,6 +97,10 @@ impl Dispatcher {
             nodes: Mutex::new(HashMap::new()),
             apps: Mutex::new(HashMap::new()),
             reports,
+            holds: AtomicUsize::new(0),
+            publishing: Mutex::new(()),
+            stop_timeouts: Mutex::new(HashMap::new()),
+            keep_volumes: Mutex::new(HashSet::new()),
         });
         tokio::spawn(publish_loop(dispatcher.clone(), shutdown.clone()));
         tokio::spawn(batch_loop(controller, events, metrics, inbox, shutdown));
@@ -90,7 +121,57 @@ impl Dispatcher {
         }
     }
 
+    /// Nothing reaches the agents until the returned guard is dropped; then everything
+    /// committed meanwhile goes out in one set. `stop` proposes one `StopService` per
+    /// service under a hold, so every stop flag is recorded before any container is
+    /// signalled, and the agent stops the services together in reverse dependency waves
+    /// instead of one service after another in the order the commands were committed.
+    pub fn hold(self: &Arc<Self>) -> Hold {
+        self.holds.fetch_add(1, Ordering::SeqCst);
+        Hold(self.clone())
+    }
+
+    /// Stop `tasks` with `timeout` between the stop signal and the kill (`None`: their
+    /// services' `stop_grace_period`). Call it before proposing their stop.
+    pub fn set_stop_timeout<'a>(
+        &self,
+        tasks: impl IntoIterator<Item = &'a TaskId>,
+        timeout: Option<Duration>,
+    ) {
+        let mut map = self.stop_timeouts.lock().unwrap_or_else(|e| e.into_inner());
+        for id in tasks {
+            match timeout {
+                Some(t) => map.insert(id.clone(), t),
+                None => map.remove(id),
+            };
+        }
+        drop(map);
+        // to the agents now: a task that ends may leave the set before its stop is seen
+        self.publish();
+    }
+
+    /// Whether `tasks` keep their anonymous volumes when removed (Compose's `rm` and
+    /// `down` keep them unless `-v`). Call it before proposing their removal.
+    pub fn set_keep_volumes<'a>(&self, tasks: impl IntoIterator<Item = &'a TaskId>, keep: bool) {
+        let mut set = self.keep_volumes.lock().unwrap_or_else(|e| e.into_inner());
+        for id in tasks {
+            if keep {
+                set.insert(id.clone());
+            } else {
+                set.remove(id);
+            }
+        }
+        drop(set);
+        // to the agents now: a removed task that ended leaves the set, and the agent
+        // removes it with what it last received
+        self.publish();
+    }
+
     fn publish(&self) {
+        if self.holds.load(Ordering::SeqCst) > 0 {
+            return;
+        }
+        let _one = self.publishing.lock().unwrap_or_else(|e| e.into_inner());
         let nodes: Vec<NodeId> = {
             let nodes = self.nodes.lock().unwrap_or_else(|e| e.into_inner());
             nodes.keys().cloned().collect()
@@ -116,7 +197,7 @@ impl Dispatcher {
     /// is kept). Any other task that is not wanted and already ended is left out, so the
     /// agent removes its container.
     fn assignments_of(&self, node: &str) -> Assignments {
-        let (picked, sources): (Vec<Task>, HashMap<String, AppSource>) =
+        let (picked, held, sources): (Vec<Task>, HashSet<TaskId>, HashMap<String, AppSource>) =
             self.controller.read(|state: &State| {
                 let tasks: Vec<Task> = state
                     .tasks
@@ -124,6 +205,18 @@ impl Dispatcher {
                     .filter(|t| t.node.as_deref() == Some(node))
                     .filter(|t| t.is_live() || !t.status.state.is_terminal() || kept(t))
                     .cloned()
+                    .collect();
+                let held = tasks
+                    .iter()
+                    .filter(|t| t.desired == DesiredState::Ready && t.waiting_for.is_some())
+                    .filter(|t| {
+                        !state
+                            .apps
+                            .get(&t.app)
+                            .and_then(|a| a.services.get(&t.service))
+                            .is_some_and(|r| r.created_only || r.stopped_by_user)
+                    })
+                    .map(|t| t.id.clone())
                     .collect();
                 // One copy of each app's document, not one per task.
                 let mut sources = HashMap::new();
@@ -140,8 +233,25 @@ impl Dispatcher {
                         sources.insert(t.app.clone(), source);
                     }
                 }
-                (tasks, sources)
+                let mut timeouts = self.stop_timeouts.lock().unwrap_or_else(|e| e.into_inner());
+                timeouts.retain(|id, _| state.tasks.contains_key(id));
+                drop(timeouts);
+                self.keep_volumes
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .retain(|id| state.tasks.contains_key(id));
+                (tasks, held, sources)
             });
+        let timeouts = self
+            .stop_timeouts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let keep = self
+            .keep_volumes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         let mut out = Vec::with_capacity(picked.len());
         let mut apps = self.apps.lock().unwrap_or_else(|e| e.into_inner());
         let mut dirs: BTreeMap<String, (String, Vec<String>)> = BTreeMap::new();
@@ -171,6 +281,9 @@ impl Dispatcher {
                 });
             let (working_dir, config_files) = dirs.get(&task.app).cloned().unwrap_or_default();
             out.push(NodeTask {
+                stop_timeout: timeouts.get(&task.id).copied(),
+                held_for_dependencies: held.contains(&task.id),
+                keep_volumes: keep.contains(&task.id),
                 task,
                 app: model,
                 working_dir,
@@ -184,7 +297,7 @@ impl Dispatcher {
 /// A task `berth stop` shut down keeps its container (for `ps -a`, `logs` and a later
 /// `start`) until `rm`, `down` or a removal of its service.
 fn kept(t: &Task) -> bool {
-    t.stopped_by_user && t.desired == berth_controller::store::DesiredState::Shutdown
+    t.stopped_by_user && t.desired == DesiredState::Shutdown
 }
 
 /// Whether two sets ask the agent for the same thing (the observed status, which changes
@@ -196,6 +309,9 @@ fn same_assignments(a: &[NodeTask], b: &[NodeTask]) -> bool {
                 && x.task.desired == y.task.desired
                 && x.task.spec_hash == y.task.spec_hash
                 && x.task.restart_count == y.task.restart_count
+                && x.stop_timeout == y.stop_timeout
+                && x.held_for_dependencies == y.held_for_dependencies
+                && x.keep_volumes == y.keep_volumes
                 && Arc::ptr_eq(&x.app, &y.app)
         })
 }
@@ -224,12 +340,14 @@ async fn batch_loop(
             r = inbox.recv() => match r { Some(r) => r, None => return },
             _ = shutdown.changed() => return,
         };
+        // No window to wait out: what queued while the previous batch was being committed
+        // goes together, and a lone report (the `Running` a dependent's start waits for)
+        // is proposed at once.
         let mut batch = vec![first];
-        let deadline = tokio::time::Instant::now() + BATCH_WINDOW;
         while batch.len() < BATCH_MAX {
-            match tokio::time::timeout_at(deadline, inbox.recv()).await {
-                Ok(Some(report)) => batch.push(report),
-                _ => break,
+            match inbox.try_recv() {
+                Ok(report) => batch.push(report),
+                Err(_) => break,
             }
         }
         metrics.status_reports.add(batch.len() as u64);

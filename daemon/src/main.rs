@@ -70,6 +70,12 @@ fn main() -> ExitCode {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
+    // glibc gives every thread that allocates an arena of its own (up to 8 per core); a
+    // daemon with a thread per container would keep dozens of mostly empty ones resident.
+    // SAFETY: mallopt only changes allocator settings; called before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
     // Two workers are plenty for one node's API and loops, and keep the idle footprint small.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

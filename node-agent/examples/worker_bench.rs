@@ -95,6 +95,9 @@ fn main() {
             app: app.clone(),
             working_dir: dir.clone(),
             config_files: vec![file.clone()],
+            stop_timeout: None,
+            launch_ahead: false,
+            keep_volumes: false,
         })
         .collect();
 

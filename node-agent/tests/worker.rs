@@ -141,6 +141,9 @@ impl Env {
                 app: app.clone(),
                 working_dir: dir.clone(),
                 config_files: vec![file.clone()],
+                stop_timeout: None,
+                launch_ahead: false,
+                keep_volumes: false,
             })
             .collect()
     }
@@ -591,6 +594,37 @@ services:
 }
 
 #[test]
+fn an_init_that_cannot_receive_the_stop_signal_is_killed_without_waiting() {
+    let env = Env::new("wkdeaf");
+    let worker = env.open();
+    // busybox sleep as PID 1 has no SIGTERM handler: the kernel drops the signal, so the
+    // 30 s grace period could only be waited out, never used
+    let yaml = r#"
+services:
+  deaf:
+    image: busybox
+    network_mode: none
+    command: ["sleep", "3600"]
+    stop_grace_period: 30s
+"#;
+    env.rt()
+        .block_on(worker.apply(env.assignments(yaml, Desired::Running)));
+    running(&worker, &env, "deaf");
+    let t0 = Instant::now();
+    env.rt()
+        .block_on(worker.apply(env.assignments(yaml, Desired::Shutdown)));
+    let deaf = wait_status(&worker, &env.task("deaf"), "shut down", 30, |r| {
+        r.state == Observed::Shutdown
+    });
+    assert_eq!(deaf.exit_code, Some(137));
+    let took = t0.elapsed();
+    assert!(
+        took < Duration::from_secs(10),
+        "waited {took:?} for nothing"
+    );
+}
+
+#[test]
 fn down_stops_in_reverse_dependency_waves() {
     let env = Env::new("wkwaves");
     let worker = env.open();
@@ -940,4 +974,59 @@ services:
             .resolve(first.container_id.as_deref().unwrap())
             .is_err()
     );
+}
+
+#[test]
+fn a_task_held_for_its_dependencies_is_launched_ahead_without_running() {
+    let env = Env::new("wkahead");
+    let worker = env.open();
+    let yaml = r#"
+services:
+  held:
+    image: busybox
+    network_mode: none
+    command: ["sleep", "3600"]
+"#;
+    let mut reports = worker.subscribe();
+    let mut held = env.assignments(yaml, Desired::Ready);
+    held[0].launch_ahead = true;
+    env.rt().block_on(worker.apply(held));
+    let ready = wait_status(&worker, &env.task("held"), "prepared", 60, |r| {
+        r.state == Observed::Ready
+    });
+    let id = ready.container_id.expect("container id");
+    // launched: its shim answers, while the program itself has not started
+    let shim_dir = worker.containers().shim_dir(&id);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while berth_shim::ShimHandle::connect(&shim_dir).is_err() {
+        assert!(Instant::now() < deadline, "never launched ahead");
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    let mut record = worker.containers().resolve(&id).expect("record");
+    worker.containers().observe(&mut record);
+    assert_ne!(
+        record.state.status,
+        berth_node_agent::container::Status::Running,
+        "a held task runs"
+    );
+    while let Ok(r) = reports.try_recv() {
+        assert_ne!(
+            r.state,
+            Observed::Starting,
+            "a held task was reported starting"
+        );
+    }
+    // released: the same container runs
+    env.rt()
+        .block_on(worker.apply(env.assignments(yaml, Desired::Running)));
+    let run = running(&worker, &env, "held");
+    assert_eq!(run.container_id.as_deref(), Some(id.as_str()));
+    // removed, the worker forgets the task
+    env.rt()
+        .block_on(worker.apply(env.assignments(yaml, Desired::Remove)));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !worker.observed().is_empty() {
+        assert!(Instant::now() < deadline, "never removed");
+        std::thread::sleep(Duration::from_millis(30));
+    }
 }

@@ -92,17 +92,44 @@ impl ComposeService {
     }
 
     /// How long stopping `services` may take: the agent stops them in reverse dependency
-    /// waves, each container with its own `stop_grace_period` (the timeout does not reach
-    /// the agent yet), so in the worst case (a chain of containers that ignore the stop
-    /// signal) one grace period after another.
+    /// waves, each container with `timeout` (else its own `stop_grace_period`), so in the
+    /// worst case (a chain of containers that ignore the stop signal) one after another.
     fn grace(app: &AppSpec, services: &[String], timeout: Option<u32>) -> Duration {
-        let timeout = timeout.map_or(0, |t| u64::from(t) * 1000);
+        let timeout = timeout.map(|t| u64::from(t) * 1000);
         let total: u64 = services
             .iter()
             .filter_map(|s| app.services.get(s))
-            .map(|s| s.stop_grace_period.max(timeout))
+            .map(|s| timeout.unwrap_or(s.stop_grace_period))
             .sum();
-        Duration::from_millis(total.max(timeout)) + STOP_SLACK
+        Duration::from_millis(total) + STOP_SLACK
+    }
+
+    /// Hands `timeout` (`-t`) to the agents for the current tasks of `services` of `app`
+    /// (all services when `None`); without one they stop with their grace period. Called
+    /// before the stop is proposed, so it is there when the agent acts.
+    fn stop_timeout(&self, app: &str, services: Option<&BTreeSet<String>>, timeout: Option<u32>) {
+        let ids: Vec<String> = self.node.controller.read(|s| {
+            s.tasks
+                .values()
+                .filter(|t| t.app == app && services.is_none_or(|set| set.contains(&t.service)))
+                .map(|t| t.id.clone())
+                .collect()
+        });
+        let timeout = timeout.map(|t| Duration::from_secs(u64::from(t)));
+        self.node.dispatcher.set_stop_timeout(&ids, timeout);
+    }
+
+    /// Whether the current tasks of `services` of `app` (all when `None`) keep their
+    /// anonymous volumes once removed: Compose's `rm` and `down` keep them unless `-v`.
+    fn keep_volumes(&self, app: &str, services: Option<&BTreeSet<String>>, keep: bool) {
+        let ids: Vec<String> = self.node.controller.read(|s| {
+            s.tasks
+                .values()
+                .filter(|t| t.app == app && services.is_none_or(|set| set.contains(&t.service)))
+                .map(|t| t.id.clone())
+                .collect()
+        });
+        self.node.dispatcher.set_keep_volumes(&ids, keep);
     }
 
     async fn stop_services(
@@ -111,19 +138,25 @@ impl ComposeService {
         services: &[String],
         timeout: Option<u32>,
     ) -> Result<(), Status> {
-        for service in services {
-            self.node
-                .controller
-                .propose(Command::StopService {
-                    app: app.name.clone(),
-                    service: service.clone(),
-                })
-                .await
-                .map_err(status)?;
-            self.node.events.app("stop", &app.name, service);
+        let set: BTreeSet<String> = services.iter().cloned().collect();
+        self.stop_timeout(&app.name, Some(&set), timeout);
+        {
+            // every service's stop is recorded before the agent signals any container:
+            // it then stops them together, in reverse dependency waves
+            let _hold = self.node.dispatcher.hold();
+            for service in services {
+                self.node
+                    .controller
+                    .propose(Command::StopService {
+                        app: app.name.clone(),
+                        service: service.clone(),
+                    })
+                    .await
+                    .map_err(status)?;
+                self.node.events.app("stop", &app.name, service);
+            }
         }
         let name = app.name.clone();
-        let set: BTreeSet<String> = services.iter().cloned().collect();
         self.wait_until(Self::grace(app, services, timeout), move |s| {
             s.tasks
                 .values()
@@ -133,7 +166,47 @@ impl ComposeService {
     }
 }
 
+/// How long `start` and `restart` wait for the services to run (dependencies that must
+/// become healthy first may take a while).
+const START_WAIT: Duration = Duration::from_secs(300);
+
 impl ComposeService {
+    /// After `StartService`: waits until every live task of `services` runs or has ended,
+    /// or is held for a dependency that will not come (outside `services` and not running),
+    /// so `start` returns once the containers run, as Compose's does.
+    async fn wait_started(&self, app: &AppSpec, services: &[String]) -> Result<(), Status> {
+        let set: BTreeSet<String> = services.iter().cloned().collect();
+        let spec = app.clone();
+        self.wait_until(START_WAIT, move |s| {
+            let up = |service: &str| {
+                s.tasks.values().any(|t| {
+                    t.app == spec.name
+                        && t.service == service
+                        && matches!(t.status.state, TaskState::Running | TaskState::Complete)
+                })
+            };
+            let stuck = |service: &str| {
+                spec.services.get(service).is_some_and(|svc| {
+                    svc.depends_on.keys().any(|dep| {
+                        !set.contains(dep) && spec.services.contains_key(dep) && !up(dep)
+                    })
+                })
+            };
+            s.tasks
+                .values()
+                .filter(|t| t.app == spec.name && set.contains(&t.service) && t.is_live())
+                .all(|t| {
+                    t.status.state == TaskState::Running
+                        || t.status.state.is_terminal()
+                        || (t.desired == DesiredState::Ready
+                            && t.waiting_for.is_some()
+                            && stuck(&t.service))
+                })
+        })
+        .await
+        .map_err(|_| Status::deadline_exceeded("timed out waiting for the services to start"))
+    }
+
     /// `down` without `--remove-orphans` while the app has services the file no longer
     /// names: the file's services go, the orphans stay deployed (and so do the networks
     /// and volumes they may use).
@@ -155,6 +228,9 @@ impl ComposeService {
             .into_iter()
             .map(|r| r.name)
             .collect();
+        let gone_set: BTreeSet<String> = gone.iter().cloned().collect();
+        self.stop_timeout(&app.name, Some(&gone_set), request.timeout_seconds);
+        self.keep_volumes(&app.name, Some(&gone_set), !request.remove_volumes);
         let mut kept = app.clone();
         kept.services.retain(|n, _| orphans.contains(n));
         if let Some(services) = kept
@@ -208,6 +284,7 @@ impl ComposeService {
         &self,
         app: &AppSpec,
         services: &[String],
+        remove_volumes: bool,
     ) -> Result<Vec<String>, Status> {
         let set: BTreeSet<String> = services.iter().cloned().collect();
         let name = app.name.clone();
@@ -248,6 +325,7 @@ impl ComposeService {
             return Ok(removed);
         }
         let ids: BTreeSet<String> = doomed.into_iter().map(|(id, _)| id).collect();
+        self.node.dispatcher.set_keep_volumes(&ids, !remove_volumes);
         self.node
             .controller
             .propose(Command::SetDesired(
@@ -268,7 +346,8 @@ impl ComposeService {
                 .records(&app.name, services)
                 .await?
                 .into_iter()
-                .any(|r| r.labels.get(LABEL_TASK).is_some_and(|t| ids.contains(t)));
+                .any(|r| r.labels.get(LABEL_TASK).is_some_and(|t| ids.contains(t)))
+                || self.node.agent.holds_any(&ids);
             if !left {
                 return Ok(removed);
             }
@@ -666,6 +745,9 @@ impl Compose for ComposeService {
         };
         // Services a `stop` left stopped start again (the same containers), in the same
         // command; `--no-start` creates without starting.
+        if existing.is_some() {
+            self.stop_timeout(&spec.name, None, options.timeout_seconds);
+        }
         let command = if options.no_start {
             Command::DeployAppNoStart(spec.clone())
         } else {
@@ -724,7 +806,17 @@ impl Compose for ComposeService {
             .into_iter()
             .map(|r| r.name)
             .collect();
+        // the worker lets go of a task once its container and volumes are dealt with
+        let ids: BTreeSet<String> = self.node.controller.read(|s| {
+            s.tasks
+                .values()
+                .filter(|t| t.app == project)
+                .map(|t| t.id.clone())
+                .collect()
+        });
         if let Some(app) = &app {
+            self.stop_timeout(&app.name, None, request.timeout_seconds);
+            self.keep_volumes(&app.name, None, !request.remove_volumes);
             self.node
                 .controller
                 .propose(Command::RemoveApp {
@@ -744,7 +836,7 @@ impl Compose for ComposeService {
         // remove the project's networks (and volumes).
         let deadline = tokio::time::Instant::now() + STOP_SLACK;
         loop {
-            if self.records(&project, &[]).await?.is_empty() {
+            if self.records(&project, &[]).await?.is_empty() && !self.node.agent.holds_any(&ids) {
                 break;
             }
             if tokio::time::Instant::now() >= deadline {
@@ -833,6 +925,7 @@ impl Compose for ComposeService {
                         .map_err(status)?;
                     self.node.events.app("start", &app.name, service);
                 }
+                self.wait_started(&app, &services).await?;
             }
             Action::Stop => {
                 self.stop_services(&app, &services, request.timeout_seconds)
@@ -852,6 +945,7 @@ impl Compose for ComposeService {
                         .map_err(status)?;
                     self.node.events.app("restart", &app.name, service);
                 }
+                self.wait_started(&app, &services).await?;
             }
             Action::Kill => {
                 let signal = if request.signal.is_empty() {
@@ -898,7 +992,9 @@ impl Compose for ComposeService {
                 return Ok(Response::new(v1::ServiceActionResponse { containers }));
             }
             Action::Remove => {
-                let containers = self.remove_stopped(&app, &services).await?;
+                let containers = self
+                    .remove_stopped(&app, &services, request.remove_volumes)
+                    .await?;
                 return Ok(Response::new(v1::ServiceActionResponse { containers }));
             }
         }

@@ -97,7 +97,11 @@ impl Containers {
                     .transpose()?
                     .unwrap_or(libc::SIGTERM);
                 let _ = shim.kill(sig, false);
-                if wait_timeout(&shim, timeout).is_none() {
+                // A namespace's init that has no handler for the signal never receives it
+                // (the kernel drops it): waiting out the grace period would change nothing.
+                let futile = std::fs::read_to_string(format!("/proc/{}/status", record.state.pid))
+                    .is_ok_and(|status| signal_is_discarded(&status, sig));
+                if futile || wait_timeout(&shim, timeout).is_none() {
                     let _ = shim.kill(libc::SIGKILL, true);
                     let _ = shim.wait();
                 }
@@ -106,6 +110,36 @@ impl Containers {
         self.observe(&mut record);
         Ok(record)
     }
+}
+
+/// Whether `sig`, sent from outside, is dropped by the kernel for the process whose
+/// `/proc/<pid>/status` is `status` without the program having asked for that: true for
+/// the init of a PID namespace (its innermost `NSpid` is 1) that leaves the signal at its
+/// default disposition, since such an init gets only the signals it catches (SIGKILL
+/// aside). A program that ignores the signal on purpose (`trap '' TERM`) may be finishing
+/// its work and keeps its grace period. Read after sending, so a handler installed in time
+/// counts.
+pub fn signal_is_discarded(status: &str, sig: i32) -> bool {
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(str::trim)
+    };
+    let ns_init = field("NSpid:").is_some_and(|v| {
+        let ids: Vec<&str> = v.split_whitespace().collect();
+        ids.len() > 1 && ids.last() == Some(&"1")
+    });
+    let in_mask = |name: &str| {
+        field(name)
+            .and_then(|hex| u64::from_str_radix(hex, 16).ok())
+            .is_some_and(|mask| (1..=64).contains(&sig) && mask & (1u64 << (sig - 1)) != 0)
+    };
+    ns_init
+        && field("SigCgt:").is_some()
+        && !in_mask("SigCgt:")
+        && !in_mask("SigIgn:")
+        && sig != libc::SIGKILL
 }
 
 /// `shim.wait()` bounded by `timeout`; `None` when the container is still running.
@@ -121,6 +155,27 @@ pub(crate) fn wait_timeout(shim: &ShimHandle, timeout: Duration) -> Option<ExitS
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const INIT_NO_HANDLERS: &str =
+        "Name:\thttpd\nNSpid:\t4242\t1\nSigIgn:\t0000000000000000\nSigCgt:\t0000000000000000\n";
+    const INIT_CATCHES_TERM: &str = "Name:\tsh\nNSpid:\t4242\t1\nSigCgt:\t0000000000004000\n";
+    const HOST_PROCESS: &str = "Name:\tsleep\nNSpid:\t4242\nSigCgt:\t0000000000000000\n";
+
+    #[test]
+    fn only_an_init_without_a_handler_drops_the_signal() {
+        assert!(signal_is_discarded(INIT_NO_HANDLERS, libc::SIGTERM));
+        assert!(signal_is_discarded(INIT_NO_HANDLERS, libc::SIGINT));
+        // bit 14 (0x4000) is SIGTERM (15)
+        assert!(!signal_is_discarded(INIT_CATCHES_TERM, libc::SIGTERM));
+        assert!(signal_is_discarded(INIT_CATCHES_TERM, libc::SIGQUIT));
+        // not a namespace init (pid: host): the default action applies
+        assert!(!signal_is_discarded(HOST_PROCESS, libc::SIGTERM));
+        assert!(!signal_is_discarded(INIT_NO_HANDLERS, libc::SIGKILL));
+        assert!(!signal_is_discarded("garbage", libc::SIGTERM));
+        // ignored on purpose: the program may be finishing its work, the grace period holds
+        let ignores = "NSpid:\t9\t1\nSigIgn:\t0000000000004000\nSigCgt:\t0000000000000000\n";
+        assert!(!signal_is_discarded(ignores, libc::SIGTERM));
+    }
 
     #[test]
     fn signals() {

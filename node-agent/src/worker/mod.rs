@@ -43,6 +43,9 @@ use resources::ProjectStore;
 use task::now_ms;
 use translate::Networking;
 
+/// Stack of a container's exit-watch thread: it only connects to the shim and waits.
+const EXIT_WATCH_STACK: usize = 256 * 1024;
+
 /// Docker's default `stop_grace_period`.
 const DEFAULT_GRACE: Duration = Duration::from_secs(10);
 
@@ -169,6 +172,9 @@ struct Entry {
     /// The controller shut it down (`berth stop`): its container starts again in place
     /// when it is desired running, whatever way its last run ended.
     stopped: bool,
+    /// The configuration hash and container the last successful prepare vouched for.
+    prepared: Option<String>,
+    prepared_container: Option<String>,
 }
 
 impl Entry {
@@ -189,6 +195,8 @@ impl Entry {
             launched: None,
             adopted: false,
             stopped: false,
+            prepared: None,
+            prepared_container: None,
         }
     }
 }
@@ -456,17 +464,38 @@ impl Inner {
         Ok(())
     }
 
-    /// Waits (on a blocking thread) for the container's exit through its shim, then
-    /// reports it.
+    /// Waits for the container's exit through its shim, then reports it. The wait blocks
+    /// for the container's whole life, so it runs on a small thread of its own, not on the
+    /// runtime's blocking pool: one waiter per container would exhaust the pool (and
+    /// starve every other blocking call) on a node with many containers.
     fn watch_exit(self: Arc<Self>, task_id: String, container_id: String, run: u64) {
         let shim_dir = self.containers.shim_dir(&container_id);
-        tokio::spawn(async move {
-            let _ = tokio::task::spawn_blocking(move || {
-                if let Ok(shim) = berth_shim::ShimHandle::connect(&shim_dir) {
-                    let _ = shim.wait();
+        let wait = |shim_dir: PathBuf| {
+            if let Ok(shim) = berth_shim::ShimHandle::connect(&shim_dir) {
+                let _ = shim.wait();
+            }
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let own = std::thread::Builder::new()
+            .name("exit-watch".into())
+            .stack_size(EXIT_WATCH_STACK)
+            .spawn({
+                let shim_dir = shim_dir.clone();
+                move || {
+                    wait(shim_dir);
+                    let _ = tx.send(());
                 }
-            })
-            .await;
+            });
+        tokio::spawn(async move {
+            match own {
+                Ok(_) => {
+                    let _ = rx.await;
+                }
+                Err(e) => {
+                    tracing::debug!(task = %task_id, "no thread for the exit watch ({e}); using the blocking pool");
+                    let _ = tokio::task::spawn_blocking(move || wait(shim_dir)).await;
+                }
+            }
             self.on_exit(&task_id, &container_id, run).await;
         });
     }
@@ -679,15 +708,47 @@ impl Inner {
                     // made in its wave, once the service whose namespace it joins runs
                     return;
                 }
+                if desired == Desired::Running {
+                    // running, watched, and of this configuration: nothing to do, and no
+                    // need to read the container from disk (every `apply` of a project
+                    // passes over all its tasks, wave after wave)
+                    let settled = self
+                        .with_entry(task_id, |e| {
+                            e.status.state == Observed::Running
+                                && e.status.container_id.is_some()
+                                && e.run > 0
+                                && e.exited_run != e.run
+                                && e.prepared.as_deref() == Some(a.config_hash.as_str())
+                                && e.status.container_id == e.prepared_container
+                        })
+                        .unwrap_or(false);
+                    if settled {
+                        if step == Step::Reconcile {
+                            if let Some(id) = status.container_id.as_deref() {
+                                self.ensure_health(task_id, &a, id).await;
+                            }
+                        }
+                        return;
+                    }
+                }
                 let Some(container_id) = self.clone().prepare(task_id, &a).await else {
                     return;
                 };
+                self.with_entry(task_id, |e| {
+                    e.prepared = Some(a.config_hash.clone());
+                    e.prepared_container = Some(container_id.clone());
+                });
                 if step == Step::Prepare {
                     return;
                 }
                 if desired == Desired::Running {
                     self.clone()
                         .start_task(task_id, &a, &container_id, step == Step::Launch)
+                        .await;
+                } else if step == Step::Launch && a.launch_ahead {
+                    // held for its dependencies: ready to run the moment it is released
+                    self.clone()
+                        .start_task(task_id, &a, &container_id, true)
                         .await;
                 }
             }
@@ -720,7 +781,7 @@ impl Inner {
                     // the configuration changed: recreate
                     let status = self.with_entry(task_id, |e| e.status.clone())?;
                     self.stop_container(task_id, Some(a), &status, true).await;
-                    let _ = self.remove_container(&r.id).await;
+                    let _ = self.remove_container(&r.id, false).await;
                     self.report(task_id, |s| {
                         s.container_id = None;
                         s.exit_code = None;
@@ -905,7 +966,7 @@ impl Inner {
                 if let Some(status) = status.filter(|s| s.container_id.as_deref() == Some(&r.id)) {
                     self.stop_container(&owner, assignment.as_ref(), &status, true)
                         .await;
-                    self.remove_container(&r.id).await?;
+                    self.remove_container(&r.id, false).await?;
                     self.report(&owner, |s| {
                         s.container_id = None;
                         s.health = Health::None;
@@ -1001,11 +1062,15 @@ impl Inner {
             // an overlapping `apply` launched it already: its start wave runs it
             return;
         }
-        self.report(task_id, |s| {
-            s.state = Observed::Starting;
-            s.exit_code = None;
-            s.health = Health::None;
-        });
+        // a task launched while held for its dependencies is not starting yet
+        let held = self.with_entry(task_id, |e| e.desired == Desired::Ready) == Some(true);
+        if !held {
+            self.report(task_id, |s| {
+                s.state = Observed::Starting;
+                s.exit_code = None;
+                s.health = Health::None;
+            });
+        }
         let containers = self.containers.clone();
         let q = container_id.to_string();
         if launch_only {
@@ -1184,9 +1249,12 @@ impl Inner {
             return;
         };
         let grace = a
-            .and_then(|a| a.service_spec())
-            .and_then(|s| s.stop_grace_period)
-            .map(|d| d.as_std())
+            .and_then(|a| a.stop_timeout)
+            .or_else(|| {
+                a.and_then(|a| a.service_spec())
+                    .and_then(|s| s.stop_grace_period)
+                    .map(|d| d.as_std())
+            })
             .unwrap_or(DEFAULT_GRACE);
         // no new connections by name while it stops
         if let Ok(r) = self.containers.resolve(&id) {
@@ -1206,13 +1274,18 @@ impl Inner {
         }
     }
 
-    async fn remove_container(&self, id: &str) -> Result<(), String> {
+    /// Removes the container, and its anonymous volumes unless `keep_volumes` (then they
+    /// stay recorded with the project, for `remove_project` with volumes).
+    async fn remove_container(&self, id: &str, keep_volumes: bool) -> Result<(), String> {
         let containers = self.containers.clone();
         let q = id.to_string();
         let record = blocking(move || containers.resolve(&q)).await?;
         let containers = self.containers.clone();
         let q = id.to_string();
         blocking(move || containers.remove(&q, true)).await?;
+        if keep_volumes {
+            return Ok(());
+        }
         // anonymous volumes go with their container
         let vols = crate::volume::Volumes::open(&self.data_root).map_err(|e| e.to_string())?;
         for m in &record.mounts {
@@ -1234,7 +1307,8 @@ impl Inner {
     async fn remove_task(&self, task_id: &str, a: Option<&Assignment>, status: &StatusReport) {
         if let Some(id) = status.container_id.clone() {
             self.stop_container(task_id, a, status, true).await;
-            if let Err(message) = self.remove_container(&id).await {
+            let keep = a.is_some_and(|a| a.keep_volumes);
+            if let Err(message) = self.remove_container(&id, keep).await {
                 self.report(task_id, |s| s.message = message);
             }
         }

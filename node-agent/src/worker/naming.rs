@@ -116,6 +116,9 @@ mod tests {
             app: Arc::new(app),
             working_dir: "/srv/shop".into(),
             config_files: vec!["/srv/shop/compose.yaml".into(), "/srv/shop/o.yaml".into()],
+            stop_timeout: None,
+            launch_ahead: false,
+            keep_volumes: false,
         }
     }
 

@@ -98,6 +98,17 @@ pub struct Assignment {
     pub working_dir: PathBuf,
     /// The Compose files (`com.docker.compose.project.config_files`).
     pub config_files: Vec<PathBuf>,
+    /// Time between the stop signal and the kill when this task is stopped, over the
+    /// service's `stop_grace_period` (`-t` of `stop`, `down`, `restart`, `up`).
+    pub stop_timeout: Option<std::time::Duration>,
+    /// Desired `Ready` only until the controller releases it (its `depends_on` conditions
+    /// hold): the worker launches its container ahead (shim, runtime `create`, networks),
+    /// so the release costs only the runtime's `start`.
+    pub launch_ahead: bool,
+    /// When the task is removed its anonymous volumes stay (Compose's `rm` and `down`
+    /// without `-v`); [`Worker::remove_project`](super::Worker::remove_project) with
+    /// volumes takes them later.
+    pub keep_volumes: bool,
 }
 
 impl Assignment {

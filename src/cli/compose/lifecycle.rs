@@ -116,6 +116,7 @@ pub fn action(
         services: services.to_vec(),
         timeout_seconds: timeout,
         signal: signal.to_owned(),
+        remove_volumes: false,
     }))?;
     let mut display = Display::new(ctx.progress, "Running");
     for c in &answer.containers {
@@ -158,6 +159,7 @@ pub fn rm(ctx: &Context, args: &RmArgs) -> anyhow::Result<ExitCode> {
             services: args.services.clone(),
             timeout_seconds: None,
             signal: String::new(),
+            remove_volumes: false,
         }))?;
     }
     // the daemon removes the stopped containers (those a `stop` kept, and those that ended)
@@ -168,6 +170,7 @@ pub fn rm(ctx: &Context, args: &RmArgs) -> anyhow::Result<ExitCode> {
             services: args.services.clone(),
             timeout_seconds: None,
             signal: String::new(),
+            remove_volumes: args.volumes,
         }))?
         .containers;
     if removed.is_empty() {

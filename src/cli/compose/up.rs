@@ -61,7 +61,7 @@ pub struct UpArgs {
     /// Return this service's exit code (implies --abort-on-container-exit)
     #[arg(long, value_name = "SERVICE", conflicts_with = "detach")]
     pub exit_code_from: Option<String>,
-    /// Seconds to wait for containers to stop when Ctrl-C or an exit stops the app
+    /// Seconds to wait for containers to stop (recreated ones, and all on Ctrl-C or an exit)
     #[arg(short = 't', long = "timeout", value_name = "SECONDS")]
     pub timeout: Option<u32>,
     /// Only these services (and their dependencies)
@@ -114,6 +114,7 @@ pub fn run(ctx: &Context, args: UpArgs) -> anyhow::Result<ExitCode> {
             no_deps: args.no_deps,
             no_start: args.no_start,
             pull: args.pull.clone().unwrap_or_default(),
+            timeout_seconds: args.timeout,
         }),
         files: crate::cli::app_files::collect(app)?,
     };
@@ -353,7 +354,9 @@ fn converge(
             };
             bail!("{project} did not reach the goal in time{detail}");
         }
-        std::thread::sleep(Duration::from_millis(100));
+        // short: the answer is read from the daemon's memory, and every poll interval
+        // is time added to `up`
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -427,6 +430,7 @@ fn attach(session: &Session, project: &str, args: &UpArgs) -> anyhow::Result<Exi
         services: Vec::new(),
         timeout_seconds: args.timeout,
         signal: String::new(),
+        remove_volumes: false,
     }))?;
     Ok(ExitCode::from(code.clamp(0, 255) as u8))
 }
