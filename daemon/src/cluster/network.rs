@@ -691,6 +691,9 @@ mod tests {
             app: app.clone(),
             working_dir: String::new(),
             config_files: Vec::new(),
+            stop_timeout: None,
+            held_for_dependencies: false,
+            keep_volumes: false,
         };
         let out = rewrite(
             &node_task(task("t1", "a", Some("n1"), TaskState::Assigned)),
