@@ -445,12 +445,27 @@ fn spawn_monitor(b: Arc<Backend>, id: String) {
             }
             b.container_event("die", &record, &[("exitCode", code.to_string())]);
             if record.config.auto_remove {
+                // `destroy` goes out once the container can no longer be found, so a
+                // `wait?condition=removed` (what `docker run --rm` waits on) answers without
+                // waiting for the unmount and the endpoint teardown. Anonymous volumes are
+                // removed after the container, so with some, `destroy` waits for them: a
+                // client that lists volumes next must not see them.
+                let early = b.extra(&id).anonymous_volumes.is_empty()
+                    && record.mounts.iter().all(|m| m.kind != "volume");
+                let mut announced = false;
+                let _ = b.containers.remove_notifying(&id, true, true, |_| {
+                    if early {
+                        b.container_event("destroy", &record, &[]);
+                        announced = true;
+                    }
+                });
                 // `list` removes exited auto-remove containers too: whoever wins, the
                 // container is gone and waiters for `removed` must hear of it
-                let _ = b.containers.remove(&id, true);
                 if b.containers.resolve(&id).is_err() {
                     remove_side_state(&b, &id, true);
-                    b.container_event("destroy", &record, &[]);
+                    if !announced {
+                        b.container_event("destroy", &record, &[]);
+                    }
                 }
                 return;
             }

@@ -292,7 +292,16 @@ impl Containers {
         fs::create_dir_all(&bundle).map_err(io_err("create directory", &bundle))?;
         let json =
             serde_json::to_vec_pretty(&spec).map_err(|e| ContainerError::Spec(e.to_string()))?;
-        super::record::write_atomic(&bundle.join("config.json"), &json)?;
+        // An auto-remove container is removed when it exits and does not outlive a crash
+        // in any useful way (Docker removes those left behind), so its files skip the
+        // fsyncs: they are still replaced atomically, and listing skips a record a crash
+        // left unreadable.
+        let durable = !opts.auto_remove;
+        if durable {
+            super::record::write_atomic(&bundle.join("config.json"), &json)?;
+        } else {
+            super::record::write_volatile(&bundle.join("config.json"), &json)?;
+        }
         record.args = spec
             .process()
             .as_ref()
@@ -302,7 +311,11 @@ impl Containers {
             .stop_signal
             .clone()
             .or_else(|| image_config.and_then(|c| c.stop_signal().clone()));
-        self.save(record)
+        if durable {
+            self.save(record)
+        } else {
+            self.save_state(record)
+        }
     }
 }
 

@@ -139,6 +139,13 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), ContainerError> {
     write_replace(path, data, true)
 }
 
+/// Writes `path` through a temporary file and a rename, without fsync: readers see the old
+/// file or the whole new one, but a crash may lose it. For files of containers that do not
+/// outlive a crash in any useful way (`--rm`).
+pub fn write_volatile(path: &Path, data: &[u8]) -> Result<(), ContainerError> {
+    write_replace(path, data, false)
+}
+
 fn write_replace(path: &Path, data: &[u8], durable: bool) -> Result<(), ContainerError> {
     let io = |op: &'static str, p: &Path| {
         let path = p.to_path_buf();

@@ -25,6 +25,20 @@ impl Containers {
         force: bool,
         volumes: bool,
     ) -> Result<(), ContainerError> {
+        self.remove_notifying(query, force, volumes, |_| {})
+    }
+
+    /// [`Containers::remove_with_volumes`], calling `gone` as soon as the container can no
+    /// longer be found (its directory is renamed out of the listing first), before the
+    /// slow teardown (shim, endpoint, unmount) that still finishes before this returns. A
+    /// server answering "wait until removed" answers from `gone`, off the teardown's path.
+    pub fn remove_notifying(
+        &self,
+        query: &str,
+        force: bool,
+        volumes: bool,
+        gone: impl FnOnce(&super::Record),
+    ) -> Result<(), ContainerError> {
         let mut record = self.resolve(query)?;
         self.observe(&mut record);
         let id = record.id.clone();
@@ -35,6 +49,24 @@ impl Containers {
                 hint: "stop it first or use rm -f",
             });
         }
+        // Out of the listing at once (a name `ids` skips; the runtime's delete reads its
+        // own saved state, not the bundle); a second remover racing this one finds nothing.
+        let dir = self.container_dir(&id);
+        let retired = self.dir.join(format!(".removing-{id}"));
+        match std::fs::rename(&dir, &retired) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(ContainerError::NotFound(query.to_string()));
+            }
+            Err(e) => {
+                return Err(ContainerError::Io {
+                    op: "rename",
+                    path: dir,
+                    source: e,
+                });
+            }
+        }
+        gone(&record);
         let shim_dir = self.shim_dir(&id);
         if let Ok(shim) = ShimHandle::connect(&shim_dir) {
             if record.state.status == Status::Running {
@@ -66,10 +98,9 @@ impl Containers {
             Ok(Err(e)) => errors.push(e.to_string()),
             Err(_) => errors.push("network teardown panicked".into()),
         }
-        let dir = self.container_dir(&id);
-        if let Err(e) = std::fs::remove_dir_all(&dir) {
+        if let Err(e) = std::fs::remove_dir_all(&retired) {
             if e.kind() != std::io::ErrorKind::NotFound {
-                errors.push(format!("remove {}: {e}", dir.display()));
+                errors.push(format!("remove {}: {e}", retired.display()));
             }
         }
         if volumes || record.config.auto_remove {

@@ -187,7 +187,12 @@ impl Containers {
                 record.state.oom_killed = false;
                 record.state.error.clear();
                 let _lock = self.record_lock(&id)?;
-                self.save(&record)?;
+                // see `create`: an auto-remove container's record is not worth an fsync
+                if record.config.auto_remove {
+                    self.save_state(&record)?;
+                } else {
+                    self.save(&record)?;
+                }
                 Ok(Started {
                     record,
                     shim,

@@ -212,7 +212,7 @@ impl Supervisor {
             .map_err(sys("signalfd"))?;
 
         let pid_path = dir.join(state::SHIM_PID);
-        state::write_atomic(&pid_path, std::process::id().to_string().as_bytes())?;
+        state::write_volatile(&pid_path, std::process::id().to_string().as_bytes())?;
         let record = ShimRecord {
             id: args.id.clone(),
             bundle: args.bundle.clone(),
@@ -220,7 +220,7 @@ impl Supervisor {
             runtime_root: args.runtime_root.clone(),
             tty: args.tty,
         };
-        state::write_atomic(
+        state::write_volatile(
             &dir.join(state::RECORD),
             &serde_json::to_vec_pretty(&record).unwrap_or_default(),
         )?;
@@ -497,7 +497,9 @@ impl Supervisor {
         let Some((exit, _)) = self.pending_exit.take() else {
             return;
         };
-        let _ = state::write_atomic(
+        // whole for readers; no fsync: the record matters while the shim's state directory
+        // does, and no shim outlives a machine crash (see `state::write_volatile`)
+        let _ = state::write_volatile(
             &self.args.state_dir.join(state::EXIT),
             &serde_json::to_vec_pretty(&exit).unwrap_or_default(),
         );
