@@ -118,16 +118,29 @@ fn stop_keeps_containers_and_start_rm_down_act_on_them() {
     env.ok(&["down"]);
     assert!(env.ps(&["-a"]).is_empty());
     let left = env.root.path().join("containers");
-    let count = std::fs::read_dir(&left)
+    let stay: Vec<String> = std::fs::read_dir(&left)
         .map(|d| {
-            d.filter(|e| {
-                e.as_ref()
-                    .is_ok_and(|e| !e.file_name().to_string_lossy().starts_with('.'))
-            })
-            .count()
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|name| !name.starts_with('.'))
+                .collect()
         })
-        .unwrap_or(0);
-    assert_eq!(count, 0, "down left container directories in {left:?}");
+        .unwrap_or_default();
+    // what each one is, so a failure says which container outlived `down` and in what state
+    let detail: Vec<String> = stay
+        .iter()
+        .map(|id| {
+            let record = std::fs::read_to_string(left.join(id).join("container.json"))
+                .unwrap_or_else(|e| format!("(no record: {e})"));
+            format!("{id}: {}", record.chars().take(600).collect::<String>())
+        })
+        .collect();
+    assert!(
+        stay.is_empty(),
+        "down left container directories in {left:?}:\n{}\ndaemon log:\n{}",
+        detail.join("\n"),
+        env.daemon_log()
+    );
 }
 
 #[test]

@@ -49,10 +49,7 @@ fn reexec_inner() -> Result<std::convert::Infallible, MemfdError> {
     // std::io::copy uses copy_file_range/sendfile where it can.
     io::copy(&mut src, &mut dst).map_err(step("copy"))?;
     let seals = libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
-    // SAFETY: fcntl on our own memfd.
-    if unsafe { libc::fcntl(dst.as_raw_fd(), libc::F_ADD_SEALS, seals) } != 0 {
-        return Err(step("F_ADD_SEALS")(io::Error::last_os_error()));
-    }
+    seal(&dst, seals)?;
     let args: Vec<CString> = std::env::args_os()
         .map(|a| CString::new(a.into_encoded_bytes()).unwrap_or_default())
         .collect();
@@ -78,6 +75,27 @@ fn reexec_inner() -> Result<std::convert::Infallible, MemfdError> {
     // SAFETY: argv/envp are NULL-terminated arrays of valid C strings; dst is an executable memfd.
     unsafe { libc::fexecve(dst.as_raw_fd(), argv.as_ptr(), envp.as_ptr()) };
     Err(step("fexecve")(io::Error::last_os_error()))
+}
+
+/// Adds `seals`, retrying while the kernel reports the memfd's pages busy. `F_SEAL_WRITE`
+/// fails with EBUSY while any page holds an extra reference; the pages just written sit in
+/// the per-CPU LRU batch of the CPU that wrote them until it drains, and the kernel's own
+/// wait (about 75 ms) drains only the current CPU's — a thread moved to another CPU under
+/// load can see EBUSY although nothing maps the memfd. The other CPU drains soon after.
+fn seal(memfd: &std::fs::File, seals: libc::c_int) -> Result<(), MemfdError> {
+    let mut attempt = 0;
+    loop {
+        // SAFETY: fcntl on our own memfd.
+        if unsafe { libc::fcntl(memfd.as_raw_fd(), libc::F_ADD_SEALS, seals) } == 0 {
+            return Ok(());
+        }
+        let err = io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::EBUSY) || attempt == 20 {
+            return Err(step("F_ADD_SEALS")(err));
+        }
+        attempt += 1;
+        std::thread::sleep(std::time::Duration::from_millis(5 * attempt));
+    }
 }
 
 /// Whether `/proc/self/exe` is a sealed memfd (for tests and `--debug`).
