@@ -16,6 +16,7 @@ mod image;
 mod network;
 mod node;
 mod registry;
+mod remote;
 mod service;
 mod version;
 mod volume;

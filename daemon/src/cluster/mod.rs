@@ -22,9 +22,9 @@
 //! A lone node (no `member.json`) runs none of this beyond the admin service.
 
 pub mod admin;
+pub mod files;
 pub mod hook;
 pub mod images;
-pub mod files;
 pub mod member;
 pub mod membership;
 pub mod network;
