@@ -120,6 +120,8 @@ fn make_pki(dir: &Path) -> Pki {
 struct Daemon {
     child: Option<Child>,
     log: PathBuf,
+    /// What a failure message should also show (an earlier daemon's log, state on disk).
+    context: String,
 }
 
 impl Daemon {
@@ -144,6 +146,7 @@ impl Daemon {
         Daemon {
             child: Some(child),
             log,
+            context: String::new(),
         }
     }
 
@@ -160,13 +163,18 @@ impl Daemon {
             }
             if let Some(child) = self.child.as_mut() {
                 if let Ok(Some(status)) = child.try_wait() {
-                    panic!("berthd exited ({status}) before {what}:\n{}", self.log());
+                    panic!(
+                        "berthd exited ({status}) before {what}:\n{}\n{}",
+                        self.log(),
+                        self.context
+                    );
                 }
             }
             assert!(
                 Instant::now() < deadline,
-                "timed out waiting for {what}:\n{}",
-                self.log()
+                "timed out waiting for {what}:\n{}\n{}",
+                self.log(),
+                self.context
             );
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -440,11 +448,27 @@ fn a_cluster_member_serves_tcp_with_the_cluster_ca_and_issues_client_certificate
         assert!(certs.join(f).is_file(), "{f} not written");
     }
     daemon.stop();
+    let listing = std::fs::read_dir(root.path().join("data/cluster"))
+        .map(|dir| {
+            dir.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_else(|e| e.to_string());
+    let context = format!(
+        "--- data/cluster: {listing}\n--- the member's earlier log ---\n{}",
+        daemon.log()
+    );
 
     // The same node on tcp:// with no TLS flags: the cluster CA and its node certificate.
-    let api_port = free_port();
+    // The cluster side also listens on the advertise port + 1 (images for peers).
+    let api_port = std::iter::repeat_with(free_port)
+        .find(|p| p.abs_diff(peer_port) > 1)
+        .expect("a port");
     let host = format!("tcp://127.0.0.1:{api_port}");
     let mut daemon = Daemon::start(root.path(), &host, &[]);
+    daemon.context = context;
     let mut answered = None;
     daemon.wait_for("the cluster member to answer over mutual TLS", || {
         let o = berth(
