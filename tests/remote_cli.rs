@@ -304,8 +304,10 @@ fn a_tcp_berthd_serves_clients_with_a_certificate_of_its_ca_only() {
         ],
     );
     let cwd = root.path();
-    let mut version = args(&["version", "-H", &host]);
+    // Docker style: the connection flags before the command.
+    let mut version = args(&["-H", &host]);
     version.extend(pki.client.flags());
+    version.push("version".into());
     let mut answered = None;
     daemon.wait_for("berthd to answer over mutual TLS", || {
         let o = berth(cwd, &version, &[]);
@@ -483,7 +485,7 @@ fn a_cluster_member_serves_tcp_with_the_cluster_ca_and_issues_client_certificate
     assert!(text(answered.as_ref().expect("output")).contains("berthd version"));
     let o = berth(
         cwd,
-        &args(&["node", "-H", &host, "ls"]),
+        &args(&["-H", &host, "node", "ls"]),
         &[("BERTH_CERT_PATH", certs.as_path())],
     );
     assert!(o.status.success(), "node ls: {}", text(&o));

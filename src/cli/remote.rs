@@ -73,3 +73,98 @@ pub fn write_cert_dir(
     }
     Ok(())
 }
+
+/// The command groups that take `-H` and the TLS flags after their name.
+const GROUPS: [&str; 4] = ["version", "cluster", "node", "service"];
+/// Connection flags that may come before a group's name, Docker style.
+const CONNECTION: [&str; 5] = ["-H", "--host", "--tlscacert", "--tlscert", "--tlskey"];
+/// Other global flags that take a value (so their value is not taken for the command name).
+const VALUED: [&str; 7] = [
+    "-f",
+    "--file",
+    "-p",
+    "--project-name",
+    "--project-directory",
+    "--env-file",
+    "--data-root",
+];
+
+/// Moves `-H ADDR` and the TLS flags given before `version`, `cluster`, `node` or `service`
+/// to just after it, where those groups read them: `berth -H tcp://… node ls` works as
+/// `berth node -H tcp://… ls`. Any other command line is returned as it was.
+pub fn hoist_connection_flags(argv: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let mut before = Vec::new();
+    let mut moved = Vec::new();
+    let mut i = 1;
+    while let Some(arg) = argv.get(i) {
+        let Some(text) = arg.to_str() else {
+            return argv;
+        };
+        let name = text.split_once('=').map_or(text, |(name, _)| name);
+        if CONNECTION.contains(&name) {
+            moved.push(arg.clone());
+            if name == text {
+                let Some(value) = argv.get(i + 1) else {
+                    return argv;
+                };
+                moved.push(value.clone());
+                i += 1;
+            }
+        } else if VALUED.contains(&text) {
+            before.push(arg.clone());
+            if let Some(value) = argv.get(i + 1) {
+                before.push(value.clone());
+            }
+            i += 1;
+        } else if text.starts_with('-') {
+            before.push(arg.clone());
+        } else {
+            if moved.is_empty() || !GROUPS.contains(&text) {
+                return argv;
+            }
+            let mut out = vec![argv[0].clone()];
+            out.extend(before);
+            out.push(arg.clone());
+            out.extend(moved);
+            out.extend(argv[i + 1..].iter().cloned());
+            return out;
+        }
+        i += 1;
+    }
+    argv
+}
+
+#[cfg(test)]
+mod tests {
+    use super::hoist_connection_flags;
+
+    fn run(line: &str) -> String {
+        let argv = line.split(' ').map(Into::into).collect();
+        let out: Vec<String> = hoist_connection_flags(argv)
+            .into_iter()
+            .map(|a| a.into_string().unwrap())
+            .collect();
+        out.join(" ")
+    }
+
+    #[test]
+    fn connection_flags_move_after_the_group() {
+        assert_eq!(
+            run("berth -H tcp://h:1 --tlscacert=ca --data-root /d node ls"),
+            "berth --data-root /d node -H tcp://h:1 --tlscacert=ca ls"
+        );
+        assert_eq!(
+            run("berth --host tcp://h:1 --tlscert c --tlskey k version"),
+            "berth version --host tcp://h:1 --tlscert c --tlskey k"
+        );
+        // Nothing to move, another command, or flags already in place: unchanged.
+        for line in [
+            "berth node ls",
+            "berth -H tcp://h:1 images",
+            "berth node -H tcp://h:1 ls",
+            "berth -H",
+        ] {
+            assert_eq!(run(line), line);
+        }
+    }
+}
