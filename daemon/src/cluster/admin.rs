@@ -1,7 +1,8 @@
-//! `berth.v1.Cluster`: the operator's cluster commands, served on berthd's local socket only
-//! (whoever reaches it is root on this machine). Joining and leaving change which Raft group
-//! the node belongs to, so they write the new membership and restart berthd into it;
-//! containers keep running across the restart, as they do across any.
+//! `berth.v1.Cluster`: the operator's cluster commands, served on berthd's API — its local
+//! socket, or a tcp:// address with mutual TLS (whoever reaches it is root on this machine).
+//! Joining and leaving change which Raft group the node belongs to, so they write the new
+//! membership and restart berthd into it; containers keep running across the restart, as they
+//! do across any.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
