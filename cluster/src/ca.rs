@@ -350,6 +350,51 @@ impl ClusterCa {
         })
     }
 
+    /// Issues a certificate for a remote client of the berthd API (`berth cluster
+    /// client-cert`), with a fresh key pair. It is not a node certificate: its role is
+    /// [`CLIENT_ROLE`] and it names no node, so [`NodeIdentity::from_cert_der`] rejects it and
+    /// the cluster port treats its holder as having no identity (every node call is refused);
+    /// its only key usage is TLS client authentication.
+    pub fn issue_client(
+        &self,
+        name: &str,
+        lifetime: Duration,
+        now: SystemTime,
+    ) -> Result<ClientCredentials, CaError> {
+        let key = NodeKey::generate()?;
+        let mut params = CertificateParams::default();
+        params.distinguished_name.push(DnType::CommonName, name);
+        params
+            .distinguished_name
+            .push(DnType::OrganizationalUnitName, CLIENT_ROLE);
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, "berth");
+        let ia5 = |s: String| {
+            rcgen::Ia5String::try_from(s).map_err(crypto("encode a subject alternative name"))
+        };
+        params.subject_alt_names = vec![
+            SanType::URI(ia5(format!("{CLIENT_URI_PREFIX}{name}"))?),
+            SanType::URI(ia5(format!("{ROLE_URI_PREFIX}{CLIENT_ROLE}"))?),
+        ];
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.use_authority_key_identifier_extension = true;
+        let start = now.checked_sub(CLOCK_SKEW_ALLOWANCE).unwrap_or(now);
+        params.not_before = OffsetDateTime::from(start);
+        params.not_after = OffsetDateTime::from(now + lifetime);
+        params.serial_number = Some(random_serial()?);
+        let cert = params
+            .signed_by(&key.0, &self.issuer, &self.key)
+            .map_err(crypto("sign the client certificate"))?;
+        Ok(ClientCredentials {
+            ca_pem: self.cert_pem(),
+            cert_pem: pem_encode("CERTIFICATE", cert.der()),
+            key_pem: key.to_pem(),
+        })
+    }
+
     fn node_params(
         &self,
         request: &NodeCertRequest,
@@ -398,6 +443,19 @@ impl std::fmt::Debug for ClusterCa {
             .field("node_cert_lifetime", &self.node_cert_lifetime)
             .finish_non_exhaustive()
     }
+}
+
+/// The role written into remote-client certificates (never a node [`Role`]).
+pub const CLIENT_ROLE: &str = "client";
+/// Prefix of the SAN URI naming a remote client.
+pub const CLIENT_URI_PREFIX: &str = "berth://client/";
+
+/// A remote client's PEM bundle: the cluster root to trust, its certificate and its key.
+#[derive(Debug, Clone)]
+pub struct ClientCredentials {
+    pub ca_pem: String,
+    pub cert_pem: String,
+    pub key_pem: String,
 }
 
 /// What a node holds to speak mutual TLS in its cluster.
@@ -490,4 +548,27 @@ fn random_serial() -> Result<SerialNumber, CaError> {
     // encoding stays minimal.
     bytes[0] = (bytes[0] & 0x7f) | 0x01;
     Ok(SerialNumber::from_slice(&bytes))
+}
+
+#[cfg(test)]
+mod client_cert_tests {
+    use super::*;
+
+    #[test]
+    fn a_client_certificate_is_not_a_node_identity() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = SystemTime::now();
+        let ca = ClusterCa::init(dir.path(), now).unwrap();
+        let client = ca
+            .issue_client("ops-laptop", Duration::from_secs(3600), now)
+            .unwrap();
+        assert_eq!(client.ca_pem, ca.cert_pem());
+        let der = parse_cert_pem(&client.cert_pem, Path::new("cert.pem")).unwrap();
+        // The cluster port reads identities with this: a client certificate has none.
+        assert!(NodeIdentity::from_cert_der(&der).is_err());
+        let (_, cert) = X509Certificate::from_der(&der).unwrap();
+        let ou = cert.subject().iter_organizational_unit().next().unwrap();
+        assert_eq!(ou.as_str().unwrap(), CLIENT_ROLE);
+        NodeKey::from_pem(&client.key_pem).unwrap();
+    }
 }

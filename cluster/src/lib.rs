@@ -18,8 +18,8 @@ pub mod token;
 mod files;
 
 pub use ca::{
-    CaError, ClusterCa, MIN_NODE_CERT_LIFETIME, NodeCertRequest, NodeCertificate, NodeCredentials,
-    NodeKey, parse_cert_pem,
+    CLIENT_ROLE, CaError, ClientCredentials, ClusterCa, MIN_NODE_CERT_LIFETIME, NodeCertRequest,
+    NodeCertificate, NodeCredentials, NodeKey, parse_cert_pem,
 };
 pub use identity::{IdentityError, NodeId, NodeIdentity, Role, needs_renewal};
 pub use seal::{ManagerKey, SealError};

@@ -51,6 +51,9 @@ pub struct Config {
     /// `--local-reads`: answer the read APIs from this node's applied state instead of a
     /// linearizable ReadIndex read.
     pub local_reads: bool,
+    /// `--tlscacert`/`--tlscert`/`--tlskey`: the mutual TLS of a tcp:// API (a cluster
+    /// member without them uses the cluster CA and its node certificate).
+    pub api_tls: berth_docker_api::TlsFiles,
 }
 
 /// Where the Docker Engine API listens: `--docker-host` (`unix:///PATH`, a path, or
@@ -152,6 +155,8 @@ pub async fn run_until(
     cluster::admin::apply_pending_force(&config.data_root).map_err(cluster::ClusterError::from)?;
     let opened = cluster::open(&config.data_root, &node_id).await?;
     let cluster = opened.cluster.clone();
+    // Decided before anything starts: a tcp:// API without mutual TLS is refused outright.
+    let api_tls = server::api_tls(&config.host, &config.api_tls, &cluster)?;
     let controller = match opened.raft {
         // A lone node: the one-member group it always was.
         None => {
@@ -297,7 +302,7 @@ pub async fn run_until(
         }
     }
 
-    let listener = Listener::bind(&config.host).await?;
+    let listener = Listener::bind(&config.host, api_tls).await?;
     tracing::info!(host = %config.host, data_root = %config.data_root.display(), "berthd listening");
     let restart = cluster.restart.clone();
     let stop = async move {

@@ -14,9 +14,19 @@ struct Args {
     /// Where berth keeps its state: raft log, images, containers, volumes.
     #[arg(long, env = "BERTH_DATA_ROOT", default_value = "/var/lib/berth")]
     data_root: PathBuf,
-    /// Address to serve the API on: unix:///path or tcp://host:port.
+    /// Address to serve the API on: unix:///path, or tcp://host:port with mutual TLS
+    /// (--tlscacert/--tlscert/--tlskey, or on a cluster member the cluster's CA).
     #[arg(short = 'H', long = "host", env = "BERTH_HOST", default_value = berth_api::DEFAULT_HOST)]
     host: String,
+    /// The CA (PEM) whose certificates clients of a tcp:// API must present.
+    #[arg(long, env = "BERTH_TLSCACERT")]
+    tlscacert: Option<PathBuf>,
+    /// The API's TLS server certificate chain (PEM), for tcp://.
+    #[arg(long, env = "BERTH_TLSCERT")]
+    tlscert: Option<PathBuf>,
+    /// The API's TLS private key (PEM), for tcp://.
+    #[arg(long, env = "BERTH_TLSKEY")]
+    tlskey: Option<PathBuf>,
     /// Serve Prometheus metrics over HTTP on this address (e.g. 127.0.0.1:9323).
     #[arg(long)]
     metrics_addr: Option<SocketAddr>,
@@ -110,6 +120,11 @@ fn main() -> ExitCode {
         run_root: args.run_root,
         libexec_dir: libexec_dir(),
         local_reads: args.local_reads,
+        api_tls: berth_docker_api::TlsFiles {
+            ca: args.tlscacert,
+            cert: args.tlscert,
+            key: args.tlskey,
+        },
     };
     let result = runtime.block_on(berth_daemon::run(config));
     // Blocking readers (a followed log) must not hold the exit up.

@@ -1,6 +1,8 @@
 //! Where the API listens: a unix socket (created `root:root`, mode 0660, replacing a stale
 //! file left by a killed daemon — the data-root lock proves no live daemon owns it) or a TCP
-//! address. Serving stops when `shutdown` resolves.
+//! address, which is only ever served with mutual TLS: the API is root-equivalent, so plain
+//! TCP is refused before anything listens ([`api_tls`]). Serving stops when `shutdown`
+//! resolves.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -9,7 +11,7 @@ use std::sync::Arc;
 use berth_api::Endpoint;
 use berth_api::v1::compose_server::ComposeServer;
 use berth_api::v1::system_server::SystemServer;
-use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
+use tokio_stream::wrappers::UnixListenerStream;
 
 use crate::api::{ComposeService, Node, SystemService};
 use crate::cluster::Cluster;
@@ -34,6 +36,67 @@ pub enum ServerError {
     },
     #[error("serving the API: {0}")]
     Serve(#[from] tonic::transport::Error),
+    #[error(
+        "refusing to serve the API on {address} without mutual TLS: give --tlscacert, --tlscert and --tlskey{missing}, or make this node a cluster member (it then uses the cluster CA and its node certificate)"
+    )]
+    Unverified { address: String, missing: String },
+    #[error("--tlscacert/--tlscert/--tlskey apply to a tcp:// API only, not {address}")]
+    TlsOnUnix { address: String },
+    #[error("API TLS: {0}")]
+    Tls(#[from] berth_docker_api::TlsError),
+    #[error("API TLS from the cluster credentials in {dir}: {reason}")]
+    ClusterTls { dir: PathBuf, reason: String },
+}
+
+/// The TLS configuration of the API at `address`: `None` for a unix socket; for TCP, the
+/// operator's files (clients must present a certificate of `--tlscacert`), else on a
+/// cluster member the cluster CA and this node's live certificate (clients must present a
+/// certificate of the cluster CA). Anything else on TCP is refused.
+pub fn api_tls(
+    address: &str,
+    files: &berth_docker_api::TlsFiles,
+    cluster: &Cluster,
+) -> Result<Option<Arc<rustls::ServerConfig>>, ServerError> {
+    let given = [&files.ca, &files.cert, &files.key];
+    let any = given.iter().any(|f| f.is_some());
+    if let Endpoint::Unix(_) = Endpoint::parse(address)? {
+        return if any {
+            Err(ServerError::TlsOnUnix {
+                address: address.to_owned(),
+            })
+        } else {
+            Ok(None)
+        };
+    }
+    if let (Some(ca), Some(cert), Some(key)) = (&files.ca, &files.cert, &files.key) {
+        return Ok(Some(berth_docker_api::server_config(ca, cert, key)?));
+    }
+    if let (false, Some(live), Some(_)) = (any, &cluster.live_cert, &cluster.member) {
+        let dir = crate::cluster::member::tls_dir(&cluster.data_root);
+        let failed = |reason: String| ServerError::ClusterTls {
+            dir: dir.clone(),
+            reason,
+        };
+        let creds =
+            berth_cluster::NodeCredentials::load(&dir).map_err(|e| failed(e.to_string()))?;
+        let config = berth_cluster::server_config_live(&creds.ca_der, live.clone())
+            .map_err(|e| failed(e.to_string()))?;
+        return Ok(Some(config));
+    }
+    let missing: Vec<&str> = ["--tlscacert", "--tlscert", "--tlskey"]
+        .into_iter()
+        .zip(given)
+        .filter(|(_, f)| f.is_none())
+        .map(|(flag, _)| flag)
+        .collect();
+    Err(ServerError::Unverified {
+        address: address.to_owned(),
+        missing: if any {
+            format!(" (missing: {})", missing.join(", "))
+        } else {
+            String::new()
+        },
+    })
 }
 
 /// How long open connections may finish after a shutdown signal.
@@ -46,20 +109,29 @@ type BoxedServe<'a> = std::pin::Pin<
 /// A bound listener, ready to serve.
 pub enum Listener {
     Unix(tokio::net::UnixListener, PathBuf),
-    Tcp(tokio::net::TcpListener),
+    /// TCP always carries its mutual-TLS configuration.
+    Tcp(tokio::net::TcpListener, Arc<rustls::ServerConfig>),
 }
 
 impl Listener {
-    pub async fn bind(address: &str) -> Result<Listener, ServerError> {
-        match Endpoint::parse(address)? {
-            Endpoint::Unix(path) => bind_unix(&path).map(|l| Listener::Unix(l, path)),
-            Endpoint::Tcp(hostport) => tokio::net::TcpListener::bind(&hostport)
+    /// Binds `address`; `tls` comes from [`api_tls`] and must be `Some` for TCP.
+    pub async fn bind(
+        address: &str,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> Result<Listener, ServerError> {
+        match (Endpoint::parse(address)?, tls) {
+            (Endpoint::Unix(path), _) => bind_unix(&path).map(|l| Listener::Unix(l, path)),
+            (Endpoint::Tcp(hostport), Some(tls)) => tokio::net::TcpListener::bind(&hostport)
                 .await
-                .map(Listener::Tcp)
+                .map(|l| Listener::Tcp(l, tls))
                 .map_err(|source| ServerError::Bind {
                     address: address.to_owned(),
                     source,
                 }),
+            (Endpoint::Tcp(_), None) => Err(ServerError::Unverified {
+                address: address.to_owned(),
+                missing: String::new(),
+            }),
         }
     }
 
@@ -98,10 +170,13 @@ impl Listener {
                 ),
                 Some(path),
             ),
-            Listener::Tcp(listener) => (
-                Box::pin(
-                    router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal),
-                ),
+            // Handshakes are completed (and clients without a certificate of the CA refused)
+            // before a connection reaches the router.
+            Listener::Tcp(listener, tls) => (
+                Box::pin(router.serve_with_incoming_shutdown(
+                    crate::cluster::tls_io::incoming(listener, tls),
+                    signal,
+                )),
                 None,
             ),
         };

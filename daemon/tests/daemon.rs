@@ -119,7 +119,8 @@ impl Daemon {
                 panic!("berthd exited with {status}: {}", self.log());
             }
             let ok = rt.block_on(async {
-                let Ok(channel) = berth_api::connect(&self.socket()).await else {
+                let Ok(channel) = berth_api::connect(&self.socket(), &Default::default()).await
+                else {
                     return false;
                 };
                 SystemClient::new(channel)
@@ -168,7 +169,9 @@ impl Daemon {
     }
 
     async fn channel(&self) -> Channel {
-        berth_api::connect(&self.socket()).await.expect("connect")
+        berth_api::connect(&self.socket(), &Default::default())
+            .await
+            .expect("connect")
     }
 
     fn containers(&self) -> Containers {
@@ -203,7 +206,9 @@ impl Drop for Daemon {
             let rt = runtime();
             for project in self.projects.clone() {
                 let _ = rt.block_on(async {
-                    let channel = berth_api::connect(&self.socket()).await.ok()?;
+                    let channel = berth_api::connect(&self.socket(), &Default::default())
+                        .await
+                        .ok()?;
                     tokio::time::timeout(
                         Duration::from_secs(60),
                         ComposeClient::new(channel).remove(v1::RemoveRequest {

@@ -388,7 +388,7 @@ fn docker_lists_berth_up_networks_with_compose_labels() {
         .build()
         .unwrap();
     let deployed = rt.block_on(async {
-        let channel = berth_api::connect(&api).await?;
+        let channel = berth_api::connect(&api, &Default::default()).await?;
         tokio::time::timeout(
             Duration::from_secs(60),
             ComposeClient::new(channel).deploy(v1::DeployRequest {
@@ -438,7 +438,7 @@ fn docker_lists_berth_up_networks_with_compose_labels() {
     }));
     // the project goes first (its container and network), whatever happened above
     let _ = rt.block_on(async {
-        let channel = berth_api::connect(&api).await.ok()?;
+        let channel = berth_api::connect(&api, &Default::default()).await.ok()?;
         tokio::time::timeout(
             Duration::from_secs(60),
             ComposeClient::new(channel).remove(v1::RemoveRequest {

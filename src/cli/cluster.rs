@@ -19,6 +19,8 @@ pub struct HostFlag {
     /// Daemon address: unix:///path or tcp://host:port
     #[arg(short = 'H', long = "host", env = "BERTH_HOST", value_name = "ADDRESS")]
     pub host: Option<String>,
+    #[command(flatten)]
+    pub tls: super::remote::TlsFlags,
 }
 
 #[derive(Debug, Args)]
@@ -72,6 +74,19 @@ pub enum ClusterCommand {
         /// A manager's address: IP[:PORT]
         remote: String,
     },
+    /// On a manager: write a client certificate of the cluster CA (ca.pem, cert.pem,
+    /// key.pem) for reaching berthd on -H tcp:// from elsewhere
+    ClientCert {
+        /// Directory to write into (created; use it as BERTH_CERT_PATH)
+        #[arg(long, value_name = "DIR")]
+        out: std::path::PathBuf,
+        /// Who the certificate is for (its common name)
+        #[arg(long, default_value = "client")]
+        name: String,
+        /// Lifetime (e.g. 720h); the cluster's node certificate lifetime by default
+        #[arg(long, value_name = "DURATION")]
+        expiry: Option<String>,
+    },
     /// Leave the cluster; this node goes back to running alone
     Leave {
         /// Leave even as a manager (long only: `-f` names Compose files)
@@ -90,11 +105,7 @@ impl Client {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        let address = host
-            .host
-            .clone()
-            .unwrap_or_else(|| berth_api::DEFAULT_HOST.to_owned());
-        let channel = rt.block_on(berth_api::connect(&address))?;
+        let channel = rt.block_on(super::remote::connect(host.host.as_deref(), &host.tls))?;
         Ok(Client {
             rt,
             cluster: ClusterClient::new(channel),
@@ -230,6 +241,24 @@ pub fn run(args: ClusterArgs) -> anyhow::Result<ExitCode> {
             println!(
                 "This node ({}) joined the cluster as a {}.",
                 answer.node_id, answer.role
+            );
+        }
+        ClusterCommand::ClientCert { out, name, expiry } => {
+            let lifetime_secs = match expiry {
+                Some(text) => berth_spec::model::units::parse_duration(&text)
+                    .map_err(|e| anyhow::anyhow!("--expiry {text:?}: {e}"))?
+                    .as_secs(),
+                None => 0,
+            };
+            let answer = client.call(cluster.client_cert(berth_api::v1::ClientCertRequest {
+                name,
+                lifetime_secs,
+            }))?;
+            super::remote::write_cert_dir(&out, &answer)?;
+            println!(
+                "Wrote ca.pem, cert.pem and key.pem to {}: use them with `berth -H tcp://<manager>:<port> --tlscacert … --tlscert … --tlskey …` or BERTH_CERT_PATH={}",
+                out.display(),
+                out.display()
             );
         }
         ClusterCommand::Leave { force } => {

@@ -16,6 +16,7 @@ mod image;
 mod network;
 mod node;
 mod registry;
+mod remote;
 mod service;
 mod version;
 mod volume;
@@ -145,7 +146,7 @@ pub fn main() -> ExitCode {
     if let Some(code) = compose::dispatch(&argv) {
         return code;
     }
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(remote::hoist_connection_flags(argv));
     let result = match cli.command {
         Command::Config(args) => config::run(&cli.project, &args),
         Command::Version(args) => version::run(&args),

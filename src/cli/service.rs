@@ -69,11 +69,7 @@ impl Client {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        let address = host
-            .host
-            .clone()
-            .unwrap_or_else(|| berth_api::DEFAULT_HOST.to_owned());
-        let channel = rt.block_on(berth_api::connect(&address))?;
+        let channel = rt.block_on(super::remote::connect(host.host.as_deref(), &host.tls))?;
         Ok(Client {
             rt,
             services: ServicesClient::new(channel),

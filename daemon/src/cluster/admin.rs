@@ -1,7 +1,8 @@
-//! `berth.v1.Cluster`: the operator's cluster commands, served on berthd's local socket only
-//! (whoever reaches it is root on this machine). Joining and leaving change which Raft group
-//! the node belongs to, so they write the new membership and restart berthd into it;
-//! containers keep running across the restart, as they do across any.
+//! `berth.v1.Cluster`: the operator's cluster commands, served on berthd's API — its local
+//! socket, or a tcp:// address with mutual TLS (whoever reaches it is root on this machine).
+//! Joining and leaving change which Raft group the node belongs to, so they write the new
+//! membership and restart berthd into it; containers keep running across the restart, as they
+//! do across any.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -10,9 +11,10 @@ use std::time::{Duration, SystemTime};
 use berth_api::v1::cluster_peer_client::ClusterPeerClient;
 use berth_api::v1::cluster_server;
 use berth_api::v1::{
-    InitRequest, InitResponse, JoinRequest, JoinResponse, JoinTokenRequest, JoinTokenResponse,
-    LeaveRequest, LeaveResponse, NodeInfo, NodeListRequest, NodeListResponse, NodeRemoveRequest,
-    NodeRemoveResponse, NodeUpdateRequest, NodeUpdateResponse, PeerJoinRequest,
+    ClientCertRequest, ClientCertResponse, InitRequest, InitResponse, JoinRequest, JoinResponse,
+    JoinTokenRequest, JoinTokenResponse, LeaveRequest, LeaveResponse, NodeInfo, NodeListRequest,
+    NodeListResponse, NodeRemoveRequest, NodeRemoveResponse, NodeUpdateRequest, NodeUpdateResponse,
+    PeerJoinRequest,
 };
 use berth_cluster::{
     ClusterCa, JoinSecrets, JoinToken, ManagerKey, NodeCertRequest, NodeCertificate,
@@ -588,5 +590,51 @@ impl cluster_server::Cluster for AdminService {
             .await
             .map_err(crate::api::status)?;
         Ok(Response::new(NodeRemoveResponse {}))
+    }
+
+    async fn client_cert(
+        &self,
+        request: Request<ClientCertRequest>,
+    ) -> Result<Response<ClientCertResponse>, Status> {
+        let controller = self.controller()?.clone();
+        let request = request.into_inner();
+        let name = request.name.trim();
+        let valid = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'));
+        if !valid {
+            return Err(Status::invalid_argument(format!(
+                "client name {name:?}: use 1 to 64 letters, digits, '.', '-' or '_'"
+            )));
+        }
+        if self.cluster.member.is_none() {
+            return Err(Status::failed_precondition(
+                "this node is not in a cluster: client certificates come from a cluster CA (or give berthd --tlscacert/--tlscert/--tlskey of your own)",
+            ));
+        }
+        if !self.cluster.is_manager() {
+            return Err(Status::failed_precondition(
+                "client certificates are issued by a manager: run this on one",
+            ));
+        }
+        let secrets = controller
+            .read(|s| self.cluster.secrets(s))
+            .map_err(Status::failed_precondition)?;
+        let lifetime = match request.lifetime_secs {
+            0 => secrets.ca.node_cert_lifetime(),
+            secs => Duration::from_secs(secs),
+        };
+        let issued = secrets
+            .ca
+            .issue_client(name, lifetime, SystemTime::now())
+            .map_err(|e| internal("issuing the client certificate")(e.to_string()))?;
+        tracing::info!(client = name, "issued a client certificate");
+        Ok(Response::new(ClientCertResponse {
+            ca_pem: issued.ca_pem,
+            cert_pem: issued.cert_pem,
+            key_pem: issued.key_pem,
+        }))
     }
 }

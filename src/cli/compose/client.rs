@@ -28,7 +28,11 @@ impl Session {
             .host
             .clone()
             .unwrap_or_else(|| berth_api::DEFAULT_HOST.to_owned());
-        let channel = rt.block_on(daemon_start::connect_or_start(&address, &conn.data_root))?;
+        let channel = rt.block_on(daemon_start::connect_or_start(
+            &address,
+            &conn.tls,
+            &conn.data_root,
+        ))?;
         Ok(Session {
             rt,
             compose: ComposeClient::new(channel.clone()),

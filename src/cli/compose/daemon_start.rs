@@ -15,13 +15,17 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Connects to `address`; on failure starts `berthd` when the user is root and the address
 /// is a local socket, then connects again.
-pub async fn connect_or_start(address: &str, data_root: &Path) -> anyhow::Result<Channel> {
-    let first = match berth_api::connect(address).await {
+pub async fn connect_or_start(
+    address: &str,
+    tls: &crate::cli::remote::TlsFlags,
+    data_root: &Path,
+) -> anyhow::Result<Channel> {
+    let first = match crate::cli::remote::connect(Some(address), tls).await {
         Ok(channel) => return Ok(channel),
         Err(e) => e,
     };
     let Endpoint::Unix(socket) = Endpoint::parse(address)? else {
-        return Err(first.into());
+        return Err(first);
     };
     // SAFETY: geteuid has no preconditions and cannot fail.
     let root = unsafe { libc::geteuid() } == 0;
@@ -60,7 +64,7 @@ pub async fn connect_or_start(address: &str, data_root: &Path) -> anyhow::Result
     let deadline = Instant::now() + START_TIMEOUT;
     loop {
         if socket.exists() {
-            if let Ok(channel) = berth_api::connect(address).await {
+            if let Ok(channel) = crate::cli::remote::connect(Some(address), tls).await {
                 // the daemon lives on by itself; nobody waits for it here
                 drop(child);
                 return Ok(channel);

@@ -36,7 +36,7 @@ const VERBS: [&str; 20] = [
 ];
 
 /// Flags of the main parser that take a value, to skip while looking for the verb.
-const VALUED: [&str; 11] = [
+const VALUED: [&str; 14] = [
     "-f",
     "--file",
     "-p",
@@ -48,6 +48,9 @@ const VALUED: [&str; 11] = [
     "-H",
     "--host",
     "--progress",
+    "--tlscacert",
+    "--tlscert",
+    "--tlskey",
 ];
 
 #[derive(Debug, Parser)]
@@ -98,6 +101,8 @@ pub struct Connection {
         default_value = "/var/lib/berth"
     )]
     pub data_root: PathBuf,
+    #[command(flatten)]
+    pub tls: crate::cli::remote::TlsFlags,
 }
 
 #[derive(Debug, Subcommand)]
