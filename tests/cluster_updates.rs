@@ -191,7 +191,7 @@ fn updates_roll_one_task_at_a_time_and_a_failing_version_rolls_back() {
     // v3 fails a second after it starts: failure_action rollback brings v1 back by itself,
     // running (the agents build from the restored definition, not the failed one).
     rig.compose(0, &app(3, true));
-    let _failing = up(&rig);
+    let failing = up(&rig);
     rig.wait_for(
         "the failed update to roll back",
         Duration::from_secs(120),
@@ -205,6 +205,17 @@ fn updates_roll_one_task_at_a_time_and_a_failing_version_rolls_back() {
         },
     );
     assert_eq!(web_hash(&rig, 1), v1);
+    // the `up -d` of v3 gave up waiting once the rollback completed, saying why
+    let out = failing.finish();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "up of a rolled-back update succeeded"
+    );
+    assert!(
+        stderr.contains("did not reach its new configuration") && stderr.contains("rolled back"),
+        "{stderr}"
+    );
     let tasks = rig.service_tasks(0, WEB);
     assert!(
         tasks

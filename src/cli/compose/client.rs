@@ -1,8 +1,9 @@
-//! The connection to `berthd`: one tokio runtime for the command, the Compose and System
-//! clients over one channel, and the daemon's auto-start when none answers
+//! The connection to `berthd`: one tokio runtime for the command, the Compose, System and
+//! Services clients over one channel, and the daemon's auto-start when none answers
 //! ([`super::daemon_start`]).
 
 use berth_api::v1::compose_client::ComposeClient;
+use berth_api::v1::services_client::ServicesClient;
 use berth_api::v1::system_client::SystemClient;
 use tonic::transport::Channel;
 
@@ -15,6 +16,8 @@ pub struct Session {
     pub compose: ComposeClient<Channel>,
     #[allow(dead_code)]
     pub system: SystemClient<Channel>,
+    /// Rolling-update state of services (`up` stops waiting when an update gave up).
+    pub services: ServicesClient<Channel>,
 }
 
 impl Session {
@@ -36,7 +39,8 @@ impl Session {
         Ok(Session {
             rt,
             compose: ComposeClient::new(channel.clone()),
-            system: SystemClient::new(channel),
+            system: SystemClient::new(channel.clone()),
+            services: ServicesClient::new(channel),
         })
     }
 

@@ -287,6 +287,40 @@ pub fn restarts(service: &berth_spec::model::Service) -> bool {
     by_restart || by_deploy
 }
 
+/// The first of `services` whose rolling update gave up (paused, or rolled back to its
+/// previous configuration), as one line with the orchestrator's reason.
+fn update_given_up(
+    session: &Session,
+    project: &str,
+    services: &[&str],
+) -> anyhow::Result<Option<String>> {
+    let listed = session
+        .call(session.services.clone().list(v1::ServiceListRequest {
+            app: project.to_owned(),
+        }))?
+        .services;
+    Ok(listed
+        .iter()
+        .filter(|s| services.contains(&s.service.as_str()))
+        .find_map(|s| {
+            let what = match s.update_state.as_str() {
+                "paused" => "its update is paused",
+                "rollback_completed" => "its update was rolled back to the previous configuration",
+                "rollback_paused" => "its update's rollback is paused",
+                _ => return None,
+            };
+            let why = if s.update_message.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", s.update_message)
+            };
+            Some(format!(
+                "service {} did not reach its new configuration, {what}{why}",
+                s.service
+            ))
+        }))
+}
+
 /// Polls the app's tasks until each expected service has its replicas, of the deployed
 /// configuration, at the goal. A failed task of a service that is not restarted ends the
 /// wait at once.
@@ -300,6 +334,7 @@ fn converge(
     display: &mut Display,
 ) -> anyhow::Result<()> {
     let mut compose = session.compose.clone();
+    let mut polls = 0u32;
     loop {
         let tasks = session
             .call(compose.ps(PsRequest {
@@ -340,11 +375,21 @@ fn converge(
         if goal != Goal::Created && !dead.is_empty() && (goal == Goal::Healthy || stuck) {
             bail!("{project} did not start: {}", failed.join("; "));
         }
-        let converged = expected
+        let behind: Vec<&str> = expected
             .iter()
-            .all(|(svc, (n, _))| done.get(svc.as_str()).copied().unwrap_or(0) >= *n);
-        if converged {
+            .filter(|(svc, (n, _))| done.get(svc.as_str()).copied().unwrap_or(0) < *n)
+            .map(|(svc, _)| svc.as_str())
+            .collect();
+        if behind.is_empty() {
             return Ok(());
+        }
+        // an update that paused or rolled back never brings the new configuration: say so
+        // instead of waiting for it (asked only once the fast path is over)
+        polls += 1;
+        if polls % 25 == 0 {
+            if let Some(reason) = update_given_up(session, project, &behind)? {
+                bail!("{project}: {reason}");
+            }
         }
         if deadline.is_some_and(|d| Instant::now() > d) {
             let detail = if failed.is_empty() {
