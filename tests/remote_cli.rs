@@ -516,3 +516,31 @@ fn a_cluster_member_serves_tcp_with_the_cluster_ca_and_issues_client_certificate
     assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status:?}");
     daemon.stop();
 }
+
+#[test]
+fn a_socket_of_its_own_without_a_data_root_starts_no_daemon() {
+    let root = tempfile::Builder::new()
+        .prefix("berth-remote-")
+        .tempdir()
+        .expect("tempdir");
+    let socket = format!("unix://{}", root.path().join("nobody.sock").display());
+    // BERTH_DATA_ROOT unset: the default data root, which belongs to the machine's daemon
+    let mut command = Command::new("timeout");
+    let o = command
+        .args(["--kill-after=5", "60", BERTH, "-H", &socket, "ls"])
+        .current_dir(root.path())
+        .env_remove("BERTH_HOST")
+        .env_remove("BERTH_DATA_ROOT")
+        .stdin(Stdio::null())
+        .output()
+        .expect("timeout berth");
+    let out = text(&o);
+    assert!(!o.status.success(), "{out}");
+    assert!(out.contains("no berth daemon answers at"), "{out}");
+    assert!(out.contains("only for the default socket"), "{out}");
+    assert!(!out.contains("started"), "a daemon was started: {out}");
+    assert!(
+        !root.path().join("nobody.sock").exists(),
+        "something serves the socket"
+    );
+}

@@ -10,11 +10,14 @@ use anyhow::{Context, bail};
 use berth_api::Endpoint;
 use tonic::transport::Channel;
 
+/// The data root a daemon uses when none is given (`--data-root`, `BERTH_DATA_ROOT`).
+const DEFAULT_DATA_ROOT: &str = "/var/lib/berth";
+
 /// How long a freshly started daemon may take to answer.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Connects to `address`; on failure starts `berthd` when the user is root and the address
-/// is a local socket, then connects again.
+/// is the default socket or comes with a data root of its own, then connects again.
 pub async fn connect_or_start(
     address: &str,
     tls: &crate::cli::remote::TlsFlags,
@@ -27,6 +30,16 @@ pub async fn connect_or_start(
     let Endpoint::Unix(socket) = Endpoint::parse(address)? else {
         return Err(first);
     };
+    // A socket of its own with the default data root would start a second daemon on the
+    // machine's state (/var/lib/berth) behind an unusual socket — almost always a daemon
+    // that has not created its socket yet, or a typo. Only the default endpoint, or one
+    // given together with its own data root, starts a daemon.
+    if address != berth_api::DEFAULT_HOST && data_root == Path::new(DEFAULT_DATA_ROOT) {
+        bail!(
+            "{} (berth starts a daemon by itself only for the default socket, or with --data-root)",
+            how_to_start(address, &socket, data_root)
+        );
+    }
     // SAFETY: geteuid has no preconditions and cannot fail.
     let root = unsafe { libc::geteuid() } == 0;
     if !root {
