@@ -293,6 +293,7 @@ impl<S: StateMachine> RaftHandle<S> {
             keep_conf_through,
             reads: HashMap::new(),
             confirmed_reads: Vec::new(),
+            conf_changed: false,
         };
         let thread = std::thread::Builder::new()
             .name("raft".into())
@@ -453,6 +454,10 @@ struct Member<S, T> {
     reads: HashMap<u64, (ReadReply, Instant)>,
     /// Reads the leader confirmed at an index this member has not applied yet.
     confirmed_reads: Vec<(u64, ReadReply)>,
+    /// The configuration changed since the stored snapshot was taken. A member added after
+    /// the log was compacted can only start from a snapshot, and raft refuses one whose
+    /// configuration does not name it: the next compaction runs at once.
+    conf_changed: bool,
 }
 
 type ReadReply = oneshot::Sender<Result<u64, RaftError>>;
@@ -684,6 +689,7 @@ impl<S: StateMachine, T: Transport> Member<S, T> {
                         ConfChange::parse_from_bytes(&entry.data).map_err(raft::Error::from)?;
                     let conf = self.node.apply_conf_change(&change)?;
                     self.node.mut_store().set_conf_state(&conf)?;
+                    self.conf_changed = true;
                     *self.shared.conf.write().unwrap_or_else(|e| e.into_inner()) = conf;
                     self.reply(&entry.context, Ok(Vec::new()));
                 }
@@ -692,6 +698,7 @@ impl<S: StateMachine, T: Transport> Member<S, T> {
                         ConfChangeV2::parse_from_bytes(&entry.data).map_err(raft::Error::from)?;
                     let conf = self.node.apply_conf_change(&change)?;
                     self.node.mut_store().set_conf_state(&conf)?;
+                    self.conf_changed = true;
                     *self.shared.conf.write().unwrap_or_else(|e| e.into_inner()) = conf;
                     self.reply(&entry.context, Ok(Vec::new()));
                 }
@@ -701,12 +708,13 @@ impl<S: StateMachine, T: Transport> Member<S, T> {
     }
 
     fn maybe_compact(&mut self) -> Result<(), RaftError> {
-        let since = self
-            .applied
-            .saturating_sub(self.node.store().snapshot_index());
-        if since < self.config.compact_every {
+        let snapshot_index = self.node.store().snapshot_index();
+        let since = self.applied.saturating_sub(snapshot_index);
+        let stale_conf = self.conf_changed && snapshot_index > 0 && since > 0;
+        if since < self.config.compact_every && !stale_conf {
             return Ok(());
         }
+        self.conf_changed = false;
         let data = self
             .state
             .read()
@@ -1153,6 +1161,60 @@ mod tests {
         let mut voters = leader.membership().voters;
         voters.sort();
         assert_eq!(voters, vec![1, 2]);
+    }
+
+    #[test]
+    fn a_member_added_after_compaction_catches_up_by_snapshot() {
+        let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+        let mesh = Mesh::default();
+        let start = |id: u64, voters: Vec<u64>| {
+            let config = RaftConfig {
+                id,
+                initial_voters: voters,
+                tick: Duration::from_millis(10),
+                compact_every: 20,
+                keep_after_compaction: 5,
+                ..RaftConfig::single(id, dirs[id as usize - 1].path().to_owned())
+            };
+            let handle = RaftHandle::start(config, Kv::default(), mesh.clone()).unwrap();
+            mesh.peers.write().unwrap().insert(id, handle.input.clone());
+            handle
+        };
+        let members = vec![start(1, vec![1, 2]), start(2, vec![1, 2])];
+        let rt = runtime();
+        let leader = &members[wait_for_leader(&members, &[]) as usize - 1];
+        // far more entries than the leader keeps after compacting: the first ones are gone
+        // from its log, so a newcomer can only start from a snapshot
+        for i in 0..100 {
+            rt.block_on(leader.propose(format!("k{i}={i}").into_bytes()))
+                .unwrap();
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let newcomer = start(3, vec![1, 2]);
+        rt.block_on(leader.add_voter(3)).unwrap();
+        while newcomer.read(|kv| kv.map.get("k99").cloned()) != Some("99".into()) {
+            assert!(
+                Instant::now() < deadline,
+                "the new member did not catch up: {:?}, {} keys; leader {:?}",
+                newcomer.status(),
+                newcomer.read(|kv| kv.map.len()),
+                leader.status()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // everything is there, and the early entries came in the snapshot, not one by one
+        assert_eq!(newcomer.read(|kv| kv.map.len()), 100);
+        assert_eq!(
+            newcomer.read(|kv| kv.map.get("k0").cloned()),
+            Some("0".into())
+        );
+        assert!(
+            !newcomer.read(|kv| kv.applied.contains(&3)),
+            "the newcomer replayed the compacted entries one by one"
+        );
+        let mut voters = leader.membership().voters;
+        voters.sort();
+        assert_eq!(voters, vec![1, 2, 3]);
     }
 
     fn wait_for_leader(members: &[RaftHandle<Kv>], excluded: &[u64]) -> u64 {
