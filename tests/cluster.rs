@@ -70,8 +70,8 @@ const APP: &str = "services:\n  web:\n    image: busybox:latest\n    command: [\
 
 #[test]
 fn a_cluster_forms_spreads_an_app_and_survives_its_leader_a_worker_and_a_drain() {
-    let mut rig = Rig::new(4);
-    // Form: node 0 initializes, 1 and 2 join as managers, 3 as a worker.
+    let mut rig = Rig::new(5);
+    // Form: node 0 initializes, 1 and 2 join as managers, 3 and 4 as workers.
     let advertise = rig.nodes[0].ip.clone();
     rig.ok(0, &["cluster", "init", "--advertise-addr", &advertise]);
     let manager = token(&rig, 0, "manager");
@@ -80,17 +80,18 @@ fn a_cluster_forms_spreads_an_app_and_survives_its_leader_a_worker_and_a_drain()
     let worker = token(&rig, 0, "worker");
     assert_ne!(manager, worker);
     join(&rig, 3, &worker);
-    let ids: Vec<String> = (0..4).map(|i| rig.id_of(i)).collect();
+    join(&rig, 4, &worker);
+    let ids: Vec<String> = (0..5).map(|i| rig.id_of(i)).collect();
     assert!(ids.iter().all(|id| !id.is_empty()), "{ids:?}");
-    rig.wait_for("4 ready nodes, 3 managers", Duration::from_secs(30), |r| {
+    rig.wait_for("5 ready nodes, 3 managers", Duration::from_secs(30), |r| {
         let nodes = r.nodes_seen_by(0);
-        nodes.len() == 4
+        nodes.len() == 5
             && nodes.iter().all(|n| n["Status"] == "ready")
             && nodes.iter().filter(|n| n["Role"] == "manager").count() == 3
     });
     // Every node, the worker included, sees the same replicated membership.
     rig.wait_for("the worker sees every node", Duration::from_secs(10), |r| {
-        r.nodes_seen_by(3).len() == 4
+        r.nodes_seen_by(3).len() == 5 && r.nodes_seen_by(4).len() == 5
     });
 
     // A worker cannot call a manager API: its writes are refused by the leader.
@@ -113,7 +114,10 @@ fn a_cluster_forms_spreads_an_app_and_survives_its_leader_a_worker_and_a_drain()
         spread.iter().filter(|n| **n > 0).count() >= 3,
         "tasks on too few nodes: {spread:?}"
     );
-    assert!(spread[3] > 0, "the worker runs tasks: {spread:?}");
+    assert!(
+        spread[3] > 0 && spread[4] > 0,
+        "the workers run tasks: {spread:?}"
+    );
 
     // kill -9 the leader: a new one is elected within seconds, the API keeps answering and
     // the acknowledged deploy is still there; the dead node's tasks come back elsewhere.
@@ -138,7 +142,7 @@ fn a_cluster_forms_spreads_an_app_and_survives_its_leader_a_worker_and_a_drain()
         },
     );
 
-    // kill -9 the worker: its tasks reappear on the managers left.
+    // kill -9 a worker: its tasks reappear on the nodes left.
     rig.kill9(3);
     rig.wait_for(
         "the worker down, its tasks elsewhere",
@@ -152,7 +156,7 @@ fn a_cluster_forms_spreads_an_app_and_survives_its_leader_a_worker_and_a_drain()
         },
     );
 
-    // Drain one of the two managers left: everything moves to the other.
+    // Drain one of the two managers left: everything moves to the other and the worker.
     let other = (0..3).find(|i| *i != old && *i != survivor).unwrap();
     rig.ok(
         survivor,
@@ -160,7 +164,9 @@ fn a_cluster_forms_spreads_an_app_and_survives_its_leader_a_worker_and_a_drain()
     );
     rig.wait_for("the drained node empty", Duration::from_secs(60), |r| {
         let spread = tasks_by_node(r, survivor, &ids);
-        spread[other] == 0 && spread[survivor] == 6 && running(r, survivor, &compose) == 6
+        spread[other] == 0
+            && spread[survivor] + spread[4] == 6
+            && running(r, survivor, &compose) == 6
     });
     let _ = rig.berth(
         survivor,
