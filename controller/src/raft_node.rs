@@ -961,17 +961,7 @@ mod tests {
         let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
         let mesh = Mesh::default();
         let members: Vec<RaftHandle<Kv>> = (1..=3u64)
-            .map(|id| {
-                let config = RaftConfig {
-                    id,
-                    initial_voters: vec![1, 2, 3],
-                    tick: Duration::from_millis(10),
-                    ..RaftConfig::single(id, dirs[id as usize - 1].path().to_owned())
-                };
-                let handle = RaftHandle::start(config, Kv::default(), mesh.clone()).unwrap();
-                mesh.peers.write().unwrap().insert(id, handle.input.clone());
-                handle
-            })
+            .map(|id| on_mesh(&mesh, meshed(id, &dirs, vec![1, 2, 3])))
             .collect();
         let rt = runtime();
         let leader = wait_for_leader(&members, &[]);
@@ -1007,17 +997,7 @@ mod tests {
         let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
         let mesh = Mesh::default();
         let members: Vec<RaftHandle<Kv>> = (1..=3u64)
-            .map(|id| {
-                let config = RaftConfig {
-                    id,
-                    initial_voters: vec![1, 2, 3],
-                    tick: Duration::from_millis(10),
-                    ..RaftConfig::single(id, dirs[id as usize - 1].path().to_owned())
-                };
-                let handle = RaftHandle::start(config, Kv::default(), mesh.clone()).unwrap();
-                mesh.peers.write().unwrap().insert(id, handle.input.clone());
-                handle
-            })
+            .map(|id| on_mesh(&mesh, meshed(id, &dirs, vec![1, 2, 3])))
             .collect();
         let rt = runtime();
         let leader = wait_for_leader(&members, &[]);
@@ -1119,15 +1099,10 @@ mod tests {
         let mesh = Mesh::default();
         let start = |id: u64, voters: Vec<u64>, learners: Vec<u64>| {
             let config = RaftConfig {
-                id,
-                initial_voters: voters,
                 initial_learners: learners,
-                tick: Duration::from_millis(10),
-                ..RaftConfig::single(id, dirs[id as usize - 1].path().to_owned())
+                ..meshed(id, &dirs, voters)
             };
-            let handle = RaftHandle::start(config, Kv::default(), mesh.clone()).unwrap();
-            mesh.peers.write().unwrap().insert(id, handle.input.clone());
-            handle
+            on_mesh(&mesh, config)
         };
         let members = vec![start(1, vec![1, 2], vec![]), start(2, vec![1, 2], vec![])];
         let rt = runtime();
@@ -1169,16 +1144,11 @@ mod tests {
         let mesh = Mesh::default();
         let start = |id: u64, voters: Vec<u64>| {
             let config = RaftConfig {
-                id,
-                initial_voters: voters,
-                tick: Duration::from_millis(10),
                 compact_every: 20,
                 keep_after_compaction: 5,
-                ..RaftConfig::single(id, dirs[id as usize - 1].path().to_owned())
+                ..meshed(id, &dirs, voters)
             };
-            let handle = RaftHandle::start(config, Kv::default(), mesh.clone()).unwrap();
-            mesh.peers.write().unwrap().insert(id, handle.input.clone());
-            handle
+            on_mesh(&mesh, config)
         };
         let members = vec![start(1, vec![1, 2]), start(2, vec![1, 2])];
         let rt = runtime();
@@ -1215,6 +1185,25 @@ mod tests {
         let mut voters = leader.membership().voters;
         voters.sort();
         assert_eq!(voters, vec![1, 2, 3]);
+    }
+
+    /// The configuration of member `id` of a test group: its own directory of `dirs`, the
+    /// given voters, fast ticks.
+    fn meshed(id: u64, dirs: &[tempfile::TempDir], voters: Vec<u64>) -> RaftConfig {
+        RaftConfig {
+            id,
+            initial_voters: voters,
+            tick: Duration::from_millis(10),
+            ..RaftConfig::single(id, dirs[id as usize - 1].path().to_owned())
+        }
+    }
+
+    /// Starts a member on `mesh` and makes it reachable by the others.
+    fn on_mesh(mesh: &Mesh, config: RaftConfig) -> RaftHandle<Kv> {
+        let id = config.id;
+        let handle = RaftHandle::start(config, Kv::default(), mesh.clone()).unwrap();
+        mesh.peers.write().unwrap().insert(id, handle.input.clone());
+        handle
     }
 
     fn wait_for_leader(members: &[RaftHandle<Kv>], excluded: &[u64]) -> u64 {
