@@ -16,22 +16,15 @@ BIN=${BIN:-$REPO/target/release}
 [ -x "$BIN/berthd" ] || { echo "no $BIN/berthd: cargo build --release --workspace first (or set BIN)" >&2; exit 1; }
 command -v hyperfine >/dev/null || { echo "install hyperfine" >&2; exit 2; }
 command -v dockerd >/dev/null || { echo "install Debian's docker.io" >&2; exit 2; }
-TAG=bd$$
 WORK=$(mktemp -d /tmp/berth-deploy-XXXXXX)
-SUB=10.233.$(( $$ % 200 + 20 ))
-declare -a PIDS
+. "$(dirname "$0")/cluster-nodes.sh"
 DOCKERD=""
 cleanup() {
   set +e
   for i in 0 1 2; do
     timeout 60 "$BIN/berth" -H "unix://$WORK/n$i.sock" -p bench down >/dev/null 2>&1
   done
-  for i in 0 1 2; do
-    [ -n "${PIDS[$i]:-}" ] && kill -9 "${PIDS[$i]}" 2>/dev/null
-    for p in $(ip netns pids ${TAG}n$i 2>/dev/null); do kill -9 "$p" 2>/dev/null; done
-    ip netns del ${TAG}n$i 2>/dev/null
-  done
-  ip link del ${TAG}br 2>/dev/null
+  remove_nodes
   for f in "$WORK"/n*/containers/*/rootfs; do umount "$f" 2>/dev/null; done
   if [ -n "$DOCKERD" ]; then
     docker -H "unix://$WORK/docker.sock" swarm leave --force >/dev/null 2>&1
@@ -43,34 +36,12 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# --- berth: three managers in namespaces
-ip link add ${TAG}br type bridge && ip link set ${TAG}br up
-start() {
-  local i=$1
-  nsenter --net=/run/netns/${TAG}n$i -- "$BIN/berthd" --data-root "$WORK/n$i" \
-    -H "unix://$WORK/n$i.sock" --run-root "$WORK/run$i" --docker-host none \
-    --log-level warn >>"$WORK/n$i.log" 2>&1 &
-  PIDS[$i]=$!
-  for _ in $(seq 300); do
-    timeout 5 "$BIN/berth" node -H "unix://$WORK/n$i.sock" ls >/dev/null 2>&1 && return 0
-    sleep 0.1
-  done
-  echo "berthd $i did not answer; see $WORK/n$i.log" >&2; exit 1
+# --- berth: three managers in namespaces, busybox imported into each before it starts
+import_busybox() {
+  BERTH="$BIN/berth" BERTH_DATA_ROOT="$WORK/n$1" "$REPO/examples/images/make-busybox.sh" >/dev/null
 }
-for i in 0 1 2; do
-  ip netns add ${TAG}n$i
-  ip link add ${TAG}v$i type veth peer name eth0 netns ${TAG}n$i
-  ip link set ${TAG}v$i master ${TAG}br up
-  ip -n ${TAG}n$i addr add $SUB.$((i+1))/24 dev eth0
-  ip -n ${TAG}n$i link set eth0 up; ip -n ${TAG}n$i link set lo up
-  BERTH="$BIN/berth" BERTH_DATA_ROOT="$WORK/n$i" "$REPO/examples/images/make-busybox.sh" >/dev/null
-  start $i
-done
-b() { local i=$1; shift; timeout 120 "$BIN/berth" "$1" -H "unix://$WORK/n$i.sock" "${@:2}"; }
-b 0 cluster init --advertise-addr $SUB.1 >/dev/null
-T=$(b 0 cluster join-token manager -q)
-b 1 cluster join --token "$T" --advertise-addr $SUB.2 $SUB.1 >/dev/null
-b 2 cluster join --token "$T" --advertise-addr $SUB.3 $SUB.1 >/dev/null
+make_nodes import_busybox
+form_cluster
 for _ in $(seq 100); do
   [ "$(b 0 node ls --format json | python3 -c 'import json,sys; print(sum(n["Status"]=="ready" for n in json.load(sys.stdin)))')" = 3 ] && break
   sleep 0.2

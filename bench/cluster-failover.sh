@@ -11,46 +11,12 @@ set -euo pipefail
 ROUNDS=${1:-5}
 BIN=${BIN:-$(cd "$(dirname "$0")/.." && pwd)/target/debug}
 [ -x "$BIN/berthd" ] || { echo "no $BIN/berthd: cargo build --workspace first (or set BIN)" >&2; exit 1; }
-TAG=bf$$
 WORK=$(mktemp -d /tmp/berth-failover-XXXXXX)
-SUB=10.232.$(( $$ % 200 + 20 ))
-declare -a PIDS
-cleanup() {
-  for i in 0 1 2; do
-    [ -n "${PIDS[$i]:-}" ] && kill -9 "${PIDS[$i]}" 2>/dev/null || true
-    for p in $(ip netns pids ${TAG}n$i 2>/dev/null); do kill -9 "$p" 2>/dev/null || true; done
-    ip netns del ${TAG}n$i 2>/dev/null || true
-  done
-  ip link del ${TAG}br 2>/dev/null || true
-  rm -rf "$WORK"
-}
+. "$(dirname "$0")/cluster-nodes.sh"
+cleanup() { remove_nodes; rm -rf "$WORK"; }
 trap cleanup EXIT
-ip link add ${TAG}br type bridge && ip link set ${TAG}br up
-start() {
-  local i=$1
-  nsenter --net=/run/netns/${TAG}n$i -- "$BIN/berthd" --data-root "$WORK/n$i" \
-    -H "unix://$WORK/n$i.sock" --run-root "$WORK/run$i" --docker-host none \
-    --log-level warn >>"$WORK/n$i.log" 2>&1 &
-  PIDS[$i]=$!
-  for _ in $(seq 300); do
-    timeout 5 "$BIN/berth" node -H "unix://$WORK/n$i.sock" ls >/dev/null 2>&1 && return 0
-    sleep 0.1
-  done
-  echo "berthd $i did not answer" >&2; exit 1
-}
-for i in 0 1 2; do
-  ip netns add ${TAG}n$i
-  ip link add ${TAG}v$i type veth peer name eth0 netns ${TAG}n$i
-  ip link set ${TAG}v$i master ${TAG}br up
-  ip -n ${TAG}n$i addr add $SUB.$((i+1))/24 dev eth0
-  ip -n ${TAG}n$i link set eth0 up; ip -n ${TAG}n$i link set lo up
-  start $i
-done
-b() { local i=$1; shift; timeout 60 "$BIN/berth" "$1" -H "unix://$WORK/n$i.sock" "${@:2}"; }
-b 0 cluster init --advertise-addr $SUB.1 >/dev/null
-T=$(b 0 cluster join-token manager -q)
-b 1 cluster join --token "$T" --advertise-addr $SUB.2 $SUB.1 >/dev/null
-b 2 cluster join --token "$T" --advertise-addr $SUB.3 $SUB.1 >/dev/null
+make_nodes
+form_cluster
 leader_of() { # the rig index of the leader as node $1 sees it, or nothing
   local json; json=$(b "$1" node ls --format json 2>/dev/null) || return 0
   python3 -c 'import json,sys
