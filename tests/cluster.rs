@@ -174,6 +174,29 @@ fn a_cluster_forms_spreads_an_app_and_survives_its_leader_a_worker_and_a_drain()
     );
 }
 
+/// A gRPC channel to the cluster port at `addr` over TLS under `tls`, the server verified by
+/// its IP address.
+async fn peer_channel(
+    addr: std::net::SocketAddr,
+    tls: std::sync::Arc<rustls::ClientConfig>,
+) -> Result<tonic::transport::Channel, String> {
+    let connector = tokio_rustls::TlsConnector::from(tls);
+    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect_timeout(Duration::from_secs(5))
+        .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+            let connector = connector.clone();
+            async move {
+                let tcp = tokio::net::TcpStream::connect(addr).await?;
+                let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+                let tls = connector.connect(name, tcp).await?;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tls))
+            }
+        }))
+        .await
+        .map_err(|e| format!("connect: {e}"))
+}
+
 /// Calls `ClusterPeer.Raft` with an empty batch on `addr` under `tls`, from the host's foot
 /// on the rig's bridge.
 fn call_raft(
@@ -185,21 +208,7 @@ fn call_raft(
         .build()
         .unwrap();
     rt.block_on(async move {
-        let connector = tokio_rustls::TlsConnector::from(tls);
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-            .unwrap()
-            .connect_timeout(Duration::from_secs(5))
-            .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
-                let connector = connector.clone();
-                async move {
-                    let tcp = tokio::net::TcpStream::connect(addr).await?;
-                    let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
-                    let tls = connector.connect(name, tcp).await?;
-                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tls))
-                }
-            }))
-            .await
-            .map_err(|e| format!("connect: {e}"))?;
+        let channel = peer_channel(addr, tls).await?;
         let mut client = berth_api::v1::cluster_peer_client::ClusterPeerClient::new(channel);
         let mut request = tonic::Request::new(berth_api::v1::RaftBatch { messages: vec![] });
         request.set_timeout(Duration::from_secs(5));
@@ -553,21 +562,7 @@ fn call_task_files(
         .unwrap();
     let task = task.to_owned();
     rt.block_on(async move {
-        let connector = tokio_rustls::TlsConnector::from(tls);
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-            .unwrap()
-            .connect_timeout(Duration::from_secs(5))
-            .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
-                let connector = connector.clone();
-                async move {
-                    let tcp = tokio::net::TcpStream::connect(addr).await?;
-                    let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
-                    let tls = connector.connect(name, tcp).await?;
-                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tls))
-                }
-            }))
-            .await
-            .map_err(|e| format!("connect: {e}"))?;
+        let channel = peer_channel(addr, tls).await?;
         let mut client = berth_api::v1::cluster_peer_client::ClusterPeerClient::new(channel);
         let mut request = tonic::Request::new(berth_api::v1::TaskFilesRequest { task_id: task });
         request.set_timeout(Duration::from_secs(5));
