@@ -619,3 +619,51 @@ fn logs_follow_until_exit_with_timestamps() {
             .is_empty()
     );
 }
+
+#[test]
+fn logs_follow_ends_when_the_container_is_removed_and_keeps_its_last_lines() {
+    let e = Env::new();
+    // `last` is written on the way out, just before the removal deletes the log file:
+    // a follower must still deliver it, and must end instead of waiting for a container
+    // that no longer exists (docker-py's `run(remove=True)` reads its logs after `DELETE`)
+    e.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "follow-rm",
+        "busybox",
+        "sh",
+        "-c",
+        "trap 'echo last; exit 0' TERM; echo first; while :; do sleep 0.05; done",
+    ]);
+    let c = e.containers();
+    let id = c.resolve("follow-rm").unwrap().id;
+    e.wait_for("the first line", || {
+        e.ok(&["logs", "follow-rm"]).contains("first")
+    });
+    let (tx, rx) = std::sync::mpsc::channel();
+    let follower = {
+        let c = e.containers();
+        let id = id.clone();
+        std::thread::spawn(move || {
+            let opts = berth_node_agent::container::LogOptions {
+                follow: true,
+                ..Default::default()
+            };
+            let mut lines = String::new();
+            let r = c.logs(&id, &opts, |rec| {
+                lines.push_str(&rec.log);
+                true
+            });
+            let _ = tx.send((r.is_ok(), lines));
+        })
+    };
+    c.stop(&id, Duration::from_secs(10)).unwrap();
+    c.remove(&id, false).unwrap();
+    let (ok, lines) = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the follower did not end after the container was removed");
+    follower.join().unwrap();
+    assert!(ok);
+    assert_eq!(lines, "first\nlast\n");
+}

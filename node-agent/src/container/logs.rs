@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use berth_shim::log::LogRecord;
 
-use super::record::Status;
+use super::record::{Record, Status};
 use super::{ContainerError, Containers, io_err};
 
 #[derive(Debug, Clone, Default)]
@@ -53,28 +53,31 @@ impl Containers {
         if !opts.follow {
             return Ok(());
         }
-        // Follow from the end of what was read (no rotation: berth sets no size limit).
-        let mut offset = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        // Follow from the end of what was read (no rotation: berth sets no size limit). The
+        // file stays open from then on, so what the container wrote last can still be read
+        // once a removal has deleted it (`docker run` without `-d` through docker-py reads
+        // the followed logs only after its `DELETE`).
+        let offset = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        let mut reader: Option<BufReader<std::fs::File>> = None;
         let mut partial = String::new();
         loop {
-            let mut r = record.clone();
-            self.observe(&mut r);
-            let running = r.state.status == Status::Running;
-            if let Ok(mut f) = std::fs::File::open(&path) {
-                f.seek(SeekFrom::Start(offset))
-                    .map_err(io_err("seek", &path))?;
-                let mut reader = BufReader::new(f);
-                loop {
-                    let n = reader
-                        .read_line(&mut partial)
-                        .map_err(io_err("read", &path))?;
-                    if n == 0 {
-                        break;
-                    }
-                    if !partial.ends_with('\n') {
-                        break;
-                    }
-                    offset += partial.len() as u64;
+            // whether it still runs, decided before the read, so the last read sees all
+            let running = self.still_running(&record.id);
+            if reader.is_none() {
+                if let Ok(mut f) = std::fs::File::open(&path) {
+                    f.seek(SeekFrom::Start(offset))
+                        .map_err(io_err("seek", &path))?;
+                    reader = Some(BufReader::new(f));
+                }
+            }
+            if let Some(reader) = reader.as_mut() {
+                // an incomplete last line stays in `partial` until its end is written
+                while reader
+                    .read_line(&mut partial)
+                    .map_err(io_err("read", &path))?
+                    > 0
+                    && partial.ends_with('\n')
+                {
                     if let Ok(rec) = serde_json::from_str::<LogRecord>(&partial) {
                         if !emit(&rec) {
                             return Ok(());
@@ -82,15 +85,23 @@ impl Containers {
                     }
                     partial.clear();
                 }
-                if !partial.is_empty() {
-                    // an incomplete last line: read it again whole next time
-                    partial.clear();
-                }
             }
             if !running {
                 return Ok(());
             }
-            std::thread::sleep(Duration::from_millis(100));
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Whether container `id` exists and runs; a removed one (even one renamed out of the
+    /// listing a moment ago) does not.
+    fn still_running(&self, id: &str) -> bool {
+        match Record::load(&self.container_dir(id)) {
+            Ok(mut r) => {
+                self.observe(&mut r);
+                r.state.status == Status::Running
+            }
+            Err(_) => false,
         }
     }
 }
