@@ -667,3 +667,66 @@ fn logs_follow_ends_when_the_container_is_removed_and_keeps_its_last_lines() {
     assert!(ok);
     assert_eq!(lines, "first\nlast\n");
 }
+
+#[test]
+fn a_removal_cut_short_is_finished_by_the_next_owner_and_a_live_one_is_left_alone() {
+    let e = Env::new();
+    let c = e.containers();
+    let mut ids = Vec::new();
+    for name in ["rm-cut", "rm-live"] {
+        e.ok(&["run", "-d", "--name", name, "busybox", "sleep", "600"]);
+        ids.push(c.resolve(name).unwrap().id);
+    }
+    let pid_of = |id: &str| {
+        let mut r = c.resolve(id).unwrap();
+        c.observe(&mut r);
+        r.state.pid
+    };
+    let pids: Vec<i32> = ids.iter().map(|id| pid_of(id)).collect();
+    let rootfs = c.rootfs_of(&ids[0]).unwrap();
+    // the state a remover leaves when it dies right after renaming the directory away
+    let retired: Vec<PathBuf> = ids
+        .iter()
+        .map(|id| {
+            let to = e
+                .root
+                .path()
+                .join("containers")
+                .join(format!(".removing-{id}"));
+            std::fs::rename(c.container_dir(id), &to).unwrap();
+            to
+        })
+        .collect();
+    // the second still has a remover at work: it holds the lock on the directory
+    let held = std::fs::File::open(&retired[1]).unwrap();
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&held);
+    // SAFETY: flock on a descriptor this test owns.
+    let locked = unsafe { libc::flock(fd, libc::LOCK_EX) };
+    assert_eq!(locked, 0);
+    assert_eq!(c.finish_interrupted_removals(), vec![ids[0].clone()]);
+    assert!(
+        !retired[0].exists(),
+        "the interrupted removal left its directory"
+    );
+    assert!(
+        !c.shim_dir(&ids[0]).exists(),
+        "the shim's directory is left"
+    );
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
+    assert!(
+        !mounts.contains(rootfs.to_str().unwrap()),
+        "the root filesystem is still mounted"
+    );
+    e.wait_for("the container's process to go", || {
+        !Path::new(&format!("/proc/{}", pids[0])).exists()
+    });
+    assert!(retired[1].exists(), "a removal in progress was taken over");
+    assert!(Path::new(&format!("/proc/{}", pids[1])).exists());
+    // its remover "finishes": the lock is free, and the next sweep completes it
+    drop(held);
+    assert_eq!(c.finish_interrupted_removals(), vec![ids[1].clone()]);
+    assert!(!retired[1].exists());
+    e.wait_for("the second container's process to go", || {
+        !Path::new(&format!("/proc/{}", pids[1])).exists()
+    });
+}

@@ -106,7 +106,16 @@ impl Backend {
                     source,
                 })?;
         }
-        Backend::open_shared(config, networks)
+        let backend = Backend::open_shared(config, networks)?;
+        // removals a crash cut short finish before the first request
+        let sweeper = backend.containers.clone();
+        let finished = tokio::task::spawn_blocking(move || sweeper.finish_interrupted_removals())
+            .await
+            .unwrap_or_default();
+        if !finished.is_empty() {
+            tracing::info!(containers = ?finished, "finished interrupted removals");
+        }
+        Ok(backend)
     }
 
     /// Like [`Backend::open`], on networks the caller already opened and restored: berthd

@@ -15,10 +15,12 @@ impl Containers {
         let Ok(_lock) = self.record_lock(&record.id) else {
             return;
         };
-        // what is on disk now, not what the caller read earlier
-        if let Ok(fresh) = Record::load(&self.container_dir(&record.id)) {
-            *record = fresh;
-        }
+        // what is on disk now, not what the caller read earlier; nothing if a removal
+        // renamed the directory away meanwhile
+        let Ok(fresh) = Record::load(&self.container_dir(&record.id)) else {
+            return;
+        };
+        *record = fresh;
         let shim_dir = self.shim_dir(&record.id);
         let before = record.state.clone();
         match ShimHandle::connect(&shim_dir) {
@@ -66,7 +68,7 @@ impl Containers {
         }
     }
 
-    fn record_exit(&self, record: &mut Record, code: i32, at: &str) {
+    pub(super) fn record_exit(&self, record: &mut Record, code: i32, at: &str) {
         if record.state.status != Status::Exited && record.config.memory.is_some() {
             if let Ok(stats) = berth_runtime::ops::stats(&self.config.run_root, &record.id) {
                 record.state.oom_killed = stats.memory.oom_kills > 0;

@@ -168,16 +168,27 @@ pub struct Containers {
 pub(crate) struct FileLock(File);
 
 impl FileLock {
+    /// Locks `path`, creating it and its parent directories if needed; waits for a holder.
     pub(crate) fn acquire(path: &Path) -> Result<FileLock, ContainerError> {
         if let Some(parent) = path.parent() {
             fs::create_dir_all(parent).map_err(io_err("create directory", parent))?;
         }
+        FileLock::acquire_in(path).map_err(|(op, source)| ContainerError::Io {
+            op,
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+
+    /// Locks `path`, creating the file but never its directory: a directory renamed or
+    /// deleted meanwhile is a `NotFound` error, not a new empty directory.
+    fn acquire_in(path: &Path) -> Result<FileLock, (&'static str, io::Error)> {
         let f = File::options()
             .create(true)
             .truncate(false)
             .write(true)
             .open(path)
-            .map_err(io_err("open", path))?;
+            .map_err(|e| ("open", e))?;
         loop {
             // SAFETY: flock on a descriptor we own; no memory is involved.
             let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) };
@@ -186,11 +197,32 @@ impl FileLock {
             }
             let e = io::Error::last_os_error();
             if e.kind() != io::ErrorKind::Interrupted {
-                return Err(ContainerError::Io {
-                    op: "lock",
-                    path: path.to_path_buf(),
-                    source: e,
-                });
+                return Err(("lock", e));
+            }
+        }
+    }
+}
+
+impl FileLock {
+    /// Locks the directory `dir` itself (not a file in it), so the lock follows the
+    /// directory through a rename. With `wait` false, `None` if somebody holds it.
+    pub(crate) fn on_dir(dir: &Path, wait: bool) -> io::Result<Option<FileLock>> {
+        let f = File::open(dir)?;
+        let mode = if wait {
+            libc::LOCK_EX
+        } else {
+            libc::LOCK_EX | libc::LOCK_NB
+        };
+        loop {
+            // SAFETY: flock on a descriptor we own; no memory is involved.
+            if unsafe { libc::flock(f.as_raw_fd(), mode) } == 0 {
+                return Ok(Some(FileLock(f)));
+            }
+            let e = io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::EINTR) => continue,
+                Some(libc::EWOULDBLOCK) => return Ok(None),
+                _ => return Err(e),
             }
         }
     }
@@ -304,11 +336,16 @@ impl Containers {
     /// Held around every read-modify-write of one record, so a command observing the
     /// container (`ps`) never writes back a stale copy over what `start` just saved.
     pub(crate) fn record_lock(&self, id: &str) -> Result<FileLock, ContainerError> {
-        let dir = self.container_dir(id);
-        if !dir.is_dir() {
-            return Err(ContainerError::NotFound(id.to_string()));
-        }
-        FileLock::acquire(&dir.join(".lock"))
+        // never through `FileLock::acquire`, which would bring back the directory of a
+        // container a removal has just renamed away
+        let path = self.container_dir(id).join(".lock");
+        FileLock::acquire_in(&path).map_err(|(op, source)| {
+            if source.kind() == io::ErrorKind::NotFound {
+                ContainerError::NotFound(id.to_string())
+            } else {
+                ContainerError::Io { op, path, source }
+            }
+        })
     }
 
     pub(crate) fn save_state(&self, record: &Record) -> Result<(), ContainerError> {

@@ -11,6 +11,9 @@ use super::record::Status;
 use super::start::wait_shim_gone;
 use super::{ContainerError, Containers};
 
+/// The name a container's directory takes while it is being removed.
+const RETIRED_PREFIX: &str = ".removing-";
+
 impl Containers {
     /// Removes container `query`; a running one only with `force`.
     pub fn remove(&self, query: &str, force: bool) -> Result<(), ContainerError> {
@@ -51,8 +54,25 @@ impl Containers {
         }
         // Out of the listing at once (a name `ids` skips; the runtime's delete reads its
         // own saved state, not the bundle); a second remover racing this one finds nothing.
+        // A lock on the directory itself moves with it and is held until the teardown
+        // ends, so a sweep after a crash ([`Containers::finish_interrupted_removals`]) can
+        // tell a removal in progress from one whose remover died. (Not the record's lock:
+        // `observe` and `wait` must not queue behind a teardown.)
         let dir = self.container_dir(&id);
-        let retired = self.dir.join(format!(".removing-{id}"));
+        let lock = match super::FileLock::on_dir(&dir, true) {
+            Ok(lock) => lock,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(ContainerError::NotFound(query.to_string()));
+            }
+            Err(e) => {
+                return Err(ContainerError::Io {
+                    op: "lock",
+                    path: dir,
+                    source: e,
+                });
+            }
+        };
+        let retired = self.retired_dir(&id);
         match std::fs::rename(&dir, &retired) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -67,6 +87,61 @@ impl Containers {
             }
         }
         gone(&record);
+        let result = self.teardown(&record, volumes);
+        drop(lock);
+        result
+    }
+
+    /// Completes the removals a crash or a kill cut short: each `.removing-<id>` directory
+    /// whose remover is gone gets the rest of its teardown. Run by long-lived owners of the
+    /// containers (the daemon, the Docker API server) when they start; returns the ids.
+    pub fn finish_interrupted_removals(&self) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        let mut finished = Vec::new();
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(id) = name.strip_prefix(RETIRED_PREFIX) else {
+                continue;
+            };
+            let retired = entry.path();
+            // a live remover holds the lock: leave its removal alone
+            let Ok(Some(_lock)) = super::FileLock::on_dir(&retired, false) else {
+                continue;
+            };
+            match super::Record::load(&retired) {
+                Ok(record) => {
+                    let volumes = record.config.auto_remove;
+                    if let Err(e) = self.teardown(&record, volumes) {
+                        tracing::warn!(container = %id, error = %e, "finishing an interrupted removal");
+                    }
+                }
+                Err(_) => {
+                    // no readable record: nothing to detach by name; free what the id names
+                    self.runtime_delete(id);
+                    if let Ok(s) = self.snapshotter() {
+                        let _ = s.remove(id);
+                    }
+                    let _ = std::fs::remove_dir_all(self.shim_dir(id));
+                    let _ = std::fs::remove_dir_all(&retired);
+                }
+            }
+            finished.push(id.to_string());
+        }
+        finished
+    }
+
+    fn retired_dir(&self, id: &str) -> std::path::PathBuf {
+        self.dir.join(format!("{RETIRED_PREFIX}{id}"))
+    }
+
+    /// Everything of a removal after its directory was renamed out of the listing: the
+    /// shim and the runtime's state, the endpoint, the root filesystem, the directory, and
+    /// (with `volumes`) the anonymous volumes.
+    fn teardown(&self, record: &super::Record, volumes: bool) -> Result<(), ContainerError> {
+        let id = record.id.clone();
+        let retired = self.retired_dir(&id);
         let shim_dir = self.shim_dir(&id);
         if let Ok(shim) = ShimHandle::connect(&shim_dir) {
             if record.state.status == Status::Running {
@@ -81,7 +156,7 @@ impl Containers {
         // The endpoint teardown (veth deletion waits for an RCU grace period) and the
         // unmount are independent: do them side by side.
         let network = std::thread::scope(|scope| {
-            let network = scope.spawn(|| self.disconnect_network(&record));
+            let network = scope.spawn(|| self.disconnect_network(record));
             match self.snapshotter() {
                 Ok(s) => {
                     if let Err(e) = s.remove(&id) {
@@ -104,7 +179,7 @@ impl Containers {
             }
         }
         if volumes || record.config.auto_remove {
-            self.remove_anonymous_volumes(&record);
+            self.remove_anonymous_volumes(record);
         }
         if errors.is_empty() {
             Ok(())

@@ -76,10 +76,14 @@ impl Containers {
     /// already exited answers at once.
     pub fn wait(&self, query: &str) -> Result<(Record, i32), ContainerError> {
         let mut record = self.resolve(query)?;
-        if let Some(shim) = self.live_shim(&record) {
-            let _ = shim.wait();
-        }
+        let exit = self.live_shim(&record).and_then(|shim| shim.wait().ok());
         self.observe(&mut record);
+        if let Some(exit) = exit {
+            // removed as it exited (`--rm`): the record on disk is gone, the shim knew
+            if record.state.status == super::Status::Running {
+                self.record_exit(&mut record, exit.code, &exit.exited_at);
+            }
+        }
         Ok((record.clone(), record.state.exit_code))
     }
 

@@ -228,6 +228,14 @@ impl Worker {
                 networks: networks.clone(),
                 runtime: tokio::runtime::Handle::current(),
             });
+        // removals a crash cut short finish before anything looks at the containers
+        let sweeper = containers.clone();
+        let finished = tokio::task::spawn_blocking(move || sweeper.finish_interrupted_removals())
+            .await
+            .unwrap_or_default();
+        if !finished.is_empty() {
+            tracing::info!(containers = ?finished, "finished interrupted removals");
+        }
         let projects = ProjectStore::open(&data_root).map_err(|source| WorkerError::Io {
             op: "create directory",
             path: data_root.join("worker"),
