@@ -354,3 +354,35 @@ fn every_verb_that_loads_a_project_quotes_the_place_of_its_error() {
         assert_eq!(err, expected, "{verb:?}");
     }
 }
+
+#[test]
+fn a_literal_dollar_prints_doubled_and_the_output_loads_back_to_the_same_model() {
+    // `$$` is a literal `$` in a Compose file; Compose's `config` prints the interpolated
+    // model with every `$` doubled, so its output is a Compose file with the same values
+    let dir = project(&[(
+        "compose.yaml",
+        "name: dollars\nservices:\n  web:\n    image: busybox:${TAG:-1}\n    command: [\"sh\", \"-c\", \"echo $$HOME costs $$5\"]\n    environment:\n      HASH: $$2a$$12$$abc\n      PLAIN: ${TAG:-x}\n",
+    )]);
+    let o = berth(dir.path(), &["config"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let first = stdout(&o);
+    assert!(first.contains("echo $$HOME costs $$5"), "{first}");
+    assert!(first.contains("HASH: $$2a$$12$$abc"), "{first}");
+    assert!(first.contains("image: busybox:1"), "{first}");
+    assert!(first.contains("PLAIN: x"), "{first}");
+    let json = berth(dir.path(), &["config", "--format", "json"]);
+    assert!(
+        stdout(&json).contains("\"$$2a$$12$$abc\""),
+        "{}",
+        stdout(&json)
+    );
+    // the output, loaded again, prints the same
+    std::fs::write(dir.path().join("printed.yaml"), &first).unwrap();
+    let again = berth(dir.path(), &["-f", "printed.yaml", "config"]);
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert_eq!(stdout(&again), first);
+    // without interpolation nothing is resolved, so nothing is doubled
+    let raw = berth(dir.path(), &["config", "--no-interpolate"]);
+    assert!(stdout(&raw).contains("$$2a$$12$$abc"), "{}", stdout(&raw));
+    assert!(stdout(&raw).contains("${TAG:-1}"), "{}", stdout(&raw));
+}

@@ -223,9 +223,16 @@ fn render(raw: &RawProject, app: &App, args: &ConfigArgs) -> anyhow::Result<Stri
         }
         return Ok(lines(out));
     }
-    Ok(match args.format {
+    let text = match args.format {
         Format::Yaml => app.to_yaml(),
         Format::Json => app.to_json() + "\n",
+    };
+    // As Compose prints it: every `$` of an interpolated model doubled, so that the output
+    // is itself a Compose file that loads to the same values (a literal `$` is `$$` there).
+    Ok(if args.no_interpolate {
+        text
+    } else {
+        text.replace('$', "$$")
     })
 }
 
