@@ -104,32 +104,69 @@ impl ComposeService {
         Duration::from_millis(total) + STOP_SLACK
     }
 
-    /// Hands `timeout` (`-t`) to the agents for the current tasks of `services` of `app`
-    /// (all services when `None`); without one they stop with their grace period. Called
-    /// before the stop is proposed, so it is there when the agent acts.
-    fn stop_timeout(&self, app: &str, services: Option<&BTreeSet<String>>, timeout: Option<u32>) {
-        let ids: Vec<String> = self.node.controller.read(|s| {
-            s.tasks
-                .values()
-                .filter(|t| t.app == app && services.is_none_or(|set| set.contains(&t.service)))
-                .map(|t| t.id.clone())
-                .collect()
-        });
-        let timeout = timeout.map(|t| Duration::from_secs(u64::from(t)));
-        self.node.dispatcher.set_stop_timeout(&ids, timeout);
+    /// Records `timeout` (`-t`) on the current tasks of `services` of `app` (all services
+    /// when `None`); without one they stop with their grace period. Committed before the
+    /// stop is proposed, so whichever agent acts on the stop (this one, or the one of a
+    /// daemon restarted in the middle) sees it. Nothing is proposed when no task changes.
+    async fn stop_timeout(
+        &self,
+        app: &str,
+        services: Option<&BTreeSet<String>>,
+        timeout: Option<u32>,
+    ) -> Result<(), Status> {
+        let timeout_ms = timeout.map(|t| u64::from(t) * 1000);
+        let tasks = self.tasks_where(app, services, |t| t.stop_timeout_ms != timeout_ms);
+        if tasks.is_empty() {
+            return Ok(());
+        }
+        self.node
+            .controller
+            .propose(Command::SetStopTimeout { tasks, timeout_ms })
+            .await
+            .map_err(status)?;
+        Ok(())
     }
 
-    /// Whether the current tasks of `services` of `app` (all when `None`) keep their
-    /// anonymous volumes once removed: Compose's `rm` and `down` keep them unless `-v`.
-    fn keep_volumes(&self, app: &str, services: Option<&BTreeSet<String>>, keep: bool) {
-        let ids: Vec<String> = self.node.controller.read(|s| {
+    /// Records on the current tasks of `services` of `app` (all when `None`) whether they
+    /// keep their anonymous volumes once removed: Compose's `rm` and `down` keep them
+    /// unless `-v`. Committed before the removal is proposed, like [`Self::stop_timeout`].
+    async fn keep_volumes(
+        &self,
+        app: &str,
+        services: Option<&BTreeSet<String>>,
+        keep: bool,
+    ) -> Result<(), Status> {
+        let tasks = self.tasks_where(app, services, |t| t.keep_volumes != keep);
+        self.set_keep_volumes(tasks, keep).await
+    }
+
+    async fn set_keep_volumes(&self, tasks: Vec<String>, keep: bool) -> Result<(), Status> {
+        if tasks.is_empty() {
+            return Ok(());
+        }
+        self.node
+            .controller
+            .propose(Command::SetKeepVolumes { tasks, keep })
+            .await
+            .map_err(status)?;
+        Ok(())
+    }
+
+    /// The ids of the tasks of `services` of `app` (all when `None`) for which `wanted`.
+    fn tasks_where(
+        &self,
+        app: &str,
+        services: Option<&BTreeSet<String>>,
+        wanted: impl Fn(&Task) -> bool,
+    ) -> Vec<String> {
+        self.node.controller.read(|s| {
             s.tasks
                 .values()
                 .filter(|t| t.app == app && services.is_none_or(|set| set.contains(&t.service)))
+                .filter(|t| wanted(t))
                 .map(|t| t.id.clone())
                 .collect()
-        });
-        self.node.dispatcher.set_keep_volumes(&ids, keep);
+        })
     }
 
     async fn stop_services(
@@ -139,7 +176,7 @@ impl ComposeService {
         timeout: Option<u32>,
     ) -> Result<(), Status> {
         let set: BTreeSet<String> = services.iter().cloned().collect();
-        self.stop_timeout(&app.name, Some(&set), timeout);
+        self.stop_timeout(&app.name, Some(&set), timeout).await?;
         {
             // every service's stop is recorded before the agent signals any container:
             // it then stops them together, in reverse dependency waves
@@ -229,8 +266,10 @@ impl ComposeService {
             .map(|r| r.name)
             .collect();
         let gone_set: BTreeSet<String> = gone.iter().cloned().collect();
-        self.stop_timeout(&app.name, Some(&gone_set), request.timeout_seconds);
-        self.keep_volumes(&app.name, Some(&gone_set), !request.remove_volumes);
+        self.stop_timeout(&app.name, Some(&gone_set), request.timeout_seconds)
+            .await?;
+        self.keep_volumes(&app.name, Some(&gone_set), !request.remove_volumes)
+            .await?;
         let mut kept = app.clone();
         kept.services.retain(|n, _| orphans.contains(n));
         if let Some(services) = kept
@@ -325,7 +364,8 @@ impl ComposeService {
             return Ok(removed);
         }
         let ids: BTreeSet<String> = doomed.into_iter().map(|(id, _)| id).collect();
-        self.node.dispatcher.set_keep_volumes(&ids, !remove_volumes);
+        self.set_keep_volumes(ids.iter().cloned().collect(), !remove_volumes)
+            .await?;
         self.node
             .controller
             .propose(Command::SetDesired(
@@ -746,7 +786,8 @@ impl Compose for ComposeService {
         // Services a `stop` left stopped start again (the same containers), in the same
         // command; `--no-start` creates without starting.
         if existing.is_some() {
-            self.stop_timeout(&spec.name, None, options.timeout_seconds);
+            self.stop_timeout(&spec.name, None, options.timeout_seconds)
+                .await?;
         }
         let command = if options.no_start {
             Command::DeployAppNoStart(spec.clone())
@@ -815,8 +856,10 @@ impl Compose for ComposeService {
                 .collect()
         });
         if let Some(app) = &app {
-            self.stop_timeout(&app.name, None, request.timeout_seconds);
-            self.keep_volumes(&app.name, None, !request.remove_volumes);
+            self.stop_timeout(&app.name, None, request.timeout_seconds)
+                .await?;
+            self.keep_volumes(&app.name, None, !request.remove_volumes)
+                .await?;
             self.node
                 .controller
                 .propose(Command::RemoveApp {
