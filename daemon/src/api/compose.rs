@@ -18,7 +18,7 @@ use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use super::convert::{self, LABEL_PROJECT, LABEL_SERVICE, LABEL_TASK};
+use super::convert::{self, LABEL_ONEOFF, LABEL_PROJECT, LABEL_SERVICE, LABEL_TASK};
 use super::{Node, status};
 use crate::controller::now_ms;
 
@@ -292,6 +292,8 @@ impl ComposeService {
                 .any(|t| t.app == name && set.contains(&t.service))
         })
         .await?;
+        self.remove_one_offs(&app.name, &gone, request.timeout_seconds)
+            .await?;
         let deadline = tokio::time::Instant::now() + STOP_SLACK;
         while !self.records(&app.name, &gone).await?.is_empty() {
             if tokio::time::Instant::now() >= deadline {
@@ -315,6 +317,42 @@ impl ComposeService {
             orphan_containers,
             ..Default::default()
         }))
+    }
+
+    /// `run`'s one-off containers of `services` of `project` (all when empty) on this node
+    /// are stopped (with `-t`, else 10 s) and removed: Compose's `down` takes them with the
+    /// project, and the networks they joined cannot go before them.
+    async fn remove_one_offs(
+        &self,
+        project: &str,
+        services: &[String],
+        timeout: Option<u32>,
+    ) -> Result<(), Status> {
+        let one_offs: Vec<Record> = self
+            .records(project, services)
+            .await?
+            .into_iter()
+            .filter(|r| {
+                !r.labels.contains_key(LABEL_TASK)
+                    && r.labels.get(LABEL_ONEOFF).map(String::as_str) == Some("True")
+            })
+            .collect();
+        if one_offs.is_empty() {
+            return Ok(());
+        }
+        let containers = self.node.agent.containers().clone();
+        let grace = Duration::from_secs(timeout.map_or(10, u64::from));
+        tokio::task::spawn_blocking(move || {
+            for r in one_offs {
+                containers
+                    .stop(&r.id, grace)
+                    .and_then(|_| containers.remove(&r.id, true))
+                    .map_err(|e| Status::internal(format!("container {}: {e}", r.name)))?;
+            }
+            Ok::<_, Status>(())
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
     }
 
     /// `rm`: the stopped containers of `services` go (their tasks are removed); the
@@ -875,6 +913,8 @@ impl Compose for ComposeService {
             )
             .await?;
         }
+        self.remove_one_offs(&project, &[], request.timeout_seconds)
+            .await?;
         // The agent removes containers of tasks that are gone; wait for that too, then
         // remove the project's networks (and volumes).
         let deadline = tokio::time::Instant::now() + STOP_SLACK;
@@ -1352,6 +1392,40 @@ impl Compose for ComposeService {
             })
             .collect();
         Ok(Response::new(v1::ImagesResponse { images }))
+    }
+
+    async fn prepare_run(
+        &self,
+        request: Request<v1::PrepareRunRequest>,
+    ) -> Result<Response<v1::PrepareRunResponse>, Status> {
+        self.node.metrics.api_requests.inc();
+        let request = request.into_inner();
+        if request.project.is_empty() {
+            return Err(Status::invalid_argument("no project name given"));
+        }
+        let mut app: berth_spec::App = serde_json::from_str(&request.app_json).map_err(|e| {
+            Status::invalid_argument(format!("the app document does not parse: {e}"))
+        })?;
+        // the project as `up` names it, so the networks and volumes are the same ones
+        app.name = request.project.clone();
+        if !app.services.contains_key(&request.service) {
+            return Err(Status::not_found(format!(
+                "no such service: {}",
+                request.service
+            )));
+        }
+        let warnings = self
+            .node
+            .agent
+            .prepare_one_off(
+                Arc::new(app),
+                &request.service,
+                &request.working_dir,
+                &request.config_files,
+            )
+            .await
+            .map_err(Status::failed_precondition)?;
+        Ok(Response::new(v1::PrepareRunResponse { warnings }))
     }
 
     async fn wait(
