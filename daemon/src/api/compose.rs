@@ -127,6 +127,48 @@ impl ComposeService {
         Ok(())
     }
 
+    /// `down`: the timeout each task of `services` of `app` (all when `None`) stops with —
+    /// `-t`, else its service's `stop_grace_period` — recorded on the task before the
+    /// services leave the app. Their part of the document goes with them, so an agent that
+    /// acts on the stop after a daemon restart could no longer learn the grace period.
+    async fn pin_stop_timeouts(
+        &self,
+        app: &AppSpec,
+        services: Option<&BTreeSet<String>>,
+        timeout: Option<u32>,
+    ) -> Result<(), Status> {
+        if timeout.is_some() {
+            return self.stop_timeout(&app.name, services, timeout).await;
+        }
+        let mut by_grace: BTreeMap<u64, BTreeSet<String>> = BTreeMap::new();
+        for (name, service) in &app.services {
+            if services.is_some_and(|set| !set.contains(name)) {
+                continue;
+            }
+            by_grace
+                .entry(service.stop_grace_period)
+                .or_default()
+                .insert(name.clone());
+        }
+        for (grace, services) in by_grace {
+            let tasks = self.tasks_where(&app.name, Some(&services), |t| {
+                t.stop_timeout_ms != Some(grace)
+            });
+            if tasks.is_empty() {
+                continue;
+            }
+            self.node
+                .controller
+                .propose(Command::SetStopTimeout {
+                    tasks,
+                    timeout_ms: Some(grace),
+                })
+                .await
+                .map_err(status)?;
+        }
+        Ok(())
+    }
+
     /// Records on the current tasks of `services` of `app` (all when `None`) whether they
     /// keep their anonymous volumes once removed: Compose's `rm` and `down` keep them
     /// unless `-v`. Committed before the removal is proposed, like [`Self::stop_timeout`].
@@ -266,7 +308,7 @@ impl ComposeService {
             .map(|r| r.name)
             .collect();
         let gone_set: BTreeSet<String> = gone.iter().cloned().collect();
-        self.stop_timeout(&app.name, Some(&gone_set), request.timeout_seconds)
+        self.pin_stop_timeouts(app, Some(&gone_set), request.timeout_seconds)
             .await?;
         self.keep_volumes(&app.name, Some(&gone_set), !request.remove_volumes)
             .await?;
@@ -894,7 +936,7 @@ impl Compose for ComposeService {
                 .collect()
         });
         if let Some(app) = &app {
-            self.stop_timeout(&app.name, None, request.timeout_seconds)
+            self.pin_stop_timeouts(app, None, request.timeout_seconds)
                 .await?;
             self.keep_volumes(&app.name, None, !request.remove_volumes)
                 .await?;
