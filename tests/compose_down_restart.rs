@@ -1,7 +1,8 @@
-//! `down -t N` survives a berthd restart: the stop timeout and the keep-volumes choice are
-//! in the replicated state, so the agent of a berthd killed in the middle of a `down` and
-//! started again stops the container with `-t`, not with the service's grace period, and
-//! keeps its anonymous volume (no `-v`). Root, real containers, own data root and daemon.
+//! `down` survives a berthd restart: the stop timeout and the keep-volumes choice are in
+//! the replicated state, so the agent of a berthd killed in the middle of a `down` and
+//! started again stops the container with `-t` (or, without it, the service's own grace
+//! period, though the app is gone from the state by then), and keeps its anonymous volume
+//! (no `-v`). Root, real containers, own data root and daemon per test.
 
 mod compose_support;
 
@@ -21,9 +22,15 @@ services:
     volumes: ["/scratch"]
 "#;
 
-/// Longer than the 10 s an agent falls back to when it knows no grace period at all, so
-/// only `-t` itself reaching the restarted agent passes the test.
-const TIMEOUT: u64 = 25;
+/// The same with a grace period of its own, longer than the 10 s default.
+const PATIENT: &str = r#"
+services:
+  stubborn:
+    image: busybox:latest
+    command: ["sh", "-c", "trap '' TERM; echo up; while :; do sleep 1; done"]
+    stop_grace_period: 25s
+    volumes: ["/scratch"]
+"#;
 
 fn container_dirs(env: &Env) -> usize {
     std::fs::read_dir(env.root.path().join("containers"))
@@ -80,9 +87,12 @@ impl Drop for Child {
     }
 }
 
-#[test]
-fn down_timeout_and_kept_volumes_survive_a_berthd_restart() {
-    let mut env = Env::with_daemon("cmp-downrs", STUBBORN);
+/// `up -d` of `compose` (one service `stubborn` that ignores SIGTERM, with an anonymous
+/// volume), then `down DOWN_ARGS…` with berthd killed (`kill -9`) once the removal is
+/// committed and started again: the restarted agent must take `expected` seconds to stop
+/// the container (it signals again and waits that long), and keep the anonymous volume.
+fn down_across_a_restart(project: &str, compose: &str, down_args: &[&str], expected: u64) {
+    let mut env = Env::with_daemon(project, compose);
     env.ok(&["up", "-d"]);
     env.wait_for("stubborn running", Duration::from_secs(60), || {
         env.count("stubborn", "running") == 1
@@ -92,7 +102,8 @@ fn down_timeout_and_kept_volumes_survive_a_berthd_restart() {
     let mut down = Command::new("timeout");
     down.args(["--kill-after=5", "90", BERTH])
         .args(env.command(&[]).get_args())
-        .args(["down", "-t", &TIMEOUT.to_string()])
+        .arg("down")
+        .args(down_args)
         .current_dir(&env.dir)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -126,15 +137,13 @@ fn down_timeout_and_kept_volumes_survive_a_berthd_restart() {
     let restarted = Instant::now();
     env.wait_for(
         "the restarted agent to finish the down",
-        Duration::from_secs(TIMEOUT + 60),
+        Duration::from_secs(expected + 60),
         || container_dirs(&env) == 0,
     );
     let took = restarted.elapsed();
-    // the new agent signals again and waits -t, neither the 120 s grace period nor the
-    // 10 s default
     assert!(
-        took >= Duration::from_secs(TIMEOUT - 1) && took < Duration::from_secs(TIMEOUT + 30),
-        "after the restart the container took {took:?} to go (-t {TIMEOUT}, grace 120 s)"
+        took >= Duration::from_secs(expected - 1) && took < Duration::from_secs(expected + 30),
+        "after the restart the container took {took:?} to go ({expected} s expected)"
     );
     // no -v: its anonymous volume stays, for a later down -v
     assert_eq!(anonymous_volumes(&env), 1, "down without -v removed it");
@@ -145,4 +154,18 @@ fn down_timeout_and_kept_volumes_survive_a_berthd_restart() {
         "down -v left the anonymous volume"
     );
     assert_eq!(container_dirs(&env), 0);
+}
+
+#[test]
+fn down_timeout_and_kept_volumes_survive_a_berthd_restart() {
+    // -t 25 over a 120 s grace period: neither the grace period nor the 10 s an agent
+    // falls back to when it knows none
+    down_across_a_restart("cmp-downrs", STUBBORN, &["-t", "25"], 25);
+}
+
+#[test]
+fn down_without_timeout_keeps_the_grace_period_across_a_berthd_restart() {
+    // the app leaves the state before its tasks stop: the grace period (25 s, not the
+    // 10 s default) must be pinned on the tasks to survive
+    down_across_a_restart("cmp-downrg", PATIENT, &[], 25);
 }
