@@ -116,6 +116,14 @@ impl ComposeService {
     ) -> Result<(), Status> {
         let timeout_ms = timeout.map(|t| u64::from(t) * 1000);
         let tasks = self.tasks_where(app, services, |t| t.stop_timeout_ms != timeout_ms);
+        self.set_stop_timeout(tasks, timeout_ms).await
+    }
+
+    async fn set_stop_timeout(
+        &self,
+        tasks: Vec<String>,
+        timeout_ms: Option<u64>,
+    ) -> Result<(), Status> {
         if tasks.is_empty() {
             return Ok(());
         }
@@ -154,17 +162,7 @@ impl ComposeService {
             let tasks = self.tasks_where(&app.name, Some(&services), |t| {
                 t.stop_timeout_ms != Some(grace)
             });
-            if tasks.is_empty() {
-                continue;
-            }
-            self.node
-                .controller
-                .propose(Command::SetStopTimeout {
-                    tasks,
-                    timeout_ms: Some(grace),
-                })
-                .await
-                .map_err(status)?;
+            self.set_stop_timeout(tasks, Some(grace)).await?;
         }
         Ok(())
     }
