@@ -38,8 +38,8 @@ fn container_dirs(env: &Env) -> usize {
 #[test]
 fn run_one_off_with_rm_env_entrypoint_no_deps_and_exit_code() {
     let env = Env::with_daemon("cmp-run", APP);
-    // --no-deps: the dependency is not started. (The project's network must exist: `run`
-    // creates none itself, so the project is created first, without starting anything.)
+    // --no-deps: the dependency is not started (here on a project created without
+    // starting anything; tests/compose_run_fresh.rs runs on one never brought up)
     env.ok(&["up", "--no-start"]);
     let created = container_dirs(&env);
     let out = env.run(&["run", "--rm", "--no-deps", "-T", "tool"]);

@@ -70,6 +70,36 @@ impl Agent {
         Ok((networks, volumes))
     }
 
+    /// `run`: the networks and named volumes a one-off container of `service` uses, made
+    /// by the worker as for the service's tasks (see `Worker::prepare_one_off`); the
+    /// warnings about them.
+    pub async fn prepare_one_off(
+        &self,
+        app: Arc<berth_spec::App>,
+        service: &str,
+        working_dir: &str,
+        config_files: &[String],
+    ) -> Result<Vec<String>, String> {
+        let one_off = Assignment {
+            // no task: only the names of anonymous volumes would use it, and those are
+            // left to the one-off container
+            task_id: String::new(),
+            project: app.name.clone(),
+            service: service.to_owned(),
+            slot: None,
+            desired: Desired::Running,
+            config_hash: String::new(),
+            restarts: 0,
+            app,
+            working_dir: PathBuf::from(working_dir),
+            config_files: config_files.iter().map(PathBuf::from).collect(),
+            stop_timeout: None,
+            launch_ahead: false,
+            keep_volumes: false,
+        };
+        self.worker.prepare_one_off(&one_off).await
+    }
+
     /// Whether the worker still holds any of `tasks` (it lets go of a removed task only
     /// once its container and, unless kept, its anonymous volumes are gone).
     pub fn holds_any(&self, tasks: &std::collections::BTreeSet<String>) -> bool {

@@ -367,6 +367,8 @@ fn command_kind(command: &Command) -> &'static str {
         Command::Overlay(_) => "overlay",
         Command::SetAppFiles { .. } => "set_app_files",
         Command::RevokeNode { .. } => "revoke_node",
+        Command::SetStopTimeout { .. } => "set_stop_timeout",
+        Command::SetKeepVolumes { .. } => "set_keep_volumes",
     }
 }
 

@@ -28,13 +28,15 @@ pub struct NodeTask {
     pub app: Arc<berth_spec::App>,
     pub working_dir: String,
     pub config_files: Vec<String>,
-    /// `-t` of the `stop`/`down`/`restart`/`up` that asked for this task's stop: seconds
-    /// between the stop signal and the kill, over the service's `stop_grace_period`.
+    /// `-t` of the `stop`/`down`/`restart`/`up` that asked for this task's stop: time
+    /// between the stop signal and the kill, over the service's `stop_grace_period`
+    /// (from the task in the replicated state, so it outlives a daemon restart).
     pub stop_timeout: Option<Duration>,
     /// Held at `Ready` only until its `depends_on` conditions hold (not by `up
     /// --no-start`): the agent may launch its container ahead of the release.
     pub held_for_dependencies: bool,
-    /// Its anonymous volumes stay when it is removed (`rm`/`down` without `-v`).
+    /// Its anonymous volumes stay when it is removed (`rm`/`down` without `-v`; from the
+    /// task in the replicated state too).
     pub keep_volumes: bool,
 }
 
@@ -61,10 +63,6 @@ pub struct Dispatcher {
     holds: AtomicUsize,
     /// One publisher at a time: a set computed earlier must never overwrite a later one.
     publishing: Mutex<()>,
-    /// Stop timeouts per task, set by the API before it proposes the stop.
-    stop_timeouts: Mutex<HashMap<TaskId, Duration>>,
-    /// Tasks whose anonymous volumes stay when they are removed (`rm`/`down` without `-v`).
-    keep_volumes: Mutex<HashSet<TaskId>>,
 }
 
 /// Holds back publishing until dropped (see [`Dispatcher::hold`]).
@@ -99,8 +97,6 @@ impl Dispatcher {
             reports,
             holds: AtomicUsize::new(0),
             publishing: Mutex::new(()),
-            stop_timeouts: Mutex::new(HashMap::new()),
-            keep_volumes: Mutex::new(HashSet::new()),
         });
         tokio::spawn(publish_loop(dispatcher.clone(), shutdown.clone()));
         tokio::spawn(batch_loop(controller, events, metrics, inbox, shutdown));
@@ -129,42 +125,6 @@ impl Dispatcher {
     pub fn hold(self: &Arc<Self>) -> Hold {
         self.holds.fetch_add(1, Ordering::SeqCst);
         Hold(self.clone())
-    }
-
-    /// Stop `tasks` with `timeout` between the stop signal and the kill (`None`: their
-    /// services' `stop_grace_period`). Call it before proposing their stop.
-    pub fn set_stop_timeout<'a>(
-        &self,
-        tasks: impl IntoIterator<Item = &'a TaskId>,
-        timeout: Option<Duration>,
-    ) {
-        let mut map = self.stop_timeouts.lock().unwrap_or_else(|e| e.into_inner());
-        for id in tasks {
-            match timeout {
-                Some(t) => map.insert(id.clone(), t),
-                None => map.remove(id),
-            };
-        }
-        drop(map);
-        // to the agents now: a task that ends may leave the set before its stop is seen
-        self.publish();
-    }
-
-    /// Whether `tasks` keep their anonymous volumes when removed (Compose's `rm` and
-    /// `down` keep them unless `-v`). Call it before proposing their removal.
-    pub fn set_keep_volumes<'a>(&self, tasks: impl IntoIterator<Item = &'a TaskId>, keep: bool) {
-        let mut set = self.keep_volumes.lock().unwrap_or_else(|e| e.into_inner());
-        for id in tasks {
-            if keep {
-                set.insert(id.clone());
-            } else {
-                set.remove(id);
-            }
-        }
-        drop(set);
-        // to the agents now: a removed task that ended leaves the set, and the agent
-        // removes it with what it last received
-        self.publish();
     }
 
     fn publish(&self) {
@@ -233,25 +193,8 @@ impl Dispatcher {
                         sources.insert(t.app.clone(), source);
                     }
                 }
-                let mut timeouts = self.stop_timeouts.lock().unwrap_or_else(|e| e.into_inner());
-                timeouts.retain(|id, _| state.tasks.contains_key(id));
-                drop(timeouts);
-                self.keep_volumes
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .retain(|id| state.tasks.contains_key(id));
                 (tasks, held, sources)
             });
-        let timeouts = self
-            .stop_timeouts
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        let keep = self
-            .keep_volumes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
         let mut out = Vec::with_capacity(picked.len());
         let mut apps = self.apps.lock().unwrap_or_else(|e| e.into_inner());
         let mut dirs: BTreeMap<String, (String, Vec<String>)> = BTreeMap::new();
@@ -281,9 +224,9 @@ impl Dispatcher {
                 });
             let (working_dir, config_files) = dirs.get(&task.app).cloned().unwrap_or_default();
             out.push(NodeTask {
-                stop_timeout: timeouts.get(&task.id).copied(),
+                stop_timeout: task.stop_timeout_ms.map(Duration::from_millis),
                 held_for_dependencies: held.contains(&task.id),
-                keep_volumes: keep.contains(&task.id),
+                keep_volumes: task.keep_volumes,
                 task,
                 app: model,
                 working_dir,

@@ -102,6 +102,22 @@ pub enum Command {
         id: NodeId,
         at: Timestamp,
     },
+    /// `-t` of `stop`, `restart`, `down` and `up`: the tasks are stopped with this many
+    /// milliseconds between the stop signal and the kill (`None`: their services'
+    /// `stop_grace_period`). Proposed before the stop itself; tasks already gone are
+    /// skipped.
+    SetStopTimeout {
+        tasks: Vec<TaskId>,
+        #[serde(default)]
+        timeout_ms: Option<u64>,
+    },
+    /// `rm` and `down` without `-v`: the tasks' anonymous volumes stay when their
+    /// containers are removed (`keep`), or go with them. Proposed before the removal;
+    /// tasks already gone are skipped.
+    SetKeepVolumes {
+        tasks: Vec<TaskId>,
+        keep: bool,
+    },
 }
 
 /// Where a service's rolling update stands.

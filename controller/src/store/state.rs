@@ -201,6 +201,12 @@ impl State {
                 *entry = (*entry).max(at);
                 Ok(Applied::changed(1))
             }
+            Command::SetStopTimeout { tasks, timeout_ms } => Ok(self.set_on_tasks(&tasks, |t| {
+                std::mem::replace(&mut t.stop_timeout_ms, timeout_ms) != timeout_ms
+            })),
+            Command::SetKeepVolumes { tasks, keep } => Ok(self.set_on_tasks(&tasks, |t| {
+                std::mem::replace(&mut t.keep_volumes, keep) != keep
+            })),
             Command::CreateTasks(tasks) => self.create_tasks(tasks),
             Command::AssignTasks(assignments) => self.assign(assignments),
             Command::SetDesired(changes) => self.set_desired(changes),
@@ -589,6 +595,22 @@ impl State {
             .get_mut(app)
             .and_then(|record| record.services.get_mut(service))
             .ok_or(missing)
+    }
+
+    /// Applies `change` to each of `ids` that still exists (a task may end and go between
+    /// the proposer's read and the commit); counts the tasks it changed.
+    fn set_on_tasks(
+        &mut self,
+        ids: &[TaskId],
+        mut change: impl FnMut(&mut Task) -> bool,
+    ) -> Applied {
+        let mut changed = 0;
+        for id in ids {
+            if let Some(task) = self.tasks.get_mut(id) {
+                changed += usize::from(change(task));
+            }
+        }
+        Applied::changed(changed)
     }
 
     fn node_mut(&mut self, id: &str) -> Result<&mut Node, ApplyError> {

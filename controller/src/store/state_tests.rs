@@ -309,6 +309,72 @@ fn node_updates_survive_a_reregistration() {
 }
 
 #[test]
+fn stop_timeout_and_keep_volumes_are_state_and_survive_a_snapshot() {
+    let mut state = State::default();
+    state.apply_command(Command::DeployApp(app("h1"))).unwrap();
+    state
+        .apply_command(Command::CreateTasks(vec![task("t1"), task("t2")]))
+        .unwrap();
+    // a task that went between the proposer's read and the commit is skipped
+    let applied = state
+        .apply_command(Command::SetStopTimeout {
+            tasks: vec!["t1".into(), "t2".into(), "gone".into()],
+            timeout_ms: Some(3000),
+        })
+        .unwrap();
+    assert_eq!(applied.changed, 2);
+    let keep = Command::SetKeepVolumes {
+        tasks: vec!["t1".into()],
+        keep: true,
+    };
+    assert_eq!(state.apply_command(keep.clone()).unwrap().changed, 1);
+    assert_eq!(state.apply_command(keep).unwrap().changed, 0, "idempotent");
+    assert_eq!(state.tasks["t1"].stop_timeout_ms, Some(3000));
+    assert!(state.tasks["t1"].keep_volumes);
+    assert!(!state.tasks["t2"].keep_volumes);
+
+    // through the Raft encodings: the command as logged, the state as snapshotted
+    let mut replayed = State::default();
+    for command in [
+        Command::DeployApp(app("h1")),
+        Command::CreateTasks(vec![task("t1"), task("t2")]),
+        Command::SetStopTimeout {
+            tasks: vec!["t1".into(), "t2".into()],
+            timeout_ms: Some(3000),
+        },
+        Command::SetKeepVolumes {
+            tasks: vec!["t1".into()],
+            keep: true,
+        },
+    ] {
+        decode_reply(&StateMachine::apply(&mut replayed, 1, &encode(&command))).unwrap();
+    }
+    assert_eq!(replayed, state);
+    let mut restored = State::default();
+    restored.restore(&state.snapshot()).unwrap();
+    assert_eq!(restored, state);
+
+    // `stop` without `-t` goes back to the grace period
+    state
+        .apply_command(Command::SetStopTimeout {
+            tasks: vec!["t2".into()],
+            timeout_ms: None,
+        })
+        .unwrap();
+    assert_eq!(state.tasks["t2"].stop_timeout_ms, None);
+
+    // old snapshots and logs (tasks without the fields) still load, and a task that
+    // never had them encodes exactly as before
+    let mut old = serde_json::to_value(task("t9")).unwrap();
+    let fields = old.as_object_mut().unwrap();
+    assert!(!fields.contains_key("stop_timeout_ms") && !fields.contains_key("keep_volumes"));
+    fields.remove("restart_history");
+    let decoded: Task = serde_json::from_value(old).unwrap();
+    assert_eq!(decoded.stop_timeout_ms, None);
+    assert!(!decoded.keep_volumes);
+}
+
+#[test]
 fn garbage_in_the_log_is_answered_not_applied() {
     let mut state = State::default();
     let reply = StateMachine::apply(&mut state, 1, b"{not json");
@@ -356,6 +422,15 @@ fn the_store_survives_a_restart_through_raft_with_snapshots() {
         service: "web".into(),
         replicas: 40,
     });
+    // `-t` and `-v` of a `down` are state: a daemon restarted mid-way finds them
+    commands.push(Command::SetStopTimeout {
+        tasks: vec!["t03".into(), "t04".into()],
+        timeout_ms: Some(7000),
+    });
+    commands.push(Command::SetKeepVolumes {
+        tasks: vec!["t04".into()],
+        keep: true,
+    });
     let expected = {
         let raft = RaftHandle::start(config.clone(), State::default(), NoPeers).unwrap();
         for command in &commands {
@@ -375,6 +450,9 @@ fn the_store_survives_a_restart_through_raft_with_snapshots() {
         state
     };
     assert_eq!(expected.tasks.len(), 40);
+    assert_eq!(expected.tasks["t03"].stop_timeout_ms, Some(7000));
+    assert!(!expected.tasks["t03"].keep_volumes);
+    assert!(expected.tasks["t04"].keep_volumes);
     assert_eq!(expected.service("shop", "web").unwrap().replicas, 40);
     assert!(
         dir.path().join("snapshot").exists(),

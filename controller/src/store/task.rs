@@ -39,6 +39,15 @@ pub struct Task {
     /// Set when the user stopped it explicitly (`berth stop`): it is not restarted.
     #[serde(default)]
     pub stopped_by_user: bool,
+    /// `-t` of the `stop`/`down`/`restart`/`up` that asked for its stop: milliseconds
+    /// between the stop signal and the kill, over the service's `stop_grace_period`. In
+    /// the replicated state (not an agent's memory) so an agent acting after a daemon
+    /// restart honours it too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_timeout_ms: Option<u64>,
+    /// Its anonymous volumes stay when it is removed (`rm`/`down` without `-v`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub keep_volumes: bool,
 }
 
 impl Task {
@@ -67,6 +76,8 @@ impl Task {
             unplaceable_reason: None,
             waiting_for: None,
             stopped_by_user: false,
+            stop_timeout_ms: None,
+            keep_volumes: false,
         }
     }
 

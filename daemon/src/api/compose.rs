@@ -18,7 +18,7 @@ use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use super::convert::{self, LABEL_PROJECT, LABEL_SERVICE, LABEL_TASK};
+use super::convert::{self, LABEL_ONEOFF, LABEL_PROJECT, LABEL_SERVICE, LABEL_TASK};
 use super::{Node, status};
 use crate::controller::now_ms;
 
@@ -104,32 +104,109 @@ impl ComposeService {
         Duration::from_millis(total) + STOP_SLACK
     }
 
-    /// Hands `timeout` (`-t`) to the agents for the current tasks of `services` of `app`
-    /// (all services when `None`); without one they stop with their grace period. Called
-    /// before the stop is proposed, so it is there when the agent acts.
-    fn stop_timeout(&self, app: &str, services: Option<&BTreeSet<String>>, timeout: Option<u32>) {
-        let ids: Vec<String> = self.node.controller.read(|s| {
-            s.tasks
-                .values()
-                .filter(|t| t.app == app && services.is_none_or(|set| set.contains(&t.service)))
-                .map(|t| t.id.clone())
-                .collect()
-        });
-        let timeout = timeout.map(|t| Duration::from_secs(u64::from(t)));
-        self.node.dispatcher.set_stop_timeout(&ids, timeout);
+    /// Records `timeout` (`-t`) on the current tasks of `services` of `app` (all services
+    /// when `None`); without one they stop with their grace period. Committed before the
+    /// stop is proposed, so whichever agent acts on the stop (this one, or the one of a
+    /// daemon restarted in the middle) sees it. Nothing is proposed when no task changes.
+    async fn stop_timeout(
+        &self,
+        app: &str,
+        services: Option<&BTreeSet<String>>,
+        timeout: Option<u32>,
+    ) -> Result<(), Status> {
+        let timeout_ms = timeout.map(|t| u64::from(t) * 1000);
+        let tasks = self.tasks_where(app, services, |t| t.stop_timeout_ms != timeout_ms);
+        self.set_stop_timeout(tasks, timeout_ms).await
     }
 
-    /// Whether the current tasks of `services` of `app` (all when `None`) keep their
-    /// anonymous volumes once removed: Compose's `rm` and `down` keep them unless `-v`.
-    fn keep_volumes(&self, app: &str, services: Option<&BTreeSet<String>>, keep: bool) {
-        let ids: Vec<String> = self.node.controller.read(|s| {
+    async fn set_stop_timeout(
+        &self,
+        tasks: Vec<String>,
+        timeout_ms: Option<u64>,
+    ) -> Result<(), Status> {
+        if tasks.is_empty() {
+            return Ok(());
+        }
+        self.node
+            .controller
+            .propose(Command::SetStopTimeout { tasks, timeout_ms })
+            .await
+            .map_err(status)?;
+        Ok(())
+    }
+
+    /// `down`: the timeout each task of `services` of `app` (all when `None`) stops with —
+    /// `-t`, else its service's `stop_grace_period` — recorded on the task before the
+    /// services leave the app. Their part of the document goes with them, so an agent that
+    /// acts on the stop after a daemon restart could no longer learn the grace period.
+    async fn pin_stop_timeouts(
+        &self,
+        app: &AppSpec,
+        services: Option<&BTreeSet<String>>,
+        timeout: Option<u32>,
+    ) -> Result<(), Status> {
+        if timeout.is_some() {
+            return self.stop_timeout(&app.name, services, timeout).await;
+        }
+        let mut by_grace: BTreeMap<u64, BTreeSet<String>> = BTreeMap::new();
+        for (name, service) in &app.services {
+            if services.is_some_and(|set| !set.contains(name)) {
+                continue;
+            }
+            by_grace
+                .entry(service.stop_grace_period)
+                .or_default()
+                .insert(name.clone());
+        }
+        for (grace, services) in by_grace {
+            let tasks = self.tasks_where(&app.name, Some(&services), |t| {
+                t.stop_timeout_ms != Some(grace)
+            });
+            self.set_stop_timeout(tasks, Some(grace)).await?;
+        }
+        Ok(())
+    }
+
+    /// Records on the current tasks of `services` of `app` (all when `None`) whether they
+    /// keep their anonymous volumes once removed: Compose's `rm` and `down` keep them
+    /// unless `-v`. Committed before the removal is proposed, like [`Self::stop_timeout`].
+    async fn keep_volumes(
+        &self,
+        app: &str,
+        services: Option<&BTreeSet<String>>,
+        keep: bool,
+    ) -> Result<(), Status> {
+        let tasks = self.tasks_where(app, services, |t| t.keep_volumes != keep);
+        self.set_keep_volumes(tasks, keep).await
+    }
+
+    async fn set_keep_volumes(&self, tasks: Vec<String>, keep: bool) -> Result<(), Status> {
+        if tasks.is_empty() {
+            return Ok(());
+        }
+        self.node
+            .controller
+            .propose(Command::SetKeepVolumes { tasks, keep })
+            .await
+            .map_err(status)?;
+        Ok(())
+    }
+
+    /// The ids of the tasks of `services` of `app` (all when `None`) for which `wanted`.
+    fn tasks_where(
+        &self,
+        app: &str,
+        services: Option<&BTreeSet<String>>,
+        wanted: impl Fn(&Task) -> bool,
+    ) -> Vec<String> {
+        self.node.controller.read(|s| {
             s.tasks
                 .values()
                 .filter(|t| t.app == app && services.is_none_or(|set| set.contains(&t.service)))
+                .filter(|t| wanted(t))
                 .map(|t| t.id.clone())
                 .collect()
-        });
-        self.node.dispatcher.set_keep_volumes(&ids, keep);
+        })
     }
 
     async fn stop_services(
@@ -139,7 +216,7 @@ impl ComposeService {
         timeout: Option<u32>,
     ) -> Result<(), Status> {
         let set: BTreeSet<String> = services.iter().cloned().collect();
-        self.stop_timeout(&app.name, Some(&set), timeout);
+        self.stop_timeout(&app.name, Some(&set), timeout).await?;
         {
             // every service's stop is recorded before the agent signals any container:
             // it then stops them together, in reverse dependency waves
@@ -229,8 +306,10 @@ impl ComposeService {
             .map(|r| r.name)
             .collect();
         let gone_set: BTreeSet<String> = gone.iter().cloned().collect();
-        self.stop_timeout(&app.name, Some(&gone_set), request.timeout_seconds);
-        self.keep_volumes(&app.name, Some(&gone_set), !request.remove_volumes);
+        self.pin_stop_timeouts(app, Some(&gone_set), request.timeout_seconds)
+            .await?;
+        self.keep_volumes(&app.name, Some(&gone_set), !request.remove_volumes)
+            .await?;
         let mut kept = app.clone();
         kept.services.retain(|n, _| orphans.contains(n));
         if let Some(services) = kept
@@ -253,6 +332,8 @@ impl ComposeService {
                 .any(|t| t.app == name && set.contains(&t.service))
         })
         .await?;
+        self.remove_one_offs(&app.name, &gone, request.timeout_seconds)
+            .await?;
         let deadline = tokio::time::Instant::now() + STOP_SLACK;
         while !self.records(&app.name, &gone).await?.is_empty() {
             if tokio::time::Instant::now() >= deadline {
@@ -276,6 +357,42 @@ impl ComposeService {
             orphan_containers,
             ..Default::default()
         }))
+    }
+
+    /// `run`'s one-off containers of `services` of `project` (all when empty) on this node
+    /// are stopped (with `-t`, else 10 s) and removed: Compose's `down` takes them with the
+    /// project, and the networks they joined cannot go before them.
+    async fn remove_one_offs(
+        &self,
+        project: &str,
+        services: &[String],
+        timeout: Option<u32>,
+    ) -> Result<(), Status> {
+        let one_offs: Vec<Record> = self
+            .records(project, services)
+            .await?
+            .into_iter()
+            .filter(|r| {
+                !r.labels.contains_key(LABEL_TASK)
+                    && r.labels.get(LABEL_ONEOFF).map(String::as_str) == Some("True")
+            })
+            .collect();
+        if one_offs.is_empty() {
+            return Ok(());
+        }
+        let containers = self.node.agent.containers().clone();
+        let grace = Duration::from_secs(timeout.map_or(10, u64::from));
+        tokio::task::spawn_blocking(move || {
+            for r in one_offs {
+                containers
+                    .stop(&r.id, grace)
+                    .and_then(|_| containers.remove(&r.id, true))
+                    .map_err(|e| Status::internal(format!("container {}: {e}", r.name)))?;
+            }
+            Ok::<_, Status>(())
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
     }
 
     /// `rm`: the stopped containers of `services` go (their tasks are removed); the
@@ -325,7 +442,8 @@ impl ComposeService {
             return Ok(removed);
         }
         let ids: BTreeSet<String> = doomed.into_iter().map(|(id, _)| id).collect();
-        self.node.dispatcher.set_keep_volumes(&ids, !remove_volumes);
+        self.set_keep_volumes(ids.iter().cloned().collect(), !remove_volumes)
+            .await?;
         self.node
             .controller
             .propose(Command::SetDesired(
@@ -746,7 +864,8 @@ impl Compose for ComposeService {
         // Services a `stop` left stopped start again (the same containers), in the same
         // command; `--no-start` creates without starting.
         if existing.is_some() {
-            self.stop_timeout(&spec.name, None, options.timeout_seconds);
+            self.stop_timeout(&spec.name, None, options.timeout_seconds)
+                .await?;
         }
         let command = if options.no_start {
             Command::DeployAppNoStart(spec.clone())
@@ -815,8 +934,10 @@ impl Compose for ComposeService {
                 .collect()
         });
         if let Some(app) = &app {
-            self.stop_timeout(&app.name, None, request.timeout_seconds);
-            self.keep_volumes(&app.name, None, !request.remove_volumes);
+            self.pin_stop_timeouts(app, None, request.timeout_seconds)
+                .await?;
+            self.keep_volumes(&app.name, None, !request.remove_volumes)
+                .await?;
             self.node
                 .controller
                 .propose(Command::RemoveApp {
@@ -832,6 +953,8 @@ impl Compose for ComposeService {
             )
             .await?;
         }
+        self.remove_one_offs(&project, &[], request.timeout_seconds)
+            .await?;
         // The agent removes containers of tasks that are gone; wait for that too, then
         // remove the project's networks (and volumes).
         let deadline = tokio::time::Instant::now() + STOP_SLACK;
@@ -1309,6 +1432,40 @@ impl Compose for ComposeService {
             })
             .collect();
         Ok(Response::new(v1::ImagesResponse { images }))
+    }
+
+    async fn prepare_run(
+        &self,
+        request: Request<v1::PrepareRunRequest>,
+    ) -> Result<Response<v1::PrepareRunResponse>, Status> {
+        self.node.metrics.api_requests.inc();
+        let request = request.into_inner();
+        if request.project.is_empty() {
+            return Err(Status::invalid_argument("no project name given"));
+        }
+        let mut app: berth_spec::App = serde_json::from_str(&request.app_json).map_err(|e| {
+            Status::invalid_argument(format!("the app document does not parse: {e}"))
+        })?;
+        // the project as `up` names it, so the networks and volumes are the same ones
+        app.name = request.project.clone();
+        if !app.services.contains_key(&request.service) {
+            return Err(Status::not_found(format!(
+                "no such service: {}",
+                request.service
+            )));
+        }
+        let warnings = self
+            .node
+            .agent
+            .prepare_one_off(
+                Arc::new(app),
+                &request.service,
+                &request.working_dir,
+                &request.config_files,
+            )
+            .await
+            .map_err(Status::failed_precondition)?;
+        Ok(Response::new(v1::PrepareRunResponse { warnings }))
     }
 
     async fn wait(

@@ -9,6 +9,7 @@ use berth_node_agent::container::Record;
 pub const LABEL_TASK: &str = "berth.task.id";
 pub const LABEL_PROJECT: &str = "com.docker.compose.project";
 pub const LABEL_SERVICE: &str = "com.docker.compose.service";
+pub const LABEL_ONEOFF: &str = "com.docker.compose.oneoff";
 
 pub fn desired(d: DesiredState) -> v1::DesiredState {
     match d {

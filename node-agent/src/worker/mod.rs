@@ -41,7 +41,7 @@ pub use task::{Assignment, Desired, Health, Observed, StatusReport};
 use health::{HealthConfig, ImageHealthcheck, Verdicts};
 use resources::ProjectStore;
 use task::now_ms;
-use translate::Networking;
+use translate::{Networking, Translated};
 
 /// Stack of a container's exit-watch thread: it only connects to the shim and waits.
 const EXIT_WATCH_STACK: usize = 256 * 1024;
@@ -341,6 +341,25 @@ impl Worker {
         remove_volumes: bool,
     ) -> Result<(), WorkerError> {
         self.inner.remove_project(project, remove_volumes).await
+    }
+
+    /// Makes what a one-off container of `a`'s service (`berth run`) needs before it is
+    /// created outside the worker: the service's networks and named volumes, exactly as
+    /// for its tasks (the same names, labels and project records, so `up` finds them and
+    /// `down` removes them), whether or not the project has any task. A one-off's
+    /// anonymous volumes are its own, not the project's. Returns the warnings `up` would
+    /// report for them.
+    pub async fn prepare_one_off(&self, a: &Assignment) -> Result<Vec<String>, String> {
+        let svc = a
+            .service_spec()
+            .ok_or_else(|| format!("service {} is not in the app", a.service))?;
+        let mut t = translate::translate(a, svc)?;
+        // only what making these networks and volumes has to say
+        t.warnings.clear();
+        t.volumes.retain(|(key, _)| key.is_some());
+        self.inner.ensure_networks(a, &mut t).await?;
+        self.inner.note_volumes(a, &mut t)?;
+        Ok(t.warnings)
     }
 
     /// What the worker made for `project`, with Compose's labels.
@@ -853,26 +872,8 @@ impl Inner {
         )
         .await?;
         // networks first: the resolver is the first network's gateway
+        self.ensure_networks(a, &mut t).await?;
         match &t.networking {
-            Networking::Networks(list) => {
-                for (i, (key, att)) in list.iter().enumerate() {
-                    let def = a.app.networks.get(key).cloned().unwrap_or_default();
-                    let (net, warnings) = resources::ensure_network(
-                        &self.networks,
-                        &self.projects,
-                        &self.network_lock,
-                        &a.project,
-                        key,
-                        &att.network,
-                        &def,
-                    )
-                    .await?;
-                    t.warnings.extend(warnings);
-                    if i == 0 {
-                        t.options.resolver = Some(net.gateway_v4.to_string());
-                    }
-                }
-            }
             Networking::Service(name) => {
                 let target = self.running_container_of(&a.project, name).ok_or_else(|| {
                     format!("network_mode service:{name}: no running container of service {name}")
@@ -887,8 +888,49 @@ impl Inner {
                     .map_err(|e| format!("network_mode container:{name}: {e}"))?;
                 t.options.network_from = Some(r.id);
             }
-            Networking::Host | Networking::None => {}
+            Networking::Networks(_) | Networking::Host | Networking::None => {}
         }
+        self.note_volumes(a, &mut t)?;
+        let name = naming::container_name(a);
+        t.options.name = Some(name.clone());
+        self.clear_stale_name(&name).await?;
+        let containers = self.containers.clone();
+        let opts = t.options;
+        let record = blocking(move || containers.create(opts)).await?;
+        tracing::debug!(task = task_id, container = %record.id, "created");
+        Ok((record.id, t.warnings))
+    }
+
+    /// The project networks the translated service joins, made (or found) with Compose's
+    /// names and labels and recorded with the project; the first one's gateway becomes
+    /// the container's resolver.
+    async fn ensure_networks(&self, a: &Assignment, t: &mut Translated) -> Result<(), String> {
+        let Networking::Networks(list) = &t.networking else {
+            return Ok(());
+        };
+        for (i, (key, att)) in list.iter().enumerate() {
+            let def = a.app.networks.get(key).cloned().unwrap_or_default();
+            let (net, warnings) = resources::ensure_network(
+                &self.networks,
+                &self.projects,
+                &self.network_lock,
+                &a.project,
+                key,
+                &att.network,
+                &def,
+            )
+            .await?;
+            t.warnings.extend(warnings);
+            if i == 0 {
+                t.options.resolver = Some(net.gateway_v4.to_string());
+            }
+        }
+        Ok(())
+    }
+
+    /// Records the volumes the translated service mounts with the project (the container
+    /// layer creates them when the container is made).
+    fn note_volumes(&self, a: &Assignment, t: &mut Translated) -> Result<(), String> {
         for (key, name) in &t.volumes {
             let def = key.as_ref().and_then(|k| a.app.volumes.get(k));
             let w = resources::note_volume(
@@ -901,14 +943,7 @@ impl Inner {
             )?;
             t.warnings.extend(w);
         }
-        let name = naming::container_name(a);
-        t.options.name = Some(name.clone());
-        self.clear_stale_name(&name).await?;
-        let containers = self.containers.clone();
-        let opts = t.options;
-        let record = blocking(move || containers.create(opts)).await?;
-        tracing::debug!(task = task_id, container = %record.id, "created");
-        Ok((record.id, t.warnings))
+        Ok(())
     }
 
     /// Secrets and configs: fetched for this task, written to its tmpfs, bind-mounted.

@@ -1,5 +1,5 @@
-//! `berth exec` and `berth run`. The daemon names the container (`exec`) or starts the
-//! service's dependencies (`run`); the process itself is then run on this machine with the
+//! `berth exec` and `berth run`. The daemon names the container (`exec`), or makes the
+//! service's networks and volumes and starts its dependencies (`run`); the process itself is then run on this machine with the
 //! node-local container code (`berth container exec`/`run`), so both work only where the
 //! container lives — on one machine, always.
 
@@ -164,30 +164,44 @@ pub fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<ExitCode> {
         .services
         .get(&args.service)
         .with_context(|| format!("no such service: {}", args.service))?;
+    let session = Session::open(&ctx.conn)?;
+    let mut compose = session.compose.clone();
+    let working_dir = loaded.working_dir.display().to_string();
+    let config_files: Vec<String> = loaded
+        .files
+        .iter()
+        .map(|f| f.display().to_string())
+        .collect();
+    // The service's networks and named volumes, made by the daemon as `up` makes them (a
+    // project that was never brought up has none yet); before the dependencies, so their
+    // tasks find these networks made rather than racing to make them.
+    let prepared = session.call(compose.prepare_run(v1::PrepareRunRequest {
+        project: app.name.clone(),
+        app_json: app.to_json(),
+        working_dir: working_dir.clone(),
+        config_files: config_files.clone(),
+        service: args.service.clone(),
+    }))?;
+    for warning in &prepared.warnings {
+        eprintln!("berth: warning: {warning}");
+    }
     if !args.no_deps && !service.depends_on.is_empty() {
         // the dependencies come up through the daemon, as `up -d DEP…` would bring them
-        let session = Session::open(&ctx.conn)?;
-        let mut compose = session.compose.clone();
         let deps: Vec<String> = service.depends_on.keys().cloned().collect();
-        session.call(
-            compose.deploy(v1::DeployRequest {
-                project: app.name.clone(),
-                app_json: app.to_json(),
-                working_dir: loaded.working_dir.display().to_string(),
-                config_files: loaded
-                    .files
-                    .iter()
-                    .map(|f| f.display().to_string())
-                    .collect(),
-                options: Some(v1::DeployOptions {
-                    services: deps.clone(),
-                    ..Default::default()
-                }),
-                files: crate::cli::app_files::collect(app)?,
+        session.call(compose.deploy(v1::DeployRequest {
+            project: app.name.clone(),
+            app_json: app.to_json(),
+            working_dir,
+            config_files,
+            options: Some(v1::DeployOptions {
+                services: deps.clone(),
+                ..Default::default()
             }),
-        )?;
+            files: crate::cli::app_files::collect(app)?,
+        }))?;
         wait_running(&session, &app.name, &deps)?;
     }
+    drop(session);
     let tty = !args.no_tty && !args.detach && stdin_is_terminal();
     let opts = one_off_options(app, &args.service, service, &args, tty)?;
     run_local(

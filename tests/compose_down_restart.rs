@@ -1,0 +1,171 @@
+//! `down` survives a berthd restart: the stop timeout and the keep-volumes choice are in
+//! the replicated state, so the agent of a berthd killed in the middle of a `down` and
+//! started again stops the container with `-t` (or, without it, the service's own grace
+//! period, though the app is gone from the state by then), and keeps its anonymous volume
+//! (no `-v`). Root, real containers, own data root and daemon per test.
+
+mod compose_support;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use compose_support::{BERTH, Env};
+
+/// A container that ignores SIGTERM on purpose and has a long grace period: only the
+/// timeout given to `down` ends it quickly.
+const STUBBORN: &str = r#"
+services:
+  stubborn:
+    image: busybox:latest
+    command: ["sh", "-c", "trap '' TERM; echo up; while :; do sleep 1; done"]
+    stop_grace_period: 120s
+    volumes: ["/scratch"]
+"#;
+
+/// The same with a grace period of its own, longer than the 10 s default.
+const PATIENT: &str = r#"
+services:
+  stubborn:
+    image: busybox:latest
+    command: ["sh", "-c", "trap '' TERM; echo up; while :; do sleep 1; done"]
+    stop_grace_period: 25s
+    volumes: ["/scratch"]
+"#;
+
+fn container_dirs(env: &Env) -> usize {
+    std::fs::read_dir(env.root.path().join("containers"))
+        .map(|d| {
+            d.filter(|e| {
+                e.as_ref()
+                    .is_ok_and(|e| !e.file_name().to_string_lossy().starts_with('.'))
+            })
+            .count()
+        })
+        .unwrap_or(0)
+}
+
+fn anonymous_volumes(env: &Env) -> usize {
+    std::fs::read_dir(env.root.path().join("volumes"))
+        .map(|d| {
+            d.filter(|e| {
+                e.as_ref()
+                    .is_ok_and(|e| e.file_name().to_string_lossy().starts_with("anon-"))
+            })
+            .count()
+        })
+        .unwrap_or(0)
+}
+
+/// The pid in the data root's `berthd.pid`.
+fn daemon_pid(env: &Env) -> i32 {
+    std::fs::read_to_string(env.root.path().join("berthd.pid"))
+        .expect("berthd.pid")
+        .trim()
+        .parse()
+        .expect("pid")
+}
+
+/// Gone, or a zombie not reaped yet (its locks and sockets are released either way).
+fn dead(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            s.rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(true)
+}
+
+/// Kills the bounded `berth down` on drop if it is still there.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+        }
+        let _ = self.0.wait();
+    }
+}
+
+/// `up -d` of `compose` (one service `stubborn` that ignores SIGTERM, with an anonymous
+/// volume), then `down DOWN_ARGS…` with berthd killed (`kill -9`) once the removal is
+/// committed and started again: the restarted agent must take `expected` seconds to stop
+/// the container (it signals again and waits that long), and keep the anonymous volume.
+fn down_across_a_restart(project: &str, compose: &str, down_args: &[&str], expected: u64) {
+    let mut env = Env::with_daemon(project, compose);
+    env.ok(&["up", "-d"]);
+    env.wait_for("stubborn running", Duration::from_secs(60), || {
+        env.count("stubborn", "running") == 1
+    });
+    assert_eq!(anonymous_volumes(&env), 1, "the service's anonymous volume");
+
+    let mut down = Command::new("timeout");
+    down.args(["--kill-after=5", "90", BERTH])
+        .args(env.command(&[]).get_args())
+        .arg("down")
+        .args(down_args)
+        .current_dir(&env.dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut down = Child(down.spawn().expect("berth down"));
+    // the removal is committed (with -t and the keep-volumes choice before it) once the
+    // project is no longer listed; its container is then being stopped
+    env.wait_for("down to remove the app", Duration::from_secs(30), || {
+        let ls = env.run(&["ls", "-q"]);
+        ls.status.success() && !String::from_utf8_lossy(&ls.stdout).contains(&env.project)
+    });
+    assert_eq!(
+        container_dirs(&env),
+        1,
+        "the container went before the restart"
+    );
+
+    let pid = daemon_pid(&env);
+    // SAFETY: kill(2) on the berthd of this test's own data root.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    env.wait_for("berthd to die", Duration::from_secs(10), || dead(pid));
+    // the interrupted down fails (its daemon went away), within its bound
+    let deadline = Instant::now() + Duration::from_secs(100);
+    while down.0.try_wait().expect("wait down").is_none() {
+        assert!(Instant::now() < deadline, "berth down outlived its timeout");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // a stale socket would make the CLI start a daemon of its own
+    let _ = std::fs::remove_file(&env.socket);
+    env.start_daemon();
+    let restarted = Instant::now();
+    env.wait_for(
+        "the restarted agent to finish the down",
+        Duration::from_secs(expected + 60),
+        || container_dirs(&env) == 0,
+    );
+    let took = restarted.elapsed();
+    assert!(
+        took >= Duration::from_secs(expected - 1) && took < Duration::from_secs(expected + 30),
+        "after the restart the container took {took:?} to go ({expected} s expected)"
+    );
+    // no -v: its anonymous volume stays, for a later down -v
+    assert_eq!(anonymous_volumes(&env), 1, "down without -v removed it");
+    env.ok(&["down", "-v"]);
+    assert_eq!(
+        anonymous_volumes(&env),
+        0,
+        "down -v left the anonymous volume"
+    );
+    assert_eq!(container_dirs(&env), 0);
+}
+
+#[test]
+fn down_timeout_and_kept_volumes_survive_a_berthd_restart() {
+    // -t 25 over a 120 s grace period: neither the grace period nor the 10 s an agent
+    // falls back to when it knows none
+    down_across_a_restart("cmp-downrs", STUBBORN, &["-t", "25"], 25);
+}
+
+#[test]
+fn down_without_timeout_keeps_the_grace_period_across_a_berthd_restart() {
+    // the app leaves the state before its tasks stop: the grace period (25 s, not the
+    // 10 s default) must be pinned on the tasks to survive
+    down_across_a_restart("cmp-downrg", PATIENT, &[], 25);
+}
