@@ -367,6 +367,8 @@ fn command_kind(command: &Command) -> &'static str {
         Command::Overlay(_) => "overlay",
         Command::SetAppFiles { .. } => "set_app_files",
         Command::RevokeNode { .. } => "revoke_node",
+        Command::CreateSecret(_) => "create_secret",
+        Command::RemoveSecret { .. } => "remove_secret",
     }
 }
 
