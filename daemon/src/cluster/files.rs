@@ -150,7 +150,7 @@ fn data_key(data_root: &Path) -> Result<ManagerKey, Status> {
         .is_some();
     if in_cluster {
         return Err(Status::permission_denied(
-            "this node holds no managers' key: deploy secrets through a manager",
+            "this node holds no managers' key to seal secrets with: run this on a manager",
         ));
     }
     let key = ManagerKey::generate().map_err(|e| Status::internal(e.to_string()))?;
