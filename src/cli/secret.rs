@@ -34,6 +34,7 @@ pub enum SecretCommand {
         /// A label KEY=VALUE (repeatable)
         #[arg(short = 'l', long = "label", value_name = "KEY=VALUE")]
         labels: Vec<String>,
+        /// The secret's name (letters, digits, `-`, `_`, `.`; at most 64)
         name: String,
         /// The file holding the value, or `-` for stdin
         #[arg(value_name = "FILE|-")]
