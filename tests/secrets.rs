@@ -217,7 +217,10 @@ fn stored_secrets_are_created_listed_used_as_external_and_removed_once_unused() 
     for value in [&pw, &api_key] {
         let leaks = found_under(&rig.nodes[0].data_root(), value.as_bytes());
         assert!(leaks.is_empty(), "a secret is stored in clear: {leaks:?}");
-        assert!(!rig.nodes[0].log().contains(value.as_str()), "berthd logged it");
+        assert!(
+            !rig.nodes[0].log().contains(value.as_str()),
+            "berthd logged it"
+        );
     }
 
     // After `down`, both go; then they are gone.
