@@ -157,6 +157,10 @@ mod tests {
             run("berth --host tcp://h:1 --tlscert c --tlskey k version"),
             "berth version --host tcp://h:1 --tlscert c --tlskey k"
         );
+        assert_eq!(
+            run("berth --data-root /d -H unix:///s secret ls -q"),
+            "berth --data-root /d secret -H unix:///s ls -q"
+        );
         // Nothing to move, another command, or flags already in place: unchanged.
         for line in [
             "berth node ls",
