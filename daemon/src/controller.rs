@@ -369,6 +369,8 @@ fn command_kind(command: &Command) -> &'static str {
         Command::RevokeNode { .. } => "revoke_node",
         Command::SetStopTimeout { .. } => "set_stop_timeout",
         Command::SetKeepVolumes { .. } => "set_keep_volumes",
+        Command::CreateSecret(_) => "create_secret",
+        Command::RemoveSecret { .. } => "remove_secret",
     }
 }
 

@@ -16,6 +16,7 @@ pub mod events;
 pub mod host;
 pub mod lock;
 pub mod metrics;
+pub mod secrets;
 pub mod server;
 pub mod services;
 pub mod timefmt;

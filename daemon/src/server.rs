@@ -143,6 +143,8 @@ impl Listener {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServerError> {
         let services_controller = node.controller.clone();
+        let secrets =
+            crate::secrets::SecretsService::new(node.controller.clone(), node.data_root.clone());
         let router = tonic::transport::Server::builder()
             .add_service(ComposeServer::new(ComposeService::new(node.clone())))
             .add_service(SystemServer::new(SystemService::new(node)))
@@ -151,7 +153,8 @@ impl Listener {
             ))
             .add_service(berth_api::v1::services_server::ServicesServer::new(
                 crate::services::ServicesService::new(services_controller),
-            ));
+            ))
+            .add_service(berth_api::v1::secrets_server::SecretsServer::new(secrets));
         // Graceful shutdown waits for open connections; a client following logs would hold
         // it forever, so connections get a short grace and are then dropped.
         let (stopped_tx, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -17,6 +17,7 @@ mod network;
 mod node;
 mod registry;
 mod remote;
+mod secret;
 mod service;
 mod version;
 mod volume;
@@ -129,6 +130,8 @@ pub enum Command {
     Node(node::NodeArgs),
     /// Manage services across the cluster: ls, ps, inspect, scale, rollback
     Service(service::ServiceArgs),
+    /// Manage secrets stored in the cluster: create, ls, inspect, rm
+    Secret(secret::SecretArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -169,6 +172,7 @@ pub fn main() -> ExitCode {
         Command::Cluster(args) => cluster::run(args),
         Command::Node(args) => node::run(args),
         Command::Service(args) => service::run(args),
+        Command::Secret(args) => secret::run(args),
         Command::Network(_) | Command::Volume(_) => Err(anyhow::anyhow!(
             "network and volume commands take only --data-root before the command name"
         )),

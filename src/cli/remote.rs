@@ -75,7 +75,7 @@ pub fn write_cert_dir(
 }
 
 /// The command groups that take `-H` and the TLS flags after their name.
-const GROUPS: [&str; 4] = ["version", "cluster", "node", "service"];
+const GROUPS: [&str; 5] = ["version", "cluster", "node", "service", "secret"];
 /// Connection flags that may come before a group's name, Docker style.
 const CONNECTION: [&str; 5] = ["-H", "--host", "--tlscacert", "--tlscert", "--tlskey"];
 /// Other global flags that take a value (so their value is not taken for the command name).
@@ -89,9 +89,9 @@ const VALUED: [&str; 7] = [
     "--data-root",
 ];
 
-/// Moves `-H ADDR` and the TLS flags given before `version`, `cluster`, `node` or `service`
-/// to just after it, where those groups read them: `berth -H tcp://… node ls` works as
-/// `berth node -H tcp://… ls`. Any other command line is returned as it was.
+/// Moves `-H ADDR` and the TLS flags given before `version`, `cluster`, `node`, `service`
+/// or `secret` to just after it, where those groups read them: `berth -H tcp://… node ls`
+/// works as `berth node -H tcp://… ls`. Any other command line is returned as it was.
 pub fn hoist_connection_flags(argv: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
     let mut before = Vec::new();
     let mut moved = Vec::new();
@@ -156,6 +156,10 @@ mod tests {
         assert_eq!(
             run("berth --host tcp://h:1 --tlscert c --tlskey k version"),
             "berth version --host tcp://h:1 --tlscert c --tlskey k"
+        );
+        assert_eq!(
+            run("berth --data-root /d -H unix:///s secret ls -q"),
+            "berth --data-root /d secret -H unix:///s ls -q"
         );
         // Nothing to move, another command, or flags already in place: unchanged.
         for line in [

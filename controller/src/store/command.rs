@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::app::AppSpec;
 use super::node::{Availability, Node, NodeStatus, Role};
+use super::secret::StoredSecret;
 use super::state::{AppFiles, ClusterSecrets};
 use super::task::{DesiredState, NodeId, Task, TaskId, TaskState, TaskStatus, Timestamp};
 
@@ -118,6 +119,12 @@ pub enum Command {
         tasks: Vec<TaskId>,
         keep: bool,
     },
+    /// `berth secret create`: a new stored secret (its value sealed by the proposer).
+    CreateSecret(StoredSecret),
+    /// `berth secret rm` (by name or id); refused while an app uses it.
+    RemoveSecret {
+        name: String,
+    },
 }
 
 /// Where a service's rolling update stands.
@@ -219,4 +226,20 @@ pub enum ApplyError {
     },
     #[error("service {service:?} of app {app:?} has no previous spec to roll back to")]
     NoPreviousSpec { app: String, service: String },
+    #[error("{reason}")]
+    InvalidSecret { reason: String },
+    #[error("a secret named {name:?} already exists")]
+    SecretExists { name: String },
+    #[error("no secret {name:?}")]
+    UnknownSecret { name: String },
+    #[error("secret {name:?} is in use by {users}")]
+    SecretInUse { name: String, users: String },
+    #[error(
+        "external secret {name:?} (secrets.{key} of app {app:?}) does not exist: create it with `berth secret create {name} FILE`"
+    )]
+    MissingExternalSecret {
+        app: String,
+        key: String,
+        name: String,
+    },
 }

@@ -12,6 +12,7 @@ mod node;
 pub mod overlay;
 pub mod placement;
 mod restart;
+mod secret;
 mod state;
 mod task;
 
@@ -24,6 +25,7 @@ pub use from_compose::{FromComposeError, app_spec, service_spec};
 pub use node::{Availability, Node, NodeResources, NodeStatus, Platform, Role};
 pub use placement::{Constraint, ConstraintError, ConstraintKey, ConstraintOp, Placement};
 pub use restart::{RestartCondition, RestartPolicy, RestartPolicyError};
+pub use secret::{ExternalSecret, StoredSecret, check_name as check_secret_name};
 pub use state::{
     AppFiles, AppRecord, ClusterSecrets, MAX_REPLICAS, ServiceRecord, State, decode_reply, encode,
 };

@@ -30,6 +30,9 @@ pub struct State {
     /// issued before then are refused.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub revoked: BTreeMap<NodeId, Timestamp>,
+    /// Stored secrets (`berth secret create`) by name, each value sealed.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets: BTreeMap<String, super::secret::StoredSecret>,
 }
 
 /// An app's Compose secrets and configs by top-level key, each sealed by the daemon with
@@ -40,6 +43,10 @@ pub struct AppFiles {
     pub secrets: BTreeMap<String, String>,
     #[serde(default)]
     pub configs: BTreeMap<String, String>,
+    /// Secrets the app takes from the stored ones, by top-level key; applying the command
+    /// copies their sealed values into `secrets`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub external: BTreeMap<String, super::secret::ExternalSecret>,
 }
 
 /// What managers need to admit nodes, replicated with the rest of the state. The CA key and
@@ -192,10 +199,9 @@ impl State {
                 Ok(Applied::changed(1))
             }
             Command::Overlay(change) => Ok(Applied::changed(self.overlay.apply(change))),
-            Command::SetAppFiles { app, files } => {
-                self.files.insert(app, files);
-                Ok(Applied::changed(1))
-            }
+            Command::SetAppFiles { app, files } => self.set_app_files(app, files),
+            Command::CreateSecret(secret) => self.create_secret(secret),
+            Command::RemoveSecret { name } => self.remove_secret(&name),
             Command::RevokeNode { id, at } => {
                 let entry = self.revoked.entry(id).or_insert(at);
                 *entry = (*entry).max(at);

@@ -873,11 +873,13 @@ impl Compose for ComposeService {
             Command::DeployApp(spec.clone())
         };
         // Secrets and configs are sealed here: their contents never reach the log in clear.
-        if let Some(files) =
-            crate::cluster::files::seal_for_deploy(&self.node.data_root, &spec.name, request.files)?
-        {
-            self.node.controller.propose(files).await.map_err(status)?;
-        }
+        crate::cluster::files::propose_for_deploy(
+            &self.node.controller,
+            &self.node.data_root,
+            &spec,
+            request.files,
+        )
+        .await?;
         self.node
             .controller
             .propose(command)

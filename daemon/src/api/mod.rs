@@ -38,10 +38,12 @@ pub(crate) fn status(error: ControllerError) -> Status {
             ApplyError::UnknownApp { .. }
             | ApplyError::UnknownService { .. }
             | ApplyError::UnknownTask { .. }
-            | ApplyError::UnknownNode { .. } => Status::not_found(e.to_string()),
+            | ApplyError::UnknownNode { .. }
+            | ApplyError::UnknownSecret { .. } => Status::not_found(e.to_string()),
             ApplyError::InvalidApp { .. }
             | ApplyError::TooManyReplicas { .. }
             | ApplyError::ScaleGlobal { .. }
+            | ApplyError::InvalidSecret { .. }
             | ApplyError::Decode { .. } => Status::invalid_argument(e.to_string()),
             _ => Status::failed_precondition(e.to_string()),
         },

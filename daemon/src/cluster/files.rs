@@ -3,9 +3,12 @@
 //! its snapshots and every worker's replica only ever hold ciphertext; opened for a task only
 //! on the node that runs it.
 //!
-//! - [`seal_for_deploy`]: the contents the client read → one `SetAppFiles` command. A lone
-//!   node makes its key on first use (`cluster init` keeps it, so sealed values stay
-//!   readable).
+//! - [`seal`]: one value → its sealed text, for the app's files and for stored secrets
+//!   (`crate::secrets`). A lone node makes its key on first use (`cluster init` keeps it, so
+//!   sealed values stay readable).
+//! - [`seal_for_deploy`], [`propose_for_deploy`]: the contents the client read, plus the
+//!   app's `external: true` secrets by the stored secret they name → one `SetAppFiles`
+//!   command (the store copies the stored secrets' sealed values in).
 //! - [`Source`]: the agent's `FileSource`. A node holding the key (a manager, a lone node)
 //!   opens the values itself; a worker, which has no key, asks a manager over mutual TLS
 //!   (`ClusterPeer.TaskFiles`), which answers only for a task placed on the caller
@@ -20,28 +23,39 @@ use std::time::Duration;
 
 use berth_api::v1::TaskFilesRequest;
 use berth_cluster::ManagerKey;
-use berth_controller::store::{AppFiles, Command, State};
+use berth_controller::store::{AppFiles, AppSpec, ApplyError, Command, ExternalSecret, State};
 use berth_node_agent::task_files::{FileSource, TaskFiles};
 use tonic::Status;
 
 use super::Cluster;
 use super::member;
-use crate::controller::Controller;
+use crate::controller::{Controller, ControllerError};
 
 /// The largest content one secret or config may have (Docker's limit is 500 KiB).
 pub const MAX_CONTENT: usize = 512 * 1024;
 
-/// Seals what the client sent (`secrets/<key>`, `configs/<key>`) for the store; `None` when
-/// the app has none.
+/// Seals one value (an app's secret or config, a stored secret) for the store, with the
+/// size limit every value has; `what` names it in errors.
+pub fn seal(data_root: &Path, what: &str, content: &[u8]) -> Result<String, Status> {
+    if content.len() > MAX_CONTENT {
+        return Err(Status::invalid_argument(format!(
+            "{what}: {} bytes, more than {MAX_CONTENT}",
+            content.len()
+        )));
+    }
+    data_key(data_root)?
+        .seal(content)
+        .map_err(|e| Status::internal(format!("sealing {what}: {e}")))
+}
+
+/// The app's files for the store: what the client sent (`secrets/<key>`, `configs/<key>`)
+/// sealed, and its `external: true` secrets by the stored secret they name (the store
+/// copies their sealed values in). External configs are refused.
 pub fn seal_for_deploy(
     data_root: &Path,
-    app: &str,
+    spec: &AppSpec,
     files: HashMap<String, Vec<u8>>,
-) -> Result<Option<Command>, Status> {
-    if files.is_empty() {
-        return Ok(None);
-    }
-    let key = data_key(data_root)?;
+) -> Result<AppFiles, Status> {
     let mut sealed = AppFiles::default();
     for (name, content) in files {
         let (map, key_name) = match name.split_once('/') {
@@ -53,21 +67,74 @@ pub fn seal_for_deploy(
                 )));
             }
         };
-        if content.len() > MAX_CONTENT {
-            return Err(Status::invalid_argument(format!(
-                "{name}: {} bytes, more than {MAX_CONTENT}",
-                content.len()
-            )));
-        }
-        let text = key
-            .seal(&content)
-            .map_err(|e| Status::internal(format!("sealing {name}: {e}")))?;
-        map.insert(key_name.to_owned(), text);
+        map.insert(key_name.to_owned(), seal(data_root, &name, &content)?);
     }
-    Ok(Some(Command::SetAppFiles {
-        app: app.to_owned(),
+    if spec.document.is_null() {
+        return Ok(sealed);
+    }
+    let app: berth_spec::App = serde_json::from_value(spec.document.clone())
+        .map_err(|e| Status::invalid_argument(format!("app {}: {e}", spec.name)))?;
+    if let Some((key, _)) = app.configs.iter().find(|(_, c)| c.external.external) {
+        return Err(Status::invalid_argument(format!(
+            "config {key:?}{}: external configs are not supported (external secrets are: `berth secret create`)",
+            in_files(spec)
+        )));
+    }
+    for (key, secret) in app.secrets.iter().filter(|(_, s)| s.external.external) {
+        let services = app
+            .services
+            .iter()
+            .filter(|(_, svc)| svc.secrets.iter().any(|r| &r.source == key))
+            .map(|(name, _)| name.clone())
+            .collect();
+        sealed.external.insert(
+            key.clone(),
+            ExternalSecret {
+                // The loader names an external secret after its key unless `name:` says.
+                name: secret.name.clone().unwrap_or_else(|| key.clone()),
+                services,
+            },
+        );
+    }
+    Ok(sealed)
+}
+
+/// Seals the app's files and proposes them before its deploy (when it has some, or had);
+/// a missing external secret fails here, naming it and the Compose files.
+pub async fn propose_for_deploy(
+    controller: &Controller,
+    data_root: &Path,
+    spec: &AppSpec,
+    files: HashMap<String, Vec<u8>>,
+) -> Result<(), Status> {
+    let sealed = seal_for_deploy(data_root, spec, files)?;
+    let had = controller.read(|s| s.files.contains_key(&spec.name));
+    if sealed == AppFiles::default() && !had {
+        return Ok(());
+    }
+    let command = Command::SetAppFiles {
+        app: spec.name.clone(),
         files: sealed,
-    }))
+    };
+    match controller.propose(command).await {
+        Ok(_) => Ok(()),
+        Err(ControllerError::Refused(ApplyError::MissingExternalSecret { key, name, .. })) => {
+            Err(Status::failed_precondition(format!(
+                "external secret {name:?} (secrets.{key}{}) does not exist: create it with `berth secret create {name} FILE`",
+                in_files(spec)
+            )))
+        }
+        Err(e) => Err(crate::api::status(e)),
+    }
+}
+
+/// ` in <the app's Compose files>`, or nothing when unknown.
+fn in_files(spec: &AppSpec) -> String {
+    if spec.config_files.is_empty() {
+        String::new()
+    } else {
+        format!(" in {}", spec.config_files.join(", "))
+    }
 }
 
 /// The key that seals app files: the managers' key; a lone node makes one on first use.
@@ -83,7 +150,7 @@ fn data_key(data_root: &Path) -> Result<ManagerKey, Status> {
         .is_some();
     if in_cluster {
         return Err(Status::permission_denied(
-            "this node holds no managers' key: deploy secrets through a manager",
+            "this node holds no managers' key to seal secrets with: run this on a manager",
         ));
     }
     let key = ManagerKey::generate().map_err(|e| Status::internal(e.to_string()))?;
@@ -235,26 +302,35 @@ mod tests {
         files.insert("secrets/pw".to_string(), b"hunter2".to_vec());
         files.insert("secrets/other".to_string(), b"not-for-web".to_vec());
         files.insert("configs/conf".to_string(), b"x=1".to_vec());
-        let Some(Command::SetAppFiles { app, files: sealed }) =
-            seal_for_deploy(dir.path(), "a", files).unwrap()
-        else {
-            panic!("no command");
-        };
-        assert_eq!(app, "a");
-        let text = serde_json::to_string(&sealed).unwrap();
-        assert!(!text.contains("hunter2") && !text.contains("x=1"), "{text}");
-
         let doc = serde_json::json!({
             "name": "a",
-            "services": {"web": {"image": "x", "secrets": [{"source": "pw"}],
+            "services": {"web": {"image": "x", "secrets": [{"source": "pw"}, {"source": "ext"}],
                                  "configs": [{"source": "conf"}]}},
-            "secrets": {"pw": {"file": "/pw"}, "other": {"file": "/o"}},
+            "secrets": {"pw": {"file": "/pw"}, "other": {"file": "/o"},
+                        "ext": {"external": true, "name": "stored"}},
             "configs": {"conf": {"content": "x=1"}},
         });
         let app: berth_spec::App = serde_json::from_value(doc.clone()).unwrap();
-        let mut state = State::default();
         let mut spec = berth_controller::store::app_spec("a", &app, &Default::default()).unwrap();
         spec.document = doc;
+        let sealed = seal_for_deploy(dir.path(), &spec, files).unwrap();
+        let text = serde_json::to_string(&sealed).unwrap();
+        assert!(!text.contains("hunter2") && !text.contains("x=1"), "{text}");
+        assert_eq!(sealed.external["ext"].name, "stored");
+        assert_eq!(sealed.external["ext"].services, vec!["web".to_string()]);
+
+        let key = ManagerKey::load(&member::dir(dir.path())).unwrap().unwrap();
+        let mut state = State::default();
+        state
+            .apply_command(Command::CreateSecret(
+                berth_controller::store::StoredSecret {
+                    id: "s1".into(),
+                    name: "stored".into(),
+                    sealed: key.seal(b"from-the-store").unwrap(),
+                    ..Default::default()
+                },
+            ))
+            .unwrap();
         state.apps.insert(
             "a".into(),
             berth_controller::store::AppRecord {
@@ -262,7 +338,12 @@ mod tests {
                 services: Default::default(),
             },
         );
-        state.files.insert("a".into(), sealed);
+        state
+            .apply_command(Command::SetAppFiles {
+                app: "a".into(),
+                files: sealed,
+            })
+            .unwrap();
         let task = berth_controller::store::Task::new(
             "t1",
             "a",
@@ -272,10 +353,10 @@ mod tests {
             0,
         );
         state.tasks.insert("t1".into(), task);
-        let key = ManagerKey::load(&member::dir(dir.path())).unwrap().unwrap();
         let opened = open_for_task(&state, &key, "t1").unwrap();
-        assert_eq!(opened.secrets.len(), 1, "only the secrets the service uses");
+        assert_eq!(opened.secrets.len(), 2, "only the secrets the service uses");
         assert_eq!(opened.secrets["pw"], b"hunter2");
+        assert_eq!(opened.secrets["ext"], b"from-the-store");
         assert_eq!(opened.configs["conf"], b"x=1");
         let wrong = ManagerKey::generate().unwrap();
         assert!(open_for_task(&state, &wrong, "t1").is_err());
