@@ -15,26 +15,17 @@ pub struct Bin {
     pub package: &'static str,
 }
 
-pub const BERTHD: Bin = Bin {
-    name: "berthd",
-    package: "berth-daemon",
-};
-pub const RUNC: Bin = Bin {
-    name: "berth-runc",
-    package: "berth-runtime",
-};
-pub const SHIM: Bin = Bin {
-    name: "berth-shim",
-    package: "berth-shim",
-};
-pub const INIT: Bin = Bin {
-    name: "berth-init",
-    package: "berth-shim",
-};
-pub const DNS: Bin = Bin {
-    name: "berth-dns",
-    package: "berth-network",
-};
+impl Bin {
+    pub const fn new(name: &'static str, package: &'static str) -> Bin {
+        Bin { name, package }
+    }
+}
+
+pub const BERTHD: Bin = Bin::new("berthd", "berth-daemon");
+pub const RUNC: Bin = Bin::new("berth-runc", "berth-runtime");
+pub const SHIM: Bin = Bin::new("berth-shim", "berth-shim");
+pub const INIT: Bin = Bin::new("berth-init", "berth-shim");
+pub const DNS: Bin = Bin::new("berth-dns", "berth-network");
 
 /// What a container needs: the runtime, the shim and init.
 pub const CONTAINER: &[Bin] = &[RUNC, SHIM, INIT];
