@@ -58,8 +58,9 @@ pub fn ensure(dir: &Path, bins: &[Bin]) {
     let mut packages: Vec<&str> = bins.iter().map(|b| b.package).collect();
     packages.sort_unstable();
     packages.dedup();
-    let mut cargo = Command::new(env!("CARGO"));
-    cargo.arg("build");
+    // bounded like every child of a test: a wedged build fails instead of hanging CI
+    let mut cargo = Command::new("timeout");
+    cargo.args(["--kill-after=10", "1800", env!("CARGO"), "build"]);
     for p in &packages {
         cargo.args(["-p", p]);
     }

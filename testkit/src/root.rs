@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use berth_image::{Reference, Store};
-use berth_node_agent::container::{Config, Containers};
+use berth_node_agent::container::{Config, ContainerError, Containers};
 
 /// The OCI runtime root every test uses, as berth does by default.
 pub const RUN_ROOT: &str = "/run/berth/runc";
@@ -30,14 +30,23 @@ pub fn import_busybox(data_root: &Path) {
 
 /// berth's container layer over `data_root`, with the runtime, shim and init of `bin_dir`.
 pub fn containers(data_root: &Path, bin_dir: &Path) -> Containers {
+    open_containers(data_root, Path::new(RUN_ROOT), bin_dir).expect("containers")
+}
+
+/// The container layer over `data_root` with runtime root `run_root`; an error rather than a
+/// panic, for drop guards (a panic while unwinding aborts the whole test binary).
+pub fn open_containers(
+    data_root: &Path,
+    run_root: &Path,
+    bin_dir: &Path,
+) -> Result<Containers, ContainerError> {
     Containers::open(Config {
         data_root: data_root.to_path_buf(),
-        run_root: RUN_ROOT.into(),
+        run_root: run_root.to_path_buf(),
         runtime: bin_dir.join("berth-runc"),
         shim: bin_dir.join("berth-shim"),
         init: bin_dir.join("berth-init"),
     })
-    .expect("containers")
 }
 
 /// Force-removes every container of `c` (and with `volumes`, their anonymous volumes);
@@ -51,7 +60,8 @@ pub fn remove_containers(c: &Containers, volumes: bool) {
 /// [`remove_containers`], then the data root's networks (bridges, nft table): the teardown
 /// of a data root nothing else is still using.
 pub fn clean(data_root: &Path, bin_dir: &Path) {
-    let c = containers(data_root, bin_dir);
-    remove_containers(&c, false);
-    let _ = c.remove_networks();
+    if let Ok(c) = open_containers(data_root, Path::new(RUN_ROOT), bin_dir) {
+        remove_containers(&c, false);
+        let _ = c.remove_networks();
+    }
 }
