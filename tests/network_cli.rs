@@ -20,11 +20,6 @@ fn bin_dir() -> PathBuf {
     bins::dir_of(BERTH)
 }
 
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
 struct Env {
     root: tempfile::TempDir,
     /// Short, unique per test: network and container names carry it.
@@ -130,10 +125,7 @@ fn looked_up(out: &str) -> Vec<String> {
 
 #[test]
 fn containers_on_a_user_network_reach_each_other_by_name_and_teardown_leaves_nothing() {
-    if !is_root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
+    berth_testkit::require_root!();
     let env = Env::new("n");
     let net = format!("front{}", env.tag);
     let id = env.ok(&["network", "create", "--label", "tier=web", &net]);
@@ -349,10 +341,7 @@ fn containers_on_a_user_network_reach_each_other_by_name_and_teardown_leaves_not
 
 #[test]
 fn port_lists_published_ports() {
-    if !is_root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
+    berth_testkit::require_root!();
     let env = Env::new("p");
     let name = format!("pub{}", env.tag);
     let host_port = 20000 + (u16::from_str_radix(&env.tag[1..5], 16).unwrap() % 20000);
@@ -387,10 +376,7 @@ fn port_lists_published_ports() {
 
 #[test]
 fn anonymous_volumes_volumes_from_mounts_and_volume_commands() {
-    if !is_root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
+    berth_testkit::require_root!();
     let env = Env::new("v");
     let data = format!("data{}", env.tag);
     env.ok(&["volume", "create", "--label", "keep=yes", &data]);
@@ -496,10 +482,7 @@ fn anonymous_volumes_volumes_from_mounts_and_volume_commands() {
 
 #[test]
 fn network_connect_adds_an_interface_and_names_and_prune_removes_unused_networks() {
-    if !is_root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
+    berth_testkit::require_root!();
     let env = Env::new("c");
     let (a, b) = (format!("a{}", env.tag), format!("b{}", env.tag));
     env.ok(&["network", "create", &a]);

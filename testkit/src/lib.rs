@@ -23,3 +23,20 @@ pub use net::free_port;
 pub use process::{bounded, output_within};
 pub use registry::Registry;
 pub use wait::{tail, wait_for, wait_for_explained};
+
+/// Whether the test runs as root (namespaces, mounts, bridges and nftables need it).
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Returns from the calling test, saying so, unless it runs as root.
+#[macro_export]
+macro_rules! require_root {
+    () => {
+        if !$crate::is_root() {
+            eprintln!("skipped: needs root");
+            return;
+        }
+    };
+}
