@@ -15,21 +15,7 @@ use support::images::{
     Compression, Flavor, Layer, image_blobs, make_image, make_index, make_index_as,
     write_manifest_as,
 };
-use support::registry::{Auth, PASSWORD, TestRegistry, USER};
-
-fn client(registry: &TestRegistry, credentials: Option<(&str, &str)>) -> RegistryClient {
-    RegistryClient::new(
-        &registry.host(),
-        ClientOptions {
-            credentials: credentials.map(|(u, p)| Credentials {
-                username: u.to_string(),
-                password: p.to_string(),
-            }),
-            ..ClientOptions::default()
-        },
-    )
-    .unwrap()
-}
+use support::registry::{Auth, PASSWORD, TestRegistry, USER, client};
 
 /// Pushes `reference` from `source` with the default options, silently; the test fails if
 /// the push does.

@@ -8,6 +8,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use berth_image::registry::{ClientOptions, Credentials, RegistryClient};
 use berth_testkit::Registry;
 use berth_testkit::registry::{Options, htpasswd_auth};
 
@@ -139,4 +140,19 @@ impl TestRegistry {
             .join(hex)
             .join("data")
     }
+}
+
+/// A client of `registry` with default options, logged in as `credentials` if given.
+pub fn client(registry: &TestRegistry, credentials: Option<(&str, &str)>) -> RegistryClient {
+    RegistryClient::new(
+        &registry.host(),
+        ClientOptions {
+            credentials: credentials.map(|(u, p)| Credentials {
+                username: u.to_string(),
+                password: p.to_string(),
+            }),
+            ..ClientOptions::default()
+        },
+    )
+    .unwrap()
 }
