@@ -7,28 +7,12 @@
 
 use std::fs;
 use std::io::Write;
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::process::{Output, Stdio};
+
+use berth_testkit::{Registry, bins, root};
 
 const BERTH: &str = env!("CARGO_BIN_EXE_berth");
-
-/// Builds `berth-runc` next to `berth` if `cargo test` did not.
-fn ensure_runtime() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let dir = Path::new(BERTH).parent().expect("bin dir");
-        if dir.join("berth-runc").is_file() {
-            return;
-        }
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "-p", "berth-runtime", "--bin", "berth-runc"])
-            .status()
-            .expect("cargo build");
-        assert!(status.success(), "building berth-runc failed");
-    });
-}
 
 struct Env {
     dir: tempfile::TempDir,
@@ -36,14 +20,9 @@ struct Env {
 
 impl Env {
     fn new() -> Env {
-        ensure_runtime();
+        bins::ensure(&bins::dir_of(BERTH), &[bins::RUNC]);
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = berth_image::Store::open(dir.path().join("data/image")).unwrap();
-        berth_image::testing::import_busybox(
-            &store,
-            &berth_image::Reference::parse("busybox:latest").unwrap(),
-        )
-        .expect("import busybox (apt-get install busybox-static)");
+        root::import_busybox(&dir.path().join("data"));
         fs::create_dir_all(dir.path().join("proj")).unwrap();
         Env { dir }
     }
@@ -57,7 +36,7 @@ impl Env {
     }
 
     fn berth(&self, args: &[&str], stdin: Option<&str>) -> Output {
-        let mut child = Command::new(BERTH)
+        let mut child = berth_testkit::bounded(300, BERTH)
             .arg("--data-root")
             .arg(self.data())
             .args(args)
@@ -172,65 +151,9 @@ fn image_build_reads_a_dockerfile_from_stdin_and_reports_failures() {
     );
 }
 
-struct Registry {
-    child: Child,
-    addr: SocketAddr,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// `docker-registry` (no auth) on a free loopback port.
-fn start_registry() -> Registry {
-    let dir = tempfile::tempdir().unwrap();
-    for _ in 0..5 {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let config = format!(
-            "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {root}/data\nhttp:\n  addr: {addr}\n  secret: t\n",
-            root = dir.path().display()
-        );
-        let config_path = dir.path().join("config.yml");
-        fs::write(&config_path, config).unwrap();
-        let mut child = Command::new("/usr/bin/docker-registry")
-            .arg("serve")
-            .arg(&config_path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("docker-registry is installed");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if child.try_wait().unwrap().is_some() {
-                break;
-            }
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                return Registry {
-                    child,
-                    addr,
-                    _dir: dir,
-                };
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-    panic!("docker-registry did not start");
-}
-
 #[test]
 fn built_images_push_and_pull_bases_through_a_registry() {
-    let registry = start_registry();
+    let registry = Registry::start();
     let env = Env::new();
     let base = format!("{}/base/busybox:1", registry.addr);
     let app = format!("{}/built/app:1", registry.addr);

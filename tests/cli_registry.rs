@@ -3,83 +3,32 @@
 //! and config directories.
 
 use std::io::Write as _;
-use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Output, Stdio};
 
 use berth_image::{Digest, Reference, Store};
+use berth_testkit::Registry;
+use berth_testkit::registry::{Options, htpasswd_auth};
 
 const USER: &str = "carol";
 const PASSWORD: &str = "p4ss word";
 
-struct Registry {
-    child: Child,
-    addr: SocketAddr,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
+/// Debian's `docker-registry` on 127.0.0.1, with htpasswd basic auth for `USER` if asked.
 fn start_registry(basic_auth: bool) -> Registry {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new("htpasswd")
-        .args(["-Bbn", USER, PASSWORD])
-        .output()
-        .expect("htpasswd (apache2-utils) is installed");
-    std::fs::write(dir.path().join("htpasswd"), out.stdout).unwrap();
-    let auth = if basic_auth {
-        format!(
-            "auth:\n  htpasswd:\n    realm: test\n    path: {}/htpasswd\n",
-            dir.path().display()
-        )
+    let sections = if basic_auth {
+        htpasswd_auth(dir.path(), USER, PASSWORD)
     } else {
         String::new()
     };
-    for _ in 0..5 {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let config = format!(
-            "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {root}/data\nhttp:\n  addr: {addr}\n  secret: t\n{auth}",
-            root = dir.path().display()
-        );
-        let config_path = dir.path().join("config.yml");
-        std::fs::write(&config_path, config).unwrap();
-        let mut child = Command::new("/usr/bin/docker-registry")
-            .arg("serve")
-            .arg(&config_path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("docker-registry is installed");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if child.try_wait().unwrap().is_some() {
-                break;
-            }
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                return Registry {
-                    child,
-                    addr,
-                    _dir: dir,
-                };
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-    panic!("docker-registry did not start");
+    Registry::start_with(
+        dir,
+        &Options {
+            sections,
+            ..Options::default()
+        },
+    )
 }
 
 struct Env {
@@ -88,7 +37,7 @@ struct Env {
 
 impl Env {
     fn berth(&self, data_root: &Path, args: &[&str], stdin: Option<&str>) -> Output {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
+        let mut child = berth_testkit::bounded(180, env!("CARGO_BIN_EXE_berth"))
             .arg("--data-root")
             .arg(data_root)
             .args(args)
@@ -250,11 +199,7 @@ fn pull_of_a_bad_reference_or_unreachable_registry_is_one_clear_line() {
     assert_eq!(err.lines().count(), 1, "{err}");
 
     // A loopback port nobody listens on: refused quickly, after bounded retries.
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = berth_testkit::free_port();
     let out = env.berth(
         root.path(),
         &["pull", &format!("127.0.0.1:{port}/x/y")],

@@ -7,67 +7,27 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use berth_image::{Reference, Store};
-use berth_node_agent::container::{Config, Containers};
+use berth_node_agent::container::Containers;
+use berth_testkit::{IpForward, bins, root};
 
 const BERTH: &str = env!("CARGO_BIN_EXE_berth");
 
 fn bin_dir() -> PathBuf {
-    Path::new(BERTH).parent().expect("bin dir").to_path_buf()
-}
-
-/// Builds `berth-runc`, `berth-shim` and `berth-init` if `cargo test` did not.
-fn ensure_binaries() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(build_binaries);
-}
-
-fn build_binaries() {
-    let dir = bin_dir();
-    if ["berth-runc", "berth-shim", "berth-init"]
-        .iter()
-        .all(|b| dir.join(b).is_file())
-    {
-        return;
-    }
-    let status = Command::new(env!("CARGO"))
-        .args(["build", "-p", "berth-runtime", "-p", "berth-shim", "--bins"])
-        .status()
-        .expect("cargo build");
-    assert!(status.success(), "building the runtime and the shim failed");
+    bins::dir_of(BERTH)
 }
 
 struct Env {
     root: tempfile::TempDir,
+    _forward: IpForward,
 }
-
-const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
-
-/// Live test environments, and `ip_forward` as it was before the first: the default network
-/// turns forwarding on, and the last environment to go puts it back.
-static LIVE: std::sync::Mutex<(usize, Option<String>)> = std::sync::Mutex::new((0, None));
 
 impl Env {
     fn new() -> Env {
-        ensure_binaries();
-        let root = tempfile::Builder::new()
-            .prefix("berth-ctr-test-")
-            .tempdir()
-            .expect("tempdir");
-        let store = Store::open(root.path().join("image")).expect("store");
-        berth_image::testing::import_busybox(
-            &store,
-            &Reference::parse("busybox:latest").expect("ref"),
-        )
-        .expect("import busybox (apt-get install busybox-static)");
-        {
-            let mut live = LIVE.lock().unwrap_or_else(|e| e.into_inner());
-            if live.0 == 0 {
-                live.1 = std::fs::read_to_string(IP_FORWARD).ok();
-            }
-            live.0 += 1;
+        bins::ensure(&bin_dir(), bins::CONTAINER);
+        Env {
+            root: root::busybox_root("berth-ctr-test-"),
+            _forward: IpForward::hold(),
         }
-        Env { root }
     }
 
     fn cmd(&self, args: &[&str]) -> Command {
@@ -83,8 +43,8 @@ impl Env {
     /// Runs berth to completion, bounded: a hung command fails the test (exit 124) instead
     /// of hanging it.
     fn run(&self, args: &[&str]) -> Output {
-        Command::new("timeout")
-            .args(["--kill-after=5", "120", BERTH, "--data-root"])
+        berth_testkit::bounded(120, BERTH)
+            .arg("--data-root")
             .arg(self.root.path())
             .arg("container")
             .args(args)
@@ -104,40 +64,17 @@ impl Env {
     }
 
     fn containers(&self) -> Containers {
-        let d = bin_dir();
-        Containers::open(Config {
-            data_root: self.root.path().to_path_buf(),
-            run_root: "/run/berth/runc".into(),
-            runtime: d.join("berth-runc"),
-            shim: d.join("berth-shim"),
-            init: d.join("berth-init"),
-        })
-        .expect("containers")
+        root::containers(self.root.path(), &bin_dir())
     }
 
-    fn wait_for(&self, what: &str, mut cond: impl FnMut() -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !cond() {
-            assert!(Instant::now() < deadline, "timed out waiting for {what}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+    fn wait_for(&self, what: &str, cond: impl FnMut() -> bool) {
+        berth_testkit::wait_for(what, Duration::from_secs(20), cond);
     }
 }
 
 impl Drop for Env {
     fn drop(&mut self) {
-        let c = self.containers();
-        for id in c.ids().unwrap_or_default() {
-            let _ = c.remove(&id, true);
-        }
-        let _ = c.remove_networks();
-        let mut live = LIVE.lock().unwrap_or_else(|e| e.into_inner());
-        live.0 -= 1;
-        if live.0 == 0 {
-            if let Some(v) = live.1.take() {
-                let _ = std::fs::write(IP_FORWARD, v.trim());
-            }
-        }
+        root::clean(self.root.path(), &bin_dir());
     }
 }
 

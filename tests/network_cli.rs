@@ -6,78 +6,36 @@
 //! left. Each test has its own data root and names, and removes what it made through a
 //! drop guard.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use berth_image::{Reference, Store};
-use berth_node_agent::container::{Config, Containers};
+use berth_node_agent::container::Containers;
+use berth_testkit::{IpForward, bins, root};
 use sha2::{Digest as _, Sha256};
 
 const BERTH: &str = env!("CARGO_BIN_EXE_berth");
 
 fn bin_dir() -> PathBuf {
-    Path::new(BERTH).parent().expect("bin dir").to_path_buf()
+    bins::dir_of(BERTH)
 }
-
-/// Builds `berth-runc`, `berth-shim`, `berth-init` and `berth-dns` if `cargo test` did not.
-fn ensure_binaries() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let dir = bin_dir();
-        if ["berth-runc", "berth-shim", "berth-init", "berth-dns"]
-            .iter()
-            .all(|b| dir.join(b).is_file())
-        {
-            return;
-        }
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "-p", "berth-runtime", "-p", "berth-shim"])
-            .args(["-p", "berth-network", "--bins"])
-            .status()
-            .expect("cargo build");
-        assert!(status.success(), "building the sibling binaries failed");
-    });
-}
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
-const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
-
-/// Live environments and `ip_forward` as found: the last one to go puts it back.
-static LIVE: std::sync::Mutex<(usize, Option<String>)> = std::sync::Mutex::new((0, None));
 
 struct Env {
     root: tempfile::TempDir,
     /// Short, unique per test: network and container names carry it.
     tag: String,
+    _forward: IpForward,
 }
 
 impl Env {
     fn new(tag: &str) -> Env {
-        ensure_binaries();
-        let root = tempfile::Builder::new()
-            .prefix("berth-net-test-")
-            .tempdir()
-            .expect("tempdir");
-        let store = Store::open(root.path().join("image")).expect("store");
-        berth_image::testing::import_busybox(
-            &store,
-            &Reference::parse("busybox:latest").expect("ref"),
-        )
-        .expect("import busybox (apt-get install busybox-static)");
-        let mut live = LIVE.lock().unwrap_or_else(|e| e.into_inner());
-        if live.0 == 0 {
-            live.1 = std::fs::read_to_string(IP_FORWARD).ok();
-        }
-        live.0 += 1;
+        bins::ensure(&bin_dir(), bins::NETWORKED);
+        let root = root::busybox_root("berth-net-test-");
         let h = hex::encode(Sha256::digest(root.path().as_os_str().as_encoded_bytes()));
         Env {
             root,
             tag: format!("{tag}{}", &h[..6]),
+            _forward: IpForward::hold(),
         }
     }
 
@@ -90,8 +48,8 @@ impl Env {
             }
             _ => &[],
         };
-        Command::new("timeout")
-            .args(["--kill-after=5", "120", BERTH, "--data-root"])
+        berth_testkit::bounded(120, BERTH)
+            .arg("--data-root")
             .arg(self.root.path())
             .args(group)
             .args(args)
@@ -118,15 +76,7 @@ impl Env {
     }
 
     fn containers(&self) -> Containers {
-        let d = bin_dir();
-        Containers::open(Config {
-            data_root: self.root.path().to_path_buf(),
-            run_root: "/run/berth/runc".into(),
-            runtime: d.join("berth-runc"),
-            shim: d.join("berth-shim"),
-            init: d.join("berth-init"),
-        })
-        .expect("containers")
+        root::containers(self.root.path(), &bin_dir())
     }
 
     fn dns_pid(&self) -> Option<i32> {
@@ -149,26 +99,13 @@ impl Env {
 impl Drop for Env {
     fn drop(&mut self) {
         let c = self.containers();
-        for id in c.ids().unwrap_or_default() {
-            let _ = c.remove_with_volumes(&id, true, true);
-        }
+        root::remove_containers(&c, true);
         let _ = c.remove_networks();
-        let mut live = LIVE.lock().unwrap_or_else(|e| e.into_inner());
-        live.0 -= 1;
-        if live.0 == 0 {
-            if let Some(v) = live.1.take() {
-                let _ = std::fs::write(IP_FORWARD, v.trim());
-            }
-        }
     }
 }
 
-fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+fn wait_for(what: &str, cond: impl FnMut() -> bool) {
+    berth_testkit::wait_for(what, Duration::from_secs(20), cond);
 }
 
 /// IPv4 addresses in busybox `nslookup` output, after the server's own lines.
@@ -188,10 +125,7 @@ fn looked_up(out: &str) -> Vec<String> {
 
 #[test]
 fn containers_on_a_user_network_reach_each_other_by_name_and_teardown_leaves_nothing() {
-    if !is_root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
+    berth_testkit::require_root!();
     let env = Env::new("n");
     let net = format!("front{}", env.tag);
     let id = env.ok(&["network", "create", "--label", "tier=web", &net]);
@@ -407,10 +341,7 @@ fn containers_on_a_user_network_reach_each_other_by_name_and_teardown_leaves_not
 
 #[test]
 fn port_lists_published_ports() {
-    if !is_root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
+    berth_testkit::require_root!();
     let env = Env::new("p");
     let name = format!("pub{}", env.tag);
     let host_port = 20000 + (u16::from_str_radix(&env.tag[1..5], 16).unwrap() % 20000);
@@ -445,10 +376,7 @@ fn port_lists_published_ports() {
 
 #[test]
 fn anonymous_volumes_volumes_from_mounts_and_volume_commands() {
-    if !is_root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
+    berth_testkit::require_root!();
     let env = Env::new("v");
     let data = format!("data{}", env.tag);
     env.ok(&["volume", "create", "--label", "keep=yes", &data]);
@@ -554,10 +482,7 @@ fn anonymous_volumes_volumes_from_mounts_and_volume_commands() {
 
 #[test]
 fn network_connect_adds_an_interface_and_names_and_prune_removes_unused_networks() {
-    if !is_root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
+    berth_testkit::require_root!();
     let env = Env::new("c");
     let (a, b) = (format!("a{}", env.tag), format!("b{}", env.tag));
     env.ok(&["network", "create", &a]);

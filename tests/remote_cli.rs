@@ -13,35 +13,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use berth_cluster::{ClusterCa, NodeCertRequest, NodeId, Role};
+use berth_testkit::free_port;
 
 const BERTH: &str = env!("CARGO_BIN_EXE_berth");
 
 fn bin_dir() -> PathBuf {
-    Path::new(BERTH).parent().expect("bin dir").to_path_buf()
+    berth_testkit::bins::dir_of(BERTH)
 }
 
 /// Builds `berthd` next to `berth` if `cargo test` did not.
 fn berthd() -> PathBuf {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    let path = bin_dir().join("berthd");
-    ONCE.call_once(|| {
-        if path.is_file() {
-            return;
-        }
-        let status = Command::new("timeout")
-            .args(["--kill-after=10", "1800", env!("CARGO")])
-            .args(["build", "-p", "berth-daemon", "--bin", "berthd"])
-            .status()
-            .expect("cargo build");
-        assert!(status.success(), "building berthd failed");
-    });
-    path
-}
-
-/// A loopback port nobody listens on right now.
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("addr").port()
+    berth_testkit::bins::ensure(&bin_dir(), &[berth_testkit::bins::BERTHD]);
+    bin_dir().join("berthd")
 }
 
 /// A PEM bundle in a directory, laid out as `BERTH_CERT_PATH` expects.

@@ -9,9 +9,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rustls::RootCertStore;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use berth_cluster::tls_files::{self, PemError};
+use rustls::pki_types::ServerName;
 
 /// The environment variable naming a directory with `ca.pem`, `cert.pem` and `key.pem`.
 pub const CERT_PATH_ENV: &str = "BERTH_CERT_PATH";
@@ -19,19 +18,8 @@ pub const CERT_PATH_ENV: &str = "BERTH_CERT_PATH";
 /// Errors loading a client's TLS material; each names the file at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    #[error("read {what} {path}: {source}")]
-    Read {
-        what: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{what} {path}: {reason}")]
-    Pem {
-        what: &'static str,
-        path: PathBuf,
-        reason: String,
-    },
+    #[error(transparent)]
+    File(#[from] PemError),
     #[error("TLS client configuration: {0}")]
     Config(String),
     #[error("{host:?} cannot be verified as a TLS server name")]
@@ -82,21 +70,9 @@ impl ClientTls {
             )));
         };
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut roots = RootCertStore::empty();
-        for c in certs("CA certificate", ca)? {
-            roots.add(c).map_err(|e| TlsError::Pem {
-                what: "CA certificate",
-                path: ca.clone(),
-                reason: e.to_string(),
-            })?;
-        }
-        let chain = certs("certificate", cert)?;
-        let key_pem = read("private key", key)?;
-        let key_der = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| TlsError::Pem {
-            what: "private key",
-            path: key.clone(),
-            reason: e.to_string(),
-        })?;
+        let roots = tls_files::ca_roots(ca)?;
+        let chain = tls_files::certs("certificate", cert)?;
+        let key_der = tls_files::private_key(key)?;
         let config = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| TlsError::Config(e.to_string()))?
@@ -119,33 +95,6 @@ pub fn server_name(hostport: &str) -> Result<ServerName<'static>, TlsError> {
     ServerName::try_from(host.to_owned()).map_err(|_| TlsError::ServerName {
         host: host.to_owned(),
     })
-}
-
-fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|source| TlsError::Read {
-        what,
-        path: path.to_path_buf(),
-        source,
-    })
-}
-
-fn certs(what: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let pem = read(what, path)?;
-    let certs = CertificateDer::pem_slice_iter(&pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| TlsError::Pem {
-            what,
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })?;
-    if certs.is_empty() {
-        return Err(TlsError::Pem {
-            what,
-            path: path.to_path_buf(),
-            reason: "no CERTIFICATE block".into(),
-        });
-    }
-    Ok(certs)
 }
 
 #[cfg(test)]

@@ -3,7 +3,9 @@
 //! Owns the cluster certificate authority made at `cluster init` ([`ca`]), the identity a node
 //! certificate carries — node id, role, validity and the renewal rule ([`identity`]), the join
 //! tokens that let a new node verify the cluster and prove it was invited ([`token`]), and the
-//! mutual-TLS configurations every node-to-node connection uses ([`tls`]).
+//! mutual-TLS configurations every node-to-node connection uses ([`tls`]), and the loading
+//! of operator-named PEM files that berthd's and the CLI's other TLS endpoints share
+//! ([`tls_files`]).
 //!
 //! Pure library code: it reads and writes only the directories its callers name, and never
 //! opens a connection itself. Storing the CA key in the replicated store, renewing
@@ -13,6 +15,7 @@ pub mod ca;
 pub mod identity;
 pub mod seal;
 pub mod tls;
+pub mod tls_files;
 pub mod token;
 
 mod files;

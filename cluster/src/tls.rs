@@ -70,8 +70,24 @@ pub fn server_config_live(
     ca: &CertificateDer<'static>,
     live: Arc<LiveCert>,
 ) -> Result<Arc<ServerConfig>, TlsError> {
+    server_config_with(ca, live, false)
+}
+
+/// The server configuration of both listeners: TLS 1.3, clients verified against the cluster
+/// CA (certificate-less ones let through the handshake only with `allow_anonymous`), and no
+/// session resumption, so every connection is verified afresh and none keeps a stale
+/// certificate.
+fn server_config_with(
+    ca: &CertificateDer<'static>,
+    live: Arc<LiveCert>,
+    allow_anonymous: bool,
+) -> Result<Arc<ServerConfig>, TlsError> {
     let provider = provider();
-    let verifier = WebPkiClientVerifier::builder_with_provider(roots(ca)?, provider.clone())
+    let mut verifier = WebPkiClientVerifier::builder_with_provider(roots(ca)?, provider.clone());
+    if allow_anonymous {
+        verifier = verifier.allow_unauthenticated();
+    }
+    let verifier = verifier
         .build()
         .map_err(|e| TlsError::Verifier(e.to_string()))?;
     let mut config = ServerConfig::builder_with_provider(provider)
@@ -143,20 +159,7 @@ pub fn join_server_config_live(
     ca: &CertificateDer<'static>,
     live: Arc<LiveCert>,
 ) -> Result<Arc<ServerConfig>, TlsError> {
-    let provider = provider();
-    let verifier = WebPkiClientVerifier::builder_with_provider(roots(ca)?, provider.clone())
-        .allow_unauthenticated()
-        .build()
-        .map_err(|e| TlsError::Verifier(e.to_string()))?;
-    let mut config = ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(TlsError::Credentials)?
-        .with_client_cert_verifier(verifier)
-        .with_cert_resolver(live);
-    // Every connection is verified afresh (no resumed session keeps a stale certificate).
-    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
-    config.send_tls13_tickets = 0;
-    Ok(Arc::new(config))
+    server_config_with(ca, live, true)
 }
 
 /// This node's certificate and key as the TLS configurations present them, replaceable while

@@ -7,40 +7,22 @@
 //! force-removes any container left, even when an assertion failed.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use berth_api::v1::compose_client::ComposeClient;
 use berth_api::v1::system_client::SystemClient;
 use berth_api::v1::{self, TaskState};
-use berth_image::{Reference, Store};
-use berth_node_agent::container::{Config, Containers};
+use berth_node_agent::container::Containers;
+use berth_testkit::process::{self, Stdout};
+use berth_testkit::{bins, root};
 use tonic::transport::Channel;
 
 const BERTHD: &str = env!("CARGO_BIN_EXE_berthd");
-const RUN_ROOT: &str = "/run/berth/runc";
+const RUN_ROOT: &str = root::RUN_ROOT;
 
 fn bin_dir() -> PathBuf {
-    Path::new(BERTHD).parent().expect("bin dir").to_path_buf()
-}
-
-/// Builds `berth-runc`, `berth-shim` and `berth-init` next to berthd if `cargo test` did not.
-fn ensure_binaries() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let dir = bin_dir();
-        if ["berth-runc", "berth-shim", "berth-init"]
-            .iter()
-            .all(|b| dir.join(b).is_file())
-        {
-            return;
-        }
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "-p", "berth-runtime", "-p", "berth-shim", "--bins"])
-            .status()
-            .expect("cargo build");
-        assert!(status.success(), "building the runtime and the shim failed");
-    });
+    bins::dir_of(BERTHD)
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -53,24 +35,19 @@ fn runtime() -> tokio::runtime::Runtime {
 /// One daemon's data root, socket and process; cleans everything up on drop.
 struct Daemon {
     root: tempfile::TempDir,
-    child: Option<Child>,
+    child: Option<process::Daemon>,
     projects: Vec<String>,
 }
 
 impl Daemon {
     fn new(with_image: bool) -> Daemon {
-        ensure_binaries();
+        bins::ensure(&bin_dir(), bins::CONTAINER);
         let root = tempfile::Builder::new()
             .prefix("berthd-test-")
             .tempdir()
             .expect("tempdir");
         if with_image {
-            let store = Store::open(root.path().join("image")).expect("store");
-            berth_image::testing::import_busybox(
-                &store,
-                &Reference::parse("busybox:latest").unwrap(),
-            )
-            .expect("import busybox (apt-get install busybox-static)");
+            root::import_busybox(root.path());
         }
         Daemon {
             root,
@@ -104,21 +81,11 @@ impl Daemon {
     /// Starts berthd and waits until it answers a ping.
     fn start(&mut self) {
         assert!(self.child.is_none(), "already running");
-        let log = std::fs::File::create(self.data_root().join("berthd.log")).expect("log");
-        let child = self
-            .command()
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn berthd");
-        self.child = Some(child);
+        let log = self.data_root().join("berthd.log");
+        let mut child = process::Daemon::spawn("berthd", self.command(), &log, Stdout::Null);
         let rt = runtime();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("berthd exited with {status}: {}", self.log());
-            }
-            let ok = rt.block_on(async {
+        child.wait_ready("answer", Duration::from_secs(30), || {
+            rt.block_on(async {
                 let Ok(channel) = berth_api::connect(&self.socket(), &Default::default()).await
                 else {
                     return false;
@@ -127,17 +94,9 @@ impl Daemon {
                     .ping(v1::PingRequest {})
                     .await
                     .is_ok()
-            });
-            if ok {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "berthd did not answer: {}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+            })
+        });
+        self.child = Some(child);
     }
 
     fn log(&self) -> String {
@@ -145,27 +104,15 @@ impl Daemon {
     }
 
     fn kill9(&mut self) {
-        let mut child = self.child.take().expect("running");
-        child.kill().expect("kill -9");
-        child.wait().expect("wait");
+        self.child.take().expect("running").kill();
     }
 
     /// SIGTERM; returns the exit status.
     fn terminate(&mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("running");
-        // SAFETY: signalling our own child by its pid.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                return status;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("berthd ignored SIGTERM: {}", self.log());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        child
+            .terminate(Duration::from_secs(30))
+            .unwrap_or_else(|| panic!("berthd ignored SIGTERM: {}", self.log()))
     }
 
     async fn channel(&self) -> Channel {
@@ -175,15 +122,7 @@ impl Daemon {
     }
 
     fn containers(&self) -> Containers {
-        let dir = bin_dir();
-        Containers::open(Config {
-            data_root: self.data_root().to_owned(),
-            run_root: RUN_ROOT.into(),
-            runtime: dir.join("berth-runc"),
-            shim: dir.join("berth-shim"),
-            init: dir.join("berth-init"),
-        })
-        .expect("containers")
+        root::containers(self.data_root(), &bin_dir())
     }
 
     /// Container id → pid of every running container of the data root.
@@ -223,8 +162,7 @@ impl Drop for Daemon {
                 });
             }
             if let Some(mut child) = self.child.take() {
-                let _ = child.kill();
-                let _ = child.wait();
+                child.kill();
             }
         }
         // Whatever the daemon did not get to: kill and remove the containers themselves.
@@ -448,25 +386,8 @@ fn is_zombie_elsewhere(pid: i32) -> bool {
 }
 
 /// Runs a berthd that is expected to refuse to start; one that keeps running fails the test.
-fn bounded(mut command: Command) -> std::process::Output {
-    let mut child = command
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn berthd");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let output = child.wait_with_output().unwrap();
-            panic!(
-                "berthd kept running: {}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output().expect("output")
+fn bounded(command: Command) -> std::process::Output {
+    berth_testkit::output_within(command, 30)
 }
 
 fn wal(daemon: &Daemon) -> PathBuf {

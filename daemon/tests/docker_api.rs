@@ -8,48 +8,20 @@
 //! The drop guard stops berthd, removes every container and the data root's networks (its
 //! bridge and nft table), and puts `ip_forward` back.
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use berth_image::{Reference, Store};
-use berth_node_agent::container::{Config, Containers};
+use berth_testkit::process::{self, Stdout};
+use berth_testkit::{IpForward, bins, free_port, root};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 
 const BERTHD: &str = env!("CARGO_BIN_EXE_berthd");
-const RUN_ROOT: &str = "/run/berth/runc";
-const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
+const RUN_ROOT: &str = root::RUN_ROOT;
 
 fn bin_dir() -> PathBuf {
-    Path::new(BERTHD).parent().expect("bin dir").to_path_buf()
-}
-
-fn ensure_binaries() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let dir = bin_dir();
-        if ["berth-runc", "berth-shim", "berth-init", "berth-dns"]
-            .iter()
-            .all(|b| dir.join(b).is_file())
-        {
-            return;
-        }
-        let status = Command::new(env!("CARGO"))
-            .args([
-                "build",
-                "-p",
-                "berth-runtime",
-                "-p",
-                "berth-shim",
-                "-p",
-                "berth-network",
-                "--bins",
-            ])
-            .status()
-            .expect("cargo build");
-        assert!(status.success(), "building the runtime and the shim failed");
-    });
+    bins::dir_of(BERTHD)
 }
 
 /// A CA and the PEM files of certificates it issued, written under `dir`.
@@ -102,57 +74,25 @@ impl Ca {
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
-}
-
 /// Runs a command with a deadline: a hang fails the test instead of stalling the run.
-fn bounded(mut command: Command, secs: u64) -> Output {
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while child.try_wait().expect("try_wait").is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let out = child.wait_with_output().expect("output");
-            panic!(
-                "{command:?} did not finish in {secs}s: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output().expect("output")
+fn bounded(command: Command, secs: u64) -> Output {
+    berth_testkit::output_within(command, secs)
 }
 
 /// berthd on a temp data root; on drop: stopped, containers and networks removed.
 struct Daemon {
     root: tempfile::TempDir,
-    child: Option<Child>,
-    ip_forward: Option<String>,
+    child: Option<process::Daemon>,
+    _forward: IpForward,
 }
 
 impl Daemon {
     fn new() -> Daemon {
-        ensure_binaries();
-        let root = tempfile::Builder::new()
-            .prefix("berthd-dtls-")
-            .tempdir()
-            .expect("tempdir");
-        let store = Store::open(root.path().join("image")).expect("store");
-        berth_image::testing::import_busybox(&store, &Reference::parse("busybox:latest").unwrap())
-            .expect("import busybox (apt-get install busybox-static)");
+        bins::ensure(&bin_dir(), bins::NETWORKED);
         Daemon {
-            root,
+            root: root::busybox_root("berthd-dtls-"),
             child: None,
-            ip_forward: std::fs::read_to_string(IP_FORWARD).ok(),
+            _forward: IpForward::hold(),
         }
     }
 
@@ -178,40 +118,12 @@ impl Daemon {
     }
 
     fn start_until(&mut self, extra: &[&str], what: &str, ready: impl Fn() -> bool) {
-        let log = std::fs::File::create(self.root.path().join("berthd.log")).expect("log");
-        let child = self
-            .command()
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn berthd");
+        let mut command = self.command();
+        command.args(extra);
+        let log = self.root.path().join("berthd.log");
+        let mut child = process::Daemon::spawn("berthd", command, &log, Stdout::Null);
+        child.wait_ready(what, Duration::from_secs(30), ready);
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !ready() {
-            if let Some(s) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("berthd exited with {s}: {}", self.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "berthd did not {what}: {}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn containers(&self) -> Containers {
-        let dir = bin_dir();
-        Containers::open(Config {
-            data_root: self.root.path().to_owned(),
-            run_root: RUN_ROOT.into(),
-            runtime: dir.join("berth-runc"),
-            shim: dir.join("berth-shim"),
-            init: dir.join("berth-init"),
-        })
-        .expect("containers")
     }
 }
 
@@ -222,17 +134,9 @@ impl Drop for Daemon {
         }
         // berthd first, so its reconciler recreates nothing
         if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+            child.kill();
         }
-        let containers = self.containers();
-        for id in containers.ids().unwrap_or_default() {
-            let _ = containers.remove(&id, true);
-        }
-        let _ = containers.remove_networks();
-        if let Some(v) = self.ip_forward.take() {
-            let _ = std::fs::write(IP_FORWARD, v);
-        }
+        root::clean(self.root.path(), &bin_dir());
     }
 }
 

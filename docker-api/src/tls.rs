@@ -10,9 +10,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rustls::RootCertStore;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use berth_cluster::tls_files::{self, PemError};
 use rustls::server::WebPkiClientVerifier;
 use tokio::net::TcpListener;
 
@@ -61,19 +59,8 @@ pub enum TlsError {
     TlsWithoutTcp,
     #[error("Docker API address {addr:?}: {reason}")]
     Address { addr: String, reason: String },
-    #[error("read {what} {path}: {source}")]
-    Read {
-        what: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{what} {path}: {reason}")]
-    Pem {
-        what: &'static str,
-        path: PathBuf,
-        reason: String,
-    },
+    #[error(transparent)]
+    File(#[from] PemError),
     #[error("TLS configuration: {0}")]
     Config(String),
     #[error("listen on {addr}: {source}")]
@@ -137,33 +124,6 @@ pub fn parse_listen(addr: &str, tls: &TlsFiles) -> Result<Listen, TlsError> {
     Ok(Listen::Unix(PathBuf::from(path)))
 }
 
-fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|source| TlsError::Read {
-        what,
-        path: path.to_path_buf(),
-        source,
-    })
-}
-
-fn certs(what: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let pem = read(what, path)?;
-    let certs = CertificateDer::pem_slice_iter(&pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| TlsError::Pem {
-            what,
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })?;
-    if certs.is_empty() {
-        return Err(TlsError::Pem {
-            what,
-            path: path.to_path_buf(),
-            reason: "no CERTIFICATE block".into(),
-        });
-    }
-    Ok(certs)
-}
-
 /// A server configuration that presents `cert`/`key` and accepts only clients with a
 /// certificate issued by `ca` (TLS 1.2 and 1.3: the docker CLI and docker-py speak both).
 pub fn server_config(
@@ -172,21 +132,9 @@ pub fn server_config(
     key: &Path,
 ) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = RootCertStore::empty();
-    for c in certs("CA certificate", ca)? {
-        roots.add(c).map_err(|e| TlsError::Pem {
-            what: "CA certificate",
-            path: ca.to_path_buf(),
-            reason: e.to_string(),
-        })?;
-    }
-    let chain = certs("certificate", cert)?;
-    let key_pem = read("private key", key)?;
-    let key_der = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| TlsError::Pem {
-        what: "private key",
-        path: key.to_path_buf(),
-        reason: e.to_string(),
-    })?;
+    let roots = tls_files::ca_roots(ca)?;
+    let chain = tls_files::certs("certificate", cert)?;
+    let key_der = tls_files::private_key(key)?;
     let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
         .build()
         .map_err(|e| TlsError::Config(e.to_string()))?;

@@ -5,76 +5,36 @@
 //! made even when the test fails.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use berth_image::{Reference, Store};
-use berth_node_agent::container::{Config, Containers, ExecOptions};
+use berth_node_agent::container::{Containers, ExecOptions};
 use berth_node_agent::worker::{
     Assignment, Desired, Health, Observed, StatusReport, Worker, WorkerConfig,
 };
+use berth_testkit::{IpForward, bins, free_port, root};
 
 /// Where cargo put this test binary's sibling binaries (`target/<profile>`).
 fn bin_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("test exe");
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("target dir")
-        .to_path_buf()
+    bins::from_test_exe()
 }
-
-/// Builds `berth-runc`, `berth-shim` and `berth-init` if they are not there yet.
-fn ensure_binaries() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let dir = bin_dir();
-        if ["berth-runc", "berth-shim", "berth-init"]
-            .iter()
-            .all(|b| dir.join(b).is_file())
-        {
-            return;
-        }
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "-p", "berth-runtime", "-p", "berth-shim", "--bins"])
-            .status()
-            .expect("cargo build");
-        assert!(status.success(), "building the runtime and the shim failed");
-    });
-}
-
-const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
-
-/// Live environments and `ip_forward` as found: the last one to go puts it back.
-static LIVE: std::sync::Mutex<(usize, Option<String>)> = std::sync::Mutex::new((0, None));
 
 struct Env {
     root: tempfile::TempDir,
     project: String,
     rt: Option<tokio::runtime::Runtime>,
+    _forward: IpForward,
 }
 
 impl Env {
     fn new(project: &str) -> Env {
-        ensure_binaries();
-        let root = tempfile::Builder::new()
-            .prefix("berth-worker-test-")
-            .tempdir()
-            .expect("tempdir");
-        let store = Store::open(root.path().join("image")).expect("store");
-        berth_image::testing::import_busybox(&store, &Reference::parse("busybox:latest").unwrap())
-            .expect("import busybox (apt-get install busybox-static)");
-        {
-            let mut live = LIVE.lock().unwrap_or_else(|e| e.into_inner());
-            if live.0 == 0 {
-                live.1 = std::fs::read_to_string(IP_FORWARD).ok();
-            }
-            live.0 += 1;
-        }
+        bins::ensure(&bin_dir(), bins::CONTAINER);
+        let root = root::busybox_root("berth-worker-test-");
         Env {
             root,
             project: project.to_string(),
             rt: Some(runtime()),
+            _forward: IpForward::hold(),
         }
     }
 
@@ -103,15 +63,7 @@ impl Env {
     }
 
     fn containers(&self) -> Containers {
-        let d = bin_dir();
-        Containers::open(Config {
-            data_root: self.root.path().to_path_buf(),
-            run_root: "/run/berth/runc".into(),
-            runtime: d.join("berth-runc"),
-            shim: d.join("berth-shim"),
-            init: d.join("berth-init"),
-        })
-        .expect("containers")
+        root::containers(self.root.path(), &bin_dir())
     }
 
     /// Loads `yaml` as project `self.project` and makes one task per service (slot 1).
@@ -177,18 +129,7 @@ impl Drop for Env {
         if let Some(rt) = self.rt.take() {
             rt.shutdown_background();
         }
-        let c = self.containers();
-        for id in c.ids().unwrap_or_default() {
-            let _ = c.remove(&id, true);
-        }
-        let _ = c.remove_networks();
-        let mut live = LIVE.lock().unwrap_or_else(|e| e.into_inner());
-        live.0 -= 1;
-        if live.0 == 0 {
-            if let Some(v) = live.1.take() {
-                let _ = std::fs::write(IP_FORWARD, v.trim());
-            }
-        }
+        root::clean(self.root.path(), &bin_dir());
     }
 }
 
@@ -221,14 +162,6 @@ fn wait_status(
         );
         std::thread::sleep(Duration::from_millis(30));
     }
-}
-
-/// A TCP port free on loopback right now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
 }
 
 /// `GET /` on 127.0.0.1:`port`; the whole response, if any.

@@ -13,47 +13,18 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use berth_image::{Reference, Store};
-use berth_node_agent::container::{Config, Containers};
+use berth_testkit::bins::{self, BERTHD, DNS, INIT, RUNC, SHIM};
+use berth_testkit::root;
 
 pub const BERTH: &str = env!("CARGO_BIN_EXE_berth");
 
 pub fn bin_dir() -> PathBuf {
-    Path::new(BERTH).parent().expect("bin dir").to_path_buf()
+    bins::dir_of(BERTH)
 }
 
 /// Builds `berthd` and the container helpers next to `berth` if `cargo test` did not.
 fn ensure_binaries() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let dir = bin_dir();
-        if [
-            "berthd",
-            "berth-runc",
-            "berth-shim",
-            "berth-init",
-            "berth-dns",
-        ]
-        .iter()
-        .all(|b| dir.join(b).is_file())
-        {
-            return;
-        }
-        let status = Command::new("timeout")
-            .args(["--kill-after=10", "1800", env!("CARGO"), "build"])
-            .args([
-                "-p",
-                "berth-daemon",
-                "-p",
-                "berth-runtime",
-                "-p",
-                "berth-shim",
-            ])
-            .args(["-p", "berth-network", "--bins"])
-            .status()
-            .expect("cargo build");
-        assert!(status.success(), "building berthd and its helpers failed");
-    });
+    bins::ensure(&bin_dir(), &[BERTHD, RUNC, SHIM, INIT, DNS]);
 }
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -176,12 +147,7 @@ impl Rig {
             sh(&["ip", "-n", &ns, "link", "set", "eth0", "up"]);
             sh(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
             if busybox(i) {
-                let store = Store::open(rig.nodes[i].data_root().join("image")).expect("store");
-                berth_image::testing::import_busybox(
-                    &store,
-                    &Reference::parse("busybox:latest").expect("ref"),
-                )
-                .expect("import busybox (apt-get install busybox-static)");
+                root::import_busybox(&rig.nodes[i].data_root());
             }
             rig.start(i);
         }
@@ -473,16 +439,8 @@ impl Drop for Rig {
         // Containers outlive their daemon by design: remove what each node left.
         let d = bin_dir();
         for node in &self.nodes {
-            if let Ok(c) = Containers::open(Config {
-                data_root: node.data_root(),
-                run_root: node.root.join("run"),
-                runtime: d.join("berth-runc"),
-                shim: d.join("berth-shim"),
-                init: d.join("berth-init"),
-            }) {
-                for id in c.ids().unwrap_or_default() {
-                    let _ = c.remove(&id, true);
-                }
+            if let Ok(c) = root::open_containers(&node.data_root(), &node.root.join("run"), &d) {
+                root::remove_containers(&c, false);
             }
         }
         for node in &self.nodes {

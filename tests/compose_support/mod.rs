@@ -1,94 +1,44 @@
 //! What every `tests/compose_*.rs` shares: a test environment with its own data root, daemon
 //! socket, project directory and project name, a `berthd` of its own, and a drop guard that
 //! takes everything down again (`down -v`, the daemon, any container, network or nft table
-//! left in the data root), even when the test fails.
+//! left in the data root), even when the test fails. The generic parts (binaries, busybox,
+//! `ip_forward`, daemons, waiting) are `berth_testkit`'s; this module is the Compose view.
 
 #![allow(dead_code)]
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
-use berth_image::{Reference, Store};
-use berth_node_agent::container::{Config, Containers};
+use berth_node_agent::container::Containers;
+use berth_testkit::bins::{self, BERTHD, INIT, RUNC, SHIM};
+use berth_testkit::process::{Daemon, Stdout};
+use berth_testkit::{IpForward, root};
 
 pub const BERTH: &str = env!("CARGO_BIN_EXE_berth");
 
 pub fn bin_dir() -> PathBuf {
-    Path::new(BERTH).parent().expect("bin dir").to_path_buf()
+    bins::dir_of(BERTH)
 }
-
-/// Builds `berthd`, `berth-runc`, `berth-shim` and `berth-init` next to `berth` if `cargo
-/// test` did not.
-fn ensure_binaries() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let dir = bin_dir();
-        if ["berthd", "berth-runc", "berth-shim", "berth-init"]
-            .iter()
-            .all(|b| dir.join(b).is_file())
-        {
-            return;
-        }
-        let status = Command::new(env!("CARGO"))
-            .args([
-                "build",
-                "-p",
-                "berth-daemon",
-                "-p",
-                "berth-runtime",
-                "-p",
-                "berth-shim",
-                "--bins",
-            ])
-            .status()
-            .expect("cargo build");
-        assert!(
-            status.success(),
-            "building berthd, the runtime and the shim failed"
-        );
-    });
-}
-
-const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
-
-/// Live environments, and `ip_forward` as it was before the first (bridges turn it on; the
-/// last environment to go puts it back).
-static LIVE: std::sync::Mutex<(usize, Option<String>)> = std::sync::Mutex::new((0, None));
 
 pub struct Env {
     pub root: tempfile::TempDir,
     pub project: String,
     pub dir: PathBuf,
     pub socket: PathBuf,
-    daemon: Option<Child>,
+    daemon: Option<Daemon>,
+    _forward: IpForward,
 }
 
 impl Env {
     /// A fresh data root with busybox imported, a project directory holding `compose`, and
     /// no daemon yet.
     pub fn new(project: &str, compose: &str) -> Env {
-        ensure_binaries();
-        let root = tempfile::Builder::new()
-            .prefix("berth-cmp-")
-            .tempdir()
-            .expect("tempdir");
-        let store = Store::open(root.path().join("image")).expect("store");
-        berth_image::testing::import_busybox(
-            &store,
-            &Reference::parse("busybox:latest").expect("ref"),
-        )
-        .expect("import busybox (apt-get install busybox-static)");
+        bins::ensure(&bin_dir(), &[BERTHD, RUNC, SHIM, INIT]);
+        let root = root::busybox_root("berth-cmp-");
         let dir = root.path().join("project");
         std::fs::create_dir_all(dir.join("out")).expect("project dir");
         std::fs::write(dir.join("compose.yaml"), compose).expect("compose.yaml");
-        {
-            let mut live = LIVE.lock().unwrap_or_else(|e| e.into_inner());
-            if live.0 == 0 {
-                live.1 = std::fs::read_to_string(IP_FORWARD).ok();
-            }
-            live.0 += 1;
-        }
         let socket = root.path().join("berth.sock");
         Env {
             root,
@@ -96,6 +46,7 @@ impl Env {
             dir,
             socket,
             daemon: None,
+            _forward: IpForward::hold(),
         }
     }
 
@@ -111,22 +62,19 @@ impl Env {
     }
 
     pub fn start_daemon(&mut self) {
-        let log = std::fs::File::create(self.root.path().join("berthd.log")).expect("log");
-        let child = Command::new(bin_dir().join("berthd"))
+        let mut berthd = Command::new(bin_dir().join("berthd"));
+        berthd
             .arg("--data-root")
             .arg(self.root.path())
             .arg("--host")
-            .arg(self.host())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("start berthd");
-        self.daemon = Some(child);
+            .arg(self.host());
+        let log = self.root.path().join("berthd.log");
+        let mut daemon = Daemon::spawn("berthd", berthd, &log, Stdout::Log);
         // the socket first: a `berth` run before it exists would start a second daemon
-        self.wait_for("berthd to answer", Duration::from_secs(30), || {
+        daemon.wait_ready("answer", Duration::from_secs(30), || {
             self.socket.exists() && self.run(&["ls"]).status.success()
         });
+        self.daemon = Some(daemon);
     }
 
     /// The daemon's log, for failure messages.
@@ -142,6 +90,19 @@ impl Env {
     /// a test that drives the process itself.
     pub fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(BERTH);
+        self.berth_args(&mut c, args);
+        c
+    }
+
+    /// `berth --data-root R -H unix://S -f DIR/compose.yaml -p PROJECT ARGS…`, bounded: a hung
+    /// command fails the test (exit 124) instead of hanging it.
+    pub fn run(&self, args: &[&str]) -> Output {
+        let mut c = berth_testkit::bounded(180, BERTH);
+        self.berth_args(&mut c, args);
+        c.output().expect("timeout berth")
+    }
+
+    fn berth_args(&self, c: &mut Command, args: &[&str]) {
         c.arg("--data-root")
             .arg(self.root.path())
             .arg("-H")
@@ -155,28 +116,6 @@ impl Env {
             .args(args)
             .current_dir(&self.dir)
             .stdin(Stdio::null());
-        c
-    }
-
-    /// `berth --data-root R -H unix://S -f DIR/compose.yaml -p PROJECT ARGS…`, bounded: a hung
-    /// command fails the test (exit 124) instead of hanging it.
-    pub fn run(&self, args: &[&str]) -> Output {
-        Command::new("timeout")
-            .args(["--kill-after=5", "180", BERTH, "--data-root"])
-            .arg(self.root.path())
-            .arg("-H")
-            .arg(self.host())
-            .arg("-f")
-            .arg(self.dir.join("compose.yaml"))
-            .arg("-p")
-            .arg(&self.project)
-            .arg("--progress")
-            .arg("plain")
-            .args(args)
-            .current_dir(&self.dir)
-            .stdin(Stdio::null())
-            .output()
-            .expect("timeout berth")
     }
 
     /// Runs berth and asserts success; its stdout.
@@ -217,28 +156,14 @@ impl Env {
             .collect()
     }
 
-    pub fn wait_for(&self, what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
-        let deadline = Instant::now() + limit;
-        while !cond() {
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}\n--- berthd log ---\n{}",
-                tail(&self.daemon_log(), 40)
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+    pub fn wait_for(&self, what: &str, limit: Duration, cond: impl FnMut() -> bool) {
+        berth_testkit::wait_for_explained(what, limit, cond, || {
+            format!("--- berthd log ---\n{}", tail(&self.daemon_log(), 40))
+        });
     }
 
     fn containers(&self) -> Containers {
-        let d = bin_dir();
-        Containers::open(Config {
-            data_root: self.root.path().to_path_buf(),
-            run_root: "/run/berth/runc".into(),
-            runtime: d.join("berth-runc"),
-            shim: d.join("berth-shim"),
-            init: d.join("berth-init"),
-        })
-        .expect("containers")
+        root::containers(self.root.path(), &bin_dir())
     }
 
     /// The pid of the daemon holding this data root (started by us or by the CLI), if that
@@ -254,8 +179,7 @@ impl Env {
 }
 
 pub fn tail(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
+    berth_testkit::tail(text, n)
 }
 
 impl Drop for Env {
@@ -265,44 +189,14 @@ impl Drop for Env {
         }
         // SIGTERM leaves containers running by design: they are removed below. Both the
         // daemon we started and the one holding the data root's pid file (a CLI-started one)
-        let mut pids: Vec<i32> = self
-            .daemon
-            .as_ref()
-            .map(|c| c.id() as i32)
-            .into_iter()
-            .collect();
-        pids.extend(self.daemon_pid().filter(|p| !pids.contains(p)));
-        for pid in pids {
-            // SAFETY: kill(2) on a pid this test started (or the daemon of its own data root).
-            unsafe { libc::kill(pid, libc::SIGTERM) };
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
-                if let Some(child) = self.daemon.as_mut().filter(|c| c.id() as i32 == pid) {
-                    if let Ok(Some(_)) = child.try_wait() {
-                        break;
-                    }
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            if Path::new(&format!("/proc/{pid}")).exists() {
-                // SAFETY: as above; the daemon did not stop in time.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-            }
+        let ours = self.daemon.as_ref().and_then(Daemon::pid);
+        let theirs = self.daemon_pid().filter(|p| Some(*p) != ours);
+        if let Some(daemon) = self.daemon.as_mut() {
+            daemon.terminate(Duration::from_secs(10));
         }
-        if let Some(mut child) = self.daemon.take() {
-            let _ = child.wait();
+        if let Some(pid) = theirs {
+            berth_testkit::process::stop_pid(pid, Duration::from_secs(10));
         }
-        let c = self.containers();
-        for id in c.ids().unwrap_or_default() {
-            let _ = c.remove(&id, true);
-        }
-        let _ = c.remove_networks();
-        let mut live = LIVE.lock().unwrap_or_else(|e| e.into_inner());
-        live.0 -= 1;
-        if live.0 == 0 {
-            if let Some(v) = live.1.take() {
-                let _ = std::fs::write(IP_FORWARD, v.trim());
-            }
-        }
+        root::clean(self.root.path(), &bin_dir());
     }
 }

@@ -10,35 +10,13 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 
 use berth_build::{BuildError, BuildOptions, Built, DockerfileSource, Env, Progress};
-use berth_image::{Reference, Store};
-use berth_node_agent::container::{Config, Containers, LogOptions, NetworkMode, RunOptions};
+use berth_image::Store;
+use berth_node_agent::container::{Containers, LogOptions, NetworkMode, RunOptions};
+use berth_testkit::{bins, root};
 
 /// target/<profile>: the test executable lives in its `deps/`.
 fn bin_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable");
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("target dir")
-        .to_path_buf()
-}
-
-/// Builds `berth-runc` and `berth-shim` once if `cargo test` did not.
-fn ensure_binaries() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let dir = bin_dir();
-        if ["berth-runc", "berth-shim"]
-            .iter()
-            .all(|b| dir.join(b).is_file())
-        {
-            return;
-        }
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "-p", "berth-runtime", "-p", "berth-shim", "--bins"])
-            .status()
-            .expect("cargo build");
-        assert!(status.success(), "building the runtime and the shim failed");
-    });
+    bins::from_test_exe()
 }
 
 #[derive(Default)]
@@ -68,16 +46,14 @@ struct T {
 
 impl T {
     fn new(name: &str) -> T {
-        ensure_binaries();
+        bins::ensure(&bin_dir(), &[bins::RUNC, bins::SHIM]);
         let dir = tempfile::tempdir().expect("tempdir");
         let data = dir.path().join("data");
         // Short: the shim's socket path must fit in sun_path.
         let run = PathBuf::from(format!("/run/bb-{name}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&run);
         fs::create_dir_all(&run).unwrap();
-        let store = Store::open(data.join("image")).unwrap();
-        berth_image::testing::import_busybox(&store, &Reference::parse("busybox:latest").unwrap())
-            .expect("import busybox (apt-get install busybox-static)");
+        root::import_busybox(&data);
         let recorder = Arc::new(Recorder::default());
         let bins = bin_dir();
         let env = Env {
@@ -87,14 +63,7 @@ impl T {
             progress: recorder.clone(),
             pull: None,
         };
-        let containers = Containers::open(Config {
-            data_root: data,
-            run_root: run.join("runc"),
-            runtime: bins.join("berth-runc"),
-            shim: bins.join("berth-shim"),
-            init: bins.join("berth-init"),
-        })
-        .unwrap();
+        let containers = root::open_containers(&data, &run.join("runc"), &bins).unwrap();
         fs::create_dir_all(dir.path().join("ctx")).unwrap();
         T {
             dir,

@@ -10,12 +10,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use berth_image::Digest;
 use berth_image::registry::client::{BlobPushOutcome, BlobUpload, OCI_MANIFEST};
-use berth_image::registry::{
-    ClientOptions, Credentials, RegistryClient, RegistryError, UploadMode,
-};
+use berth_image::registry::{RegistryError, UploadMode};
 use bytes::Bytes;
 use futures_util::TryStreamExt as _;
-use support::registry::{Auth, PASSWORD, TestRegistry, USER};
+use support::registry::{Auth, PASSWORD, TestRegistry, USER, client};
 
 struct Blob {
     digest: String,
@@ -46,20 +44,6 @@ fn upload<'a>(b: &'a Blob, mode: UploadMode, mount_from: Option<&'a str>) -> Blo
         mount_from,
         counter: None,
     }
-}
-
-fn client(registry: &TestRegistry, credentials: Option<(&str, &str)>) -> RegistryClient {
-    RegistryClient::new(
-        &registry.host(),
-        ClientOptions {
-            credentials: credentials.map(|(u, p)| Credentials {
-                username: u.to_string(),
-                password: p.to_string(),
-            }),
-            ..ClientOptions::default()
-        },
-    )
-    .unwrap()
 }
 
 fn manifest_for(config: &Blob, layers: &[&Blob]) -> Bytes {

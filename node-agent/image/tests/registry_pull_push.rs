@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 use berth_image::registry::progress::{BlobOutcome, Event, Observer, Silent};
-use berth_image::registry::pull::{PullError, PullOptions, parse_platform, pull};
+use berth_image::registry::pull::{PullError, PullOptions, PullReport, parse_platform, pull};
 use berth_image::registry::push::{PushOptions, PushReport, push};
 use berth_image::registry::{ClientOptions, Credentials, RegistryClient, UploadMode};
 use berth_image::{Digest, Reference, Store};
@@ -15,21 +15,7 @@ use support::images::{
     Compression, Flavor, Layer, image_blobs, make_image, make_index, make_index_as,
     write_manifest_as,
 };
-use support::registry::{Auth, PASSWORD, TestRegistry, USER};
-
-fn client(registry: &TestRegistry, credentials: Option<(&str, &str)>) -> RegistryClient {
-    RegistryClient::new(
-        &registry.host(),
-        ClientOptions {
-            credentials: credentials.map(|(u, p)| Credentials {
-                username: u.to_string(),
-                password: p.to_string(),
-            }),
-            ..ClientOptions::default()
-        },
-    )
-    .unwrap()
-}
+use support::registry::{Auth, PASSWORD, TestRegistry, USER, client};
 
 /// Pushes `reference` from `source` with the default options, silently; the test fails if
 /// the push does.
@@ -43,6 +29,15 @@ async fn push_all(client: &RegistryClient, source: &Store, reference: &Reference
     )
     .await
     .unwrap()
+}
+
+/// Pulls `reference` into `target` with the default options, silently.
+async fn pull_default(
+    client: &RegistryClient,
+    target: &Store,
+    reference: &Reference,
+) -> Result<PullReport, PullError> {
+    pull(client, target, reference, &PullOptions::default(), &Silent).await
 }
 
 fn layer(seed: u64, len: usize, compression: Compression) -> Layer {
@@ -120,15 +115,7 @@ async fn round_trip(auth: Auth, credentials: Option<(&str, &str)>, mode: UploadM
     assert_eq!((report.uploaded, report.existing), (4, 0), "{report:?}");
 
     let (_b, target) = open_store();
-    let pulled = pull(
-        &client,
-        &target,
-        &reference,
-        &PullOptions::default(),
-        &Silent,
-    )
-    .await
-    .unwrap();
+    let pulled = pull_default(&client, &target, &reference).await.unwrap();
     assert_eq!(pulled.digest, original);
     assert_eq!(pulled.layers, 3);
     assert_eq!(pulled.downloaded, 4);
@@ -183,15 +170,7 @@ async fn wrong_password_is_a_clear_error_and_pulls_nothing() {
         "{err}"
     );
     let (_b, target) = open_store();
-    let err = pull(
-        &wrong,
-        &target,
-        &reference,
-        &PullOptions::default(),
-        &Silent,
-    )
-    .await
-    .unwrap_err();
+    let err = pull_default(&wrong, &target, &reference).await.unwrap_err();
     assert!(
         err.to_string().contains("wrong username or password"),
         "{err}"
@@ -286,15 +265,7 @@ async fn index_pull_selects_the_platform() {
 
     // A store holding only the amd64 part of the index pushes that manifest alone.
     let (_p, partial) = open_store();
-    let pulled = pull(
-        &client,
-        &partial,
-        &reference,
-        &PullOptions::default(),
-        &Silent,
-    )
-    .await
-    .unwrap();
+    let pulled = pull_default(&client, &partial, &reference).await.unwrap();
     let copy = Reference::parse(&format!("{}/multi/amd64-only:1", registry.host())).unwrap();
     partial.put_image(&copy, &index).unwrap();
     let report = push(
@@ -353,15 +324,9 @@ async fn tampered_layer_fails_verification_and_leaves_no_image() {
     std::fs::write(&path, bytes).unwrap();
 
     let (dir, target) = open_store();
-    let err = pull(
-        &client,
-        &target,
-        &reference,
-        &PullOptions::default(),
-        &Silent,
-    )
-    .await
-    .unwrap_err();
+    let err = pull_default(&client, &target, &reference)
+        .await
+        .unwrap_err();
     let text = err.to_string();
     assert!(
         text.contains("verification failed") && text.contains(&layer.to_string()),
@@ -563,15 +528,7 @@ async fn docker_schema2_and_manifest_lists_round_trip() {
         assert_eq!(fetched.digest, expected.to_string());
 
         let (_b, target) = open_store();
-        let report = pull(
-            &client,
-            &target,
-            &reference,
-            &PullOptions::default(),
-            &Silent,
-        )
-        .await
-        .unwrap();
+        let report = pull_default(&client, &target, &reference).await.unwrap();
         assert_eq!(&report.digest, expected);
         let (manifest_digest, manifest) = target.platform_manifest(expected).unwrap();
         assert_eq!(manifest_digest, report.manifest);
@@ -609,15 +566,7 @@ async fn https_registry_with_a_private_ca_from_certs_d() {
     assert_eq!(trusted.endpoint().await.unwrap().scheme(), "https");
     push_all(&trusted, &source, &reference).await;
     let (_b, target) = open_store();
-    let report = pull(
-        &trusted,
-        &target,
-        &reference,
-        &PullOptions::default(),
-        &Silent,
-    )
-    .await
-    .unwrap();
+    let report = pull_default(&trusted, &target, &reference).await.unwrap();
     assert_eq!(report.digest, digest);
     assert_eq!(image_blobs(&target, &digest), image_blobs(&source, &digest));
 
@@ -625,15 +574,9 @@ async fn https_registry_with_a_private_ca_from_certs_d() {
     // to plain HTTP for a server that speaks TLS) and says why it fails.
     let untrusted = client(&registry, Some((USER, PASSWORD)));
     let (_c, other) = open_store();
-    let err = pull(
-        &untrusted,
-        &other,
-        &reference,
-        &PullOptions::default(),
-        &Silent,
-    )
-    .await
-    .unwrap_err();
+    let err = pull_default(&untrusted, &other, &reference)
+        .await
+        .unwrap_err();
     assert_eq!(untrusted.endpoint().await.unwrap().scheme(), "https");
     assert!(err.to_string().contains("certificate"), "{err}");
     eprintln!("untrusted registry: {err}");

@@ -1,6 +1,8 @@
 //! Content store behaviour on a real filesystem: verified writes, resumable ingests,
 //! concurrent writers, tamper detection, image records and garbage collection.
 
+mod common;
+
 use std::fs;
 use std::io::Write;
 use std::time::Duration;
@@ -138,36 +140,13 @@ fn tampered_blob_fails_verification() {
     assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
 }
 
-/// Writes a minimal image (config + layers + manifest) directly and returns the manifest.
+/// Writes a minimal image (config + layers + manifest) directly and returns the manifest;
+/// the tag in its config makes each image's config its own.
 fn put_fake_image(store: &Store, layers: &[&[u8]], tag: &str) -> Digest {
-    let mut layer_descs = Vec::new();
-    let mut diff_ids = Vec::new();
-    for layer in layers {
-        let d = store.write_blob_bytes(layer).unwrap();
-        diff_ids.push(d.to_string());
-        layer_descs.push(serde_json::json!({
-            "mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d.to_string(), "size": layer.len()
-        }));
-    }
-    let config = serde_json::json!({
-        "architecture": "amd64", "os": "linux", "tag": tag,
-        "rootfs": {"type": "layers", "diff_ids": diff_ids}
-    });
-    let config_bytes = serde_json::to_vec(&config).unwrap();
-    let config_digest = store.write_blob_bytes(&config_bytes).unwrap();
-    let manifest = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest.to_string(), "size": config_bytes.len()},
-        "layers": layer_descs,
-    });
-    let target = store
-        .write_blob_bytes(&serde_json::to_vec(&manifest).unwrap())
-        .unwrap();
-    store
-        .put_image(&Reference::parse(tag).unwrap(), &target)
-        .unwrap();
-    target
+    let layers: Vec<(Vec<u8>, Vec<u8>)> = layers.iter().map(|l| (l.to_vec(), l.to_vec())).collect();
+    let mut extra = serde_json::Map::new();
+    extra.insert("tag".into(), tag.into());
+    common::put_image_with(store, &layers, tag, extra)
 }
 
 #[test]

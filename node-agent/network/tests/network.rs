@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::time::Duration;
 
-use berth_network::bridge::{bridge_name, host_veth_name};
+use berth_network::bridge::{Attachment, BridgeNetwork, bridge_name, host_veth_name};
 use berth_network::dns::DnsEntry;
 use berth_network::etc_files::resolv_conf;
 use berth_network::firewall::parse_ports;
@@ -37,6 +37,32 @@ fn connect(ep: &str, ns: &Netns, ifname: &str, dns: DnsEntry) -> Connect {
         names: dns,
         ..Default::default()
     }
+}
+
+/// A network `id` with default settings.
+async fn create_plain(env: &Env, id: &str) -> BridgeNetwork {
+    env.nets
+        .create_network(&NetworkConfig {
+            id: id.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+}
+
+/// Connects netns `ns` to network `net` as endpoint `ep` (see [`connect`]).
+async fn attach(
+    env: &Env,
+    net: &str,
+    ep: &str,
+    ns: &Netns,
+    ifname: &str,
+    dns: DnsEntry,
+) -> Attachment {
+    env.nets
+        .connect(net, &connect(ep, ns, ifname, dns))
+        .await
+        .unwrap()
 }
 
 macro_rules! require_root {
@@ -68,16 +94,8 @@ async fn two_containers_on_one_network_reach_each_other_by_ip_and_name() {
         .unwrap();
     let (c1, c2) = (Netns::new("a"), Netns::new("b"));
     let (e1, e2) = (env.endpoint_id(&id, "c1"), env.endpoint_id(&id, "c2"));
-    let a1 = env
-        .nets
-        .connect(&id, &connect(&e1, &c1, "eth0", names("app-one-1", "one")))
-        .await
-        .unwrap();
-    let a2 = env
-        .nets
-        .connect(&id, &connect(&e2, &c2, "eth0", names("app-two-1", "two")))
-        .await
-        .unwrap();
+    let a1 = attach(&env, &id, &e1, &c1, "eth0", names("app-one-1", "one")).await;
+    let a2 = attach(&env, &id, &e2, &c2, "eth0", names("app-two-1", "two")).await;
     assert_ne!(a1.ipv4, a2.ipv4);
     assert!(net.subnet_v4.contains(a1.ipv4));
     // connecting the same endpoint again is refused and leaves the first connection alone
@@ -278,13 +296,7 @@ async fn published_tcp_and_udp_ports_answer_from_the_host() {
     let env = Env::new(false, vec![]);
     let host = HostAddr::new(Ipv4Addr::new(10, 234, 250, 1 + env.block as u8));
     let id = env.network_id("pub");
-    env.nets
-        .create_network(&NetworkConfig {
-            id: id.clone(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    create_plain(&env, &id).await;
     let c1 = Netns::new("p");
     let ep = env.endpoint_id(&id, "web");
     let base = random_port();
@@ -338,13 +350,7 @@ async fn containers_on_different_networks_cannot_talk() {
     let env = Env::new(true, vec![]);
     let (a, b) = (env.network_id("isoa"), env.network_id("isob"));
     for id in [&a, &b] {
-        env.nets
-            .create_network(&NetworkConfig {
-                id: id.clone(),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
+        create_plain(&env, id).await;
     }
     let (c1, c2, c3) = (Netns::new("i"), Netns::new("j"), Netns::new("k"));
     let (e1, e2, e3) = (
@@ -352,20 +358,9 @@ async fn containers_on_different_networks_cannot_talk() {
         env.endpoint_id(&a, "c2"),
         env.endpoint_id(&b, "c3"),
     );
-    env.nets
-        .connect(&a, &connect(&e1, &c1, "eth0", names("c1", "one")))
-        .await
-        .unwrap();
-    let a2 = env
-        .nets
-        .connect(&a, &connect(&e2, &c2, "eth0", names("c2", "two")))
-        .await
-        .unwrap();
-    let a3 = env
-        .nets
-        .connect(&b, &connect(&e3, &c3, "eth0", names("c3", "three")))
-        .await
-        .unwrap();
+    attach(&env, &a, &e1, &c1, "eth0", names("c1", "one")).await;
+    let a2 = attach(&env, &a, &e2, &c2, "eth0", names("c2", "two")).await;
+    let a3 = attach(&env, &b, &e3, &c3, "eth0", names("c3", "three")).await;
     assert!(c1.reaches(a2.ipv4.into()), "same network talks");
     assert!(!c1.ping(a3.ipv4.into()), "other network is dropped");
     assert!(!c3.ping(a2.ipv4.into()), "and the other way");
@@ -412,26 +407,14 @@ async fn internal_network_cannot_reach_other_host_addresses() {
         })
         .await
         .unwrap();
-    env.nets
-        .create_network(&NetworkConfig {
-            id: open.clone(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    create_plain(&env, &open).await;
     let (ci, cn) = (Netns::new("q"), Netns::new("r"));
     let (ei, en) = (
         env.endpoint_id(&internal, "ci"),
         env.endpoint_id(&open, "cn"),
     );
-    env.nets
-        .connect(&internal, &connect(&ei, &ci, "eth0", names("ci", "svc")))
-        .await
-        .unwrap();
-    env.nets
-        .connect(&open, &connect(&en, &cn, "eth0", names("cn", "svc")))
-        .await
-        .unwrap();
+    attach(&env, &internal, &ei, &ci, "eth0", names("ci", "svc")).await;
+    attach(&env, &open, &en, &cn, "eth0", names("cn", "svc")).await;
 
     let routes = String::from_utf8(ci.exec(&["ip", "route"]).stdout).unwrap();
     assert!(
@@ -521,35 +504,31 @@ async fn dns_returns_every_replica_and_drops_a_stopped_one() {
     let upstream = fake_upstream(upstream_ip);
     let env = Env::new(false, vec![upstream_ip.into()]);
     let id = env.network_id("dns");
-    let net = env
-        .nets
-        .create_network(&NetworkConfig {
-            id: id.clone(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let net = create_plain(&env, &id).await;
     let client = Netns::new("cl");
     let ec = env.endpoint_id(&id, "client");
-    env.nets
-        .connect(
-            &id,
-            &connect(&ec, &client, "eth0", names("app-client-1", "client")),
-        )
-        .await
-        .unwrap();
+    attach(
+        &env,
+        &id,
+        &ec,
+        &client,
+        "eth0",
+        names("app-client-1", "client"),
+    )
+    .await;
     let mut replicas = Vec::new();
     for i in 1..=3 {
         let ns = Netns::new("w");
         let ep = env.endpoint_id(&id, "web");
-        let att = env
-            .nets
-            .connect(
-                &id,
-                &connect(&ep, &ns, "eth0", names(&format!("app-web-{i}"), "web")),
-            )
-            .await
-            .unwrap();
+        let att = attach(
+            &env,
+            &id,
+            &ep,
+            &ns,
+            "eth0",
+            names(&format!("app-web-{i}"), "web"),
+        )
+        .await;
         replicas.push((ns, ep, IpAddr::V4(att.ipv4)));
     }
     let dns = SocketAddr::new(net.gateway_v4.into(), 53);
@@ -622,21 +601,10 @@ async fn ipam_survives_an_agent_restart_without_duplicates() {
     require_root!();
     let mut env = Env::new(false, vec![]);
     let id = env.network_id("ipam");
-    let net = env
-        .nets
-        .create_network(&NetworkConfig {
-            id: id.clone(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let net = create_plain(&env, &id).await;
     let (c1, c2) = (Netns::new("s"), Netns::new("t"));
     let e1 = env.endpoint_id(&id, "c1");
-    let a1 = env
-        .nets
-        .connect(&id, &connect(&e1, &c1, "eth0", names("c1", "one")))
-        .await
-        .unwrap();
+    let a1 = attach(&env, &id, &e1, &c1, "eth0", names("c1", "one")).await;
 
     env.restart();
     env.nets.restore().await.unwrap();
@@ -646,22 +614,11 @@ async fn ipam_survives_an_agent_restart_without_duplicates() {
         "same network after restart"
     );
     let e2 = env.endpoint_id(&id, "c2");
-    let a2 = env
-        .nets
-        .connect(&id, &connect(&e2, &c2, "eth0", names("c2", "two")))
-        .await
-        .unwrap();
+    let a2 = attach(&env, &id, &e2, &c2, "eth0", names("c2", "two")).await;
     assert_ne!(a1.ipv4, a2.ipv4, "no duplicate address after restart");
     assert!(c2.reaches(a1.ipv4.into()), "the old endpoint still works");
     let other = env.network_id("ipam2");
-    let net2 = env
-        .nets
-        .create_network(&NetworkConfig {
-            id: other.clone(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let net2 = create_plain(&env, &other).await;
     assert_ne!(net2.subnet_v4, net.subnet_v4);
     // the restored table has every network's chains
     let chains = nft_chains(&env.table);
@@ -680,40 +637,17 @@ async fn several_networks_per_container_and_failed_attach_leaves_nothing() {
     require_root!();
     let env = Env::new(false, vec![]);
     let (a, b) = (env.network_id("mna"), env.network_id("mnb"));
-    let na = env
-        .nets
-        .create_network(&NetworkConfig {
-            id: a.clone(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    env.nets
-        .create_network(&NetworkConfig {
-            id: b.clone(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let na = create_plain(&env, &a).await;
+    create_plain(&env, &b).await;
     let (c1, cb) = (Netns::new("m"), Netns::new("n"));
     let (e1a, e1b, eb) = (
         env.endpoint_id(&a, "c1"),
         env.endpoint_id(&b, "c1"),
         env.endpoint_id(&b, "cb"),
     );
-    env.nets
-        .connect(&a, &connect(&e1a, &c1, "eth0", names("c1", "one")))
-        .await
-        .unwrap();
-    env.nets
-        .connect(&b, &connect(&e1b, &c1, "eth1", names("c1", "one")))
-        .await
-        .unwrap();
-    let ab = env
-        .nets
-        .connect(&b, &connect(&eb, &cb, "eth0", names("cb", "bee")))
-        .await
-        .unwrap();
+    attach(&env, &a, &e1a, &c1, "eth0", names("c1", "one")).await;
+    attach(&env, &b, &e1b, &c1, "eth1", names("c1", "one")).await;
+    let ab = attach(&env, &b, &eb, &cb, "eth0", names("cb", "bee")).await;
     let routes = String::from_utf8(c1.exec(&["ip", "route"]).stdout).unwrap();
     let defaults: Vec<&str> = routes
         .lines()
@@ -764,13 +698,7 @@ async fn teardown_leaves_no_bridge_veth_or_rule() {
     require_root!();
     let env = Env::new(false, vec![]);
     let (a, b) = (env.network_id("tda"), env.network_id("tdb"));
-    env.nets
-        .create_network(&NetworkConfig {
-            id: a.clone(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    create_plain(&env, &a).await;
     env.nets
         .create_network(&NetworkConfig {
             id: b.clone(),
@@ -784,10 +712,7 @@ async fn teardown_leaves_no_bridge_veth_or_rule() {
     let mut c = connect(&e1, &c1, "eth0", names("c1", "one"));
     c.ports = parse_ports(&format!("127.0.0.1:{}:80", random_port())).unwrap();
     env.nets.connect(&a, &c).await.unwrap();
-    env.nets
-        .connect(&b, &connect(&e2, &c2, "eth0", names("c2", "two")))
-        .await
-        .unwrap();
+    attach(&env, &b, &e2, &c2, "eth0", names("c2", "two")).await;
     let ours = [
         bridge_name(&a),
         bridge_name(&b),
@@ -817,14 +742,7 @@ async fn restore_after_a_reboot_recreates_bridge_rules_and_dns() {
     require_root!();
     let mut env = Env::new(false, vec![]);
     let id = env.network_id("boot");
-    let net = env
-        .nets
-        .create_network(&NetworkConfig {
-            id: id.clone(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let net = create_plain(&env, &id).await;
     let (c1, c2) = (Netns::new("x"), Netns::new("y"));
     let e1 = env.endpoint_id(&id, "c1");
     let mut c = connect(&e1, &c1, "eth0", names("c1", "one"));
@@ -854,10 +772,7 @@ async fn restore_after_a_reboot_recreates_bridge_rules_and_dns() {
     env.nets.disconnect(&id, &e1).await.unwrap();
     let a1 = env.nets.connect(&id, &c).await.unwrap();
     let e2 = env.endpoint_id(&id, "c2");
-    env.nets
-        .connect(&id, &connect(&e2, &c2, "eth0", names("c2", "two")))
-        .await
-        .unwrap();
+    attach(&env, &id, &e2, &c2, "eth0", names("c2", "two")).await;
     assert!(c2.reaches(a1.ipv4.into()));
     let (ips, _) = dns_query(
         &c2,
@@ -884,13 +799,7 @@ async fn published_port_is_reachable_from_containers_through_a_host_address() {
     let host = HostAddr::new(Ipv4Addr::new(10, 234, 252, 1 + env.block as u8));
     let (a, b) = (env.network_id("hpa"), env.network_id("hpb"));
     for id in [&a, &b] {
-        env.nets
-            .create_network(&NetworkConfig {
-                id: id.clone(),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
+        create_plain(&env, id).await;
     }
     let (server, same, other) = (Netns::new("h"), Netns::new("g"), Netns::new("f"));
     let (es, eg, ef) = (
@@ -902,14 +811,8 @@ async fn published_port_is_reachable_from_containers_through_a_host_address() {
     let mut c = connect(&es, &server, "eth0", names("srv", "srv"));
     c.ports = parse_ports(&format!("{}:{port}:8080", host.ip)).unwrap();
     env.nets.connect(&a, &c).await.unwrap();
-    env.nets
-        .connect(&a, &connect(&eg, &same, "eth0", names("same", "same")))
-        .await
-        .unwrap();
-    env.nets
-        .connect(&b, &connect(&ef, &other, "eth0", names("other", "other")))
-        .await
-        .unwrap();
+    attach(&env, &a, &eg, &same, "eth0", names("same", "same")).await;
+    attach(&env, &b, &ef, &other, "eth0", names("other", "other")).await;
     let servers = Servers::start(&server, &[8080], 9998);
     let target = SocketAddr::new(host.ip.into(), port);
     let from = |ns: &Netns| {

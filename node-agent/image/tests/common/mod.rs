@@ -175,6 +175,17 @@ pub fn zstd(bytes: &[u8]) -> Vec<u8> {
 /// Stores layers (already compressed as wished), a config listing the diff_ids of the
 /// uncompressed tars, and a manifest; names it `tag`. Returns the manifest digest.
 pub fn put_image(store: &Store, layers: &[(Vec<u8>, Vec<u8>)], tag: &str) -> Digest {
+    put_image_with(store, layers, tag, serde_json::Map::new())
+}
+
+/// [`put_image`] with `extra` fields in the config (a field that differs gives otherwise
+/// identical images configs of their own).
+pub fn put_image_with(
+    store: &Store,
+    layers: &[(Vec<u8>, Vec<u8>)],
+    tag: &str,
+    extra: serde_json::Map<String, serde_json::Value>,
+) -> Digest {
     let mut descs = Vec::new();
     let mut diff_ids = Vec::new();
     for (uncompressed, stored) in layers {
@@ -182,7 +193,8 @@ pub fn put_image(store: &Store, layers: &[(Vec<u8>, Vec<u8>)], tag: &str) -> Dig
         diff_ids.push(Digest::of(uncompressed).to_string());
         descs.push(serde_json::json!({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d.to_string(), "size": stored.len()}));
     }
-    let config = serde_json::json!({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": diff_ids}});
+    let mut config = serde_json::json!({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": diff_ids}});
+    config.as_object_mut().expect("object").extend(extra);
     let config_bytes = serde_json::to_vec(&config).unwrap();
     let config_digest = store.write_blob_bytes(&config_bytes).unwrap();
     let manifest = serde_json::json!({

@@ -1,18 +1,19 @@
 //! A real registry for tests: Debian's `docker-registry` (distribution 2.8) on 127.0.0.1 with
 //! a free port and filesystem storage in a temp dir, optionally behind htpasswd basic auth or
-//! the token (bearer) flow with an in-test token server. Killed and removed on Drop.
+//! the token (bearer) flow with an in-test token server. Killed and removed on Drop. The
+//! process itself is `berth_testkit`'s registry; this module adds the auth and TLS setups.
 
 #![allow(dead_code)]
 
-use std::io::{BufRead as _, BufReader};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+
+use berth_image::registry::{ClientOptions, Credentials, RegistryClient};
+use berth_testkit::Registry;
+use berth_testkit::registry::{Options, htpasswd_auth};
 
 use super::token_server::TokenServer;
 
-pub const REGISTRY_BIN: &str = "/usr/bin/docker-registry";
 pub const USER: &str = "alice";
 pub const PASSWORD: &str = "correct horse";
 
@@ -23,9 +24,8 @@ pub enum Auth {
 }
 
 pub struct TestRegistry {
-    child: Child,
+    registry: Registry,
     pub addr: SocketAddr,
-    pub dir: tempfile::TempDir,
     pub token_server: Option<TokenServer>,
     /// With TLS: a `certs.d` directory holding the test CA for this registry's address.
     pub certs_dir: Option<PathBuf>,
@@ -60,11 +60,6 @@ fn make_tls_files(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     paths
 }
 
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    listener.local_addr().unwrap().port()
-}
-
 impl TestRegistry {
     pub fn start(auth: Auth) -> Self {
         Self::start_with(auth, false)
@@ -76,29 +71,10 @@ impl TestRegistry {
     }
 
     fn start_with(auth: Auth, tls: bool) -> Self {
-        assert!(
-            Path::new(REGISTRY_BIN).exists(),
-            "{REGISTRY_BIN} is missing: install Debian's docker-registry package"
-        );
         let dir = tempfile::tempdir().expect("temp dir");
-        let auth_yaml = match auth {
+        let (sections, token_server) = match auth {
             Auth::None => (String::new(), None),
-            Auth::Basic => {
-                let out = Command::new("htpasswd")
-                    .args(["-Bbn", USER, PASSWORD])
-                    .output()
-                    .expect("run htpasswd (apache2-utils)");
-                assert!(out.status.success(), "htpasswd failed");
-                let path = dir.path().join("htpasswd");
-                std::fs::write(&path, &out.stdout).unwrap();
-                (
-                    format!(
-                        "auth:\n  htpasswd:\n    realm: berth-test\n    path: {}\n",
-                        path.display()
-                    ),
-                    None,
-                )
-            }
+            Auth::Basic => (htpasswd_auth(dir.path(), USER, PASSWORD), None),
             Auth::Token => {
                 let server = TokenServer::start(USER, PASSWORD);
                 let bundle = dir.path().join("token-root.pem");
@@ -115,9 +91,8 @@ impl TestRegistry {
                 )
             }
         };
-        let (auth_yaml, token_server) = auth_yaml;
         let tls_files = tls.then(|| make_tls_files(dir.path()));
-        let tls_yaml = match &tls_files {
+        let http = match &tls_files {
             Some((_, cert, key)) => format!(
                 "  tls:\n    certificate: {}\n    key: {}\n",
                 cert.display(),
@@ -125,69 +100,28 @@ impl TestRegistry {
             ),
             None => String::new(),
         };
-        // The port is free when picked; another process could take it before the registry
-        // binds, so a failed start is retried with a new one.
-        for _ in 0..5 {
-            let port = free_port();
-            let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-            let config = format!(
-                "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n  secret: berth-test-secret\n{tls_yaml}{auth_yaml}",
-                dir.path().join("data").display()
-            );
-            let config_path = dir.path().join("config.yml");
-            std::fs::write(&config_path, config).unwrap();
-            let mut child = Command::new(REGISTRY_BIN)
-                .arg("serve")
-                .arg(&config_path)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("spawn docker-registry");
-            let deadline = Instant::now() + Duration::from_secs(20);
-            loop {
-                if let Some(status) = child.try_wait().unwrap() {
-                    let mut text = String::new();
-                    if let Some(err) = child.stderr.take() {
-                        for line in BufReader::new(err).lines().map_while(Result::ok).take(20) {
-                            text.push_str(&line);
-                            text.push('\n');
-                        }
-                    }
-                    eprintln!("docker-registry exited ({status}) on {addr}: {text}");
-                    break;
-                }
-                // A TLS port answers our plain probe with 400: being connectable is enough.
-                if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
-                    && (tls || v2_answers(addr))
-                {
-                    // Drain stderr in the background so the registry never blocks on it.
-                    if let Some(err) = child.stderr.take() {
-                        std::thread::spawn(move || for _ in BufReader::new(err).lines() {});
-                    }
-                    let certs_dir = tls_files.as_ref().map(|(ca, _, _)| {
-                        let certs = dir.path().join("certs.d");
-                        let host_dir = certs.join(addr.to_string());
-                        std::fs::create_dir_all(&host_dir).unwrap();
-                        std::fs::copy(ca, host_dir.join("ca.crt")).unwrap();
-                        certs
-                    });
-                    return Self {
-                        child,
-                        addr,
-                        dir,
-                        token_server,
-                        certs_dir,
-                    };
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "docker-registry did not answer on {addr} within 20 s"
-                );
-                std::thread::sleep(Duration::from_millis(20));
-            }
+        let registry = Registry::start_with(
+            dir,
+            &Options {
+                http,
+                sections,
+                tls,
+            },
+        );
+        let addr = registry.addr;
+        let certs_dir = tls_files.as_ref().map(|(ca, _, _)| {
+            let certs = registry.dir.path().join("certs.d");
+            let host_dir = certs.join(addr.to_string());
+            std::fs::create_dir_all(&host_dir).unwrap();
+            std::fs::copy(ca, host_dir.join("ca.crt")).unwrap();
+            certs
+        });
+        TestRegistry {
+            registry,
+            addr,
+            token_server,
+            certs_dir,
         }
-        panic!("docker-registry could not be started");
     }
 
     /// `127.0.0.1:port`, the registry part of references.
@@ -198,7 +132,8 @@ impl TestRegistry {
     /// Where the registry keeps a blob's bytes.
     pub fn blob_data_path(&self, digest: &str) -> PathBuf {
         let hex = digest.strip_prefix("sha256:").expect("sha256 digest");
-        self.dir
+        self.registry
+            .dir
             .path()
             .join("data/docker/registry/v2/blobs/sha256")
             .join(&hex[..2])
@@ -207,28 +142,17 @@ impl TestRegistry {
     }
 }
 
-/// `GET /v2/` answers 200 or 401 (then it is up, just protected).
-fn v2_answers(addr: SocketAddr) -> bool {
-    use std::io::{Read as _, Write as _};
-    let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(500)) else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-    let request = format!("GET /v2/ HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    if stream.write_all(request.as_bytes()).is_err() {
-        return false;
-    }
-    let mut head = [0u8; 12];
-    if stream.read_exact(&mut head).is_err() {
-        return false;
-    }
-    let text = String::from_utf8_lossy(&head);
-    text.starts_with("HTTP/1.1 200") || text.starts_with("HTTP/1.1 401")
-}
-
-impl Drop for TestRegistry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A client of `registry` with default options, logged in as `credentials` if given.
+pub fn client(registry: &TestRegistry, credentials: Option<(&str, &str)>) -> RegistryClient {
+    RegistryClient::new(
+        &registry.host(),
+        ClientOptions {
+            credentials: credentials.map(|(u, p)| Credentials {
+                username: u.to_string(),
+                password: p.to_string(),
+            }),
+            ..ClientOptions::default()
+        },
+    )
+    .unwrap()
 }
