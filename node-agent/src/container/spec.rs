@@ -338,6 +338,15 @@ fn tmpfs_mount(spec: &str) -> Result<Value, ContainerError> {
     Ok(json!({"destination": dest, "type": "tmpfs", "source": "tmpfs", "options": options}))
 }
 
+/// A cpuset list: `N`, `N-M`, comma-separated.
+fn cpu_list_valid(s: &str) -> bool {
+    let num = |x: &str| !x.is_empty() && x.bytes().all(|b| b.is_ascii_digit());
+    s.split(',').all(|part| match part.split_once('-') {
+        Some((a, b)) => num(a) && num(b) && a.parse::<u32>().ok() <= b.parse::<u32>().ok(),
+        None => num(part),
+    })
+}
+
 /// Builds the container's OCI spec.
 pub fn build(inputs: &SpecInputs<'_>) -> Result<Spec, ContainerError> {
     let opts = inputs.options;
@@ -425,13 +434,37 @@ pub fn build(inputs: &SpecInputs<'_>) -> Result<Spec, ContainerError> {
         args = berth_shim::init::wrap_args(&args);
     }
 
-    let mut namespaces = vec![
-        json!({"type": "pid"}),
-        json!({"type": "ipc"}),
+    // `container:<id>` modes keep a namespace entry here; `start` points it at that
+    // container's namespace, which only exists while it runs.
+    let pid = super::options::namespace_mode("pid", opts.pid_mode.as_deref())?;
+    let ipc = super::options::namespace_mode("ipc", opts.ipc_mode.as_deref())?;
+    if let Some(Some(_)) = ipc {
+        return Err(ContainerError::BadOption {
+            option: "ipc".into(),
+            value: opts.ipc_mode.clone().unwrap_or_default(),
+            reason: "sharing another container's IPC namespace is not supported (its /dev/shm cannot be shared); use host or private".into(),
+        });
+    }
+    if ipc == Some(None) {
+        // the host's IPC namespace comes with the host's POSIX shared memory
+        for m in &mut mounts {
+            if m["destination"] == "/dev/shm" {
+                *m = json!({"destination": "/dev/shm", "type": "bind", "source": "/dev/shm", "options": ["rbind", "rprivate"]});
+            }
+        }
+    }
+    let mut namespaces = Vec::new();
+    if pid != Some(None) {
+        namespaces.push(json!({"type": "pid"}));
+    }
+    if ipc.is_none() {
+        namespaces.push(json!({"type": "ipc"}));
+    }
+    namespaces.extend([
         json!({"type": "uts"}),
         json!({"type": "mount"}),
         json!({"type": "cgroup"}),
-    ];
+    ]);
     if opts.network != NetworkMode::Host {
         namespaces.push(json!({"type": "network"}));
     }
@@ -467,6 +500,31 @@ pub fn build(inputs: &SpecInputs<'_>) -> Result<Spec, ContainerError> {
             });
         }
         resources["cpu"] = json!({"quota": (cpus * 100_000.0) as i64, "period": 100_000});
+    }
+    if let Some(shares) = opts.cpu_shares {
+        if shares < 2 {
+            return Err(ContainerError::BadOption {
+                option: "--cpu-shares".into(),
+                value: shares.to_string(),
+                reason: "must be at least 2".into(),
+            });
+        }
+        resources["cpu"]["shares"] = json!(shares);
+    }
+    for (option, key, value) in [
+        ("--cpuset-cpus", "cpus", &opts.cpuset_cpus),
+        ("--cpuset-mems", "mems", &opts.cpuset_mems),
+    ] {
+        if let Some(v) = value.as_deref().filter(|v| !v.is_empty()) {
+            if !cpu_list_valid(v) {
+                return Err(ContainerError::BadOption {
+                    option: option.into(),
+                    value: v.into(),
+                    reason: "expected a list such as 0-2,4".into(),
+                });
+            }
+            resources["cpu"][key] = json!(v);
+        }
     }
     if let Some(p) = opts.pids_limit {
         resources["pids"] = json!({"limit": p});
@@ -659,6 +717,75 @@ mod tests {
         o.security_opt.clear();
         o.ulimits[0].soft = 300;
         assert!(build(&inputs(&o, None)).is_err());
+    }
+
+    #[test]
+    fn cpu_weights_cpusets_and_namespace_modes() {
+        let ns = |v: &Value| -> Vec<String> {
+            v["linux"]["namespaces"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|n| n["type"].as_str().unwrap().to_string())
+                .collect()
+        };
+        let mut o = RunOptions {
+            cmd: vec!["sh".into()],
+            cpus: Some(0.5),
+            cpu_shares: Some(512),
+            cpuset_cpus: Some("0-1,3".into()),
+            cpuset_mems: Some("0".into()),
+            ..RunOptions::default()
+        };
+        let v = serde_json::to_value(build(&inputs(&o, None)).unwrap()).unwrap();
+        let cpu = &v["linux"]["resources"]["cpu"];
+        assert_eq!(cpu["shares"], 512);
+        assert_eq!(cpu["quota"], 50_000);
+        assert_eq!(cpu["cpus"], "0-1,3");
+        assert_eq!(cpu["mems"], "0");
+        assert!(ns(&v).contains(&"pid".to_string()) && ns(&v).contains(&"ipc".to_string()));
+
+        o.pid_mode = Some("host".into());
+        o.ipc_mode = Some("host".into());
+        let v = serde_json::to_value(build(&inputs(&o, None)).unwrap()).unwrap();
+        assert!(!ns(&v).contains(&"pid".to_string()) && !ns(&v).contains(&"ipc".to_string()));
+        let shm = v["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["destination"] == "/dev/shm")
+            .unwrap();
+        assert_eq!(shm["source"], "/dev/shm");
+        // a container's PID namespace: the entry stays, start points it at the target
+        o.pid_mode = Some("container:abc".into());
+        o.ipc_mode = None;
+        let v = serde_json::to_value(build(&inputs(&o, None)).unwrap()).unwrap();
+        assert!(ns(&v).contains(&"pid".to_string()));
+
+        for bad in [
+            RunOptions {
+                ipc_mode: Some("container:abc".into()),
+                ..o.clone()
+            },
+            RunOptions {
+                pid_mode: Some("sibling".into()),
+                ..o.clone()
+            },
+            RunOptions {
+                cpuset_cpus: Some("1-0".into()),
+                ..o.clone()
+            },
+            RunOptions {
+                cpuset_cpus: Some("a".into()),
+                ..o.clone()
+            },
+            RunOptions {
+                cpu_shares: Some(1),
+                ..o.clone()
+            },
+        ] {
+            assert!(build(&inputs(&bad, None)).is_err(), "{bad:?}");
+        }
     }
 
     #[test]
