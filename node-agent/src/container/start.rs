@@ -119,10 +119,9 @@ impl Containers {
         if let Some(target) = record.config.network_from.clone() {
             joins.push(("network", target));
         }
-        if let Ok(Some(Some(target))) = super::options::namespace_mode(
-            "pid",
-            record.config.pid_mode.as_deref(),
-        ) {
+        if let Ok(Some(Some(target))) =
+            super::options::namespace_mode("pid", record.config.pid_mode.as_deref())
+        {
             joins.push(("pid", target.to_string()));
         }
         if !joins.is_empty() {
