@@ -281,6 +281,27 @@ const ALL_CAPS: [&str; 41] = [
     "CAP_CHECKPOINT_RESTORE",
 ];
 
+/// Drops the capabilities outside `bounding` (a `CapBnd` mask) from a spec: "every
+/// capability" of a privileged container can only be those the caller itself may pass on,
+/// and asking for more makes the runtime's `capset` fail.
+pub fn within_bounding_set(spec: Spec, bounding: u64) -> Result<Spec, ContainerError> {
+    let mut v = serde_json::to_value(&spec).map_err(|e| ContainerError::Spec(e.to_string()))?;
+    let allowed = |c: &Value| {
+        ALL_CAPS
+            .iter()
+            .position(|k| Some(*k) == c.as_str())
+            .is_none_or(|bit| bounding & (1u64 << bit) != 0)
+    };
+    if let Some(caps) = v["process"]["capabilities"].as_object_mut() {
+        for set in caps.values_mut() {
+            if let Some(list) = set.as_array_mut() {
+                list.retain(allowed);
+            }
+        }
+    }
+    serde_json::from_value(v).map_err(|e| ContainerError::Spec(e.to_string()))
+}
+
 /// Docker's default device allow-list for the devices cgroup (after a deny-all).
 fn device_rules() -> Vec<Value> {
     let mut v = vec![json!({"allow": false, "access": "rwm"})];
@@ -786,6 +807,24 @@ mod tests {
         ] {
             assert!(build(&inputs(&bad, None)).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn privileged_keeps_to_the_bounding_set() {
+        let o = RunOptions {
+            cmd: vec!["sh".into()],
+            privileged: true,
+            ..RunOptions::default()
+        };
+        let spec = build(&inputs(&o, None)).unwrap();
+        // everything but CAP_SYS_RESOURCE (24)
+        let v = serde_json::to_value(within_bounding_set(spec, 0x1fffeffffff).unwrap()).unwrap();
+        let eff = v["process"]["capabilities"]["effective"]
+            .as_array()
+            .unwrap();
+        assert_eq!(eff.len(), ALL_CAPS.len() - 1);
+        assert!(!eff.contains(&json!("CAP_SYS_RESOURCE")));
+        assert!(eff.contains(&json!("CAP_SYS_ADMIN")));
     }
 
     #[test]
