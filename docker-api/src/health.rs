@@ -40,6 +40,7 @@ struct State {
 pub(crate) struct Monitors {
     states: Mutex<HashMap<String, State>>,
     runs: std::sync::atomic::AtomicU64,
+    resumed: std::sync::atomic::AtomicBool,
 }
 
 pub(crate) fn status_word(h: Health) -> &'static str {
@@ -115,6 +116,45 @@ fn merge(
             retries: o.retries.or(i.retries),
         }),
     }
+}
+
+/// Starts monitoring the running containers made through the API that have a
+/// healthcheck (after a server restart: their state starts over at `starting`). Containers
+/// of Compose services are the node agent's to watch. Once per backend.
+pub(crate) fn resume(b: &Arc<Backend>) {
+    if b.health
+        .resumed
+        .swap(true, std::sync::atomic::Ordering::Relaxed)
+    {
+        return;
+    }
+    let b = b.clone();
+    tokio::spawn(async move {
+        let b2 = b.clone();
+        let running = tokio::task::spawn_blocking(move || {
+            let mut out = Vec::new();
+            for mut r in b2.containers.records().unwrap_or_default() {
+                let ours = b2
+                    .meta::<crate::create::Extra>("containers", &r.id)
+                    .is_some();
+                if !ours {
+                    continue;
+                }
+                b2.containers.observe(&mut r);
+                if r.state.status == berth_node_agent::container::Status::Running {
+                    out.push(r);
+                }
+            }
+            out
+        })
+        .await
+        .unwrap_or_default();
+        for r in running {
+            if b.health.health(&r.id) == Health::None {
+                watch(&b, &r);
+            }
+        }
+    });
 }
 
 /// Starts the health monitor of a container that has just started (a monitor of an
