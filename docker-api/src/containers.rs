@@ -339,30 +339,50 @@ fn resolve_references(b: &Backend, plan: &mut create::Plan) -> ApiResult<()> {
         NetworkMode::Bridge(id) => Some(id.clone()),
         NetworkMode::Host | NetworkMode::None => None,
     };
-    for link in &plan.extra.links {
+    o.add_host
+        .extend(link_hosts(b, &plan.extra.links, network.as_deref())?);
+    Ok(())
+}
+
+/// The `/etc/hosts` entries (`name:address`) of `links` (`target[:alias]`) for a container
+/// on `network`: each target must run on it.
+pub(crate) fn link_hosts(
+    b: &Backend,
+    links: &[String],
+    network: Option<&str>,
+) -> ApiResult<Vec<String>> {
+    let mut hosts = Vec::new();
+    for link in links {
         let (target, alias) = match link.split_once(':') {
             Some((t, a)) => (t, a.rsplit('/').next().unwrap_or(a)),
             None => (link.as_str(), link.as_str()),
         };
         let target = target.trim_start_matches('/');
         let alias = alias.trim_start_matches('/');
-        let t = running("link to", target)?;
+        let mut t = b.containers.resolve(target)?;
+        b.containers.observe(&mut t);
+        if t.state.status != Status::Running {
+            return Err(ApiError::conflict(format!(
+                "cannot link to container {target}: it is not running"
+            )));
+        }
         let ep = t
             .endpoints
             .iter()
-            .find(|e| Some(&e.network) == network.as_ref())
+            .find(|e| Some(e.network.as_str()) == network)
             .ok_or_else(|| {
                 ApiError::bad_request(format!(
                     "HostConfig.Links: container {target} is not on the network this container joins"
                 ))
             })?;
         for name in [alias, t.name.as_str()] {
-            if !name.is_empty() {
-                o.add_host.push(format!("{name}:{}", ep.ip));
+            let entry = format!("{name}:{}", ep.ip);
+            if !name.is_empty() && !hosts.contains(&entry) {
+                hosts.push(entry);
             }
         }
     }
-    Ok(())
+    Ok(hosts)
 }
 
 async fn resolve(b: &Arc<Backend>, q: &str) -> ApiResult<Record> {

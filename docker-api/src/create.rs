@@ -365,6 +365,13 @@ pub fn translate(
     if let Some(eps) = endpoints {
         for ep in eps.values() {
             extra.aliases.extend(strings(&ep["Aliases"]));
+            // links on a user network (what docker-compose v1 sends): the same as legacy
+            // ones here, names in this container's /etc/hosts
+            for l in strings(&ep["Links"]) {
+                if !extra.links.contains(&l) {
+                    extra.links.push(l);
+                }
+            }
         }
     }
     if let Some(bindings) = host["PortBindings"].as_object() {
