@@ -185,6 +185,35 @@ pub fn translate(
             let target = opt_str(&m["Target"])
                 .ok_or_else(|| ApiError::bad_request("a mount needs a Target"))?;
             let ro = m["ReadOnly"].as_bool().unwrap_or(false);
+            for (section, keys) in [
+                (
+                    "BindOptions",
+                    &[
+                        "NonRecursive",
+                        "CreateMountpoint",
+                        "ReadOnlyNonRecursive",
+                        "ReadOnlyForceRecursive",
+                    ][..],
+                ),
+                ("VolumeOptions", &["DriverConfig", "Subpath"][..]),
+                ("TmpfsOptions", &["Options"][..]),
+            ] {
+                for k in keys {
+                    let v = &m[section][k];
+                    let set = match v {
+                        Value::Bool(b) => *b,
+                        Value::String(s) => !s.is_empty(),
+                        Value::Array(a) => !a.is_empty(),
+                        Value::Object(o) => o.values().any(|x| !x.is_null()),
+                        _ => false,
+                    };
+                    if set {
+                        return Err(ApiError::bad_request(format!(
+                            "Mounts: {section}.{k} is not supported by berth"
+                        )));
+                    }
+                }
+            }
             match m["Type"].as_str().unwrap_or("volume") {
                 "bind" => {
                     let source = opt_str(&m["Source"])
@@ -463,7 +492,7 @@ fn anonymous(
 
 /// `HostConfig` fields berth has no mapping for: set to anything but their zero value,
 /// they are refused rather than ignored.
-const UNSUPPORTED: [&str; 25] = [
+const UNSUPPORTED: [&str; 26] = [
     "BlkioWeight",
     "BlkioWeightDevice",
     "BlkioDeviceReadBps",
@@ -489,6 +518,7 @@ const UNSUPPORTED: [&str; 25] = [
     "ReadonlyPaths",
     "IOMaximumBandwidth",
     "IOMaximumIOps",
+    "Annotations",
 ];
 
 /// Options that would change what the container may do; berth refuses rather than ignore.
@@ -711,6 +741,9 @@ mod tests {
             json!({"DeviceRequests": [{"Count": -1}]}),
             json!({"PublishAllPorts": true}),
             json!({"CgroupParent": "/x"}),
+            json!({"Annotations": {"a": "b"}}),
+            json!({"Mounts": [{"Type": "bind", "Source": "/x", "Target": "/y", "BindOptions": {"NonRecursive": true}}]}),
+            json!({"Mounts": [{"Type": "volume", "Target": "/y", "VolumeOptions": {"DriverConfig": {"Name": "nfs"}}}]}),
             json!({"Ulimits": [{"Soft": 1, "Hard": 2}]}),
             json!({"NetworkMode": "container:x", "PortBindings": {"80/tcp": []}}),
             json!({"LogConfig": {"Type": "syslog"}}),
