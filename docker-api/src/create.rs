@@ -574,7 +574,7 @@ fn security_option(o: &str) -> Result<Option<String>, ApiError> {
         // berth applies no SELinux labels and no AppArmor profile
         ("label", "disable") | ("apparmor", "unconfined") => Ok(None),
         ("seccomp", _) => Err(ApiError::bad_request(
-            "SecurityOpt seccomp: only seccomp=unconfined is supported by berth (custom profiles are not; berth applies Docker's default profile)",
+            "SecurityOpt seccomp: berth takes seccomp=unconfined or a profile's JSON (what the docker CLI sends for --security-opt seccomp=FILE), not a path",
         )),
         ("apparmor", p) => Err(ApiError::bad_request(format!(
             "SecurityOpt apparmor={p}: AppArmor profiles are not supported by berth (apparmor=unconfined is)"
@@ -732,7 +732,7 @@ mod tests {
             json!({"UTSMode": "host"}),
             json!({"IpcMode": "container:x"}),
             json!({"SecurityOpt": ["apparmor=docker-default"]}),
-            json!({"SecurityOpt": ["seccomp={\"defaultAction\":\"SCMP_ACT_ALLOW\"}"]}),
+            json!({"SecurityOpt": ["seccomp=/etc/profile.json"]}),
             json!({"SecurityOpt": ["label=type:svirt_lxc_net_t"]}),
             json!({"BlkioWeight": 300}),
             json!({"MemoryReservation": 1048576}),

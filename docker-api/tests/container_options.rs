@@ -1,7 +1,7 @@
 //! The container options of `docker run` that change what a container may do or how it is
 //! watched, through the docker CLI against berth's Docker API: healthchecks (`State.Health`,
 //! `docker ps` status and `health=` filter, `health_status` events), `--stop-signal`,
-//! `--ulimit`, `--security-opt`, `--cpu-shares`/`--cpuset-cpus`, `--privileged`,
+//! `--ulimit`, `--security-opt` (a seccomp profile file included), `--cpu-shares`/`--cpuset-cpus`, `--privileged`,
 //! `--device`, `--domainname`, `--pid`/`--ipc`/`--network` sharing, `--volumes-from` and
 //! `--link` — each checked from inside the container (or in its cgroup) — and options
 //! berth cannot honour, refused with an error that names them. Each test has its own
@@ -214,6 +214,35 @@ fn stop_signal_ulimits_security_opts_and_cpu_settings_reach_the_process() {
             "Seccomp:"
         ),
         "2"
+    );
+
+    // a seccomp profile file: the CLI sends its JSON; this one allows everything but mkdir
+    let profile = s.root.path().join("no-mkdir.json");
+    std::fs::write(
+        &profile,
+        r#"{"defaultAction": "SCMP_ACT_ALLOW",
+            "archMap": [{"architecture": "SCMP_ARCH_X86_64", "subArchitectures": ["SCMP_ARCH_X86", "SCMP_ARCH_X32"]},
+                        {"architecture": "SCMP_ARCH_AARCH64", "subArchitectures": ["SCMP_ARCH_ARM"]}],
+            "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]}"#,
+    )
+    .unwrap();
+    let mkdir = "if mkdir /tmp/d 2>/dev/null; then echo made; else echo refused; fi";
+    assert_eq!(
+        s.ok(&[
+            "run",
+            "--rm",
+            "--security-opt",
+            &format!("seccomp={}", profile.display()),
+            "busybox",
+            "sh",
+            "-c",
+            mkdir,
+        ]),
+        "refused\n"
+    );
+    assert_eq!(
+        s.ok(&["run", "--rm", "busybox", "sh", "-c", mkdir]),
+        "made\n"
     );
 
     // --cpuset-cpus is what the kernel lets the process run on; --cpu-shares is the

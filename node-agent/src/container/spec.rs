@@ -111,6 +111,102 @@ pub fn security_opt_known(opt: &str) -> bool {
     security_opt(opt).is_some()
 }
 
+/// A Docker seccomp profile (`seccomp=<json>`, what the docker CLI sends for
+/// `--security-opt seccomp=FILE`) turned into the OCI form for a process with `caps`:
+/// `archMap` (or `architectures`) give the architectures; a rule applies when its
+/// `includes` hold (every capability in `caps`, this architecture) and its `excludes` do
+/// not. `minKernel` conditions are refused rather than guessed.
+pub fn docker_seccomp(profile: &str, caps: &[String]) -> Result<Value, ContainerError> {
+    let bad = |reason: String| ContainerError::BadOption {
+        option: "security_opt seccomp".into(),
+        value: profile.chars().take(60).collect(),
+        reason,
+    };
+    let p: Value = serde_json::from_str(profile).map_err(|e| bad(format!("not JSON: {e}")))?;
+    let default = p["defaultAction"]
+        .as_str()
+        .ok_or_else(|| bad("no defaultAction".into()))?;
+    let mut arches: Vec<Value> = Vec::new();
+    for a in p["architectures"].as_array().into_iter().flatten() {
+        arches.push(a.clone());
+    }
+    for m in p["archMap"].as_array().into_iter().flatten() {
+        arches.push(m["architecture"].clone());
+        arches.extend(
+            m["subArchitectures"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .cloned(),
+        );
+    }
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    let has_cap = |c: &str| {
+        let c = if c.starts_with("CAP_") {
+            c.to_string()
+        } else {
+            format!("CAP_{c}")
+        };
+        caps.contains(&c)
+    };
+    let mut rules = Vec::new();
+    for r in p["syscalls"].as_array().into_iter().flatten() {
+        for cond in [&r["includes"]["minKernel"], &r["excludes"]["minKernel"]] {
+            if !cond.is_null() {
+                return Err(bad("minKernel conditions are not supported".into()));
+            }
+        }
+        let list = |v: &Value| -> Vec<String> {
+            v.as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|x| x.as_str().map(String::from))
+                .collect()
+        };
+        let inc_caps = list(&r["includes"]["caps"]);
+        let exc_caps = list(&r["excludes"]["caps"]);
+        let inc_arches = list(&r["includes"]["arches"]);
+        let exc_arches = list(&r["excludes"]["arches"]);
+        let applies = inc_caps.iter().all(|c| has_cap(c))
+            && !exc_caps.iter().any(|c| has_cap(c))
+            && (inc_arches.is_empty() || inc_arches.iter().any(|a| a == arch))
+            && !exc_arches.iter().any(|a| a == arch);
+        if !applies {
+            continue;
+        }
+        let mut names = list(&r["names"]);
+        if let Some(n) = r["name"].as_str() {
+            names.push(n.to_string());
+        }
+        let action = r["action"]
+            .as_str()
+            .ok_or_else(|| bad("a rule without an action".into()))?;
+        let mut rule = json!({"names": names, "action": action});
+        for k in ["args", "errnoRet"] {
+            if !r[k].is_null() {
+                rule[k] = r[k].clone();
+            }
+        }
+        rules.push(rule);
+    }
+    let mut out = json!({"defaultAction": default, "architectures": arches, "syscalls": rules});
+    for k in [
+        "defaultErrnoRet",
+        "flags",
+        "listenerPath",
+        "listenerMetadata",
+    ] {
+        if !p[k].is_null() {
+            out[k] = p[k].clone();
+        }
+    }
+    Ok(out)
+}
+
 /// (no_new_privileges, seccomp_unconfined) changes of one `security_opt` value.
 fn security_opt(opt: &str) -> Option<(Option<bool>, bool)> {
     let (k, v) = opt
@@ -121,6 +217,8 @@ fn security_opt(opt: &str) -> Option<(Option<bool>, bool)> {
         ("no-new-privileges", "" | "true") => Some((Some(true), false)),
         ("no-new-privileges", "false") => Some((Some(false), false)),
         ("seccomp", "unconfined") => Some((None, true)),
+        // an inline Docker profile (checked when the spec is built)
+        ("seccomp", p) if p.trim_start().starts_with('{') => Some((None, false)),
         _ => None,
     }
 }
@@ -550,8 +648,16 @@ pub fn build(inputs: &SpecInputs<'_>) -> Result<Spec, ContainerError> {
     if let Some(p) = opts.pids_limit {
         resources["pids"] = json!({"limit": p});
     }
+    let profile = opts.security_opt.iter().rev().find_map(|o| {
+        let p = o
+            .strip_prefix("seccomp=")
+            .or_else(|| o.strip_prefix("seccomp:"))?;
+        p.trim_start().starts_with('{').then_some(p)
+    });
     let seccomp = if seccomp_unconfined {
         Value::Null
+    } else if let Some(p) = profile {
+        docker_seccomp(p, &caps)?
     } else {
         serde_json::to_value(berth_runtime::default_seccomp())
             .map_err(|e| ContainerError::Spec(e.to_string()))?
@@ -807,6 +913,59 @@ mod tests {
         ] {
             assert!(build(&inputs(&bad, None)).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn docker_seccomp_profiles_follow_caps_and_arches() {
+        let profile = r#"{
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "archMap": [{"architecture": "SCMP_ARCH_X86_64", "subArchitectures": ["SCMP_ARCH_X86"]}],
+            "syscalls": [
+                {"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1},
+                {"names": ["reboot"], "action": "SCMP_ACT_ERRNO", "excludes": {"caps": ["CAP_SYS_BOOT"]}},
+                {"names": ["ptrace"], "action": "SCMP_ACT_ERRNO", "includes": {"caps": ["CAP_NET_ADMIN"]}},
+                {"names": ["personality"], "action": "SCMP_ACT_ERRNO", "includes": {"arches": ["s390x"]}}
+            ]
+        }"#;
+        let v = docker_seccomp(profile, &["CAP_CHOWN".to_string()]).unwrap();
+        assert_eq!(v["defaultAction"], "SCMP_ACT_ALLOW");
+        assert_eq!(
+            v["architectures"],
+            json!(["SCMP_ARCH_X86_64", "SCMP_ARCH_X86"])
+        );
+        let names: Vec<&Value> = v["syscalls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| &r["names"][0])
+            .collect();
+        assert_eq!(names, [&json!("mkdir"), &json!("reboot")]);
+        assert_eq!(v["syscalls"][0]["errnoRet"], 1);
+        let v = docker_seccomp(profile, &["CAP_SYS_BOOT".into(), "CAP_NET_ADMIN".into()]).unwrap();
+        let names: Vec<&Value> = v["syscalls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| &r["names"][0])
+            .collect();
+        assert_eq!(names, [&json!("mkdir"), &json!("ptrace")]);
+        assert!(docker_seccomp("{}", &[]).is_err());
+        assert!(docker_seccomp("nope", &[]).is_err());
+        assert!(
+            docker_seccomp(
+                r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["x"],"action":"SCMP_ACT_ERRNO","includes":{"minKernel":"4.8"}}]}"#,
+                &[]
+            )
+            .is_err()
+        );
+        // through the spec: the profile replaces Docker's default
+        let o = RunOptions {
+            cmd: vec!["sh".into()],
+            security_opt: vec![format!("seccomp={profile}")],
+            ..RunOptions::default()
+        };
+        let v = serde_json::to_value(build(&inputs(&o, None)).unwrap()).unwrap();
+        assert_eq!(v["linux"]["seccomp"]["defaultAction"], "SCMP_ACT_ALLOW");
     }
 
     #[test]
