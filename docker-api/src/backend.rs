@@ -70,6 +70,8 @@ pub struct Backend {
     pub(crate) pending_attach: Mutex<HashMap<String, Vec<oneshot::Sender<AttachHandoff>>>>,
     /// Serializes read-modify-write of the side records.
     pub(crate) meta_lock: Mutex<()>,
+    /// Healthchecks of the containers started here.
+    pub(crate) health: crate::health::Monitors,
 }
 
 impl std::fmt::Debug for Backend {
@@ -153,6 +155,7 @@ impl Backend {
             execs: Mutex::new(HashMap::new()),
             pending_attach: Mutex::new(HashMap::new()),
             meta_lock: Mutex::new(()),
+            health: crate::health::Monitors::default(),
         })
     }
 

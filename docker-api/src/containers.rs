@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use berth_node_agent::container::{LogOptions, NetworkMode, Record, Status};
+use berth_node_agent::worker::Health;
 use bytes::Bytes;
 use hyper::StatusCode;
 use serde_json::{Value, json};
@@ -16,6 +17,7 @@ use crate::backend::{AttachHandoff, Backend, blocking, random_id};
 use crate::create::{self, Supplies};
 use crate::error::{ApiError, ApiResult};
 use crate::filters::Filters;
+use crate::health;
 use crate::http::{self, Query, Reply, frame, ok_json};
 use crate::time;
 
@@ -46,7 +48,11 @@ fn status_text(b: &Backend, r: &Record) -> String {
             if is_paused(b, &r.id) {
                 format!("{up} (Paused)")
             } else {
-                up
+                match b.health.health(&r.id) {
+                    Health::None => up,
+                    Health::Starting => format!("{up} (health: starting)"),
+                    h => format!("{up} ({})", health::status_word(h)),
+                }
             }
         }
         Status::Created => "Created".into(),
@@ -209,6 +215,13 @@ pub async fn list(b: &Arc<Backend>, q: &Query) -> ApiResult<Reply> {
             && filters.any("name", |v| r.name.contains(v.trim_start_matches('/')))
             && filters.labels_match(&r.labels)
             && filters.any("status", |v| v == state)
+            && filters.any("health", |v| {
+                v == health::status_word(if r.state.status == Status::Running {
+                    b.health.health(&r.id)
+                } else {
+                    Health::None
+                })
+            })
             && filters.any("ancestor", |v| {
                 r.config.image == v || r.image_id.contains(v) || r.image == v
             })
@@ -271,6 +284,7 @@ pub async fn create(b: &Arc<Backend>, q: &Query, body: Bytes) -> ApiResult<Reply
     let b2 = b.clone();
     let anonymous = plan.extra.anonymous_volumes.clone();
     let record = blocking(move || {
+        resolve_references(&b2, &mut plan)?;
         let r = b2.containers.create(plan.options)?;
         if r.config.auto_remove {
             b2.put_meta_volatile("containers", &r.id, &plan.extra)?;
@@ -288,6 +302,87 @@ pub async fn create(b: &Arc<Backend>, q: &Query, body: Bytes) -> ApiResult<Reply
         StatusCode::CREATED,
         &json!({"Id": record.id, "Warnings": []}),
     ))
+}
+
+/// Turns the container names a create refers to into ids (`NetworkMode`/`PidMode`
+/// `container:x`), and `Links` into `/etc/hosts` entries: Docker's legacy links give the
+/// linking container the target's address under the target's name and the alias; the
+/// target must run, on the network the new container joins. The address is the one the
+/// target has now (a target restarted later may get another).
+fn resolve_references(b: &Backend, plan: &mut create::Plan) -> ApiResult<()> {
+    let running = |what: &str, q: &str| -> ApiResult<Record> {
+        let mut r = b.containers.resolve(q)?;
+        b.containers.observe(&mut r);
+        if r.state.status != Status::Running {
+            return Err(ApiError::conflict(format!(
+                "cannot {what} container {q}: it is not running"
+            )));
+        }
+        Ok(r)
+    };
+    let o = &mut plan.options;
+    if let Some(t) = o.network_from.clone() {
+        o.network_from = Some(running("join the network of", &t)?.id);
+    }
+    if let Some(t) = o
+        .pid_mode
+        .clone()
+        .and_then(|m| m.strip_prefix("container:").map(String::from))
+    {
+        o.pid_mode = Some(format!(
+            "container:{}",
+            running("join the PID namespace of", &t)?.id
+        ));
+    }
+    let network = match &o.network {
+        NetworkMode::Default => Some(b.default_network.clone()),
+        NetworkMode::Bridge(id) => Some(id.clone()),
+        NetworkMode::Host | NetworkMode::None => None,
+    };
+    o.add_host
+        .extend(link_hosts(b, &plan.extra.links, network.as_deref())?);
+    Ok(())
+}
+
+/// The `/etc/hosts` entries (`name:address`) of `links` (`target[:alias]`) for a container
+/// on `network`: each target must run on it.
+pub(crate) fn link_hosts(
+    b: &Backend,
+    links: &[String],
+    network: Option<&str>,
+) -> ApiResult<Vec<String>> {
+    let mut hosts = Vec::new();
+    for link in links {
+        let (target, alias) = match link.split_once(':') {
+            Some((t, a)) => (t, a.rsplit('/').next().unwrap_or(a)),
+            None => (link.as_str(), link.as_str()),
+        };
+        let target = target.trim_start_matches('/');
+        let alias = alias.trim_start_matches('/');
+        let mut t = b.containers.resolve(target)?;
+        b.containers.observe(&mut t);
+        if t.state.status != Status::Running {
+            return Err(ApiError::conflict(format!(
+                "cannot link to container {target}: it is not running"
+            )));
+        }
+        let ep = t
+            .endpoints
+            .iter()
+            .find(|e| Some(e.network.as_str()) == network)
+            .ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "HostConfig.Links: container {target} is not on the network this container joins"
+                ))
+            })?;
+        for name in [alias, t.name.as_str()] {
+            let entry = format!("{name}:{}", ep.ip);
+            if !name.is_empty() && !hosts.contains(&entry) {
+                hosts.push(entry);
+            }
+        }
+    }
+    Ok(hosts)
 }
 
 async fn resolve(b: &Arc<Backend>, q: &str) -> ApiResult<Record> {
@@ -319,7 +414,49 @@ pub async fn inspect(b: &Arc<Backend>, q: &str) -> ApiResult<Reply> {
     hc["NetworkMode"] = json!(network_mode(b, &r));
     hc["RestartPolicy"] = json!(extra.restart);
     hc["LogConfig"] = json!({"Type": extra.log_type, "Config": extra.log_config});
-    hc["Privileged"] = json!(false);
+    hc["Privileged"] = json!(r.config.privileged);
+    hc["Links"] = json!(extra.links);
+    hc["Ulimits"] = json!(
+        r.config
+            .ulimits
+            .iter()
+            .map(|u| json!({"Name": u.name, "Soft": u.soft, "Hard": u.hard}))
+            .collect::<Vec<_>>()
+    );
+    hc["SecurityOpt"] = json!(r.config.security_opt);
+    hc["CpuShares"] = json!(r.config.cpu_shares.unwrap_or(0));
+    hc["CpusetCpus"] = json!(r.config.cpuset_cpus.clone().unwrap_or_default());
+    hc["CpusetMems"] = json!(r.config.cpuset_mems.clone().unwrap_or_default());
+    hc["PidMode"] = json!(r.config.pid_mode.clone().unwrap_or_default());
+    hc["IpcMode"] = json!(
+        r.config
+            .ipc_mode
+            .clone()
+            .unwrap_or_else(|| "private".into())
+    );
+    hc["VolumesFrom"] = json!(r.config.volumes_from);
+    hc["Devices"] = json!(
+        r.config
+            .devices
+            .iter()
+            .map(|d| {
+                let mut p = d.splitn(3, ':');
+                let host = p.next().unwrap_or_default();
+                let inside = p.next().unwrap_or(host);
+                json!({"PathOnHost": host, "PathInContainer": inside, "CgroupPermissions": p.next().unwrap_or("rwm")})
+            })
+            .collect::<Vec<_>>()
+    );
+    hc["ShmSize"] = json!(r.config.shm_size.unwrap_or(64 << 20));
+    hc["Sysctls"] = json!(r.config.sysctls);
+    hc["GroupAdd"] = json!(r.config.group_add);
+    hc["OomScoreAdj"] = json!(r.config.oom_score_adj.unwrap_or(0));
+    hc["DnsSearch"] = json!(r.config.dns_search);
+    hc["DnsOptions"] = json!(r.config.dns_opt);
+    if let Some(target) = &r.config.network_from {
+        hc["NetworkMode"] = json!(format!("container:{target}"));
+    }
+
     let tmpfs: serde_json::Map<String, Value> = r
         .config
         .tmpfs
@@ -353,11 +490,18 @@ pub async fn inspect(b: &Arc<Backend>, q: &str) -> ApiResult<Reply> {
     cfg["AttachStdout"] = json!(false);
     cfg["AttachStderr"] = json!(false);
     cfg["StdinOnce"] = json!(false);
+    cfg["Domainname"] = json!(r.config.domainname.clone().unwrap_or_default());
+    if let Some(h) = &extra.healthcheck {
+        cfg["Healthcheck"] = h.clone();
+    }
     if cfg["Hostname"].is_null() {
         cfg["Hostname"] = json!(r.id[..12]);
     }
     v["NetworkSettings"]["Networks"] = Value::Object(networks_json(b, &r));
     v["NetworkSettings"]["Ports"] = ports_map(&r);
+    if let Some(h) = b.health.inspect(&r.id) {
+        v["State"]["Health"] = h;
+    }
     Ok(ok_json(&v))
 }
 
@@ -427,6 +571,7 @@ pub(crate) async fn start_record(b: &Arc<Backend>, r: &Record) -> ApiResult<()> 
         }
     }
     b.container_event("start", &started.record, &[]);
+    health::watch(b, &started.record);
     spawn_monitor(b.clone(), started.record.id.clone());
     Ok(())
 }
@@ -487,6 +632,7 @@ fn spawn_monitor(b: Arc<Backend>, id: String) {
                     // counted once it runs, so "N restarts, exited" means the Nth is over
                     b.update_extra(&id, |e| e.restart_count += 1);
                     b.container_event("start", &s.record, &[]);
+                    health::watch(&b, &s.record);
                 }
                 Err(_) => return,
             }
@@ -504,6 +650,7 @@ fn remove_side_state(b: &Backend, id: &str, volumes: bool) {
         }
     }
     b.drop_meta("containers", id);
+    b.health.forget(id);
 }
 
 fn stop_timeout(q: &Query, b: &Backend, id: &str) -> ApiResult<Duration> {

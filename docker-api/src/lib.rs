@@ -21,6 +21,7 @@ mod error;
 mod events;
 mod exec;
 mod filters;
+mod health;
 mod hijack;
 mod http;
 mod images;

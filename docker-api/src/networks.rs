@@ -320,6 +320,14 @@ pub async fn connect(
                 .collect()
         })
         .unwrap_or_default();
+    let links: Vec<String> = v["EndpointConfig"]["Links"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
     let b2 = b.clone();
     let record = blocking(move || {
         let mut r = b2.containers.resolve(&container)?;
@@ -346,10 +354,21 @@ pub async fn connect(
         } else {
             berth_node_agent::container::NetworkMode::Bridge(net.clone())
         };
-        if r.config.network != mode {
+        // links on this network (docker-compose v1 sends them here): `/etc/hosts` entries
+        let hosts = if connect {
+            crate::containers::link_hosts(&b2, &links, Some(net.as_str()))?
+        } else {
+            Vec::new()
+        };
+        let new_hosts: Vec<String> = hosts
+            .into_iter()
+            .filter(|h| !r.config.add_host.contains(h))
+            .collect();
+        if r.config.network != mode || !new_hosts.is_empty() {
             let dir = b2.containers.container_dir(&r.id);
             let mut rec = berth_node_agent::container::Record::load(&dir)?;
             rec.config.network = mode;
+            rec.config.add_host.extend(new_hosts);
             rec.save(&dir)?;
         }
         b2.update_extra(&r.id, |e| {

@@ -25,6 +25,7 @@ const MAX_JSON_BODY: usize = 8 << 20;
 
 /// Serves the Docker Engine API on `listener` until the listener fails.
 pub async fn serve(listener: UnixListener, backend: Arc<Backend>) -> std::io::Result<()> {
+    crate::health::resume(&backend);
     loop {
         let (stream, _) = listener.accept().await?;
         tokio::spawn(serve_io(stream, backend.clone()));

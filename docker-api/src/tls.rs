@@ -179,6 +179,7 @@ impl TlsListener {
     /// from another CA) closes that connection only, and is logged at debug: a refused
     /// client sees the TLS alert.
     pub async fn serve(self, backend: Arc<Backend>) -> std::io::Result<()> {
+        crate::health::resume(&backend);
         loop {
             let (tcp, peer) = self.listener.accept().await?;
             let _ = tcp.set_nodelay(true);

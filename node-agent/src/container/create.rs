@@ -271,7 +271,7 @@ impl Containers {
                 });
             }
         }
-        let spec = spec::build(&SpecInputs {
+        let mut spec = spec::build(&SpecInputs {
             id: &id,
             rootfs,
             image: image_config,
@@ -288,6 +288,11 @@ impl Containers {
                 .map(|d| device_node(d))
                 .collect::<Result<_, _>>()?,
         })?;
+        if opts.privileged {
+            if let Some(bounding) = own_bounding_set() {
+                spec = spec::within_bounding_set(spec, bounding)?;
+            }
+        }
         let bundle = self.bundle_dir(&id);
         fs::create_dir_all(&bundle).map_err(io_err("create directory", &bundle))?;
         let json =
@@ -317,6 +322,13 @@ impl Containers {
             self.save_state(record)
         }
     }
+}
+
+/// This process's capability bounding set (`CapBnd`), what a privileged container can get.
+fn own_bounding_set() -> Option<u64> {
+    let status = fs::read_to_string("/proc/self/status").ok()?;
+    let hex = status.lines().find_map(|l| l.strip_prefix("CapBnd:"))?;
+    u64::from_str_radix(hex.trim(), 16).ok()
 }
 
 /// Looks up `HOST[:CONTAINER[:PERMISSIONS]]` (`devices:`) on the host.

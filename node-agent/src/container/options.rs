@@ -263,6 +263,38 @@ pub struct RunOptions {
     /// Join this container's network namespace (`network_mode: service:x|container:x`):
     /// its id; the namespace is looked up when this container starts.
     pub network_from: Option<String>,
+    /// Relative CPU weight (`--cpu-shares`, cgroup v1 `cpu.shares`; the runtime converts
+    /// it to `cpu.weight` on v2).
+    pub cpu_shares: Option<u64>,
+    /// CPUs the container may run on (`--cpuset-cpus`, `0-2,4`).
+    pub cpuset_cpus: Option<String>,
+    /// Memory nodes the container may use (`--cpuset-mems`).
+    pub cpuset_mems: Option<String>,
+    /// The PID namespace: `None` for its own, `host`, or `container:<id>` (that
+    /// container's, looked up when this one starts).
+    pub pid_mode: Option<String>,
+    /// The IPC namespace: `None` for its own, or `host` (with the host's `/dev/shm`).
+    pub ipc_mode: Option<String>,
+}
+
+/// A namespace mode (`pid_mode`, `ipc_mode`) checked: `Ok(None)` private, `Ok(Some(None))`
+/// the host's, `Ok(Some(Some(id)))` a container's.
+pub fn namespace_mode<'a>(
+    option: &str,
+    mode: Option<&'a str>,
+) -> Result<Option<Option<&'a str>>, ContainerError> {
+    match mode {
+        None | Some("" | "private") => Ok(None),
+        Some("host") => Ok(Some(None)),
+        Some(m) => match m.strip_prefix("container:") {
+            Some(id) if !id.is_empty() => Ok(Some(Some(id))),
+            _ => Err(ContainerError::BadOption {
+                option: option.into(),
+                value: m.into(),
+                reason: "expected private, host or container:<id>".into(),
+            }),
+        },
+    }
 }
 
 /// One network a container joins, with its names on it.

@@ -111,6 +111,102 @@ pub fn security_opt_known(opt: &str) -> bool {
     security_opt(opt).is_some()
 }
 
+/// A Docker seccomp profile (`seccomp=<json>`, what the docker CLI sends for
+/// `--security-opt seccomp=FILE`) turned into the OCI form for a process with `caps`:
+/// `archMap` (or `architectures`) give the architectures; a rule applies when its
+/// `includes` hold (every capability in `caps`, this architecture) and its `excludes` do
+/// not. `minKernel` conditions are refused rather than guessed.
+pub fn docker_seccomp(profile: &str, caps: &[String]) -> Result<Value, ContainerError> {
+    let bad = |reason: String| ContainerError::BadOption {
+        option: "security_opt seccomp".into(),
+        value: profile.chars().take(60).collect(),
+        reason,
+    };
+    let p: Value = serde_json::from_str(profile).map_err(|e| bad(format!("not JSON: {e}")))?;
+    let default = p["defaultAction"]
+        .as_str()
+        .ok_or_else(|| bad("no defaultAction".into()))?;
+    let mut arches: Vec<Value> = Vec::new();
+    for a in p["architectures"].as_array().into_iter().flatten() {
+        arches.push(a.clone());
+    }
+    for m in p["archMap"].as_array().into_iter().flatten() {
+        arches.push(m["architecture"].clone());
+        arches.extend(
+            m["subArchitectures"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .cloned(),
+        );
+    }
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    let has_cap = |c: &str| {
+        let c = if c.starts_with("CAP_") {
+            c.to_string()
+        } else {
+            format!("CAP_{c}")
+        };
+        caps.contains(&c)
+    };
+    let mut rules = Vec::new();
+    for r in p["syscalls"].as_array().into_iter().flatten() {
+        for cond in [&r["includes"]["minKernel"], &r["excludes"]["minKernel"]] {
+            if !cond.is_null() {
+                return Err(bad("minKernel conditions are not supported".into()));
+            }
+        }
+        let list = |v: &Value| -> Vec<String> {
+            v.as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|x| x.as_str().map(String::from))
+                .collect()
+        };
+        let inc_caps = list(&r["includes"]["caps"]);
+        let exc_caps = list(&r["excludes"]["caps"]);
+        let inc_arches = list(&r["includes"]["arches"]);
+        let exc_arches = list(&r["excludes"]["arches"]);
+        let applies = inc_caps.iter().all(|c| has_cap(c))
+            && !exc_caps.iter().any(|c| has_cap(c))
+            && (inc_arches.is_empty() || inc_arches.iter().any(|a| a == arch))
+            && !exc_arches.iter().any(|a| a == arch);
+        if !applies {
+            continue;
+        }
+        let mut names = list(&r["names"]);
+        if let Some(n) = r["name"].as_str() {
+            names.push(n.to_string());
+        }
+        let action = r["action"]
+            .as_str()
+            .ok_or_else(|| bad("a rule without an action".into()))?;
+        let mut rule = json!({"names": names, "action": action});
+        for k in ["args", "errnoRet"] {
+            if !r[k].is_null() {
+                rule[k] = r[k].clone();
+            }
+        }
+        rules.push(rule);
+    }
+    let mut out = json!({"defaultAction": default, "architectures": arches, "syscalls": rules});
+    for k in [
+        "defaultErrnoRet",
+        "flags",
+        "listenerPath",
+        "listenerMetadata",
+    ] {
+        if !p[k].is_null() {
+            out[k] = p[k].clone();
+        }
+    }
+    Ok(out)
+}
+
 /// (no_new_privileges, seccomp_unconfined) changes of one `security_opt` value.
 fn security_opt(opt: &str) -> Option<(Option<bool>, bool)> {
     let (k, v) = opt
@@ -121,6 +217,8 @@ fn security_opt(opt: &str) -> Option<(Option<bool>, bool)> {
         ("no-new-privileges", "" | "true") => Some((Some(true), false)),
         ("no-new-privileges", "false") => Some((Some(false), false)),
         ("seccomp", "unconfined") => Some((None, true)),
+        // an inline Docker profile (checked when the spec is built)
+        ("seccomp", p) if p.trim_start().starts_with('{') => Some((None, false)),
         _ => None,
     }
 }
@@ -281,6 +379,27 @@ const ALL_CAPS: [&str; 41] = [
     "CAP_CHECKPOINT_RESTORE",
 ];
 
+/// Drops the capabilities outside `bounding` (a `CapBnd` mask) from a spec: "every
+/// capability" of a privileged container can only be those the caller itself may pass on,
+/// and asking for more makes the runtime's `capset` fail.
+pub fn within_bounding_set(spec: Spec, bounding: u64) -> Result<Spec, ContainerError> {
+    let mut v = serde_json::to_value(&spec).map_err(|e| ContainerError::Spec(e.to_string()))?;
+    let allowed = |c: &Value| {
+        ALL_CAPS
+            .iter()
+            .position(|k| Some(*k) == c.as_str())
+            .is_none_or(|bit| bounding & (1u64 << bit) != 0)
+    };
+    if let Some(caps) = v["process"]["capabilities"].as_object_mut() {
+        for set in caps.values_mut() {
+            if let Some(list) = set.as_array_mut() {
+                list.retain(allowed);
+            }
+        }
+    }
+    serde_json::from_value(v).map_err(|e| ContainerError::Spec(e.to_string()))
+}
+
 /// Docker's default device allow-list for the devices cgroup (after a deny-all).
 fn device_rules() -> Vec<Value> {
     let mut v = vec![json!({"allow": false, "access": "rwm"})];
@@ -336,6 +455,15 @@ fn tmpfs_mount(spec: &str) -> Result<Value, ContainerError> {
         options.push(o.to_string());
     }
     Ok(json!({"destination": dest, "type": "tmpfs", "source": "tmpfs", "options": options}))
+}
+
+/// A cpuset list: `N`, `N-M`, comma-separated.
+fn cpu_list_valid(s: &str) -> bool {
+    let num = |x: &str| !x.is_empty() && x.bytes().all(|b| b.is_ascii_digit());
+    s.split(',').all(|part| match part.split_once('-') {
+        Some((a, b)) => num(a) && num(b) && a.parse::<u32>().ok() <= b.parse::<u32>().ok(),
+        None => num(part),
+    })
 }
 
 /// Builds the container's OCI spec.
@@ -425,13 +553,37 @@ pub fn build(inputs: &SpecInputs<'_>) -> Result<Spec, ContainerError> {
         args = berth_shim::init::wrap_args(&args);
     }
 
-    let mut namespaces = vec![
-        json!({"type": "pid"}),
-        json!({"type": "ipc"}),
+    // `container:<id>` modes keep a namespace entry here; `start` points it at that
+    // container's namespace, which only exists while it runs.
+    let pid = super::options::namespace_mode("pid", opts.pid_mode.as_deref())?;
+    let ipc = super::options::namespace_mode("ipc", opts.ipc_mode.as_deref())?;
+    if let Some(Some(_)) = ipc {
+        return Err(ContainerError::BadOption {
+            option: "ipc".into(),
+            value: opts.ipc_mode.clone().unwrap_or_default(),
+            reason: "sharing another container's IPC namespace is not supported (its /dev/shm cannot be shared); use host or private".into(),
+        });
+    }
+    if ipc == Some(None) {
+        // the host's IPC namespace comes with the host's POSIX shared memory
+        for m in &mut mounts {
+            if m["destination"] == "/dev/shm" {
+                *m = json!({"destination": "/dev/shm", "type": "bind", "source": "/dev/shm", "options": ["rbind", "rprivate"]});
+            }
+        }
+    }
+    let mut namespaces = Vec::new();
+    if pid != Some(None) {
+        namespaces.push(json!({"type": "pid"}));
+    }
+    if ipc.is_none() {
+        namespaces.push(json!({"type": "ipc"}));
+    }
+    namespaces.extend([
         json!({"type": "uts"}),
         json!({"type": "mount"}),
         json!({"type": "cgroup"}),
-    ];
+    ]);
     if opts.network != NetworkMode::Host {
         namespaces.push(json!({"type": "network"}));
     }
@@ -468,11 +620,44 @@ pub fn build(inputs: &SpecInputs<'_>) -> Result<Spec, ContainerError> {
         }
         resources["cpu"] = json!({"quota": (cpus * 100_000.0) as i64, "period": 100_000});
     }
+    if let Some(shares) = opts.cpu_shares {
+        if shares < 2 {
+            return Err(ContainerError::BadOption {
+                option: "--cpu-shares".into(),
+                value: shares.to_string(),
+                reason: "must be at least 2".into(),
+            });
+        }
+        resources["cpu"]["shares"] = json!(shares);
+    }
+    for (option, key, value) in [
+        ("--cpuset-cpus", "cpus", &opts.cpuset_cpus),
+        ("--cpuset-mems", "mems", &opts.cpuset_mems),
+    ] {
+        if let Some(v) = value.as_deref().filter(|v| !v.is_empty()) {
+            if !cpu_list_valid(v) {
+                return Err(ContainerError::BadOption {
+                    option: option.into(),
+                    value: v.into(),
+                    reason: "expected a list such as 0-2,4".into(),
+                });
+            }
+            resources["cpu"][key] = json!(v);
+        }
+    }
     if let Some(p) = opts.pids_limit {
         resources["pids"] = json!({"limit": p});
     }
+    let profile = opts.security_opt.iter().rev().find_map(|o| {
+        let p = o
+            .strip_prefix("seccomp=")
+            .or_else(|| o.strip_prefix("seccomp:"))?;
+        p.trim_start().starts_with('{').then_some(p)
+    });
     let seccomp = if seccomp_unconfined {
         Value::Null
+    } else if let Some(p) = profile {
+        docker_seccomp(p, &caps)?
     } else {
         serde_json::to_value(berth_runtime::default_seccomp())
             .map_err(|e| ContainerError::Spec(e.to_string()))?
@@ -659,6 +844,146 @@ mod tests {
         o.security_opt.clear();
         o.ulimits[0].soft = 300;
         assert!(build(&inputs(&o, None)).is_err());
+    }
+
+    #[test]
+    fn cpu_weights_cpusets_and_namespace_modes() {
+        let ns = |v: &Value| -> Vec<String> {
+            v["linux"]["namespaces"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|n| n["type"].as_str().unwrap().to_string())
+                .collect()
+        };
+        let mut o = RunOptions {
+            cmd: vec!["sh".into()],
+            cpus: Some(0.5),
+            cpu_shares: Some(512),
+            cpuset_cpus: Some("0-1,3".into()),
+            cpuset_mems: Some("0".into()),
+            ..RunOptions::default()
+        };
+        let v = serde_json::to_value(build(&inputs(&o, None)).unwrap()).unwrap();
+        let cpu = &v["linux"]["resources"]["cpu"];
+        assert_eq!(cpu["shares"], 512);
+        assert_eq!(cpu["quota"], 50_000);
+        assert_eq!(cpu["cpus"], "0-1,3");
+        assert_eq!(cpu["mems"], "0");
+        assert!(ns(&v).contains(&"pid".to_string()) && ns(&v).contains(&"ipc".to_string()));
+
+        o.pid_mode = Some("host".into());
+        o.ipc_mode = Some("host".into());
+        let v = serde_json::to_value(build(&inputs(&o, None)).unwrap()).unwrap();
+        assert!(!ns(&v).contains(&"pid".to_string()) && !ns(&v).contains(&"ipc".to_string()));
+        let shm = v["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["destination"] == "/dev/shm")
+            .unwrap();
+        assert_eq!(shm["source"], "/dev/shm");
+        // a container's PID namespace: the entry stays, start points it at the target
+        o.pid_mode = Some("container:abc".into());
+        o.ipc_mode = None;
+        let v = serde_json::to_value(build(&inputs(&o, None)).unwrap()).unwrap();
+        assert!(ns(&v).contains(&"pid".to_string()));
+
+        for bad in [
+            RunOptions {
+                ipc_mode: Some("container:abc".into()),
+                ..o.clone()
+            },
+            RunOptions {
+                pid_mode: Some("sibling".into()),
+                ..o.clone()
+            },
+            RunOptions {
+                cpuset_cpus: Some("1-0".into()),
+                ..o.clone()
+            },
+            RunOptions {
+                cpuset_cpus: Some("a".into()),
+                ..o.clone()
+            },
+            RunOptions {
+                cpu_shares: Some(1),
+                ..o.clone()
+            },
+        ] {
+            assert!(build(&inputs(&bad, None)).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn docker_seccomp_profiles_follow_caps_and_arches() {
+        let profile = r#"{
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "archMap": [{"architecture": "SCMP_ARCH_X86_64", "subArchitectures": ["SCMP_ARCH_X86"]}],
+            "syscalls": [
+                {"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1},
+                {"names": ["reboot"], "action": "SCMP_ACT_ERRNO", "excludes": {"caps": ["CAP_SYS_BOOT"]}},
+                {"names": ["ptrace"], "action": "SCMP_ACT_ERRNO", "includes": {"caps": ["CAP_NET_ADMIN"]}},
+                {"names": ["personality"], "action": "SCMP_ACT_ERRNO", "includes": {"arches": ["s390x"]}}
+            ]
+        }"#;
+        let v = docker_seccomp(profile, &["CAP_CHOWN".to_string()]).unwrap();
+        assert_eq!(v["defaultAction"], "SCMP_ACT_ALLOW");
+        assert_eq!(
+            v["architectures"],
+            json!(["SCMP_ARCH_X86_64", "SCMP_ARCH_X86"])
+        );
+        let names: Vec<&Value> = v["syscalls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| &r["names"][0])
+            .collect();
+        assert_eq!(names, [&json!("mkdir"), &json!("reboot")]);
+        assert_eq!(v["syscalls"][0]["errnoRet"], 1);
+        let v = docker_seccomp(profile, &["CAP_SYS_BOOT".into(), "CAP_NET_ADMIN".into()]).unwrap();
+        let names: Vec<&Value> = v["syscalls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| &r["names"][0])
+            .collect();
+        assert_eq!(names, [&json!("mkdir"), &json!("ptrace")]);
+        assert!(docker_seccomp("{}", &[]).is_err());
+        assert!(docker_seccomp("nope", &[]).is_err());
+        assert!(
+            docker_seccomp(
+                r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["x"],"action":"SCMP_ACT_ERRNO","includes":{"minKernel":"4.8"}}]}"#,
+                &[]
+            )
+            .is_err()
+        );
+        // through the spec: the profile replaces Docker's default
+        let o = RunOptions {
+            cmd: vec!["sh".into()],
+            security_opt: vec![format!("seccomp={profile}")],
+            ..RunOptions::default()
+        };
+        let v = serde_json::to_value(build(&inputs(&o, None)).unwrap()).unwrap();
+        assert_eq!(v["linux"]["seccomp"]["defaultAction"], "SCMP_ACT_ALLOW");
+    }
+
+    #[test]
+    fn privileged_keeps_to_the_bounding_set() {
+        let o = RunOptions {
+            cmd: vec!["sh".into()],
+            privileged: true,
+            ..RunOptions::default()
+        };
+        let spec = build(&inputs(&o, None)).unwrap();
+        // everything but CAP_SYS_RESOURCE (24)
+        let v = serde_json::to_value(within_bounding_set(spec, 0x1fffeffffff).unwrap()).unwrap();
+        let eff = v["process"]["capabilities"]["effective"]
+            .as_array()
+            .unwrap();
+        assert_eq!(eff.len(), ALL_CAPS.len() - 1);
+        assert!(!eff.contains(&json!("CAP_SYS_RESOURCE")));
+        assert!(eff.contains(&json!("CAP_SYS_ADMIN")));
     }
 
     #[test]

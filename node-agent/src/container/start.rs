@@ -115,8 +115,17 @@ impl Containers {
             let _ = self.disconnect_network(&record);
             record.endpoints.clear();
         }
+        let mut joins = Vec::new();
         if let Some(target) = record.config.network_from.clone() {
-            self.join_network_of(&record, &target)?;
+            joins.push(("network", target));
+        }
+        if let Ok(Some(Some(target))) =
+            super::options::namespace_mode("pid", record.config.pid_mode.as_deref())
+        {
+            joins.push(("pid", target.to_string()));
+        }
+        if !joins.is_empty() {
+            self.join_namespaces_of(&record, &joins)?;
         }
         std::fs::create_dir_all(&shim_dir).map_err(super::io_err("create directory", &shim_dir))?;
         let args = ShimArgs {
@@ -331,15 +340,28 @@ impl Containers {
 
     /// `network_mode: service:x|container:x`: points the bundle's network namespace at the
     /// running target's, looked up now (its pid changes when it restarts).
-    fn join_network_of(&self, record: &Record, target: &str) -> Result<(), ContainerError> {
-        let mut t = self.resolve(target)?;
-        self.observe(&mut t);
-        if t.state.status != Status::Running || t.state.pid <= 0 {
-            return Err(ContainerError::State {
-                id: t.short_id().into(),
-                state: "not running",
-                hint: "the container whose network this one joins must run first",
-            });
+    fn join_namespaces_of(
+        &self,
+        record: &Record,
+        joins: &[(&str, String)],
+    ) -> Result<(), ContainerError> {
+        let mut paths = Vec::new();
+        for (kind, target) in joins {
+            let mut t = self.resolve(target)?;
+            self.observe(&mut t);
+            if t.state.status != Status::Running || t.state.pid <= 0 {
+                return Err(ContainerError::State {
+                    id: t.short_id().into(),
+                    state: "not running",
+                    hint: if *kind == "pid" {
+                        "the container whose PID namespace this one joins must run first"
+                    } else {
+                        "the container whose network this one joins must run first"
+                    },
+                });
+            }
+            let proc_name = if *kind == "network" { "net" } else { kind };
+            paths.push((*kind, format!("/proc/{}/ns/{proc_name}", t.state.pid)));
         }
         let path = self.bundle_dir(&record.id).join("config.json");
         let bytes = std::fs::read(&path).map_err(super::io_err("read", &path))?;
@@ -348,10 +370,11 @@ impl Containers {
                 path: path.clone(),
                 reason: e.to_string(),
             })?;
-        let ns_path = format!("/proc/{}/ns/net", t.state.pid);
         if let Some(list) = spec["linux"]["namespaces"].as_array_mut() {
-            list.retain(|n| n["type"] != "network");
-            list.push(serde_json::json!({"type": "network", "path": ns_path}));
+            for (kind, ns_path) in paths {
+                list.retain(|n| n["type"] != kind);
+                list.push(serde_json::json!({"type": kind, "path": ns_path}));
+            }
         }
         let json =
             serde_json::to_vec_pretty(&spec).map_err(|e| ContainerError::Spec(e.to_string()))?;
