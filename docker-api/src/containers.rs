@@ -1010,6 +1010,11 @@ pub async fn wait(b: &Arc<Backend>, q_id: &str, q: &Query) -> ApiResult<Reply> {
                 }
             }
         }
+        if code.is_none() {
+            // removed as it exited (`--rm`), before its exit could be read from the shim:
+            // the exit watcher announced the code with `die` before removing it
+            code = announced_exit(&mut events, &id).await;
+        }
         if condition == "removed" {
             let gone = |b: &Backend| b.containers.resolve(&id).is_err();
             if !gone(&b2) {
@@ -1029,6 +1034,30 @@ pub async fn wait(b: &Arc<Backend>, q_id: &str, q: &Query) -> ApiResult<Reply> {
             .await;
     });
     Ok(http::stream_reply("application/json", body))
+}
+
+/// The exit code of container `id` from its `die` event (already received or still to
+/// come), or `None` once it is destroyed without one or nothing comes for 10 s.
+async fn announced_exit(
+    events: &mut tokio::sync::broadcast::Receiver<crate::events::Event>,
+    id: &str,
+) -> Option<i32> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let e = match tokio::time::timeout_at(deadline, events.recv()).await {
+            Ok(Ok(e)) => e,
+            Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => continue,
+            _ => return None,
+        };
+        if e.id != id {
+            continue;
+        }
+        match e.action.as_str() {
+            "die" => return e.attributes.get("exitCode").and_then(|c| c.parse().ok()),
+            "destroy" => return None,
+            _ => {}
+        }
+    }
 }
 
 pub async fn logs(b: &Arc<Backend>, q_id: &str, q: &Query) -> ApiResult<Reply> {

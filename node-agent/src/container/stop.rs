@@ -78,10 +78,14 @@ impl Containers {
         let mut record = self.resolve(query)?;
         let exit = self.live_shim(&record).and_then(|shim| shim.wait().ok());
         self.observe(&mut record);
-        if let Some(exit) = exit {
-            // removed as it exited (`--rm`): the record on disk is gone, the shim knew
-            if record.state.status == super::Status::Running {
-                self.record_exit(&mut record, exit.code, &exit.exited_at);
+        // Still "running" after the observation means the record on disk is gone: the
+        // container was removed as it exited (`--rm`). The shim's answer, if there was one,
+        // is its exit; without one the exit is unknown here, and a stale record must not
+        // pass for it.
+        if record.state.status == super::Status::Running {
+            match exit {
+                Some(exit) => self.record_exit(&mut record, exit.code, &exit.exited_at),
+                None => return Err(ContainerError::NotFound(query.to_string())),
             }
         }
         Ok((record.clone(), record.state.exit_code))
