@@ -872,6 +872,25 @@ fn stats_json(b: &Backend, r: &Record, prev: &Value) -> ApiResult<Value> {
     let s = b.containers.stats(&r.id)?;
     let (system, cpus) = system_cpu();
     let mem = &s.cgroup.memory;
+    let networks: serde_json::Map<String, Value> = s
+        .networks
+        .iter()
+        .map(|i| {
+            let v = json!({
+                "rx_bytes": i.rx_bytes, "rx_packets": i.rx_packets,
+                "rx_errors": i.rx_errors, "rx_dropped": i.rx_dropped,
+                "tx_bytes": i.tx_bytes, "tx_packets": i.tx_packets,
+                "tx_errors": i.tx_errors, "tx_dropped": i.tx_dropped,
+            });
+            (i.name.clone(), v)
+        })
+        .collect();
+    let blkio: Vec<Value> = s
+        .cgroup
+        .blkio
+        .iter()
+        .map(|e| json!({"major": e.major, "minor": e.minor, "op": e.op, "value": e.value}))
+        .collect();
     Ok(json!({
         "read": berth_shim::time::now_rfc3339(),
         "preread": prev["read"].as_str().unwrap_or("0001-01-01T00:00:00Z"),
@@ -891,7 +910,17 @@ fn stats_json(b: &Backend, r: &Record, prev: &Value) -> ApiResult<Value> {
             "failcnt": mem.failcnt,
             "stats": {},
         },
-        "blkio_stats": {},
+        "networks": networks,
+        "blkio_stats": {
+            "io_service_bytes_recursive": blkio,
+            "io_serviced_recursive": null,
+            "io_queue_recursive": null,
+            "io_service_time_recursive": null,
+            "io_wait_time_recursive": null,
+            "io_merged_recursive": null,
+            "io_time_recursive": null,
+            "sectors_recursive": null,
+        },
         "num_procs": 0,
         "storage_stats": {},
     }))

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use oci_spec::runtime::LinuxResources;
 
-pub use stats::{CgroupStats, CpuStats, MemoryStats, PidsStats};
+pub use stats::{BlkioEntry, CgroupStats, CpuStats, MemoryStats, PidsStats};
 
 /// Errors from cgroup handling, with the file involved.
 #[derive(Debug, thiserror::Error)]
@@ -360,11 +360,15 @@ impl Cgroup {
             let d = self.dir("memory").ok_or(CgroupError::NotMounted)?;
             stats::read_v2(&d)
         } else {
-            stats::read_v1(
+            let mut s = stats::read_v1(
                 self.dir("memory").as_deref(),
                 self.dir("cpuacct").as_deref(),
                 self.dir("pids").as_deref(),
-            )
+            )?;
+            if let Some(d) = self.dir("blkio") {
+                s.blkio = stats::read_blkio_v1(&d);
+            }
+            Ok(s)
         }
     }
 

@@ -1,4 +1,5 @@
-//! Statistics: memory usage/limit and OOM events, CPU time, pids — what `berth stats` shows.
+//! Statistics: memory usage/limit and OOM events, CPU time, pids, block I/O bytes — what
+//! `berth stats` shows. Parsing is pure; the readers only open the cgroup's files.
 
 use std::path::Path;
 
@@ -33,6 +34,80 @@ pub struct CgroupStats {
     pub memory: MemoryStats,
     pub cpu: CpuStats,
     pub pids: PidsStats,
+    /// Bytes moved per device and direction (empty when the kernel accounts none).
+    pub blkio: Vec<BlkioEntry>,
+}
+
+/// One device's byte count for one operation, as Docker's `io_service_bytes_recursive`.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct BlkioEntry {
+    pub major: u64,
+    pub minor: u64,
+    /// v1: the kernel's word (`Read`, `Write`, `Sync`, `Async`, `Discard`, `Total`);
+    /// v2: `read` or `write` — Docker passes both through the same way.
+    pub op: String,
+    pub value: u64,
+}
+
+fn device(s: &str) -> Option<(u64, u64)> {
+    let (a, b) = s.split_once(':')?;
+    Some((a.parse().ok()?, b.parse().ok()?))
+}
+
+/// cgroup v1 `blkio.throttle.io_service_bytes[_recursive]`: `MAJ:MIN Op value` lines and a
+/// final `Total n` line (the sum, which is not a device and is dropped).
+pub fn parse_blkio_v1(text: &str) -> Vec<BlkioEntry> {
+    text.lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let (major, minor) = device(f.next()?)?;
+            let op = f.next()?.to_string();
+            let value = f.next()?.parse().ok()?;
+            Some(BlkioEntry {
+                major,
+                minor,
+                op,
+                value,
+            })
+        })
+        .collect()
+}
+
+/// cgroup v2 `io.stat`: `MAJ:MIN rbytes=.. wbytes=.. rios=.. …` per device; the byte
+/// counts become a `read` and a `write` entry.
+pub fn parse_io_stat_v2(text: &str) -> Vec<BlkioEntry> {
+    let mut out = Vec::new();
+    for l in text.lines() {
+        let mut f = l.split_whitespace();
+        let Some((major, minor)) = f.next().and_then(device) else {
+            continue;
+        };
+        for kv in f {
+            let op = match kv.split_once('=') {
+                Some(("rbytes", v)) => ("read", v),
+                Some(("wbytes", v)) => ("write", v),
+                _ => continue,
+            };
+            if let Ok(value) = op.1.parse() {
+                out.push(BlkioEntry {
+                    major,
+                    minor,
+                    op: op.0.into(),
+                    value,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// The v1 blkio figures of `d`: the recursive throttle file (what Docker reads when no
+/// CFQ/BFQ accounting is there), else the cgroup's own; a missing file is no figures.
+pub fn read_blkio_v1(d: &Path) -> Vec<BlkioEntry> {
+    read(d, "blkio.throttle.io_service_bytes_recursive")
+        .or_else(|_| read(d, "blkio.throttle.io_service_bytes"))
+        .map(|t| parse_blkio_v1(&t))
+        .unwrap_or_default()
 }
 
 fn num(s: &str) -> u64 {
@@ -87,6 +162,7 @@ pub fn read_v2(d: &Path) -> Result<CgroupStats, CgroupError> {
     s.cpu.usage_ns = keyed(&read(d, "cpu.stat").unwrap_or_default(), "usage_usec") * 1000;
     s.pids.current = num(&read(d, "pids.current").unwrap_or_default());
     s.pids.limit = read(d, "pids.max").ok().and_then(|v| limit(&v));
+    s.blkio = parse_io_stat_v2(&read(d, "io.stat").unwrap_or_default());
     Ok(s)
 }
 
@@ -145,5 +221,67 @@ mod tests {
         assert_eq!(s.memory.failcnt, 5);
         assert_eq!(s.cpu.usage_ns, 7000);
         assert_eq!(s.pids.limit, Some(10));
+        assert!(s.blkio.is_empty());
+    }
+
+    #[test]
+    fn v1_blkio_lines_and_total_dropped() {
+        let text = "8:0 Read 4096\n8:0 Write 1048576\n8:0 Sync 1052672\n8:0 Async 0\n\
+                    8:0 Discard 0\n8:0 Total 1052672\n253:1 Write 512\nTotal 1053184\n";
+        let e = parse_blkio_v1(text);
+        assert_eq!(e.len(), 7);
+        assert_eq!(
+            e[1],
+            BlkioEntry {
+                major: 8,
+                minor: 0,
+                op: "Write".into(),
+                value: 1048576
+            }
+        );
+        assert_eq!((e[6].major, e[6].minor, e[6].value), (253, 1, 512));
+        assert!(parse_blkio_v1("Total 0\n").is_empty());
+        assert!(parse_blkio_v1("garbage\n8:x Read 1\n").is_empty());
+    }
+
+    #[test]
+    fn v2_io_stat_bytes() {
+        let text = "8:0 rbytes=4096 wbytes=8192 rios=1 wios=2 dbytes=0 dios=0\n\
+                    259:0 rbytes=0 wbytes=512 rios=0 wios=1 dbytes=0 dios=0\n";
+        let e = parse_io_stat_v2(text);
+        let got: Vec<_> = e
+            .iter()
+            .map(|x| (x.major, x.minor, x.op.as_str(), x.value))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (8, 0, "read", 4096),
+                (8, 0, "write", 8192),
+                (259, 0, "read", 0),
+                (259, 0, "write", 512)
+            ]
+        );
+        let d = tempfile::tempdir().unwrap();
+        fs::write(d.path().join("io.stat"), text).unwrap();
+        assert_eq!(read_v2(d.path()).unwrap().blkio, e);
+    }
+
+    #[test]
+    fn v1_blkio_prefers_recursive() {
+        let d = tempfile::tempdir().unwrap();
+        assert!(read_blkio_v1(d.path()).is_empty());
+        fs::write(
+            d.path().join("blkio.throttle.io_service_bytes"),
+            "8:0 Read 1\n",
+        )
+        .unwrap();
+        assert_eq!(read_blkio_v1(d.path())[0].value, 1);
+        fs::write(
+            d.path().join("blkio.throttle.io_service_bytes_recursive"),
+            "8:0 Read 2\n",
+        )
+        .unwrap();
+        assert_eq!(read_blkio_v1(d.path())[0].value, 2);
     }
 }
