@@ -650,7 +650,7 @@ fn remove_side_state(b: &Backend, id: &str, volumes: bool) {
         }
     }
     b.drop_meta("containers", id);
-    b.health.forget(id);
+    b.health.forget(b, id);
 }
 
 fn stop_timeout(q: &Query, b: &Backend, id: &str) -> ApiResult<Duration> {

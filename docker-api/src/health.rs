@@ -3,7 +3,8 @@
 //! parts ([`HealthConfig::resolve`], [`Verdicts`]), not a second copy of them. A probe is
 //! the container layer's `exec` of the test, bounded by its timeout. What Docker shows in
 //! `State.Health` (status, failing streak, the last five probes with their output) is kept
-//! in memory here; it starts over with the server, like the monitors themselves.
+//! here and written after every change under the server's state dir (`health/<id>.json`),
+//! so a restarted server shows the same health and its monitors go on from it.
 //!
 //! This module owns the probe loop and the state; it must not decide health itself (that
 //! is `Verdicts`) nor run anything but the configured test.
@@ -16,6 +17,7 @@ use std::time::Duration;
 use berth_node_agent::container::{ExecOptions, Record};
 use berth_node_agent::worker::Health;
 use berth_node_agent::worker::health::{HealthConfig, ImageHealthcheck, Verdicts};
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::backend::Backend;
@@ -28,11 +30,29 @@ const OUTPUT_BYTES: usize = 4096;
 /// What inspect shows of one container's health.
 #[derive(Debug, Clone)]
 struct State {
-    /// Which start of the container the monitor belongs to.
+    /// Which monitor (of this server) owns it; 0 for none.
     run: u64,
+    saved: Saved,
+}
+
+/// The part of a container's health that outlives the server: `health/<id>.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Saved {
+    /// The container start it belongs to (`State.StartedAt`): a later start begins anew.
+    started_at: String,
     health: Health,
     failing_streak: u64,
     log: VecDeque<Value>,
+}
+
+const KIND: &str = "health";
+
+/// Writes `s` under the caller's lock, so an older monitor's write cannot land after a
+/// newer one's. Not fsynced: a probe lost in a crash is retaken at the next interval.
+fn save(b: &Backend, id: &str, s: &Saved) {
+    if let Err(e) = b.put_meta_volatile(KIND, id, s) {
+        tracing::warn!(container = id, error = %e.message, "cannot save the health state");
+    }
 }
 
 /// The health of every container with a healthcheck that started since the server did.
@@ -59,23 +79,25 @@ impl Monitors {
 
     /// The container's health (`Health::None` without a healthcheck).
     pub(crate) fn health(&self, id: &str) -> Health {
-        self.lock().get(id).map_or(Health::None, |s| s.health)
+        self.lock().get(id).map_or(Health::None, |s| s.saved.health)
     }
 
     /// Docker's `State.Health`, when the container has a healthcheck.
     pub(crate) fn inspect(&self, id: &str) -> Option<Value> {
         self.lock().get(id).map(|s| {
             json!({
-                "Status": status_word(s.health),
-                "FailingStreak": s.failing_streak,
-                "Log": s.log,
+                "Status": status_word(s.saved.health),
+                "FailingStreak": s.saved.failing_streak,
+                "Log": s.saved.log,
             })
         })
     }
 
-    /// Forgets a removed container.
-    pub(crate) fn forget(&self, id: &str) {
-        self.lock().remove(id);
+    /// Forgets a removed container (or one without a healthcheck any more), on disk too.
+    pub(crate) fn forget(&self, b: &Backend, id: &str) {
+        let mut states = self.lock();
+        states.remove(id);
+        b.drop_meta(KIND, id);
     }
 
     fn current(&self, id: &str, run: u64) -> bool {
@@ -118,9 +140,11 @@ fn merge(
     }
 }
 
-/// Starts monitoring the running containers made through the API that have a
-/// healthcheck (after a server restart: their state starts over at `starting`). Containers
-/// of Compose services are the node agent's to watch. Once per backend.
+/// Takes up the containers made through the API after a server (re)start: each one's
+/// saved health is shown again, and a running container with a healthcheck is monitored
+/// from it — its status, failing streak and log — when the save belongs to its current
+/// start (else it begins at `starting`). Containers of Compose services are the node
+/// agent's to watch. Once per backend.
 pub(crate) fn resume(b: &Arc<Backend>) {
     if b.health
         .resumed
@@ -131,7 +155,7 @@ pub(crate) fn resume(b: &Arc<Backend>) {
     let b = b.clone();
     tokio::spawn(async move {
         let b2 = b.clone();
-        let running = tokio::task::spawn_blocking(move || {
+        let ours = tokio::task::spawn_blocking(move || {
             let mut out = Vec::new();
             for mut r in b2.containers.records().unwrap_or_default() {
                 let ours = b2
@@ -141,17 +165,33 @@ pub(crate) fn resume(b: &Arc<Backend>) {
                     continue;
                 }
                 b2.containers.observe(&mut r);
-                if r.state.status == berth_node_agent::container::Status::Running {
-                    out.push(r);
-                }
+                let saved = b2.meta::<Saved>(KIND, &r.id);
+                out.push((r, saved));
             }
             out
         })
         .await
         .unwrap_or_default();
-        for r in running {
-            if b.health.health(&r.id) == Health::None {
-                watch(&b, &r);
+        for (r, saved) in ours {
+            if b.health.health(&r.id) != Health::None {
+                continue; // already started through this server
+            }
+            let running = r.state.status == berth_node_agent::container::Status::Running;
+            match saved {
+                Some(saved) if running && saved.started_at == r.state.started_at => {
+                    match config_of(&b, &r) {
+                        Some(cfg) => take_up(&b, &r, cfg, saved),
+                        None => b.health.forget(&b, &r.id),
+                    }
+                }
+                _ if running => watch(&b, &r),
+                // stopped: the last verdict stays, with no monitor
+                Some(saved) => {
+                    b.health
+                        .lock()
+                        .insert(r.id.clone(), State { run: 0, saved });
+                }
+                None => {}
             }
         }
     });
@@ -161,31 +201,85 @@ pub(crate) fn resume(b: &Arc<Backend>) {
 /// earlier run stops at its next probe). Runs on the tokio runtime.
 pub(crate) fn watch(b: &Arc<Backend>, record: &Record) {
     let Some(cfg) = config_of(b, record) else {
-        b.health.forget(&record.id);
+        b.health.forget(b, &record.id);
         return;
     };
+    let saved = Saved {
+        started_at: record.state.started_at.clone(),
+        health: Health::Starting,
+        failing_streak: 0,
+        log: VecDeque::new(),
+    };
+    let verdicts = Verdicts::new(cfg.retries);
+    spawn_monitor(
+        b,
+        &record.id,
+        cfg,
+        saved,
+        verdicts,
+        tokio::time::Instant::now(),
+    );
+}
+
+/// Monitors a running container from its saved health (after a server restart). The
+/// start period still counts from the container's start.
+fn take_up(b: &Arc<Backend>, record: &Record, cfg: HealthConfig, saved: Saved) {
+    let verdicts = resumed_verdicts(cfg.retries, saved.health, saved.failing_streak);
+    let up = crate::time::now_seconds() - crate::time::unix_seconds(&record.state.started_at);
+    let now = tokio::time::Instant::now();
+    let began = now
+        .checked_sub(Duration::from_secs(up.max(0) as u64))
+        .unwrap_or(now);
+    spawn_monitor(b, &record.id, cfg, saved, verdicts, began);
+}
+
+/// The verdict rules' state that leads to `health` with `streak` failures in a row: a
+/// passing probe (for `healthy`) then the failures, the status set last since an
+/// `unhealthy` verdict made under other retries stands until a probe passes.
+fn resumed_verdicts(retries: u64, health: Health, streak: u64) -> Verdicts {
+    let mut v = Verdicts::new(retries);
+    if health != Health::Starting {
+        v.record(true, false);
+    }
+    // beyond `retries` more failures change nothing
+    for _ in 0..streak.min(retries.max(1)) {
+        v.record(false, false);
+    }
+    v.health = health;
+    v
+}
+
+fn spawn_monitor(
+    b: &Arc<Backend>,
+    id: &str,
+    cfg: HealthConfig,
+    saved: Saved,
+    verdicts: Verdicts,
+    began: tokio::time::Instant,
+) {
     let run = b
         .health
         .runs
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         + 1;
-    b.health.lock().insert(
-        record.id.clone(),
-        State {
-            run,
-            health: Health::Starting,
-            failing_streak: 0,
-            log: VecDeque::new(),
-        },
-    );
+    {
+        let mut states = b.health.lock();
+        save(b, id, &saved);
+        states.insert(id.to_string(), State { run, saved });
+    }
     let b = b.clone();
-    let id = record.id.clone();
-    tokio::spawn(async move { monitor(b, id, cfg, run).await });
+    let id = id.to_string();
+    tokio::spawn(async move { monitor(b, id, cfg, run, verdicts, began).await });
 }
 
-async fn monitor(b: Arc<Backend>, id: String, cfg: HealthConfig, run: u64) {
-    let began = tokio::time::Instant::now();
-    let mut verdicts = Verdicts::new(cfg.retries);
+async fn monitor(
+    b: Arc<Backend>,
+    id: String,
+    cfg: HealthConfig,
+    run: u64,
+    mut verdicts: Verdicts,
+    began: tokio::time::Instant,
+) {
     loop {
         let in_start = began.elapsed() < cfg.start_period;
         let wait = if in_start && verdicts.health == Health::Starting {
@@ -255,6 +349,7 @@ fn record(
             return false;
         };
         let changed = verdicts.record(ok, in_start);
+        let s = &mut s.saved;
         s.health = verdicts.health;
         if ok {
             s.failing_streak = 0;
@@ -265,6 +360,7 @@ fn record(
         while s.log.len() > LOG_ENTRIES {
             s.log.pop_front();
         }
+        save(b, id, s);
         changed
     };
     if let Some(h) = changed {
@@ -331,6 +427,34 @@ mod tests {
         let m = merge(Some(hc(&["NONE"], None)), Some(image)).unwrap();
         assert!(HealthConfig::resolve(None, Some(&m)).unwrap().is_none());
         assert!(merge(None, None).is_none());
+    }
+
+    #[test]
+    fn resumed_verdicts_go_on_from_the_saved_state() {
+        // healthy with one failure: one more of three retries is not yet unhealthy
+        let mut v = resumed_verdicts(3, Health::Healthy, 1);
+        assert_eq!(v.health, Health::Healthy);
+        assert_eq!(v.record(false, false), None);
+        assert_eq!(v.record(false, false), Some(Health::Unhealthy));
+        // unhealthy stays so on failures, a pass turns it healthy
+        let mut v = resumed_verdicts(2, Health::Unhealthy, 7);
+        assert_eq!(v.record(false, false), None);
+        assert_eq!(v.health, Health::Unhealthy);
+        assert_eq!(v.record(true, false), Some(Health::Healthy));
+        // starting with two failures of three: the next one decides
+        let mut v = resumed_verdicts(3, Health::Starting, 2);
+        assert_eq!(v.health, Health::Starting);
+        assert_eq!(v.record(false, false), Some(Health::Unhealthy));
+        // saved as Docker's words
+        let saved = Saved {
+            started_at: "2026-01-01T00:00:00Z".into(),
+            health: Health::Unhealthy,
+            failing_streak: 4,
+            log: VecDeque::from([entry("a", "b", 1, "no")]),
+        };
+        let text = serde_json::to_string(&saved).unwrap();
+        assert!(text.contains("\"unhealthy\""), "{text}");
+        assert_eq!(serde_json::from_str::<Saved>(&text).unwrap(), saved);
     }
 
     #[test]

@@ -200,3 +200,109 @@ fn stats_count_network_and_block_io() {
     );
     assert!(first["blkio_stats"]["io_service_bytes_recursive"].is_array());
 }
+
+fn health(s: &Server, name: &str) -> Value {
+    let out = s.ok(&["inspect", "-f", "{{json .State.Health}}", name]);
+    serde_json::from_str(out.trim()).expect("State.Health JSON")
+}
+
+fn streak(h: &Value) -> u64 {
+    h["FailingStreak"].as_u64().expect("FailingStreak")
+}
+
+#[test]
+fn health_survives_a_server_restart_and_probing_goes_on_from_it() {
+    let mut s = Server::start();
+    s.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "checked",
+        "--health-cmd",
+        "test -e /ok && echo probe-ok || { echo probe-fail; exit 1; }",
+        "--health-interval",
+        "1s",
+        "--health-retries",
+        "2",
+        "busybox",
+        "sh",
+        "-c",
+        "touch /ok; exec sleep 300",
+    ]);
+    wait_for("healthy", 30, || {
+        health(&s, "checked")["Status"] == "healthy"
+    });
+    s.ok(&["exec", "checked", "rm", "/ok"]);
+    wait_for("unhealthy with 3 failures in a row", 30, || {
+        let h = health(&s, "checked");
+        h["Status"] == "unhealthy" && streak(&h) >= 3
+    });
+    let before = health(&s, "checked");
+    let last_before = before["Log"].as_array().unwrap().last().unwrap().clone();
+
+    s.restart();
+    // the same health at once, not `starting` with an empty log
+    let after = health(&s, "checked");
+    assert_eq!(after["Status"], "unhealthy", "{after}");
+    assert!(streak(&after) >= streak(&before), "{before} then {after}");
+    let log = after["Log"].as_array().unwrap();
+    assert!(log.len() <= 5, "{after}");
+    assert!(
+        log.iter().any(|e| e["Start"] == last_before["Start"]),
+        "the log before the restart is kept: {before} then {after}"
+    );
+    // probing goes on from the saved streak: a fresh start would read `starting`, 1
+    let last_seen = log.last().unwrap()["Start"].clone();
+    wait_for("a probe by the new server", 30, || {
+        health(&s, "checked")["Log"]
+            .as_array()
+            .unwrap()
+            .last()
+            .unwrap()["Start"]
+            != last_seen
+    });
+    let h = health(&s, "checked");
+    assert_eq!(h["Status"], "unhealthy", "{h}");
+    assert!(streak(&h) > streak(&before), "{before} then {h}");
+    assert!(
+        h["Log"].as_array().unwrap().last().unwrap()["Output"]
+            .as_str()
+            .unwrap()
+            .contains("probe-fail"),
+        "{h}"
+    );
+    // and a passing probe turns it healthy
+    s.ok(&["exec", "checked", "touch", "/ok"]);
+    wait_for("healthy again", 30, || {
+        let h = health(&s, "checked");
+        h["Status"] == "healthy" && streak(&h) == 0
+    });
+
+    // a stopped container keeps its last verdict across a restart too (made while
+    // unhealthy, so a probe still finishing as it stops cannot change the status)
+    s.ok(&["exec", "checked", "rm", "/ok"]);
+    wait_for("unhealthy again", 30, || {
+        health(&s, "checked")["Status"] == "unhealthy"
+    });
+    s.ok(&["stop", "-t", "1", "checked"]);
+    let stopped = health(&s, "checked");
+    s.restart();
+    let h = health(&s, "checked");
+    assert_eq!(h["Status"], "unhealthy", "{h}");
+    assert!(streak(&h) >= streak(&stopped), "{stopped} then {h}");
+    let last = stopped["Log"].as_array().unwrap().last().unwrap();
+    assert!(
+        h["Log"].as_array().unwrap().iter().any(|e| e == last),
+        "{stopped} then {h}"
+    );
+    s.ok(&["rm", "checked"]);
+    assert!(
+        !s.root
+            .path()
+            .join("docker-api/health")
+            .read_dir()
+            .unwrap()
+            .any(|e| e.unwrap().file_name().to_string_lossy().ends_with(".json")),
+        "removing the container removes its saved health"
+    );
+}

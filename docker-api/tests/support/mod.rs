@@ -35,6 +35,8 @@ pub struct Server {
     /// The docker CLI's config dir (no user settings, no credential helpers).
     pub docker_config: PathBuf,
     daemon: Daemon,
+    /// How many times [`Server::restart`] ran (each run logs to its own file).
+    restarts: u32,
     _forward: IpForward,
 }
 
@@ -46,29 +48,41 @@ impl Server {
         let socket = root.path().join("docker.sock");
         let docker_config = root.path().join("docker-config");
         std::fs::create_dir_all(&docker_config).expect("docker config dir");
+        let daemon = Self::spawn(root.path(), &socket, "server.log");
+        Server {
+            daemon,
+            root,
+            socket,
+            docker_config,
+            restarts: 0,
+            _forward: forward,
+        }
+    }
+
+    /// A server on `root`, listening once this returns.
+    fn spawn(root: &std::path::Path, socket: &std::path::Path, log: &str) -> Daemon {
         let mut command = Command::new(SERVER);
         command
             // every request in the log a failing test prints
             .env("RUST_LOG", "berth_docker_api=debug")
             .arg("--socket")
-            .arg(&socket)
+            .arg(socket)
             .arg("--data-root")
-            .arg(root.path());
-        let log = root.path().join("server.log");
-        let mut server = Server {
-            daemon: Daemon::spawn("berth-docker-api", command, &log, Stdout::Log),
-            root,
-            socket,
-            docker_config,
-            _forward: forward,
-        };
-        let sock = server.socket.clone();
-        server
-            .daemon
-            .wait_ready("listen", Duration::from_secs(20), || {
-                UnixStream::connect(&sock).is_ok()
-            });
-        server
+            .arg(root);
+        let mut daemon = Daemon::spawn("berth-docker-api", command, &root.join(log), Stdout::Log);
+        daemon.wait_ready("listen", Duration::from_secs(20), || {
+            UnixStream::connect(socket).is_ok()
+        });
+        daemon
+    }
+
+    /// Stops the server (SIGTERM, SIGKILL after 10 s) and starts a new one on the same
+    /// data root and socket; the containers keep running meanwhile.
+    pub fn restart(&mut self) {
+        self.daemon.terminate(Duration::from_secs(10));
+        self.restarts += 1;
+        let log = format!("server-{}.log", self.restarts);
+        self.daemon = Self::spawn(self.root.path(), &self.socket, &log);
     }
 
     pub fn docker_host(&self) -> String {
