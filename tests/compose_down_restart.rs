@@ -2,7 +2,9 @@
 //! the replicated state, so the agent of a berthd killed in the middle of a `down` and
 //! started again stops the container with `-t` (or, without it, the service's own grace
 //! period, though the app is gone from the state by then), and keeps its anonymous volume
-//! (no `-v`). Root, real containers, own data root and daemon per test.
+//! (no `-v`). The takedown is replicated too: the restarted daemon then removes the
+//! project's networks (and with `-v` its named volumes) without a second `down`, and a
+//! second `down` still succeeds. Root, real containers, own data root and daemon per test.
 
 mod compose_support;
 
@@ -31,6 +33,34 @@ services:
     stop_grace_period: 25s
     volumes: ["/scratch"]
 "#;
+
+/// With a network and a named volume of its own, for `down -v`.
+const NAMED: &str = r#"
+services:
+  stubborn:
+    image: busybox:latest
+    command: ["sh", "-c", "trap '' TERM; echo up; while :; do sleep 1; done"]
+    stop_grace_period: 120s
+    networks: [back]
+    volumes: ["data:/data"]
+networks:
+  back: {}
+volumes:
+  data: {}
+"#;
+
+/// The berth networks of the data root (`network/networks.json`), as JSON text.
+fn networks(env: &Env) -> String {
+    std::fs::read_to_string(env.root.path().join("network").join("networks.json"))
+        .unwrap_or_default()
+}
+
+fn named_volume(env: &Env, name: &str) -> std::path::PathBuf {
+    env.root
+        .path()
+        .join("volumes")
+        .join(format!("{}_{name}", env.project))
+}
 
 fn container_dirs(env: &Env) -> usize {
     std::fs::read_dir(env.root.path().join("containers"))
@@ -87,17 +117,27 @@ impl Drop for Child {
     }
 }
 
-/// `up -d` of `compose` (one service `stubborn` that ignores SIGTERM, with an anonymous
-/// volume), then `down DOWN_ARGS…` with berthd killed (`kill -9`) once the removal is
-/// committed and started again: the restarted agent must take `expected` seconds to stop
-/// the container (it signals again and waits that long), and keep the anonymous volume.
-fn down_across_a_restart(project: &str, compose: &str, down_args: &[&str], expected: u64) {
+/// `up -d` of `compose` (one service `stubborn` that ignores SIGTERM), then `down
+/// DOWN_ARGS…` with berthd killed (`kill -9`) once the removal is committed and started
+/// again: the restarted agent must take `expected` seconds to stop the container (it
+/// signals again and waits that long). Then, with no second `down`, the project's
+/// `network` must go. `anonymous`: the anonymous volumes the service has. Answers the environment, its daemon running.
+fn interrupted_down(
+    project: &str,
+    compose: &str,
+    down_args: &[&str],
+    expected: u64,
+    network: &str,
+    anonymous: usize,
+) -> Env {
     let mut env = Env::with_daemon(project, compose);
     env.ok(&["up", "-d"]);
     env.wait_for("stubborn running", Duration::from_secs(60), || {
         env.count("stubborn", "running") == 1
     });
-    assert_eq!(anonymous_volumes(&env), 1, "the service's anonymous volume");
+    let network = format!("{}_{network}", env.project);
+    assert!(networks(&env).contains(&network), "no network {network}");
+    assert_eq!(anonymous_volumes(&env), anonymous, "the anonymous volumes");
 
     let mut down = Command::new("timeout");
     down.args(["--kill-after=5", "90", BERTH])
@@ -145,6 +185,21 @@ fn down_across_a_restart(project: &str, compose: &str, down_args: &[&str], expec
         took >= Duration::from_secs(expected - 1) && took < Duration::from_secs(expected + 30),
         "after the restart the container took {took:?} to go ({expected} s expected)"
     );
+    // the rest of the down, finished by the restarted daemon on its own
+    env.wait_for(
+        "the restarted daemon to remove the project's network",
+        Duration::from_secs(30),
+        || !networks(&env).contains(&network),
+    );
+    let ls = env.ok(&["ls", "-a", "-q"]);
+    assert!(!ls.contains(&env.project), "ls still lists it: {ls}");
+    env
+}
+
+/// [`interrupted_down`] of a service with an anonymous volume: without `-v` it stays,
+/// for a later `down -v`.
+fn down_across_a_restart(project: &str, compose: &str, down_args: &[&str], expected: u64) {
+    let env = interrupted_down(project, compose, down_args, expected, "default", 1);
     // no -v: its anonymous volume stays, for a later down -v
     assert_eq!(anonymous_volumes(&env), 1, "down without -v removed it");
     env.ok(&["down", "-v"]);
@@ -168,4 +223,22 @@ fn down_without_timeout_keeps_the_grace_period_across_a_berthd_restart() {
     // the app leaves the state before its tasks stop: the grace period (25 s, not the
     // 10 s default) must be pinned on the tasks to survive
     down_across_a_restart("cmp-downrg", PATIENT, &[], 25);
+}
+
+#[test]
+fn an_interrupted_down_v_removes_the_network_and_named_volume_after_a_berthd_restart() {
+    let env = interrupted_down("cmp-downrv", NAMED, &["-v", "-t", "10"], 10, "back", 0);
+    env.wait_for(
+        "the restarted daemon to remove the named volume (-v)",
+        Duration::from_secs(30),
+        || !named_volume(&env, "data").exists(),
+    );
+    // nothing is left to do, and a second down says so without failing
+    let again = env.run(&["down", "-v"]);
+    assert!(
+        again.status.success(),
+        "a second down failed: {}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert_eq!(container_dirs(&env), 0);
 }
