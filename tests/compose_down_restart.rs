@@ -117,6 +117,46 @@ impl Drop for Child {
     }
 }
 
+/// Runs `down DOWN_ARGS…` (bounded), kills berthd (`kill -9`) once the app's removal is
+/// committed, its container still being stopped, and starts berthd again.
+fn kill_during_down(env: &mut Env, down_args: &[&str]) {
+    let mut down = Command::new("timeout");
+    down.args(["--kill-after=5", "90", BERTH])
+        .args(env.command(&[]).get_args())
+        .arg("down")
+        .args(down_args)
+        .current_dir(&env.dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut down = Child(down.spawn().expect("berth down"));
+    // the removal is committed (with -t and the keep-volumes choice before it) once the
+    // project is no longer listed; its container is then being stopped
+    env.wait_for("down to remove the app", Duration::from_secs(30), || {
+        let ls = env.run(&["ls", "-q"]);
+        ls.status.success() && !String::from_utf8_lossy(&ls.stdout).contains(&env.project)
+    });
+    assert_eq!(
+        container_dirs(env),
+        1,
+        "the container went before the restart"
+    );
+
+    let pid = daemon_pid(env);
+    // SAFETY: kill(2) on the berthd of this test's own data root.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    env.wait_for("berthd to die", Duration::from_secs(10), || dead(pid));
+    // the interrupted down fails (its daemon went away), within its bound
+    let deadline = Instant::now() + Duration::from_secs(100);
+    while down.0.try_wait().expect("wait down").is_none() {
+        assert!(Instant::now() < deadline, "berth down outlived its timeout");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // a stale socket would make the CLI start a daemon of its own
+    let _ = std::fs::remove_file(&env.socket);
+    env.start_daemon();
+}
+
 /// `up -d` of `compose` (one service `stubborn` that ignores SIGTERM), then `down
 /// DOWN_ARGS…` with berthd killed (`kill -9`) once the removal is committed and started
 /// again: the restarted agent must take `expected` seconds to stop the container (it
@@ -139,41 +179,7 @@ fn interrupted_down(
     assert!(networks(&env).contains(&network), "no network {network}");
     assert_eq!(anonymous_volumes(&env), anonymous, "the anonymous volumes");
 
-    let mut down = Command::new("timeout");
-    down.args(["--kill-after=5", "90", BERTH])
-        .args(env.command(&[]).get_args())
-        .arg("down")
-        .args(down_args)
-        .current_dir(&env.dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let mut down = Child(down.spawn().expect("berth down"));
-    // the removal is committed (with -t and the keep-volumes choice before it) once the
-    // project is no longer listed; its container is then being stopped
-    env.wait_for("down to remove the app", Duration::from_secs(30), || {
-        let ls = env.run(&["ls", "-q"]);
-        ls.status.success() && !String::from_utf8_lossy(&ls.stdout).contains(&env.project)
-    });
-    assert_eq!(
-        container_dirs(&env),
-        1,
-        "the container went before the restart"
-    );
-
-    let pid = daemon_pid(&env);
-    // SAFETY: kill(2) on the berthd of this test's own data root.
-    unsafe { libc::kill(pid, libc::SIGKILL) };
-    env.wait_for("berthd to die", Duration::from_secs(10), || dead(pid));
-    // the interrupted down fails (its daemon went away), within its bound
-    let deadline = Instant::now() + Duration::from_secs(100);
-    while down.0.try_wait().expect("wait down").is_none() {
-        assert!(Instant::now() < deadline, "berth down outlived its timeout");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    // a stale socket would make the CLI start a daemon of its own
-    let _ = std::fs::remove_file(&env.socket);
-    env.start_daemon();
+    kill_during_down(&mut env, down_args);
     let restarted = Instant::now();
     env.wait_for(
         "the restarted agent to finish the down",
@@ -241,4 +247,46 @@ fn an_interrupted_down_v_removes_the_network_and_named_volume_after_a_berthd_res
         String::from_utf8_lossy(&again.stderr)
     );
     assert_eq!(container_dirs(&env), 0);
+}
+
+#[test]
+fn a_second_down_right_after_the_restart_waits_for_the_stop_and_finishes_the_first() {
+    let mut env = Env::with_daemon("cmp-downr2", NAMED);
+    env.ok(&["up", "-d"]);
+    env.wait_for("stubborn running", Duration::from_secs(60), || {
+        env.count("stubborn", "running") == 1
+    });
+    let network = format!("{}_back", env.project);
+    assert!(networks(&env).contains(&network), "no network {network}");
+    kill_during_down(&mut env, &["-v", "-t", "10"]);
+    // the restarted agent still waits out the first down's -t: this one waits for it,
+    // then removes what is left, the named volume included (the first one had -v)
+    let again = Command::new("timeout")
+        .args(["--kill-after=5", "90", BERTH])
+        .args(env.command(&[]).get_args())
+        .arg("down")
+        .current_dir(&env.dir)
+        .stdin(Stdio::null())
+        .output()
+        .expect("berth down");
+    assert!(
+        again.status.success(),
+        "the second down failed: {}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert_eq!(
+        container_dirs(&env),
+        0,
+        "the second down left the container"
+    );
+    assert!(
+        !networks(&env).contains(&network),
+        "the second down left {network}"
+    );
+    assert!(
+        !named_volume(&env, "data").exists(),
+        "the first down's -v was not honoured"
+    );
+    let ls = env.ok(&["ls", "-a", "-q"]);
+    assert!(!ls.contains(&env.project), "ls still lists it: {ls}");
 }
