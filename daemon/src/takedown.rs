@@ -16,6 +16,7 @@ use berth_controller::store::Command;
 use tokio::sync::watch;
 
 use crate::api::{ComposeService, Node};
+use crate::controller::ControllerError;
 
 /// Projects whose `down` is under way on this node.
 #[derive(Debug, Default)]
@@ -68,9 +69,16 @@ impl Drop for Claim {
 pub async fn run(node: Arc<Node>, mut shutdown: watch::Receiver<bool>) {
     let mut changes = node.controller.watch();
     let compose = ComposeService::new(node.clone());
+    // finished here, but this node may not end takedowns (a cluster worker): a manager will
+    let mut done_here: BTreeSet<String> = BTreeSet::new();
     while !*shutdown.borrow() {
         changes.borrow_and_update();
-        for (project, takedown) in node.controller.read(|s| s.takedowns_ready()) {
+        let ready = node.controller.read(|s| s.takedowns_ready());
+        done_here.retain(|p| ready.iter().any(|(r, _)| r == p));
+        for (project, takedown) in ready {
+            if done_here.contains(&project) {
+                continue;
+            }
             let Some(_claim) = node.downs.try_claim(&project) else {
                 continue;
             };
@@ -101,6 +109,9 @@ pub async fn run(node: Arc<Node>, mut shutdown: watch::Receiver<bool>) {
                         })
                         .await
                     {
+                        if matches!(e, ControllerError::Forbidden(_)) {
+                            done_here.insert(project.clone());
+                        }
                         tracing::debug!(%project, "ending the takedown: {e}");
                         continue;
                     }
