@@ -1051,8 +1051,11 @@ impl Compose for ComposeService {
         }
         let remove_volumes =
             request.remove_volumes || pending.as_ref().is_some_and(|t| t.remove_volumes);
+        let timeout = request
+            .timeout_seconds
+            .or(pending.as_ref().and_then(|t| t.timeout_seconds));
         let (networks, volumes) = self
-            .finish_down(&project, &ids, remove_volumes, request.timeout_seconds)
+            .finish_down(&project, &ids, remove_volumes, timeout)
             .await?;
         if app.is_some() || pending.is_some() {
             self.node
