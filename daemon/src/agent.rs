@@ -109,6 +109,15 @@ impl Agent {
             .any(|r| tasks.contains(&r.task_id))
     }
 
+    /// The tasks the worker holds (running, or with a container still being removed).
+    pub fn held(&self) -> std::collections::BTreeSet<String> {
+        self.worker
+            .observed()
+            .into_iter()
+            .map(|r| r.task_id)
+            .collect()
+    }
+
     /// Runs the two flows of `session` until `shutdown` turns true.
     pub fn run(&self, session: Session, shutdown: watch::Receiver<bool>) {
         self.run_with(session, shutdown, None)

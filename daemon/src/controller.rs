@@ -371,6 +371,8 @@ fn command_kind(command: &Command) -> &'static str {
         Command::SetKeepVolumes { .. } => "set_keep_volumes",
         Command::CreateSecret(_) => "create_secret",
         Command::RemoveSecret { .. } => "remove_secret",
+        Command::BeginTakedown { .. } => "begin_takedown",
+        Command::EndTakedown { .. } => "end_takedown",
     }
 }
 

@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod secrets;
 pub mod server;
 pub mod services;
+pub mod takedown;
 pub mod timefmt;
 
 use std::net::SocketAddr;
@@ -244,7 +245,9 @@ pub async fn run_until(
         events,
         metrics: metrics.clone(),
         data_root: config.data_root.clone(),
+        downs: Arc::default(),
     });
+    tokio::spawn(takedown::run(node.clone(), shutdown.clone()));
     if let Some(addr) = config.metrics_addr {
         let listener = tokio::net::TcpListener::bind(addr)
             .await

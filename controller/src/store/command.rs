@@ -125,6 +125,22 @@ pub enum Command {
     RemoveSecret {
         name: String,
     },
+    /// `down` of the whole app: what is left to remove once its tasks and containers are
+    /// gone (the project's networks, and with `remove_volumes` its volumes). Proposed before
+    /// `RemoveApp`, so a berthd restarted in the middle of the `down` finishes it.
+    BeginTakedown {
+        app: String,
+        #[serde(default)]
+        remove_volumes: bool,
+        /// `-t` of the `down`, for the project's one-off containers.
+        #[serde(default)]
+        timeout_seconds: Option<u32>,
+    },
+    /// The `down` of `app` is complete (its networks and volumes dealt with); nothing
+    /// happens when none is pending.
+    EndTakedown {
+        app: String,
+    },
 }
 
 /// Where a service's rolling update stands.

@@ -27,6 +27,7 @@ pub use placement::{Constraint, ConstraintError, ConstraintKey, ConstraintOp, Pl
 pub use restart::{RestartCondition, RestartPolicy, RestartPolicyError};
 pub use secret::{ExternalSecret, StoredSecret, check_name as check_secret_name};
 pub use state::{
-    AppFiles, AppRecord, ClusterSecrets, MAX_REPLICAS, ServiceRecord, State, decode_reply, encode,
+    AppFiles, AppRecord, ClusterSecrets, MAX_REPLICAS, ServiceRecord, State, Takedown,
+    decode_reply, encode,
 };
 pub use task::{DesiredState, Health, NodeId, Task, TaskId, TaskState, TaskStatus, Timestamp};

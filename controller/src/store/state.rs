@@ -33,6 +33,21 @@ pub struct State {
     /// Stored secrets (`berth secret create`) by name, each value sealed.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub secrets: BTreeMap<String, super::secret::StoredSecret>,
+    /// `down`s begun and not finished, by app name: once the app and its tasks are gone,
+    /// the node removes the project's networks (and volumes) and ends the takedown.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub takedowns: BTreeMap<String, Takedown>,
+}
+
+/// What a pending `down` still has to do after the app's containers are gone.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Takedown {
+    /// `-v`: the project's volumes go too.
+    #[serde(default)]
+    pub remove_volumes: bool,
+    /// `-t`, for the project's one-off containers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<u32>,
 }
 
 /// An app's Compose secrets and configs by top-level key, each sealed by the daemon with
@@ -110,6 +125,18 @@ impl State {
 
     pub fn service_record(&self, app: &str, service: &str) -> Option<&ServiceRecord> {
         self.apps.get(app)?.services.get(service)
+    }
+
+    /// The pending `down`s whose app and tasks are all gone from the state: only what the
+    /// nodes hold (containers being removed, networks, volumes) is left of them.
+    pub fn takedowns_ready(&self) -> Vec<(String, Takedown)> {
+        self.takedowns
+            .iter()
+            .filter(|(app, _)| {
+                !self.apps.contains_key(*app) && !self.tasks.values().any(|t| &t.app == *app)
+            })
+            .map(|(app, t)| (app.clone(), t.clone()))
+            .collect()
     }
 
     /// Applies one command; on error the state is unchanged.
@@ -213,6 +240,22 @@ impl State {
             Command::SetKeepVolumes { tasks, keep } => Ok(self.set_on_tasks(&tasks, |t| {
                 std::mem::replace(&mut t.keep_volumes, keep) != keep
             })),
+            Command::BeginTakedown {
+                app,
+                remove_volumes,
+                timeout_seconds,
+            } => {
+                let takedown = Takedown {
+                    remove_volumes,
+                    timeout_seconds,
+                };
+                let changed = self.takedowns.get(&app) != Some(&takedown);
+                self.takedowns.insert(app, takedown);
+                Ok(Applied::changed(usize::from(changed)))
+            }
+            Command::EndTakedown { app } => Ok(Applied::changed(usize::from(
+                self.takedowns.remove(&app).is_some(),
+            ))),
             Command::CreateTasks(tasks) => self.create_tasks(tasks),
             Command::AssignTasks(assignments) => self.assign(assignments),
             Command::SetDesired(changes) => self.set_desired(changes),
@@ -338,6 +381,8 @@ impl State {
                 return Err(invalid(format!("service {name:?} depends on itself")));
             }
         }
+        // deployed again: a `down` cut short must not take the new app's networks
+        self.takedowns.remove(&spec.name);
         let old = self.apps.remove(&spec.name);
         let mut services = BTreeMap::new();
         let mut revive = Vec::new();

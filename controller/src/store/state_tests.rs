@@ -375,6 +375,101 @@ fn stop_timeout_and_keep_volumes_are_state_and_survive_a_snapshot() {
 }
 
 #[test]
+fn a_takedown_is_ready_once_the_app_and_its_tasks_are_gone() {
+    let mut state = State::default();
+    state.apply_command(Command::DeployApp(app("h1"))).unwrap();
+    state
+        .apply_command(Command::CreateTasks(vec![task("t1")]))
+        .unwrap();
+    let begin = Command::BeginTakedown {
+        app: "shop".into(),
+        remove_volumes: true,
+        timeout_seconds: Some(3),
+    };
+    assert_eq!(state.apply_command(begin.clone()).unwrap().changed, 1);
+    assert_eq!(state.apply_command(begin.clone()).unwrap().changed, 0);
+    assert!(state.takedowns_ready().is_empty(), "the app is still there");
+    state
+        .apply_command(Command::RemoveApp {
+            name: "shop".into(),
+        })
+        .unwrap();
+    assert!(
+        state.takedowns_ready().is_empty(),
+        "its task is still there"
+    );
+    state
+        .apply_command(Command::RemoveTasks(vec!["t1".into()]))
+        .unwrap();
+    let expected = Takedown {
+        remove_volumes: true,
+        timeout_seconds: Some(3),
+    };
+    assert_eq!(
+        state.takedowns_ready(),
+        vec![("shop".to_owned(), expected.clone())]
+    );
+
+    // replicated: the command as logged, the state as snapshotted
+    let mut replayed = State::default();
+    for command in [
+        Command::DeployApp(app("h1")),
+        Command::CreateTasks(vec![task("t1")]),
+        begin,
+        Command::RemoveApp {
+            name: "shop".into(),
+        },
+        Command::RemoveTasks(vec!["t1".into()]),
+    ] {
+        decode_reply(&StateMachine::apply(&mut replayed, 1, &encode(&command))).unwrap();
+    }
+    assert_eq!(replayed, state);
+    let mut restored = State::default();
+    restored.restore(&state.snapshot()).unwrap();
+    assert_eq!(restored.takedowns["shop"], expected);
+
+    // ending it twice is fine (a second `down`, or the node that finished it)
+    let end = Command::EndTakedown { app: "shop".into() };
+    assert_eq!(state.apply_command(end.clone()).unwrap().changed, 1);
+    assert_eq!(state.apply_command(end).unwrap().changed, 0);
+    assert!(state.takedowns.is_empty());
+
+    // a later `up` of the same name cancels a takedown left pending
+    state
+        .apply_command(Command::BeginTakedown {
+            app: "shop".into(),
+            remove_volumes: false,
+            timeout_seconds: None,
+        })
+        .unwrap();
+    state.apply_command(Command::DeployApp(app("h2"))).unwrap();
+    assert!(
+        state.takedowns.is_empty(),
+        "the new app's networks must stay"
+    );
+}
+
+#[test]
+fn states_and_commands_without_takedowns_keep_their_encoding() {
+    // written before takedowns existed: loads, and encodes the same way back
+    let state = State::default();
+    let text = String::from_utf8(state.snapshot()).unwrap();
+    assert!(!text.contains("takedowns"), "{text}");
+    let mut restored = State::default();
+    restored.restore(text.as_bytes()).unwrap();
+    assert_eq!(restored, state);
+    let begin: Command = serde_json::from_str(r#"{"BeginTakedown":{"app":"shop"}}"#).unwrap();
+    assert_eq!(
+        begin,
+        Command::BeginTakedown {
+            app: "shop".into(),
+            remove_volumes: false,
+            timeout_seconds: None,
+        }
+    );
+}
+
+#[test]
 fn garbage_in_the_log_is_answered_not_applied() {
     let mut state = State::default();
     let reply = StateMachine::apply(&mut state, 1, b"{not json");

@@ -395,6 +395,61 @@ impl ComposeService {
         .map_err(|e| Status::internal(e.to_string()))?
     }
 
+    /// The end of every `down` of a whole project, and of one a restart cut short
+    /// (`crate::takedown`): the project's one-off containers are stopped (`timeout`, else
+    /// 10 s) and removed, the agent's removal of the containers of its tasks (`tasks`, gone
+    /// from the state) is waited for, then the project's networks (and volumes) go.
+    /// Answers the networks and volumes removed.
+    pub(crate) async fn finish_down(
+        &self,
+        project: &str,
+        tasks: &BTreeSet<String>,
+        remove_volumes: bool,
+        timeout: Option<u32>,
+    ) -> Result<(Vec<String>, Vec<String>), Status> {
+        self.remove_one_offs(project, &[], timeout).await?;
+        let deadline = tokio::time::Instant::now() + STOP_SLACK;
+        loop {
+            if self.records(project, &[]).await?.is_empty() && !self.node.agent.holds_any(tasks) {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Status::deadline_exceeded(format!(
+                    "containers of project {project:?} are still present"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.node
+            .agent
+            .remove_project(project, remove_volumes)
+            .await
+            .map_err(|e| Status::internal(e.to_string()))
+    }
+
+    /// For finishing an interrupted `down` of `project` (its app and tasks gone from the
+    /// state): `None` while this node still has containers of its tasks; else the tasks
+    /// the worker holds that the state no longer knows (their containers being removed).
+    pub(crate) async fn down_leftovers(
+        &self,
+        project: &str,
+    ) -> Result<Option<BTreeSet<String>>, Status> {
+        let task_containers = self
+            .records(project, &[])
+            .await?
+            .iter()
+            .any(|r| r.labels.contains_key(LABEL_TASK));
+        if task_containers {
+            return Ok(None);
+        }
+        let held = self.node.agent.held();
+        Ok(Some(self.node.controller.read(|s| {
+            held.into_iter()
+                .filter(|id| !s.tasks.contains_key(id))
+                .collect()
+        })))
+    }
+
     /// `rm`: the stopped containers of `services` go (their tasks are removed); the
     /// services stay stopped until `start` or `up` makes new ones.
     async fn remove_stopped(
@@ -903,10 +958,24 @@ impl Compose for ComposeService {
         if project.is_empty() {
             return Err(Status::invalid_argument("no project name given"));
         }
+        // one `down` of a project at a time here, the finishing of an interrupted one included
+        let _claim = self
+            .node
+            .downs
+            .claim(&project, STOP_SLACK)
+            .await
+            .ok_or_else(|| {
+                Status::unavailable(format!("another down of project {project:?} is under way"))
+            })?;
         let app = self
             .node
             .controller
             .read(|s| s.apps.get(&project).map(|a| a.spec.clone()));
+        // a `down` cut short by a berthd restart, not finished yet: this one completes it
+        let pending = self
+            .node
+            .controller
+            .read(|s| s.takedowns.get(&project).cloned());
         if let Some(app) = &app {
             let orphans: Vec<String> = if request.remove_orphans || request.services.is_empty() {
                 Vec::new()
@@ -940,6 +1009,16 @@ impl Compose for ComposeService {
                 .await?;
             self.keep_volumes(&app.name, None, !request.remove_volumes)
                 .await?;
+            // before the app goes: whichever berthd runs after a restart finishes the down
+            self.node
+                .controller
+                .propose(Command::BeginTakedown {
+                    app: project.clone(),
+                    remove_volumes: request.remove_volumes,
+                    timeout_seconds: request.timeout_seconds,
+                })
+                .await
+                .map_err(status)?;
             self.node
                 .controller
                 .propose(Command::RemoveApp {
@@ -954,30 +1033,45 @@ impl Compose for ComposeService {
                 move |s| s.tasks.values().all(|t| t.app != name),
             )
             .await?;
-        }
-        self.remove_one_offs(&project, &[], request.timeout_seconds)
+        } else if pending.is_some() && !ids.is_empty() {
+            // its tasks are still being stopped, with the timeouts that down pinned on them
+            let longest = self.node.controller.read(|s| {
+                s.tasks
+                    .values()
+                    .filter(|t| t.app == project)
+                    .map(|t| t.stop_timeout_ms.unwrap_or(10_000))
+                    .max()
+                    .unwrap_or(0)
+            });
+            let name = project.clone();
+            self.wait_until(Duration::from_millis(longest) + STOP_SLACK, move |s| {
+                s.tasks.values().all(|t| t.app != name)
+            })
             .await?;
-        // The agent removes containers of tasks that are gone; wait for that too, then
-        // remove the project's networks (and volumes).
-        let deadline = tokio::time::Instant::now() + STOP_SLACK;
-        loop {
-            if self.records(&project, &[]).await?.is_empty() && !self.node.agent.holds_any(&ids) {
-                break;
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(Status::deadline_exceeded(format!(
-                    "containers of project {project:?} are still present"
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        let remove_volumes =
+            request.remove_volumes || pending.as_ref().is_some_and(|t| t.remove_volumes);
+        let timeout = request
+            .timeout_seconds
+            .or(pending.as_ref().and_then(|t| t.timeout_seconds));
         let (networks, volumes) = self
-            .node
-            .agent
-            .remove_project(&project, request.remove_volumes)
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?;
-        if app.is_none() && containers.is_empty() && networks.is_empty() && volumes.is_empty() {
+            .finish_down(&project, &ids, remove_volumes, timeout)
+            .await?;
+        if app.is_some() || pending.is_some() {
+            self.node
+                .controller
+                .propose(Command::EndTakedown {
+                    app: project.clone(),
+                })
+                .await
+                .map_err(status)?;
+        }
+        if app.is_none()
+            && pending.is_none()
+            && containers.is_empty()
+            && networks.is_empty()
+            && volumes.is_empty()
+        {
             return Err(Status::not_found(format!("no project named {project:?}")));
         }
         self.node.events.app("remove", &project, "");
@@ -1450,6 +1544,26 @@ impl Compose for ComposeService {
         })?;
         // the project as `up` names it, so the networks and volumes are the same ones
         app.name = request.project.clone();
+        // a `down` a restart cut short must not take the networks this run is given
+        let pending = self
+            .node
+            .controller
+            .read(|s| s.takedowns.contains_key(&app.name));
+        if pending {
+            let _claim = self
+                .node
+                .downs
+                .claim(&app.name, STOP_SLACK)
+                .await
+                .ok_or_else(|| Status::unavailable("a down of the project is under way"))?;
+            self.node
+                .controller
+                .propose(Command::EndTakedown {
+                    app: app.name.clone(),
+                })
+                .await
+                .map_err(status)?;
+        }
         if !app.services.contains_key(&request.service) {
             return Err(Status::not_found(format!(
                 "no such service: {}",

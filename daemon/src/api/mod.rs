@@ -29,6 +29,8 @@ pub struct Node {
     pub events: Arc<Events>,
     pub metrics: Arc<Metrics>,
     pub data_root: PathBuf,
+    /// The projects whose `down` is under way on this node.
+    pub downs: Arc<crate::takedown::Claims>,
 }
 
 /// The one place controller errors become gRPC statuses.
