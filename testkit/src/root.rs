@@ -49,9 +49,12 @@ pub fn open_containers(
     })
 }
 
-/// Force-removes every container of `c` (and with `volumes`, their anonymous volumes);
-/// errors are ignored: this is cleanup after a test that may have failed anywhere.
+/// Force-removes every container of `c` (and with `volumes`, their anonymous volumes),
+/// after finishing the removals a killed daemon left half done (their shim directories and
+/// endpoints would outlive the test otherwise); errors are ignored: this is cleanup after a
+/// test that may have failed anywhere.
 pub fn remove_containers(c: &Containers, volumes: bool) {
+    c.finish_interrupted_removals();
     for id in c.ids().unwrap_or_default() {
         let _ = c.remove_with_volumes(&id, true, volumes);
     }

@@ -157,6 +157,9 @@ impl Drop for Server {
         let c = self.containers();
         root::remove_containers(&c, false);
         self.daemon.kill();
+        // a `--rm` removal the server was still tearing down when it was killed (a client
+        // hears "removed" before the teardown ends) is finished here
+        root::remove_containers(&c, false);
         // after the server: its Networks instance is gone, so this fresh one sees all
         let _ = c.remove_networks();
     }
