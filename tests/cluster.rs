@@ -470,32 +470,6 @@ configs:
     )
 }
 
-/// Whether any regular file under `dir` contains `needle`.
-fn found_under(dir: &std::path::Path, needle: &[u8]) -> Vec<std::path::PathBuf> {
-    let mut hits = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let Ok(kind) = entry.file_type() else {
-                continue;
-            };
-            if kind.is_dir() {
-                stack.push(entry.path());
-            } else if kind.is_file() {
-                if let Ok(bytes) = std::fs::read(entry.path()) {
-                    if bytes.windows(needle.len()).any(|w| w == needle) {
-                        hits.push(entry.path());
-                    }
-                }
-            }
-        }
-    }
-    hits
-}
-
 /// Deploys [`secrets_app`] through node `via` and checks what the container found: the
 /// secret with its owner and mode from a tmpfs, the config at its target. Returns the secret.
 fn deploy_secrets(rig: &Rig, via: usize, placement: &str) -> (String, std::path::PathBuf) {
@@ -530,7 +504,7 @@ fn deploy_secrets(rig: &Rig, via: usize, placement: &str) -> (String, std::path:
 fn a_lone_node_mounts_file_secrets_from_tmpfs_and_never_stores_them_in_clear() {
     let rig = Rig::new(1);
     let (secret, compose) = deploy_secrets(&rig, 0, "");
-    let leaks = found_under(&rig.nodes[0].data_root(), secret.as_bytes());
+    let leaks = berth_testkit::files_containing(&rig.nodes[0].data_root(), secret.as_bytes());
     assert!(leaks.is_empty(), "the secret is stored in clear: {leaks:?}");
     // `down` unmounts the task's tmpfs.
     rig.ok(
@@ -617,7 +591,7 @@ fn a_secret_reaches_only_the_worker_that_runs_its_task_and_the_log_holds_ciphert
     // Every node's data root — the Raft log and snapshots of the manager and both workers'
     // replicas included — holds the secret only sealed.
     for i in 0..3 {
-        let leaks = found_under(&rig.nodes[i].data_root(), secret.as_bytes());
+        let leaks = berth_testkit::files_containing(&rig.nodes[i].data_root(), secret.as_bytes());
         assert!(
             leaks.is_empty(),
             "node {i} stores the secret in clear: {leaks:?}"

@@ -62,18 +62,6 @@ fn named_volume(env: &Env, name: &str) -> std::path::PathBuf {
         .join(format!("{}_{name}", env.project))
 }
 
-fn container_dirs(env: &Env) -> usize {
-    std::fs::read_dir(env.root.path().join("containers"))
-        .map(|d| {
-            d.filter(|e| {
-                e.as_ref()
-                    .is_ok_and(|e| !e.file_name().to_string_lossy().starts_with('.'))
-            })
-            .count()
-        })
-        .unwrap_or(0)
-}
-
 fn anonymous_volumes(env: &Env) -> usize {
     std::fs::read_dir(env.root.path().join("volumes"))
         .map(|d| {
@@ -137,7 +125,7 @@ fn kill_during_down(env: &mut Env, down_args: &[&str]) {
         ls.status.success() && !String::from_utf8_lossy(&ls.stdout).contains(&env.project)
     });
     assert_eq!(
-        container_dirs(env),
+        env.container_dirs(),
         1,
         "the container went before the restart"
     );
@@ -184,7 +172,7 @@ fn interrupted_down(
     env.wait_for(
         "the restarted agent to finish the down",
         Duration::from_secs(expected + 60),
-        || container_dirs(&env) == 0,
+        || env.container_dirs() == 0,
     );
     let took = restarted.elapsed();
     assert!(
@@ -214,7 +202,7 @@ fn down_across_a_restart(project: &str, compose: &str, down_args: &[&str], expec
         0,
         "down -v left the anonymous volume"
     );
-    assert_eq!(container_dirs(&env), 0);
+    assert_eq!(env.container_dirs(), 0);
 }
 
 #[test]
@@ -246,7 +234,7 @@ fn an_interrupted_down_v_removes_the_network_and_named_volume_after_a_berthd_res
         "a second down failed: {}",
         String::from_utf8_lossy(&again.stderr)
     );
-    assert_eq!(container_dirs(&env), 0);
+    assert_eq!(env.container_dirs(), 0);
 }
 
 #[test]
@@ -275,7 +263,7 @@ fn a_second_down_right_after_the_restart_waits_for_the_stop_and_finishes_the_fir
         String::from_utf8_lossy(&again.stderr)
     );
     assert_eq!(
-        container_dirs(&env),
+        env.container_dirs(),
         0,
         "the second down left the container"
     );

@@ -23,25 +23,13 @@ services:
     command: ["echo", "default command"]
 "#;
 
-fn container_dirs(env: &Env) -> usize {
-    std::fs::read_dir(env.root.path().join("containers"))
-        .map(|d| {
-            d.filter(|e| {
-                e.as_ref()
-                    .is_ok_and(|e| !e.file_name().to_string_lossy().starts_with('.'))
-            })
-            .count()
-        })
-        .unwrap_or(0)
-}
-
 #[test]
 fn run_one_off_with_rm_env_entrypoint_no_deps_and_exit_code() {
     let env = Env::with_daemon("cmp-run", APP);
     // --no-deps: the dependency is not started (here on a project created without
     // starting anything; tests/compose_run_fresh.rs runs on one never brought up)
     env.ok(&["up", "--no-start"]);
-    let created = container_dirs(&env);
+    let created = env.container_dirs();
     let out = env.run(&["run", "--rm", "--no-deps", "-T", "tool"]);
     assert!(
         out.status.success(),
@@ -53,7 +41,7 @@ fn run_one_off_with_rm_env_entrypoint_no_deps_and_exit_code() {
         "default command"
     );
     assert_eq!(env.count("db", "running"), 0, "run --no-deps started db");
-    assert_eq!(container_dirs(&env), created, "--rm left the container");
+    assert_eq!(env.container_dirs(), created, "--rm left the container");
 
     // with dependencies: db comes up first; -e adds to the file's environment; the exit
     // code of the command is run's
@@ -81,7 +69,7 @@ fn run_one_off_with_rm_env_entrypoint_no_deps_and_exit_code() {
     env.wait_for("db started for run", Duration::from_secs(30), || {
         env.count("db", "running") == 1
     });
-    assert_eq!(container_dirs(&env), created, "--rm left the container");
+    assert_eq!(env.container_dirs(), created, "--rm left the container");
 
     // --entrypoint replaces the image's; the command follows it; without --rm the
     // container stays (as a one-off, not a service replica)
@@ -104,7 +92,7 @@ fn run_one_off_with_rm_env_entrypoint_no_deps_and_exit_code() {
         "from entrypoint"
     );
     assert_eq!(
-        container_dirs(&env),
+        env.container_dirs(),
         created + 1,
         "run without --rm removed its container"
     );

@@ -32,19 +32,6 @@ volumes:
   data: {}
 "#;
 
-/// Container directories left in the data root.
-fn container_dirs(env: &Env) -> usize {
-    std::fs::read_dir(env.root.path().join("containers"))
-        .map(|d| {
-            d.filter(|e| {
-                e.as_ref()
-                    .is_ok_and(|e| !e.file_name().to_string_lossy().starts_with('.'))
-            })
-            .count()
-        })
-        .unwrap_or(0)
-}
-
 /// The berth networks of the data root (`network/networks.json`), as JSON text.
 fn networks(env: &Env) -> String {
     std::fs::read_to_string(env.root.path().join("network").join("networks.json"))
@@ -91,7 +78,7 @@ fn run_no_deps_on_a_fresh_project_makes_its_network_and_volume_and_down_takes_th
     assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "file-value");
     // --no-deps: nothing else ran, and --rm took the one-off
-    assert_eq!(container_dirs(&env), 0, "run --no-deps left a container");
+    assert_eq!(env.container_dirs(), 0, "run --no-deps left a container");
     // the same objects `up` makes: Compose's names, the file's and Compose's labels,
     // recorded with the project
     let record = project_record(&env).expect("no project record after run");
@@ -115,7 +102,7 @@ fn run_no_deps_on_a_fresh_project_makes_its_network_and_volume_and_down_takes_th
     // a second run finds them; a detached one-off is still running when `down` comes
     let out = env.run(&["run", "-d", "--no-deps", "tool", "sleep", "600"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(container_dirs(&env), 1);
+    assert_eq!(env.container_dirs(), 1);
     // a later `up` of the project uses the same network and volume
     env.ok(&["up", "-d", "db"]);
     env.wait_for("db running", Duration::from_secs(60), || {
@@ -130,7 +117,7 @@ fn run_no_deps_on_a_fresh_project_makes_its_network_and_volume_and_down_takes_th
         stderr(&out),
         compose_support::tail(&env.daemon_log(), 40)
     );
-    assert_eq!(container_dirs(&env), 0, "down left a container");
+    assert_eq!(env.container_dirs(), 0, "down left a container");
     assert!(!networks(&env).contains(&network), "down left {network}");
     assert!(!volume_dir(&env).exists(), "down -v left the volume");
     assert!(
@@ -152,12 +139,12 @@ fn run_with_a_dependency_on_a_fresh_project_starts_it_first() {
     // the dependency came up through the daemon and stays up (as with `up -d db`)
     assert_eq!(env.count("db", "running"), 1, "run did not start db");
     assert_eq!(env.count("tool", "running"), 0, "run started the service");
-    assert_eq!(container_dirs(&env), 1, "only db's container stays");
+    assert_eq!(env.container_dirs(), 1, "only db's container stays");
     assert!(networks(&env).contains(&network));
 
     // down without -v keeps the named volume (as Compose does); down -v then takes it
     env.ok(&["down", "-t", "1"]);
-    assert_eq!(container_dirs(&env), 0, "down left a container");
+    assert_eq!(env.container_dirs(), 0, "down left a container");
     assert!(!networks(&env).contains(&network), "down left {network}");
     assert!(
         volume_dir(&env).is_dir(),

@@ -6,7 +6,7 @@
 mod cluster_rig;
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
@@ -57,31 +57,6 @@ fn fails(rig: &Rig, i: usize, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stdout)
     );
     String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-/// Regular files under `dir` that contain `needle` (the data root, Raft WAL included).
-fn found_under(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
-    let mut hits = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let Ok(kind) = entry.file_type() else {
-                continue;
-            };
-            if kind.is_dir() {
-                stack.push(entry.path());
-            } else if kind.is_file()
-                && std::fs::read(entry.path())
-                    .is_ok_and(|bytes| bytes.windows(needle.len()).any(|w| w == needle))
-            {
-                hits.push(entry.path());
-            }
-        }
-    }
-    hits
 }
 
 /// A service that records what it finds of its two external secrets into `out`.
@@ -215,7 +190,7 @@ fn stored_secrets_are_created_listed_used_as_external_and_removed_once_unused() 
 
     // Nowhere under the data root in clear: not the Raft log, its snapshots, nor the state.
     for value in [&pw, &api_key] {
-        let leaks = found_under(&rig.nodes[0].data_root(), value.as_bytes());
+        let leaks = berth_testkit::files_containing(&rig.nodes[0].data_root(), value.as_bytes());
         assert!(leaks.is_empty(), "a secret is stored in clear: {leaks:?}");
         assert!(
             !rig.nodes[0].log().contains(value.as_str()),
@@ -312,7 +287,8 @@ fn in_a_cluster_a_stored_secret_reaches_a_worker_and_only_managers_create_them()
     );
     for i in 0..2 {
         for value in [&pw, &api_key] {
-            let leaks = found_under(&rig.nodes[i].data_root(), value.as_bytes());
+            let leaks =
+                berth_testkit::files_containing(&rig.nodes[i].data_root(), value.as_bytes());
             assert!(
                 leaks.is_empty(),
                 "node {i} stores a secret in clear: {leaks:?}"

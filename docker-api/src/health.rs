@@ -281,13 +281,9 @@ async fn monitor(
     began: tokio::time::Instant,
 ) {
     loop {
-        let in_start = began.elapsed() < cfg.start_period;
-        let wait = if in_start && verdicts.health == Health::Starting {
-            cfg.start_interval
-        } else {
-            cfg.interval
-        };
-        tokio::time::sleep(wait).await;
+        let since_start = began.elapsed();
+        let in_start = since_start < cfg.start_period;
+        tokio::time::sleep(cfg.wait_before_probe(since_start, verdicts.health)).await;
         if !b.health.current(&id, run) {
             return;
         }

@@ -22,24 +22,6 @@ volumes:
   data:
 "#;
 
-fn compose(s: &Server, dir: &std::path::Path, project: &str, args: &[&str]) -> String {
-    let o = s
-        .client("timeout")
-        .args(["--kill-after=5", "180", "docker-compose", "-p", project])
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("run docker-compose (apt-get install docker-compose)");
-    assert!(
-        o.status.success(),
-        "docker-compose {args:?} failed: {}{}\nserver log: {}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr),
-        s.log()
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
 #[test]
 fn compose_v1_up_ps_logs_down() {
     let s = Server::start();
@@ -48,8 +30,8 @@ fn compose_v1_up_ps_logs_down() {
     std::fs::write(dir.join("docker-compose.yml"), PROJECT).unwrap();
     let p = "berthcomposetest";
 
-    compose(&s, &dir, p, &["up", "-d"]);
-    let ps = compose(&s, &dir, p, &["ps"]);
+    s.compose(&dir, p, &["up", "-d"]);
+    let ps = s.compose(&dir, p, &["ps"]);
     for name in [format!("{p}_web_1"), format!("{p}_worker_1")] {
         let line = ps
             .lines()
@@ -58,7 +40,7 @@ fn compose_v1_up_ps_logs_down() {
         assert!(line.contains(" Up"), "{line}");
     }
     support::wait_for("both services' output", 20, || {
-        let logs = compose(&s, &dir, p, &["logs", "--no-color"]);
+        let logs = s.compose(&dir, p, &["logs", "--no-color"]);
         logs.contains("web-up") && logs.contains("worker-up")
     });
 
@@ -92,7 +74,7 @@ fn compose_v1_up_ps_logs_down() {
             .any(|l| l == format!("{p}_data"))
     );
 
-    compose(&s, &dir, p, &["down", "-v"]);
+    s.compose(&dir, p, &["down", "-v"]);
     assert_eq!(s.ok(&["ps", "-a", "-q"]), "");
     assert!(s.containers().ids().unwrap().is_empty());
     assert!(!s.ok(&["network", "ls"]).contains(&format!("{p}_default")));

@@ -32,24 +32,6 @@ services:
         condition: service_healthy
 "#;
 
-fn compose(s: &Server, dir: &std::path::Path, project: &str, args: &[&str]) -> String {
-    let o = s
-        .client("timeout")
-        .args(["--kill-after=5", "180", "docker-compose", "-p", project])
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("run docker-compose (apt-get install docker-compose)");
-    assert!(
-        o.status.success(),
-        "docker-compose {args:?} failed: {}{}\nserver log: {}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr),
-        s.log()
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
 #[test]
 fn compose_v1_waits_for_a_healthy_dependency_and_applies_links_ulimits_stop_signal() {
     let s = Server::start();
@@ -61,7 +43,7 @@ fn compose_v1_waits_for_a_healthy_dependency_and_applies_links_ulimits_stop_sign
     let app = format!("{p}_app_1");
 
     // `up` returns only after db turned healthy and app started
-    compose(&s, &dir, p, &["up", "-d"]);
+    s.compose(&dir, p, &["up", "-d"]);
     let inspect = |name: &str, f: &str| s.ok(&["inspect", "--format", f, name]).trim().to_string();
     assert_eq!(inspect(&db, "{{.State.Health.Status}}"), "healthy");
     assert_eq!(inspect(&app, "{{.State.Status}}"), "running");
@@ -99,8 +81,8 @@ fn compose_v1_waits_for_a_healthy_dependency_and_applies_links_ulimits_stop_sign
         "1111\n2222\n"
     );
 
-    compose(&s, &dir, p, &["stop", "-t", "30", "app"]);
+    s.compose(&dir, p, &["stop", "-t", "30", "app"]);
     assert_eq!(inspect(&app, "{{.State.ExitCode}}"), "9");
-    compose(&s, &dir, p, &["down", "-v"]);
+    s.compose(&dir, p, &["down", "-v"]);
     assert_eq!(s.ok(&["ps", "-aq"]).trim(), "");
 }

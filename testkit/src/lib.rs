@@ -24,6 +24,32 @@ pub use process::{bounded, output_within};
 pub use registry::Registry;
 pub use wait::{tail, wait_for, wait_for_explained};
 
+/// Regular files under `dir` (recursively) whose bytes contain `needle`: how a test checks
+/// that a secret never reached the disk in clear.
+pub fn files_containing(dir: &std::path::Path, needle: &[u8]) -> Vec<std::path::PathBuf> {
+    let mut hits = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            if kind.is_dir() {
+                stack.push(entry.path());
+            } else if kind.is_file()
+                && std::fs::read(entry.path())
+                    .is_ok_and(|bytes| bytes.windows(needle.len()).any(|w| w == needle))
+            {
+                hits.push(entry.path());
+            }
+        }
+    }
+    hits
+}
+
 /// Whether the test runs as root (namespaces, mounts, bridges and nftables need it).
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.

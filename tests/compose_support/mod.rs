@@ -162,6 +162,19 @@ impl Env {
         });
     }
 
+    /// Container directories left in the data root (not counting removals in progress).
+    pub fn container_dirs(&self) -> usize {
+        std::fs::read_dir(self.root.path().join("containers"))
+            .map(|d| {
+                d.filter(|e| {
+                    e.as_ref()
+                        .is_ok_and(|e| !e.file_name().to_string_lossy().starts_with('.'))
+                })
+                .count()
+            })
+            .unwrap_or(0)
+    }
+
     fn containers(&self) -> Containers {
         root::containers(self.root.path(), &bin_dir())
     }

@@ -8,7 +8,7 @@
 #![allow(dead_code)]
 
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
@@ -140,6 +140,27 @@ impl Server {
 
     pub fn log(&self) -> String {
         self.daemon.log()
+    }
+
+    /// Debian's `docker-compose` (v1, through docker-py) in `dir` as project `project`,
+    /// bounded, which must succeed; its stdout.
+    pub fn compose(&self, dir: &Path, project: &str, args: &[&str]) -> String {
+        let mut c = berth_testkit::bounded(180, "docker-compose");
+        self.client_env(&mut c);
+        let o = c
+            .args(["-p", project])
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("run docker-compose (apt-get install docker-compose)");
+        assert!(
+            o.status.success(),
+            "docker-compose {args:?} failed: {}{}\nserver log: {}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr),
+            self.log()
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
     }
 }
 

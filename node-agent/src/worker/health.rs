@@ -71,6 +71,16 @@ impl ImageHealthcheck {
 }
 
 impl HealthConfig {
+    /// How long to wait before the next probe: `start_interval` while the container is in
+    /// its start period and not yet healthy, `interval` otherwise (Docker's rule).
+    pub fn wait_before_probe(&self, since_start: Duration, health: Health) -> Duration {
+        if since_start < self.start_period && health == Health::Starting {
+            self.start_interval
+        } else {
+            self.interval
+        }
+    }
+
     /// The check to run: the service's fields over the image's, `None` when there is no
     /// test, `disable: true`, or the test is `NONE`. A bad test is an error message.
     pub fn resolve(
@@ -192,6 +202,22 @@ mod tests {
 
     fn hc(v: serde_json::Value) -> Healthcheck {
         serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn probes_come_at_the_start_interval_only_while_starting_in_the_start_period() {
+        let cfg = HealthConfig {
+            args: vec!["true".into()],
+            interval: Duration::from_secs(30),
+            timeout: Duration::from_secs(5),
+            retries: 3,
+            start_period: Duration::from_secs(60),
+            start_interval: Duration::from_secs(2),
+        };
+        let s = Duration::from_secs;
+        assert_eq!(cfg.wait_before_probe(s(10), Health::Starting), s(2));
+        assert_eq!(cfg.wait_before_probe(s(10), Health::Healthy), s(30));
+        assert_eq!(cfg.wait_before_probe(s(61), Health::Starting), s(30));
     }
 
     #[test]

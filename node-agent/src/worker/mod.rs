@@ -1218,13 +1218,7 @@ impl Inner {
         let began = tokio::time::Instant::now();
         let mut verdicts = Verdicts::new(cfg.retries);
         loop {
-            let in_start = began.elapsed() < cfg.start_period;
-            let wait = if in_start && verdicts.health == Health::Starting {
-                cfg.start_interval
-            } else {
-                cfg.interval
-            };
-            tokio::time::sleep(wait).await;
+            tokio::time::sleep(cfg.wait_before_probe(began.elapsed(), verdicts.health)).await;
             let current = self.with_entry(&task_id, |e| e.run == run && e.exited_run != run);
             if current != Some(true) {
                 return;
